@@ -1,0 +1,217 @@
+"""Base classes for backward rules.
+
+A backward rule is a Keras layer that, given the upstream gradient ``g`` (shaped like the
+forward layer's output) and, for non-linear layers, the forward layer's input ``x``, returns
+``g^T J(x)`` shaped like the forward layer's input.
+
+Calling convention (the checker relies on nothing else):
+
+* ``rule([gradient, input])`` for every rule; a linear rule may also be called ``rule(gradient)``;
+* for a layer with several inputs (a merge layer), ``input`` is the list of its inputs and the
+  rule returns one gradient per input, as a list;
+* ``gradient`` has shape ``(batch, *extra, *output_dim_wo_batch)``: the optional ``extra`` axes
+  carry several upstream gradients per example (rows of a Jacobian). They are folded into the
+  batch axis before ``call_on_reshaped_gradient`` runs (the input is repeated to match) and
+  unfolded afterwards, so a rule author only ever sees one gradient per example.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+Shape = list  # a shape without the batch axis, e.g. [10] or [28, 28, 3]
+
+
+def _shape_wo_batch(shape) -> list:
+    return [None if d is None else int(d) for d in tuple(shape)[1:]]
+
+
+def _tensor_shapes_wo_batch(tensors):
+    if isinstance(tensors, (list, tuple)):
+        return [_shape_wo_batch(t.shape) for t in tensors]
+    return _shape_wo_batch(tensors.shape)
+
+
+def _is_multi(dims) -> bool:
+    """True when ``dims`` is a list of shapes (several inputs) rather than one shape."""
+    return bool(dims) and isinstance(dims[0], (list, tuple))
+
+
+def _infer_dims(layer: keras.layers.Layer, which: str):
+    """Shapes of a layer's input or output, read from its (single) call in a graph."""
+    try:
+        tensors = layer.input if which == "input" else layer.output
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"Cannot infer the {which} shape of layer '{layer.name}' "
+            f"({type(layer).__name__}): {error}. Pass {which}_dim_wo_batch= explicitly."
+        ) from None
+    return _tensor_shapes_wo_batch(tensors)
+
+
+class BackwardLayer(keras.layers.Layer):
+    """A backward rule for one Keras layer: maps an upstream gradient to ``g^T J``.
+
+    Subclasses override :meth:`call_on_reshaped_gradient` or set ``self.layer_backward`` to a
+    Keras layer applied to the gradient. ``self.layer`` is the forward layer;
+    ``self.input_dim_wo_batch`` and ``self.output_dim_wo_batch`` its input and output shapes
+    without the batch axis (lists of shapes for layers with several inputs).
+    """
+
+    #: Whether the rule's result is independent of the forward input (a linear layer).
+    #: Rules may override it per instance (a Dense layer is linear only without activation).
+    is_linear: bool = False
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        input_dim_wo_batch: Sequence | None = None,
+        output_dim_wo_batch: Sequence | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        kwargs.setdefault("name", f"{layer.name}_backward")
+        super().__init__(**kwargs)
+        self.layer = layer
+        if input_dim_wo_batch is None:
+            input_dim_wo_batch = _infer_dims(layer, "input")
+        if output_dim_wo_batch is None:
+            output_dim_wo_batch = _infer_dims(layer, "output")
+        self.input_dim_wo_batch = _as_dims(input_dim_wo_batch)
+        self.output_dim_wo_batch = _as_dims(output_dim_wo_batch)
+        self.layer_backward = None
+        self.built = True
+
+    # ----------------------------------------------------------------------------- the rule
+    def call_on_reshaped_gradient(
+        self, gradient, input=None, training=None, mask=None
+    ):  # noqa: A002 - the name is part of the public calling convention
+        """Return ``g^T J(input)`` for one upstream gradient per example.
+
+        ``gradient`` has shape ``(batch, *output_dim_wo_batch)`` and ``input`` (``None`` for a
+        linear rule called without it) ``(batch, *input_dim_wo_batch)``.
+        """
+        if self.layer_backward is not None:
+            return self.layer_backward(gradient)
+        raise NotImplementedError(
+            f"{type(self).__name__} must override call_on_reshaped_gradient() "
+            "or set self.layer_backward."
+        )
+
+    # ------------------------------------------------------------------------ the plumbing
+    def _split_inputs(self, inputs):
+        if isinstance(inputs, (list, tuple)):
+            if len(inputs) == 2:
+                return inputs[0], inputs[1]
+            if len(inputs) == 1:
+                return inputs[0], None
+            raise ValueError(
+                f"{type(self).__name__} expects [gradient, input] or gradient, "
+                f"got a list of {len(inputs)} items."
+            )
+        return inputs, None
+
+    def call(self, inputs, training=None, mask=None):
+        gradient, layer_input = self._split_inputs(inputs)
+        if layer_input is None and not self.is_linear:
+            raise ValueError(
+                f"{type(self).__name__} is the rule of a non-linear layer "
+                f"('{self.layer.name}'): call it as rule([gradient, input])."
+            )
+        out_dims = self._single_output_dims()
+        n_extra = len(gradient.shape) - 1 - len(out_dims)
+        if n_extra < 0:
+            raise ValueError(
+                f"{type(self).__name__}: the gradient has shape {tuple(gradient.shape)} but "
+                f"layer '{self.layer.name}' outputs (batch, *{tuple(out_dims)})."
+            )
+        if n_extra == 0:
+            return self.call_on_reshaped_gradient(
+                gradient, input=layer_input, training=training, mask=mask
+            )
+        # Fold the extra axes into the batch axis, repeating the input to match.
+        grad_shape = ops.shape(gradient)
+        extra = [int(d) for d in grad_shape[1 : 1 + n_extra]]
+        n_rep = math.prod(extra)
+        folded = ops.reshape(gradient, [-1] + list(grad_shape[1 + n_extra :]))
+        if layer_input is not None:
+            layer_input = _map_structure(lambda t: ops.repeat(t, n_rep, axis=0), layer_input)
+        result = self.call_on_reshaped_gradient(
+            folded, input=layer_input, training=training, mask=mask
+        )
+        return _map_structure(
+            lambda t: ops.reshape(t, [-1] + extra + list(ops.shape(t)[1:])), result
+        )
+
+    def _single_output_dims(self):
+        if _is_multi(self.output_dim_wo_batch):
+            raise ValueError(
+                f"{type(self).__name__}: layers with several outputs are not supported."
+            )
+        return self.output_dim_wo_batch
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
+            input_shape[0], (list, tuple)
+        ):
+            grad_shape = tuple(input_shape[0])
+        else:
+            grad_shape = tuple(input_shape)
+        n_extra = len(grad_shape) - 1 - len(self._single_output_dims())
+        prefix = grad_shape[: 1 + max(n_extra, 0)]
+        if _is_multi(self.input_dim_wo_batch):
+            return [prefix + tuple(d) for d in self.input_dim_wo_batch]
+        return prefix + tuple(self.input_dim_wo_batch)
+
+    # ---------------------------------------------------------------------- serialization
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "layer": keras.saving.serialize_keras_object(self.layer),
+                "input_dim_wo_batch": self.input_dim_wo_batch,
+                "output_dim_wo_batch": self.output_dim_wo_batch,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict):
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        if not layer.built:
+            shape = config["input_dim_wo_batch"]
+            if _is_multi(shape):
+                layer.build([(None, *s) for s in shape])
+            else:
+                layer.build((None, *shape))
+        return cls(layer=layer, **config)
+
+
+class BackwardLinearLayer(BackwardLayer):
+    """Rule of a layer whose Jacobian does not depend on its input (Dense without
+    activation, convolutions, pooling by averages, reshapes, additions...)."""
+
+    is_linear = True
+
+
+class BackwardNonLinearLayer(BackwardLayer):
+    """Rule of a layer whose Jacobian depends on its input (activations, max pooling...)."""
+
+    is_linear = False
+
+
+def _as_dims(dims):
+    if _is_multi(dims):
+        return [list(d) for d in dims]
+    return list(dims)
+
+
+def _map_structure(fn, value):
+    if isinstance(value, (list, tuple)):
+        return [fn(v) for v in value]
+    return fn(value)

@@ -1,0 +1,16 @@
+"""Native backward rules, one folder per Keras layer family (as in ``keras/src/layers``).
+
+Importing this package registers every native rule.
+"""
+
+from jacverify.backward.rules import (  # noqa: F401
+    activations,
+    convolutional,
+    core,
+    merging,
+    normalization,
+    pooling,
+    preprocessing,
+    regularization,
+    reshaping,
+)

@@ -1,0 +1,30 @@
+"""Rule for ``keras.layers.Dense``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from jacverify.backward.base import BackwardNonLinearLayer
+from jacverify.backward.registry import register_backward
+from jacverify.backward.rules.activations.functions import activation_vjp
+
+
+@register_backward(keras.layers.Dense)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardDense(BackwardNonLinearLayer):
+    """``(g * f'(x W + b)) W^T``; linear (no input needed) without activation."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        self._vjp = activation_vjp(layer.activation)
+        self.is_linear = self._vjp is None
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        kernel = ops.cast(self.layer.kernel, gradient.dtype)
+        if self._vjp is not None:
+            pre_activation = ops.matmul(input, kernel)
+            if self.layer.use_bias:
+                pre_activation = pre_activation + ops.cast(self.layer.bias, gradient.dtype)
+            gradient = self._vjp(gradient, pre_activation)
+        return ops.matmul(gradient, ops.transpose(kernel))

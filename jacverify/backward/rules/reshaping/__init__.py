@@ -1,0 +1,1 @@
+"""Backward rules for Keras reshaping layers."""
