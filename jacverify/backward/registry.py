@@ -3,10 +3,11 @@
 Three sources fill it, looked up in this order of precedence:
 
 1. a per-call mapping (``clone_to_backward(..., mapping_keras2backward_classes={...})``);
-2. registrations made with :func:`register_backward` (by the user, or by a package's module);
-3. the native rules shipped with jacverify, and rules shipped by installed packages through
-   the ``jacverify.rules`` entry-point group (each entry point names a module that registers
-   its rules on import, or a callable returning a ``{keras_class: rule_class}`` mapping).
+2. rules the user registers with :func:`register_backward`;
+3. rules shipped by installed packages through the ``jacverify.rules`` entry-point group (each
+   entry point names a module that registers its rules with :func:`register_backward` on
+   import, or a callable returning a ``{keras_class: rule_class}`` mapping);
+4. the native rules shipped with jacverify.
 
 Lookup is by exact class: a subclass of ``Dense`` that changes ``call`` must not silently
 inherit Dense's rule.
@@ -34,7 +35,11 @@ class RuleEntry:
     source: str  # "native", "user" or "package:<distribution>"
 
 
-_RULES: dict[type, RuleEntry] = {}
+# One table per source; lookup precedence is user > installed package > native, whatever the
+# order in which they were filled.
+_USER: dict[type, RuleEntry] = {}
+_PACKAGE: dict[type, RuleEntry] = {}
+_NATIVE: dict[type, RuleEntry] = {}
 _native_loaded = False
 _plugins_loaded = False
 _current_source = "user"
@@ -46,8 +51,19 @@ class MissingBackwardRuleError(ValueError):
     """Raised when a layer of the model has no backward rule."""
 
 
-def register_backward(*keras_classes: type, override: bool = True) -> Callable[[R], R]:
+def _table(source: str) -> dict[type, RuleEntry]:
+    if source == "native":
+        return _NATIVE
+    if source.startswith("package:"):
+        return _PACKAGE
+    return _USER
+
+
+def register_backward(*keras_classes: type) -> Callable[[R], R]:
     """Class decorator registering a backward rule for one or more forward classes.
+
+    A rule registered by the user takes precedence over rules shipped by installed packages,
+    which take precedence over jacverify's native rules.
 
     >>> @register_backward(PlusConstant)
     ... class BackwardPlusConstant(BackwardLinearLayer):
@@ -56,26 +72,24 @@ def register_backward(*keras_classes: type, override: bool = True) -> Callable[[
     """
     if not keras_classes:
         raise TypeError("register_backward() needs at least one forward class.")
+    for keras_class in keras_classes:
+        if not isinstance(keras_class, type):
+            raise TypeError(f"register_backward() expects classes, got {keras_class!r}.")
 
     def decorator(rule_class: R) -> R:
+        table = _table(_current_source)
         for keras_class in keras_classes:
-            if not isinstance(keras_class, type):
-                raise TypeError(
-                    f"register_backward() expects classes, got {keras_class!r}."
-                )
-            # Native and package rules never replace a rule the user registered first.
-            if keras_class in _RULES and (not override or _current_source != "user"):
-                continue
-            _RULES[keras_class] = RuleEntry(keras_class, rule_class, _current_source)
+            table[keras_class] = RuleEntry(keras_class, rule_class, _current_source)
         return rule_class
 
     return decorator
 
 
 def unregister_backward(keras_class: type) -> None:
-    """Remove the rule registered for ``keras_class`` (no error if there is none)."""
+    """Remove every rule registered for ``keras_class`` (no error if there is none)."""
     _ensure_loaded()
-    _RULES.pop(keras_class, None)
+    for table in (_USER, _PACKAGE, _NATIVE):
+        table.pop(keras_class, None)
 
 
 def _ensure_loaded() -> None:
@@ -100,12 +114,8 @@ def _load_entry_points() -> None:
         try:
             loaded = entry_point.load()
             if callable(loaded) and not isinstance(loaded, type):
-                mapping = loaded()
-                if mapping:
-                    for keras_class, rule_class in dict(mapping).items():
-                        _RULES.setdefault(
-                            keras_class, RuleEntry(keras_class, rule_class, _current_source)
-                        )
+                for keras_class, rule_class in dict(loaded() or {}).items():
+                    _PACKAGE[keras_class] = RuleEntry(keras_class, rule_class, _current_source)
         except Exception as error:  # a broken plugin must not break the rest
             _log.warning(
                 "jacverify: could not load backward rules from entry point '%s' (%s): %s",
@@ -118,9 +128,17 @@ def _load_entry_points() -> None:
 
 
 def registered_rules() -> dict[type, RuleEntry]:
-    """All registered rules, keyed by forward class."""
+    """All registered rules, keyed by forward class (the entry that lookups use)."""
     _ensure_loaded()
-    return dict(_RULES)
+    return {**_NATIVE, **_PACKAGE, **_USER}
+
+
+def _lookup(keras_class: type) -> RuleEntry | None:
+    _ensure_loaded()
+    for table in (_USER, _PACKAGE, _NATIVE):
+        if keras_class in table:
+            return table[keras_class]
+    return None
 
 
 def get_backward_rule(
@@ -130,8 +148,7 @@ def get_backward_rule(
     keras_class = layer_or_class if isinstance(layer_or_class, type) else type(layer_or_class)
     if mapping and keras_class in mapping:
         return mapping[keras_class]
-    _ensure_loaded()
-    entry = _RULES.get(keras_class)
+    entry = _lookup(keras_class)
     if entry is not None:
         return entry.rule_class
     name = getattr(layer_or_class, "name", None)

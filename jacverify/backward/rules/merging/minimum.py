@@ -1,0 +1,19 @@
+"""Rule for ``keras.layers.Minimum``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from jacverify.backward.registry import register_backward
+from jacverify.backward.rules.merging.base_merge import BackwardExtremumMerge
+
+
+@register_backward(keras.layers.Minimum)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardMinimum(BackwardExtremumMerge):
+    """``g`` goes to the input holding the minimum, split equally between tied inputs
+    (summed over the axes an input was broadcast along)."""
+
+    def _extremum(self, a, b):
+        return ops.minimum(a, b)

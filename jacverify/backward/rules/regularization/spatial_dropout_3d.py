@@ -1,0 +1,20 @@
+"""Rule for ``keras.layers.SpatialDropout3D`` (the identity at inference)."""
+
+from __future__ import annotations
+
+import keras
+
+from jacverify.backward.registry import register_backward
+from jacverify.backward.rules.regularization.base_identity import BackwardInferenceIdentity
+
+
+@register_backward(keras.layers.SpatialDropout3D)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardSpatialDropout3D(BackwardInferenceIdentity):
+    """The identity: returns ``g`` unchanged.
+
+    The backward model runs the forward layers in inference mode (``training=None/False``),
+    where ``SpatialDropout3D`` returns its input unchanged:
+    no feature map is dropped, whatever the ``data_format``.
+    This rule does not describe the training-mode function.
+    """

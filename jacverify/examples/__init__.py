@@ -1,0 +1,1 @@
+"""Example layers, rules and models bundled with jacverify (used by ``jacverify example``)."""
