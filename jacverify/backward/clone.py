@@ -82,6 +82,7 @@ def clone_to_backward(
             one).
     """
     graph = trace(model)
+    rule_names: set[str] = set()
     grad_inputs, grad_outputs = _gradient_tensors(graph, gradient)
 
     contributions: dict[int, list] = {}
@@ -99,7 +100,7 @@ def clone_to_backward(
                 f"Layer '{step.qualified_name}' ({type(step.operation).__name__}) returns "
                 f"{len(step.outputs)} tensors; backward rules support one output."
             )
-        rule = _make_rule(step, mapping_keras2backward_classes)
+        rule = _make_rule(step, mapping_keras2backward_classes, rule_names)
         if rule.is_linear:
             result = rule(out_grads[0])
         else:
@@ -135,18 +136,26 @@ def _is_float(dtype) -> bool:
     return "float" in str(dtype)
 
 
-def _make_rule(step: Step, mapping) -> BackwardLayer:
+def _make_rule(step: Step, mapping, taken_names: set) -> BackwardLayer:
     try:
         rule_class = get_backward_rule(step.operation, mapping)
     except MissingBackwardRuleError as error:
         where = f" (inside {'/'.join(step.path)})" if step.path else ""
         raise MissingBackwardRuleError(f"{error}{where}") from None
     in_dims = [_shape_wo_batch(t.shape) for t in step.inputs]
-    return rule_class(
+    rule = rule_class(
         layer=step.operation,
         input_dim_wo_batch=in_dims[0] if len(in_dims) == 1 else in_dims,
         output_dim_wo_batch=_shape_wo_batch(step.outputs[0].shape),
     )
+    # A layer called several times (shared, or inside a nested model used twice) gets one rule
+    # per call; Keras needs distinct names.
+    base, suffix = rule.name, 1
+    while rule.name in taken_names:
+        rule.name = f"{base}_{suffix}"
+        suffix += 1
+    taken_names.add(rule.name)
+    return rule
 
 
 def _sum(grads: list):

@@ -22,6 +22,7 @@ from importlib import metadata
 from typing import Callable, Mapping, TypeVar
 
 ENTRY_POINT_GROUP = "jacverify.rules"
+_NATIVE_PACKAGE = "jacverify.backward.rules"
 
 _log = logging.getLogger(__name__)
 
@@ -77,9 +78,12 @@ def register_backward(*keras_classes: type) -> Callable[[R], R]:
             raise TypeError(f"register_backward() expects classes, got {keras_class!r}.")
 
     def decorator(rule_class: R) -> R:
-        table = _table(_current_source)
+        source = _current_source
+        if source == "user" and rule_class.__module__.startswith(_NATIVE_PACKAGE + "."):
+            source = "native"  # a native rule module imported directly, before the registry
+        table = _table(source)
         for keras_class in keras_classes:
-            table[keras_class] = RuleEntry(keras_class, rule_class, _current_source)
+            table[keras_class] = RuleEntry(keras_class, rule_class, source)
         return rule_class
 
     return decorator
@@ -98,7 +102,7 @@ def _ensure_loaded() -> None:
         _native_loaded = True
         _current_source = "native"
         try:
-            importlib.import_module("jacverify.backward.rules")
+            importlib.import_module(_NATIVE_PACKAGE)
         finally:
             _current_source = "user"
     if not _plugins_loaded:

@@ -57,7 +57,9 @@ def crops_and_output_padding(padding, in_sizes, out_sizes, kernel_size, strides,
     """Per spatial axis: the start of the input window in the full transposed convolution,
     and the ``output_padding`` that makes the full transposed convolution reach its end."""
     starts, output_padding = [], []
-    for n_in, n_out, k, s, d in zip(in_sizes, out_sizes, kernel_size, strides, dilations):
+    for n_in, n_out, k, s, d in zip(
+        in_sizes, out_sizes, kernel_size, strides, dilations, strict=True
+    ):
         left, _ = forward_padding(padding, n_in, n_out, k, s, d)
         full = (n_out - 1) * s + effective_kernel_size(k, d)
         starts.append(left)
@@ -69,20 +71,25 @@ def crop(tensor, starts, in_sizes, rank, data_format):
     """``tensor[..., start:start + size, ...]`` on each spatial axis (a view when possible)."""
     axes = spatial_axes(rank, data_format)
     shape = tuple(tensor.shape)
-    if all(shape[a] == n and s == 0 for a, s, n in zip(axes, starts, in_sizes)):
+    if all(shape[a] == n and s == 0 for a, s, n in zip(axes, starts, in_sizes, strict=True)):
         return tensor
     index = [slice(None)] * len(shape)
-    for a, s, n in zip(axes, starts, in_sizes):
+    for a, s, n in zip(axes, starts, in_sizes, strict=True):
         index[a] = slice(s, s + n)
     return tensor[tuple(index)]
 
 
 def conv_input_gradient(gradient, kernel, *, in_sizes, padding, strides, dilations,
-                        data_format, groups=1):
+                        data_format, groups=1, implementation=None):
     """``g^T J`` of ``ops.conv(x, kernel, ...)`` (``groups`` inferred as Keras does).
 
     ``kernel`` has the Keras layout ``(*kernel_size, in_channels // groups, filters)``;
     ``in_sizes`` are the spatial sizes of ``x``. One transposed convolution and one crop.
+
+    On the torch backend torch's own convolutions are called on the gradient in the layout it
+    arrives in (for ``channels_last``, a channels-last view: no copy), as autograd does. Other
+    backends use ``keras.ops.conv_transpose``, which has no groups. ``implementation``
+    (``"torch"`` or ``"keras"``) forces one of the two (the default picks by backend).
     """
     rank = len(kernel.shape) - 2
     kernel_size = tuple(int(k) for k in kernel.shape[:rank])
@@ -91,57 +98,90 @@ def conv_input_gradient(gradient, kernel, *, in_sizes, padding, strides, dilatio
     starts, output_padding = crops_and_output_padding(
         padding, in_sizes, out_sizes, kernel_size, strides, dilations
     )
-    if groups == 1:
-        full = ops.conv_transpose(
-            gradient,
-            kernel,
-            strides=list(strides),
-            padding="valid",
-            output_padding=output_padding,
-            data_format=data_format,
-            dilation_rate=list(dilations),
+    if implementation is None:
+        implementation = "torch" if keras.backend.backend() == "torch" else "keras"
+    if implementation == "torch":
+        return _conv_input_gradient_torch(
+            gradient, kernel, starts, in_sizes, output_padding, strides, dilations,
+            data_format, groups,
         )
-    else:
-        full = _grouped_conv_transpose_torch(
-            gradient, kernel, strides, dilations, output_padding, data_format, groups
-        )
-    return crop(full, starts, in_sizes, rank, data_format)
-
-
-def _grouped_conv_transpose_torch(gradient, kernel, strides, dilations, output_padding,
-                                  data_format, groups):
-    """Full (unpadded) grouped transposed convolution with torch, Keras layouts in and out."""
-    if keras.backend.backend() != "torch":
+    if groups != 1:
         raise NotImplementedError(
             "jacverify: the backward rule of a grouped or depthwise convolution "
             f"(groups={groups}) needs a grouped transposed convolution, which keras.ops does "
             f"not provide; it is implemented for the torch backend only (the current backend "
             f"is '{keras.backend.backend()}')."
         )
+    return _conv_input_gradient_keras(
+        gradient, kernel, starts, in_sizes, output_padding, strides, dilations, data_format
+    )
+
+
+def _conv_input_gradient_keras(gradient, kernel, starts, in_sizes, output_padding, strides,
+                               dilations, data_format):
+    """Any backend, no groups: ``keras.ops.conv_transpose`` without padding, then the crop."""
+    full = ops.conv_transpose(
+        gradient,
+        kernel,
+        strides=list(strides),
+        padding="valid",
+        output_padding=list(output_padding),
+        data_format=data_format,
+        dilation_rate=list(dilations),
+    )
+    return crop(full, starts, in_sizes, len(kernel.shape) - 2, data_format)
+
+
+def _conv_input_gradient_torch(gradient, kernel, starts, in_sizes, output_padding, strides,
+                               dilations, data_format, groups):
     import torch
+    import torch.nn.functional as F  # noqa: N812
 
     rank = len(kernel.shape) - 2
+    strides = tuple(int(s) for s in strides)
+    dilations = tuple(int(d) for d in dilations)
     gradient = ops.convert_to_tensor(gradient)
     kernel = ops.convert_to_tensor(kernel)
     if data_format == "channels_last":
-        gradient = torch.movedim(gradient, -1, 1)
+        gradient = torch.movedim(gradient, -1, 1)  # a view, channels-last in memory
     # Keras kernel (*k, in // groups, out) -> torch (out, in // groups, *k): the weight of the
     # forward torch convolution is also the weight of its transposed convolution.
     weight = torch.permute(kernel, (rank + 1, rank, *range(rank)))
-    transpose = {
-        1: torch.nn.functional.conv_transpose1d,
-        2: torch.nn.functional.conv_transpose2d,
-        3: torch.nn.functional.conv_transpose3d,
-    }[rank]
-    result = transpose(
-        gradient,
-        weight,
-        stride=tuple(int(s) for s in strides),
-        padding=0,
-        output_padding=tuple(int(p) for p in output_padding),
-        groups=int(groups),
-        dilation=tuple(int(d) for d in dilations),
-    )
+    spatial = tuple(range(2, rank + 2))
+    if groups > 1 and all(s == 1 for s in strides):
+        # With stride 1 the transposed convolution is the correlation with the flipped kernel,
+        # input and output channels swapped within each group; torch's CPU grouped transposed
+        # convolution is several times slower than its grouped convolution (and than autograd).
+        out_channels, in_per_group = int(weight.shape[0]), int(weight.shape[1])
+        k = tuple(int(n) for n in weight.shape[2:])
+        flipped = torch.flip(weight, spatial).reshape(
+            groups, out_channels // groups, in_per_group, *k
+        )
+        flipped = flipped.transpose(1, 2).reshape(groups * in_per_group, out_channels // groups, *k)
+        # Zeros to add to the gradient so that the correlation gives the input's window.
+        k_eff = [(n - 1) * d + 1 for n, d in zip(k, dilations, strict=True)]
+        out_sizes = [int(gradient.shape[a]) for a in spatial]
+        lefts = [e - 1 - s for e, s in zip(k_eff, starts, strict=True)]
+        rights = [
+            n - o + s for n, o, s in zip(in_sizes, out_sizes, starts, strict=True)
+        ]
+        pads = [max(left, right) for left, right in zip(lefts, rights, strict=True)]
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
+        result = conv(gradient, flipped, padding=tuple(pads), dilation=dilations, groups=groups)
+        result_starts = [p - left for p, left in zip(pads, lefts, strict=True)]
+    else:
+        transpose = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[rank]
+        result = transpose(
+            gradient,
+            weight,
+            stride=strides,
+            padding=0,
+            output_padding=tuple(int(p) for p in output_padding),
+            groups=int(groups),
+            dilation=dilations,
+        )
+        result_starts = starts
+    result = crop(result, result_starts, in_sizes, rank, "channels_first")
     if data_format == "channels_last":
         result = torch.movedim(result, 1, -1)
     return result

@@ -9,15 +9,7 @@ from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.convolutional import _transpose
-
-
-def check_not_quantized(layer) -> None:
-    mode = getattr(layer, "quantization_mode", None)
-    if mode is not None:
-        raise NotImplementedError(
-            f"jacverify: no backward rule for the quantized ({mode}) layer '{layer.name}' "
-            f"({type(layer).__name__}); use the float layer."
-        )
+from jacverify.backward.rules.core.dense import check_not_quantized
 
 
 class BackwardConvBase(BackwardNonLinearLayer):
@@ -32,7 +24,7 @@ class BackwardConvBase(BackwardNonLinearLayer):
         super().__init__(layer=layer, **kwargs)
         check_not_quantized(layer)
         self._vjp = activation_vjp(layer.activation)
-        self.is_linear = self._vjp is None and self._static_input_sizes() is not None
+        self.is_linear = self._vjp is None and self._input_sizes_known_from_gradient()
 
     # ------------------------------------------------------------------------ geometry
     @property
@@ -42,24 +34,32 @@ class BackwardConvBase(BackwardNonLinearLayer):
     def _spatial(self, dims):
         return list(dims[:-1]) if self.layer.data_format == "channels_last" else list(dims[1:])
 
-    def _static_input_sizes(self):
-        sizes = self._spatial(self.input_dim_wo_batch)
-        out_sizes = self._spatial(self.output_dim_wo_batch)
+    def _input_sizes(self, input=None, gradient=None):
+        """Spatial sizes of the input: from the static shape, else from ``input``, else from
+        the gradient's (for an axis of stride 1, whose output size determines the input's).
+        ``None`` where they cannot be known without the input."""
         layer = self.layer
+        sizes = self._spatial(self.input_dim_wo_batch)
+        axes = _transpose.spatial_axes(self._rank, layer.data_format)
         for i, n in enumerate(sizes):
-            if n is None and out_sizes[i] is not None:
+            if n is not None:
+                continue
+            if input is not None:
+                sizes[i] = int(input.shape[axes[i]])
+                continue
+            out = self._spatial(self.output_dim_wo_batch)[i]
+            if out is None and gradient is not None:
+                out = int(gradient.shape[axes[i]])
+            if out is not None:
                 sizes[i] = _transpose.input_size_from_output(
-                    layer.padding, out_sizes[i], layer.kernel_size[i], layer.strides[i],
+                    layer.padding, out, layer.kernel_size[i], layer.strides[i],
                     layer.dilation_rate[i],
                 )
-        return None if any(n is None for n in sizes) else [int(n) for n in sizes]
+        return sizes
 
-    def _input_sizes(self, input):
-        sizes = self._static_input_sizes()
-        if sizes is not None:
-            return sizes
-        axes = _transpose.spatial_axes(self._rank, self.layer.data_format)
-        return [int(input.shape[a]) for a in axes]
+    def _input_sizes_known_from_gradient(self) -> bool:
+        unknown = [n is None for n in self._spatial(self.input_dim_wo_batch)]
+        return all(s == 1 for s, u in zip(self.layer.strides, unknown, strict=True) if u)
 
     # --------------------------------------------------------------------- the forward
     def _bias(self, dtype):
@@ -89,7 +89,7 @@ class BackwardConvBase(BackwardNonLinearLayer):
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         if self._vjp is not None:
             gradient = self._vjp(gradient, self._pre_activation(input, gradient.dtype))
-        return self._linear_backward(gradient, self._input_sizes(input))
+        return self._linear_backward(gradient, self._input_sizes(input, gradient))
 
 
 class BackwardConv(BackwardConvBase):

@@ -1,3 +1,8 @@
 """Backward rules for Keras core layers."""
 
-from jacverify.backward.rules.core import dense  # noqa: F401
+from jacverify.backward.rules.core import (  # noqa: F401
+    dense,
+    einsum_dense,
+    identity,
+    input_layer,
+)

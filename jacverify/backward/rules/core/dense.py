@@ -10,6 +10,16 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import activation_vjp
 
 
+def check_not_quantized(layer) -> None:
+    """Refuse quantized layers: their ``kernel`` is not the matrix the forward pass uses."""
+    mode = getattr(layer, "quantization_mode", None)
+    if mode is not None:
+        raise NotImplementedError(
+            f"jacverify: no backward rule for the quantized ({mode}) layer '{layer.name}' "
+            f"({type(layer).__name__}); build the backward model of the float model."
+        )
+
+
 @register_backward(keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDense(BackwardNonLinearLayer):
@@ -17,14 +27,15 @@ class BackwardDense(BackwardNonLinearLayer):
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
+        check_not_quantized(layer)
         self._vjp = activation_vjp(layer.activation)
         self.is_linear = self._vjp is None
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         kernel = ops.cast(self.layer.kernel, gradient.dtype)
         if self._vjp is not None:
-            pre_activation = ops.matmul(input, kernel)
-            if self.layer.use_bias:
+            pre_activation = ops.matmul(ops.cast(input, gradient.dtype), kernel)
+            if self.layer.bias is not None:
                 pre_activation = pre_activation + ops.cast(self.layer.bias, gradient.dtype)
             gradient = self._vjp(gradient, pre_activation)
         return ops.matmul(gradient, ops.transpose(kernel))

@@ -21,7 +21,8 @@ def _l2_normalize(x, axis: int):
     """
     cap = 1.0 / keras.config.epsilon()
     inv_norm = ops.rsqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
-    capped = ops.minimum(inv_norm, cap)
+    # Not ops.minimum: Keras's type promotion turns float64 into float32 there.
+    capped = ops.where(ops.less(inv_norm, cap), inv_norm, ops.cast(cap, x.dtype))
     weight = ops.cast(ops.less(inv_norm, cap), x.dtype) + 0.5 * ops.cast(
         ops.equal(inv_norm, cap), x.dtype
     )

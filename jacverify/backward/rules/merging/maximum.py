@@ -16,4 +16,5 @@ class BackwardMaximum(BackwardExtremumMerge):
     (summed over the axes an input was broadcast along)."""
 
     def _extremum(self, a, b):
-        return ops.maximum(a, b)
+        # Not ops.maximum: Keras's type promotion turns float64 into float32 there.
+        return ops.where(ops.greater(b, a), b, a)

@@ -16,4 +16,5 @@ class BackwardMinimum(BackwardExtremumMerge):
     (summed over the axes an input was broadcast along)."""
 
     def _extremum(self, a, b):
-        return ops.minimum(a, b)
+        # Not ops.minimum: Keras's type promotion turns float64 into float32 there.
+        return ops.where(ops.less(b, a), b, a)

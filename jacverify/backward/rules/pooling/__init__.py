@@ -1,1 +1,8 @@
 """Backward rules for Keras pooling layers."""
+
+from jacverify.backward.rules.pooling import (  # noqa: F401
+    average_pooling,
+    global_average_pooling,
+    global_max_pooling,
+    max_pooling,
+)

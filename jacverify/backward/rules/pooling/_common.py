@@ -15,6 +15,13 @@ from dataclasses import dataclass
 
 from keras import ops
 
+from jacverify.backward.rules.reshaping._common import (  # noqa: F401 - re-exported
+    fold_replicate,
+    pad_axis,
+    spatial_axes,
+    take,
+)
+
 
 @dataclass(frozen=True)
 class PoolingGeometry:
@@ -29,12 +36,15 @@ class PoolingGeometry:
     @property
     def padded(self) -> tuple:
         """Spatial sizes after padding (implicit or explicit)."""
-        return tuple(n + left + right for n, (left, right) in zip(self.spatial, self.pads))
+        return tuple(
+            n + left + right for n, (left, right) in zip(self.spatial, self.pads, strict=True)
+        )
 
     @property
     def output(self) -> tuple:
         return tuple(
-            (p - k) // s + 1 for p, k, s in zip(self.padded, self.pool_size, self.strides)
+            (p - k) // s + 1
+            for p, k, s in zip(self.padded, self.pool_size, self.strides, strict=True)
         )
 
 
@@ -55,19 +65,15 @@ def pooling_geometry(layer, spatial) -> PoolingGeometry:
     pool_size = tuple(int(k) for k in layer.pool_size)
     strides = tuple(int(s) for s in layer.strides)
     if str(layer.padding).lower() == "same":
-        pads = tuple(same_padding_length(n, k, s) for n, k, s in zip(spatial, pool_size, strides))
+        pads = tuple(
+            same_padding_length(n, k, s)
+            for n, k, s in zip(spatial, pool_size, strides, strict=True)
+        )
         replicate = not all(left == right for left, right in pads)
     else:
         pads = tuple((0, 0) for _ in spatial)
         replicate = False
     return PoolingGeometry(spatial, pool_size, strides, pads, replicate)
-
-
-def spatial_axes(n_spatial: int, data_format: str) -> list:
-    """The axes (batch included) holding the spatial dimensions."""
-    if data_format == "channels_first":
-        return list(range(2, 2 + n_spatial))
-    return list(range(1, 1 + n_spatial))
 
 
 def spatial_sizes(dims_wo_batch, n_spatial: int, data_format: str) -> tuple:
@@ -91,22 +97,6 @@ def to_channels_last(t, n_spatial: int):
     return ops.transpose(t, (0, *range(2, n_spatial + 2), 1))
 
 
-def take(t, axis: int, start: int, stop: int):
-    """``t[..., start:stop, ...]`` along ``axis``."""
-    index = [slice(None)] * len(t.shape)
-    index[axis] = slice(start, stop)
-    return t[tuple(index)]
-
-
-def pad_axis(t, axis: int, before: int, after: int):
-    """Zero-pad ``t`` along ``axis``."""
-    if before == 0 and after == 0:
-        return t
-    widths = [(0, 0)] * len(t.shape)
-    widths[axis] = (before, after)
-    return ops.pad(t, widths)
-
-
 def fit_axis(t, axis: int, length: int):
     """Crop or zero-pad ``t`` at the end of ``axis`` to ``length``."""
     current = int(t.shape[axis])
@@ -115,25 +105,9 @@ def fit_axis(t, axis: int, length: int):
     return pad_axis(t, axis, 0, length - current)
 
 
-def fold_replicate(t, axis: int, left: int, right: int, n: int):
-    """Backward of a ``mode="replicate"`` padding of ``(left, right)`` along ``axis``.
-
-    ``t`` has length ``left + n + right`` along ``axis``: the gradient of the padded copies is
-    added to the edge elements they copy.
-    """
-    result = take(t, axis, left, left + n)
-    if left:
-        head = ops.sum(take(t, axis, 0, left), axis=axis, keepdims=True)
-        result = result + pad_axis(head, axis, 0, n - 1)
-    if right:
-        tail = ops.sum(take(t, axis, left + n, left + n + right), axis=axis, keepdims=True)
-        result = result + pad_axis(tail, axis, n - 1, 0)
-    return result
-
-
 def unpad(t, axes, geometry: PoolingGeometry):
     """Map a gradient on the padded input back to the input, along ``axes``."""
-    for axis, n, (left, right) in zip(axes, geometry.spatial, geometry.pads):
+    for axis, n, (left, right) in zip(axes, geometry.spatial, geometry.pads, strict=True):
         if geometry.replicate:
             t = fold_replicate(t, axis, left, right, n)
         elif left or right:

@@ -12,11 +12,11 @@ from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.pooling._common import (
     fit_axis,
+    pad_axis,
     pooling_geometry,
     spatial_axes,
     spatial_sizes,
-    to_channels_first,
-    to_channels_last,
+    take,
     unpad,
 )
 
@@ -28,8 +28,8 @@ class _BackwardAveragePooling(BackwardLinearLayer):
     The divisor is ``prod(pool_size)`` except with implicit "same" padding, where torch does
     not count the padded positions (``count_include_pad=False``); with explicit (replicate)
     padding the replicated positions count and their gradient goes to the edge elements.
-    Spreading is a repeat when ``strides == pool_size`` and a transposed convolution with a
-    kernel of ones otherwise (overlapping windows add up, gaps get zero).
+    Spreading is a repeat when ``strides == pool_size`` and otherwise a sliding-window sum of
+    the zero-interleaved gradient (the transposed convolution with a kernel of ones).
     """
 
     n_spatial = 0
@@ -40,19 +40,19 @@ class _BackwardAveragePooling(BackwardLinearLayer):
         self._geometry = pooling_geometry(
             layer, spatial_sizes(self.input_dim_wo_batch, self.n_spatial, self._format)
         )
-        self._inverse_divisor = self._make_inverse_divisor()
+        self._window_scale = self._make_window_scale()
 
-    def _make_inverse_divisor(self):
-        """``1 / divisor`` per output position: a scalar, or an array broadcasting to the
-        gradient (implicit "same" padding)."""
+    def _make_window_scale(self):
+        """``prod(pool_size) / divisor`` per output position: ``None`` (all ones) unless the
+        "same" padding is implicit, else an array broadcasting to the gradient."""
         geometry = self._geometry
         implicit = not geometry.replicate and any(sum(p) for p in geometry.pads)
         if not implicit:
-            return 1.0 / math.prod(geometry.pool_size)
+            return None
         counts = []
         for n, k, s, (left, _), out in zip(
             geometry.spatial, geometry.pool_size, geometry.strides, geometry.pads,
-            geometry.output,
+            geometry.output, strict=True,
         ):
             start = np.arange(out) * s - left
             counts.append(np.minimum(start + k, n) - np.maximum(start, 0))
@@ -63,44 +63,51 @@ class _BackwardAveragePooling(BackwardLinearLayer):
         shape = (1, 1, *divisor.shape) if self._format == "channels_first" else (
             1, *divisor.shape, 1
         )
-        return (1.0 / divisor).reshape(shape)
+        return (math.prod(geometry.pool_size) / divisor).reshape(shape)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         geometry = self._geometry
         axes = spatial_axes(self.n_spatial, self._format)
-        if isinstance(self._inverse_divisor, float):
-            gradient = gradient * ops.cast(self._inverse_divisor, gradient.dtype)
-        else:
-            gradient = gradient * ops.convert_to_tensor(
-                self._inverse_divisor, dtype=gradient.dtype
-            )
+        if self._window_scale is not None:
+            gradient = gradient * ops.convert_to_tensor(self._window_scale, dtype=gradient.dtype)
         if geometry.strides == geometry.pool_size:
-            for axis, k in zip(axes, geometry.pool_size):
+            # Each window's gradient / prod(k), copied over its (non-overlapping) window.
+            gradient = gradient * ops.cast(1.0 / math.prod(geometry.pool_size), gradient.dtype)
+            for axis, k in zip(axes, geometry.pool_size, strict=True):
                 gradient = ops.repeat(gradient, k, axis=axis)
         else:
             gradient = self._spread_overlapping(gradient)
-        for axis, length in zip(axes, geometry.padded):
+        for axis, length in zip(axes, geometry.padded, strict=True):
             gradient = fit_axis(gradient, axis, length)
         return unpad(gradient, axes, geometry)
 
     def _spread_overlapping(self, gradient):
-        """Sum of each window's gradient over the window: a transposed convolution of every
-        channel with a kernel of ones."""
+        """Sum of each window's gradient over the window (overlapping windows add up).
+
+        Along each axis, insert ``s - 1`` zeros between the window gradients (so window ``o``
+        sits at ``o * s``) and zero-pad ``k - 1`` on both sides: a stride-1 sliding sum of
+        width ``k`` then gives every input position the sum over the windows covering it.
+        That sum divided by ``prod(k)`` (the window divisor) is an average pooling.
+        """
         geometry = self._geometry
-        nd = self.n_spatial
-        if self._format == "channels_last":
-            gradient = to_channels_first(gradient, nd)
-        channels = int(gradient.shape[1])
-        folded = ops.reshape(gradient, (-1, 1, *geometry.output))
-        kernel = ops.ones((*geometry.pool_size, 1, 1), dtype=gradient.dtype)
-        spread = ops.conv_transpose(
-            folded, kernel, strides=geometry.strides, padding="valid",
-            data_format="channels_first",
+        axes = spatial_axes(self.n_spatial, self._format)
+        for axis, k, s in zip(axes, geometry.pool_size, geometry.strides, strict=True):
+            if s > 1:
+                gradient = _insert_zeros(gradient, axis, s)
+            gradient = pad_axis(gradient, axis, k - 1, k - 1)
+        return ops.average_pool(
+            gradient, geometry.pool_size, strides=1, padding="valid", data_format=self._format
         )
-        spread = ops.reshape(spread, (-1, channels, *spread.shape[2:]))
-        if self._format == "channels_last":
-            spread = to_channels_last(spread, nd)
-        return spread
+
+
+def _insert_zeros(t, axis: int, stride: int):
+    """``[a, b, c]`` -> ``[a, 0, .., 0, b, 0, .., 0, c]`` (``stride - 1`` zeros between)."""
+    length = int(t.shape[axis])
+    t = pad_axis(ops.expand_dims(t, axis + 1), axis + 1, 0, stride - 1)
+    shape = list(t.shape)
+    shape[0] = -1
+    t = ops.reshape(t, shape[:axis] + [length * stride] + shape[axis + 2 :])
+    return take(t, axis, 0, (length - 1) * stride + 1)
 
 
 @register_backward(keras.layers.AveragePooling1D)

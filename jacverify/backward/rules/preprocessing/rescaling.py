@@ -27,7 +27,8 @@ class BackwardRescaling(BackwardLinearLayer):
         self._scale = np.asarray(ops.convert_to_numpy(layer.scale), dtype="float64")
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        scale = ops.convert_to_tensor(self._scale.astype(gradient.dtype))
+        dtype = keras.backend.standardize_dtype(gradient.dtype)
+        scale = ops.convert_to_tensor(self._scale, dtype=dtype)
         if scale.ndim > 0 and keras.config.image_data_format() == "channels_first":
             scale = ops.reshape(scale, tuple(scale.shape) + (1,) * (3 - scale.ndim))
         result = gradient * scale

@@ -1,0 +1,59 @@
+"""Helpers shared by the reshaping rules."""
+
+from __future__ import annotations
+
+from keras import ops
+
+
+def reshape_wo_batch(gradient, dims):
+    """Reshape to ``(batch, *dims)``; one unknown (``None``) dimension is inferred."""
+    dims = list(dims)
+    unknown = [i for i, d in enumerate(dims) if d is None]
+    if not unknown:
+        return ops.reshape(gradient, (-1, *dims))
+    if len(unknown) > 1:
+        raise ValueError(
+            f"Cannot restore the input shape {dims} (several unknown dimensions) from a "
+            "gradient alone."
+        )
+    dims[unknown[0]] = -1
+    return ops.reshape(gradient, (ops.shape(gradient)[0], *dims))
+
+
+def spatial_axes(n_spatial: int, data_format: str) -> list:
+    """The axes (batch included) holding the spatial dimensions."""
+    if data_format == "channels_first":
+        return list(range(2, 2 + n_spatial))
+    return list(range(1, 1 + n_spatial))
+
+
+def take(t, axis: int, start: int, stop: int):
+    """``t[..., start:stop, ...]`` along ``axis``."""
+    index = [slice(None)] * len(t.shape)
+    index[axis] = slice(start, stop)
+    return t[tuple(index)]
+
+
+def pad_axis(t, axis: int, before: int, after: int):
+    """Zero-pad ``t`` along ``axis``."""
+    if before == 0 and after == 0:
+        return t
+    widths = [(0, 0)] * len(t.shape)
+    widths[axis] = (before, after)
+    return ops.pad(t, widths)
+
+
+def fold_replicate(t, axis: int, left: int, right: int, n: int):
+    """Backward of a ``mode="replicate"`` padding of ``(left, right)`` along ``axis``.
+
+    ``t`` has length ``left + n + right`` along ``axis``: the gradient of the padded copies is
+    added to the edge elements they copy.
+    """
+    result = take(t, axis, left, left + n)
+    if left:
+        head = ops.sum(take(t, axis, 0, left), axis=axis, keepdims=True)
+        result = result + pad_axis(head, axis, 0, n - 1)
+    if right:
+        tail = ops.sum(take(t, axis, left + n, left + n + right), axis=axis, keepdims=True)
+        result = result + pad_axis(tail, axis, n - 1, 0)
+    return result

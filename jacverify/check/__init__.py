@@ -1,0 +1,35 @@
+"""The checker: decides whether backward rules are right.
+
+A rule's ``g^T J`` is compared with finite differences on a float64 clone of the layer
+(Richardson extrapolation, one-sided at kinks) and with torch autograd, at inputs from
+Hypothesis that hunt kinks: candidate kink values from the layer's config, a few ulps and
+tolerances either side of them, ties, large magnitudes, and kinks found along random lines.
+
+>>> check = check_layer(Clip(0, 2), BackwardClip, input_shape=(5,), seed=0)
+>>> check.verdict, check.counterexample.kink
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from jacverify.check.compare import CONVENTIONS, VERDICTS, worst_verdict  # noqa: E402
+from jacverify.check.layer_check import call_rule, check_layer  # noqa: E402
+from jacverify.check.results import (  # noqa: E402
+    Counterexample,
+    LayerCheck,
+    ReferenceInfo,
+    Replay,
+)
+
+__all__ = [
+    "CONVENTIONS",
+    "Counterexample",
+    "LayerCheck",
+    "ReferenceInfo",
+    "Replay",
+    "VERDICTS",
+    "call_rule",
+    "check_layer",
+    "worst_verdict",
+]

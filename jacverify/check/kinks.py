@@ -1,0 +1,192 @@
+"""Where a layer may have kinks: candidate values read from its config, and readable labels.
+
+The checker does not know where a layer's derivative is discontinuous. It guesses: every
+numeric scalar in ``layer.get_config()`` (``vmin``, ``vmax``, ``threshold``, ``max_value``, but
+also ``negative_slope`` or ``units``, which are not kink locations: trying them costs little)
+and 0 are treated as *candidate* kink values of each input coordinate. Inputs are placed on
+them, a few ulps and a few tolerances either side of them, and finite-difference steps are kept
+shorter than the distance to them. Whether a candidate really is a kink is decided numerically
+(one-sided derivatives), never assumed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+#: Config keys whose numbers are never input values (identifiers, not thresholds).
+_IGNORED_KEYS = frozenset({"name", "dtype", "trainable", "seed", "registered_name", "module"})
+#: At most this many candidate values are taken from a config (the first ones found).
+MAX_CONFIG_KINKS = 16
+#: "Next to a kink" means within this distance, relative to max(1, |kink|).
+NEAR_KINK_RADIUS = 2e-3
+
+
+@dataclass(frozen=True)
+class KinkValue:
+    """A candidate kink value of the input coordinates, with where it came from."""
+
+    value: float  # float64
+    label: str  # "layer.vmax", "0", "float32(layer.threshold)", "kinks[0]"
+
+
+def _walk_numbers(obj: Any, path: str, depth: int) -> Iterable[tuple[str, float]]:
+    if depth > 4:
+        return
+    if isinstance(obj, bool) or obj is None:
+        return
+    if isinstance(obj, (int, float, np.integer, np.floating)):
+        value = float(obj)
+        if math.isfinite(value):
+            yield path, value
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if str(key) in _IGNORED_KEYS:
+                continue
+            yield from _walk_numbers(value, f"{path}.{key}", depth + 1)
+        return
+    if isinstance(obj, (list, tuple)) and len(obj) <= 8:
+        for i, value in enumerate(obj):
+            yield from _walk_numbers(value, f"{path}[{i}]", depth + 1)
+
+
+def config_kinks(
+    layer: Any, dtype: str = "float32", extra: Sequence[float] | None = None
+) -> list[KinkValue]:
+    """Candidate kink values for ``layer``: 0, every numeric scalar of its config, ``extra``.
+
+    Each value is also given rounded to ``dtype`` when that differs (``float32(0.1)`` is not
+    0.1: a float32 layer compares its input with the rounded value, its float64 clone with the
+    exact one, and both places matter).
+    """
+    found: list[tuple[str, float]] = [("0", 0.0)]
+    for i, value in enumerate(extra or ()):
+        found.append((f"kinks[{i}]", float(value)))
+    try:
+        config = layer.get_config()
+    except Exception:  # a layer without a usable config still gets 0
+        config = {}
+    numbers = list(_walk_numbers(config, "layer", 0))
+    # Floats first: thresholds are usually floats, sizes and counts ints.
+    numbers.sort(key=lambda item: float(item[1]).is_integer())
+    found.extend(numbers[:MAX_CONFIG_KINKS])
+
+    kinks: list[KinkValue] = []
+    seen: set[float] = set()
+    np_dtype = np.dtype(dtype)
+    for label, value in found:
+        if value not in seen:
+            seen.add(value)
+            kinks.append(KinkValue(value, label))
+        rounded = float(np_dtype.type(value)) if np.issubdtype(np_dtype, np.floating) else value
+        if math.isfinite(rounded) and rounded not in seen:
+            seen.add(rounded)
+            kinks.append(KinkValue(rounded, f"{np_dtype.name}({label})"))
+    return kinks
+
+
+def format_index(flat_index: int, shape: Sequence[int], batch_index: int = 0) -> str:
+    """``x[0, 3]`` for flat index 3 of an input of shape (without batch) ``shape``."""
+    coords = np.unravel_index(int(flat_index), tuple(int(s) for s in shape)) if shape else ()
+    return "x[" + ", ".join(str(int(c)) for c in (batch_index, *coords)) + "]"
+
+
+def index_tuple(flat_index: int, shape: Sequence[int], batch_index: int = 0) -> list[int]:
+    """``[0, i, j]``: the full index (with the batch axis) of a flat coordinate."""
+    coords = np.unravel_index(int(flat_index), tuple(int(s) for s in shape)) if shape else ()
+    return [batch_index, *(int(c) for c in coords)]
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.9g}"
+
+
+def ulps_between(a: float, b: float, dtype: str) -> int | None:
+    """How many ``dtype`` ulps separate a and b (None if more than 64)."""
+    t = np.dtype(dtype).type
+    a_t, b_t = t(a), t(b)
+    if a_t == b_t:
+        return 0
+    step = t(np.inf) if b_t > a_t else t(-np.inf)
+    current = a_t
+    for n in range(1, 65):
+        current = np.nextafter(current, step)
+        if current == b_t:
+            return n
+    return None
+
+
+def describe_value(value: float, kinks: Sequence[KinkValue], dtype: str) -> str | None:
+    """``"layer.vmax"`` / ``"layer.vmax + 2 ulp"`` / ``"layer.vmax - 1e-05"`` when ``value``
+    sits on or next to a candidate kink, else None."""
+    best: tuple[float, KinkValue] | None = None
+    for kink in kinks:
+        distance = abs(value - kink.value)
+        if distance <= NEAR_KINK_RADIUS * max(1.0, abs(kink.value)):
+            if best is None or distance < best[0]:
+                best = (distance, kink)
+    if best is None:
+        return None
+    distance, kink = best
+    if distance == 0.0:
+        return kink.label
+    sign = "+" if value > kink.value else "-"
+    n_ulps = ulps_between(kink.value, value, dtype)
+    if n_ulps is not None:
+        return f"{kink.label} {sign} {n_ulps} ulp ({dtype})"
+    return f"{kink.label} {sign} {distance:.3g}"
+
+
+def describe_coordinate(
+    flat_index: int,
+    value: float,
+    shape: Sequence[int],
+    kinks: Sequence[KinkValue],
+    dtype: str,
+) -> str:
+    """``"x[0, 3] = 2.0 = layer.vmax"``, or ``"x[0, 3] = 0.73"`` away from candidate kinks."""
+    text = f"{format_index(flat_index, shape)} = {_fmt(value)}"
+    where = describe_value(value, kinks, dtype)
+    if where is not None and where != _fmt(value):
+        text += f" = {where}"
+    return text
+
+
+def near_kink_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
+    """True where a coordinate of ``x`` is within NEAR_KINK_RADIUS of a candidate kink."""
+    x = np.asarray(x, dtype=np.float64)
+    mask = np.zeros(x.shape, dtype=bool)
+    for kink in kinks:
+        mask |= np.abs(x - kink.value) <= NEAR_KINK_RADIUS * max(1.0, abs(kink.value))
+    return mask
+
+
+def kink_distances(x: np.ndarray, directions: np.ndarray, kinks: Sequence[KinkValue]):
+    """Distance along each direction to the nearest candidate kink, on each side.
+
+    ``x`` is flat (n,), ``directions`` (k, n). Returns ``(left, right, at_kink)``: the
+    smallest t > 0 such that ``x - t d`` (left) or ``x + t d`` (right) puts a moving coordinate
+    on a candidate kink (inf if none), and whether a moving coordinate sits exactly on one.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    d = np.asarray(directions, dtype=np.float64)
+    k = d.shape[0]
+    left = np.full(k, np.inf)
+    right = np.full(k, np.inf)
+    at_kink = np.zeros(k, dtype=bool)
+    moving = d != 0
+    safe_d = np.where(moving, d, 1.0)
+    for kink in kinks:
+        t = (kink.value - x[None, :]) / safe_d  # x + t d hits the kink
+        t = np.where(moving, t, np.nan)
+        with np.errstate(invalid="ignore"):
+            at_kink |= np.any(t == 0.0, axis=1)
+            pos = np.where(t > 0, t, np.inf)
+            neg = np.where(t < 0, -t, np.inf)
+        right = np.minimum(right, np.min(pos, axis=1))
+        left = np.minimum(left, np.min(neg, axis=1))
+    return left, right, at_kink

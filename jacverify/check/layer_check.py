@@ -1,0 +1,685 @@
+"""``check_layer``: decide whether a backward rule is right for one single-input layer.
+
+The rule is called exactly as the builder calls it (``rule([gradient, input])``, or
+``rule(gradient)`` for a linear rule) on a batch of two inputs, and its ``g^T J`` is compared,
+direction by direction, with finite differences on a float64 clone of the layer and with torch
+autograd (see :mod:`jacverify.check.compare`), at inputs from Hypothesis that hunt kinks (see
+:mod:`jacverify.check.strategies`). The worst failure is shrunk and reported with what replays
+it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.check.compare import (
+    CONVENTIONS,
+    DirectionJudgement,
+    judge_directions,
+    machine_eps,
+    severity,
+    worst_judgement,
+    worst_verdict,
+)
+from jacverify.check.kinks import (
+    KinkValue,
+    config_kinks,
+    describe_coordinate,
+    format_index,
+    index_tuple,
+    kink_distances,
+    near_kink_mask,
+)
+from jacverify.check.references import (
+    FDModel,
+    ReferenceUnavailable,
+    autograd_vjp,
+    clone_layer,
+    directional_derivatives,
+    fd_steps,
+    make_fd_model,
+)
+from jacverify.check.results import Counterexample, LayerCheck, ReferenceInfo, Replay
+from jacverify.check.runner import search
+from jacverify.check.strategies import KINDS, Example, ExampleSpec, example_specs, materialize
+
+#: Inputs with at most this many values get the full Jacobian (basis directions).
+MAX_FULL_JACOBIAN = 64
+#: Classes whose input is not floating point (indices, strings): their rules are skipped.
+_NON_FLOAT_INPUT_CLASSES = frozenset(
+    {"Embedding", "IntegerLookup", "StringLookup", "Hashing", "CategoryEncoding",
+     "TextVectorization"}
+)
+
+
+class RuleOutputError(Exception):
+    """The rule returned something of the wrong structure or shape."""
+
+
+@dataclass
+class ExampleOutcome:
+    """Everything evaluated at one example."""
+
+    example: Example | None
+    verdict: str  # "pass", "fail", "boundary", "error", "inconclusive", "unjudged"
+    message: str
+    judgements: list
+    worst: DirectionJudgement | None = None
+    rule_output: np.ndarray | None = None
+    autograd_output: np.ndarray | None = None
+    autograd_note: str = ""
+    fd_vjp: np.ndarray | None = None  # row 0, from the basis directions
+
+    @property
+    def kind(self) -> str:
+        return self.example.kind if self.example is not None else "random"
+
+
+def call_rule(rule: Any, gradient: np.ndarray, layer_input: np.ndarray) -> np.ndarray:
+    """Call a rule as the builder does and return its output as an array.
+
+    Raises whatever the rule raises, and :class:`RuleOutputError` for a structure other than
+    one tensor (or a list of one).
+    """
+    g = keras.ops.convert_to_tensor(gradient)
+    if getattr(rule, "is_linear", False):
+        out = rule(g)
+    else:
+        out = rule([g, keras.ops.convert_to_tensor(layer_input)])
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise RuleOutputError(
+                f"the rule returned a list of {len(out)} tensors for a layer with one input"
+            )
+        out = out[0]
+    return np.asarray(keras.ops.convert_to_numpy(out))
+
+
+def _is_float_dtype(dtype: Any) -> bool:
+    return "float" in str(dtype)
+
+
+def _input_shape(layer: keras.layers.Layer, input_shape: Sequence[int] | None) -> tuple:
+    if input_shape is not None:
+        shape = tuple(input_shape)
+        if shape and isinstance(shape[0], (list, tuple)):
+            raise ValueError("check_layer() checks single-input layers; got several shapes")
+        return tuple(int(s) for s in shape)
+    if not layer.built:
+        raise ValueError(
+            f"Layer '{layer.name}' is not built: pass input_shape= (without the batch axis)."
+        )
+    try:
+        tensor = layer.input
+        if isinstance(tensor, (list, tuple)):
+            raise ValueError("check_layer() checks single-input layers")
+        return tuple(int(s) for s in tensor.shape[1:])
+    except (AttributeError, ValueError):
+        pass
+    shapes = getattr(layer, "_build_shapes_dict", None) or {}
+    if len(shapes) == 1:
+        (shape,) = shapes.values()
+        if shape is not None and all(s is not None for s in tuple(shape)[1:]):
+            return tuple(int(s) for s in tuple(shape)[1:])
+    raise ValueError(
+        f"Cannot tell the input shape of layer '{layer.name}': pass input_shape= "
+        "(without the batch axis)."
+    )
+
+
+def _non_float_reason(layer: keras.layers.Layer) -> str | None:
+    name = type(layer).__name__
+    if name in _NON_FLOAT_INPUT_CLASSES:
+        return f"{name} takes integer or string inputs: its output is not differentiable in them"
+    try:
+        dtype = layer.input.dtype
+    except (AttributeError, ValueError):
+        return None
+    if not _is_float_dtype(dtype):
+        return f"the layer's input is {dtype}, not floating point"
+    return None
+
+
+class _Evaluator:
+    """Evaluates examples for one (layer, rule) pair."""
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        rule: Any,
+        fd: FDModel,
+        kinks: Sequence[KinkValue],
+        input_shape: tuple,
+        output_shape: tuple,
+        *,
+        convention: str,
+        random_directions: int,
+        basis: bool,
+    ) -> None:
+        self.layer = layer
+        self.rule = rule
+        self.fd = fd
+        self.kinks = list(kinks)
+        self.input_shape = input_shape
+        self.output_shape = output_shape
+        self.dtype = str(layer.compute_dtype)
+        self.rule_eps = machine_eps(self.dtype)
+        self.convention = convention
+        self.random_directions = random_directions
+        self.basis = basis
+
+    def coordinate(self, flat: int, x0: np.ndarray) -> str:
+        return describe_coordinate(flat, float(x0[flat]), self.input_shape, self.kinks, self.dtype)
+
+    def __call__(self, spec: ExampleSpec) -> ExampleOutcome:
+        try:
+            example = materialize(
+                spec, self.input_shape, self.output_shape, self.dtype, self.kinks,
+                n_random_directions=self.random_directions, basis=self.basis,
+                forward64=self.fd.forward, fd_eps=self.fd.eps,
+            )
+        except Exception as error:  # the layer itself failed on this input
+            return ExampleOutcome(
+                None, "inconclusive", f"building the example raised {error!r}", []
+            )
+        return self.evaluate(example)
+
+    def evaluate(self, example: Example) -> ExampleOutcome:
+        x, g = example.x, example.g
+        x0 = x[0].reshape(-1).astype(np.float64)
+        try:
+            rule_out = call_rule(self.rule, g, x)
+        except RuleOutputError as error:
+            return ExampleOutcome(example, "error", str(error), [])
+        except Exception as error:  # noqa: BLE001 - any exception of the rule is a verdict
+            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return ExampleOutcome(
+                example, "error",
+                f"the rule raised {type(error).__name__}" + (f": {text[:300]}" if text else ""),
+                [],
+            )
+        if rule_out.shape != x.shape:
+            return ExampleOutcome(
+                example, "error",
+                f"the rule returned shape {tuple(rule_out.shape)}, but the layer's input (the "
+                f"shape of g^T J) is {tuple(x.shape)}",
+                [], rule_output=rule_out,
+            )
+        autograd, autograd_note = None, ""
+        try:
+            autograd = autograd_vjp(self.layer, x, g)
+        except ReferenceUnavailable as error:
+            autograd_note = f"autograd unavailable: {error}"
+        rule_out64 = rule_out.astype(np.float64)
+        finite_rule = np.isfinite(rule_out64)
+        if not np.all(finite_rule):
+            finite_ref = (
+                np.isfinite(autograd) if autograd is not None else np.ones(x.shape, dtype=bool)
+            )
+            bad = np.argwhere(~finite_rule & finite_ref)
+            if bad.size:
+                row = int(bad[0][0])
+                flat = int(np.ravel_multi_index(tuple(bad[0][1:]), self.input_shape)) if len(
+                    self.input_shape
+                ) else 0
+                value = rule_out64[tuple(bad[0])]
+                where = describe_coordinate(
+                    flat, float(x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
+                    self.dtype,
+                ).replace("x[0", f"x[{row}", 1)
+                refs = "autograd is" if autograd is not None else "the references are"
+                return ExampleOutcome(
+                    example, "error",
+                    f"the rule returned {value} at {where} where {refs} finite",
+                    [], rule_output=rule_out, autograd_output=autograd,
+                )
+            return ExampleOutcome(
+                example, "unjudged", "the references are not finite either", [],
+                rule_output=rule_out, autograd_output=autograd,
+            )
+        try:
+            left_room, right_room, _ = kink_distances(x0, example.directions, self.kinks)
+            step_left, step_right = fd_steps(
+                x0, example.directions, left_room, right_room, self.fd.eps
+            )
+            g0 = g[0].reshape(-1).astype(np.float64)
+            directional = directional_derivatives(
+                self.fd, x0, g0, example.directions, step_left, step_right
+            )
+        except Exception as error:  # noqa: BLE001
+            return ExampleOutcome(
+                example, "inconclusive", f"finite differences raised {error!r}", [],
+                rule_output=rule_out, autograd_output=autograd,
+            )
+        a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
+        judgements = judge_directions(
+            rule_out64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
+            directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
+            near_mask=near_kink_mask(x0, self.kinks), convention=self.convention,
+        )
+        fd_vjp = None
+        if example.n_basis:
+            fd_vjp = np.array(
+                [j.reference if j.location in ("smooth", "kink") else np.nan
+                 for j in judgements[: example.n_basis]]
+            )
+        worst = worst_judgement(judgements)
+        verdict = worst.verdict if worst is not None else "unjudged"
+        outcome = ExampleOutcome(
+            example, verdict, "", judgements, worst=worst, rule_output=rule_out,
+            autograd_output=autograd, autograd_note=autograd_note, fd_vjp=fd_vjp,
+        )
+        outcome.message = self.describe(outcome)
+        return outcome
+
+    # ----------------------------------------------------------------- explanations
+    def describe(self, outcome: ExampleOutcome) -> str:
+        """One sentence on the worst direction of an outcome."""
+        j = outcome.worst
+        example = outcome.example
+        if j is None or example is None:
+            locations = Counter(jd.location for jd in outcome.judgements)
+            return "nothing could be judged here (" + ", ".join(
+                f"{n} {loc}" for loc, n in locations.items()
+            ) + ")"
+        x0 = example.x[0].reshape(-1).astype(np.float64)
+        ref_name = f"finite differences ({self.fd.dtype})"
+        if j.basis_index is not None:
+            where = self.coordinate(j.basis_index, x0)
+            what = "the rule gives"
+        else:
+            blamed = ", ".join(self.coordinate(i, x0) for i in j.responsible[:3])
+            where = "along a random direction" + (
+                f" (the rule differs from autograd most at {blamed})" if blamed else ""
+            )
+            what = "the rule's <g^T J, d> is"
+        if j.verdict == "pass":
+            return f"at {where}, {what} {j.rule:.6g}, as expected"
+        if j.verdict == "inconclusive":
+            return (
+                f"at {where}, the references disagree at a smooth point: finite differences "
+                f"give {j.reference:.6g}, autograd {j.autograd:.6g} (the rule {j.rule:.6g}; "
+                f"tolerance {j.tolerance:.3g})"
+            )
+        if j.location == "kink":
+            if self.convention == "autograd" and j.autograd is not None:
+                return (
+                    f"at {where}, on a kink, {what} {j.rule:.6g} where autograd gives "
+                    f"{j.autograd:.6g} (convention='autograd'; tolerance {j.tolerance:.3g})"
+                )
+            lo, hi = sorted((j.left, j.right))
+            return (
+                f"at {where}, on a kink, {what} {j.rule:.6g}, outside the one-sided "
+                f"derivatives [{lo:.6g}, {hi:.6g}] (tolerance {j.tolerance:.3g})"
+            )
+        place = "next to a kink" if j.verdict == "boundary" else "a smooth point"
+        return (
+            f"at {where} ({place}), {what} {j.rule:.6g} where {ref_name} give "
+            f"{j.reference:.6g} (tolerance {j.tolerance:.3g})"
+        )
+
+    def jump_texts(self, outcome: ExampleOutcome) -> list[str]:
+        texts = []
+        if outcome.example is None:
+            return texts
+        x0 = outcome.example.x[0].reshape(-1).astype(np.float64)
+        for j in outcome.judgements:
+            if j.location != "jump":
+                continue
+            if j.basis_index is not None:
+                texts.append(f"{self.coordinate(j.basis_index, x0)}: {j.note}")
+            elif outcome.example.marks:
+                marked = ", ".join(
+                    self.coordinate(i, x0) for i in list(outcome.example.marks)[:2]
+                )
+                texts.append(f"along a random direction through {marked}: {j.note}")
+        return texts
+
+    def counterexample(
+        self, outcome: ExampleOutcome, spec: ExampleSpec, seed: int, blob: str | None
+    ) -> Counterexample:
+        example = outcome.example
+        replay = Replay(seed=seed, reproduce_failure=blob, example=spec.to_dict())
+        if example is None:
+            return Counterexample(
+                message=outcome.message, location="", input=np.zeros((1, *self.input_shape)),
+                upstream_gradient=np.zeros((1, *self.output_shape)), rule_output=None,
+                reference_output=None, reference_name="", replay=replay,
+            )
+        x0 = example.x[0].reshape(-1).astype(np.float64)
+        rule0 = None if outcome.rule_output is None else outcome.rule_output[:1]
+        auto0 = None if outcome.autograd_output is None else outcome.autograd_output[:1]
+        if outcome.fd_vjp is not None:
+            reference = outcome.fd_vjp.reshape(1, *self.input_shape)
+            reference_name = f"finite differences ({self.fd.dtype})"
+            if auto0 is not None:
+                reference = np.where(np.isfinite(reference), reference, auto0)
+        else:
+            reference, reference_name = auto0, "autograd (torch)"
+        j = outcome.worst
+        coords: list[int] = []
+        if j is not None and j.verdict != "pass":
+            coords = list(j.responsible)
+        if rule0 is not None and reference is not None and rule0.shape == reference.shape:
+            diff = np.abs(rule0.astype(np.float64) - reference).reshape(-1)
+            diff = np.where(np.isfinite(diff), diff, np.inf)
+            order = [int(i) for i in np.argsort(-diff, kind="stable")[:5] if diff[i] > 0]
+            coords = coords + [i for i in order if i not in coords]
+        elif rule0 is not None and rule0.shape == (1, *self.input_shape):
+            bad = np.flatnonzero(~np.isfinite(rule0.reshape(-1)))
+            coords = coords + [int(i) for i in bad[:5] if int(i) not in coords]
+        worst_coordinates = []
+        for i in coords[:5]:
+            worst_coordinates.append(
+                {
+                    "index": index_tuple(i, self.input_shape),
+                    "label": self.coordinate(i, x0),
+                    "x": float(x0[i]),
+                    "rule": None if rule0 is None or rule0.shape != (1, *self.input_shape)
+                    else float(rule0.reshape(-1)[i]),
+                    "reference": None if reference is None
+                    else float(np.asarray(reference).reshape(-1)[i]),
+                    "autograd": None if auto0 is None else float(auto0.reshape(-1)[i]),
+                }
+            )
+        kink = None
+        for i in coords[:5]:
+            if i in example.marks or self.coordinate(i, x0).count("=") > 1:
+                kink = self.coordinate(i, x0)
+                break
+        if kink is None and example.kind == "numeric_kink" and j is not None and (
+            j.location == "kink"
+        ):
+            kink = example.note
+        direction = None
+        direction_name = ""
+        if j is not None:
+            direction = example.directions[j.k].reshape(1, *self.input_shape)
+            direction_name = (
+                f"the basis vector of {format_index(j.basis_index, self.input_shape)}"
+                if j.basis_index is not None
+                else "a random direction"
+            )
+        location = ""
+        if j is not None and outcome.verdict != "error":
+            location = {"kink": "kink"}.get(j.location, "")
+            if j.location == "smooth":
+                location = "next to a kink" if j.verdict == "boundary" else "smooth"
+        return Counterexample(
+            message=outcome.message,
+            location=location,
+            input=example.x[:1],
+            upstream_gradient=example.g[:1],
+            rule_output=rule0,
+            reference_output=reference,
+            reference_name=reference_name,
+            autograd_output=auto0,
+            direction=direction,
+            direction_name=direction_name,
+            rule_directional=None if j is None else j.rule,
+            reference_directional=None if j is None else j.reference,
+            one_sided=None if j is None or j.location != "kink" else (j.left, j.right),
+            tolerance=None if j is None else j.tolerance,
+            worst_coordinates=worst_coordinates,
+            kink=kink,
+            kind=example.kind,
+            companion_input=example.x[1:],
+            replay=replay,
+        )
+
+
+def _skipped(layer, rule_class, reason: str, start: float, **kwargs) -> LayerCheck:
+    return LayerCheck(
+        verdict="skipped",
+        reason=reason,
+        layer_name=getattr(layer, "name", "?"),
+        layer_class=type(layer).__name__,
+        rule_class=getattr(rule_class, "__name__", None),
+        duration_s=time.perf_counter() - start,
+        **kwargs,
+    )
+
+
+def check_layer(
+    layer: keras.layers.Layer,
+    rule: type | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    examples: int = 100,
+    seed: int | None = None,
+    convention: str = "subgradient",
+    dtype: str | None = None,
+    kinks: Sequence[float] | None = None,
+    random_directions: int | None = None,
+    max_full_jacobian: int = MAX_FULL_JACOBIAN,
+    shrink_budget: int | None = None,
+) -> LayerCheck:
+    """Check the backward rule ``rule`` of one single-input ``layer``.
+
+    Args:
+        layer: a Keras layer instance, built or not.
+        rule: the rule class (written to the calling convention of
+            :class:`jacverify.BackwardLayer`); ``None`` takes the registered one.
+        input_shape: the layer's input shape without the batch axis (required when the layer
+            is not built and its shape cannot be read from a graph).
+        examples: how many Hypothesis examples to judge (more are evaluated while shrinking).
+        seed: Hypothesis' seed; ``None`` draws one (reported in the result: pass it to replay).
+        convention: at kinks, ``"subgradient"`` accepts any value between the one-sided
+            derivatives; ``"autograd"`` requires torch autograd's value.
+        dtype: run the layer and the rule in this dtype (a clone of the layer); ``None`` keeps
+            the layer's own.
+        kinks: extra candidate kink values of the input coordinates (besides 0 and the
+            numbers of the layer's config).
+        random_directions: signed random directions per example (default 4 with the full
+            Jacobian, 8 without).
+        max_full_jacobian: inputs with at most this many values also get every basis direction.
+        shrink_budget: at most this many new evaluations while shrinking (default: examples).
+
+    Returns:
+        A :class:`LayerCheck`; its ``verdict`` is ``pass``, ``fail`` (wrong at a smooth point),
+        ``boundary`` (wrong only at or next to a kink), ``error`` (the rule raised, returned
+        NaN/Inf or the wrong shape), ``inconclusive`` or ``skipped``.
+    """
+    start = time.perf_counter()
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    seed = int(seed)
+
+    rule_class = rule
+    if rule_class is None:
+        try:
+            rule_class = get_backward_rule(layer)
+        except MissingBackwardRuleError as error:
+            return _skipped(layer, None, f"no rule given and none registered: {error}", start,
+                            seed=seed, convention=convention)
+    non_float = _non_float_reason(layer)
+    if non_float is not None:
+        return _skipped(layer, rule_class, f"not differentiable in its input: {non_float}",
+                        start, seed=seed, convention=convention)
+    shape = _input_shape(layer, input_shape)
+    layer_dtype = str(layer.compute_dtype)
+    if not _is_float_dtype(layer_dtype):
+        return _skipped(layer, rule_class, f"the layer computes in {layer_dtype}", start,
+                        seed=seed, convention=convention)
+    if not layer.built:
+        layer(np.zeros((1, *shape), dtype=layer_dtype))
+
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    target = layer
+    if dtype is not None and str(dtype) != layer_dtype:
+        try:
+            target = clone_layer(layer, str(dtype), shape)
+        except Exception as error:  # noqa: BLE001
+            return LayerCheck(
+                verdict="inconclusive",
+                reason=f"could not run the layer in {dtype}: {type(error).__name__}: {error}",
+                layer_name=layer.name, layer_class=type(layer).__name__,
+                rule_class=rule_class.__name__, convention=convention, dtype=str(dtype),
+                input_shape=list(shape), seed=seed, duration_s=time.perf_counter() - start,
+            )
+        notes.append(f"the layer and the rule ran on a {dtype} clone of the layer")
+    run_dtype = str(target.compute_dtype)
+    base = dict(
+        layer_name=layer.name, layer_class=type(layer).__name__,
+        rule_class=getattr(rule_class, "__name__", str(rule_class)), convention=convention,
+        dtype=run_dtype, input_shape=list(shape), seed=seed,
+    )
+
+    out = target(np.zeros((1, *shape), dtype=run_dtype))
+    if isinstance(out, (list, tuple)):
+        return _skipped(layer, rule_class, "the layer returns several tensors", start, **{
+            k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")
+        })
+    if not _is_float_dtype(out.dtype):
+        return _skipped(layer, rule_class, f"the layer's output is {out.dtype}", start, **{
+            k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")
+        })
+    output_shape = tuple(int(s) for s in out.shape[1:])
+
+    try:
+        rule_instance = rule_class(
+            layer=target, input_dim_wo_batch=list(shape), output_dim_wo_batch=list(output_shape)
+        )
+    except Exception as error:  # noqa: BLE001
+        return LayerCheck(
+            verdict="error",
+            reason=f"constructing the rule raised {type(error).__name__}: {error}",
+            duration_s=time.perf_counter() - start, **base,
+        )
+
+    fd = make_fd_model(target, shape, rng)
+    candidate_kinks = config_kinks(target, dtype=run_dtype, extra=kinks)
+    n = int(math.prod(shape))
+    basis = n <= max_full_jacobian
+    k_random = random_directions if random_directions is not None else (4 if basis else 8)
+    evaluator = _Evaluator(
+        target, rule_instance, fd, candidate_kinks, shape, output_shape,
+        convention=convention, random_directions=max(1, int(k_random)), basis=basis,
+    )
+    found = search(
+        example_specs(n, len(candidate_kinks)),
+        evaluator,
+        lambda outcome: outcome.verdict,
+        examples=examples,
+        seed=seed,
+        shrink_verdicts=("error", "fail", "boundary", "inconclusive"),
+        severity=severity,
+        shrink_budget=shrink_budget if shrink_budget is not None else max(50, int(examples)),
+    )
+    notes.extend(found.notes)
+    outcomes = list(found.explored.values())
+
+    reference = ReferenceInfo(
+        autograd=any(o.autograd_output is not None for o in outcomes),
+        autograd_note=next((o.autograd_note for o in outcomes if o.autograd_note), ""),
+        finite_differences=True,
+        fd_dtype=fd.dtype,
+        float64_clone=fd.clone_ok,
+        clone_note=fd.note,
+        full_jacobian=basis,
+        random_directions=evaluator.random_directions,
+    )
+    by_kind = {kind: 0 for kind in KINDS}
+    verdicts_by_kind: dict = {}
+    locations: Counter = Counter()
+    judged: list[DirectionJudgement] = []
+    jumps: list[str] = []
+    for outcome in outcomes:
+        by_kind[outcome.kind] = by_kind.get(outcome.kind, 0) + 1
+        per_kind = verdicts_by_kind.setdefault(outcome.kind, {})
+        per_kind[outcome.verdict] = per_kind.get(outcome.verdict, 0) + 1
+        for j in outcome.judgements:
+            locations[j.location] += 1
+            if j.verdict != "unjudged":
+                judged.append(j)
+        for text in evaluator.jump_texts(outcome):
+            if text not in jumps and len(jumps) < 5:
+                jumps.append(text)
+
+    stats: dict = {}
+    if judged:
+        worst_ratio = max(judged, key=lambda j: j.ratio)
+        stats = dict(
+            max_abs_error=max(j.error for j in judged),
+            max_rel_error=max(j.rel_error for j in judged),
+            tolerance=worst_ratio.tolerance,
+            margin=worst_ratio.tolerance - worst_ratio.error,
+            error_to_tolerance=worst_ratio.ratio,
+        )
+
+    verdicts = [o.verdict for o in outcomes]
+    verdict = worst_verdict(verdicts)
+    n_judged = sum(1 for o in outcomes if o.judgements and o.worst is not None)
+    counterexample = None
+    if found.minimal is not None and verdict in ("error", "fail", "boundary", "inconclusive"):
+        counterexample = evaluator.counterexample(
+            found.minimal, found.minimal_spec, seed, found.reproduce_failure
+        )
+        message = found.minimal.message
+    else:
+        message = ""
+    if verdict == "pass" and n_judged == 0 and "error" not in verdicts:
+        verdict = "inconclusive"
+        reason = (
+            "no example could be judged: " + ", ".join(
+                f"{n} {loc} directions" for loc, n in locations.items()
+            )
+        )
+    elif verdict == "error":
+        reason = message[:1].upper() + message[1:] + "."
+    elif verdict == "fail":
+        reason = f"The rule is wrong at a smooth point: {message}."
+    elif verdict == "boundary":
+        reason = f"The rule is wrong only at or next to kinks: {message}."
+    elif verdict == "inconclusive":
+        reason = f"The references disagree or are too noisy to judge: {message}."
+    else:
+        n_kink = locations.get("kink", 0)
+        reason = (
+            f"The rule matches finite differences ({fd.dtype})"
+            + (" and autograd" if reference.autograd else "")
+            + f" at {n_judged} examples"
+            + (
+                f", and lies between the one-sided derivatives at {n_kink} kink directions"
+                if n_kink and convention == "subgradient"
+                else (f", and matches autograd at {n_kink} kink directions" if n_kink else "")
+            )
+            + (f"; {locations['jump']} directions crossing jumps were not judged"
+               if locations.get("jump") else "")
+            + (f"; worst error is {stats['error_to_tolerance']:.2g} of the tolerance"
+               if stats else "")
+            + "."
+        )
+        unjudged = sum(1 for o in outcomes if o.verdict == "unjudged")
+        if unjudged:
+            notes.append(f"{unjudged} examples could not be judged (jumps, noise)")
+    if not fd.clone_ok:
+        notes.append(fd.note)
+    return LayerCheck(
+        verdict=verdict,
+        reason=reason,
+        examples=len(outcomes),
+        examples_by_kind=by_kind,
+        directions_by_location=dict(locations),
+        verdicts_by_kind=verdicts_by_kind,
+        reference=reference,
+        counterexample=counterexample,
+        jumps=jumps,
+        notes=notes,
+        shrink_evaluations=found.shrink_evaluations,
+        duration_s=time.perf_counter() - start,
+        **stats,
+        **base,
+    )

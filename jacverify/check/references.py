@@ -1,0 +1,319 @@
+"""The references a rule is compared with.
+
+* :func:`autograd_vjp`: torch autograd's vector-Jacobian product of the layer's own forward
+  call (the backend's convention at kinks);
+* :func:`make_fd_model` + :func:`directional_derivatives`: finite differences of
+  ``phi(t) = <g, f(x + t d)>`` on a float64 clone of the layer, computed with
+  ``scipy.differentiate.derivative`` (Richardson extrapolation with an error estimate) from the
+  left, the right and both sides at once, plus a ladder of tiny one-sided steps that recognises
+  jumps (difference quotients growing like 1/h).
+
+Comparing ``<rule(g), d>`` with ``phi'(0)`` costs a few batched forward calls per direction,
+whatever the layer's size; with the basis vectors as directions it is the full vector-Jacobian
+product.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import torch
+from scipy.differentiate import derivative
+
+
+class ReferenceUnavailable(Exception):
+    """A reference could not be computed (the message says why)."""
+
+
+def _to_numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(keras.ops.convert_to_numpy(value))
+
+
+# ----------------------------------------------------------------------------- autograd
+def autograd_vjp(layer: keras.layers.Layer, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g^T J(x)`` of ``layer`` by torch autograd, in the layer's dtype (shape of ``x``).
+
+    Returns zeros when the output has no autograd path to the input (it does not depend on it).
+    Raises :class:`ReferenceUnavailable` when the forward or backward call fails.
+    """
+    x_t = torch.tensor(np.asarray(x), requires_grad=True)
+    try:
+        y = layer(x_t)
+    except Exception as error:
+        raise ReferenceUnavailable(f"the layer's forward call raised {error!r}") from None
+    if isinstance(y, (list, tuple)):
+        raise ReferenceUnavailable("the layer returns several tensors")
+    if not isinstance(y, torch.Tensor) or not y.requires_grad:
+        return np.zeros_like(np.asarray(x))
+    try:
+        (grad,) = torch.autograd.grad(
+            y, x_t, torch.as_tensor(np.asarray(g), dtype=y.dtype), allow_unused=True
+        )
+    except Exception as error:
+        raise ReferenceUnavailable(f"torch autograd raised {error!r}") from None
+    if grad is None:
+        return np.zeros_like(np.asarray(x))
+    return grad.detach().cpu().numpy()
+
+
+# ----------------------------------------------------------------------- float64 clone
+def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence[int]):
+    """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtype replaced,
+    built on ``input_shape`` (without batch axis), weights copied. Raises on any failure."""
+    config = {**layer.get_config(), "dtype": dtype}
+    clone = type(layer).from_config(config)
+    clone(np.zeros((1, *input_shape), dtype=dtype))  # builds it
+    source, target = layer.get_weights(), clone.weights
+    if len(source) != len(target):
+        raise ValueError(
+            f"the clone has {len(target)} weights, the layer {len(source)}"
+        )
+    for w_source, w_target in zip(source, target):
+        if tuple(np.shape(w_source)) != tuple(w_target.shape):
+            raise ValueError(
+                f"weight {w_target.path}: shape {tuple(w_target.shape)} in the clone, "
+                f"{tuple(np.shape(w_source))} in the layer"
+            )
+        w_target.assign(np.asarray(w_source).astype(w_target.dtype))
+    return clone
+
+
+@dataclass
+class FDModel:
+    """The function finite differences are taken of: flat float64 rows in, flat rows out."""
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    dtype: str  # the dtype it computes in
+    clone_ok: bool
+    note: str  # why the clone was not used, or "" when it was
+    input_shape: tuple
+    eps: float  # machine epsilon of ``dtype``
+
+
+def _batched(fn, input_shape, max_rows):
+    def forward(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.float64)
+        outs = []
+        with torch.no_grad():
+            for start in range(0, rows.shape[0], max_rows):
+                chunk = rows[start : start + max_rows].reshape(-1, *input_shape)
+                outs.append(fn(chunk).reshape(chunk.shape[0], -1))
+        return np.concatenate(outs, axis=0) if outs else np.zeros((0, 0))
+
+    return forward
+
+
+def make_fd_model(
+    layer: keras.layers.Layer, input_shape: Sequence[int], rng: np.random.Generator
+) -> FDModel:
+    """The float64 clone of ``layer`` (verified against the layer on a random input), or the
+    layer itself in its own dtype when cloning fails (the note says why)."""
+    input_shape = tuple(int(s) for s in input_shape)
+    n = max(1, math.prod(input_shape))
+    max_rows = max(1, 2**21 // n)
+    layer_dtype = str(layer.compute_dtype)
+    probe = rng.standard_normal((2, *input_shape)).astype(layer_dtype)
+    reference = _to_numpy(layer(probe)).astype(np.float64)
+
+    def own(chunk):
+        return _to_numpy(layer(chunk.astype(layer_dtype))).astype(np.float64)
+
+    fallback_eps = float(np.finfo(layer_dtype).eps) if "float" in layer_dtype else 1e-7
+
+    def fallback(note: str) -> FDModel:
+        return FDModel(
+            forward=_batched(own, input_shape, max_rows),
+            dtype=layer_dtype,
+            clone_ok=False,
+            note=note,
+            input_shape=input_shape,
+            eps=fallback_eps,
+        )
+
+    try:
+        clone = clone_layer(layer, "float64", input_shape)
+    except Exception as error:
+        return fallback(
+            f"could not clone the layer to float64 ({type(error).__name__}: {error}); "
+            f"finite differences use the layer itself in {layer_dtype}"
+        )
+
+    def cloned(chunk):
+        return _to_numpy(clone(torch.from_numpy(chunk))).astype(np.float64)
+
+    try:
+        out = _to_numpy(clone(torch.from_numpy(probe.astype(np.float64))))
+    except Exception as error:
+        return fallback(f"the float64 clone's forward call raised {error!r}")
+    if out.dtype != np.float64:
+        return fallback(
+            f"the float64 clone computes in {out.dtype} (the layer ignores its dtype)"
+        )
+    if out.shape != reference.shape:
+        return fallback(
+            f"the float64 clone's output has shape {out.shape}, the layer's {reference.shape}"
+        )
+    difference = float(np.max(np.abs(out - reference), initial=0.0))
+    allowed = 1e3 * fallback_eps * (float(np.max(np.abs(reference), initial=0.0)) + 1.0)
+    if not difference <= allowed:
+        return fallback(
+            f"the float64 clone's output differs from the layer's by {difference:.3g} "
+            f"(more than rounding: state not in get_config()/weights?)"
+        )
+    return FDModel(
+        forward=_batched(cloned, input_shape, max_rows),
+        dtype="float64",
+        clone_ok=True,
+        note="",
+        input_shape=input_shape,
+        eps=float(np.finfo(np.float64).eps),
+    )
+
+
+# ------------------------------------------------------------- directional derivatives
+#: Richardson extrapolation settings (scipy.differentiate.derivative).
+FD_ORDER = 6
+FD_MAXITER = 8
+FD_STEP_FACTOR = 2.0
+#: Ladder of one-sided steps (relative to the side's step) used to recognise jumps.
+JUMP_LADDER = (1.0, 1.0 / 32, 1.0 / 1024)
+
+
+@dataclass
+class Directional:
+    """Finite-difference derivatives of ``phi_k(t) = <g, f(x + t d_k)>`` at 0, per direction."""
+
+    left: np.ndarray
+    right: np.ndarray
+    central: np.ndarray
+    err_left: np.ndarray
+    err_right: np.ndarray
+    err_central: np.ndarray
+    jump_left: np.ndarray  # bool
+    jump_right: np.ndarray  # bool
+    jump_size: np.ndarray
+    abs_scale: np.ndarray  # sum_j |g_j| |(J d_k)_j|: size of the terms of g^T J d_k
+    step_left: np.ndarray
+    step_right: np.ndarray
+
+
+def fd_steps(
+    x: np.ndarray,
+    directions: np.ndarray,
+    left_room: np.ndarray,
+    right_room: np.ndarray,
+    eps: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Initial steps per direction and side: 1/8 of the coordinates' scale, shorter than half
+    the distance to the nearest candidate kink on that side, never below ``eps**0.6`` times
+    the scale (there the step cannot resolve the kink, and the point is judged as on it)."""
+    moving = np.abs(directions) > 0
+    magnitude = np.max(np.where(moving, np.abs(x)[None, :], 0.0), axis=1, initial=0.0)
+    scale = np.maximum(1.0, magnitude)
+    base = 0.125 * np.maximum(1.0, magnitude * math.sqrt(eps) * 4)
+    floor = eps**0.6 * scale
+    left = np.maximum(np.minimum(base, 0.5 * left_room), floor)
+    right = np.maximum(np.minimum(base, 0.5 * right_room), floor)
+    return left, right
+
+
+def directional_derivatives(
+    fd: FDModel,
+    x: np.ndarray,
+    g: np.ndarray,
+    directions: np.ndarray,
+    step_left: np.ndarray,
+    step_right: np.ndarray,
+) -> Directional:
+    """Left, right and central derivatives of ``<g, f(x + t d)>`` at t = 0 for each row ``d``
+    of ``directions`` (k, n), with error estimates, jump flags and the size of the terms.
+
+    ``x`` (n,) and ``g`` (n_out,) are float64; every evaluation of a call is one batched
+    forward call of ``fd``.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    g = np.asarray(g, dtype=np.float64).reshape(-1)
+    d = np.asarray(directions, dtype=np.float64)
+    k = d.shape[0]
+    step_c = np.minimum(step_left, step_right)
+
+    # One batched call: f(x), the jump ladders on both sides, and f(x +- h d) for |J d|.
+    ladder = np.asarray(JUMP_LADDER)
+    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
+    t_right = step_right[:, None] * ladder[None, :]
+    h_abs = step_c / 32
+    ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)  # (k, 2L+2)
+    rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
+    y0 = fd.forward(x[None, :])[0]
+    ys = fd.forward(rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
+    phi0 = float(y0 @ g)
+    phis = ys @ g  # (k, 2L+2)
+    n_l = ladder.size
+    noise = 64 * fd.eps * float(np.abs(g) @ np.abs(y0)) + 1e-300
+    jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
+    abs_scale = np.abs(jd) @ np.abs(g)
+
+    def jumps(side_phis):
+        delta = np.abs(side_phis - phi0)  # (k, L), steps decreasing
+        flag = np.zeros(k, dtype=bool)
+        size = np.zeros(k)
+        for i in range(n_l - 1):
+            big, small = delta[:, i], delta[:, i + 1]
+            hit = (small > 0.25 * big) & (small > 100 * noise)
+            flag |= hit
+            size = np.where(hit, np.maximum(size, small), size)
+        return flag, size
+
+    jump_left, size_left = jumps(phis[:, :n_l])
+    jump_right, size_right = jumps(phis[:, n_l : 2 * n_l])
+
+    def phi(t, index):
+        t, index = np.broadcast_arrays(t, index)
+        shape = t.shape
+        flat_t = t.reshape(-1)
+        flat_k = np.rint(index.reshape(-1)).astype(np.int64)
+        batch = x[None, :] + flat_t[:, None] * d[flat_k]
+        return (fd.forward(batch) @ g).reshape(shape)
+
+    index = np.broadcast_to(np.arange(k, dtype=np.float64)[None, :], (3, k))
+    initial = np.stack([step_left, step_c, step_right])
+    directions_ = np.array([-1, 0, 1])[:, None] * np.ones((1, k), dtype=int)
+    scale = float(np.median(abs_scale)) if k else 1.0
+    with np.errstate(all="ignore"):
+        res = derivative(
+            phi,
+            np.zeros((3, k)),
+            args=(index,),
+            step_direction=directions_,
+            initial_step=initial,
+            order=FD_ORDER,
+            maxiter=FD_MAXITER,
+            step_factor=FD_STEP_FACTOR,
+            tolerances={
+                "atol": max(1e-3 * math.sqrt(fd.eps) * scale, 1e-300),
+                "rtol": 1e-2 * math.sqrt(fd.eps),
+            },
+        )
+    df = np.asarray(res.df, dtype=np.float64)
+    err = np.asarray(res.error, dtype=np.float64)
+    err = np.where(np.isfinite(err), err, np.inf)
+    return Directional(
+        left=df[0],
+        right=df[2],
+        central=df[1],
+        err_left=err[0],
+        err_right=err[2],
+        err_central=err[1],
+        jump_left=jump_left,
+        jump_right=jump_right,
+        jump_size=np.maximum(size_left, size_right),
+        abs_scale=abs_scale,
+        step_left=np.asarray(step_left, dtype=np.float64),
+        step_right=np.asarray(step_right, dtype=np.float64),
+    )

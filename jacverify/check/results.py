@@ -1,0 +1,258 @@
+"""Result types of the checker: plain dataclasses that reports read and JSON carries.
+
+* :class:`LayerCheck`: the verdict on one rule for one layer, with its evidence;
+* :class:`Counterexample`: the (shrunk) input that breaks the rule, and how to replay it;
+* :class:`ReferenceInfo`: which references were used and why some were not;
+* :class:`Replay`: the seed, Hypothesis' reproduce blob, and the exact example.
+
+A model check (later) holds one :class:`LayerCheck` per layer plus the end-to-end check; every
+type here has ``to_dict()`` giving JSON-ready data (``json.dumps`` works: numbers are Python
+floats and ints, arrays nested lists, NaN and infinities ``None``) and a readable summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jacverify.check.compare import VERDICTS, worst_verdict
+
+__all__ = [
+    "Counterexample",
+    "LayerCheck",
+    "ReferenceInfo",
+    "Replay",
+    "VERDICTS",
+    "jsonable",
+    "worst_verdict",
+]
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data from results: dataclasses, numpy arrays and scalars, tuples, sets.
+    Non-finite floats become ``None``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "to_dict"):
+            return value.to_dict()
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _fields_dict(obj) -> dict:
+    return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _g(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _array_text(array: np.ndarray | None, limit: int = 12) -> str:
+    if array is None:
+        return "-"
+    flat = np.asarray(array, dtype=np.float64).reshape(-1)
+    items = ", ".join(f"{v:.6g}" for v in flat[:limit])
+    more = f", ... ({flat.size} values)" if flat.size > limit else ""
+    return f"[{items}{more}]"
+
+
+@dataclass
+class Replay:
+    """What replays a counterexample."""
+
+    seed: int  # check_layer(..., seed=seed) meets it again
+    reproduce_failure: str | None = None  # Hypothesis' decorator for the internal probe
+    example: dict | None = None  # the ExampleSpec (kind, seed, scale, picks) that builds it
+
+    def to_dict(self) -> dict:
+        return _fields_dict(self)
+
+
+@dataclass
+class Counterexample:
+    """An input at which the rule is wrong (or raises), shrunk by Hypothesis.
+
+    Arrays keep the batch axis (of size 1): ``input`` is the judged example. The rule was
+    called on a batch of two (``companion_input`` is the second row, a random input that
+    catches rules mixing the batch).
+    """
+
+    message: str  # one sentence: what differed where
+    location: str  # "smooth", "kink", "next to a kink", or "" for errors
+    input: np.ndarray
+    upstream_gradient: np.ndarray
+    rule_output: np.ndarray | None
+    reference_output: np.ndarray | None  # finite differences (full Jacobian) or autograd
+    reference_name: str  # which reference reference_output is
+    autograd_output: np.ndarray | None = None
+    direction: np.ndarray | None = None  # the direction d of the worst comparison
+    direction_name: str = ""  # "basis vector of x[0, 3]" or "random direction"
+    rule_directional: float | None = None  # <rule(g), d>
+    reference_directional: float | None = None  # finite differences' derivative (or bound)
+    one_sided: tuple | None = None  # (left, right) derivatives along d
+    tolerance: float | None = None
+    worst_coordinates: list = field(default_factory=list)  # dicts: index, x, rule, reference
+    kink: str | None = None  # e.g. "x[0, 3] = 2.0 = layer.vmax"
+    kind: str = ""  # the kind of example (random, exact_kink, ...)
+    companion_input: np.ndarray | None = None
+    replay: Replay | None = None
+
+    def to_dict(self) -> dict:
+        return _fields_dict(self)
+
+    def summary(self) -> str:
+        lines = [f"counterexample ({self.kind}): {self.message}"]
+        if self.kink:
+            lines.append(f"  on the kink: {self.kink}")
+        for c in self.worst_coordinates[:5]:
+            lines.append(
+                f"  {c['label']}: rule {_g(c['rule'], 6)}, {self.reference_name} "
+                f"{_g(c['reference'], 6)}"
+            )
+        if self.direction_name and self.rule_directional is not None:
+            lines.append(
+                f"  along {self.direction_name}: rule {_g(self.rule_directional, 8)}, "
+                f"reference {_g(self.reference_directional, 8)}"
+                + (
+                    f", one-sided {_g(self.one_sided[0], 6)} / {_g(self.one_sided[1], 6)}"
+                    if self.one_sided
+                    else ""
+                )
+                + (f", tolerance {_g(self.tolerance, 3)}" if self.tolerance is not None else "")
+            )
+        lines.append(f"  input {_array_text(self.input)}")
+        lines.append(f"  upstream gradient {_array_text(self.upstream_gradient)}")
+        lines.append(f"  rule output {_array_text(self.rule_output)}")
+        lines.append(f"  {self.reference_name} {_array_text(self.reference_output)}")
+        if self.replay is not None:
+            lines.append(f"  replay: seed={self.replay.seed}")
+            if self.replay.reproduce_failure:
+                lines.append(f"  hypothesis: {self.replay.reproduce_failure}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ReferenceInfo:
+    """Which references the verdict rests on."""
+
+    autograd: bool  # torch autograd of the layer's forward call was available
+    autograd_note: str = ""
+    finite_differences: bool = True
+    fd_dtype: str = "float64"
+    float64_clone: bool = True  # the float64 clone worked
+    clone_note: str = ""  # why not, when it did not
+    full_jacobian: bool = False  # the basis directions were used (small inputs)
+    random_directions: int = 0  # signed random directions per example
+
+    def to_dict(self) -> dict:
+        return _fields_dict(self)
+
+
+@dataclass
+class LayerCheck:
+    """The verdict on one backward rule for one layer, and the evidence for it."""
+
+    verdict: str  # one of VERDICTS
+    reason: str  # one sentence saying why
+    layer_name: str
+    layer_class: str
+    rule_class: str | None
+    convention: str = "subgradient"
+    dtype: str = "float32"  # the dtype the rule and the layer ran in
+    input_shape: list = field(default_factory=list)  # without the batch axis
+    examples: int = 0  # examples judged (explored)
+    examples_by_kind: dict = field(default_factory=dict)
+    directions_by_location: dict = field(default_factory=dict)  # smooth, kink, jump, noisy
+    verdicts_by_kind: dict = field(default_factory=dict)  # kind -> {verdict: count}
+    max_abs_error: float | None = None  # over judged directions (outside the interval at kinks)
+    max_rel_error: float | None = None
+    tolerance: float | None = None  # at the direction closest to (or furthest over) its tolerance
+    margin: float | None = None  # tolerance - error there (negative: over the tolerance)
+    error_to_tolerance: float | None = None  # the largest error / tolerance (over 1: wrong)
+    reference: ReferenceInfo | None = None
+    counterexample: Counterexample | None = None
+    jumps: list = field(default_factory=list)  # readable descriptions of jumps met
+    notes: list = field(default_factory=list)
+    seed: int | None = None
+    shrink_evaluations: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when the verdict is ``pass``."""
+        return self.verdict == "pass"
+
+    @property
+    def ok(self) -> bool:
+        """True unless the rule was shown wrong (``fail``, ``boundary``, ``error``)."""
+        return self.verdict not in ("fail", "boundary", "error")
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready data (``json.dumps(check.to_dict())`` works)."""
+        data = _fields_dict(self)
+        data["passed"] = self.passed
+        return data
+
+    def summary(self) -> str:
+        """A readable multi-line summary."""
+        head = (
+            f"{self.verdict.upper()}: {self.layer_name} ({self.layer_class}), rule "
+            f"{self.rule_class or '-'} [{self.convention}, {self.dtype}, "
+            f"{self.examples} examples, seed {self.seed}]"
+        )
+        lines = [head, f"  {self.reason}"]
+        if self.examples_by_kind:
+            kinds = ", ".join(f"{k} {v}" for k, v in self.examples_by_kind.items() if v)
+            lines.append(f"  examples: {kinds}")
+        if self.directions_by_location:
+            where = ", ".join(f"{k} {v}" for k, v in self.directions_by_location.items() if v)
+            lines.append(f"  directions judged: {where}")
+        if self.max_abs_error is not None:
+            lines.append(
+                f"  max abs error {_g(self.max_abs_error, 3)}, max rel error "
+                f"{_g(self.max_rel_error, 3)}; worst error/tolerance "
+                f"{_g(self.error_to_tolerance, 3)} (tolerance {_g(self.tolerance, 3)}, margin "
+                f"{_g(self.margin, 3)})"
+            )
+        if self.reference is not None:
+            ref = self.reference
+            parts = [f"finite differences in {ref.fd_dtype}"]
+            if ref.full_jacobian:
+                parts.append("full Jacobian")
+            parts.append(f"{ref.random_directions} random directions")
+            parts.append("autograd" if ref.autograd else "no autograd")
+            lines.append("  references: " + ", ".join(parts))
+            if ref.clone_note:
+                lines.append(f"  note: {ref.clone_note}")
+            if ref.autograd_note:
+                lines.append(f"  note: {ref.autograd_note}")
+        for jump in self.jumps[:3]:
+            lines.append(f"  jump: {jump}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        if self.counterexample is not None:
+            lines.extend("  " + line for line in self.counterexample.summary().splitlines())
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()

@@ -1,0 +1,136 @@
+"""Drive Hypothesis from inside the checker: explore, then shrink the worst failure.
+
+1. **Explore**: run ``examples`` examples of a strategy with a seeded Hypothesis engine
+   (no database), evaluating each and never raising, so every example is counted and judged.
+2. **Shrink**: if the worst verdict found is a failure, run the same engine again with the same
+   seed, raising for examples with that verdict: Hypothesis meets the same failure (outcomes
+   are cached, so replays are free) and shrinks it to a minimal example, which it reports with
+   a ``@reproduce_failure`` blob. A budget bounds the new evaluations made while shrinking:
+   past it, unseen examples count as passing, so shrinking stops early but stays consistent.
+
+The runner knows nothing about layers: it maps specs to outcomes and reads their verdicts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Hashable, Sequence, TypeVar
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+S = TypeVar("S", bound=Hashable)
+O = TypeVar("O")
+
+
+class _Found(Exception):
+    """Raised inside the probe to make Hypothesis shrink an example."""
+
+
+@dataclass
+class SearchResult(Generic[S, O]):
+    """What the search saw: every explored outcome, and the shrunk worst one."""
+
+    explored: dict  # spec -> outcome, in the order first seen
+    minimal_spec: S | None = None
+    minimal: O | None = None
+    reproduce_failure: str | None = None
+    shrink_evaluations: int = 0
+    notes: list = field(default_factory=list)
+
+
+def _settings(examples: int, phases) -> settings:
+    return settings(
+        max_examples=max(1, int(examples)),
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        print_blob=True,
+        report_multiple_bugs=False,
+    )
+
+
+def _blob(error: BaseException) -> str | None:
+    for note in getattr(error, "__notes__", ()) or ():
+        match = re.search(r"@reproduce_failure\((.*?)\)", str(note))
+        if match:
+            return f"@reproduce_failure({match.group(1)})"
+    return None
+
+
+def search(
+    strategy: st.SearchStrategy[S],
+    evaluate: Callable[[S], O],
+    verdict_of: Callable[[O], str],
+    *,
+    examples: int,
+    seed: int,
+    shrink_verdicts: Sequence[str],
+    severity: Callable[[str], int],
+    shrink_budget: int,
+) -> SearchResult[S, O]:
+    """Explore ``examples`` specs and shrink the worst outcome whose verdict is in
+    ``shrink_verdicts`` (lower ``severity`` is worse)."""
+    cache: dict = {}
+    result: SearchResult = SearchResult(explored={})
+
+    def run(probe, phases) -> BaseException | None:
+        test = given(spec=strategy)(probe)
+        test = _settings(examples, phases)(test)
+        test = hypothesis_seed(seed)(test)
+        try:
+            test()
+        except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
+            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                raise
+            return error
+        return None
+
+    def explore(spec):
+        if spec not in cache:
+            cache[spec] = evaluate(spec)
+            result.explored[spec] = cache[spec]
+
+    error = run(explore, (Phase.generate,))
+    if error is not None:
+        result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
+    if not result.explored:
+        return result
+
+    worst = min((verdict_of(o) for o in result.explored.values()), key=severity)
+    if worst not in shrink_verdicts:
+        return result
+
+    state = {"new": 0, "last": None}
+
+    def shrink(spec):
+        if spec in cache:
+            outcome = cache[spec]
+        elif state["new"] >= shrink_budget:
+            return  # past the budget: unseen examples pass, so shrinking winds down
+        else:
+            state["new"] += 1
+            outcome = cache[spec] = evaluate(spec)
+        if verdict_of(outcome) == worst:
+            state["last"] = (spec, outcome)
+            raise _Found(worst)
+
+    error = run(shrink, (Phase.generate, Phase.shrink))
+    result.shrink_evaluations = state["new"]
+    if isinstance(error, _Found) and state["last"] is not None:
+        result.minimal_spec, result.minimal = state["last"]
+        result.reproduce_failure = _blob(error)
+    else:
+        # Hypothesis did not meet the failure again: keep the first explored one, unshrunk.
+        for spec, outcome in result.explored.items():
+            if verdict_of(outcome) == worst:
+                result.minimal_spec, result.minimal = spec, outcome
+                break
+        detail = "" if error is None else f" ({type(error).__name__}: {error})"
+        result.notes.append(f"the failure was not shrunk{detail}")
+    return result

@@ -1,0 +1,96 @@
+"""The tutorial's custom layers and rules (docs/tutorials/custom_backward.md), plus
+deliberately wrong variants the checker must catch."""
+
+from __future__ import annotations
+
+import keras
+from keras.layers import Layer
+
+from jacverify.layers.layer import BackwardLinearLayer, BackwardNonLinearLayer
+
+
+class PlusConstant(Layer):
+    def __init__(self, constant, **kwargs):
+        super().__init__(**kwargs)
+        self.constant = keras.ops.convert_to_tensor(constant)
+
+    def call(self, inputs_):
+        return inputs_ + self.constant
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"constant": keras.saving.serialize_keras_object(self.constant)})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        constant_config = config.pop("constant")
+        constant = keras.saving.deserialize_keras_object(constant_config)
+        return cls(constant=constant, **config)
+
+
+class BackwardPlusConstant(BackwardLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient
+
+
+class Clip(Layer):
+    def __init__(self, vmin=0, vmax=1, **kwargs):
+        super().__init__(**kwargs)
+        self.vmin = vmin
+        self.vmax = vmax
+
+    def call(self, inputs_):
+        return keras.ops.clip(inputs_, self.vmin, self.vmax)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"vmin": self.vmin, "vmax": self.vmax})
+        return config
+
+
+class BackwardClip(BackwardNonLinearLayer):
+    """The tutorial's rule, as written (wrong: -1 outside the range, edges misplaced)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        eps = keras.config.epsilon()
+        mask_lower_vmax = keras.ops.sign(self.layer.vmax - input - eps)  # 1 iff input <= vmax
+        mask_lower_vmin = keras.ops.sign(input - self.layer.vmin + eps)  # 1 iff input >= vmax
+
+        mask = mask_lower_vmax * mask_lower_vmin  # 1 iff x in [vmin, vmax], 0 else
+        return gradient * mask
+
+
+class BackwardClipCorrect(BackwardNonLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        inside = keras.ops.logical_and(
+            keras.ops.greater_equal(input, self.layer.vmin),
+            keras.ops.less_equal(input, self.layer.vmax),
+        )
+        return gradient * keras.ops.cast(inside, gradient.dtype)
+
+
+class BackwardClipWrongAtVmax(BackwardNonLinearLayer):
+    """Right everywhere except exactly at x == vmax, where it gives 2 (outside [0, 1])."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        inside = keras.ops.logical_and(
+            keras.ops.greater_equal(input, self.layer.vmin),
+            keras.ops.less(input, self.layer.vmax),
+        )
+        at_vmax = keras.ops.equal(input, self.layer.vmax)
+        slope = keras.ops.cast(inside, gradient.dtype) + 2.0 * keras.ops.cast(
+            at_vmax, gradient.dtype
+        )
+        return gradient * slope
+
+
+class BackwardClipThinBand(BackwardNonLinearLayer):
+    """Right except in a band of width 1e-3 just inside vmax, where it gives 0 instead of 1."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        inside = keras.ops.logical_and(
+            keras.ops.greater_equal(input, self.layer.vmin),
+            keras.ops.less_equal(input, self.layer.vmax - 1e-3),
+        )
+        return gradient * keras.ops.cast(inside, gradient.dtype)
