@@ -154,6 +154,9 @@ class BackwardLayer(keras.layers.Layer):
             )
         return self.output_dim_wo_batch
 
+    def compute_mask(self, inputs, previous_mask=None):
+        return None  # gradients carry no Keras mask
+
     def compute_output_shape(self, input_shape):
         if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
             input_shape[0], (list, tuple)

@@ -112,7 +112,8 @@ def clone_to_backward(
                 f"{len(results)} gradients for {len(step.inputs)} inputs."
             )
         for tensor, grad in zip(step.inputs, results):
-            contributions.setdefault(id(tensor), []).append(grad)
+            if _is_float(tensor.dtype):
+                contributions.setdefault(id(tensor), []).append(grad)
 
     outputs = []
     for tensor in graph.inputs:
@@ -127,7 +128,9 @@ def clone_to_backward(
 
 
 def _is_differentiable(step: Step) -> bool:
-    return all(_is_float(t.dtype) for t in step.inputs) and all(
+    """Some input and every output are floating point (integer inputs, such as a mask or
+    token ids, get no gradient)."""
+    return any(_is_float(t.dtype) for t in step.inputs) and all(
         _is_float(t.dtype) for t in step.outputs
     )
 

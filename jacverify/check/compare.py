@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -89,6 +89,8 @@ class DirectionJudgement:
     rel_error: float
     verdict: str  # "pass", "fail", "boundary", "inconclusive", "unjudged"
     refs_agree: bool | None = None
+    low: float = math.nan  # the valid range at a kink (subgradient convention)
+    high: float = math.nan
     responsible: list = field(default_factory=list)  # flat coordinates blamed for the error
     note: str = ""
 
@@ -134,12 +136,16 @@ def judge_directions(
     fd_eps: float,
     near_mask: np.ndarray,
     convention: str = "subgradient",
+    widen: Callable[[int], tuple[float, float]] | None = None,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
     ``autograd`` (flat or None) is torch's vjp; ``near_mask`` (flat bool) marks coordinates on
     or next to a candidate kink: an error at a smooth point blamed only on such coordinates
-    is a ``boundary`` error, any other a ``fail``.
+    is a ``boundary`` error, any other a ``fail``. ``widen(k)``, when given, returns the
+    range of valid values at a kink made of several elementary kinks (see
+    :func:`jacverify.check.references.kink_slope_range`); it is called only for a rule that
+    lies outside the one-sided derivatives.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -198,13 +204,21 @@ def judge_directions(
             else:
                 tol = base_tol + C_FD * fd_err + 1e-300
                 error = max(lo - r, r - hi, 0.0)
-                reference = lo if r < lo else (hi if r > hi else r)
                 note = f"at a kink: one-sided derivatives {left:.6g} (left), {right:.6g} (right)"
+                if error > tol and widen is not None:
+                    # Several elementary kinks may meet here: each may take its own side.
+                    w_lo, w_hi = widen(k)
+                    if w_lo <= w_hi and (w_lo < lo or w_hi > hi):
+                        lo, hi = min(lo, w_lo), max(hi, w_hi)
+                        error = max(lo - r, r - hi, 0.0)
+                        note += f"; a compound kink: valid range [{lo:.6g}, {hi:.6g}]"
+                reference = lo if r < lo else (hi if r > hi else r)
             ok = error <= tol
             judgements.append(
                 DirectionJudgement(
                     location="kink", reference=reference, tolerance=tol, error=error,
-                    rel_error=error / max(hi - lo, abs(reference), 1e-300),
+                    low=lo, high=hi,
+                    rel_error=error / max(hi - lo, abs(reference), s, 1e-300),
                     verdict="pass" if ok else "boundary",
                     responsible=[] if ok else _responsible(
                         d[k], basis_index, rule, autograd, rule_eps
@@ -234,7 +248,7 @@ def judge_directions(
             allowance = min(2 * abs(a - reference), float(unit[k]))
         error = abs(r - reference)
         ok = error <= tol + allowance
-        scale_ref = max(abs(reference), float(fd.abs_scale[k]), 1e-300)
+        scale_ref = max(abs(reference), s, 1e-300)
         if ok:
             responsible = []
             if refs_agree is False:

@@ -46,6 +46,7 @@ from jacverify.check.references import (
     clone_layer,
     directional_derivatives,
     fd_steps,
+    kink_slope_range,
     make_fd_model,
 )
 from jacverify.check.results import Counterexample, LayerCheck, ReferenceInfo, Replay
@@ -261,10 +262,17 @@ class _Evaluator:
                 rule_output=rule_out, autograd_output=autograd,
             )
         a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
+
+        def widen(k: int) -> tuple[float, float]:
+            half = 0.25 * float(min(step_left[k], step_right[k]))
+            rng = np.random.default_rng([example.spec.seed, 99, k])
+            return kink_slope_range(self.fd, x0, g0, example.directions[k], half, rng)
+
         judgements = judge_directions(
             rule_out64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
             directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
             near_mask=near_kink_mask(x0, self.kinks), convention=self.convention,
+            widen=widen,
         )
         fd_vjp = None
         if example.n_basis:
@@ -294,36 +302,40 @@ class _Evaluator:
         x0 = example.x[0].reshape(-1).astype(np.float64)
         ref_name = f"finite differences ({self.fd.dtype})"
         if j.basis_index is not None:
-            where = self.coordinate(j.basis_index, x0)
+            where = "at " + self.coordinate(j.basis_index, x0)
             what = "the rule gives"
         else:
             blamed = ", ".join(self.coordinate(i, x0) for i in j.responsible[:3])
-            where = "along a random direction" + (
+            where = "along a random direction d" + (
                 f" (the rule differs from autograd most at {blamed})" if blamed else ""
             )
             what = "the rule's <g^T J, d> is"
         if j.verdict == "pass":
-            return f"at {where}, {what} {j.rule:.6g}, as expected"
+            return f"{where}, {what} {j.rule:.6g}, as expected"
         if j.verdict == "inconclusive":
             return (
-                f"at {where}, the references disagree at a smooth point: finite differences "
+                f"{where}, the references disagree at a smooth point: finite differences "
                 f"give {j.reference:.6g}, autograd {j.autograd:.6g} (the rule {j.rule:.6g}; "
                 f"tolerance {j.tolerance:.3g})"
             )
         if j.location == "kink":
             if self.convention == "autograd" and j.autograd is not None:
                 return (
-                    f"at {where}, on a kink, {what} {j.rule:.6g} where autograd gives "
+                    f"{where}, on a kink, {what} {j.rule:.6g} where autograd gives "
                     f"{j.autograd:.6g} (convention='autograd'; tolerance {j.tolerance:.3g})"
                 )
             lo, hi = sorted((j.left, j.right))
+            widened = (
+                f", or the range [{j.low:.6g}, {j.high:.6g}] of a compound kink"
+                if (j.low, j.high) != (lo, hi) else ""
+            )
             return (
-                f"at {where}, on a kink, {what} {j.rule:.6g}, outside the one-sided "
-                f"derivatives [{lo:.6g}, {hi:.6g}] (tolerance {j.tolerance:.3g})"
+                f"{where}, on a kink, {what} {j.rule:.6g}, outside the one-sided "
+                f"derivatives [{lo:.6g}, {hi:.6g}]{widened} (tolerance {j.tolerance:.3g})"
             )
         place = "next to a kink" if j.verdict == "boundary" else "a smooth point"
         return (
-            f"at {where} ({place}), {what} {j.rule:.6g} where {ref_name} give "
+            f"{where} ({place}), {what} {j.rule:.6g} where {ref_name} give "
             f"{j.reference:.6g} (tolerance {j.tolerance:.3g})"
         )
 

@@ -255,7 +255,10 @@ def directional_derivatives(
     phi0 = float(y0 @ g)
     phis = ys @ g  # (k, 2L+2)
     n_l = ladder.size
-    noise = 64 * fd.eps * float(np.abs(g) @ np.abs(y0)) + 1e-300
+    # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
+    # kink a few denormals away).
+    y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
+    noise = 64 * fd.eps * (y_max @ np.abs(g)) + 1e-300  # (k,)
     jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
     abs_scale = np.abs(jd) @ np.abs(g)
 
@@ -265,7 +268,7 @@ def directional_derivatives(
         size = np.zeros(k)
         for i in range(n_l - 1):
             big, small = delta[:, i], delta[:, i + 1]
-            hit = (small > 0.25 * big) & (small > 100 * noise)
+            hit = (small > 0.25 * big) & (small > 1000 * noise)
             flag |= hit
             size = np.where(hit, np.maximum(size, small), size)
         return flag, size
@@ -317,3 +320,49 @@ def directional_derivatives(
         step_left=np.asarray(step_left, dtype=np.float64),
         step_right=np.asarray(step_right, dtype=np.float64),
     )
+
+
+#: Points of the grid scanned along a shifted line to split a compound kink.
+KINK_SCAN_POINTS = 257
+
+
+def kink_slope_range(
+    fd: FDModel,
+    x: np.ndarray,
+    g: np.ndarray,
+    direction: np.ndarray,
+    half_width: float,
+    rng: np.random.Generator,
+    shifts: int = 2,
+) -> tuple[float, float]:
+    """The range of directional derivatives a chain-rule vjp may take at a compound kink.
+
+    At a point where several elementary kinks meet (all of a ReLU layer's units at 0, every
+    coordinate of a Clip on its bound), the value of a valid rule along ``direction`` need not
+    lie between the one-sided derivatives: each elementary kink may pick its own one-sided
+    slope. Moving the line slightly off the point (by ``half_width / 8`` along a random
+    vector) separates the elementary kinks; the slope changes met along the shifted line,
+    split into their positive and negative parts, give the range
+    ``[s_left + sum(negative changes), s_left + sum(positive changes)]``, which is
+    ``[min(left, right), max(left, right)]`` for one elementary kink. The union over
+    ``shifts`` random shifts is returned (an inner approximation of the true range).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    g = np.asarray(g, dtype=np.float64).reshape(-1)
+    d = np.asarray(direction, dtype=np.float64).reshape(-1)
+    t = np.linspace(-half_width, half_width, KINK_SCAN_POINTS)
+    u = rng.standard_normal((shifts, x.size))
+    u /= np.maximum(np.max(np.abs(u), axis=1, keepdims=True), 1e-300)
+    bases = x[None, :] + (half_width / 8) * u  # (shifts, n)
+    rows = bases[:, None, :] + t[None, :, None] * d[None, None, :]
+    phis = (fd.forward(rows.reshape(-1, x.size)) @ g).reshape(shifts, -1)
+    dt = t[1] - t[0]
+    slopes = np.diff(phis, axis=1) / dt
+    changes = np.diff(slopes, axis=1)
+    noise = 8 * fd.eps * (np.max(np.abs(phis), axis=1, keepdims=True) + 1e-300) / dt
+    changes = np.where(np.abs(changes) > noise, changes, 0.0)
+    low = slopes[:, 0] + np.sum(np.minimum(changes, 0.0), axis=1)
+    high = slopes[:, 0] + np.sum(np.maximum(changes, 0.0), axis=1)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return math.inf, -math.inf
+    return float(np.min(low)), float(np.max(high))

@@ -106,10 +106,12 @@ def _softmax(x, axes: tuple):
 def relu_derivative(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """Derivative of ``keras.activations.relu`` as ``ReLU.static_call`` computes it.
 
-    Keras (for ``negative_slope != 0`` unless it takes the ``leaky_relu`` shortcut) returns
-    ``m(x) - negative_slope * relu(threshold - x)`` with ``m = where(x > threshold, x, 0)``
-    (``relu(x)`` when ``threshold == 0``; ``relu6(x)`` when also ``max_value == 6``), clipped to
-    ``[0, max_value]`` when ``max_value`` is set.
+    Outside its ``leaky_relu`` shortcut (``negative_slope != 0``, no ``max_value``, no
+    ``threshold``) Keras computes ``m(x) - negative_slope * relu(threshold - x)`` where ``m`` is
+    ``where(x > threshold, x, 0)`` (``relu(x)`` when ``threshold == 0``, ``relu6(x)`` when also
+    ``max_value == 6``), clipped to ``[0, max_value]`` when ``max_value`` is set (and is not
+    the relu6 case). The derivative is 1 where ``m`` passes ``x`` through, ``negative_slope``
+    at and below the threshold, 0 elsewhere.
     """
     one, slope = _c(1.0, x), _c(negative_slope, x)
     if negative_slope != 0.0 and max_value is None and threshold == 0:
@@ -356,6 +358,8 @@ def _sparsemax_vjp(axis=-1) -> Vjp:
     if isinstance(axis, (list, tuple)):
         raise ValueError(f"sparsemax takes one integer axis, got {axis!r}.")
 
+    sums_cumsums = _keras_sparsemax_sums_cumsums()  # probed now, eagerly (not in a trace)
+
     def vjp(gradient, x):
         (ax,) = _canonical_axes(axis, len(x.shape), "sparsemax")
         n = int(x.shape[ax])
@@ -368,7 +372,7 @@ def _sparsemax_vjp(axis=-1) -> Vjp:
         support = ops.greater(z - (cs - 1.0) / r, 0)
         k = ops.sum(ops.cast(support, x.dtype), axis=ax, keepdims=True)
         g = gradient
-        if _keras_sparsemax_sums_cumsums():
+        if sums_cumsums:
             # tau = (sum_{j<=k} cs_j - 1) / k = (sum_{j<=k} (k - j + 1) z_j - 1) / k: the
             # element of descending rank j (1-based) weighs (k - j + 1) / k for j <= k.
             tau = (ops.sum(ops.where(support, cs, _c(0.0, x)), axis=ax, keepdims=True) - 1.0) / k

@@ -32,8 +32,9 @@ class BackwardSeparableConv(BackwardConvBase):
         pointwise = ops.cast(self.layer.pointwise_kernel, gradient.dtype)
         shape = tuple(pointwise.shape)
         pointwise = ops.reshape(pointwise, shape[-2:])  # (C * M, filters)
+        # einsum, not matmul: keras.ops.matmul computes float64 in float32 on torch.
         if self.layer.data_format == "channels_last":
-            return ops.matmul(gradient, ops.transpose(pointwise))
+            return ops.einsum("...f,cf->...c", gradient, pointwise)
         space = _LETTERS[: self._rank]
         return ops.einsum(f"bf{space},cf->bc{space}", gradient, pointwise)
 

@@ -23,7 +23,12 @@ def check_not_quantized(layer) -> None:
 @register_backward(keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDense(BackwardNonLinearLayer):
-    """``(g * f'(x W + b)) W^T``; linear (no input needed) without activation."""
+    """``(g * f'(x W + b)) W^T``; linear (no input needed) without activation.
+
+    The pre-activation is recomputed as ``Dense.call`` computes it (so that a kink is on the
+    same side as in the forward pass); the product with ``W^T`` is an einsum because
+    ``keras.ops.matmul`` computes float64 products in float32 on the torch backend.
+    """
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -38,4 +43,4 @@ class BackwardDense(BackwardNonLinearLayer):
             if self.layer.bias is not None:
                 pre_activation = pre_activation + ops.cast(self.layer.bias, gradient.dtype)
             gradient = self._vjp(gradient, pre_activation)
-        return ops.matmul(gradient, ops.transpose(kernel))
+        return ops.einsum("...o,io->...i", gradient, kernel)

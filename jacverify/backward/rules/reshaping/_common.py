@@ -49,11 +49,26 @@ def fold_replicate(t, axis: int, left: int, right: int, n: int):
     ``t`` has length ``left + n + right`` along ``axis``: the gradient of the padded copies is
     added to the edge elements they copy.
     """
-    result = take(t, axis, left, left + n)
-    if left:
-        head = ops.sum(take(t, axis, 0, left), axis=axis, keepdims=True)
-        result = result + pad_axis(head, axis, 0, n - 1)
-    if right:
-        tail = ops.sum(take(t, axis, left + n, left + n + right), axis=axis, keepdims=True)
-        result = result + pad_axis(tail, axis, n - 1, 0)
-    return result
+    core = take(t, axis, left, left + n)
+    if not left and not right:
+        return core
+    head = ops.sum(take(t, axis, 0, left), axis=axis, keepdims=True) if left else None
+    tail = (
+        ops.sum(take(t, axis, left + n, left + n + right), axis=axis, keepdims=True)
+        if right
+        else None
+    )
+    if n == 1:
+        first, pieces = core, []
+    else:
+        first = take(core, axis, 0, 1)
+        last = take(core, axis, n - 1, n)
+        if tail is not None:
+            last = last + tail
+            tail = None
+        pieces = [take(core, axis, 1, n - 1), last]
+    if head is not None:
+        first = first + head
+    if tail is not None:
+        first = first + tail
+    return ops.concatenate([first, *pieces], axis=axis) if pieces else first

@@ -7,11 +7,13 @@ axis: its backward sums the gradient over each block. ``UpSampling2D`` with
 every output ``i * size + r`` along an axis reads the inputs ``i - P .. i + P`` (``P`` = 1 or
 2) of the input replicate-padded by ``P`` (torch clamps indices at the borders), with weights
 that depend only on ``r``. The rule precomputes those weights from torch's formulas and
-applies their transpose: weighted sums of the ``size`` outputs of each block, ``2 P + 1``
-shifted additions, and the replicate padding folded back onto the edges.
+applies their transpose: a strided depthwise correlation of the gradient (a downsampling
+filter), then the replicate padding folded back onto the edges.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -19,7 +21,12 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
-from jacverify.backward.rules.reshaping._common import fold_replicate, pad_axis, spatial_axes
+from jacverify.backward.rules.reshaping._common import (
+    fold_replicate,
+    pad_axis,
+    spatial_axes,
+    take,
+)
 
 _CUBIC_A = -0.75  # torch's bicubic coefficient
 
@@ -73,33 +80,43 @@ def interpolation_stencil(size: int, interpolation: str) -> np.ndarray:
     return stencil
 
 
-def _stencil_transpose(gradient, axis: int, stencil: np.ndarray):
-    """Backward along ``axis`` of an upsampling by ``interpolation_stencil``: per input offset
-    ``d``, the weighted sum of the ``size`` outputs of each block, shifted by ``d``, then the
-    replicate padding folded back onto the edges."""
-    size, width = stencil.shape
+@dataclass(frozen=True)
+class _AxisFilter:
+    """The backward of an interpolating upsampling along one axis as a strided correlation:
+    ``gp[m] = sum_q kernel[q] * g_padded[m * size + q]`` over the gradient zero-padded by
+    ``(left, right)`` (negative: cropped), which yields the gradient of the input
+    replicate-padded by ``half``; folding that padding back gives the input's gradient."""
+
+    kernel: np.ndarray
+    left: int
+    right: int
+    half: int
+
+
+def _axis_filter(n: int, size: int, interpolation: str) -> _AxisFilter:
+    stencil = interpolation_stencil(size, interpolation)
+    width = stencil.shape[1]
     half = width // 2
-    shape = list(gradient.shape)
-    n = shape[axis] // size
-    shape[0] = -1
-    blocks = ops.reshape(gradient, shape[:axis] + [n, size] + shape[axis + 1 :])
-    index = [slice(None)] * len(blocks.shape)
-    columns = []
-    for r in range(size):
-        index[axis + 1] = r
-        columns.append(blocks[tuple(index)])
-    padded = None
+    if size == 1:  # the stencil is the identity: nothing to do along this axis
+        return _AxisFilter(np.ones(1), 0, 0, 0)
+    # gp[m] = sum_{r, d} stencil[r, d] * g[(m - d) * size + r]: the gradient index is
+    # m * size + q - (width - 1) * size with q = r + (width - 1 - d) * size.
+    kernel = np.zeros(width * size)
     for d in range(width):
-        term = None
-        for r in range(size):
-            weight = float(stencil[r, d])
-            if weight != 0.0:
-                part = columns[r] * ops.cast(weight, gradient.dtype)
-                term = part if term is None else term + part
-        if term is not None:
-            term = pad_axis(term, axis, d, width - 1 - d)
-            padded = term if padded is None else padded + term
-    return fold_replicate(padded, axis, half, half, n)
+        kernel[(width - 1 - d) * size : (width - d) * size] = stencil[:, d]
+    nonzero = np.flatnonzero(kernel)
+    low, high = int(nonzero[0]), int(nonzero[-1])
+    kernel = kernel[low : high + 1]
+    left = (width - 1) * size - low
+    needed = (n + width - 2) * size + len(kernel)  # padded length for n + width - 1 outputs
+    return _AxisFilter(kernel, left, needed - n * size - left, half)
+
+
+def _fit_both(t, axis: int, left: int, right: int):
+    """Zero-pad (or crop, when negative) ``t`` at both ends of ``axis``."""
+    length = int(t.shape[axis])
+    t = take(t, axis, max(-left, 0), length - max(-right, 0))
+    return pad_axis(t, axis, max(left, 0), max(right, 0))
 
 
 @register_backward(keras.layers.UpSampling1D)
@@ -114,8 +131,9 @@ class BackwardUpSampling1D(BackwardLinearLayer):
 @register_backward(keras.layers.UpSampling2D)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUpSampling2D(BackwardLinearLayer):
-    """Block sums for ``interpolation="nearest"``; the transposed interpolation band for
-    ``"bilinear"`` and ``"bicubic"``."""
+    """Block sums for ``interpolation="nearest"``; for ``"bilinear"`` and ``"bicubic"`` the
+    transposed interpolation: a depthwise correlation with stride ``size`` whose kernel holds
+    the interpolation weights, then the border clamping (a replicate padding) folded back."""
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -125,17 +143,50 @@ class BackwardUpSampling2D(BackwardLinearLayer):
                 f"{type(self).__name__}: no rule for interpolation='{interpolation}' "
                 "(supported: 'nearest', 'bilinear', 'bicubic')."
             )
-        self._stencils = None
+        self._filters = None
         if interpolation != "nearest":
-            self._stencils = [interpolation_stencil(int(f), interpolation) for f in layer.size]
+            axes = spatial_axes(2, layer.data_format)
+            sizes = [self.input_dim_wo_batch[a - 1] for a in axes]
+            if any(n is None for n in sizes):
+                raise ValueError(
+                    f"{type(self).__name__}: interpolation='{interpolation}' needs static "
+                    f"spatial sizes, got input dimensions {self.input_dim_wo_batch}."
+                )
+            self._filters = [
+                _axis_filter(int(n), int(f), interpolation)
+                for n, f in zip(sizes, layer.size, strict=True)
+            ]
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        axes = spatial_axes(2, self.layer.data_format)
-        for i, (axis, size) in enumerate(zip(axes, self.layer.size, strict=True)):
-            if self._stencils is None:
+        channels_first = self.layer.data_format == "channels_first"
+        if self._filters is None:
+            axes = spatial_axes(2, self.layer.data_format)
+            for axis, size in zip(axes, self.layer.size, strict=True):
                 gradient = _sum_blocks(gradient, axis, int(size))
-            else:
-                gradient = _stencil_transpose(gradient, axis, self._stencils[i])
+            return gradient
+        # One depthwise strided correlation (kernel: outer product of the two axes' filters)
+        # in channels_last layout, then the replicate paddings folded back per axis.
+        if channels_first:
+            gradient = ops.transpose(gradient, (0, 2, 3, 1))
+        filter_h, filter_w = self._filters
+        gradient = _fit_both(gradient, 1, filter_h.left, filter_h.right)
+        gradient = _fit_both(gradient, 2, filter_w.left, filter_w.right)
+        channels = int(gradient.shape[-1])
+        kernel = np.multiply.outer(filter_h.kernel, filter_w.kernel)
+        kernel = np.broadcast_to(kernel[:, :, None, None], (*kernel.shape, channels, 1))
+        gradient = ops.depthwise_conv(
+            gradient,
+            ops.convert_to_tensor(np.ascontiguousarray(kernel), dtype=gradient.dtype),
+            strides=tuple(int(f) for f in self.layer.size),
+            padding="valid",
+            data_format="channels_last",
+        )
+        for axis, axis_filter in ((1, filter_h), (2, filter_w)):
+            half = axis_filter.half
+            n = int(gradient.shape[axis]) - 2 * half
+            gradient = fold_replicate(gradient, axis, half, half, n)
+        if channels_first:
+            gradient = ops.transpose(gradient, (0, 3, 1, 2))
         return gradient
 
 
