@@ -12,8 +12,9 @@ shorter than the distance to them. Whether a candidate really is a kink is decid
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

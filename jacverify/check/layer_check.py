@@ -14,8 +14,9 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -45,6 +46,7 @@ from jacverify.check.references import (
     autograd_vjp,
     clone_layer,
     directional_derivatives,
+    effective_eps,
     fd_steps,
     kink_slope_range,
     make_fd_model,
@@ -173,7 +175,7 @@ class _Evaluator:
         self.input_shape = input_shape
         self.output_shape = output_shape
         self.dtype = str(layer.compute_dtype)
-        self.rule_eps = machine_eps(self.dtype)
+        self.rule_eps = effective_eps(self.dtype)
         self.convention = convention
         self.random_directions = random_directions
         self.basis = basis
@@ -461,6 +463,140 @@ def _skipped(layer, rule_class, reason: str, start: float, **kwargs) -> LayerChe
     )
 
 
+@dataclass
+class _Setup:
+    """Everything check_layer needs once the layer, the rule and the references are ready."""
+
+    evaluator: _Evaluator
+    fd: FDModel
+    base: dict
+    notes: list
+    n: int
+    basis: bool
+    kinks: list
+
+
+def _prepare(
+    layer: keras.layers.Layer,
+    rule: type | None,
+    *,
+    input_shape: Sequence[int] | None,
+    seed: int,
+    convention: str,
+    dtype: str | None,
+    kinks: Sequence[float] | None,
+    random_directions: int | None,
+    max_full_jacobian: int,
+    start: float,
+) -> _Setup | LayerCheck:
+    """Resolve the rule, build the layer (or its dtype clone), instantiate the rule and the
+    references; a LayerCheck instead when the check ends before any example."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    rule_class = rule
+    if rule_class is None:
+        try:
+            rule_class = get_backward_rule(layer)
+        except MissingBackwardRuleError as error:
+            return _skipped(layer, None, f"no rule given and none registered: {error}", start,
+                            seed=seed, convention=convention)
+    non_float = _non_float_reason(layer)
+    if non_float is not None:
+        return _skipped(layer, rule_class, f"not differentiable in its input: {non_float}",
+                        start, seed=seed, convention=convention)
+    shape = _input_shape(layer, input_shape)
+    layer_dtype = str(layer.compute_dtype)
+    if not _is_float_dtype(layer_dtype):
+        return _skipped(layer, rule_class, f"the layer computes in {layer_dtype}", start,
+                        seed=seed, convention=convention)
+    if not layer.built:
+        layer(np.zeros((1, *shape), dtype=layer_dtype))
+
+    rng = np.random.default_rng(seed)
+    notes: list[str] = []
+    target = layer
+    if dtype is not None and str(dtype) != layer_dtype:
+        try:
+            target = clone_layer(layer, str(dtype), shape)
+        except Exception as error:  # noqa: BLE001
+            return LayerCheck(
+                verdict="inconclusive",
+                reason=f"could not run the layer in {dtype}: {type(error).__name__}: {error}",
+                layer_name=layer.name, layer_class=type(layer).__name__,
+                rule_class=rule_class.__name__, convention=convention, dtype=str(dtype),
+                input_shape=list(shape), seed=seed, duration_s=time.perf_counter() - start,
+            )
+        notes.append(f"the layer and the rule ran on a {dtype} clone of the layer")
+    run_dtype = str(target.compute_dtype)
+    if effective_eps(run_dtype) > machine_eps(run_dtype):
+        notes.append(
+            f"Keras computes {run_dtype} operations in float32 on this backend: the rule is "
+            "held to float32 precision"
+        )
+    base = dict(
+        layer_name=layer.name, layer_class=type(layer).__name__,
+        rule_class=getattr(rule_class, "__name__", str(rule_class)), convention=convention,
+        dtype=run_dtype, input_shape=list(shape), seed=seed,
+    )
+    short = {k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")}
+
+    out = target(np.zeros((1, *shape), dtype=run_dtype))
+    if isinstance(out, (list, tuple)):
+        return _skipped(layer, rule_class, "the layer returns several tensors", start, **short)
+    if not _is_float_dtype(out.dtype):
+        return _skipped(layer, rule_class, f"the layer's output is {out.dtype}", start, **short)
+    output_shape = tuple(int(s) for s in out.shape[1:])
+
+    try:
+        rule_instance = rule_class(
+            layer=target, input_dim_wo_batch=list(shape), output_dim_wo_batch=list(output_shape)
+        )
+    except Exception as error:  # noqa: BLE001
+        return LayerCheck(
+            verdict="error",
+            reason=f"Constructing the rule raised {type(error).__name__}: {error}.",
+            duration_s=time.perf_counter() - start, **base,
+        )
+
+    fd = make_fd_model(target, shape, rng)
+    candidate_kinks = config_kinks(target, dtype=run_dtype, extra=kinks)
+    n = int(math.prod(shape))
+    basis = n <= max_full_jacobian
+    k_random = random_directions if random_directions is not None else (4 if basis else 8)
+    evaluator = _Evaluator(
+        target, rule_instance, fd, candidate_kinks, shape, output_shape,
+        convention=convention, random_directions=max(1, int(k_random)), basis=basis,
+    )
+    return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks)
+
+
+def check_example(
+    layer: keras.layers.Layer,
+    rule: type | None = None,
+    example: ExampleSpec | dict | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+    convention: str = "subgradient",
+    dtype: str | None = None,
+    kinks: Sequence[float] | None = None,
+    random_directions: int | None = None,
+    max_full_jacobian: int = MAX_FULL_JACOBIAN,
+) -> ExampleOutcome:
+    """Evaluate one example exactly as :func:`check_layer` does: replay a counterexample from
+    ``check.counterexample.replay.example`` (pass the same options as to check_layer)."""
+    if example is None:
+        raise ValueError("check_example() needs an example (an ExampleSpec or its dict)")
+    spec = example if isinstance(example, ExampleSpec) else ExampleSpec.from_dict(example)
+    setup = _prepare(
+        layer, rule, input_shape=input_shape, seed=0, convention=convention, dtype=dtype,
+        kinks=kinks, random_directions=random_directions, max_full_jacobian=max_full_jacobian,
+        start=time.perf_counter(),
+    )
+    if isinstance(setup, LayerCheck):
+        raise ValueError(f"nothing to evaluate: {setup.reason}")
+    return setup.evaluator(spec)
+
+
 def check_layer(
     layer: keras.layers.Layer,
     rule: type | None = None,
@@ -502,84 +638,18 @@ def check_layer(
         NaN/Inf or the wrong shape), ``inconclusive`` or ``skipped``.
     """
     start = time.perf_counter()
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     seed = int(seed)
-
-    rule_class = rule
-    if rule_class is None:
-        try:
-            rule_class = get_backward_rule(layer)
-        except MissingBackwardRuleError as error:
-            return _skipped(layer, None, f"no rule given and none registered: {error}", start,
-                            seed=seed, convention=convention)
-    non_float = _non_float_reason(layer)
-    if non_float is not None:
-        return _skipped(layer, rule_class, f"not differentiable in its input: {non_float}",
-                        start, seed=seed, convention=convention)
-    shape = _input_shape(layer, input_shape)
-    layer_dtype = str(layer.compute_dtype)
-    if not _is_float_dtype(layer_dtype):
-        return _skipped(layer, rule_class, f"the layer computes in {layer_dtype}", start,
-                        seed=seed, convention=convention)
-    if not layer.built:
-        layer(np.zeros((1, *shape), dtype=layer_dtype))
-
-    rng = np.random.default_rng(seed)
-    notes: list[str] = []
-    target = layer
-    if dtype is not None and str(dtype) != layer_dtype:
-        try:
-            target = clone_layer(layer, str(dtype), shape)
-        except Exception as error:  # noqa: BLE001
-            return LayerCheck(
-                verdict="inconclusive",
-                reason=f"could not run the layer in {dtype}: {type(error).__name__}: {error}",
-                layer_name=layer.name, layer_class=type(layer).__name__,
-                rule_class=rule_class.__name__, convention=convention, dtype=str(dtype),
-                input_shape=list(shape), seed=seed, duration_s=time.perf_counter() - start,
-            )
-        notes.append(f"the layer and the rule ran on a {dtype} clone of the layer")
-    run_dtype = str(target.compute_dtype)
-    base = dict(
-        layer_name=layer.name, layer_class=type(layer).__name__,
-        rule_class=getattr(rule_class, "__name__", str(rule_class)), convention=convention,
-        dtype=run_dtype, input_shape=list(shape), seed=seed,
+    setup = _prepare(
+        layer, rule, input_shape=input_shape, seed=seed, convention=convention, dtype=dtype,
+        kinks=kinks, random_directions=random_directions, max_full_jacobian=max_full_jacobian,
+        start=start,
     )
-
-    out = target(np.zeros((1, *shape), dtype=run_dtype))
-    if isinstance(out, (list, tuple)):
-        return _skipped(layer, rule_class, "the layer returns several tensors", start, **{
-            k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")
-        })
-    if not _is_float_dtype(out.dtype):
-        return _skipped(layer, rule_class, f"the layer's output is {out.dtype}", start, **{
-            k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")
-        })
-    output_shape = tuple(int(s) for s in out.shape[1:])
-
-    try:
-        rule_instance = rule_class(
-            layer=target, input_dim_wo_batch=list(shape), output_dim_wo_batch=list(output_shape)
-        )
-    except Exception as error:  # noqa: BLE001
-        return LayerCheck(
-            verdict="error",
-            reason=f"constructing the rule raised {type(error).__name__}: {error}",
-            duration_s=time.perf_counter() - start, **base,
-        )
-
-    fd = make_fd_model(target, shape, rng)
-    candidate_kinks = config_kinks(target, dtype=run_dtype, extra=kinks)
-    n = int(math.prod(shape))
-    basis = n <= max_full_jacobian
-    k_random = random_directions if random_directions is not None else (4 if basis else 8)
-    evaluator = _Evaluator(
-        target, rule_instance, fd, candidate_kinks, shape, output_shape,
-        convention=convention, random_directions=max(1, int(k_random)), basis=basis,
-    )
+    if isinstance(setup, LayerCheck):
+        return setup
+    evaluator, fd, base, notes = setup.evaluator, setup.fd, setup.base, setup.notes
+    n, basis, candidate_kinks = setup.n, setup.basis, setup.kinks
     found = search(
         example_specs(n, len(candidate_kinks)),
         evaluator,

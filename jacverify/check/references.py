@@ -15,14 +15,62 @@ product.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import torch
 from scipy.differentiate import derivative
+
+
+@contextlib.contextmanager
+def true_float64() -> Iterator[bool]:
+    """Make Keras compute 64-bit floats in 64 bits while the block runs.
+
+    Keras 3 on the torch and JAX backends promotes ``float64`` op results to ``float32``
+    (``keras.backend.result_type("float64", "float64") == "float32"``, to match JAX's default),
+    so a float64 clone of a Dense layer multiplies in float32. The table behind that rule is
+    patched for the duration of the block and restored after. Yields whether float64 ops now
+    stay float64.
+    """
+    table = None
+    old = None
+    try:
+        from keras.src.backend.common import dtypes as _dtypes
+
+        table = getattr(_dtypes, "BIT64_TO_BIT32_DTYPE", None)
+        if isinstance(table, dict) and "float64" in table:
+            old = table["float64"]
+            table["float64"] = "float64"
+        else:
+            table = None
+    except ImportError:  # another Keras layout: nothing to patch
+        table = None
+    try:
+        yield keras.backend.result_type("float64", "float64") == "float64"
+    finally:
+        if table is not None:
+            table["float64"] = old
+
+
+def keras_downcasts_float64() -> bool:
+    """True when Keras computes float64 ops in float32 (torch and JAX backends)."""
+    return keras.backend.result_type("float64", "float64") != "float64"
+
+
+def effective_eps(dtype: str) -> float:
+    """Machine epsilon of what a layer of ``dtype`` really computes in (float64 layers get
+    float32's when Keras downcasts 64-bit ops)."""
+    try:
+        eps = float(np.finfo(np.dtype(dtype)).eps)
+    except (TypeError, ValueError):
+        return float(np.finfo(np.float32).eps)
+    if eps < 1e-10 and keras_downcasts_float64():
+        return float(np.finfo(np.float32).eps)
+    return eps
 
 
 class ReferenceUnavailable(Exception):
@@ -74,7 +122,7 @@ def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence[int
         raise ValueError(
             f"the clone has {len(target)} weights, the layer {len(source)}"
         )
-    for w_source, w_target in zip(source, target):
+    for w_source, w_target in zip(source, target, strict=True):
         if tuple(np.shape(w_source)) != tuple(w_target.shape):
             raise ValueError(
                 f"weight {w_target.path}: shape {tuple(w_target.shape)} in the clone, "
@@ -96,11 +144,12 @@ class FDModel:
     eps: float  # machine epsilon of ``dtype``
 
 
-def _batched(fn, input_shape, max_rows):
+def _batched(fn, input_shape, max_rows, float64: bool = False):
     def forward(rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.float64)
         outs = []
-        with torch.no_grad():
+        context = true_float64() if float64 else contextlib.nullcontext()
+        with torch.no_grad(), context:
             for start in range(0, rows.shape[0], max_rows):
                 chunk = rows[start : start + max_rows].reshape(-1, *input_shape)
                 outs.append(fn(chunk).reshape(chunk.shape[0], -1))
@@ -147,8 +196,10 @@ def make_fd_model(
     def cloned(chunk):
         return _to_numpy(clone(torch.from_numpy(chunk))).astype(np.float64)
 
+    forward = _batched(cloned, input_shape, max_rows, float64=True)
     try:
-        out = _to_numpy(clone(torch.from_numpy(probe.astype(np.float64))))
+        with true_float64():
+            out = _to_numpy(clone(torch.from_numpy(probe.astype(np.float64))))
     except Exception as error:
         return fallback(f"the float64 clone's forward call raised {error!r}")
     if out.dtype != np.float64:
@@ -166,14 +217,52 @@ def make_fd_model(
             f"the float64 clone's output differs from the layer's by {difference:.3g} "
             f"(more than rounding: state not in get_config()/weights?)"
         )
+    eps64 = float(np.finfo(np.float64).eps)
+    precision = measured_precision(forward, probe[0].reshape(-1).astype(np.float64), rng)
+    if precision > 1e3 * eps64:
+        return FDModel(
+            forward=forward,
+            dtype="float64",
+            clone_ok=True,
+            note=(
+                "the float64 clone computes in float32 precision somewhere (an operation "
+                "casts down): finite differences are judged at float32 precision"
+            ),
+            input_shape=input_shape,
+            eps=max(precision, fallback_eps),
+        )
     return FDModel(
-        forward=_batched(cloned, input_shape, max_rows),
+        forward=forward,
         dtype="float64",
         clone_ok=True,
         note="",
         input_shape=input_shape,
-        eps=float(np.finfo(np.float64).eps),
+        eps=eps64,
     )
+
+
+def measured_precision(
+    forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, rng: np.random.Generator
+) -> float:
+    """float64's epsilon if ``forward`` computes in float64 near ``x``, else float32's.
+
+    Difference quotients with a step of 2**-26 (accurate to ~1e-8 in float64, noise in
+    float32) are compared with a central difference with a step of 1e-3."""
+    d = rng.standard_normal(x.size)
+    d /= max(float(np.max(np.abs(d))), 1e-300)
+    scale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    tiny, big = 2.0**-26 * scale, 1e-3 * scale
+    ys = forward(np.stack([x, x + tiny * d, x + 2 * tiny * d, x - big * d, x + big * d]))
+    q_tiny = (ys[2] - ys[1]) / tiny
+    q_big = (ys[4] - ys[3]) / (2 * big)
+    size = float(np.sum(np.abs(q_big))) + float(np.sum(np.abs(ys[0]))) * 1e-3
+    if size == 0.0 or not np.all(np.isfinite(q_tiny)):
+        return float(np.finfo(np.float64).eps)
+    mismatch = float(np.sum(np.abs(q_tiny - q_big))) / size
+    # In float64 the mismatch is ~1e-7 or below (curvature, rounding); float32 gives ~1.
+    if mismatch < 1e-4:
+        return float(np.finfo(np.float64).eps)
+    return float(np.finfo(np.float32).eps)  # the usual culprit: an op computing in float32
 
 
 # ------------------------------------------------------------- directional derivatives
@@ -182,7 +271,7 @@ FD_ORDER = 6
 FD_MAXITER = 8
 FD_STEP_FACTOR = 2.0
 #: Ladder of one-sided steps (relative to the side's step) used to recognise jumps.
-JUMP_LADDER = (1.0, 1.0 / 32, 1.0 / 1024)
+JUMP_LADDER = tuple(32.0**-m for m in range(7))  # h ... h / 1e9
 
 
 @dataclass
@@ -201,6 +290,11 @@ class Directional:
     abs_scale: np.ndarray  # sum_j |g_j| |(J d_k)_j|: size of the terms of g^T J d_k
     step_left: np.ndarray
     step_right: np.ndarray
+    output: np.ndarray  # f(x), flat
+    near_left: np.ndarray  # one-sided difference quotients at a tiny step (~1e-9 h)
+    near_right: np.ndarray
+    near_err_left: np.ndarray
+    near_err_right: np.ndarray
 
 
 def fd_steps(
@@ -258,23 +352,43 @@ def directional_derivatives(
     # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
     # kink a few denormals away).
     y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
-    noise = 64 * fd.eps * (y_max @ np.abs(g)) + 1e-300  # (k,)
     jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
     abs_scale = np.abs(jd) @ np.abs(g)
+    # Rounding of the outputs, and of x + t d propagated through J.
+    rounding = fd.eps * (y_max @ np.abs(g) + np.max(np.abs(x), initial=0.0) * abs_scale)
+    noise = 64 * rounding + 1e-300  # (k,)
 
     def jumps(side_phis):
+        # A jump: |phi(t) - phi(0)| stays put while t shrinks by 32x, three times in a row
+        # (a continuous function's difference shrinks like t). A kink a little way off only
+        # flattens the large steps.
         delta = np.abs(side_phis - phi0)  # (k, L), steps decreasing
-        flag = np.zeros(k, dtype=bool)
-        size = np.zeros(k)
-        for i in range(n_l - 1):
-            big, small = delta[:, i], delta[:, i + 1]
-            hit = (small > 0.25 * big) & (small > 1000 * noise)
-            flag |= hit
-            size = np.where(hit, np.maximum(size, small), size)
-        return flag, size
+        flat = np.ones(k, dtype=bool)
+        for i in range(n_l - 3, n_l - 1):
+            flat &= delta[:, i + 1] > 0.5 * delta[:, i]
+        flag = flat & (delta[:, -1] > 1000 * noise)
+        return flag, np.where(flag, delta[:, -1], 0.0)
 
     jump_left, size_left = jumps(phis[:, :n_l])
     jump_right, size_right = jumps(phis[:, n_l : 2 * n_l])
+
+    # One-sided difference quotients at the smallest ladder step that rounding allows: when a
+    # kink lies closer to x than Richardson's smallest step, they disagree with it.
+    floor = fd.eps**0.7 * max(1.0, float(np.max(np.abs(x), initial=0.0)))
+
+    def tiny_quotients(side_phis, side_t):
+        q = (side_phis - phi0) / side_t  # (k, L)
+        usable = np.abs(side_t) >= floor
+        usable[:, 0] = True
+        m = np.max(np.where(usable, np.arange(n_l)[None, :], 0), axis=1)
+        rows_k = np.arange(k)
+        q_min = q[rows_k, m]
+        q_prev = q[rows_k, np.maximum(m - 1, 0)]
+        error = 4 * rounding / np.abs(side_t[rows_k, m]) + np.abs(q_prev - q_min) / 16
+        return q_min, error
+
+    near_left, near_err_left = tiny_quotients(phis[:, :n_l], t_left)
+    near_right, near_err_right = tiny_quotients(phis[:, n_l : 2 * n_l], t_right)
 
     def phi(t, index):
         t, index = np.broadcast_arrays(t, index)
@@ -306,6 +420,10 @@ def directional_derivatives(
     df = np.asarray(res.df, dtype=np.float64)
     err = np.asarray(res.error, dtype=np.float64)
     err = np.where(np.isfinite(err), err, np.inf)
+    # Rounding of phi divided by the smallest step used: a floor under scipy's estimate,
+    # which only compares successive extrapolations.
+    smallest = initial / FD_STEP_FACTOR ** np.maximum(np.asarray(res.nit) - 1, 0)
+    err = np.maximum(err, 4 * rounding[None, :] / smallest)
     return Directional(
         left=df[0],
         right=df[2],
@@ -319,6 +437,11 @@ def directional_derivatives(
         abs_scale=abs_scale,
         step_left=np.asarray(step_left, dtype=np.float64),
         step_right=np.asarray(step_right, dtype=np.float64),
+        output=y0,
+        near_left=near_left,
+        near_right=near_right,
+        near_err_left=near_err_left,
+        near_err_right=near_err_right,
     )
 
 
@@ -333,16 +456,16 @@ def kink_slope_range(
     direction: np.ndarray,
     half_width: float,
     rng: np.random.Generator,
-    shifts: int = 2,
+    shifts: int = 3,
 ) -> tuple[float, float]:
     """The range of directional derivatives a chain-rule vjp may take at a compound kink.
 
     At a point where several elementary kinks meet (all of a ReLU layer's units at 0, every
     coordinate of a Clip on its bound), the value of a valid rule along ``direction`` need not
     lie between the one-sided derivatives: each elementary kink may pick its own one-sided
-    slope. Moving the line slightly off the point (by ``half_width / 8`` along a random
-    vector) separates the elementary kinks; the slope changes met along the shifted line,
-    split into their positive and negative parts, give the range
+    slope. Moving the line slightly off the point (by ``half_width / 4``, ``/ 16`` and ``/ 64``
+    along random vectors scaled by |direction|) separates the elementary kinks; the slope
+    changes met along the shifted line, split into their positive and negative parts, give the range
     ``[s_left + sum(negative changes), s_left + sum(positive changes)]``, which is
     ``[min(left, right), max(left, right)]`` for one elementary kink. The union over
     ``shifts`` random shifts is returned (an inner approximation of the true range).
@@ -351,9 +474,14 @@ def kink_slope_range(
     g = np.asarray(g, dtype=np.float64).reshape(-1)
     d = np.asarray(direction, dtype=np.float64).reshape(-1)
     t = np.linspace(-half_width, half_width, KINK_SCAN_POINTS)
-    u = rng.standard_normal((shifts, x.size))
-    u /= np.maximum(np.max(np.abs(u), axis=1, keepdims=True), 1e-300)
-    bases = x[None, :] + (half_width / 8) * u  # (shifts, n)
+    # Shift each coordinate in proportion to how fast the line moves it, so that an
+    # elementwise kink lands within a quarter of the window from its centre.
+    # Coordinates the line does not move are shifted too (by up to max|d|), which separates
+    # kinks of units mixing several coordinates (a Dense layer's) along a basis direction.
+    spread = np.where(d != 0, np.abs(d), np.max(np.abs(d), initial=0.0))
+    u = rng.uniform(-1.0, 1.0, (shifts, x.size)) * spread[None, :]
+    magnitudes = half_width / 4 ** (1 + np.arange(shifts))  # half/4, half/16, half/64 ...
+    bases = x[None, :] + magnitudes[:, None] * u  # (shifts, n)
     rows = bases[:, None, :] + t[None, :, None] * d[None, None, :]
     phis = (fd.forward(rows.reshape(-1, x.size)) @ g).reshape(shifts, -1)
     dt = t[1] - t[0]

@@ -14,15 +14,16 @@ The runner knows nothing about layers: it maps specs to outcomes and reads their
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Generic, TypeVar
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 S = TypeVar("S", bound=Hashable)
-O = TypeVar("O")
+Out = TypeVar("Out")
 
 
 class _Found(Exception):
@@ -30,12 +31,12 @@ class _Found(Exception):
 
 
 @dataclass
-class SearchResult(Generic[S, O]):
+class SearchResult(Generic[S, Out]):
     """What the search saw: every explored outcome, and the shrunk worst one."""
 
     explored: dict  # spec -> outcome, in the order first seen
     minimal_spec: S | None = None
-    minimal: O | None = None
+    minimal: Out | None = None
     reproduce_failure: str | None = None
     shrink_evaluations: int = 0
     notes: list = field(default_factory=list)
@@ -65,15 +66,15 @@ def _blob(error: BaseException) -> str | None:
 
 def search(
     strategy: st.SearchStrategy[S],
-    evaluate: Callable[[S], O],
-    verdict_of: Callable[[O], str],
+    evaluate: Callable[[S], Out],
+    verdict_of: Callable[[Out], str],
     *,
     examples: int,
     seed: int,
     shrink_verdicts: Sequence[str],
     severity: Callable[[str], int],
     shrink_budget: int,
-) -> SearchResult[S, O]:
+) -> SearchResult[S, Out]:
     """Explore ``examples`` specs and shrink the worst outcome whose verdict is in
     ``shrink_verdicts`` (lower ``severity`` is worse)."""
     cache: dict = {}

@@ -23,8 +23,8 @@ for a fraction of the examples). Each special coordinate gets a readable mark su
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from hypothesis import strategies as st
@@ -62,7 +62,7 @@ class ExampleSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ExampleSpec":
+    def from_dict(cls, data: dict) -> ExampleSpec:
         def _tuples(value):
             if isinstance(value, list):
                 return tuple(_tuples(v) for v in value)

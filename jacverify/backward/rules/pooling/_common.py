@@ -76,14 +76,12 @@ def pooling_geometry(layer, spatial) -> PoolingGeometry:
     return PoolingGeometry(spatial, pool_size, strides, pads, replicate)
 
 
-def spatial_sizes(dims_wo_batch, n_spatial: int, data_format: str) -> tuple:
-    """Spatial sizes from a shape without the batch axis."""
+def spatial_sizes(dims_wo_batch, n_spatial: int, data_format: str):
+    """Spatial sizes from a shape without the batch axis (``None`` if one is unknown)."""
     dims = list(dims_wo_batch)
     sizes = dims[1:] if data_format == "channels_first" else dims[:n_spatial]
     if any(d is None for d in sizes):
-        raise ValueError(
-            f"Pooling rules need static spatial sizes, got input dimensions {dims}."
-        )
+        return None
     return tuple(int(d) for d in sizes)
 
 

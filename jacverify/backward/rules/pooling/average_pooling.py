@@ -28,8 +28,12 @@ class _BackwardAveragePooling(BackwardLinearLayer):
     The divisor is ``prod(pool_size)`` except with implicit "same" padding, where torch does
     not count the padded positions (``count_include_pad=False``); with explicit (replicate)
     padding the replicated positions count and their gradient goes to the edge elements.
-    Spreading is a repeat when ``strides == pool_size`` and otherwise a sliding-window sum of
-    the zero-interleaved gradient (the transposed convolution with a kernel of ones).
+    Spreading (the transposed convolution with a kernel of ones) is an average pooling of the
+    zero-padded gradient when ``strides == 1``, and otherwise is done axis by axis: a repeat
+    when ``stride == pool_size``, shifted sums interleaved by phase in general.
+
+    With unknown (``None``) spatial sizes the output size does not determine the input size:
+    the rule then takes the input (``is_linear = False``) and reads the sizes from it.
     """
 
     n_spatial = 0
@@ -37,15 +41,17 @@ class _BackwardAveragePooling(BackwardLinearLayer):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self._format = layer.data_format
-        self._geometry = pooling_geometry(
-            layer, spatial_sizes(self.input_dim_wo_batch, self.n_spatial, self._format)
-        )
-        self._window_scale = self._make_window_scale()
+        sizes = spatial_sizes(self.input_dim_wo_batch, self.n_spatial, self._format)
+        self._geometry = None if sizes is None else pooling_geometry(layer, sizes)
+        self._window_scale = None
+        if self._geometry is None:
+            self.is_linear = False
+        else:
+            self._window_scale = self._make_window_scale(self._geometry)
 
-    def _make_window_scale(self):
+    def _make_window_scale(self, geometry):
         """``prod(pool_size) / divisor`` per output position: ``None`` (all ones) unless the
         "same" padding is implicit, else an array broadcasting to the gradient."""
-        geometry = self._geometry
         implicit = not geometry.replicate and any(sum(p) for p in geometry.pads)
         if not implicit:
             return None
@@ -66,48 +72,68 @@ class _BackwardAveragePooling(BackwardLinearLayer):
         return (math.prod(geometry.pool_size) / divisor).reshape(shape)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        geometry = self._geometry
+        geometry, window_scale = self._geometry, self._window_scale
+        if geometry is None:
+            sizes = spatial_sizes(input.shape[1:], self.n_spatial, self._format)
+            geometry = pooling_geometry(self.layer, sizes)
+            window_scale = self._make_window_scale(geometry)
         axes = spatial_axes(self.n_spatial, self._format)
-        if self._window_scale is not None:
-            gradient = gradient * ops.convert_to_tensor(self._window_scale, dtype=gradient.dtype)
-        if geometry.strides == geometry.pool_size:
-            # Each window's gradient / prod(k), copied over its (non-overlapping) window.
-            gradient = gradient * ops.cast(1.0 / math.prod(geometry.pool_size), gradient.dtype)
+        if window_scale is not None:
+            gradient = gradient * ops.convert_to_tensor(window_scale, dtype=gradient.dtype)
+        if all(s == 1 for s in geometry.strides):
+            # Every position gets the sum of the windows covering it: a sliding sum of width k
+            # over the gradient zero-padded by k - 1, i.e. prod(k) times an average pooling.
+            widths = [(0, 0)] * len(gradient.shape)
             for axis, k in zip(axes, geometry.pool_size, strict=True):
-                gradient = ops.repeat(gradient, k, axis=axis)
+                widths[axis] = (k - 1, k - 1)
+            gradient = ops.average_pool(
+                ops.pad(gradient, widths), geometry.pool_size, strides=1, padding="valid",
+                data_format=self._format,
+            )
         else:
-            gradient = self._spread_overlapping(gradient)
+            gradient = gradient * ops.cast(1.0 / math.prod(geometry.pool_size), gradient.dtype)
+            for axis, k, s in zip(axes, geometry.pool_size, geometry.strides, strict=True):
+                gradient = _spread_axis(gradient, axis, k, s)
         for axis, length in zip(axes, geometry.padded, strict=True):
             gradient = fit_axis(gradient, axis, length)
         return unpad(gradient, axes, geometry)
 
-    def _spread_overlapping(self, gradient):
-        """Sum of each window's gradient over the window (overlapping windows add up).
 
-        Along each axis, insert ``s - 1`` zeros between the window gradients (so window ``o``
-        sits at ``o * s``) and zero-pad ``k - 1`` on both sides: a stride-1 sliding sum of
-        width ``k`` then gives every input position the sum over the windows covering it.
-        That sum divided by ``prod(k)`` (the window divisor) is an average pooling.
-        """
-        geometry = self._geometry
-        axes = spatial_axes(self.n_spatial, self._format)
-        for axis, k, s in zip(axes, geometry.pool_size, geometry.strides, strict=True):
-            if s > 1:
-                gradient = _insert_zeros(gradient, axis, s)
-            gradient = pad_axis(gradient, axis, k - 1, k - 1)
-        return ops.average_pool(
-            gradient, geometry.pool_size, strides=1, padding="valid", data_format=self._format
-        )
+def _spread_axis(t, axis: int, k: int, s: int):
+    """Transpose of a sliding-window sum (width ``k``, stride ``s``) along ``axis``: window
+    ``o``'s value added to positions ``o * s .. o * s + k - 1``.
 
-
-def _insert_zeros(t, axis: int, stride: int):
-    """``[a, b, c]`` -> ``[a, 0, .., 0, b, 0, .., 0, c]`` (``stride - 1`` zeros between)."""
-    length = int(t.shape[axis])
-    t = pad_axis(ops.expand_dims(t, axis + 1), axis + 1, 0, stride - 1)
+    Position ``b * s + u`` is covered by windows ``b - m`` for ``m * s < k - u``. With
+    ``G_m`` the sum of the window values shifted by ``0 .. m`` blocks, block ``b`` is
+    ``G_m[b]`` on the phases ``u`` in ``[k - (m + 1) s, k - m s)``, and zero for ``u >= k``:
+    ``ceil(k / s) - 1`` shifted additions and one interleaving copy, no zero-stuffing.
+    Returns ``(windows + ceil(k / s) - 1) * s`` positions.
+    """
+    if k == s:
+        return ops.repeat(t, s, axis=axis)
+    windows = int(t.shape[axis])
+    reach = -(-k // s)  # ceil(k / s): windows covering one position at most
+    blocks = windows + reach - 1
+    t = pad_axis(t, axis, 0, reach - 1)
+    cumulative = [t]
+    for m in range(1, reach):
+        shifted = pad_axis(take(t, axis, 0, blocks - m), axis, m, 0)
+        cumulative.append(cumulative[-1] + shifted)
     shape = list(t.shape)
+    shape[0] = ops.shape(t)[0]
+    pieces = []
+    for m in reversed(range(reach)):
+        low, high = max(k - (m + 1) * s, 0), min(k - m * s, s)
+        if high > low:
+            piece = ops.expand_dims(cumulative[m], axis + 1)
+            pieces.append(
+                ops.broadcast_to(piece, (*shape[: axis + 1], high - low, *shape[axis + 1 :]))
+            )
+    if k < s:
+        pieces.append(ops.zeros((*shape[: axis + 1], s - k, *shape[axis + 1 :]), t.dtype))
+    phases = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=axis + 1)
     shape[0] = -1
-    t = ops.reshape(t, shape[:axis] + [length * stride] + shape[axis + 2 :])
-    return take(t, axis, 0, (length - 1) * stride + 1)
+    return ops.reshape(phases, (*shape[:axis], blocks * s, *shape[axis + 1 :]))
 
 
 @register_backward(keras.layers.AveragePooling1D)

@@ -7,7 +7,7 @@ import math
 import keras
 from keras import ops
 
-from jacverify.backward.base import BackwardLinearLayer
+from jacverify.backward.base import BackwardLinearLayer, _is_multi
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.pooling._common import spatial_axes
 
@@ -21,16 +21,29 @@ def _expand_to_input(rule, gradient):
 
 
 class _BackwardGlobalAveragePooling(BackwardLinearLayer):
-    """``g / N`` broadcast over the ``N`` spatial positions of each channel."""
+    """``g / N`` broadcast over the ``N`` spatial positions of each channel.
+
+    With unknown (``None``) input dimensions the rule takes the input (``is_linear = False``)
+    and reads them from it.
+    """
 
     n_spatial = 0
 
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        dims = self.input_dim_wo_batch
+        if not _is_multi(dims) and any(d is None for d in dims):
+            self.is_linear = False
+
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        dims = self.input_dim_wo_batch
+        if any(d is None for d in dims):
+            dims = [int(d) for d in input.shape[1:]]
         gradient = _expand_to_input(self, gradient)
         axes = spatial_axes(self.n_spatial, self.layer.data_format)
-        count = math.prod(int(self.input_dim_wo_batch[a - 1]) for a in axes)
+        count = math.prod(int(dims[a - 1]) for a in axes)
         gradient = gradient * ops.cast(1.0 / count, gradient.dtype)
-        return ops.broadcast_to(gradient, (ops.shape(gradient)[0], *self.input_dim_wo_batch))
+        return ops.broadcast_to(gradient, (ops.shape(gradient)[0], *dims))
 
 
 @register_backward(keras.layers.GlobalAveragePooling1D)
@@ -39,18 +52,38 @@ class BackwardGlobalAveragePooling1D(_BackwardGlobalAveragePooling):
     """Rule for ``GlobalAveragePooling1D``, also with a mask over the steps: the forward
     layer averages over unmasked steps only, so the gradient is ``g * mask / sum(mask)``.
 
-    The mask arrives through Keras' mask propagation (``mask=[gradient_mask, input_mask]``)
-    or directly as the ``(batch, steps)`` mask of the forward input.
+    The mask reaches the rule in one of two ways:
+
+    * as the layer's second input: a functional model records ``layer(x, mask=m)`` (a mask
+      propagated from ``Masking`` or ``Embedding(mask_zero=True)``) as a call on ``[x, m]``.
+      The rule is then non-linear, is called ``rule([g, [x, m]])`` and returns
+      ``[g_x, zeros_like(m)]`` (the boolean mask gets no gradient);
+    * as the ``mask`` argument: the ``(batch, steps)`` mask itself, or the list
+      ``[gradient_mask, input_mask]`` that Keras' mask propagation passes.
     """
 
     n_spatial = 1
 
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        self._mask_is_input = _is_multi(self.input_dim_wo_batch)
+        if self._mask_is_input:
+            self.is_linear = False
+
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        if self._mask_is_input:
+            step_mask = input[1]
+            return [
+                self._masked(gradient, step_mask),
+                ops.zeros(ops.shape(step_mask), dtype=gradient.dtype),
+            ]
         step_mask = _input_mask(mask)
         if step_mask is None:
             return super().call_on_reshaped_gradient(gradient, input=input, training=training)
-        dtype = gradient.dtype
-        step_mask = ops.cast(ops.cast(step_mask, "bool"), dtype)
+        return self._masked(gradient, step_mask)
+
+    def _masked(self, gradient, step_mask):
+        step_mask = ops.cast(ops.cast(step_mask, "bool"), gradient.dtype)
         repeats = int(gradient.shape[0]) // int(step_mask.shape[0])
         if repeats > 1:  # extra Jacobian axes were folded into the batch axis
             step_mask = ops.repeat(step_mask, repeats, axis=0)

@@ -33,9 +33,8 @@ class _BackwardMaxPooling(BackwardNonLinearLayer):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self._format = layer.data_format
-        self._geometry = pooling_geometry(
-            layer, spatial_sizes(self.input_dim_wo_batch, self.n_spatial, self._format)
-        )
+        sizes = spatial_sizes(self.input_dim_wo_batch, self.n_spatial, self._format)
+        self._geometry = None if sizes is None else pooling_geometry(layer, sizes)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         if keras.backend.backend() != "torch":
@@ -47,7 +46,9 @@ class _BackwardMaxPooling(BackwardNonLinearLayer):
         import torch.nn.functional as F
 
         nd = self.n_spatial
-        geometry = self._geometry
+        geometry = self._geometry or pooling_geometry(
+            self.layer, spatial_sizes(input.shape[1:], nd, self._format)
+        )
         x = ops.cast(input, gradient.dtype)
         if self._format == "channels_last":
             x = to_channels_first(x, nd)

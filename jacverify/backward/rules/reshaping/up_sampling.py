@@ -23,7 +23,6 @@ from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.reshaping._common import (
     fold_replicate,
-    pad_axis,
     spatial_axes,
     take,
 )
@@ -84,7 +83,7 @@ def interpolation_stencil(size: int, interpolation: str) -> np.ndarray:
 class _AxisFilter:
     """The backward of an interpolating upsampling along one axis as a strided correlation:
     ``gp[m] = sum_q kernel[q] * g_padded[m * size + q]`` over the gradient zero-padded by
-    ``(left, right)`` (negative: cropped), which yields the gradient of the input
+    ``(left, right)`` (cropped where negative), which yields the gradient of the input
     replicate-padded by ``half``; folding that padding back gives the input's gradient."""
 
     kernel: np.ndarray
@@ -93,7 +92,7 @@ class _AxisFilter:
     half: int
 
 
-def _axis_filter(n: int, size: int, interpolation: str) -> _AxisFilter:
+def _axis_filter(size: int, interpolation: str) -> _AxisFilter:
     stencil = interpolation_stencil(size, interpolation)
     width = stencil.shape[1]
     half = width // 2
@@ -108,15 +107,9 @@ def _axis_filter(n: int, size: int, interpolation: str) -> _AxisFilter:
     low, high = int(nonzero[0]), int(nonzero[-1])
     kernel = kernel[low : high + 1]
     left = (width - 1) * size - low
-    needed = (n + width - 2) * size + len(kernel)  # padded length for n + width - 1 outputs
-    return _AxisFilter(kernel, left, needed - n * size - left, half)
-
-
-def _fit_both(t, axis: int, left: int, right: int):
-    """Zero-pad (or crop, when negative) ``t`` at both ends of ``axis``."""
-    length = int(t.shape[axis])
-    t = take(t, axis, max(-left, 0), length - max(-right, 0))
-    return pad_axis(t, axis, max(left, 0), max(right, 0))
+    # n + width - 1 outputs need (n + width - 2) * size + len(kernel) padded positions.
+    right = (width - 2) * size + len(kernel) - left
+    return _AxisFilter(kernel, left, right, half)
 
 
 @register_backward(keras.layers.UpSampling1D)
@@ -145,17 +138,7 @@ class BackwardUpSampling2D(BackwardLinearLayer):
             )
         self._filters = None
         if interpolation != "nearest":
-            axes = spatial_axes(2, layer.data_format)
-            sizes = [self.input_dim_wo_batch[a - 1] for a in axes]
-            if any(n is None for n in sizes):
-                raise ValueError(
-                    f"{type(self).__name__}: interpolation='{interpolation}' needs static "
-                    f"spatial sizes, got input dimensions {self.input_dim_wo_batch}."
-                )
-            self._filters = [
-                _axis_filter(int(n), int(f), interpolation)
-                for n, f in zip(sizes, layer.size, strict=True)
-            ]
+            self._filters = [_axis_filter(int(f), interpolation) for f in layer.size]
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         channels_first = self.layer.data_format == "channels_first"
@@ -164,14 +147,22 @@ class BackwardUpSampling2D(BackwardLinearLayer):
             for axis, size in zip(axes, self.layer.size, strict=True):
                 gradient = _sum_blocks(gradient, axis, int(size))
             return gradient
-        # One depthwise strided correlation (kernel: outer product of the two axes' filters)
-        # in channels_last layout, then the replicate paddings folded back per axis.
+        # One depthwise strided correlation (kernel: outer product of the two axes' filters),
+        # then the replicate paddings folded back per axis. The zero padding is written in
+        # (batch, height, width, channels) order and the correlation runs on its
+        # channels-first view: on torch that view is in channels_last memory format, for
+        # which the depthwise convolution is fastest.
         if channels_first:
             gradient = ops.transpose(gradient, (0, 2, 3, 1))
         filter_h, filter_w = self._filters
-        gradient = _fit_both(gradient, 1, filter_h.left, filter_h.right)
-        gradient = _fit_both(gradient, 2, filter_w.left, filter_w.right)
-        channels = int(gradient.shape[-1])
+        widths = [(0, 0)] * 4
+        for axis, axis_filter in ((1, filter_h), (2, filter_w)):
+            length = int(gradient.shape[axis])
+            crop_left, crop_right = max(-axis_filter.left, 0), max(-axis_filter.right, 0)
+            gradient = take(gradient, axis, crop_left, length - crop_right)
+            widths[axis] = (max(axis_filter.left, 0), max(axis_filter.right, 0))
+        gradient = ops.transpose(ops.pad(gradient, widths), (0, 3, 1, 2))
+        channels = int(gradient.shape[1])
         kernel = np.multiply.outer(filter_h.kernel, filter_w.kernel)
         kernel = np.broadcast_to(kernel[:, :, None, None], (*kernel.shape, channels, 1))
         gradient = ops.depthwise_conv(
@@ -179,14 +170,14 @@ class BackwardUpSampling2D(BackwardLinearLayer):
             ops.convert_to_tensor(np.ascontiguousarray(kernel), dtype=gradient.dtype),
             strides=tuple(int(f) for f in self.layer.size),
             padding="valid",
-            data_format="channels_last",
+            data_format="channels_first",
         )
-        for axis, axis_filter in ((1, filter_h), (2, filter_w)):
+        for axis, axis_filter in ((2, filter_h), (3, filter_w)):
             half = axis_filter.half
             n = int(gradient.shape[axis]) - 2 * half
             gradient = fold_replicate(gradient, axis, half, half, n)
-        if channels_first:
-            gradient = ops.transpose(gradient, (0, 3, 1, 2))
+        if not channels_first:
+            gradient = ops.transpose(gradient, (0, 2, 3, 1))
         return gradient
 
 
