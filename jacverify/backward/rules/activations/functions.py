@@ -128,6 +128,8 @@ def relu_derivative(x, negative_slope=0.0, max_value=None, threshold=0.0):
             keep = ops.logical_and(keep, ops.less_equal(x, _c(max_value, x)))
             if threshold < 0:
                 keep = ops.logical_and(keep, ops.greater_equal(x, _c(0.0, x)))
+    if negative_slope == 0.0:
+        return ops.cast(keep, x.dtype)  # a 0/1 mask (cheaper than where on large tensors)
     below = ops.where(above, _c(0.0, x), slope)  # the negative part: slope for x <= threshold
     return ops.where(keep, one, below)
 
