@@ -73,7 +73,8 @@ class BackwardLayer(keras.layers.Layer):
         output_dim_wo_batch: Sequence | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("dtype", layer.dtype_policy)
+        if "dtype" not in kwargs:  # keras.ops operations have no dtype policy
+            kwargs["dtype"] = getattr(layer, "dtype_policy", None)
         kwargs.setdefault("name", f"{layer.name}_backward")
         super().__init__(**kwargs)
         self.layer = layer
@@ -186,7 +187,7 @@ class BackwardLayer(keras.layers.Layer):
     def from_config(cls, config: dict):
         config = dict(config)
         layer = keras.saving.deserialize_keras_object(config.pop("layer"))
-        if not layer.built:
+        if not getattr(layer, "built", True):  # keras.ops operations need no build
             shape = config["input_dim_wo_batch"]
             if _is_multi(shape):
                 layer.build([(None, *s) for s in shape])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
 from typing import Any, Mapping
 
 import keras
 import numpy as np
 from keras import ops
+
+from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
 from jacverify.backward.graph import Step, trace
@@ -42,13 +47,137 @@ class ConstantGradient(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="jacverify")
 class ZeroGradient(keras.layers.Layer):
-    """The gradient of an input that no output depends on: zeros shaped like it."""
+    """The gradient of an input that no output depends on: zeros shaped like it, with the
+    gradient's extra Jacobian axes (``extra_axes``) after the batch axis."""
+
+    def __init__(self, extra_axes=(), **kwargs):
+        super().__init__(**kwargs)
+        self.extra_axes = [int(d) for d in extra_axes]
 
     def call(self, reference):
-        return ops.zeros_like(reference)
+        if not self.extra_axes:
+            return ops.zeros_like(reference)
+        shape = (ops.shape(reference)[0], *self.extra_axes, *ops.shape(reference)[1:])
+        return ops.zeros(shape, dtype=reference.dtype)
 
     def compute_output_shape(self, reference_shape):
-        return reference_shape
+        return (reference_shape[0], *self.extra_axes, *reference_shape[1:])
+
+    def get_config(self):
+        config = super().get_config()
+        config["extra_axes"] = self.extra_axes
+        return config
+
+
+@keras.saving.register_keras_serializable(package="jacverify")
+class GradientSum(keras.layers.Layer):
+    """The sum of the gradients a tensor receives from its consumers (one per path).
+
+    Unlike ``keras.layers.Add`` it keeps the dtype of the tensor it differentiates (the builder
+    gives it that dtype), so float64 models get float64 sums.
+    """
+
+    def call(self, gradients):
+        total = gradients[0]
+        for gradient in gradients[1:]:
+            total = total + gradient
+        return total
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0])
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardModel(Functional):
+    """The Keras model ``clone_to_backward`` returns: a functional model that runs its backward
+    rules without Keras's per-call bookkeeping when it is called eagerly.
+
+    ``Layer.__call__`` spends ~150 microseconds per call on a list input (structure
+    traversals, mask propagation, call-context and dtype handling) before the rule's ``call``
+    runs, which adds up to tens of milliseconds in backward models of hundreds of rules. When
+    the model runs on concrete tensors, each rule's ``call`` is invoked directly instead, after
+    the one conversion ``__call__`` would make (floating inputs cast to the rule's compute
+    dtype). Rules that override ``__call__``, rules with an activity regularizer and rules
+    under a mixed dtype policy keep the full ``__call__``, as do the forward layers the model
+    contains and every symbolic call. Save and load it like any Keras model.
+
+    Called without ``training``, it runs its forward layers with ``training=False``: rules
+    describe the model at inference (dropout and noise are the identity, batch normalization
+    uses its moving statistics, random augmentation layers leave their input unchanged).
+    """
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        # The backward model describes the model at inference: its forward layers run with
+        # training=False unless told otherwise (random augmentation layers default to True).
+        if training is None:
+            training = False
+        flat = keras.tree.flatten(inputs)
+        has_mask = mask is not None and any(m is not None for m in keras.tree.flatten(mask))
+        if kwargs or has_mask or any(isinstance(t, keras.KerasTensor) for t in flat):
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+        inputs = self._standardize_inputs(inputs)
+        outputs = self._run_through_graph(
+            inputs, operation_fn=lambda op: _runner(op, training)
+        )
+        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+
+
+def _runner(operation, training):
+    fast = _fast_call_info(operation)
+    if fast is None:
+        return operation_fn(operation, training=training)
+    torch_dtype, pass_training, pass_mask = fast
+    call = operation.call
+
+    def run(inputs, mask=None):
+        if torch_dtype is not None:
+            inputs = _cast_floats(inputs, torch_dtype)
+        kwargs = {}
+        if pass_training:
+            kwargs["training"] = training
+        if pass_mask and mask is not None:
+            kwargs["mask"] = mask
+        return call(inputs, **kwargs)
+
+    return run
+
+
+def _fast_call_info(operation):
+    """``(torch dtype to cast floating inputs to, pass training, pass mask)`` for a layer whose
+    ``call`` may run without ``Layer.__call__``; ``None`` for the others. Cached on the layer."""
+    info = operation.__dict__.get("_jacverify_fast_call", False)
+    if info is not False:
+        return info
+    info = None
+    if (
+        isinstance(operation, (BackwardLayer, GradientSum))
+        and keras.backend.backend() == "torch"
+        and type(operation).__call__ is keras.layers.Layer.__call__
+        and operation.activity_regularizer is None
+        and operation.compute_dtype == operation.variable_dtype
+        and operation.built
+    ):
+        from keras.src.backend.torch.core import to_torch_dtype
+
+        params = operation.call_signature_parameters
+        torch_dtype = (
+            to_torch_dtype(operation.compute_dtype) if operation.autocast else None
+        )
+        info = (torch_dtype, "training" in params, "mask" in params)
+    object.__setattr__(operation, "_jacverify_fast_call", info)
+    return info
+
+
+def _cast_floats(value, torch_dtype):
+    if isinstance(value, (list, tuple)):
+        return [_cast_floats(v, torch_dtype) for v in value]
+    if hasattr(value, "is_floating_point") and value.is_floating_point():
+        if value.dtype != torch_dtype:
+            return value.to(torch_dtype)
+    return value
 
 
 def clone_to_backward(
@@ -57,6 +186,7 @@ def clone_to_backward(
     gradient: Any = None,
     *,
     name: str | None = None,
+    fallback: str | None = None,
 ) -> keras.Model:
     """Build a Keras model computing the vector-Jacobian product of ``model``.
 
@@ -71,6 +201,12 @@ def clone_to_backward(
             gradient input, and may carry extra axes after the batch axis to get several
             vector-Jacobian products (rows of a Jacobian) at once.
         name: the backward model's name (default ``<model.name>_backward``).
+        fallback: ``None`` (default): a layer or operation without a rule raises
+            :class:`MissingBackwardRuleError`. ``"autograd"``: such calls get an
+            :class:`~jacverify.backward.rules.autograd_fallback.AutogradFallback` rule, which
+            differentiates the forward call with torch autograd when the backward model runs.
+            The backward model is then tied to the torch backend, and those rules are
+            autograd's, not analytic rules (a warning lists them; see docs/builder.md).
 
     Returns:
         A Keras model whose inputs are ``model.inputs`` (plus the gradient inputs when
@@ -81,16 +217,20 @@ def clone_to_backward(
         MissingBackwardRuleError: a layer has no registered rule (the message says how to add
             one).
     """
+    if fallback not in (None, "autograd"):
+        raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
     graph = trace(model)
     rule_names: set[str] = set()
+    fallbacks: list[str] = []
     grad_inputs, grad_outputs = _gradient_tensors(graph, gradient)
+    extra_axes = _extra_axes(graph.outputs, grad_outputs)
 
     contributions: dict[int, list] = {}
     for out, grad in zip(graph.outputs, grad_outputs):
         contributions.setdefault(id(out), []).append(grad)
 
     for step in reversed(graph.steps):
-        out_grads = [_sum(contributions.pop(id(o), [])) for o in step.outputs]
+        out_grads = [_sum(contributions.pop(id(o), []), o) for o in step.outputs]
         if all(g is None for g in out_grads):
             continue  # nothing downstream depends on this call
         if not _is_differentiable(step):
@@ -100,11 +240,12 @@ def clone_to_backward(
                 f"Layer '{step.qualified_name}' ({type(step.operation).__name__}) returns "
                 f"{len(step.outputs)} tensors; backward rules support one output."
             )
-        rule = _make_rule(step, mapping_keras2backward_classes, rule_names)
+        rule = _make_rule(step, mapping_keras2backward_classes, rule_names, fallback, fallbacks)
+        call_kwargs = {} if step.mask is None else {"mask": step.mask}
         if rule.is_linear:
-            result = rule(out_grads[0])
+            result = rule(out_grads[0], **call_kwargs)
         else:
-            result = rule([out_grads[0], step.input_structure])
+            result = rule([out_grads[0], step.input_structure], **call_kwargs)
         results = result if isinstance(result, (list, tuple)) else [result]
         if len(results) != len(step.inputs):
             raise ValueError(
@@ -117,14 +258,32 @@ def clone_to_backward(
 
     outputs = []
     for tensor in graph.inputs:
-        total = _sum(contributions.get(id(tensor), []))
-        outputs.append(total if total is not None else ZeroGradient()(tensor))
+        total = _sum(contributions.get(id(tensor), []), tensor)
+        outputs.append(
+            total if total is not None else ZeroGradient(extra_axes=extra_axes)(tensor)
+        )
+    if fallbacks:
+        _warn_fallback(fallbacks)
     model_inputs = list(graph.inputs) + grad_inputs
-    return keras.Model(
-        inputs=model_inputs[0] if len(model_inputs) == 1 else model_inputs,
-        outputs=outputs[0] if len(outputs) == 1 else outputs,
-        name=name or f"{model.name}_backward",
-    )
+    # Keras maps a functional graph recursively (one frame per node along the longest path);
+    # the backward model is about twice as deep as the model.
+    with _recursion_limit(1000 + 8 * len(graph.steps)):
+        return BackwardModel(
+            inputs=model_inputs[0] if len(model_inputs) == 1 else model_inputs,
+            outputs=outputs[0] if len(outputs) == 1 else outputs,
+            name=name or f"{model.name}_backward",
+        )
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int):
+    previous = sys.getrecursionlimit()
+    if limit > previous:
+        sys.setrecursionlimit(limit)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(previous)
 
 
 def _is_differentiable(step: Step) -> bool:
@@ -139,17 +298,36 @@ def _is_float(dtype) -> bool:
     return "float" in str(dtype)
 
 
-def _make_rule(step: Step, mapping, taken_names: set) -> BackwardLayer:
+def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
+               fallbacks: list | None = None) -> BackwardLayer:
     try:
         rule_class = get_backward_rule(step.operation, mapping)
     except MissingBackwardRuleError as error:
-        where = f" (inside {'/'.join(step.path)})" if step.path else ""
-        raise MissingBackwardRuleError(f"{error}{where}") from None
+        if fallback != "autograd":
+            where = f" (inside {'/'.join(step.path)})" if step.path else ""
+            raise MissingBackwardRuleError(
+                f"{error}{where} Or build with fallback='autograd' to differentiate it with "
+                "torch autograd (ties the backward model to the torch backend)."
+            ) from None
+        from jacverify.backward.rules.autograd_fallback import AutogradFallback
+
+        rule_class = AutogradFallback
+        if fallbacks is not None:
+            fallbacks.append(f"{step.qualified_name} ({type(step.operation).__name__})")
     in_dims = [_shape_wo_batch(t.shape) for t in step.inputs]
+    kwargs = {}
+    if getattr(rule_class, "uses_call_arguments", False):
+        kwargs["call_arguments"] = step.call_arguments()
+    if not isinstance(step.operation, keras.layers.Layer):
+        # A keras.ops operation has no dtype policy: the rule computes in its output's dtype,
+        # or in the widest floating dtype of its inputs (Keras's symbolic dtype inference maps
+        # float64 to float32 for some ops that compute in float64 on torch).
+        kwargs.setdefault("dtype", _operation_dtype(step))
     rule = rule_class(
         layer=step.operation,
         input_dim_wo_batch=in_dims[0] if len(in_dims) == 1 else in_dims,
         output_dim_wo_batch=_shape_wo_batch(step.outputs[0].shape),
+        **kwargs,
     )
     # A layer called several times (shared, or inside a nested model used twice) gets one rule
     # per call; Keras needs distinct names.
@@ -161,12 +339,30 @@ def _make_rule(step: Step, mapping, taken_names: set) -> BackwardLayer:
     return rule
 
 
-def _sum(grads: list):
+def _operation_dtype(step: Step) -> str:
+    dtypes = [str(t.dtype) for t in [*step.inputs, *step.outputs] if _is_float(t.dtype)]
+    if not dtypes:
+        return str(step.outputs[0].dtype)
+    return max(dtypes, key=lambda d: int("".join(c for c in d if c.isdigit()) or 0))
+
+
+def _warn_fallback(names: list) -> None:
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    warnings.warn(
+        f"jacverify: {len(names)} call(s) have no backward rule and use torch autograd "
+        f"(fallback='autograd'): {shown}. This backward model runs on the torch backend "
+        "only; these parts are autograd's vector-Jacobian products (torch's conventions at "
+        "kinks, the forward call recomputed), not checked analytic rules.",
+        stacklevel=3,
+    )
+
+
+def _sum(grads: list, tensor):
     if not grads:
         return None
     if len(grads) == 1:
         return grads[0]
-    return keras.layers.Add()(grads)
+    return GradientSum(dtype=str(tensor.dtype))(grads)
 
 
 def _gradient_tensors(graph, gradient):
@@ -207,6 +403,18 @@ def _gradient_tensors(graph, gradient):
         layer = ConstantGradient(value.shape, value=value, dtype=o.dtype)
         fixed.append(layer(reference))
     return [], fixed
+
+
+def _extra_axes(outputs, gradients) -> list:
+    """The extra Jacobian axes of the upstream gradients (the same for every output)."""
+    for output, grad in zip(outputs, gradients):
+        n_extra = len(grad.shape) - len(output.shape)
+        if n_extra > 0:
+            extra = list(grad.shape[1 : 1 + n_extra])
+            if any(d is None for d in extra):
+                return []  # unknown: unused inputs get zeros without the extra axes
+            return [int(d) for d in extra]
+    return []
 
 
 def _gradient_input_names(outputs):

@@ -4,25 +4,51 @@ Nested models (Sequential or functional models used as layers) are inlined: thei
 become steps of their own, called on the outer tensors. Top-level calls are reused as they are
 (the backward model shares the forward graph's tensors); a call is replayed on new tensors only
 when one of its inputs was produced by an inlined nested model.
+
+Each step keeps the whole call, not only its tensors: the positional and keyword arguments
+(constants such as the ``3.0`` of ``x + 3.0``, axes, flags such as ``use_causal_mask``) with
+the tensors mapped to the graph being built, and the call's masks apart from its data inputs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import keras
+from keras.src import backend as keras_backend
+from keras.src import tree
 from keras.src.models.functional import Functional
 from keras.src.models.sequential import Sequential
+
+#: Placeholder keys that stand for tensors in :meth:`Step.call_arguments`.
+INPUT_KEY = "__input__"
+MASK_KEY = "__mask__"
+
+
+def is_mask_argument(name: str) -> bool:
+    """Keyword arguments holding masks: ``mask`` and every ``*_mask`` (``attention_mask``,
+    ``query_mask``, ...). They select or weight positions; they are not differentiated."""
+    return name == "mask" or name.endswith("_mask")
 
 
 @dataclass
 class Step:
-    """One call of an operation: its flattened input and output tensors."""
+    """One call of an operation.
+
+    ``inputs`` are the data tensors of the call (every tensor argument except masks), in the
+    order ``tree.flatten((args, kwargs))`` gives them; ``args``/``kwargs`` the whole call with
+    tensors mapped; ``masks`` the mask arguments by name (recorded ones, and the ones Keras
+    fills in from the inputs' Keras masks when it calls a layer).
+    """
 
     operation: keras.Operation
     inputs: list
     outputs: list
     path: tuple = field(default_factory=tuple)  # names of the enclosing nested models
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    masks: dict = field(default_factory=dict)
 
     @property
     def input_structure(self):
@@ -32,6 +58,36 @@ class Step:
     @property
     def qualified_name(self) -> str:
         return "/".join([*self.path, self.operation.name])
+
+    @property
+    def mask(self):
+        """The ``mask=`` a rule receives: ``None`` without masks, the ``mask`` argument when it
+        is the only one, else a dict ``{argument name: mask}``."""
+        if not self.masks:
+            return None
+        if set(self.masks) == {"mask"}:
+            return self.masks["mask"]
+        return dict(self.masks)
+
+    def call_arguments(self) -> dict:
+        """The call's arguments as plain data, for a rule's config: ``{"args": [...],
+        "kwargs": {...}}`` with each data tensor replaced by ``{"__input__": i}`` (its index in
+        ``inputs``) and each mask argument by ``{"__mask__": name}`` (masks Keras fills in
+        from the inputs' Keras masks included)."""
+        counter = iter(range(len(self.inputs)))
+
+        def replace(value):
+            if isinstance(value, keras.KerasTensor):
+                return {INPUT_KEY: next(counter)}
+            return value
+
+        data_kwargs = {k: v for k, v in self.kwargs.items() if k not in self.masks}
+        # The same traversal order as ``inputs`` (tree.flatten sorts dict keys).
+        args, kwargs = tree.map_structure(replace, (tuple(self.args), data_kwargs))
+        kwargs = dict(kwargs)
+        for name in self.masks:
+            kwargs[name] = {MASK_KEY: name}
+        return {"args": list(args), "kwargs": kwargs}
 
 
 @dataclass
@@ -74,30 +130,129 @@ def trace(model) -> Graph:
     functional = _functional_of(model)
     tensor_map = {id(t): t for t in functional.inputs}
     steps: list[Step] = []
-    _walk(functional, tensor_map, steps, path=())
+    _walk(functional, tensor_map, steps, path=(), masks={})
     outputs = [tensor_map[id(t)] for t in functional.outputs]
     return Graph(inputs=list(functional.inputs), outputs=outputs, steps=steps)
 
 
-def _walk(functional, tensor_map, steps, path):
+def _walk(functional, tensor_map, steps, path, masks):
+    """Append the steps of ``functional``; ``masks`` maps tensor ids to the Keras masks Keras
+    gave them (recomputed where a later layer cleared them, as MultiHeadAttention does to its
+    inputs)."""
     for node in _nodes_in_order(functional):
         if node.is_input or node.operation is None:
             continue
         operation = node.operation
         originals = list(node.arguments.keras_tensors)
-        mapped = [tensor_map[id(t)] for t in originals]
+        mapped = [tensor_map.get(id(t), t) for t in originals]
         if _is_model(operation):
             inner = _functional_of(operation)
             inner_map = {id(i): m for i, m in zip(inner.inputs, mapped)}
-            _walk(inner, inner_map, steps, path=(*path, operation.name))
+            _walk(inner, inner_map, steps, path=(*path, operation.name), masks=masks)
             for outer, inner_out in zip(node.outputs, inner.outputs):
                 tensor_map[id(outer)] = inner_map[id(inner_out)]
             continue
+        args, kwargs = node.arguments.convert(
+            lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
+        )
         if all(m is o for m, o in zip(mapped, originals)):
             outputs = list(node.outputs)
         else:
-            args, kwargs = node.arguments.fill_in(tensor_map)
             outputs = keras.tree.flatten(operation(*args, **kwargs))
         for original, new in zip(node.outputs, outputs):
             tensor_map[id(original)] = new
-        steps.append(Step(operation, mapped, outputs, path))
+        step = _make_step(operation, args, kwargs, outputs, path, masks)
+        steps.append(step)
+        _record_output_masks(step, masks)
+
+
+def _make_step(operation, args, kwargs, outputs, path, known_masks=None) -> Step:
+    masks = {
+        name: value
+        for name, value in kwargs.items()
+        if is_mask_argument(name) and any(
+            isinstance(t, keras.KerasTensor) for t in tree.flatten(value)
+        )
+    }
+    if isinstance(operation, keras.layers.Layer):
+        for name, value in _implicit_masks(operation, args, kwargs, known_masks).items():
+            masks.setdefault(name, value)
+    data_kwargs = {k: v for k, v in kwargs.items() if k not in masks}
+    inputs = [
+        t for t in tree.flatten((tuple(args), data_kwargs)) if isinstance(t, keras.KerasTensor)
+    ]
+    return Step(operation, inputs, list(outputs), path, tuple(args), dict(kwargs), masks)
+
+
+def _implicit_masks(layer, args, kwargs, known_masks=None) -> dict:
+    """The masks ``Layer.__call__`` fills in from the inputs' Keras masks when the call did not
+    pass them (and so the graph did not record them): ``mask`` for a layer called on one tensor
+    argument, ``<name>_mask`` for each tensor argument ``<name>`` of a layer called on several.
+    """
+    from keras.src.layers.layer import CallSpec
+
+    plain = {k: v for k, v in kwargs.items() if not is_mask_argument(k)}
+    try:
+        spec = CallSpec(layer._call_signature, layer._call_context_args, tuple(args), plain)
+    except (TypeError, AttributeError, ValueError):
+        return {}
+    found = {}
+
+    def mask_of(structure):
+        masks = tree.map_structure(lambda t: _mask_of(t, known_masks), structure)
+        return masks if any(m is not None for m in tree.flatten(masks)) else None
+
+    tensors = spec.tensor_arguments_dict
+    if len(tensors) == 1 and "mask" in spec.argument_names:
+        if kwargs.get("mask") is None:
+            value = mask_of(next(iter(tensors.values())))
+            if value is not None:
+                found["mask"] = value
+    elif len(tensors) > 1:
+        for name, value in tensors.items():
+            mask_name = f"{name}_mask"
+            if mask_name in spec.argument_names and kwargs.get(mask_name) is None:
+                value = mask_of(value)
+                if value is not None:
+                    found[mask_name] = value
+    return found
+
+
+def _mask_of(tensor, known_masks=None) -> Any:
+    if tensor is None or not isinstance(tensor, keras.KerasTensor):
+        return None
+    mask = keras_backend.get_keras_mask(tensor)
+    if mask is None and known_masks:
+        mask = known_masks.get(id(tensor))
+    return mask
+
+
+def _record_output_masks(step: Step, known_masks: dict) -> None:
+    """Remember the Keras mask of each output of ``step``: the one Keras attached, or, when it
+    is gone (a later layer cleared it), the one the layer computes again, as
+    ``Layer._set_mask_metadata`` did when the model was built."""
+    missing = [t for t in step.outputs if keras_backend.get_keras_mask(t) is None]
+    if not missing:
+        return
+    layer = step.operation
+    if not isinstance(layer, keras.layers.Layer) or not getattr(layer, "supports_masking", False):
+        return
+    from keras.src.layers.layer import CallSpec
+
+    plain = {k: v for k, v in step.kwargs.items() if not is_mask_argument(k)}
+    try:
+        spec = CallSpec(layer._call_signature, layer._call_context_args, tuple(step.args), plain)
+        first = spec.first_arg
+        previous = step.masks.get("mask")
+        if previous is None:
+            previous = tree.map_structure(lambda t: _mask_of(t, known_masks), first)
+            if all(m is None for m in tree.flatten(previous)):
+                previous = None
+        computed = layer.compute_mask(first, previous)
+    except Exception:  # a layer whose compute_mask needs more than Keras gives it
+        return
+    if computed is None:
+        return
+    for tensor, mask in zip(step.outputs, tree.flatten(computed)):
+        if mask is not None and keras_backend.get_keras_mask(tensor) is None:
+            known_masks[id(tensor)] = mask

@@ -5,8 +5,12 @@ A rule's ``g^T J`` is compared with finite differences on a float64 clone of the
 Hypothesis that hunt kinks: candidate kink values from the layer's config, a few ulps and
 tolerances either side of them, ties, large magnitudes, and kinks found along random lines.
 
->>> check = check_layer(Clip(0, 2), BackwardClip, input_shape=(5,), seed=0)
->>> check.verdict, check.counterexample.kink
+Example (``Clip`` and its rules from the tutorial)::
+
+    check = check_layer(Clip(0, 2), BackwardClip, input_shape=(5,), seed=0)
+    check.verdict                  # "fail": -1 instead of 0 outside [vmin, vmax]
+    print(check)                   # reason, statistics, the shrunk counterexample
+    check.to_dict()                # JSON-ready
 """
 
 import os
@@ -14,22 +18,33 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from jacverify.check.compare import CONVENTIONS, VERDICTS, worst_verdict  # noqa: E402
-from jacverify.check.layer_check import call_rule, check_layer  # noqa: E402
+from jacverify.check.layer_check import (  # noqa: E402
+    ExampleOutcome,
+    call_rule,
+    check_example,
+    check_layer,
+)
 from jacverify.check.results import (  # noqa: E402
     Counterexample,
     LayerCheck,
+    ModelCheck,
     ReferenceInfo,
     Replay,
 )
+from jacverify.check.strategies import ExampleSpec  # noqa: E402
 
 __all__ = [
     "CONVENTIONS",
     "Counterexample",
+    "ExampleOutcome",
+    "ExampleSpec",
     "LayerCheck",
+    "ModelCheck",
     "ReferenceInfo",
     "Replay",
     "VERDICTS",
     "call_rule",
+    "check_example",
     "check_layer",
     "worst_verdict",
 ]

@@ -166,12 +166,18 @@ def near_kink_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
     return mask
 
 
-def kink_distances(x: np.ndarray, directions: np.ndarray, kinks: Sequence[KinkValue]):
+def kink_distances(
+    x: np.ndarray,
+    directions: np.ndarray,
+    kinks: Sequence[KinkValue],
+    ignore_below: np.ndarray | float = 0.0,
+):
     """Distance along each direction to the nearest candidate kink, on each side.
 
     ``x`` is flat (n,), ``directions`` (k, n). Returns ``(left, right, at_kink)``: the
-    smallest t > 0 such that ``x - t d`` (left) or ``x + t d`` (right) puts a moving coordinate
-    on a candidate kink (inf if none), and whether a moving coordinate sits exactly on one.
+    smallest t > ``ignore_below`` (per direction) such that ``x - t d`` (left) or ``x + t d``
+    (right) puts a moving coordinate on a candidate kink (inf if none), and whether a moving
+    coordinate sits on one (within ``ignore_below``).
     """
     x = np.asarray(x, dtype=np.float64)
     d = np.asarray(directions, dtype=np.float64)
@@ -181,13 +187,14 @@ def kink_distances(x: np.ndarray, directions: np.ndarray, kinks: Sequence[KinkVa
     at_kink = np.zeros(k, dtype=bool)
     moving = d != 0
     safe_d = np.where(moving, d, 1.0)
+    below = np.broadcast_to(np.asarray(ignore_below, dtype=np.float64), (k,))[:, None]
     for kink in kinks:
         t = (kink.value - x[None, :]) / safe_d  # x + t d hits the kink
         t = np.where(moving, t, np.nan)
         with np.errstate(invalid="ignore"):
-            at_kink |= np.any(t == 0.0, axis=1)
-            pos = np.where(t > 0, t, np.inf)
-            neg = np.where(t < 0, -t, np.inf)
+            at_kink |= np.any(np.abs(t) <= below, axis=1)
+            pos = np.where(t > below, t, np.inf)
+            neg = np.where(t < -below, -t, np.inf)
         right = np.minimum(right, np.min(pos, axis=1))
         left = np.minimum(left, np.min(neg, axis=1))
     return left, right, at_kink

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
+import traceback
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,7 +39,6 @@ from jacverify.check.kinks import (
     describe_coordinate,
     format_index,
     index_tuple,
-    kink_distances,
     near_kink_mask,
 )
 from jacverify.check.references import (
@@ -66,6 +67,10 @@ _NON_FLOAT_INPUT_CLASSES = frozenset(
 
 class RuleOutputError(Exception):
     """The rule returned something of the wrong structure or shape."""
+
+
+class _SeveralInputs(Exception):
+    """The layer takes several inputs: not for check_layer (yet)."""
 
 
 @dataclass
@@ -107,6 +112,24 @@ def call_rule(rule: Any, gradient: np.ndarray, layer_input: np.ndarray) -> np.nd
     return np.asarray(keras.ops.convert_to_numpy(out))
 
 
+def _exception_text(error: BaseException) -> str:
+    """``RuntimeError: message (file.py:12 in method)``, without Keras' wrapping."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if lines and lines[0].startswith("Exception encountered when calling"):
+        lines = [
+            line for line in lines[1:]
+            if not line.startswith(("Arguments received", "•"))
+        ] or lines[:1]
+    message = lines[0][:300] if lines else ""
+    where = ""
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames:
+        last = frames[-1]
+        where = f" ({os.path.basename(last.filename)}:{last.lineno} in {last.name})"
+    return f"{type(error).__name__}" + (f": {message}" if message else "") + where
+
+
 def _is_float_dtype(dtype: Any) -> bool:
     return "float" in str(dtype)
 
@@ -115,7 +138,7 @@ def _input_shape(layer: keras.layers.Layer, input_shape: Sequence[int] | None) -
     if input_shape is not None:
         shape = tuple(input_shape)
         if shape and isinstance(shape[0], (list, tuple)):
-            raise ValueError("check_layer() checks single-input layers; got several shapes")
+            raise _SeveralInputs()
         return tuple(int(s) for s in shape)
     if not layer.built:
         raise ValueError(
@@ -123,11 +146,12 @@ def _input_shape(layer: keras.layers.Layer, input_shape: Sequence[int] | None) -
         )
     try:
         tensor = layer.input
-        if isinstance(tensor, (list, tuple)):
-            raise ValueError("check_layer() checks single-input layers")
-        return tuple(int(s) for s in tensor.shape[1:])
     except (AttributeError, ValueError):
-        pass
+        tensor = None
+    if isinstance(tensor, (list, tuple)):
+        raise _SeveralInputs()
+    if tensor is not None:
+        return tuple(int(s) for s in tensor.shape[1:])
     shapes = getattr(layer, "_build_shapes_dict", None) or {}
     if len(shapes) == 1:
         (shape,) = shapes.values()
@@ -204,12 +228,7 @@ class _Evaluator:
         except RuleOutputError as error:
             return ExampleOutcome(example, "error", str(error), [])
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a verdict
-            text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            return ExampleOutcome(
-                example, "error",
-                f"the rule raised {type(error).__name__}" + (f": {text[:300]}" if text else ""),
-                [],
-            )
+            return ExampleOutcome(example, "error", f"the rule raised {_exception_text(error)}", [])
         if rule_out.shape != x.shape:
             return ExampleOutcome(
                 example, "error",
@@ -217,6 +236,9 @@ class _Evaluator:
                 f"shape of g^T J) is {tuple(x.shape)}",
                 [], rule_output=rule_out,
             )
+        mixing = self.batch_mixing(example, rule_out)
+        if mixing is not None:
+            return ExampleOutcome(example, "fail", mixing, [], rule_output=rule_out)
         autograd, autograd_note = None, ""
         try:
             autograd = autograd_vjp(self.layer, x, g)
@@ -235,6 +257,7 @@ class _Evaluator:
                     self.input_shape
                 ) else 0
                 value = rule_out64[tuple(bad[0])]
+                value = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
                 where = describe_coordinate(
                     flat, float(x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
                     self.dtype,
@@ -250,9 +273,8 @@ class _Evaluator:
                 rule_output=rule_out, autograd_output=autograd,
             )
         try:
-            left_room, right_room, _ = kink_distances(x0, example.directions, self.kinks)
-            step_left, step_right = fd_steps(
-                x0, example.directions, left_room, right_room, self.fd.eps
+            step_left, step_right, at_kink = fd_steps(
+                x0, example.directions, self.kinks, self.fd.eps
             )
             g0 = g[0].reshape(-1).astype(np.float64)
             directional = directional_derivatives(
@@ -274,7 +296,7 @@ class _Evaluator:
             rule_out64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
             directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
             near_mask=near_kink_mask(x0, self.kinks), convention=self.convention,
-            widen=widen,
+            widen=widen, at_kink=at_kink,
         )
         fd_vjp = None
         if example.n_basis:
@@ -290,6 +312,35 @@ class _Evaluator:
         )
         outcome.message = self.describe(outcome)
         return outcome
+
+    def batch_mixing(self, example: Example, rule_out: np.ndarray) -> str | None:
+        """Call the rule on the batch in reverse order: each example's result must not
+        depend on the others (nor on its position)."""
+        try:
+            swapped = call_rule(self.rule, example.g[::-1].copy(), example.x[::-1].copy())
+        except Exception:  # noqa: BLE001 - the first call worked; this one is only a probe
+            return None
+        if swapped.shape != rule_out.shape:
+            return None
+        swapped = swapped[::-1].astype(np.float64)
+        ours = rule_out.astype(np.float64)
+        both = np.isfinite(swapped) & np.isfinite(ours)
+        size = np.abs(ours) + np.abs(swapped)
+        allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
+        bad = both & (np.abs(swapped - ours) > allowed)
+        if not np.any(bad):
+            return None
+        row, *rest = np.argwhere(bad)[0]
+        flat = int(np.ravel_multi_index(tuple(rest), self.input_shape)) if rest else 0
+        where = describe_coordinate(
+            flat, float(example.x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
+            self.dtype,
+        ).replace("x[0", f"x[{row}", 1)
+        return (
+            f"the rule mixes the examples of a batch: at {where} it gives "
+            f"{ours[(row, *rest)]:.6g} in the batch and {swapped[(row, *rest)]:.6g} when the "
+            f"batch is reversed"
+        )
 
     # ----------------------------------------------------------------- explanations
     def describe(self, outcome: ExampleOutcome) -> str:
@@ -331,9 +382,13 @@ class _Evaluator:
                 f", or the range [{j.low:.6g}, {j.high:.6g}] of a compound kink"
                 if (j.low, j.high) != (lo, hi) else ""
             )
+            away = (
+                "; it differs from autograd at coordinates away from every candidate kink"
+                if j.verdict == "fail" else ""
+            )
             return (
                 f"{where}, on a kink, {what} {j.rule:.6g}, outside the one-sided "
-                f"derivatives [{lo:.6g}, {hi:.6g}]{widened} (tolerance {j.tolerance:.3g})"
+                f"derivatives [{lo:.6g}, {hi:.6g}]{widened} (tolerance {j.tolerance:.3g}){away}"
             )
         place = "next to a kink" if j.verdict == "boundary" else "a smooth point"
         return (
@@ -474,6 +529,7 @@ class _Setup:
     n: int
     basis: bool
     kinks: list
+    autograd_note: str = ""  # why autograd is unavailable, "" when it works
 
 
 def _prepare(
@@ -504,7 +560,14 @@ def _prepare(
     if non_float is not None:
         return _skipped(layer, rule_class, f"not differentiable in its input: {non_float}",
                         start, seed=seed, convention=convention)
-    shape = _input_shape(layer, input_shape)
+    try:
+        shape = _input_shape(layer, input_shape)
+    except _SeveralInputs:
+        return _skipped(
+            layer, rule_class,
+            "the layer takes several inputs: check_layer() checks single-input layers",
+            start, seed=seed, convention=convention,
+        )
     layer_dtype = str(layer.compute_dtype)
     if not _is_float_dtype(layer_dtype):
         return _skipped(layer, rule_class, f"the layer computes in {layer_dtype}", start,
@@ -559,6 +622,14 @@ def _prepare(
         )
 
     fd = make_fd_model(target, shape, rng)
+    autograd_note = ""
+    try:
+        autograd_vjp(
+            target, np.zeros((1, *shape), dtype=run_dtype),
+            np.ones((1, *output_shape), dtype=run_dtype),
+        )
+    except ReferenceUnavailable as error:
+        autograd_note = f"autograd unavailable: {error}"
     candidate_kinks = config_kinks(target, dtype=run_dtype, extra=kinks)
     n = int(math.prod(shape))
     basis = n <= max_full_jacobian
@@ -567,7 +638,7 @@ def _prepare(
         target, rule_instance, fd, candidate_kinks, shape, output_shape,
         convention=convention, random_directions=max(1, int(k_random)), basis=basis,
     )
-    return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks)
+    return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks, autograd_note)
 
 
 def check_example(
@@ -664,8 +735,9 @@ def check_layer(
     outcomes = list(found.explored.values())
 
     reference = ReferenceInfo(
-        autograd=any(o.autograd_output is not None for o in outcomes),
-        autograd_note=next((o.autograd_note for o in outcomes if o.autograd_note), ""),
+        autograd=not setup.autograd_note,
+        autograd_note=setup.autograd_note
+        or next((o.autograd_note for o in outcomes if o.autograd_note), ""),
         finite_differences=True,
         fd_dtype=fd.dtype,
         float64_clone=fd.clone_ok,
@@ -721,6 +793,10 @@ def check_layer(
         )
     elif verdict == "error":
         reason = message[:1].upper() + message[1:] + "."
+    elif verdict == "fail" and found.minimal is not None and found.minimal.worst is None:
+        reason = f"The rule is wrong: {message}."
+    elif verdict == "fail" and found.minimal.worst.location == "kink":
+        reason = f"The rule is wrong away from the kinks: {message}."
     elif verdict == "fail":
         reason = f"The rule is wrong at a smooth point: {message}."
     elif verdict == "boundary":

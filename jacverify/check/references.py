@@ -246,21 +246,26 @@ def measured_precision(
 ) -> float:
     """float64's epsilon if ``forward`` computes in float64 near ``x``, else float32's.
 
-    Difference quotients with a step of 2**-26 (accurate to ~1e-8 in float64, noise in
-    float32) are compared with a central difference with a step of 1e-3."""
-    d = rng.standard_normal(x.size)
-    d /= max(float(np.max(np.abs(d))), 1e-300)
+    Difference quotients with steps of 1, 2 and 3 times 2**-26 agree to ~1e-8 in float64 and
+    not at all when an operation rounds to float32. Three random directions; the median
+    decides (a kink crossed by one of them does not).
+    """
     scale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
-    tiny, big = 2.0**-26 * scale, 1e-3 * scale
-    ys = forward(np.stack([x, x + tiny * d, x + 2 * tiny * d, x - big * d, x + big * d]))
-    q_tiny = (ys[2] - ys[1]) / tiny
-    q_big = (ys[4] - ys[3]) / (2 * big)
-    size = float(np.sum(np.abs(q_big))) + float(np.sum(np.abs(ys[0]))) * 1e-3
-    if size == 0.0 or not np.all(np.isfinite(q_tiny)):
-        return float(np.finfo(np.float64).eps)
-    mismatch = float(np.sum(np.abs(q_tiny - q_big))) / size
-    # In float64 the mismatch is ~1e-7 or below (curvature, rounding); float32 gives ~1.
-    if mismatch < 1e-4:
+    tiny = 2.0**-26 * scale
+    mismatches = []
+    for _ in range(3):
+        d = rng.standard_normal(x.size)
+        d /= max(float(np.max(np.abs(d))), 1e-300)
+        ys = forward(np.stack([x + i * tiny * d for i in range(4)]))
+        q = [(ys[i] - ys[0]) / (i * tiny) for i in (1, 2, 3)]
+        size = sum(float(np.sum(np.abs(v))) for v in q)
+        if size == 0.0 or not all(np.all(np.isfinite(v)) for v in q):
+            mismatches.append(0.0)
+            continue
+        mismatches.append(
+            (float(np.sum(np.abs(q[0] - q[1]))) + float(np.sum(np.abs(q[1] - q[2])))) / size
+        )
+    if float(np.median(mismatches)) < 1e-3:
         return float(np.finfo(np.float64).eps)
     return float(np.finfo(np.float32).eps)  # the usual culprit: an op computing in float32
 
@@ -291,6 +296,7 @@ class Directional:
     step_left: np.ndarray
     step_right: np.ndarray
     output: np.ndarray  # f(x), flat
+    out_scale: np.ndarray  # sum_j |g_j| |f_j(x)| over the outputs moving along d_k
     near_left: np.ndarray  # one-sided difference quotients at a tiny step (~1e-9 h)
     near_right: np.ndarray
     near_err_left: np.ndarray
@@ -300,21 +306,28 @@ class Directional:
 def fd_steps(
     x: np.ndarray,
     directions: np.ndarray,
-    left_room: np.ndarray,
-    right_room: np.ndarray,
+    kinks: Sequence,
     eps: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Initial steps per direction and side: 1/8 of the coordinates' scale, shorter than half
-    the distance to the nearest candidate kink on that side, never below ``eps**0.6`` times
-    the scale (there the step cannot resolve the kink, and the point is judged as on it)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Initial steps per direction and side for the candidate kinks ``kinks``, and whether
+    the direction moves a coordinate that sits on one.
+
+    1/8 of the coordinates' scale, shorter than half the distance to the nearest candidate
+    kink on that side. A kink closer than ``eps**0.6`` times the scale cannot be resolved:
+    the point is treated as on it (its one-sided derivatives then straddle it), and the step
+    is bounded by the next kink instead.
+    """
+    from jacverify.check.kinks import kink_distances
+
     moving = np.abs(directions) > 0
     magnitude = np.max(np.where(moving, np.abs(x)[None, :], 0.0), axis=1, initial=0.0)
     scale = np.maximum(1.0, magnitude)
     base = 0.125 * np.maximum(1.0, magnitude * math.sqrt(eps) * 4)
     floor = eps**0.6 * scale
+    left_room, right_room, at_kink = kink_distances(x, directions, kinks, ignore_below=floor)
     left = np.maximum(np.minimum(base, 0.5 * left_room), floor)
     right = np.maximum(np.minimum(base, 0.5 * right_room), floor)
-    return left, right
+    return left, right, at_kink
 
 
 def directional_derivatives(
@@ -346,17 +359,31 @@ def directional_derivatives(
     rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
     y0 = fd.forward(x[None, :])[0]
     ys = fd.forward(rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
-    phi0 = float(y0 @ g)
-    phis = ys @ g  # (k, 2L+2)
+    # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
+    phi0 = 0.0
+    phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
     n_l = ladder.size
     # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
-    # kink a few denormals away).
+    # kink a few denormals away). Every output counts, even one that does not seem to move:
+    # sigmoid(36 + t) does not move in float64 although its derivative is 2e-16.
     y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
     jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
     abs_scale = np.abs(jd) @ np.abs(g)
+    # Size of the outputs that move along each direction, weighted by |g|.
+    out_scale = (np.abs(jd) > 0) @ (np.abs(g) * np.abs(y0))
     # Rounding of the outputs, and of x + t d propagated through J.
     rounding = fd.eps * (y_max @ np.abs(g) + np.max(np.abs(x), initial=0.0) * abs_scale)
     noise = 64 * rounding + 1e-300  # (k,)
+    # For the error of derivatives, outputs that never moved over the whole ladder (-h .. h)
+    # only bound their derivative by their resolution over the largest step.
+    moving = np.any(ys != y0[None, None, :], axis=1)  # (k, n_out)
+    rounding_moving = fd.eps * (
+        np.where(moving, y_max, 0.0) @ np.abs(g) + np.max(np.abs(x), initial=0.0) * abs_scale
+    )
+    resolution = (
+        2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
+        / np.minimum(step_left, step_right)
+    )
 
     def jumps(side_phis):
         # A jump: |phi(t) - phi(0)| stays put while t shrinks by 32x, three times in a row
@@ -374,7 +401,7 @@ def directional_derivatives(
 
     # One-sided difference quotients at the smallest ladder step that rounding allows: when a
     # kink lies closer to x than Richardson's smallest step, they disagree with it.
-    floor = fd.eps**0.7 * max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    floor = fd.eps**0.6 * max(1.0, float(np.max(np.abs(x), initial=0.0)))
 
     def tiny_quotients(side_phis, side_t):
         q = (side_phis - phi0) / side_t  # (k, L)
@@ -384,7 +411,11 @@ def directional_derivatives(
         rows_k = np.arange(k)
         q_min = q[rows_k, m]
         q_prev = q[rows_k, np.maximum(m - 1, 0)]
-        error = 4 * rounding / np.abs(side_t[rows_k, m]) + np.abs(q_prev - q_min) / 16
+        error = (
+            4 * rounding_moving / np.abs(side_t[rows_k, m])
+            + resolution
+            + np.abs(q_prev - q_min) / 16
+        )
         return q_min, error
 
     near_left, near_err_left = tiny_quotients(phis[:, :n_l], t_left)
@@ -396,7 +427,9 @@ def directional_derivatives(
         flat_t = t.reshape(-1)
         flat_k = np.rint(index.reshape(-1)).astype(np.int64)
         batch = x[None, :] + flat_t[:, None] * d[flat_k]
-        return (fd.forward(batch) @ g).reshape(shape)
+        # Differences from f(x): scipy's stencil weights do not sum to exactly 0, so a large
+        # phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h.
+        return ((fd.forward(batch) - y0[None, :]) @ g).reshape(shape)
 
     index = np.broadcast_to(np.arange(k, dtype=np.float64)[None, :], (3, k))
     initial = np.stack([step_left, step_c, step_right])
@@ -423,7 +456,7 @@ def directional_derivatives(
     # Rounding of phi divided by the smallest step used: a floor under scipy's estimate,
     # which only compares successive extrapolations.
     smallest = initial / FD_STEP_FACTOR ** np.maximum(np.asarray(res.nit) - 1, 0)
-    err = np.maximum(err, 4 * rounding[None, :] / smallest)
+    err = np.maximum(err, 4 * rounding_moving[None, :] / smallest + resolution[None, :])
     return Directional(
         left=df[0],
         right=df[2],
@@ -438,6 +471,7 @@ def directional_derivatives(
         step_left=np.asarray(step_left, dtype=np.float64),
         step_right=np.asarray(step_right, dtype=np.float64),
         output=y0,
+        out_scale=out_scale,
         near_left=near_left,
         near_right=near_right,
         near_err_left=near_err_left,
@@ -446,7 +480,7 @@ def directional_derivatives(
 
 
 #: Points of the grid scanned along a shifted line to split a compound kink.
-KINK_SCAN_POINTS = 257
+KINK_SCAN_POINTS = 1025
 
 
 def kink_slope_range(
@@ -464,7 +498,7 @@ def kink_slope_range(
     coordinate of a Clip on its bound), the value of a valid rule along ``direction`` need not
     lie between the one-sided derivatives: each elementary kink may pick its own one-sided
     slope. Moving the line slightly off the point (by ``half_width / 4``, ``/ 16`` and ``/ 64``
-    along random vectors scaled by |direction|) separates the elementary kinks; the slope
+    along two random vectors each, scaled by |direction|) separates the elementary kinks; the slope
     changes met along the shifted line, split into their positive and negative parts, give the range
     ``[s_left + sum(negative changes), s_left + sum(positive changes)]``, which is
     ``[min(left, right), max(left, right)]`` for one elementary kink. The union over
@@ -479,11 +513,11 @@ def kink_slope_range(
     # Coordinates the line does not move are shifted too (by up to max|d|), which separates
     # kinks of units mixing several coordinates (a Dense layer's) along a basis direction.
     spread = np.where(d != 0, np.abs(d), np.max(np.abs(d), initial=0.0))
-    u = rng.uniform(-1.0, 1.0, (shifts, x.size)) * spread[None, :]
-    magnitudes = half_width / 4 ** (1 + np.arange(shifts))  # half/4, half/16, half/64 ...
-    bases = x[None, :] + magnitudes[:, None] * u  # (shifts, n)
+    magnitudes = np.repeat(half_width / 4 ** (1 + np.arange(shifts)), 2)  # half/4, /16, /64
+    u = rng.uniform(-1.0, 1.0, (magnitudes.size, x.size)) * spread[None, :]
+    bases = x[None, :] + magnitudes[:, None] * u  # (2 * shifts, n)
     rows = bases[:, None, :] + t[None, :, None] * d[None, None, :]
-    phis = (fd.forward(rows.reshape(-1, x.size)) @ g).reshape(shifts, -1)
+    phis = (fd.forward(rows.reshape(-1, x.size)) @ g).reshape(magnitudes.size, -1)
     dt = t[1] - t[0]
     slopes = np.diff(phis, axis=1) / dt
     changes = np.diff(slopes, axis=1)

@@ -24,6 +24,7 @@ from jacverify.check.compare import VERDICTS, worst_verdict
 __all__ = [
     "Counterexample",
     "LayerCheck",
+    "ModelCheck",
     "ReferenceInfo",
     "Replay",
     "VERDICTS",
@@ -252,6 +253,65 @@ class LayerCheck:
             lines.append(f"  note: {note}")
         if self.counterexample is not None:
             lines.extend("  " + line for line in self.counterexample.summary().splitlines())
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class ModelCheck:
+    """The checks of every layer of a model, in graph order, and of the whole backward model.
+
+    The container ``check_model`` (to come) fills; reports read it like a LayerCheck.
+    """
+
+    model_name: str
+    layers: list = field(default_factory=list)  # LayerCheck per layer, in graph order
+    end_to_end: LayerCheck | None = None  # the whole backward model against the references
+    notes: list = field(default_factory=list)
+    seed: int | None = None
+    duration_s: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """The worst verdict of the layers and of the end-to-end check."""
+        checks = list(self.layers) + ([self.end_to_end] if self.end_to_end else [])
+        return worst_verdict([c.verdict for c in checks])
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        """The first layer whose rule was shown wrong (fail, boundary or error)."""
+        return next((c for c in self.layers if not c.ok), None)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == "pass"
+
+    def to_dict(self) -> dict:
+        data = _fields_dict(self)
+        data["verdict"] = self.verdict
+        data["first_failure"] = self.first_failure.layer_name if self.first_failure else None
+        return data
+
+    def summary(self) -> str:
+        counts: dict = {}
+        for check in self.layers:
+            counts[check.verdict] = counts.get(check.verdict, 0) + 1
+        tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+        lines = [f"{self.verdict.upper()}: model {self.model_name} ({tally})"]
+        width = max((len(c.layer_name) for c in self.layers), default=0)
+        for check in self.layers:
+            lines.append(
+                f"  {check.verdict:12s} {check.layer_name:{width}s}  {check.layer_class} / "
+                f"{check.rule_class or '-'}: {check.reason}"
+            )
+        if self.end_to_end is not None:
+            lines.append(f"  end to end: {self.end_to_end.verdict}: {self.end_to_end.reason}")
+        failure = self.first_failure
+        if failure is not None:
+            lines.append(f"first failing layer: {failure.layer_name}")
+            lines.extend("  " + line for line in failure.summary().splitlines())
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -94,3 +94,54 @@ class BackwardClipThinBand(BackwardNonLinearLayer):
             keras.ops.less_equal(input, self.layer.vmax - 1e-3),
         )
         return gradient * keras.ops.cast(inside, gradient.dtype)
+
+
+# --------------------------------------------------------------- rules wrong in other ways
+class ScaledReLURule(BackwardNonLinearLayer):
+    """ReLU's rule times a factor (1 + 1e-3 by default): a small scale error."""
+
+    factor = 1.0 + 1e-3
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        slope = keras.ops.cast(keras.ops.greater(input, 0.0), gradient.dtype)
+        return gradient * slope * self.factor
+
+
+class SignFlippedReLURule(ScaledReLURule):
+    factor = -1.0
+
+
+class NaNRule(BackwardNonLinearLayer):
+    """Returns NaN where the input is negative."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        slope = keras.ops.cast(keras.ops.greater(input, 0.0), gradient.dtype)
+        nan = keras.ops.cast(float("nan"), gradient.dtype)
+        return keras.ops.where(keras.ops.less(input, 0.0), nan, gradient * slope)
+
+
+class WrongShapeRule(BackwardNonLinearLayer):
+    """Drops the last coordinate."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient[..., :-1]
+
+
+class RaisingRule(BackwardNonLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        raise RuntimeError("this rule is not implemented yet")
+
+
+class BatchMixingRule(BackwardNonLinearLayer):
+    """ReLU's rule with the mask of the batch's first example for every example."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        slope = keras.ops.cast(keras.ops.greater(input[:1], 0.0), gradient.dtype)
+        return gradient * slope
+
+
+class DenseTransposedRule(BackwardNonLinearLayer):
+    """A Dense rule that forgets to transpose the kernel (shapes agree for a square layer)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return keras.ops.matmul(gradient, keras.ops.cast(self.layer.kernel, gradient.dtype))

@@ -5,10 +5,13 @@ Importing this package registers every native rule.
 
 from jacverify.backward.rules import (  # noqa: F401
     activations,
+    applications,
+    attention,
     convolutional,
     core,
     merging,
     normalization,
+    ops,
     pooling,
     preprocessing,
     regularization,

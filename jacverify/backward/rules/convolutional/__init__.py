@@ -2,6 +2,7 @@
 
 from jacverify.backward.rules.convolutional import (  # noqa: F401
     conv,
+    conv_transpose,
     depthwise_conv,
     separable_conv,
 )

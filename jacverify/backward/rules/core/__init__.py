@@ -3,6 +3,8 @@
 from jacverify.backward.rules.core import (  # noqa: F401
     dense,
     einsum_dense,
+    embedding,
     identity,
     input_layer,
+    masking,
 )

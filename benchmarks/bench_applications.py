@@ -1,0 +1,137 @@
+"""Benchmark: backward models of ``keras.applications`` architectures against torch autograd.
+
+For each architecture (``weights=None``, ``classifier_activation=None``, the smallest input it
+accepts), prints:
+
+- ``build s``: the time ``clone_to_backward`` takes;
+- ``layers``: the number of layers in the backward model;
+- ``backward ms``: the median time of the backward model called on ``[x, g]`` under
+  ``torch.no_grad()`` (it needs no autograd graph; it recomputes the forward activations its
+  non-linear rules need);
+- ``plain ms``: the same, called without ``torch.no_grad()`` (torch then records a graph);
+- ``autograd ms``: the median time of torch autograd on the same Keras model, measured in the
+  same run: forward with ``requires_grad`` input, ``y.backward(g)``, read ``x.grad``;
+- ``ratio``: backward ms / autograd ms (below 1: the backward model is faster);
+- ``rel err``: max |backward - autograd| / max |autograd|.
+
+Timings alternate between the two (one backward call, one autograd call, ...) so that both see
+the same machine state.
+
+Run: .venv/bin/python benchmarks/bench_applications.py [--batch 8] [--repeats 7]
+     [--archs ResNet50 MobileNetV2 ...] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from jacverify import clone_to_backward  # noqa: E402
+
+A = keras.applications
+
+#: name -> (constructor, smallest input size it accepts with weights=None)
+ARCHITECTURES = {
+    "VGG16": (A.VGG16, 32),
+    "ResNet50": (A.ResNet50, 32),
+    "ResNet50V2": (A.ResNet50V2, 32),
+    "InceptionV3": (A.InceptionV3, 75),
+    "InceptionResNetV2": (A.InceptionResNetV2, 75),
+    "Xception": (A.Xception, 71),
+    "MobileNet": (A.MobileNet, 32),
+    "MobileNetV2": (A.MobileNetV2, 32),
+    "MobileNetV3Small": (A.MobileNetV3Small, 32),
+    "DenseNet121": (A.DenseNet121, 32),
+    "EfficientNetB0": (A.EfficientNetB0, 32),
+    "EfficientNetV2B0": (A.EfficientNetV2B0, 32),
+    "ConvNeXtTiny": (A.ConvNeXtTiny, 32),
+}
+
+
+def build_application(name: str) -> tuple[keras.Model, int]:
+    factory, size = ARCHITECTURES[name]
+    model = factory(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    return model, size
+
+
+def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
+    keras.utils.set_random_seed(0)
+    model, size = build_application(name)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((batch, size, size, 3)), dtype=torch.float32)
+    g = torch.tensor(rng.standard_normal((batch, *model.output_shape[1:])), dtype=torch.float32)
+    start = time.perf_counter()
+    backward = clone_to_backward(model)
+    build = time.perf_counter() - start
+
+    def autograd():
+        xr = x.clone().requires_grad_(True)
+        model(xr).backward(g)
+        return xr.grad
+
+    def backward_no_grad():
+        with torch.no_grad():
+            return backward([x, g])
+
+    def backward_plain():
+        return backward([x, g])
+
+    expected = autograd()
+    got = backward_no_grad()
+    rel = float((got - expected).abs().max() / expected.abs().max())
+    for _ in range(warmup):
+        autograd(), backward_no_grad(), backward_plain()
+    times = {"autograd": [], "no_grad": [], "plain": []}
+    for _ in range(repeats):
+        for key, fn in (("autograd", autograd), ("no_grad", backward_no_grad),
+                        ("plain", backward_plain)):
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {
+        "model": name, "input": size, "batch": batch, "build_s": build,
+        "layers": len(backward.layers), "backward_ms": med["no_grad"],
+        "plain_ms": med["plain"], "autograd_ms": med["autograd"],
+        "ratio": med["no_grad"] / med["autograd"], "ratio_plain": med["plain"] / med["autograd"],
+        "rel_err": rel,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--archs", nargs="*", default=list(ARCHITECTURES))
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
+          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
+    header = (f"{'model':<18}{'input':>6}{'build s':>9}{'layers':>8}{'backward ms':>13}"
+              f"{'autograd ms':>13}{'ratio':>7}{'plain ms':>10}{'ratio':>7}{'rel err':>10}")
+    print(header)
+    results = []
+    for name in args.archs:
+        r = bench(name, args.batch, args.repeats)
+        results.append(r)
+        print(f"{r['model']:<18}{r['input']:>6}{r['build_s']:>9.2f}{r['layers']:>8}"
+              f"{r['backward_ms']:>13.1f}{r['autograd_ms']:>13.1f}{r['ratio']:>7.2f}"
+              f"{r['plain_ms']:>10.1f}{r['ratio_plain']:>7.2f}{r['rel_err']:>10.1e}",
+              flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Rule for ``LayerScale`` of ``keras.applications`` ConvNeXt models."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+from keras.src.applications.convnext import LayerScale
+
+from jacverify.backward.base import BackwardLinearLayer
+from jacverify.backward.registry import register_backward
+
+
+@register_backward(LayerScale)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardLayerScale(BackwardLinearLayer):
+    """``x * gamma`` (``gamma`` one value per channel, on the last axis): ``g * gamma``."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient * ops.cast(self.layer.gamma, gradient.dtype)

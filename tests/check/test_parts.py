@@ -1,0 +1,218 @@
+"""The checker's parts: kinks, strategies, references, comparisons, results."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+
+from jacverify.check.compare import worst_verdict
+from jacverify.check.kinks import (
+    config_kinks,
+    describe_coordinate,
+    kink_distances,
+    near_kink_mask,
+)
+from jacverify.check.references import (
+    autograd_vjp,
+    directional_derivatives,
+    fd_steps,
+    keras_downcasts_float64,
+    kink_slope_range,
+    make_fd_model,
+    true_float64,
+)
+from jacverify.check.results import LayerCheck, jsonable
+from jacverify.check.strategies import ExampleSpec, example_specs, find_numeric_kink, materialize
+from tests.check.tutorial_layers import Clip
+
+L = keras.layers
+
+
+# ------------------------------------------------------------------------------ kinks
+def test_config_kinks_reads_every_number_and_zero():
+    kinks = config_kinks(L.ReLU(max_value=6.0, threshold=0.1, negative_slope=0.2))
+    labels = {k.label: k.value for k in kinks}
+    assert labels["0"] == 0.0
+    assert labels["layer.max_value"] == 6.0
+    assert labels["layer.threshold"] == 0.1
+    assert labels["layer.negative_slope"] == 0.2
+    # float32(0.1) is a different number, and a float32 layer compares with it
+    assert labels["float32(layer.threshold)"] == float(np.float32(0.1))
+    assert not any("name" in label or "trainable" in label for label in labels)
+
+
+def test_describe_coordinate_names_the_kink():
+    kinks = config_kinks(Clip(0, 2))
+    assert describe_coordinate(3, 2.0, (5,), kinks, "float32") == "x[0, 3] = 2 = layer.vmax"
+    above = float(np.nextafter(np.float32(2.0), np.float32(3)))
+    assert describe_coordinate(1, above, (5,), kinks, "float32").endswith(
+        "= layer.vmax + 1 ulp (float32)"
+    )
+    assert describe_coordinate(0, 1.999, (5,), kinks, "float32").endswith("= layer.vmax - 0.001")
+    assert describe_coordinate(4, 0.7, (2, 3), kinks, "float32") == "x[0, 1, 1] = 0.7"
+
+
+def test_kink_distances_per_side():
+    kinks = config_kinks(Clip(0, 2))
+    x = np.array([1.0, 2.0])
+    d = np.array([[1.0, 0.0], [0.0, -1.0]])
+    left, right, at = kink_distances(x, d, kinks)
+    np.testing.assert_allclose(left, [1.0, np.inf])
+    np.testing.assert_allclose(right, [1.0, 2.0])
+    assert list(at) == [False, True]
+    mask = near_kink_mask(np.array([2.0005, 1.0, -1e-4]), kinks)
+    assert list(mask) == [True, False, True]
+
+
+# ------------------------------------------------------------------------- strategies
+@settings(max_examples=30, database=None, deadline=None)
+@given(example_specs(6, 4))
+def test_specs_materialize_deterministically(spec):
+    kinks = config_kinks(Clip(0, 2))
+    a = materialize(spec, (2, 3), (2, 3), "float32", kinks, n_random_directions=2, basis=True)
+    b = materialize(spec, (2, 3), (2, 3), "float32", kinks, n_random_directions=2, basis=True)
+    np.testing.assert_array_equal(a.x, b.x)
+    np.testing.assert_array_equal(a.g, b.g)
+    assert a.x.shape == (2, 2, 3) and a.x.dtype == np.float32
+    assert a.directions.shape == (6 + 2, 6) and a.n_basis == 6
+    assert np.allclose(np.max(np.abs(a.directions[6:]), axis=1), 1.0)
+    assert ExampleSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_special_values_land_on_the_kinks():
+    kinks = config_kinks(Clip(0, 2))
+    vmax = next(i for i, k in enumerate(kinks) if k.label == "layer.vmax")
+    exact = materialize(
+        ExampleSpec("exact_kink", 1, 1.0, ((2, vmax),)), (4,), (4,), "float32", kinks,
+        n_random_directions=1, basis=False,
+    )
+    assert exact.x[0, 2] == 2.0 and exact.marks == {2: "layer.vmax"}
+    near = materialize(
+        ExampleSpec("near_kink", 1, 1.0, ((1, vmax, "ulp", 2, -1),)), (4,), (4,), "float32",
+        kinks, n_random_directions=1, basis=False,
+    )
+    assert near.x[0, 1] == np.nextafter(np.nextafter(np.float32(2), 0), 0)
+    assert near.marks[1] == "layer.vmax - 2 ulp (float32)"
+    tie = materialize(
+        ExampleSpec("tie", 1, 1.0, ((0, "neighbours", -1),)), (3, 3), (3, 3), "float32",
+        kinks, n_random_directions=1, basis=False,
+    )
+    assert tie.x[0, 1, 0] == tie.x[0, 0, 0] == tie.x[0, 0, 1]
+
+
+def test_numeric_kink_is_found_on_a_line():
+    layer = L.Dense(3, activation="relu")
+    layer.build((None, 4))
+    fd = make_fd_model(layer, (4,), np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    x0, line = rng.standard_normal(4), rng.standard_normal(4)
+    found = find_numeric_kink(fd.forward, x0, line, 3.0, fd.eps)
+    assert found is not None
+    s, unit = found
+    pre = (x0 + s * line) @ layer.kernel.numpy() + layer.bias.numpy()
+    assert abs(pre[unit]) < 1e-9
+
+
+# ------------------------------------------------------------------------- references
+def test_keras_downcasts_float64_and_the_patch_undoes_it():
+    assert keras_downcasts_float64()  # Keras 3 on torch: float64 matmul runs in float32
+    with true_float64() as ok:
+        assert ok
+        a = keras.ops.convert_to_tensor(np.full((1, 2), 1 + 2**-40))
+        assert keras.ops.matmul(a, keras.ops.transpose(a)).dtype == keras.ops.convert_to_tensor(
+            np.zeros(1)
+        ).dtype
+    assert keras_downcasts_float64()
+
+
+def test_float64_clone_really_computes_in_float64():
+    layer = L.Dense(4, activation="tanh")
+    layer.build((None, 50))
+    fd = make_fd_model(layer, (50,), np.random.default_rng(0))
+    assert fd.clone_ok and fd.dtype == "float64" and fd.eps < 1e-15, fd.note
+    x = np.random.default_rng(1).standard_normal(50)
+    exact = np.tanh(x @ layer.kernel.numpy().astype(np.float64) + layer.bias.numpy())
+    np.testing.assert_allclose(fd.forward(x[None])[0], exact, rtol=1e-13, atol=1e-14)
+
+
+def test_layer_whose_clone_differs_falls_back_and_says_why():
+    class Scale(L.Layer):
+        def __init__(self, factor=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x):
+            return x * self.factor
+
+    layer = Scale()
+    layer.factor = 3.0  # state that get_config() does not carry
+    fd = make_fd_model(layer, (2,), np.random.default_rng(0))
+    assert not fd.clone_ok and fd.dtype == "float32"
+    assert "differs from the layer's" in fd.note
+
+
+def _directional(layer, x, d, g=None):
+    shape = x.shape
+    fd = make_fd_model(layer, shape, np.random.default_rng(0))
+    x = x.reshape(-1).astype(np.float64)
+    d = np.asarray(d, dtype=np.float64).reshape(1, -1)
+    g = np.ones(x.size) if g is None else g
+    kinks = config_kinks(layer)
+    left, right, _ = fd_steps(x, d, kinks, fd.eps)
+    return directional_derivatives(fd, x, g, d, left, right), fd
+
+
+def test_one_sided_derivatives_reveal_the_relu_kink():
+    dd, _ = _directional(L.ReLU(), np.array([0.0, 1.0]), [1.0, 0.0])
+    assert dd.left[0] == pytest.approx(0, abs=1e-12)
+    assert dd.right[0] == pytest.approx(1, abs=1e-12)
+    assert dd.central[0] == pytest.approx(0.5)  # the central estimate hides the kink
+    assert not dd.jump_left[0] and not dd.jump_right[0]
+
+
+def test_jump_is_recognised():
+    dd, _ = _directional(L.ReLU(threshold=1.0), np.array([1.0, 0.5]), [1.0, 0.0])
+    assert dd.jump_right[0] and not dd.jump_left[0]
+    assert dd.jump_size[0] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_compound_kink_range_contains_every_chain_rule_choice():
+    # At x = 0 every unit of a bias-free ReLU Dense layer sits on its kink.
+    layer = L.Dense(3, activation="relu", use_bias=False)
+    layer.build((None, 4))
+    fd = make_fd_model(layer, (4,), np.random.default_rng(0))
+    g = np.array([0.5, -1.0, 2.0])
+    d = np.array([1.0, -0.5, 0.25, 0.8])
+    c = g * (d @ layer.kernel.numpy())  # each unit's contribution when active
+    low, high = kink_slope_range(fd, np.zeros(4), g, d, 0.01, np.random.default_rng(0))
+    assert low == pytest.approx(np.sum(np.minimum(c, 0)), abs=1e-6)
+    assert high == pytest.approx(np.sum(np.maximum(c, 0)), abs=1e-6)
+
+
+def test_autograd_vjp_matches_the_transpose():
+    layer = L.Dense(3)
+    layer.build((None, 4))
+    x = np.ones((1, 4), dtype="float32")
+    g = np.array([[1.0, 2.0, 3.0]], dtype="float32")
+    np.testing.assert_allclose(autograd_vjp(layer, x, g), g @ layer.kernel.numpy().T, rtol=1e-6)
+
+
+# --------------------------------------------------------------------- verdicts, results
+def test_worst_verdict_order():
+    assert worst_verdict(["pass", "boundary", "fail"]) == "fail"
+    assert worst_verdict(["pass", "inconclusive"]) == "inconclusive"
+    assert worst_verdict(["error", "fail"]) == "error"
+    assert worst_verdict(["unjudged"]) == "pass"
+    assert worst_verdict(["skipped"]) == "skipped"
+
+
+def test_jsonable_handles_numpy_and_non_finite():
+    data = jsonable({"a": np.float32(1.5), "b": np.array([1.0, np.nan, np.inf]), "c": (1, 2)})
+    assert data == {"a": 1.5, "b": [1.0, None, None], "c": [1, 2]}
+    check = LayerCheck("pass", "fine.", "l", "Clip", "R", max_abs_error=math.inf)
+    assert json.loads(json.dumps(check.to_dict()))["max_abs_error"] is None
