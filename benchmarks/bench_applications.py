@@ -11,14 +11,19 @@ accepts), prints:
 - ``plain ms``: the same, called without ``torch.no_grad()`` (torch then records a graph);
 - ``autograd ms``: the median time of torch autograd on the same Keras model, measured in the
   same run: forward with ``requires_grad`` input, ``y.backward(g)``, read ``x.grad``;
-- ``ratio``: backward ms / autograd ms (below 1: the backward model is faster);
-- ``rel err``: max |backward - autograd| / max |autograd|.
+- ``ratio``: the median over repeats of (backward time / autograd time) measured back to back
+  (below 1: the backward model is faster); a slow spell on a shared machine then hits both
+  sides of a ratio alike;
+- ``rel err``: max |backward - autograd| / max |autograd|;
+- with ``--keras-call``, ``keras ms``: the same backward graph run as a plain Keras functional
+  model (every rule through ``Layer.__call__``), to show what the backward model's direct rule
+  calls save.
 
 Timings alternate between the two (one backward call, one autograd call, ...) so that both see
 the same machine state.
 
 Run: .venv/bin/python benchmarks/bench_applications.py [--batch 8] [--repeats 7]
-     [--archs ResNet50 MobileNetV2 ...] [--json results.json]
+     [--archs ResNet50 MobileNetV2 ...] [--threads 2] [--json results.json]
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ def build_application(name: str) -> tuple[keras.Model, int]:
     return model, size
 
 
-def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
+def bench(name: str, batch: int, repeats: int, warmup: int = 2, keras_call: bool = False) -> dict:
     keras.utils.set_random_seed(0)
     model, size = build_application(name)
     rng = np.random.default_rng(0)
@@ -85,25 +90,37 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
     def backward_plain():
         return backward([x, g])
 
+    plain_functional = keras.Model(backward.inputs, backward.outputs)
+
+    def backward_keras_call():
+        with torch.no_grad():
+            return plain_functional([x, g], training=False)
+
     expected = autograd()
     got = backward_no_grad()
     rel = float((got - expected).abs().max() / expected.abs().max())
     for _ in range(warmup):
         autograd(), backward_no_grad(), backward_plain()
-    times = {"autograd": [], "no_grad": [], "plain": []}
+    runs = [("autograd", autograd), ("no_grad", backward_no_grad), ("plain", backward_plain)]
+    if keras_call:
+        runs.append(("keras", backward_keras_call))
+        backward_keras_call()
+    times = {key: [] for key, _ in runs}
     for _ in range(repeats):
-        for key, fn in (("autograd", autograd), ("no_grad", backward_no_grad),
-                        ("plain", backward_plain)):
+        for key, fn in runs:
             t0 = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
     med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    ratios = [b / a for b, a in zip(times["no_grad"], times["autograd"], strict=True)]
+    ratios_plain = [b / a for b, a in zip(times["plain"], times["autograd"], strict=True)]
     return {
         "model": name, "input": size, "batch": batch, "build_s": build,
         "layers": len(backward.layers), "backward_ms": med["no_grad"],
         "plain_ms": med["plain"], "autograd_ms": med["autograd"],
-        "ratio": med["no_grad"] / med["autograd"], "ratio_plain": med["plain"] / med["autograd"],
+        "ratio": statistics.median(ratios), "ratio_plain": statistics.median(ratios_plain),
         "rel_err": rel,
+        "keras_ms": 1e3 * statistics.median(times["keras"]) if keras_call else None,
     }
 
 
@@ -112,22 +129,28 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--archs", nargs="*", default=list(ARCHITECTURES))
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--keras-call", action="store_true",
+                        help="also time the backward graph as a plain Keras functional model")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
           f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
     header = (f"{'model':<18}{'input':>6}{'build s':>9}{'layers':>8}{'backward ms':>13}"
-              f"{'autograd ms':>13}{'ratio':>7}{'plain ms':>10}{'ratio':>7}{'rel err':>10}")
+              f"{'autograd ms':>13}{'ratio':>7}{'plain ms':>10}{'ratio':>7}{'rel err':>10}"
+              + (f"{'keras ms':>10}" if args.keras_call else ""))
     print(header)
     results = []
     for name in args.archs:
-        r = bench(name, args.batch, args.repeats)
+        r = bench(name, args.batch, args.repeats, keras_call=args.keras_call)
         results.append(r)
         print(f"{r['model']:<18}{r['input']:>6}{r['build_s']:>9.2f}{r['layers']:>8}"
               f"{r['backward_ms']:>13.1f}{r['autograd_ms']:>13.1f}{r['ratio']:>7.2f}"
-              f"{r['plain_ms']:>10.1f}{r['ratio_plain']:>7.2f}{r['rel_err']:>10.1e}",
-              flush=True)
+              f"{r['plain_ms']:>10.1f}{r['ratio_plain']:>7.2f}{r['rel_err']:>10.1e}"
+              + (f"{r['keras_ms']:>10.1f}" if args.keras_call else ""), flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

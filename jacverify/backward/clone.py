@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
-
 from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
@@ -226,7 +226,7 @@ def clone_to_backward(
     extra_axes = _extra_axes(graph.outputs, grad_outputs)
 
     contributions: dict[int, list] = {}
-    for out, grad in zip(graph.outputs, grad_outputs):
+    for out, grad in zip(graph.outputs, grad_outputs, strict=False):
         contributions.setdefault(id(out), []).append(grad)
 
     for step in reversed(graph.steps):
@@ -252,7 +252,7 @@ def clone_to_backward(
                 f"Rule {type(rule).__name__} of layer '{step.qualified_name}' returned "
                 f"{len(results)} gradients for {len(step.inputs)} inputs."
             )
-        for tensor, grad in zip(step.inputs, results):
+        for tensor, grad in zip(step.inputs, results, strict=False):
             if _is_float(tensor.dtype):
                 contributions.setdefault(id(tensor), []).append(grad)
 
@@ -372,7 +372,7 @@ def _gradient_tensors(graph, gradient):
         names = _gradient_input_names(outputs)
         grad_inputs = [
             keras.Input(shape=tuple(o.shape[1:]), dtype=o.dtype, name=n)
-            for o, n in zip(outputs, names)
+            for o, n in zip(outputs, names, strict=False)
         ]
         return grad_inputs, list(grad_inputs)
     given = list(gradient) if isinstance(gradient, (list, tuple)) else [gradient]
@@ -381,7 +381,7 @@ def _gradient_tensors(graph, gradient):
             f"gradient: got {len(given)} gradient(s) for a model with {len(outputs)} output(s)."
         )
     if all(isinstance(g, keras.KerasTensor) for g in given):
-        for g, o in zip(given, outputs):
+        for g, o in zip(given, outputs, strict=False):
             if tuple(g.shape[len(g.shape) - len(o.shape) + 1 :]) != tuple(o.shape[1:]):
                 raise ValueError(
                     f"gradient input of shape {g.shape} does not end with the output shape "
@@ -390,7 +390,7 @@ def _gradient_tensors(graph, gradient):
         return given, given
     fixed = []
     reference = graph.inputs[0]
-    for g, o in zip(given, outputs):
+    for g, o in zip(given, outputs, strict=False):
         value = np.asarray(ops.convert_to_numpy(g) if not isinstance(g, np.ndarray) else g)
         out_shape = tuple(o.shape[1:])
         if value.shape == out_shape:
@@ -407,7 +407,7 @@ def _gradient_tensors(graph, gradient):
 
 def _extra_axes(outputs, gradients) -> list:
     """The extra Jacobian axes of the upstream gradients (the same for every output)."""
-    for output, grad in zip(outputs, gradients):
+    for output, grad in zip(outputs, gradients, strict=False):
         n_extra = len(grad.shape) - len(output.shape)
         if n_extra > 0:
             extra = list(grad.shape[1 : 1 + n_extra])

@@ -147,19 +147,19 @@ def _walk(functional, tensor_map, steps, path, masks):
         mapped = [tensor_map.get(id(t), t) for t in originals]
         if _is_model(operation):
             inner = _functional_of(operation)
-            inner_map = {id(i): m for i, m in zip(inner.inputs, mapped)}
+            inner_map = {id(i): m for i, m in zip(inner.inputs, mapped, strict=False)}
             _walk(inner, inner_map, steps, path=(*path, operation.name), masks=masks)
-            for outer, inner_out in zip(node.outputs, inner.outputs):
+            for outer, inner_out in zip(node.outputs, inner.outputs, strict=False):
                 tensor_map[id(outer)] = inner_map[id(inner_out)]
             continue
         args, kwargs = node.arguments.convert(
             lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
         )
-        if all(m is o for m, o in zip(mapped, originals)):
+        if all(m is o for m, o in zip(mapped, originals, strict=False)):
             outputs = list(node.outputs)
         else:
             outputs = keras.tree.flatten(operation(*args, **kwargs))
-        for original, new in zip(node.outputs, outputs):
+        for original, new in zip(node.outputs, outputs, strict=False):
             tensor_map[id(original)] = new
         step = _make_step(operation, args, kwargs, outputs, path, masks)
         steps.append(step)
@@ -253,6 +253,6 @@ def _record_output_masks(step: Step, known_masks: dict) -> None:
         return
     if computed is None:
         return
-    for tensor, mask in zip(step.outputs, tree.flatten(computed)):
+    for tensor, mask in zip(step.outputs, tree.flatten(computed), strict=False):
         if mask is not None and keras_backend.get_keras_mask(tensor) is None:
             known_masks[id(tensor)] = mask

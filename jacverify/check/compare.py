@@ -20,18 +20,21 @@ quotients at a tiny step (~1e-9 of Richardson's). A direction is
 
 Tolerance at a direction, with ``eps`` the machine epsilon the rule really computes in::
 
-    tol = c * eps * S  +  C_FD * fd_error  +  allowance
+    tol = c * eps * S  +  C_COND * cond  +  C_FD * fd_error  +  allowance
     S   = sum_i |d_i| (|r_i| + |a_i|) / 2  +  sum_j |g_j| |(J d)_j|
     c   = 8 (1 + sqrt(n_in) + sqrt(n_out))
     U   = 8 * eps * sum_j |g_j| |y_j| * max|d|    (outputs y_j that move along d)
     allowance = min(K_AUTOGRAD * |a - fd| + U / 4, U)
 
 ``S`` is the size of the terms summed in ``g^T J d``: rounding errors scale with it, not with
-the possibly cancelled result. ``U`` covers rules that compute a derivative from values the size
-of the outputs (``1 - tanh(x)^2``, ``s * (g - <g, s>)``) and lose ``eps * |y|`` to cancellation:
-a quarter of it always, all of it when the backend's own autograd, in the same dtype, is as far
-off. ``fd_error`` is scipy's error estimate, floored by the rounding of ``phi`` divided by the
-smallest step.
+the possibly cancelled result. ``cond`` is how much ``<g^T J, d>`` moves when x is perturbed
+by ``2 eps |x|`` (float64 autograd of the clone, two random sign patterns): a float layer
+rounds its intermediate sums like such a perturbation, so a pre-activation of 0.25 summed from
+terms of 1e3 legitimately moves a float32 derivative. ``U`` covers rules that compute a
+derivative from values the size of the outputs (``1 - tanh(x)^2``, ``s * (g - <g, s>)``) and
+lose ``eps * |y|`` to cancellation: a quarter of it always, all of it when the backend's own
+autograd, in the same dtype, is as far off. ``fd_error`` is scipy's error estimate, floored by
+the rounding of ``phi`` divided by the smallest step.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ C_FD = 4.0
 NOISY_RELATIVE = 1e-3
 #: A rule may be this many times as far from finite differences as autograd is (saturation).
 K_AUTOGRAD = 8.0
+#: Multiple of the change of g^T J under a rounding-size perturbation of x that is allowed.
+C_COND = 2.0
 #: Severity order of verdicts (worst first). "unjudged" marks examples nothing was judged on.
 SEVERITY = ("error", "fail", "boundary", "inconclusive", "pass", "skipped", "unjudged")
 VERDICTS = ("pass", "fail", "boundary", "error", "inconclusive", "skipped")
@@ -161,6 +166,7 @@ def judge_directions(
     convention: str = "subgradient",
     widen: Callable[[int], tuple[float, float]] | None = None,
     at_kink: np.ndarray | None = None,
+    sensitivity: np.ndarray | None = None,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
@@ -173,6 +179,9 @@ def judge_directions(
     coordinate sitting on a candidate kink: there the point is judged as a (possibly
     compound) kink even when the one-sided derivatives agree, since kinks of several
     coordinates may cancel along the direction while a rule's choices do not.
+    ``sensitivity`` (flat) is how much each coordinate of ``g^T J`` moves under a rounding-size
+    perturbation of x (see :func:`jacverify.check.references.rounding_sensitivity`); the
+    tolerance grows by ``C_COND`` times its projection on the direction.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
@@ -203,6 +212,12 @@ def judge_directions(
     typical = float(np.median(size)) if size.size else 0.0
     quiet = np.maximum(typical, float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1))
 
+    conditioning = (
+        C_COND * (abs_d @ np.asarray(sensitivity, dtype=np.float64))
+        if sensitivity is not None
+        else np.zeros(d.shape[0])
+    )
+
     judgements = []
     for k in range(d.shape[0]):
         basis_index = k if k < n_basis else None
@@ -210,7 +225,7 @@ def judge_directions(
         a = None if a_dir is None else float(a_dir[k])
         left, right, central = float(fd.left[k]), float(fd.right[k]), float(fd.central[k])
         s = float(size[k])
-        base_tol = c * rule_eps * s
+        base_tol = c * rule_eps * s + float(conditioning[k])
         common = dict(k=k, basis_index=basis_index, rule=r, autograd=a, left=left, right=right)
 
         if fd.jump_left[k] or fd.jump_right[k]:
@@ -231,7 +246,9 @@ def judge_directions(
         )
         q_l, q_r = float(fd.near_left[k]), float(fd.near_right[k])
         near_err_l, near_err_r = float(fd.near_err_left[k]), float(fd.near_err_right[k])
-        margin = base_tol + float(unit[k]) + lr_floor * s
+        # Finite-difference evidence of a kink is weighed without the rounding sensitivity:
+        # at a kink, rounding moves the derivative by the jump itself.
+        margin = base_tol - float(conditioning[k]) + float(unit[k]) + lr_floor * s
         noisy_above = NOISY_RELATIVE * (s + max(abs(left), abs(right)) + quiet[k]) + unit[k]
         values = (left, right, q_l, q_r)
         if not all(math.isfinite(v) for v in values):
@@ -283,11 +300,22 @@ def judge_directions(
                 lo, hi = min(left, right), max(left, right)
                 fd_err = max(err_l, err_r)
             else:
-                candidates = [*values] + ([central] if math.isfinite(central) else [])
+                # Both sides' tiny-step slopes, and the slope past the kink where it was
+                # measured; else Richardson's estimate, which sees it mixed with the near
+                # side's (its error estimate shows how much).
+                candidates, errors = [q_l, q_r], [near_err_l, near_err_r]
+                for f_val, f_err, rich, rich_err in (
+                    (fd.far_left[k], fd.far_err_left[k], left, err_l),
+                    (fd.far_right[k], fd.far_err_right[k], right, err_r),
+                ):
+                    if math.isfinite(f_val) and math.isfinite(f_err):
+                        candidates.append(float(f_val))
+                        errors.append(float(f_err))
+                    else:
+                        candidates.append(rich)
+                        errors.append(rich_err)
                 lo, hi = min(candidates), max(candidates)
-                # The far side's slope is only seen mixed with the near side's (Richardson's
-                # error estimate shows how much): allow for it.
-                fd_err = max(near_err_l, near_err_r, err_l, err_r)
+                fd_err = max(errors)
             if convention == "autograd" and a is not None:
                 tol = base_tol + 1e-300
                 error = abs(r - a)

@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import torch
 
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
 from jacverify.check.compare import (
@@ -51,6 +52,7 @@ from jacverify.check.references import (
     fd_steps,
     kink_slope_range,
     make_fd_model,
+    rounding_sensitivity,
 )
 from jacverify.check.results import Counterexample, LayerCheck, ReferenceInfo, Replay
 from jacverify.check.runner import search
@@ -58,6 +60,8 @@ from jacverify.check.strategies import KINDS, Example, ExampleSpec, example_spec
 
 #: Inputs with at most this many values get the full Jacobian (basis directions).
 MAX_FULL_JACOBIAN = 64
+#: A check where fewer examples than this fraction could be judged is inconclusive.
+MIN_JUDGED_FRACTION = 0.2
 #: Classes whose input is not floating point (indices, strings): their rules are skipped.
 _NON_FLOAT_INPUT_CLASSES = frozenset(
     {"Embedding", "IntegerLookup", "StringLookup", "Hashing", "CategoryEncoding",
@@ -286,6 +290,12 @@ class _Evaluator:
                 rule_output=rule_out, autograd_output=autograd,
             )
         a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
+        sensitivity = None
+        if autograd is not None:
+            sensitivity = rounding_sensitivity(
+                self.fd, x0, g0, self.rule_eps, np.random.default_rng([example.spec.seed, 5]),
+                forward_rounding=self.forward(x[:1])[0] - directional.output,
+            )
 
         def widen(k: int) -> tuple[float, float]:
             half = 0.25 * float(min(step_left[k], step_right[k]))
@@ -296,7 +306,7 @@ class _Evaluator:
             rule_out64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
             directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
             near_mask=near_kink_mask(x0, self.kinks), convention=self.convention,
-            widen=widen, at_kink=at_kink,
+            widen=widen, at_kink=at_kink, sensitivity=sensitivity,
         )
         fd_vjp = None
         if example.n_basis:
@@ -312,6 +322,12 @@ class _Evaluator:
         )
         outcome.message = self.describe(outcome)
         return outcome
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's own output (its dtype), flat rows as float64."""
+        with torch.no_grad():
+            y = keras.ops.convert_to_numpy(self.layer(x))
+        return np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
 
     def batch_mixing(self, example: Example, rule_out: np.ndarray) -> str | None:
         """Call the rule on the batch in reverse order: each example's result must not
@@ -504,6 +520,46 @@ class _Evaluator:
             companion_input=example.x[1:],
             replay=replay,
         )
+
+
+def _failure_reason(verdict: str, outcome: ExampleOutcome) -> str:
+    """One sentence for a failed check, from its (shrunk) worst example."""
+    message = outcome.message
+    if verdict == "error":
+        return message[:1].upper() + message[1:] + "."
+    if verdict == "fail" and outcome.worst is None:
+        return f"The rule is wrong: {message}."
+    if verdict == "fail" and outcome.worst.location == "kink":
+        return f"The rule is wrong away from the kinks: {message}."
+    if verdict == "fail":
+        return f"The rule is wrong at a smooth point: {message}."
+    if verdict == "boundary":
+        return f"The rule is wrong only at or next to kinks: {message}."
+    return f"The references disagree or are too noisy to judge: {message}."
+
+
+def _pass_reason(
+    n_judged: int,
+    locations: Counter,
+    ratio: float | None,
+    fd_dtype: str,
+    autograd: bool,
+    convention: str,
+) -> str:
+    """One sentence for a passed check."""
+    n_kink = locations.get("kink", 0)
+    text = f"The rule matches finite differences ({fd_dtype})"
+    text += " and autograd" if autograd else ""
+    text += f" at {n_judged} examples"
+    if n_kink and convention == "subgradient":
+        text += f", and lies between the one-sided derivatives at {n_kink} kink directions"
+    elif n_kink:
+        text += f", and matches autograd at {n_kink} kink directions"
+    if locations.get("jump"):
+        text += f"; {locations['jump']} directions crossing jumps were not judged"
+    if ratio is not None:
+        text += f"; worst error is {ratio:.2g} of the tolerance"
+    return text + "."
 
 
 def _skipped(layer, rule_class, reason: str, start: float, **kwargs) -> LayerCheck:
@@ -773,58 +829,29 @@ def check_layer(
             error_to_tolerance=worst_ratio.ratio,
         )
 
-    verdicts = [o.verdict for o in outcomes]
-    verdict = worst_verdict(verdicts)
-    n_judged = sum(1 for o in outcomes if o.judgements and o.worst is not None)
+    verdict = worst_verdict([o.verdict for o in outcomes])
+    n_judged = sum(1 for o in outcomes if o.worst is not None)
     counterexample = None
     if found.minimal is not None and verdict in ("error", "fail", "boundary", "inconclusive"):
         counterexample = evaluator.counterexample(
             found.minimal, found.minimal_spec, seed, found.reproduce_failure
         )
-        message = found.minimal.message
-    else:
-        message = ""
-    if verdict == "pass" and n_judged == 0 and "error" not in verdicts:
+        reason = _failure_reason(verdict, found.minimal)
+    elif verdict == "pass" and n_judged < MIN_JUDGED_FRACTION * max(1, len(outcomes)):
         verdict = "inconclusive"
+        where = ", ".join(f"{n} {loc}" for loc, n in locations.items())
         reason = (
-            "no example could be judged: " + ", ".join(
-                f"{n} {loc} directions" for loc, n in locations.items()
-            )
+            f"Only {n_judged} of {len(outcomes)} examples could be judged (directions: "
+            f"{where}): too few to call the rule right."
         )
-    elif verdict == "error":
-        reason = message[:1].upper() + message[1:] + "."
-    elif verdict == "fail" and found.minimal is not None and found.minimal.worst is None:
-        reason = f"The rule is wrong: {message}."
-    elif verdict == "fail" and found.minimal.worst.location == "kink":
-        reason = f"The rule is wrong away from the kinks: {message}."
-    elif verdict == "fail":
-        reason = f"The rule is wrong at a smooth point: {message}."
-    elif verdict == "boundary":
-        reason = f"The rule is wrong only at or next to kinks: {message}."
-    elif verdict == "inconclusive":
-        reason = f"The references disagree or are too noisy to judge: {message}."
     else:
-        n_kink = locations.get("kink", 0)
-        reason = (
-            f"The rule matches finite differences ({fd.dtype})"
-            + (" and autograd" if reference.autograd else "")
-            + f" at {n_judged} examples"
-            + (
-                f", and lies between the one-sided derivatives at {n_kink} kink directions"
-                if n_kink and convention == "subgradient"
-                else (f", and matches autograd at {n_kink} kink directions" if n_kink else "")
-            )
-            + (f"; {locations['jump']} directions crossing jumps were not judged"
-               if locations.get("jump") else "")
-            + (f"; worst error is {stats['error_to_tolerance']:.2g} of the tolerance"
-               if stats else "")
-            + "."
+        reason = _pass_reason(
+            n_judged, locations, stats.get("error_to_tolerance"), fd.dtype,
+            reference.autograd, convention,
         )
-        unjudged = sum(1 for o in outcomes if o.verdict == "unjudged")
-        if unjudged:
-            notes.append(f"{unjudged} examples could not be judged (jumps, noise)")
-    if not fd.clone_ok:
-        notes.append(fd.note)
+    unjudged = len(outcomes) - n_judged
+    if unjudged and verdict == "pass":
+        notes.append(f"{unjudged} examples could not be judged (jumps, noise)")
     return LayerCheck(
         verdict=verdict,
         reason=reason,

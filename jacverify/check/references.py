@@ -142,6 +142,70 @@ class FDModel:
     note: str  # why the clone was not used, or "" when it was
     input_shape: tuple
     eps: float  # machine epsilon of ``dtype``
+    #: ``vjp(rows, gs)``: g^T J at each flat float64 row, by autograd of the same function
+    #: (None when unavailable); used to measure how much a derivative moves under rounding.
+    vjp: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def _vjp_of(layer, input_shape, float64: bool):
+    def vjp(rows: np.ndarray, gs: np.ndarray) -> np.ndarray:
+        dtype = torch.float64 if float64 else None
+        x_t = torch.tensor(np.array(rows).reshape(-1, *input_shape), dtype=dtype)
+        x_t.requires_grad_(True)
+        context = true_float64() if float64 else contextlib.nullcontext()
+        with context:
+            y = layer(x_t)
+            if not isinstance(y, torch.Tensor) or not y.requires_grad:
+                return np.zeros(np.shape(rows))
+            (grad,) = torch.autograd.grad(
+                y, x_t, torch.as_tensor(np.array(gs).reshape(y.shape), dtype=y.dtype),
+                allow_unused=True,
+            )
+        if grad is None:
+            return np.zeros(np.shape(rows))
+        return grad.detach().cpu().numpy().reshape(np.shape(rows)).astype(np.float64)
+
+    return vjp
+
+
+def rounding_sensitivity(
+    fd: FDModel,
+    x: np.ndarray,
+    g: np.ndarray,
+    eps: float,
+    rng: np.random.Generator,
+    forward_rounding: np.ndarray,
+) -> np.ndarray | None:
+    """How much ``g^T J`` moves, coordinate by coordinate, under a perturbation of ``x`` that
+    moves the outputs as much as the layer's own rounding does.
+
+    ``forward_rounding`` is the layer's output minus the float64 clone's at ``x``. A layer that
+    rounds its intermediate sums (a Dense pre-activation of 0.25 summed from terms of 1e3)
+    behaves like the float64 one at a slightly perturbed input; where ``g^T J`` is sensitive
+    to that, a float32 rule and float32 autograd are legitimately off by as much. The
+    perturbation is ``2 eps |x|`` with random signs (two patterns, the larger change), scaled
+    down to the observed output rounding: a layer computing exactly in its dtype (clip, relu)
+    gets none, so its kinks stay sharp.
+    """
+    if fd.vjp is None:
+        return None
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    observed = float(np.linalg.norm(np.asarray(forward_rounding, dtype=np.float64)))
+    if not observed > 0.0 or not math.isfinite(observed):
+        return np.zeros(x.size)
+    signs = rng.choice([-1.0, 1.0], size=(2, x.size))
+    bases = x[None, :] + 2 * eps * np.abs(x)[None, :] * signs
+    moved = fd.forward(np.concatenate([x[None, :], bases]))
+    shift = float(np.max(np.linalg.norm(moved[1:] - moved[:1], axis=1)))
+    scale = 1.0 if shift == 0.0 else min(1.0, observed / shift)
+    rows = np.concatenate([x[None, :], x[None, :] + scale * (bases - x[None, :])])
+    gs = np.broadcast_to(np.asarray(g, dtype=np.float64).reshape(1, -1), (3, np.size(g)))
+    try:
+        v = fd.vjp(rows, gs)
+    except Exception:  # noqa: BLE001 - the layer's autograd may not exist
+        return None
+    change = np.max(np.abs(v[1:] - v[:1]), axis=0)
+    return np.where(np.isfinite(change), change, 0.0)
 
 
 def _batched(fn, input_shape, max_rows, float64: bool = False):
@@ -183,6 +247,7 @@ def make_fd_model(
             note=note,
             input_shape=input_shape,
             eps=fallback_eps,
+            vjp=None,
         )
 
     try:
@@ -230,6 +295,7 @@ def make_fd_model(
             ),
             input_shape=input_shape,
             eps=max(precision, fallback_eps),
+            vjp=_vjp_of(clone, input_shape, float64=True),
         )
     return FDModel(
         forward=forward,
@@ -238,6 +304,7 @@ def make_fd_model(
         note="",
         input_shape=input_shape,
         eps=eps64,
+        vjp=_vjp_of(clone, input_shape, float64=True),
     )
 
 
@@ -301,6 +368,10 @@ class Directional:
     near_right: np.ndarray
     near_err_left: np.ndarray
     near_err_right: np.ndarray
+    far_left: np.ndarray  # slope past a kink closer than Richardson's steps (nan if none)
+    far_right: np.ndarray
+    far_err_left: np.ndarray
+    far_err_right: np.ndarray
 
 
 def fd_steps(
@@ -421,42 +492,54 @@ def directional_derivatives(
     near_left, near_err_left = tiny_quotients(phis[:, :n_l], t_left)
     near_right, near_err_right = tiny_quotients(phis[:, n_l : 2 * n_l], t_right)
 
-    def phi(t, index):
-        t, index = np.broadcast_arrays(t, index)
-        shape = t.shape
-        flat_t = t.reshape(-1)
-        flat_k = np.rint(index.reshape(-1)).astype(np.int64)
-        batch = x[None, :] + flat_t[:, None] * d[flat_k]
-        # Differences from f(x): scipy's stencil weights do not sum to exactly 0, so a large
-        # phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h.
-        return ((fd.forward(batch) - y0[None, :]) @ g).reshape(shape)
-
-    index = np.broadcast_to(np.arange(k, dtype=np.float64)[None, :], (3, k))
-    initial = np.stack([step_left, step_c, step_right])
-    directions_ = np.array([-1, 0, 1])[:, None] * np.ones((1, k), dtype=int)
+    initial = np.stack([step_left, step_c, step_right])  # (3, k)
+    sides = np.repeat(np.array([-1, 0, 1]), k)
+    rows_k = np.tile(np.arange(k), 3)
     scale = float(np.median(abs_scale)) if k else 1.0
-    with np.errstate(all="ignore"):
-        res = derivative(
-            phi,
-            np.zeros((3, k)),
-            args=(index,),
-            step_direction=directions_,
-            initial_step=initial,
-            order=FD_ORDER,
-            maxiter=FD_MAXITER,
-            step_factor=FD_STEP_FACTOR,
-            tolerances={
-                "atol": max(1e-3 * math.sqrt(fd.eps) * scale, 1e-300),
-                "rtol": 1e-2 * math.sqrt(fd.eps),
-            },
-        )
-    df = np.asarray(res.df, dtype=np.float64)
-    err = np.asarray(res.error, dtype=np.float64)
-    err = np.where(np.isfinite(err), err, np.inf)
+    df, err, nit = _richardson(
+        fd, np.broadcast_to(x, (3 * k, x.size)), d[rows_k], g,
+        np.broadcast_to(y0, (3 * k, y0.size)), initial.reshape(-1), sides, scale,
+    )
+    df, err, nit = df.reshape(3, k), err.reshape(3, k), nit.reshape(3, k)
     # Rounding of phi divided by the smallest step used: a floor under scipy's estimate,
     # which only compares successive extrapolations.
-    smallest = initial / FD_STEP_FACTOR ** np.maximum(np.asarray(res.nit) - 1, 0)
+    smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
     err = np.maximum(err, 4 * rounding_moving[None, :] / smallest + resolution[None, :])
+
+    # Where Richardson's one-sided estimate disagrees with the tiny-step quotient, a kink lies
+    # inside its steps: the largest ladder step whose quotient still disagrees bounds its
+    # distance; the slope beyond it is measured from a point past it.
+    far = np.full((2, k), np.nan)
+    far_err = np.full((2, k), np.nan)
+    ladder_t = (t_left, t_right)
+    ladder_phi = (phis[:, :n_l], phis[:, n_l : 2 * n_l])
+    near_q = (near_left, near_right)
+    near_e = (near_err_left, near_err_right)
+    wanted = []
+    for side_i, (sign, f_row) in enumerate(((-1, 0), (1, 2))):
+        off = np.abs(df[f_row] - near_q[side_i]) > near_e[side_i] + err[f_row]
+        quotients = ladder_phi[side_i] / ladder_t[side_i]  # (k, L)
+        bad = np.abs(quotients - near_q[side_i][:, None]) > 4 * near_e[side_i][:, None] + (
+            1e-9 * (np.abs(near_q[side_i]) + abs_scale)
+        )[:, None]
+        for kk in np.flatnonzero(off):
+            bad_m = np.flatnonzero(bad[kk])
+            if bad_m.size:
+                h_kink = float(np.abs(ladder_t[side_i][kk, bad_m.max()]))
+                wanted.append((side_i, int(kk), sign, h_kink))
+    if wanted:
+        side_idx = np.array([w[0] for w in wanted])
+        kk_idx = np.array([w[1] for w in wanted])
+        signs = np.array([w[2] for w in wanted], dtype=np.float64)
+        h_k = np.array([w[3] for w in wanted])
+        bases = x[None, :] + (2 * signs * h_k)[:, None] * d[kk_idx]
+        y_bases = fd.forward(bases)
+        f_df, f_err, _ = _richardson(
+            fd, bases, d[kk_idx], g, y_bases, h_k / 2, signs.astype(int), scale
+        )
+        far[side_idx, kk_idx] = f_df
+        far_err[side_idx, kk_idx] = np.maximum(f_err, 8 * rounding_moving[kk_idx] / (h_k / 64))
+
     return Directional(
         left=df[0],
         right=df[2],
@@ -476,7 +559,58 @@ def directional_derivatives(
         near_right=near_right,
         near_err_left=near_err_left,
         near_err_right=near_err_right,
+        far_left=far[0],
+        far_right=far[1],
+        far_err_left=far_err[0],
+        far_err_right=far_err[1],
     )
+
+
+def _richardson(
+    fd: FDModel,
+    bases: np.ndarray,
+    directions: np.ndarray,
+    g: np.ndarray,
+    y_bases: np.ndarray,
+    initial: np.ndarray,
+    step_direction: np.ndarray,
+    scale: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Derivatives at 0 of ``t -> <g, f(bases[i] + t directions[i]) - y_bases[i]>`` for every
+    row i, one-sided (``step_direction`` -1 / +1) or central (0), by
+    ``scipy.differentiate.derivative``; every iteration is one batched forward call.
+    Returns ``(df, error, nit)``."""
+    m = bases.shape[0]
+
+    def phi(t, index):
+        t, index = np.broadcast_arrays(t, index)
+        shape = t.shape
+        flat_t = t.reshape(-1)
+        flat_i = np.rint(index.reshape(-1)).astype(np.int64)
+        batch = bases[flat_i] + flat_t[:, None] * directions[flat_i]
+        # Differences from f(base): scipy's stencil weights do not sum to exactly 0, so a
+        # large phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h.
+        return ((fd.forward(batch) - y_bases[flat_i]) @ g).reshape(shape)
+
+    with np.errstate(all="ignore"):
+        res = derivative(
+            phi,
+            np.zeros(m),
+            args=(np.arange(m, dtype=np.float64),),
+            step_direction=np.asarray(step_direction, dtype=int),
+            initial_step=np.asarray(initial, dtype=np.float64),
+            order=FD_ORDER,
+            maxiter=FD_MAXITER,
+            step_factor=FD_STEP_FACTOR,
+            tolerances={
+                "atol": max(1e-3 * math.sqrt(fd.eps) * scale, 1e-300),
+                "rtol": 1e-2 * math.sqrt(fd.eps),
+            },
+        )
+    df = np.asarray(res.df, dtype=np.float64).reshape(m)
+    err = np.asarray(res.error, dtype=np.float64).reshape(m)
+    err = np.where(np.isfinite(err), err, np.inf)
+    return df, err, np.asarray(res.nit).reshape(m)
 
 
 #: Points of the grid scanned along a shifted line to split a compound kink.

@@ -124,7 +124,8 @@ class Counterexample:
     def summary(self) -> str:
         lines = [f"counterexample ({self.kind}): {self.message}"]
         if self.kink:
-            lines.append(f"  on the kink: {self.kink}")
+            where = "next to the kink" if self.location == "next to a kink" else "the kink"
+            lines.append(f"  {where}: {self.kink}")
         for c in self.worst_coordinates[:5]:
             lines.append(
                 f"  {c['label']}: rule {_g(c['rule'], 6)}, {self.reference_name} "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-
 import torch
 
 from jacverify import clone_to_backward
@@ -26,10 +25,11 @@ def model_autograd_vjp(model, xs, gs):
     ys = _as_list(model(xs_t if isinstance(xs, (list, tuple)) else xs_t[0]))
     leaves = [t for t in xs_t if t.requires_grad]
     grads = torch.autograd.grad(
-        ys, leaves, [torch.tensor(np.asarray(g), dtype=y.dtype) for g, y in zip(_as_list(gs), ys)],
+        ys, leaves,
+        [torch.tensor(np.asarray(g), dtype=y.dtype) for g, y in zip(_as_list(gs), ys, strict=True)],
         allow_unused=True,
     )
-    by_id = {id(t): g for t, g in zip(leaves, grads)}
+    by_id = {id(t): g for t, g in zip(leaves, grads, strict=False)}
     result = []
     for t in xs_t:
         g = by_id.get(id(t))
@@ -40,7 +40,7 @@ def model_autograd_vjp(model, xs, gs):
 def functional(fn, shapes, dtype="float32", input_dtypes=None):
     """``keras.Model(inputs, fn(*inputs))`` for inputs of the given per-example shapes."""
     input_dtypes = input_dtypes or [dtype] * len(shapes)
-    inputs = [keras.Input(s, dtype=d) for s, d in zip(shapes, input_dtypes)]
+    inputs = [keras.Input(s, dtype=d) for s, d in zip(shapes, input_dtypes, strict=False)]
     return keras.Model(inputs if len(inputs) > 1 else inputs[0], fn(*inputs))
 
 
@@ -88,14 +88,14 @@ def assert_model_matches_autograd(model, xs=None, *, mapping=None, rtol=1e-4, at
         for k in range(flat.shape[1]):
             expected = model_autograd_vjp(model, xs if len(xs) > 1 else xs[0], [flat[:, k]])
             rows = [keras.ops.convert_to_numpy(a).reshape(batch, -1, *e.shape[1:])[:, k]
-                    for a, e in zip(got, expected)]
+                    for a, e in zip(got, expected, strict=False)]
             _compare(rows, expected, xs, rtol, atol, f" (row {k})")
     return backward
 
 
 def _compare(got, expected, xs, rtol, atol, what):
     assert len(got) == len(expected), f"{len(got)} gradients for {len(expected)} inputs"
-    for i, (a, e) in enumerate(zip(got, expected)):
+    for i, (a, e) in enumerate(zip(got, expected, strict=False)):
         a = keras.ops.convert_to_numpy(a)
         if "float" not in str(np.asarray(xs[i]).dtype):
             continue

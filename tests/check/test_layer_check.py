@@ -153,8 +153,9 @@ def test_plus_constant_rule_passes():
         (lambda: L.LeakyReLU(), (6,)),
         (lambda: L.Activation("tanh"), (6,)),
         (lambda: L.Activation("softplus"), (6,)),
+        (lambda: L.MaxPooling2D(2), (4, 4, 2)),
     ],
-    ids=["dense_relu", "relu", "relu6", "leaky_relu", "tanh", "softplus"],
+    ids=["dense_relu", "relu", "relu6", "leaky_relu", "tanh", "softplus", "max_pool_ties"],
 )
 def test_native_rules_pass(make_layer, shape):
     layer = make_layer()
@@ -162,6 +163,7 @@ def test_native_rules_pass(make_layer, shape):
     check = check_layer(layer, input_shape=shape, seed=0, examples=EXAMPLES)
     assert check.verdict == "pass", check.summary()
     assert check.examples_by_kind["saturation"] > 0  # large |x| was tried
+    assert check.examples_by_kind["tie"] > 0
 
 
 def test_relu_with_threshold_jumps_and_does_not_fail():

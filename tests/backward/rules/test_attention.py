@@ -117,7 +117,8 @@ MODELS = {
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_attention_rules_match_autograd(name, tmp_path):
     model = MODELS[name]()
-    save = tmp_path / "b.keras" if name in {"mha_gate", "gqa", "attention_masks"} else None
+    saved = {"mha_gate", "gqa", "attention_masks", "mha_key_and_attention_mask"}
+    save = tmp_path / "b.keras" if name in saved else None
     assert_model_matches_autograd(model, _inputs(model), save_to=save)
 
 

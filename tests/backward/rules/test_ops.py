@@ -19,11 +19,11 @@ from tests.backward.model_reference import (
 
 registered_rules()
 
+from keras.src.ops import numpy as knp  # noqa: E402
+
 from jacverify.backward.rules.ops._base import BackwardOperation  # noqa: E402
 from jacverify.backward.rules.ops.arithmetic import BackwardSubtractOp  # noqa: E402
 from jacverify.backward.rules.ops.linalg import expand_ellipsis  # noqa: E402
-
-from keras.src.ops import numpy as knp  # noqa: E402
 
 W = np.arange(8, dtype="float64").reshape(4, 2) / 7.0 - 0.5
 

@@ -174,7 +174,8 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
             add(self._key, g_key)
         else:
             add(self._value, g_key)
-        results = [ops.zeros_like(x) if r is None else r for r, x in zip(results, inputs)]
+        results = [ops.zeros_like(x) if r is None else r
+                   for r, x in zip(results, inputs, strict=True)]
         return results if _is_multi(self.input_dim_wo_batch) else results[0]
 
 

@@ -96,7 +96,8 @@ def reduce_to_shape(gradient, dims_wo_batch):
             f"an operand of shape (batch, *{dims}) broadcast to (batch, *{out}): broadcasting "
             "across the batch axis is not supported."
         )
-    axes = tuple(1 + i for i, (d, o) in enumerate(zip(dims, out)) if d == 1 and o != 1)
+    pairs = enumerate(zip(dims, out, strict=True))
+    axes = tuple(1 + i for i, (d, o) in pairs if d == 1 and o != 1)
     if axes:
         gradient = ops.sum(gradient, axis=axes, keepdims=True)
     return gradient

@@ -54,7 +54,7 @@ class _BackwardBinary(BackwardOperation):
             values = [self.operand(v, inputs, dtype) for v in self._operands]
         partials = self._partials(values[0], values[1], gradient)
         results = [None] * len(dims)
-        for operand, partial in zip(self._operands, partials):
+        for operand, partial in zip(self._operands, partials, strict=False):
             if not is_input(operand):
                 continue
             i = input_index(operand)

@@ -44,7 +44,7 @@ class BackwardConcatenateOp(_BackwardJoin):
         cuts = list(np.cumsum(sizes)[:-1])
         pieces = ops.split(gradient, cuts, axis=self._axis) if cuts else [gradient]
         results = [None] * len(dims)
-        for item, piece in zip(self._items, pieces):
+        for item, piece in zip(self._items, pieces, strict=False):
             if is_input(item):
                 i = input_index(item)
                 results[i] = piece if results[i] is None else results[i] + piece
@@ -64,7 +64,7 @@ class BackwardStackOp(_BackwardJoin):
         n = len(self._items)
         pieces = ops.split(gradient, n, axis=self._axis) if n > 1 else [gradient]
         results = [None] * len(self._input_dims())
-        for item, piece in zip(self._items, pieces):
+        for item, piece in zip(self._items, pieces, strict=False):
             if is_input(item):
                 i = input_index(item)
                 piece = ops.squeeze(piece, axis=self._axis)

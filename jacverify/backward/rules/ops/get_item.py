@@ -59,7 +59,7 @@ class BackwardGetItemOp(BackwardOperation):
         if squeeze:
             gradient = ops.squeeze(gradient, axis=tuple(squeeze))
         # Put back each input axis: integer-indexed axes, and the unselected positions.
-        for axis, (n, entry) in enumerate(zip([None, *dims], self._per_axis)):
+        for axis, (n, entry) in enumerate(zip([None, *dims], self._per_axis, strict=False)):
             if isinstance(entry, int):
                 gradient = ops.expand_dims(gradient, axis)
                 start = entry % n

@@ -28,10 +28,11 @@ def expand_ellipsis(subscripts: str, ranks: list) -> tuple[list, str]:
         raise ValueError(f"einsum '{subscripts}' has {len(terms)} operands, got {len(ranks)}.")
     used = set(subscripts) - set(".,->")
     free = [c for c in string.ascii_letters if c not in used]
-    n_ell = max((r - (len(t) - 3) for t, r in zip(terms, ranks) if "..." in t), default=0)
+    pairs = zip(terms, ranks, strict=True)
+    n_ell = max((r - (len(t) - 3) for t, r in pairs if "..." in t), default=0)
     ell = "".join(free[:n_ell])
     expanded = []
-    for term, rank in zip(terms, ranks):
+    for term, rank in zip(terms, ranks, strict=False):
         if "..." in term:
             k = rank - (len(term) - 3)
             term = term.replace("...", ell[n_ell - k :] if k else "")
@@ -105,7 +106,7 @@ class BackwardEinsumOp(_BackwardContraction):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self._terms, self._out = expand_ellipsis(layer.subscripts, self._ranks())
-        for v, term in zip(self._operands, self._terms):
+        for v, term in zip(self._operands, self._terms, strict=False):
             if is_input(v) and (not self._out or term[0] != self._out[0]):
                 raise ValueError(
                     f"{type(self).__name__}: einsum '{layer.subscripts}' does not keep the "

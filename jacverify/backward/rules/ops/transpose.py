@@ -66,6 +66,6 @@ class BackwardMoveaxisOp(_BackwardPermutation):
         source = [int(s) % rank for s in self.layer.source]
         destination = [int(d) % rank for d in self.layer.destination]
         order = [n for n in range(rank) if n not in source]
-        for dest, src in sorted(zip(destination, source)):
+        for dest, src in sorted(zip(destination, source, strict=False)):
             order.insert(dest, src)
         return order

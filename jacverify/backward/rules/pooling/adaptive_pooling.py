@@ -118,7 +118,7 @@ class BackwardAdaptiveMaxPooling(_AdaptiveBase, BackwardNonLinearLayer):
             valid = np.multiply.outer(valid, v)
         valid_shape = [1] * len(win.shape)
         win_axes = [k for k, c in enumerate(win_str) if c not in "ac"]
-        for k, size in zip(win_axes, _interleave(outs, valids)):
+        for k, size in zip(win_axes, _interleave(outs, valids), strict=False):
             valid_shape[k] = size
         valid_t = ops.convert_to_tensor(valid.reshape(valid_shape))
         win = ops.where(valid_t, win, ops.convert_to_tensor(-np.inf, dtype=dtype))

@@ -57,7 +57,7 @@ def interpolation_matrix(n_in: int, n_out: int, interpolation: str,
                 weights.append(max(0.0, 1.0 - abs(x)) if interpolation == "bilinear"
                                else _cubic(x, -0.5))
             total = sum(weights)
-            for j, w in zip(range(lo, hi), weights):
+            for j, w in zip(range(lo, hi), weights, strict=False):
                 matrix[d, j] += w / total if total != 0.0 else 0.0
         return matrix
     for d in range(n_out):
