@@ -18,7 +18,8 @@ Calling convention (the checker relies on nothing else):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 from keras import ops

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 ENTRY_POINT_GROUP = "jacverify.rules"
 _NATIVE_PACKAGE = "jacverify.backward.rules"

@@ -1,4 +1,4 @@
-"""The first tutorial (the seed tutorial with its imports renamed) runs, and its numbers are right."""
+"""The first tutorial (the seed tutorial, imports renamed) runs, and its numbers are right."""
 
 import re
 from pathlib import Path
