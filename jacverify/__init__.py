@@ -17,6 +17,12 @@ from jacverify.backward.registry import (  # noqa: E402
     registered_rules,
     unregister_backward,
 )
+from jacverify.check import (  # noqa: E402
+    Counterexample,
+    LayerCheck,
+    ModelCheck,
+    check_layer,
+)
 
 __version__ = "0.1.0"
 
@@ -24,7 +30,11 @@ __all__ = [
     "BackwardLayer",
     "BackwardLinearLayer",
     "BackwardNonLinearLayer",
+    "Counterexample",
+    "LayerCheck",
     "MissingBackwardRuleError",
+    "ModelCheck",
+    "check_layer",
     "clone_to_backward",
     "get_backward_rule",
     "register_backward",

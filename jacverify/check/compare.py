@@ -23,18 +23,21 @@ Tolerance at a direction, with ``eps`` the machine epsilon the rule really compu
     tol = c * eps * S  +  C_COND * cond  +  C_FD * fd_error  +  allowance
     S   = sum_i |d_i| (|r_i| + |a_i|) / 2  +  sum_j |g_j| |(J d)_j|
     c   = 8 (1 + sqrt(n_in) + sqrt(n_out))
-    U   = 8 * eps * sum_j |g_j| |y_j| * max|d|    (outputs y_j that move along d)
+    U   = 8 * eps * (sum_j |g_j| |y_j| * max|d|  +  median_k S_k)   (y_j moving along d)
     allowance = min(K_AUTOGRAD * |a - fd| + U / 4, U)
 
 ``S`` is the size of the terms summed in ``g^T J d``: rounding errors scale with it, not with
 the possibly cancelled result. ``cond`` is how much ``<g^T J, d>`` moves when x is perturbed
-by ``2 eps |x|`` (float64 autograd of the clone, two random sign patterns): a float layer
-rounds its intermediate sums like such a perturbation, so a pre-activation of 0.25 summed from
-terms of 1e3 legitimately moves a float32 derivative. ``U`` covers rules that compute a
-derivative from values the size of the outputs (``1 - tanh(x)^2``, ``s * (g - <g, s>)``) and
-lose ``eps * |y|`` to cancellation: a quarter of it always, all of it when the backend's own
-autograd, in the same dtype, is as far off. ``fd_error`` is scipy's error estimate, floored by
-the rounding of ``phi`` divided by the smallest step.
+by ``2 eps |x|`` with random signs, scaled to move the outputs about as much as the layer's own
+rounding does (float64 autograd of the clone): a float layer rounds its intermediate sums like
+such a perturbation, so a pre-activation of 0.25 summed from terms of 1e3, or a ReLU unit the
+float32 layer sees on the other side of its kink, legitimately moves a float32 derivative,
+while an exact layer (clip, relu) gets no allowance and keeps sharp kinks. ``U`` covers rules
+that compute a derivative from values the size of the outputs (``1 - tanh(x)^2``,
+``s * (g - <g, s>)``) and lose ``eps * |y|`` to cancellation, and tiny derivatives computed from
+intermediates of the usual size (the example's median S): a quarter of it always, all of it
+when the backend's own autograd, in the same dtype, is as far off. ``fd_error`` is scipy's
+error estimate, floored by the rounding of ``phi`` divided by the smallest step.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ def judge_directions(
     fd_eps: float,
     near_mask: np.ndarray,
     convention: str = "subgradient",
-    widen: Callable[[int], tuple[float, float]] | None = None,
+    widen: Callable[[int, float, float], tuple[float, float]] | None = None,
     at_kink: np.ndarray | None = None,
     sensitivity: np.ndarray | None = None,
 ) -> list[DirectionJudgement]:
@@ -172,7 +175,7 @@ def judge_directions(
 
     ``autograd`` (flat or None) is torch's vjp; ``near_mask`` (flat bool) marks coordinates on
     or next to a candidate kink: an error at a smooth point blamed only on such coordinates
-    is a ``boundary`` error, any other a ``fail``. ``widen(k)``, when given, returns the
+    is a ``boundary`` error, any other a ``fail``. ``widen(k, value, tol)``, when given, returns the
     range of valid values at a kink made of several elementary kinks (see
     :func:`jacverify.check.references.kink_slope_range`); it is called only for a rule that
     lies outside the one-sided derivatives. ``at_kink[k]`` says direction k moves a
@@ -201,9 +204,14 @@ def judge_directions(
     # y the outputs that move along the direction.
     # Below the smallest normal number a float has no relative precision left (a rule may
     # underflow sigmoid(-97) ~ 1e-42 to 0 in float32).
+    # A derivative that is tiny next to the example's other ones (gelu'(-7) ~ 1e-11 while
+    # gelu'(1) ~ 1) is computed from intermediates of the usual size: it is only known to
+    # eps times that size.
     tiny = float(np.finfo(np.float32 if rule_eps > 1e-10 else np.float64).tiny)
+    typical_size = float(np.median(size)) if size.size else 0.0
     unit = (
         8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * np.max(np.abs(d), axis=1)
+        + 8 * rule_eps * typical_size
         + c * tiny * float(np.sum(np.abs(g))) * np.sum(np.abs(d), axis=1)
     )
     lr_floor = 4 * math.sqrt(fd_eps)
@@ -343,7 +351,7 @@ def judge_directions(
                     )
                 if error > tol and widen is not None:
                     # Several elementary kinks may meet here: each may take its own side.
-                    w_lo, w_hi = widen(k)
+                    w_lo, w_hi = widen(k, r, tol)
                     if w_lo <= w_hi and (w_lo < lo - tol or w_hi > hi + tol):
                         lo, hi = min(lo, w_lo), max(hi, w_hi)
                         error = max(lo - r, r - hi, 0.0)

@@ -168,6 +168,10 @@ def _vjp_of(layer, input_shape, float64: bool):
     return vjp
 
 
+#: Random sign patterns (each used both ways) of the rounding perturbation.
+SENSITIVITY_PATTERNS = 3
+
+
 def rounding_sensitivity(
     fd: FDModel,
     x: np.ndarray,
@@ -182,10 +186,11 @@ def rounding_sensitivity(
     ``forward_rounding`` is the layer's output minus the float64 clone's at ``x``. A layer that
     rounds its intermediate sums (a Dense pre-activation of 0.25 summed from terms of 1e3)
     behaves like the float64 one at a slightly perturbed input; where ``g^T J`` is sensitive
-    to that, a float32 rule and float32 autograd are legitimately off by as much. The
-    perturbation is ``2 eps |x|`` with random signs (two patterns, the larger change), scaled
-    down to the observed output rounding: a layer computing exactly in its dtype (clip, relu)
-    gets none, so its kinks stay sharp.
+    to that (a kink the float32 layer sees on the other side), a float32 rule and float32
+    autograd are legitimately off by as much. The perturbation is ``2 eps |x|`` with random
+    signs (three patterns, each both ways; the largest change), scaled to move the outputs
+    twice as much as the observed rounding at most: a layer computing exactly in its dtype
+    (clip, relu) gets none, so its kinks stay sharp.
     """
     if fd.vjp is None:
         return None
@@ -193,13 +198,14 @@ def rounding_sensitivity(
     observed = float(np.linalg.norm(np.asarray(forward_rounding, dtype=np.float64)))
     if not observed > 0.0 or not math.isfinite(observed):
         return np.zeros(x.size)
-    signs = rng.choice([-1.0, 1.0], size=(2, x.size))
+    signs = rng.choice([-1.0, 1.0], size=(SENSITIVITY_PATTERNS, x.size))
+    signs = np.concatenate([signs, -signs])  # both ways, so a nearby kink is crossed
     bases = x[None, :] + 2 * eps * np.abs(x)[None, :] * signs
     moved = fd.forward(np.concatenate([x[None, :], bases]))
-    shift = float(np.max(np.linalg.norm(moved[1:] - moved[:1], axis=1)))
-    scale = 1.0 if shift == 0.0 else min(1.0, observed / shift)
+    shift = float(np.median(np.linalg.norm(moved[1:] - moved[:1], axis=1)))
+    scale = 1.0 if shift == 0.0 else min(1.0, 2 * observed / shift)
     rows = np.concatenate([x[None, :], x[None, :] + scale * (bases - x[None, :])])
-    gs = np.broadcast_to(np.asarray(g, dtype=np.float64).reshape(1, -1), (3, np.size(g)))
+    gs = np.broadcast_to(np.asarray(g, dtype=np.float64).reshape(1, -1), (len(rows), np.size(g)))
     try:
         v = fd.vjp(rows, gs)
     except Exception:  # noqa: BLE001 - the layer's autograd may not exist
@@ -613,8 +619,35 @@ def _richardson(
     return df, err, np.asarray(res.nit).reshape(m)
 
 
-#: Points of the grid scanned along a shifted line to split a compound kink.
-KINK_SCAN_POINTS = 1025
+#: Scans tried in turn to split a compound kink: (points on the line, shift as a fraction of
+#: the half-width, number of random shifts). Cheap first; later ones only if still needed.
+KINK_SCANS = ((257, 1 / 16, 1), (1025, 1 / 4, 2), (1025, 1 / 16, 2), (1025, 1 / 64, 2))
+
+
+def _scan_range(fd, x, g, d, half_width, rng, points, shift, count):
+    t = np.linspace(-half_width, half_width, points)
+    # Shift each coordinate in proportion to how fast the line moves it, so that an
+    # elementwise kink lands within ``shift`` of the window's half-width from its centre.
+    # Coordinates the line does not move are shifted too (by up to max|d|), which separates
+    # kinks of units mixing several coordinates (a Dense layer's) along a basis direction.
+    spread = np.where(d != 0, np.abs(d), np.max(np.abs(d), initial=0.0))
+    u = rng.uniform(-1.0, 1.0, (count, x.size)) * spread[None, :]
+    bases = x[None, :] + shift * half_width * u
+    rows = bases[:, None, :] + t[None, :, None] * d[None, None, :]
+    y = fd.forward(rows.reshape(-1, x.size)).reshape(count, points, -1)
+    dt = t[1] - t[0]
+    # Output by output: kinks of different outputs (units of a ReLU layer, coordinates of a
+    # clip) never merge, and each output's rounding noise is judged on its own size.
+    slopes = np.diff(y, axis=1) / dt  # (count, points - 1, n_out)
+    changes = np.diff(slopes, axis=1)
+    noise = 8 * fd.eps * np.max(np.abs(y), axis=1, keepdims=True) / dt  # (count, 1, n_out)
+    changes = np.where(np.abs(changes) > noise + 1e-300, changes, 0.0) * g[None, None, :]
+    start = slopes[:, 0, :] @ g  # (count,)
+    low = start + np.sum(np.minimum(changes, 0.0), axis=(1, 2))
+    high = start + np.sum(np.maximum(changes, 0.0), axis=(1, 2))
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        return math.inf, -math.inf
+    return float(np.min(low)), float(np.max(high))
 
 
 def kink_slope_range(
@@ -624,41 +657,29 @@ def kink_slope_range(
     direction: np.ndarray,
     half_width: float,
     rng: np.random.Generator,
-    shifts: int = 3,
+    target: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """The range of directional derivatives a chain-rule vjp may take at a compound kink.
 
     At a point where several elementary kinks meet (all of a ReLU layer's units at 0, every
     coordinate of a Clip on its bound), the value of a valid rule along ``direction`` need not
     lie between the one-sided derivatives: each elementary kink may pick its own one-sided
-    slope. Moving the line slightly off the point (by ``half_width / 4``, ``/ 16`` and ``/ 64``
-    along two random vectors each, scaled by |direction|) separates the elementary kinks; the slope
-    changes met along the shifted line, split into their positive and negative parts, give the range
-    ``[s_left + sum(negative changes), s_left + sum(positive changes)]``, which is
-    ``[min(left, right), max(left, right)]`` for one elementary kink. The union over
-    ``shifts`` random shifts is returned (an inner approximation of the true range).
+    slope. Moving the line slightly off the point (along random vectors scaled by
+    |direction|) separates the elementary kinks; the slope changes of ``g_j f_j`` met along the
+    shifted line, output by output, split into their positive and negative parts, give the
+    range ``[s_left + sum(negative changes), s_left + sum(positive changes)]``, which is
+    ``[min(left, right), max(left, right)]`` for one elementary kink. The scans of
+    :data:`KINK_SCANS` are tried in turn and their ranges joined (each is an inner
+    approximation of the true range); with ``target = (value, tolerance)`` the scans stop as
+    soon as the range holds the value.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     g = np.asarray(g, dtype=np.float64).reshape(-1)
     d = np.asarray(direction, dtype=np.float64).reshape(-1)
-    t = np.linspace(-half_width, half_width, KINK_SCAN_POINTS)
-    # Shift each coordinate in proportion to how fast the line moves it, so that an
-    # elementwise kink lands within a quarter of the window from its centre.
-    # Coordinates the line does not move are shifted too (by up to max|d|), which separates
-    # kinks of units mixing several coordinates (a Dense layer's) along a basis direction.
-    spread = np.where(d != 0, np.abs(d), np.max(np.abs(d), initial=0.0))
-    magnitudes = np.repeat(half_width / 4 ** (1 + np.arange(shifts)), 2)  # half/4, /16, /64
-    u = rng.uniform(-1.0, 1.0, (magnitudes.size, x.size)) * spread[None, :]
-    bases = x[None, :] + magnitudes[:, None] * u  # (2 * shifts, n)
-    rows = bases[:, None, :] + t[None, :, None] * d[None, None, :]
-    phis = (fd.forward(rows.reshape(-1, x.size)) @ g).reshape(magnitudes.size, -1)
-    dt = t[1] - t[0]
-    slopes = np.diff(phis, axis=1) / dt
-    changes = np.diff(slopes, axis=1)
-    noise = 8 * fd.eps * (np.max(np.abs(phis), axis=1, keepdims=True) + 1e-300) / dt
-    changes = np.where(np.abs(changes) > noise, changes, 0.0)
-    low = slopes[:, 0] + np.sum(np.minimum(changes, 0.0), axis=1)
-    high = slopes[:, 0] + np.sum(np.maximum(changes, 0.0), axis=1)
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-        return math.inf, -math.inf
-    return float(np.min(low)), float(np.max(high))
+    low, high = math.inf, -math.inf
+    for points, shift, count in KINK_SCANS:
+        lo, hi = _scan_range(fd, x, g, d, half_width, rng, points, shift, count)
+        low, high = min(low, lo), max(high, hi)
+        if target is not None and low - target[1] <= target[0] <= high + target[1]:
+            break
+    return low, high
