@@ -1,73 +1,18 @@
-"""The tutorial's custom layers and rules (docs/tutorials/custom_backward.md), plus
-deliberately wrong variants the checker must catch."""
+"""The tutorial's custom layers and rules (docs/tutorials/custom_backward.md, bundled in
+jacverify.examples.tutorial), plus deliberately wrong variants the checker must catch."""
 
 from __future__ import annotations
 
 import keras
-from keras.layers import Layer
 
-from jacverify.layers.layer import BackwardLinearLayer, BackwardNonLinearLayer
-
-
-class PlusConstant(Layer):
-    def __init__(self, constant, **kwargs):
-        super().__init__(**kwargs)
-        self.constant = keras.ops.convert_to_tensor(constant)
-
-    def call(self, inputs_):
-        return inputs_ + self.constant
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"constant": keras.saving.serialize_keras_object(self.constant)})
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        constant_config = config.pop("constant")
-        constant = keras.saving.deserialize_keras_object(constant_config)
-        return cls(constant=constant, **config)
-
-
-class BackwardPlusConstant(BackwardLinearLayer):
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return gradient
-
-
-class Clip(Layer):
-    def __init__(self, vmin=0, vmax=1, **kwargs):
-        super().__init__(**kwargs)
-        self.vmin = vmin
-        self.vmax = vmax
-
-    def call(self, inputs_):
-        return keras.ops.clip(inputs_, self.vmin, self.vmax)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"vmin": self.vmin, "vmax": self.vmax})
-        return config
-
-
-class BackwardClip(BackwardNonLinearLayer):
-    """The tutorial's rule, as written (wrong: -1 outside the range, edges misplaced)."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        eps = keras.config.epsilon()
-        mask_lower_vmax = keras.ops.sign(self.layer.vmax - input - eps)  # 1 iff input <= vmax
-        mask_lower_vmin = keras.ops.sign(input - self.layer.vmin + eps)  # 1 iff input >= vmax
-
-        mask = mask_lower_vmax * mask_lower_vmin  # 1 iff x in [vmin, vmax], 0 else
-        return gradient * mask
-
-
-class BackwardClipCorrect(BackwardNonLinearLayer):
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        inside = keras.ops.logical_and(
-            keras.ops.greater_equal(input, self.layer.vmin),
-            keras.ops.less_equal(input, self.layer.vmax),
-        )
-        return gradient * keras.ops.cast(inside, gradient.dtype)
+from jacverify.examples.tutorial import (  # noqa: F401 - re-exported for the tests
+    BackwardClip,
+    BackwardClipCorrect,
+    BackwardPlusConstant,
+    Clip,
+    PlusConstant,
+)
+from jacverify.layers.layer import BackwardNonLinearLayer
 
 
 class BackwardClipWrongAtVmax(BackwardNonLinearLayer):
