@@ -746,6 +746,7 @@ def check_layer(
     random_directions: int | None = None,
     max_full_jacobian: int = MAX_FULL_JACOBIAN,
     shrink_budget: int | None = None,
+    threads: int | None = 1,
 ) -> LayerCheck:
     """Check the backward rule ``rule`` of one single-input ``layer``.
 
@@ -767,12 +768,27 @@ def check_layer(
             Jacobian, 8 without).
         max_full_jacobian: inputs with at most this many values also get every basis direction.
         shrink_budget: at most this many new evaluations while shrinking (default: examples).
+        threads: torch's intra-op threads while the check runs (restored after). The checker
+            makes many small batched calls, which one thread runs fastest, and 50 times slower
+            with two threads on busy cores; ``None`` keeps torch's setting.
 
     Returns:
         A :class:`LayerCheck`; its ``verdict`` is ``pass``, ``fail`` (wrong at a smooth point),
         ``boundary`` (wrong only at or next to a kink), ``error`` (the rule raised, returned
         NaN/Inf or the wrong shape), ``inconclusive`` or ``skipped``.
     """
+    if threads is not None and threads != torch.get_num_threads():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return check_layer(
+                layer, rule, input_shape=input_shape, examples=examples, seed=seed,
+                convention=convention, dtype=dtype, kinks=kinks,
+                random_directions=random_directions, max_full_jacobian=max_full_jacobian,
+                shrink_budget=shrink_budget, threads=None,
+            )
+        finally:
+            torch.set_num_threads(previous)
     start = time.perf_counter()
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
