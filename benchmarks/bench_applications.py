@@ -40,32 +40,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from jacverify import clone_to_backward  # noqa: E402
-
-A = keras.applications
-
-#: name -> (constructor, smallest input size it accepts with weights=None)
-ARCHITECTURES = {
-    "VGG16": (A.VGG16, 32),
-    "ResNet50": (A.ResNet50, 32),
-    "ResNet50V2": (A.ResNet50V2, 32),
-    "InceptionV3": (A.InceptionV3, 75),
-    "InceptionResNetV2": (A.InceptionResNetV2, 75),
-    "Xception": (A.Xception, 71),
-    "MobileNet": (A.MobileNet, 32),
-    "MobileNetV2": (A.MobileNetV2, 32),
-    "MobileNetV3Small": (A.MobileNetV3Small, 32),
-    "DenseNet121": (A.DenseNet121, 32),
-    "EfficientNetB0": (A.EfficientNetB0, 32),
-    "EfficientNetV2B0": (A.EfficientNetV2B0, 32),
-    "ConvNeXtTiny": (A.ConvNeXtTiny, 32),
-}
-
-
-def build_application(name: str) -> tuple[keras.Model, int]:
-    factory, size = ARCHITECTURES[name]
-    model = factory(weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    return model, size
+from jacverify import clone_to_backward
+from jacverify.examples.applications import ARCHITECTURES, build_application  # noqa: E402
 
 
 def bench(name: str, batch: int, repeats: int, warmup: int = 2, keras_call: bool = False) -> dict:

@@ -16,32 +16,15 @@ import numpy as np
 import pytest
 
 from jacverify import clone_to_backward
+from jacverify.examples.applications import ARCHITECTURES, build_application
 from tests.backward.model_reference import model_autograd_vjp
 
-A = keras.applications
-
-ARCHITECTURES = {
-    "VGG16": (A.VGG16, 32),
-    "ResNet50": (A.ResNet50, 32),
-    "ResNet50V2": (A.ResNet50V2, 32),
-    "InceptionV3": (A.InceptionV3, 75),
-    "InceptionResNetV2": (A.InceptionResNetV2, 75),
-    "Xception": (A.Xception, 71),
-    "MobileNet": (A.MobileNet, 32),
-    "MobileNetV2": (A.MobileNetV2, 32),
-    "MobileNetV3Small": (A.MobileNetV3Small, 32),
-    "DenseNet121": (A.DenseNet121, 32),
-    "EfficientNetB0": (A.EfficientNetB0, 32),
-    "EfficientNetV2B0": (A.EfficientNetV2B0, 32),
-    "ConvNeXtTiny": (A.ConvNeXtTiny, 32),
-}
 DEFAULT = ["MobileNet", "MobileNetV3Small", "EfficientNetB0"]
 
 
 def _relative_error(name, batch=2, seed=0):
-    factory, size = ARCHITECTURES[name]
     keras.utils.set_random_seed(seed)
-    model = factory(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+    model, size = build_application(name)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, size, size, 3)).astype("float32")
     g = rng.standard_normal((batch, *model.output_shape[1:])).astype("float32")
