@@ -22,6 +22,7 @@ from jacverify.check import (  # noqa: E402
     LayerCheck,
     ModelCheck,
     check_layer,
+    check_model,
 )
 
 __version__ = "0.1.0"
@@ -35,6 +36,7 @@ __all__ = [
     "MissingBackwardRuleError",
     "ModelCheck",
     "check_layer",
+    "check_model",
     "clone_to_backward",
     "get_backward_rule",
     "register_backward",

@@ -24,6 +24,7 @@ from jacverify.check.layer_check import (  # noqa: E402
     check_example,
     check_layer,
 )
+from jacverify.check.model_check import check_model  # noqa: E402
 from jacverify.check.results import (  # noqa: E402
     Counterexample,
     LayerCheck,
@@ -46,5 +47,6 @@ __all__ = [
     "call_rule",
     "check_example",
     "check_layer",
+    "check_model",
     "worst_verdict",
 ]

@@ -1,4 +1,4 @@
-"""``check_layer``: decide whether a backward rule is right for one single-input layer.
+"""``check_layer``: decide whether a backward rule is right for one layer.
 
 The rule is called exactly as the builder calls it (``rule([gradient, input])``, or
 ``rule(gradient)`` for a linear rule) on a batch of two inputs, and its ``g^T J`` is compared,
@@ -24,7 +24,15 @@ import keras
 import numpy as np
 import torch
 
+from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.check.adapters import (
+    PackedCall,
+    PackedRule,
+    Packing,
+    RuleFactory,
+    RuleOutputError,
+)
 from jacverify.check.compare import (
     CONVENTIONS,
     DirectionJudgement,
@@ -67,14 +75,6 @@ _NON_FLOAT_INPUT_CLASSES = frozenset(
     {"Embedding", "IntegerLookup", "StringLookup", "Hashing", "CategoryEncoding",
      "TextVectorization"}
 )
-
-
-class RuleOutputError(Exception):
-    """The rule returned something of the wrong structure or shape."""
-
-
-class _SeveralInputs(Exception):
-    """The layer takes several inputs: not for check_layer (yet)."""
 
 
 @dataclass
@@ -138,32 +138,51 @@ def _is_float_dtype(dtype: Any) -> bool:
     return "float" in str(dtype)
 
 
-def _input_shape(layer: keras.layers.Layer, input_shape: Sequence[int] | None) -> tuple:
+def _static_shape(shape: Any, layer_name: str) -> tuple:
+    dims = tuple(shape)
+    if any(d is None for d in dims):
+        raise ValueError(
+            f"Layer '{layer_name}' has an input of shape {dims} with unknown sizes: pass "
+            "input_shape= (without the batch axis)."
+        )
+    return tuple(int(d) for d in dims)
+
+
+def _input_shapes(layer: keras.layers.Layer, input_shape: Sequence | None) -> list[tuple]:
+    """The shape of each input of ``layer`` without the batch axis: one for most layers,
+    several for merges and attention."""
+    name = getattr(layer, "name", "?")
     if input_shape is not None:
-        shape = tuple(input_shape)
+        shape = list(input_shape)
         if shape and isinstance(shape[0], (list, tuple)):
-            raise _SeveralInputs()
-        return tuple(int(s) for s in shape)
+            return [_static_shape(s, name) for s in shape]
+        return [_static_shape(shape, name)]
     if not layer.built:
         raise ValueError(
-            f"Layer '{layer.name}' is not built: pass input_shape= (without the batch axis)."
+            f"Layer '{name}' is not built: pass input_shape= (without the batch axis; a list "
+            "of shapes for a layer with several inputs)."
         )
     try:
         tensor = layer.input
     except (AttributeError, ValueError):
         tensor = None
     if isinstance(tensor, (list, tuple)):
-        raise _SeveralInputs()
+        return [_static_shape(t.shape[1:], name) for t in tensor]
     if tensor is not None:
-        return tuple(int(s) for s in tensor.shape[1:])
+        return [_static_shape(tensor.shape[1:], name)]
     shapes = getattr(layer, "_build_shapes_dict", None) or {}
     if len(shapes) == 1:
         (shape,) = shapes.values()
-        if shape is not None and all(s is not None for s in tuple(shape)[1:]):
-            return tuple(int(s) for s in tuple(shape)[1:])
+        if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+            try:
+                return [_static_shape(tuple(s)[1:], name) for s in shape]
+            except ValueError:
+                pass
+        elif shape is not None and all(s is not None for s in tuple(shape)[1:]):
+            return [tuple(int(s) for s in tuple(shape)[1:])]
     raise ValueError(
-        f"Cannot tell the input shape of layer '{layer.name}': pass input_shape= "
-        "(without the batch axis)."
+        f"Cannot tell the input shape of layer '{name}': pass input_shape= (without the batch "
+        "axis; a list of shapes for a layer with several inputs)."
     )
 
 
@@ -195,8 +214,10 @@ class _Evaluator:
         convention: str,
         random_directions: int,
         basis: bool,
+        base_rows: np.ndarray | None = None,
     ) -> None:
         self.layer = layer
+        self.base_rows = base_rows
         self.rule = rule
         self.fd = fd
         self.kinks = list(kinks)
@@ -216,7 +237,7 @@ class _Evaluator:
             example = materialize(
                 spec, self.input_shape, self.output_shape, self.dtype, self.kinks,
                 n_random_directions=self.random_directions, basis=self.basis,
-                forward64=self.fd.forward, fd_eps=self.fd.eps,
+                forward64=self.fd.forward, fd_eps=self.fd.eps, base=self.base_rows,
             )
         except Exception as error:  # the layer itself failed on this input
             return ExampleOutcome(
@@ -243,6 +264,9 @@ class _Evaluator:
         mixing = self.batch_mixing(example, rule_out)
         if mixing is not None:
             return ExampleOutcome(example, "fail", mixing, [], rule_output=rule_out)
+        extra = self.extra_axes(example, rule_out)
+        if extra is not None:
+            return ExampleOutcome(example, extra[0], extra[1], [], rule_output=rule_out)
         autograd, autograd_note = None, ""
         try:
             autograd = autograd_vjp(self.layer, x, g)
@@ -366,6 +390,64 @@ class _Evaluator:
             f"{ours[(row, *rest)]:.6g} in the batch and {swapped[(row, *rest)]:.6g} when the "
             f"batch is reversed"
         )
+
+    def _where(self, example: Example, row: int, rest: Sequence[int]) -> str:
+        flat = int(np.ravel_multi_index(tuple(rest), self.input_shape)) if len(rest) else 0
+        return describe_coordinate(
+            flat, float(example.x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
+            self.dtype,
+        ).replace("x[0", f"x[{row}", 1)
+
+    def extra_axes(self, example: Example, rule_out: np.ndarray) -> tuple[str, str] | None:
+        """Call the rule with a gradient carrying an extra Jacobian axis (two upstream
+        gradients per example, as backward models built with ``gradient=keras.Input((k,
+        *output_shape))`` pass them): each slice must give what the rule gives for it alone.
+        ``(verdict, message)`` when it does not, raises, or returns the wrong shape."""
+        if not getattr(self.rule, "supports_extra_axes", True):
+            return None
+        g = example.g
+        other = np.random.default_rng([example.spec.seed, 7]).standard_normal(g.shape)
+        other = other.astype(g.dtype)
+        stacked = np.stack([g, other], axis=1)
+        expected_shape = (g.shape[0], 2, *example.x.shape[1:])
+        context = (
+            f"when the upstream gradient carries an extra Jacobian axis (shape "
+            f"{tuple(stacked.shape)}, as in backward models built with gradient=keras.Input("
+            f"(k, *output_shape)))"
+        )
+        try:
+            both = call_rule(self.rule, stacked, example.x)
+        except Exception as error:  # noqa: BLE001 - any exception of the rule is a verdict
+            return "error", f"the rule raised {_exception_text(error)} {context}"
+        if both.shape != expected_shape:
+            return "error", (
+                f"the rule returned shape {tuple(both.shape)} {context}; expected "
+                f"{expected_shape}"
+            )
+        try:
+            alone = call_rule(self.rule, other, example.x)
+        except Exception:  # noqa: BLE001 - only a probe; the main call worked
+            return None
+        for k, single in ((0, rule_out), (1, alone)):
+            got = both[:, k].astype(np.float64)
+            ref = np.asarray(single, dtype=np.float64)
+            if ref.shape != got.shape:
+                return None
+            finite = np.isfinite(got) & np.isfinite(ref)
+            size = np.abs(ref) + np.abs(got)
+            allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
+            with np.errstate(invalid="ignore", over="ignore"):
+                bad = (finite & (np.abs(got - ref) > allowed)) | (
+                    np.isfinite(ref) & ~np.isfinite(got)
+                )
+            if np.any(bad):
+                row, *rest = np.argwhere(bad)[0]
+                return "fail", (
+                    f"the rule gives {got[(row, *rest)]:.6g} at {self._where(example, row, rest)} "
+                    f"for gradient {k} {context}, and {ref[(row, *rest)]:.6g} for that "
+                    "gradient alone"
+                )
+        return None
 
     # ----------------------------------------------------------------- explanations
     def describe(self, outcome: ExampleOutcome) -> str:
@@ -571,13 +653,28 @@ def _pass_reason(
     return text + "."
 
 
+def _labels(layer: Any) -> tuple[str, str]:
+    """The name and class a check reports: the checked operation's, through adapters."""
+    return (
+        getattr(layer, "checked_name", None) or getattr(layer, "name", "?"),
+        getattr(layer, "checked_class", None) or type(layer).__name__,
+    )
+
+
+def _rule_label(rule: Any) -> str | None:
+    if rule is None:
+        return None
+    return getattr(rule, "__name__", None) or getattr(rule, "name", None) or str(rule)
+
+
 def _skipped(layer, rule_class, reason: str, start: float, **kwargs) -> LayerCheck:
+    name, class_name = _labels(layer)
     return LayerCheck(
         verdict="skipped",
         reason=reason,
-        layer_name=getattr(layer, "name", "?"),
-        layer_class=type(layer).__name__,
-        rule_class=getattr(rule_class, "__name__", None),
+        layer_name=name,
+        layer_class=class_name,
+        rule_class=_rule_label(rule_class),
         duration_s=time.perf_counter() - start,
         **kwargs,
     )
@@ -597,11 +694,38 @@ class _Setup:
     autograd_note: str = ""  # why autograd is unavailable, "" when it works
 
 
+def _base_rows(inputs: Any, packing: Packing, name: str) -> np.ndarray | None:
+    """User-given inputs as packed flat float64 rows, checked against the layer's shapes."""
+    if inputs is None:
+        return None
+    parts = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(parts) != len(packing.shapes):
+        raise ValueError(
+            f"inputs= gives {len(parts)} array(s) for layer '{name}', which takes "
+            f"{len(packing.shapes)} input(s)"
+        )
+    arrays = []
+    for part, shape in zip(parts, packing.shapes, strict=True):
+        array = np.asarray(keras.ops.convert_to_numpy(part), dtype=np.float64)
+        if array.shape[1:] != tuple(shape):
+            raise ValueError(
+                f"inputs= has shape {array.shape} for layer '{name}', whose input is "
+                f"(batch, *{tuple(shape)})"
+            )
+        arrays.append(array)
+    rows = packing.join_array(arrays).reshape(len(arrays[0]), -1)
+    if not len(rows):
+        raise ValueError(f"inputs= for layer '{name}' has no rows")
+    if not np.all(np.isfinite(rows)):
+        raise ValueError(f"inputs= for layer '{name}' holds NaN or infinite values")
+    return rows
+
+
 def _prepare(
     layer: keras.layers.Layer,
-    rule: type | None,
+    rule: Any,
     *,
-    input_shape: Sequence[int] | None,
+    input_shape: Sequence | None,
     seed: int,
     convention: str,
     dtype: str | None,
@@ -609,11 +733,17 @@ def _prepare(
     random_directions: int | None,
     max_full_jacobian: int,
     start: float,
+    inputs: Any = None,
 ) -> _Setup | LayerCheck:
     """Resolve the rule, build the layer (or its dtype clone), instantiate the rule and the
-    references; a LayerCheck instead when the check ends before any example."""
+    references; a LayerCheck instead when the check ends before any example.
+
+    ``rule`` is a rule class, ``None`` (the registered one), or a
+    :class:`~jacverify.check.adapters.RuleFactory` (how check_model passes the rule the
+    builder made for one call of a model)."""
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    name, class_name = _labels(layer)
     rule_class = rule
     if rule_class is None:
         try:
@@ -625,33 +755,38 @@ def _prepare(
     if non_float is not None:
         return _skipped(layer, rule_class, f"not differentiable in its input: {non_float}",
                         start, seed=seed, convention=convention)
-    try:
-        shape = _input_shape(layer, input_shape)
-    except _SeveralInputs:
-        return _skipped(
-            layer, rule_class,
-            "the layer takes several inputs: check_layer() checks single-input layers",
-            start, seed=seed, convention=convention,
-        )
+    if input_shape is None and inputs is not None and not layer.built:
+        parts = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        input_shape = [tuple(np.shape(p)[1:]) for p in parts]
+        input_shape = input_shape if len(parts) > 1 else input_shape[0]
+    shapes = _input_shapes(layer, input_shape)
     layer_dtype = str(layer.compute_dtype)
     if not _is_float_dtype(layer_dtype):
         return _skipped(layer, rule_class, f"the layer computes in {layer_dtype}", start,
                         seed=seed, convention=convention)
     if not layer.built:
-        layer(np.zeros((1, *shape), dtype=layer_dtype))
+        zeros = [np.zeros((1, *s), dtype=layer_dtype) for s in shapes]
+        layer(zeros if len(shapes) > 1 else zeros[0])
 
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     target = layer
+    if len(shapes) > 1 and not isinstance(layer, PackedCall):
+        target = PackedCall(layer, shapes, ([{INPUT_KEY: i} for i in range(len(shapes))],))
+    packing = target.packing if isinstance(target, PackedCall) else Packing((shapes[0],))
+    shape = packing.shape
+    base_rows = _base_rows(inputs, packing, name)
+    if packing.description:
+        notes.append(packing.description)
     if dtype is not None and str(dtype) != layer_dtype:
         try:
-            target = clone_layer(layer, str(dtype), shape)
+            target = clone_layer(target, str(dtype), shape)
         except Exception as error:  # noqa: BLE001
             return LayerCheck(
                 verdict="inconclusive",
                 reason=f"could not run the layer in {dtype}: {type(error).__name__}: {error}",
-                layer_name=layer.name, layer_class=type(layer).__name__,
-                rule_class=rule_class.__name__, convention=convention, dtype=str(dtype),
+                layer_name=name, layer_class=class_name,
+                rule_class=_rule_label(rule_class), convention=convention, dtype=str(dtype),
                 input_shape=list(shape), seed=seed, duration_s=time.perf_counter() - start,
             )
         notes.append(f"the layer and the rule ran on a {dtype} clone of the layer")
@@ -662,9 +797,8 @@ def _prepare(
             "held to float32 precision"
         )
     base = dict(
-        layer_name=layer.name, layer_class=type(layer).__name__,
-        rule_class=getattr(rule_class, "__name__", str(rule_class)), convention=convention,
-        dtype=run_dtype, input_shape=list(shape), seed=seed,
+        layer_name=name, layer_class=class_name, rule_class=_rule_label(rule_class),
+        convention=convention, dtype=run_dtype, input_shape=list(shape), seed=seed,
     )
     short = {k: v for k, v in base.items() if k not in ("layer_name", "layer_class", "rule_class")}
 
@@ -675,16 +809,25 @@ def _prepare(
         return _skipped(layer, rule_class, f"the layer's output is {out.dtype}", start, **short)
     output_shape = tuple(int(s) for s in out.shape[1:])
 
+    operation = target.operation if isinstance(target, PackedCall) else target
+    in_dims = [list(s) for s in packing.shapes]
     try:
-        rule_instance = rule_class(
-            layer=target, input_dim_wo_batch=list(shape), output_dim_wo_batch=list(output_shape)
-        )
+        if isinstance(rule_class, RuleFactory):
+            rule_instance = rule_class.make(operation)
+        else:
+            rule_instance = rule_class(
+                layer=operation,
+                input_dim_wo_batch=in_dims if len(in_dims) > 1 else in_dims[0],
+                output_dim_wo_batch=list(output_shape),
+            )
     except Exception as error:  # noqa: BLE001
         return LayerCheck(
             verdict="error",
-            reason=f"Constructing the rule raised {type(error).__name__}: {error}.",
+            reason=f"Constructing the rule raised {_exception_text(error)}.",
             duration_s=time.perf_counter() - start, **base,
         )
+    if isinstance(target, PackedCall):
+        rule_instance = PackedRule(rule_instance, packing)
 
     fd = make_fd_model(target, shape, rng)
     autograd_note = ""
@@ -702,6 +845,7 @@ def _prepare(
     evaluator = _Evaluator(
         target, rule_instance, fd, candidate_kinks, shape, output_shape,
         convention=convention, random_directions=max(1, int(k_random)), basis=basis,
+        base_rows=base_rows,
     )
     return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks, autograd_note)
 
@@ -711,12 +855,13 @@ def check_example(
     rule: type | None = None,
     example: ExampleSpec | dict | None = None,
     *,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Sequence | None = None,
     convention: str = "subgradient",
     dtype: str | None = None,
     kinks: Sequence[float] | None = None,
     random_directions: int | None = None,
     max_full_jacobian: int = MAX_FULL_JACOBIAN,
+    inputs: Any = None,
 ) -> ExampleOutcome:
     """Evaluate one example exactly as :func:`check_layer` does: replay a counterexample from
     ``check.counterexample.replay.example`` (pass the same options as to check_layer)."""
@@ -726,7 +871,7 @@ def check_example(
     setup = _prepare(
         layer, rule, input_shape=input_shape, seed=0, convention=convention, dtype=dtype,
         kinks=kinks, random_directions=random_directions, max_full_jacobian=max_full_jacobian,
-        start=time.perf_counter(),
+        start=time.perf_counter(), inputs=inputs,
     )
     if isinstance(setup, LayerCheck):
         raise ValueError(f"nothing to evaluate: {setup.reason}")
@@ -737,7 +882,8 @@ def check_layer(
     layer: keras.layers.Layer,
     rule: type | None = None,
     *,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Sequence | None = None,
+    inputs: Any = None,
     examples: int = 100,
     seed: int | None = None,
     convention: str = "subgradient",
@@ -748,14 +894,19 @@ def check_layer(
     shrink_budget: int | None = None,
     threads: int | None = 1,
 ) -> LayerCheck:
-    """Check the backward rule ``rule`` of one single-input ``layer``.
+    """Check the backward rule ``rule`` of one ``layer``.
 
     Args:
         layer: a Keras layer instance, built or not.
         rule: the rule class (written to the calling convention of
             :class:`jacverify.BackwardLayer`); ``None`` takes the registered one.
         input_shape: the layer's input shape without the batch axis (required when the layer
-            is not built and its shape cannot be read from a graph).
+            is not built and its shape cannot be read from a graph); a list of shapes for a
+            layer with several inputs (``Add``, ``Maximum``, ``Dot`` ...), whose rule returns
+            one gradient per input.
+        inputs: inputs to build the examples around (an array ``(m, *input_shape)``, a list
+            of them for several inputs), such as the activations that reach the layer in a
+            model; ``None``: random normal inputs at several scales.
         examples: how many Hypothesis examples to judge (more are evaluated while shrinking).
         seed: Hypothesis' seed; ``None`` draws one (reported in the result: pass it to replay).
         convention: at kinks, ``"subgradient"`` accepts any value between the one-sided
@@ -782,7 +933,7 @@ def check_layer(
         torch.set_num_threads(int(threads))
         try:
             return check_layer(
-                layer, rule, input_shape=input_shape, examples=examples, seed=seed,
+                layer, rule, input_shape=input_shape, inputs=inputs, examples=examples, seed=seed,
                 convention=convention, dtype=dtype, kinks=kinks,
                 random_directions=random_directions, max_full_jacobian=max_full_jacobian,
                 shrink_budget=shrink_budget, threads=None,
@@ -796,7 +947,7 @@ def check_layer(
     setup = _prepare(
         layer, rule, input_shape=input_shape, seed=seed, convention=convention, dtype=dtype,
         kinks=kinks, random_directions=random_directions, max_full_jacobian=max_full_jacobian,
-        start=start,
+        start=start, inputs=inputs,
     )
     if isinstance(setup, LayerCheck):
         return setup

@@ -111,12 +111,19 @@ def autograd_vjp(layer: keras.layers.Layer, x: np.ndarray, g: np.ndarray) -> np.
 
 
 # ----------------------------------------------------------------------- float64 clone
-def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence[int]):
+def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
     """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtype replaced,
-    built on ``input_shape`` (without batch axis), weights copied. Raises on any failure."""
+    built on ``input_shape`` (without batch axis; a list of shapes for a layer with several
+    inputs), weights copied. Layers that know how to copy themselves (``clone_to_dtype``) do
+    so. Raises on any failure."""
+    if hasattr(layer, "clone_to_dtype"):
+        return layer.clone_to_dtype(dtype)
     config = {**layer.get_config(), "dtype": dtype}
     clone = type(layer).from_config(config)
-    clone(np.zeros((1, *input_shape), dtype=dtype))  # builds it
+    if input_shape and isinstance(input_shape[0], (list, tuple)):
+        clone([np.zeros((1, *s), dtype=dtype) for s in input_shape])  # builds it
+    else:
+        clone(np.zeros((1, *input_shape), dtype=dtype))
     source, target = layer.get_weights(), clone.weights
     if len(source) != len(target):
         raise ValueError(

@@ -5,7 +5,7 @@
 * :class:`ReferenceInfo`: which references were used and why some were not;
 * :class:`Replay`: the seed, Hypothesis' reproduce blob, and the exact example.
 
-A model check (later) holds one :class:`LayerCheck` per layer plus the end-to-end check; every
+A :class:`ModelCheck` holds one :class:`LayerCheck` per call plus the end-to-end check; every
 type here has ``to_dict()`` giving JSON-ready data (``json.dumps`` works: numbers are Python
 floats and ints, arrays nested lists, NaN and infinities ``None``) and a readable summary.
 """
@@ -193,6 +193,9 @@ class LayerCheck:
     error_to_tolerance: float | None = None  # the largest error / tolerance (over 1: wrong)
     reference: ReferenceInfo | None = None
     counterexample: Counterexample | None = None
+    # plot data of jacverify.check.evidence.collect_evidence (line through the counterexample,
+    # Jacobians of small layers), JSON-ready; None when not collected
+    evidence: dict | None = None
     jumps: list = field(default_factory=list)  # readable descriptions of jumps met
     notes: list = field(default_factory=list)
     seed: int | None = None
@@ -264,7 +267,7 @@ class LayerCheck:
 class ModelCheck:
     """The checks of every layer of a model, in graph order, and of the whole backward model.
 
-    The container ``check_model`` (to come) fills; reports read it like a LayerCheck.
+    What :func:`jacverify.check_model` returns; reports read it like a LayerCheck.
     """
 
     model_name: str

@@ -230,8 +230,13 @@ def materialize(
     basis: bool,
     forward64: Callable[[np.ndarray], np.ndarray] | None = None,
     fd_eps: float = float(np.finfo(np.float64).eps),
+    base: np.ndarray | None = None,
 ) -> Example:
-    """Build the arrays of ``spec`` (deterministic: the same spec gives the same arrays)."""
+    """Build the arrays of ``spec`` (deterministic: the same spec gives the same arrays).
+
+    ``base`` (flat float64 rows) replaces the random normal input: the example starts from
+    row ``spec.seed % len(base)`` (exactly, at scale 1; perturbed by ``scale / 100`` of its
+    root-mean-square otherwise), and its companion is the next row."""
     np_dtype = np.dtype(dtype)
     n = int(math.prod(input_shape))
     m = int(math.prod(output_shape))
@@ -239,6 +244,12 @@ def materialize(
     x = x_rng.standard_normal(n) * spec.scale
     companion = x_rng.standard_normal(n) * spec.scale
     g = g_rng.standard_normal((2, m))
+    if base is not None:
+        row = spec.seed % len(base)
+        rms = float(np.sqrt(np.mean(np.square(base[row])))) or 1.0
+        amount = 0.0 if spec.scale == 1.0 else spec.scale / 100.0
+        x = base[row] + (x / spec.scale) * amount * rms
+        companion = base[(row + 1) % len(base)] + (companion / spec.scale) * amount * rms
     random_dirs = _unit_max(d_rng.standard_normal((max(0, n_random_directions), n)))
     marked: set[int] = set()
     tie_source = 0

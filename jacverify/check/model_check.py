@@ -1,0 +1,331 @@
+"""``check_model``: check every rule of a model in place, then the backward model end to end.
+
+Each call in the model's graph (layers, ``keras.ops`` operations, the layers of nested models)
+is checked with the rule the builder gives it, on examples built around the activations that
+reach it when the model runs, with the call's own arguments. Then the whole backward model is
+checked against finite differences and autograd of the whole model. The first call (in graph
+order) whose rule is shown wrong is the one to look at first: later failures may follow from
+it only end to end, never in place (each in-place check uses the layer's own inputs).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import torch
+
+from jacverify.backward.clone import _make_rule, clone_to_backward
+from jacverify.backward.graph import INPUT_KEY, Step, trace
+from jacverify.backward.registry import get_backward_rule
+from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.check.layer_check import check_layer
+from jacverify.check.results import LayerCheck, ModelCheck
+
+#: Rows of sampled inputs when ``inputs`` is not given.
+SAMPLED_ROWS = 4
+#: The end-to-end check judges at most this many examples (each evaluates the whole model).
+END_TO_END_EXAMPLES = 20
+
+Progress = Callable[[int, int, str], None]
+
+
+def _is_float(dtype: Any) -> bool:
+    return "float" in str(dtype)
+
+
+def _sample_inputs(graph_inputs: Sequence, rng: np.random.Generator) -> list[np.ndarray]:
+    arrays = []
+    for tensor in graph_inputs:
+        shape = tuple(tensor.shape[1:])
+        if any(d is None for d in shape):
+            raise ValueError(
+                f"Model input '{tensor.name}' has shape {tuple(tensor.shape)} with unknown sizes: "
+                "pass inputs= (arrays of the shapes the model runs on)."
+            )
+        if _is_float(tensor.dtype):
+            arrays.append(rng.standard_normal((SAMPLED_ROWS, *shape)).astype(str(tensor.dtype)))
+        else:  # token ids, masks: small non-negative integers are valid for most layers
+            arrays.append(rng.integers(0, 2, (SAMPLED_ROWS, *shape)).astype(str(tensor.dtype)))
+    return arrays
+
+
+def _given_inputs(inputs: Any, graph_inputs: Sequence) -> list[np.ndarray]:
+    parts = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if len(parts) != len(graph_inputs):
+        raise ValueError(
+            f"inputs= gives {len(parts)} array(s); the model takes {len(graph_inputs)} input(s)"
+        )
+    arrays = []
+    for part, tensor in zip(parts, graph_inputs, strict=True):
+        array = np.asarray(keras.ops.convert_to_numpy(part))
+        expected = tuple(tensor.shape[1:])
+        if array.ndim != len(expected) + 1 or any(
+            e is not None and e != a for e, a in zip(expected, array.shape[1:], strict=True)
+        ):
+            raise ValueError(
+                f"inputs= has shape {array.shape} for model input '{tensor.name}' of shape "
+                f"{tuple(tensor.shape)}"
+            )
+        arrays.append(array.astype(str(tensor.dtype)))
+    return arrays
+
+
+def _activations(graph, steps: Sequence[Step], model_inputs: list[np.ndarray]) -> dict:
+    """The value of every input tensor of every step, by tensor id, at ``model_inputs``."""
+    wanted, seen = [], set()
+    for step in steps:
+        for tensor in step.inputs:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                wanted.append(tensor)
+    probe = keras.Model(inputs=list(graph.inputs), outputs=wanted)
+    with torch.no_grad():
+        values = probe(list(model_inputs), training=False)
+    values = values if isinstance(values, (list, tuple)) else [values]
+    return {
+        id(t): np.asarray(keras.ops.convert_to_numpy(v))
+        for t, v in zip(wanted, values, strict=True)
+    }
+
+
+def _not_checked(step: Step, label: str, reason: str, rule_name: str | None) -> LayerCheck:
+    return LayerCheck(
+        verdict="skipped",
+        reason=reason,
+        layer_name=label,
+        layer_class=type(step.operation).__name__,
+        rule_class=rule_name,
+        input_shape=[list(t.shape[1:]) for t in step.inputs],
+    )
+
+
+def _skip_reason(step: Step) -> str | None:
+    if not any(_is_float(t.dtype) for t in step.inputs):
+        dtypes = ", ".join(sorted({str(t.dtype) for t in step.inputs})) or "no tensor"
+        return (
+            f"not differentiable in its input ({dtypes}): the backward model stops here"
+        )
+    if not all(_is_float(t.dtype) for t in step.outputs):
+        return "its output is not floating point: no gradient flows through it"
+    if len(step.outputs) != 1:
+        return f"it returns {len(step.outputs)} tensors; rules handle calls with one output"
+    if step.masks:
+        names = ", ".join(sorted(step.masks))
+        return f"the call carries Keras masks ({names}): it is checked end to end only"
+    if not all(_is_float(t.dtype) for t in step.inputs):
+        return "it mixes floating and integer inputs: it is checked end to end only"
+    if any(d is None for t in step.inputs for d in t.shape[1:]):
+        return "an input has unknown sizes in the graph: it is checked end to end only"
+    return None
+
+
+class _BackwardModelRule:
+    """The whole backward model, called with the rule convention ``rule([g, x])``."""
+
+    is_linear = False
+    #: The backward model was built for gradients shaped like the output, without extra axes.
+    supports_extra_axes = False
+
+    def __init__(self, backward: keras.Model, n_inputs: int, output_shape: Sequence[int]):
+        self.backward = backward
+        self.n_inputs = n_inputs
+        self.output_dim_wo_batch = list(output_shape)
+
+    def __call__(self, inputs):
+        gradient, x = inputs
+        xs = list(x) if self.n_inputs > 1 else [x]
+        return self.backward([*xs, gradient], training=False)
+
+
+def _check_step(
+    step: Step,
+    label: str,
+    mapping,
+    activations: dict,
+    *,
+    examples: int,
+    seed: int,
+    convention: str,
+) -> LayerCheck:
+    try:
+        rule_name = get_backward_rule(step.operation, mapping).__name__
+    except Exception:  # noqa: BLE001 - the builder already found one; be safe anyway
+        rule_name = None
+    reason = _skip_reason(step)
+    if reason is not None:
+        return _not_checked(step, label, reason, rule_name)
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in step.inputs]
+    arguments = step.call_arguments()
+    adapter = PackedCall(
+        step.operation, shapes, arguments["args"], arguments["kwargs"], label=label,
+        dtype=_step_dtype(step),
+    )
+    factory = RuleFactory(
+        name=rule_name or "?", make=lambda _operation: _make_rule(step, mapping, set())
+    )
+    values = [activations[id(t)] for t in step.inputs]
+    try:
+        return check_layer(
+            adapter, factory, input_shape=shapes if len(shapes) > 1 else shapes[0],
+            inputs=values if len(values) > 1 else values[0], examples=examples, seed=seed,
+            convention=convention,
+        )
+    except Exception as error:  # noqa: BLE001 - one call must not stop the others
+        return LayerCheck(
+            verdict="inconclusive",
+            reason=f"The check could not run: {type(error).__name__}: {error}",
+            layer_name=label, layer_class=type(step.operation).__name__, rule_class=rule_name,
+            input_shape=[list(s) for s in shapes], seed=seed, convention=convention,
+        )
+
+
+def _step_dtype(step: Step) -> Any:
+    policy = getattr(step.operation, "dtype_policy", None)
+    if policy is not None:
+        return policy
+    dtypes = [str(t.dtype) for t in [*step.inputs, *step.outputs] if _is_float(t.dtype)]
+    return max(dtypes, key=lambda d: np.dtype(d).itemsize) if dtypes else None
+
+
+def _end_to_end(
+    model: keras.Model,
+    backward: keras.Model,
+    graph,
+    model_inputs: list[np.ndarray],
+    *,
+    examples: int,
+    seed: int,
+    convention: str,
+) -> LayerCheck:
+    name = model.name
+    if len(graph.outputs) != 1:
+        return LayerCheck(
+            verdict="skipped",
+            reason=f"the model has {len(graph.outputs)} outputs; the end-to-end check takes "
+            "models with one output",
+            layer_name=name, layer_class=type(model).__name__, rule_class="BackwardModel",
+        )
+    if not all(_is_float(t.dtype) for t in graph.inputs):
+        return LayerCheck(
+            verdict="skipped",
+            reason="the model takes integer inputs: it is not differentiable in them",
+            layer_name=name, layer_class=type(model).__name__, rule_class="BackwardModel",
+        )
+    shapes = [tuple(int(d) for d in a.shape[1:]) for a in model_inputs]
+    n = len(shapes)
+    args = ([{INPUT_KEY: i} for i in range(n)],) if n > 1 else ({INPUT_KEY: 0},)
+    adapter = PackedCall(model, shapes, args, label=name)
+    adapter.checked_class = type(model).__name__
+    output_shape = [int(d) for d in graph.outputs[0].shape[1:]]
+    factory = RuleFactory(
+        name="BackwardModel",
+        make=lambda _operation: _BackwardModelRule(backward, n, output_shape),
+    )
+    return check_layer(
+        adapter, factory, input_shape=shapes if n > 1 else shapes[0],
+        inputs=model_inputs if n > 1 else model_inputs[0],
+        examples=min(examples, END_TO_END_EXAMPLES), seed=seed, convention=convention,
+    )
+
+
+def check_model(
+    model: keras.Model,
+    mapping_keras2backward_classes: dict | None = None,
+    *,
+    inputs: Any = None,
+    examples: int = 50,
+    seed: int | None = None,
+    convention: str = "subgradient",
+    end_to_end: bool = True,
+    progress: Progress | None = None,
+    threads: int | None = 1,
+) -> ModelCheck:
+    """Check the backward rule of every call in ``model``, then its backward model end to end.
+
+    Args:
+        model: a Sequential or functional Keras model (nested models are walked into).
+        mapping_keras2backward_classes: ``{layer_class: rule_class}`` taking precedence over
+            the registry, as for :func:`jacverify.clone_to_backward`.
+        inputs: model inputs (an array, or a list for several inputs) whose activations the
+            layers are checked around; ``None`` samples 4 standard normal rows (integer
+            inputs: 0 and 1).
+        examples: Hypothesis examples per layer (the end-to-end check takes at most 20).
+        seed: the seed of every check (layer ``i`` uses ``seed + i``); ``None`` draws one.
+        convention: ``"subgradient"`` or ``"autograd"``, as for :func:`check_layer`.
+        end_to_end: also check the whole backward model against the whole model.
+        progress: called as ``progress(index, total, label)`` before each check.
+        threads: torch's intra-op threads while checking (restored after).
+
+    Returns:
+        A :class:`ModelCheck`: one :class:`LayerCheck` per call in graph order (calls that
+        cannot be checked in place are ``skipped`` with the reason), the end-to-end check, and
+        ``first_failure``, the first call whose rule was shown wrong.
+
+    Raises:
+        MissingBackwardRuleError: a layer has no rule (the message names it and says how to
+            register one).
+        ValueError: ``inputs`` do not fit the model, or the model's input sizes are unknown.
+    """
+    if threads is not None and threads != torch.get_num_threads():
+        previous = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return check_model(
+                model, mapping_keras2backward_classes, inputs=inputs, examples=examples,
+                seed=seed, convention=convention, end_to_end=end_to_end, progress=progress,
+                threads=None,
+            )
+        finally:
+            torch.set_num_threads(previous)
+    start = time.perf_counter()
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") % (2**31)
+    seed = int(seed)
+    backward = clone_to_backward(model, mapping_keras2backward_classes)
+    graph = trace(model)
+    rng = np.random.default_rng(seed)
+    if inputs is None:
+        model_inputs = _sample_inputs(graph.inputs, rng)
+        notes = [f"layers were checked around the activations of {SAMPLED_ROWS} sampled inputs"]
+    else:
+        model_inputs = _given_inputs(inputs, graph.inputs)
+        notes = [f"layers were checked around the activations of {len(model_inputs[0])} inputs"]
+    activations = _activations(graph, graph.steps, model_inputs)
+
+    total = len(graph.steps) + (1 if end_to_end else 0)
+    calls: dict[int, int] = {}
+    layers = []
+    for index, step in enumerate(graph.steps):
+        count = calls[id(step.operation)] = calls.get(id(step.operation), 0) + 1
+        label = step.qualified_name + (f" (call {count})" if count > 1 else "")
+        if progress is not None:
+            progress(index, total, label)
+        layers.append(
+            _check_step(
+                step, label, mapping_keras2backward_classes, activations,
+                examples=examples, seed=(seed + index) % (2**32), convention=convention,
+            )
+        )
+    result = ModelCheck(model_name=model.name, layers=layers, notes=notes, seed=seed)
+    if end_to_end:
+        if progress is not None:
+            progress(total - 1, total, f"{model.name} (end to end)")
+        try:
+            result.end_to_end = _end_to_end(
+                model, backward, graph, model_inputs, examples=examples,
+                seed=(seed + len(graph.steps)) % (2**32), convention=convention,
+            )
+        except Exception as error:  # noqa: BLE001 - the per-layer checks stand on their own
+            result.end_to_end = LayerCheck(
+                verdict="inconclusive",
+                reason=f"The end-to-end check could not run: {type(error).__name__}: {error}",
+                layer_name=model.name, layer_class=type(model).__name__,
+                rule_class="BackwardModel",
+            )
+    result.duration_s = time.perf_counter() - start
+    return result
