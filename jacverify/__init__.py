@@ -1,31 +1,39 @@
-"""jacverify: build backward (Jacobian) models of Keras models, and check their rules."""
+"""jacverify: build backward (Jacobian) models of Keras models, and check their rules.
 
+Importing the package is cheap: it selects Keras's torch backend (when ``KERAS_BACKEND`` is
+not set) and loads Keras, torch and the native rules on the first use of one of its names, so
+that tools which only need to know it is there (the pytest plugin) stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from jacverify.backward.base import (  # noqa: E402
-    BackwardLayer,
-    BackwardLinearLayer,
-    BackwardNonLinearLayer,
-)
-from jacverify.backward.clone import clone_to_backward  # noqa: E402
-from jacverify.backward.registry import (  # noqa: E402
-    MissingBackwardRuleError,
-    get_backward_rule,
-    register_backward,
-    registered_rules,
-    unregister_backward,
-)
-from jacverify.check import (  # noqa: E402
-    Counterexample,
-    LayerCheck,
-    ModelCheck,
-    check_layer,
-    check_model,
-)
-
 __version__ = "0.1.0"
+
+#: Public name -> the module defining it.
+_EXPORTS = {
+    "BackwardLayer": "jacverify.backward.base",
+    "BackwardLinearLayer": "jacverify.backward.base",
+    "BackwardNonLinearLayer": "jacverify.backward.base",
+    "clone_to_backward": "jacverify.backward.clone",
+    "MissingBackwardRuleError": "jacverify.backward.registry",
+    "get_backward_rule": "jacverify.backward.registry",
+    "register_backward": "jacverify.backward.registry",
+    "registered_rules": "jacverify.backward.registry",
+    "unregister_backward": "jacverify.backward.registry",
+    "Counterexample": "jacverify.check",
+    "LayerCheck": "jacverify.check",
+    "ModelCheck": "jacverify.check",
+    "RegistryCheck": "jacverify.check",
+    "check_layer": "jacverify.check",
+    "check_model": "jacverify.check",
+    "check_registry": "jacverify.check",
+}
 
 __all__ = [
     "BackwardLayer",
@@ -35,8 +43,10 @@ __all__ = [
     "LayerCheck",
     "MissingBackwardRuleError",
     "ModelCheck",
+    "RegistryCheck",
     "check_layer",
     "check_model",
+    "check_registry",
     "clone_to_backward",
     "get_backward_rule",
     "register_backward",
@@ -44,3 +54,43 @@ __all__ = [
     "unregister_backward",
     "__version__",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jacverify.backward.base import (
+        BackwardLayer,
+        BackwardLinearLayer,
+        BackwardNonLinearLayer,
+    )
+    from jacverify.backward.clone import clone_to_backward
+    from jacverify.backward.registry import (
+        MissingBackwardRuleError,
+        get_backward_rule,
+        register_backward,
+        registered_rules,
+        unregister_backward,
+    )
+    from jacverify.check import (
+        Counterexample,
+        LayerCheck,
+        ModelCheck,
+        RegistryCheck,
+        check_layer,
+        check_model,
+        check_registry,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'jacverify' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    # BackwardModel and the native rules register themselves with Keras (saved backward models
+    # refer to them).
+    importlib.import_module("jacverify.backward")
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -35,6 +35,9 @@ class RuleEntry:
     keras_class: type
     rule_class: type
     source: str  # "native", "user" or "package:<distribution>"
+    #: What check_registry() checks the rule on: a layer, a ``(layer, input_shape)`` pair, a
+    #: zero-argument callable returning either, or a Hypothesis strategy drawing either.
+    example: object = None
 
 
 # One table per source; lookup precedence is user > installed package > native, whatever the
@@ -61,13 +64,18 @@ def _table(source: str) -> dict[type, RuleEntry]:
     return _USER
 
 
-def register_backward(*keras_classes: type) -> Callable[[R], R]:
+def register_backward(*keras_classes: type, example: object = None) -> Callable[[R], R]:
     """Class decorator registering a backward rule for one or more forward classes.
 
     A rule registered by the user takes precedence over rules shipped by installed packages,
     which take precedence over jacverify's native rules.
 
-    >>> @register_backward(PlusConstant)
+    ``example`` is what :func:`jacverify.check_registry` checks the rule on: a layer instance,
+    a zero-argument callable returning one, or a Hypothesis strategy drawing layers; a layer
+    that is not built comes as a ``(layer, input_shape)`` pair (input shape without the batch
+    axis).
+
+    >>> @register_backward(PlusConstant, example=(PlusConstant(2.0), (4,)))
     ... class BackwardPlusConstant(BackwardLinearLayer):
     ...     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
     ...         return gradient
@@ -77,6 +85,7 @@ def register_backward(*keras_classes: type) -> Callable[[R], R]:
     for keras_class in keras_classes:
         if not isinstance(keras_class, type):
             raise TypeError(f"register_backward() expects classes, got {keras_class!r}.")
+    _check_example(example)
 
     def decorator(rule_class: R) -> R:
         source = _current_source
@@ -84,10 +93,26 @@ def register_backward(*keras_classes: type) -> Callable[[R], R]:
             source = "native"  # a native rule module imported directly, before the registry
         table = _table(source)
         for keras_class in keras_classes:
-            table[keras_class] = RuleEntry(keras_class, rule_class, source)
+            table[keras_class] = RuleEntry(keras_class, rule_class, source, example)
         return rule_class
 
     return decorator
+
+
+def _check_example(example: object) -> None:
+    """Refuse an ``example=`` that is none of the accepted forms."""
+    if example is None or callable(example):  # layers and operations are callable too
+        return
+    if isinstance(example, tuple) and len(example) == 2 and callable(example[0]):
+        return
+    from hypothesis.strategies import SearchStrategy
+
+    if isinstance(example, SearchStrategy):
+        return
+    raise TypeError(
+        "register_backward(example=...) takes a layer, a (layer, input_shape) pair, a "
+        f"zero-argument callable returning one, or a Hypothesis strategy; got {example!r}."
+    )
 
 
 def unregister_backward(keras_class: type) -> None:

@@ -25,28 +25,34 @@ from jacverify.check.layer_check import (  # noqa: E402
     check_layer,
 )
 from jacverify.check.model_check import check_model  # noqa: E402
+from jacverify.check.registry_check import check_registry  # noqa: E402
 from jacverify.check.results import (  # noqa: E402
+    ConfigCheck,
     Counterexample,
     LayerCheck,
     ModelCheck,
     ReferenceInfo,
+    RegistryCheck,
     Replay,
 )
 from jacverify.check.strategies import ExampleSpec  # noqa: E402
 
 __all__ = [
     "CONVENTIONS",
+    "ConfigCheck",
     "Counterexample",
     "ExampleOutcome",
     "ExampleSpec",
     "LayerCheck",
     "ModelCheck",
     "ReferenceInfo",
+    "RegistryCheck",
     "Replay",
     "VERDICTS",
     "call_rule",
     "check_example",
     "check_layer",
     "check_model",
+    "check_registry",
     "worst_verdict",
 ]

@@ -850,6 +850,41 @@ def _prepare(
     return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks, autograd_note)
 
 
+def _evidence(
+    evaluator: _Evaluator,
+    fd: FDModel,
+    counterexample: Counterexample | None,
+    outcomes: Sequence[ExampleOutcome],
+    max_jacobian: int,
+    notes: list,
+) -> dict | None:
+    """Plot data through the counterexample, or (small layers) at the first example."""
+    from jacverify.check.evidence import collect_evidence
+
+    if counterexample is not None and counterexample.rule_output is not None:
+        x, g = counterexample.input, counterexample.upstream_gradient
+        direction = (
+            None if counterexample.direction is None
+            else np.asarray(counterexample.direction, dtype=np.float64).reshape(-1)
+        )
+        kink = 0.0 if counterexample.location == "kink" else None
+    elif counterexample is None and evaluator.basis:
+        example = next((o.example for o in outcomes if o.example is not None), None)
+        if example is None:
+            return None
+        x, g, direction, kink = example.x[:1], example.g[:1], None, None
+    else:
+        return None
+    try:
+        return collect_evidence(
+            evaluator.layer, evaluator.rule, fd, x, g, direction, kink_position=kink,
+            max_jacobian=max_jacobian,
+        )
+    except Exception as error:  # noqa: BLE001 - plots must never change a verdict
+        notes.append(f"no plot data: {type(error).__name__}: {error}")
+        return None
+
+
 def check_example(
     layer: keras.layers.Layer,
     rule: type | None = None,
@@ -893,6 +928,7 @@ def check_layer(
     max_full_jacobian: int = MAX_FULL_JACOBIAN,
     shrink_budget: int | None = None,
     threads: int | None = 1,
+    evidence: bool = True,
 ) -> LayerCheck:
     """Check the backward rule ``rule`` of one ``layer``.
 
@@ -922,6 +958,9 @@ def check_layer(
         threads: torch's intra-op threads while the check runs (restored after). The checker
             makes many small batched calls, which one thread runs fastest, and 50 times slower
             with two threads on busy cores; ``None`` keeps torch's setting.
+        evidence: gather plot data for reports (``LayerCheck.evidence``): a line through the
+            counterexample, and for inputs of at most ``max_full_jacobian`` values both full
+            Jacobians (the rule's and the reference's).
 
     Returns:
         A :class:`LayerCheck`; its ``verdict`` is ``pass``, ``fail`` (wrong at a smooth point),
@@ -936,7 +975,7 @@ def check_layer(
                 layer, rule, input_shape=input_shape, inputs=inputs, examples=examples, seed=seed,
                 convention=convention, dtype=dtype, kinks=kinks,
                 random_directions=random_directions, max_full_jacobian=max_full_jacobian,
-                shrink_budget=shrink_budget, threads=None,
+                shrink_budget=shrink_budget, threads=None, evidence=evidence,
             )
         finally:
             torch.set_num_threads(previous)
@@ -1028,7 +1067,11 @@ def check_layer(
     unjudged = len(outcomes) - n_judged
     if unjudged and verdict == "pass":
         notes.append(f"{unjudged} examples could not be judged (jumps, noise)")
+    plot_data = None
+    if evidence:
+        plot_data = _evidence(evaluator, fd, counterexample, outcomes, max_full_jacobian, notes)
     return LayerCheck(
+        evidence=plot_data,
         verdict=verdict,
         reason=reason,
         examples=len(outcomes),

@@ -250,7 +250,9 @@ def make_fd_model(
     def own(chunk):
         return _to_numpy(layer(chunk.astype(layer_dtype))).astype(np.float64)
 
-    fallback_eps = float(np.finfo(layer_dtype).eps) if "float" in layer_dtype else 1e-7
+    # The precision the layer really computes in (Keras on torch runs some float64 ops in
+    # float32): the clone is compared with it, and finite differences of the layer itself use it.
+    fallback_eps = effective_eps(layer_dtype) if "float" in layer_dtype else 1e-7
 
     def fallback(note: str) -> FDModel:
         return FDModel(

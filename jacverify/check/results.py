@@ -22,10 +22,12 @@ import numpy as np
 from jacverify.check.compare import VERDICTS, worst_verdict
 
 __all__ = [
+    "ConfigCheck",
     "Counterexample",
     "LayerCheck",
     "ModelCheck",
     "ReferenceInfo",
+    "RegistryCheck",
     "Replay",
     "VERDICTS",
     "jsonable",
@@ -316,6 +318,119 @@ class ModelCheck:
         if failure is not None:
             lines.append(f"first failing layer: {failure.layer_name}")
             lines.extend("  " + line for line in failure.summary().splitlines())
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class ConfigCheck:
+    """The check of one registered rule on one configuration of its forward class."""
+
+    keras_class: str  # qualified name of the forward class
+    rule_class: str | None
+    source: str  # "native", "user" or "package:<distribution>"
+    index: int  # the configuration's number for this class (0 for the first)
+    config: dict  # the layer's configuration (its get_config() without names and initializers)
+    input_shape: list  # without the batch axis (a list of shapes for several inputs)
+    check: LayerCheck
+
+    @property
+    def verdict(self) -> str:
+        return self.check.verdict
+
+    @property
+    def class_name(self) -> str:
+        return self.keras_class.rsplit(".", 1)[-1]
+
+    @property
+    def label(self) -> str:
+        """``Conv2D #1 on (4, 4, 2)``: the class, the configuration's number, the input."""
+        shape = self.input_shape
+        if shape and isinstance(shape[0], (list, tuple)):
+            text = ", ".join(str(tuple(s)) for s in shape)
+        else:
+            text = str(tuple(shape))
+        return f"{self.class_name} #{self.index} on {text}"
+
+    def to_dict(self) -> dict:
+        data = _fields_dict(self)
+        data["verdict"] = self.verdict
+        return data
+
+    def summary(self) -> str:
+        """One line: verdict, label, configuration and reason."""
+        config = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{self.verdict:12s} {self.label} [{config}]: {self.check.reason}"
+
+
+@dataclass
+class RegistryCheck:
+    """The checks of registered rules, each on a few configurations of its forward class
+    (``check_registry``); rules that could not be checked appear once, ``skipped``."""
+
+    checks: list = field(default_factory=list)  # ConfigCheck, rule by rule
+    seed: int | None = None
+    configs: int = 0  # configurations asked for per rule
+    examples: int = 0  # examples per configuration
+    convention: str = "subgradient"
+    notes: list = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """The worst verdict of all checks (``skipped`` only when everything was)."""
+        return worst_verdict([c.verdict for c in self.checks])
+
+    @property
+    def failures(self) -> list:
+        """The checks showing a rule wrong (``fail``, ``boundary`` or ``error``)."""
+        return [c for c in self.checks if not c.check.ok]
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict in ("pass", "skipped") and not self.failures
+
+    @property
+    def rules(self) -> list:
+        """The forward classes checked (qualified names, in order)."""
+        return list(dict.fromkeys(c.keras_class for c in self.checks))
+
+    def counts(self) -> dict:
+        """How many checks got each verdict."""
+        counts: dict = {}
+        for check in self.checks:
+            counts[check.verdict] = counts.get(check.verdict, 0) + 1
+        return counts
+
+    def with_verdict(self, *verdicts: str) -> list:
+        """The checks whose verdict is one of ``verdicts``."""
+        return [c for c in self.checks if c.verdict in verdicts]
+
+    def to_dict(self) -> dict:
+        data = _fields_dict(self)
+        data["verdict"] = self.verdict
+        data["counts"] = self.counts()
+        data["failures"] = [c.label for c in self.failures]
+        return data
+
+    def summary(self, verbose: bool = False) -> str:
+        """Counts, then one line per check that did not pass (every check with ``verbose``),
+        then the full summary of each failure."""
+        tally = ", ".join(f"{n} {v}" for v, n in sorted(self.counts().items()))
+        lines = [
+            f"{self.verdict.upper()}: {len(self.rules)} rules, {len(self.checks)} checks "
+            f"({tally}); seed {self.seed}, {self.configs} configurations x {self.examples} "
+            f"examples, {self.duration_s:.1f} s"
+        ]
+        shown = self.checks if verbose else [c for c in self.checks if c.verdict != "pass"]
+        lines.extend("  " + c.summary() for c in shown)
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        for failure in self.failures:
+            lines.append(f"{failure.label}:")
+            lines.extend("  " + line for line in failure.check.summary().splitlines())
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -99,11 +99,3 @@ def clip_model() -> keras.Model:
         ],
         name="clip_model",
     )
-
-
-#: (model factory, rule mapping, description) for each bundled example.
-EXAMPLES = [
-    (plus_constant_model, {PlusConstant: BackwardPlusConstant}, "PlusConstant"),
-    (clip_model, {Clip: BackwardClipCorrect}, "Clip with a correct rule"),
-    (clip_model, {Clip: BackwardClip}, "Clip with the tutorial's rule"),
-]

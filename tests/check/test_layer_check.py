@@ -253,3 +253,17 @@ def test_model_check_holds_layer_checks():
     data = json.loads(json.dumps(model.to_dict()))
     assert data["first_failure"] == bad.layer_name and len(data["layers"]) == 2
     assert "first failing layer" in model.summary()
+
+
+def test_float64_dense_keeps_its_float64_reference_and_catches_a_small_scale_error():
+    from jacverify.backward.rules.core.dense import BackwardDense
+
+    class ScaledDense(BackwardDense):
+        def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+            return super().call_on_reshaped_gradient(gradient, input=input) * 1.001
+
+    right = check_layer(L.Dense(16), input_shape=(16,), dtype="float64", examples=10, seed=0)
+    assert right.verdict == "pass" and right.reference.float64_clone, right.summary()
+    wrong = check_layer(L.Dense(16), ScaledDense, input_shape=(16,), dtype="float64",
+                        examples=10, seed=0)
+    assert wrong.verdict == "fail", wrong.summary()

@@ -32,7 +32,8 @@ def test_correct_rules_pass_in_place_and_end_to_end(model):
                          progress=lambda i, n, label: seen.append((i, n, label)))
     assert result.verdict == "pass", result.summary()
     names = [c.layer_name for c in result.layers]
-    assert names == ["dense_in", "my_clip", "branch_a", "branch_b", "merge_max", "add", "head"]
+    assert names[:5] == ["dense_in", "my_clip", "branch_a", "branch_b", "merge_max"]
+    assert names[5].startswith("add") and names[6] == "head"  # the keras.ops call `m + 3.0`
     assert result.end_to_end is not None and result.end_to_end.verdict == "pass"
     assert result.end_to_end.reference.float64_clone  # the whole model ran in float64
     assert [s[2] for s in seen][-1] == "toy (end to end)" and seen[0][1] == 8

@@ -13,14 +13,18 @@ from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
 
 
 def _layer_masks(mask):
-    """``(query_mask, value_mask)`` from what the rule receives as ``mask`` (the list the layer
-    takes, ``[query_mask, value_mask]``)."""
+    """``(query_mask, value_mask)`` from what the rule receives as ``mask``: the list the layer
+    takes, ``[query_mask, value_mask]``, or the one Keras fills in from the inputs' Keras masks
+    when the rule is called eagerly as ``rule([gradient, [query, value]])``:
+    ``[gradient_mask, [query_mask, value_mask]]``."""
     if mask is None:
         return None, None
     if isinstance(mask, dict):
         mask = mask.get("mask")
     if not isinstance(mask, (list, tuple)):
         return None, None
+    if len(mask) == 2 and isinstance(mask[1], (list, tuple)):
+        mask = mask[1]
     return (mask[0] if len(mask) > 0 else None), (mask[1] if len(mask) > 1 else None)
 
 

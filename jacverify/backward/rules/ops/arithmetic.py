@@ -118,12 +118,16 @@ class BackwardPowerOp(_BackwardBinary):
     """``x1 ** x2``: ``g * x2 * x1**(x2 - 1)`` and ``g * x1**x2 * log(x1)``.
 
     For an exponent ``x2`` that is a constant, ``d/dx1`` is computed as ``x2 * x1**(x2 - 1)``
-    (0 at ``x1 = 0`` for ``x2 > 1``, as torch). The derivative in the exponent is taken where
-    ``x1 > 0`` (elsewhere ``x1**x2`` is not differentiable in ``x2`` or not real): 0 there.
+    (0 at ``x1 = 0`` for ``x2 > 1``, as torch), and is 0 where ``x2 == 0`` (``x1**0 == 1``;
+    the formula would give ``0 * inf`` at ``x1 = 0``). The derivative in the exponent is taken
+    where ``x1 > 0`` (elsewhere ``x1**x2`` is not differentiable in ``x2`` or not real): 0 there.
     """
 
     def _partials(self, a, b, gradient):
-        g1 = gradient * b * ops.power(a, b - 1.0) if self._needs[0] else None
+        g1 = None
+        if self._needs[0]:
+            g1 = ops.where(ops.equal(b, 0), ops.zeros_like(gradient),
+                           gradient * b * ops.power(a, b - 1.0))
         if not self._needs[1]:
             return g1, None
         positive = ops.greater(a, 0)

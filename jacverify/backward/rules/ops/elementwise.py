@@ -97,11 +97,13 @@ class BackwardRsqrtOp(_BackwardUnary):
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardClipOp(_BackwardUnary):
     """``clip(x, x_min, x_max)``: ``g`` where ``x_min <= x <= x_max`` (torch passes the gradient
-    at both bounds: a valid subgradient), 0 outside. With ``x_min > x_max`` torch returns
-    ``x_max`` everywhere: 0."""
+    at both bounds: a valid subgradient), 0 outside. With ``x_min >= x_max`` the result is
+    ``x_max`` everywhere, a constant: 0 (torch passes ``g`` at ``x == x_min == x_max``, outside
+    the one-sided derivatives, both 0)."""
 
     def derivative(self, x):
         lo = ops.convert_to_tensor(self.layer.x_min, dtype=x.dtype)
         hi = ops.convert_to_tensor(self.layer.x_max, dtype=x.dtype)
         inside = ops.logical_and(ops.greater_equal(x, lo), ops.less_equal(x, hi))
+        inside = ops.logical_and(inside, ops.less(lo, hi))
         return ops.cast(inside, x.dtype)

@@ -1,0 +1,341 @@
+"""Benchmark: the cost of checking one backward rule, jacverify against torch gradcheck.
+
+For a Dense layer and a Conv2D layer at several input sizes, all in float64, prints the median
+time (over repeats) of one check of the layer's registered rule by
+- jacverify: ``check_layer(layer, dtype="float64", examples=E, seed=0)``;
+- ``torch.autograd.gradcheck`` with ``fast_mode=False`` (the whole Jacobian: one forward
+  evaluation per input value and side, one call of the rule per output value) and with
+  ``fast_mode=True`` (one random projection ``u^T J v``). gradcheck judges the same rule: it is
+  the backward of a ``torch.autograd.Function`` whose forward is the float64 layer;
+and how each time grows with the layer's size (ratio to the smallest size, and the exponent
+``p`` of a least-squares fit ``time ~ n_in ** p``).
+
+A second table counts, per check, the calls of the layer (every instance of its class,
+including the clones jacverify makes), the input rows those calls evaluated (a batched call of
+m rows counts m), and the calls of the rule. jacverify judges every direction of the full
+Jacobian for inputs of at most ``--max-full-jacobian`` values and only random directions
+above: there its rows per example should not depend on the size.
+
+Every check runs with one torch thread (``--threads``). Float64 layers are evaluated by
+gradcheck with Keras' float64-to-float32 promotion switched off
+(``jacverify.check.references.true_float64``), so that its 1e-6 steps see float64 values.
+
+Run: .venv/bin/python benchmarks/bench_checker.py [--repeats 5] [--examples 20]
+     [--sizes 16,64,256,1024] [--conv-sizes 4x4x2,8x8x4,16x16x4,32x32x4] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import jacverify  # noqa: E402
+from jacverify.check.layer_check import MAX_FULL_JACOBIAN  # noqa: E402
+from jacverify.check.references import true_float64  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- counting
+@dataclass
+class Counts:
+    """Calls of a layer class and of a rule class while a check runs."""
+
+    layer_calls: int = 0
+    layer_rows: int = 0
+    rule_calls: int = 0
+
+
+@contextlib.contextmanager
+def counting(layer_class: type, rule_class: type) -> Iterator[Counts]:
+    """Count the calls of ``layer_class.call`` (every instance, clones included), the rows
+    they evaluate, and the calls of ``rule_class.call`` while the block runs."""
+    counts = Counts()
+    patched: list[tuple[type, Any]] = []
+
+    def wrap(cls: type, on_call: Callable[[tuple], None]) -> None:
+        original = cls.__dict__.get("call")
+        inherited = cls.call
+
+        @functools.wraps(inherited)
+        def call(self, *args, **kwargs):
+            on_call(args)
+            return inherited(self, *args, **kwargs)
+
+        patched.append((cls, original))
+        cls.call = call
+
+    def on_layer(args: tuple) -> None:
+        counts.layer_calls += 1
+        first = args[0] if args else None
+        counts.layer_rows += int(first.shape[0]) if hasattr(first, "shape") else 1
+
+    def on_rule(args: tuple) -> None:
+        counts.rule_calls += 1
+
+    wrap(layer_class, on_layer)
+    wrap(rule_class, on_rule)
+    try:
+        yield counts
+    finally:
+        for cls, original in reversed(patched):
+            if original is None:
+                del cls.call
+            else:
+                cls.call = original
+
+
+# ------------------------------------------------------------------------------ layers
+@dataclass
+class Case:
+    """One layer at one size."""
+
+    family: str  # "Dense" or "Conv2D"
+    label: str  # "in 64" / "8x8x4"
+    layer: keras.layers.Layer  # float64, built
+    input_shape: tuple
+    output_shape: tuple
+    rule_class: type
+    results: dict = field(default_factory=dict)
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.output_shape)
+
+
+def make_case(family: str, size: Any, activation: str | None) -> Case:
+    """A built float64 Dense (``units`` equal to the input size) or Conv2D (3x3 kernel, same
+    padding, as many filters as input channels) layer and its registered rule."""
+    if family == "Dense":
+        input_shape: tuple = (int(size),)
+        layer = keras.layers.Dense(int(size), activation=activation, dtype="float64")
+        label = f"in {size}"
+    else:
+        input_shape = tuple(int(s) for s in size)
+        layer = keras.layers.Conv2D(
+            input_shape[-1], 3, padding="same", activation=activation, dtype="float64"
+        )
+        label = "x".join(str(s) for s in input_shape)
+    out = layer(np.zeros((1, *input_shape), dtype="float64"))
+    return Case(
+        family=family, label=label, layer=layer, input_shape=input_shape,
+        output_shape=tuple(int(s) for s in out.shape[1:]),
+        rule_class=jacverify.get_backward_rule(layer),
+    )
+
+
+# ------------------------------------------------------------------------------- tools
+def run_jacverify(case: Case, examples: int, max_full: int, threads: int) -> dict:
+    """One check by jacverify; its verdict and what it explored."""
+    check = jacverify.check_layer(
+        case.layer, input_shape=case.input_shape, dtype="float64", examples=examples, seed=0,
+        max_full_jacobian=max_full, threads=threads,
+    )
+    return {
+        "verdict": check.verdict,
+        "examples": check.examples + check.shrink_evaluations,
+        "mode": "full+random" if check.reference and check.reference.full_jacobian else "random",
+    }
+
+
+def layer_with_rule(case: Case) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The float64 layer as a torch function whose backward is the jacverify rule."""
+    rule = case.rule_class(
+        layer=case.layer, input_dim_wo_batch=list(case.input_shape),
+        output_dim_wo_batch=list(case.output_shape),
+    )
+
+    class LayerWithRule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(x)
+            return case.layer(x)
+
+        @staticmethod
+        def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+            (x,) = ctx.saved_tensors
+            out = rule(g) if getattr(rule, "is_linear", False) else rule([g, x])
+            if isinstance(out, (list, tuple)):
+                (out,) = out
+            return out
+
+    return LayerWithRule.apply
+
+
+def run_gradcheck(case: Case, fn: Callable, x: torch.Tensor, fast: bool) -> dict:
+    """One check by torch.autograd.gradcheck (default tolerances) of the wrapped rule."""
+    with true_float64():
+        ok = torch.autograd.gradcheck(fn, (x,), fast_mode=fast, raise_exception=False)
+    return {"verdict": "pass" if ok else "fail", "examples": 1, "mode": "fast" if fast else "full"}
+
+
+TOOLS = ("jacverify", "gradcheck", "gradcheck fast")
+
+
+def bench_case(case: Case, args: argparse.Namespace) -> None:
+    """Count the evaluations of one check by each tool, then time ``args.repeats`` checks of
+    each (the tools take turns, so that they share the machine's load)."""
+    x = torch.tensor(
+        np.random.default_rng(0).standard_normal((1, *case.input_shape)), dtype=torch.float64,
+        requires_grad=True,
+    )
+    fn = layer_with_rule(case)
+    calls: dict[str, Callable[[], dict]] = {
+        "jacverify": lambda: run_jacverify(case, args.examples, args.max_full_jacobian,
+                                           args.threads),
+        "gradcheck": lambda: run_gradcheck(case, fn, x, fast=False),
+        "gradcheck fast": lambda: run_gradcheck(case, fn, x, fast=True),
+    }
+    for tool, call in calls.items():  # the counted run doubles as the warm-up
+        with counting(type(case.layer), case.rule_class) as counts:
+            info = call()
+        case.results[tool] = {**info, "counts": counts, "times": []}
+    for _ in range(args.repeats):
+        for tool, call in calls.items():
+            start = time.perf_counter()
+            call()
+            case.results[tool]["times"].append(time.perf_counter() - start)
+    for tool in TOOLS:
+        case.results[tool]["median"] = statistics.median(case.results[tool]["times"])
+
+
+def fitted_exponent(sizes: Sequence[int], times: Sequence[float]) -> float | None:
+    """Slope of log(time) against log(size) by least squares (None for fewer than 2 sizes)."""
+    if len(sizes) < 2 or len(set(sizes)) < 2:
+        return None
+    return float(np.polyfit(np.log(sizes), np.log(times), 1)[0])
+
+
+# ------------------------------------------------------------------------------ output
+def _table(header: list[str], rows: list[list[str]], markdown: bool) -> str:
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def _fmt_exponent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
+    """The time table (with growth and fitted exponents) and the evaluation counts."""
+    header = ["layer", "input", "n_in", "jacverify s", "x", "gradcheck s", "x",
+              "fast s", "x", "jv/gc", "jv/fast"]
+    rows = []
+    families = list(dict.fromkeys(c.family for c in cases))
+    for family in families:
+        group = [c for c in cases if c.family == family]
+        first = group[0]
+        for case in group:
+            t = {tool: case.results[tool]["median"] for tool in TOOLS}
+            t0 = {tool: first.results[tool]["median"] for tool in TOOLS}
+            rows.append([
+                family, case.label, str(case.n_in),
+                f"{t['jacverify']:.3f}", f"{t['jacverify'] / t0['jacverify']:.2f}",
+                f"{t['gradcheck']:.4f}", f"{t['gradcheck'] / t0['gradcheck']:.1f}",
+                f"{t['gradcheck fast']:.4f}",
+                f"{t['gradcheck fast'] / t0['gradcheck fast']:.2f}",
+                f"{t['jacverify'] / t['gradcheck']:.1f}",
+                f"{t['jacverify'] / t['gradcheck fast']:.0f}",
+            ])
+        sizes = [c.n_in for c in group]
+        fit = {tool: fitted_exponent(sizes, [c.results[tool]["median"] for c in group])
+               for tool in TOOLS}
+        rows.append([family, "exponent p", "all", _fmt_exponent(fit["jacverify"]), "",
+                     _fmt_exponent(fit["gradcheck"]), "", _fmt_exponent(fit["gradcheck fast"]),
+                     "", "", ""])
+        random_only = [c for c in group if c.n_in > args.max_full_jacobian]
+        if len(random_only) >= 2:
+            sizes = [c.n_in for c in random_only]
+            fit = {tool: fitted_exponent(sizes, [c.results[tool]["median"] for c in random_only])
+                   for tool in TOOLS}
+            rows.append([family, "exponent p", f">{args.max_full_jacobian}",
+                         _fmt_exponent(fit["jacverify"]), "", _fmt_exponent(fit["gradcheck"]),
+                         "", _fmt_exponent(fit["gradcheck fast"]), "", "", ""])
+    print("Time per check (median, seconds); x = ratio to the smallest size of the layer;")
+    print("exponent p: least-squares fit of time ~ n_in ** p (over all sizes, and over the sizes")
+    print(f"above {args.max_full_jacobian} values, where jacverify uses random directions only)")
+    print(_table(header, rows, args.markdown))
+    print()
+
+    header = ["layer", "input", "jv mode", "jv verdict", "jv examples", "jv layer calls",
+              "jv rows", "jv rows/example", "jv rule calls", "gc verdict", "gc layer calls",
+              "gc rows", "gc rule calls", "fast verdict", "fast layer calls", "fast rows",
+              "fast rule calls"]
+    rows = []
+    for case in cases:
+        jv, gc, fast = (case.results[tool] for tool in TOOLS)
+        jc = jv["counts"]
+        rows.append([
+            case.family, case.label, jv["mode"], jv["verdict"], str(jv["examples"]),
+            str(jc.layer_calls), str(jc.layer_rows),
+            f"{jc.layer_rows / max(1, jv['examples']):.0f}", str(jc.rule_calls),
+            gc["verdict"], str(gc["counts"].layer_calls), str(gc["counts"].layer_rows),
+            str(gc["counts"].rule_calls),
+            fast["verdict"], str(fast["counts"].layer_calls), str(fast["counts"].layer_rows),
+            str(fast["counts"].rule_calls),
+        ])
+    print("Evaluations per check (one counted run): calls of the layer (all instances of its")
+    print("class), input rows evaluated by those calls, calls of the rule")
+    print(_table(header, rows, args.markdown))
+
+
+def _conv_size(text: str) -> tuple[int, ...]:
+    """``"8x8x4"`` -> ``(8, 8, 4)``."""
+    parts = tuple(int(p) for p in text.lower().split("x"))
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected HxWxC, got {text!r}")
+    return parts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="timed checks per tool (median)")
+    parser.add_argument("--examples", type=int, default=20, help="jacverify's examples")
+    parser.add_argument("--sizes", default="16,64,256,1024",
+                        help="Dense input sizes (units equal), comma-separated")
+    parser.add_argument("--conv-sizes", default="4x4x2,8x8x4,16x16x4,32x32x4",
+                        help="Conv2D input shapes HxWxC (C filters, 3x3, same padding)")
+    parser.add_argument("--activation", default=None, help="activation of both layers")
+    parser.add_argument("--max-full-jacobian", type=int, default=MAX_FULL_JACOBIAN,
+                        help="jacverify's max_full_jacobian")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for every check")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keras.utils.set_random_seed(0)
+    dense = [int(s) for s in args.sizes.split(",") if s]
+    conv = [_conv_size(s) for s in args.conv_sizes.split(",") if s]
+    print(f"torch {torch.__version__}, keras {keras.__version__}, {args.threads} thread(s), "
+          f"float64, jacverify {args.examples} examples (seed 0), gradcheck default tolerances, "
+          f"median of {args.repeats}")
+    cases = [make_case("Dense", s, args.activation) for s in dense]
+    cases += [make_case("Conv2D", s, args.activation) for s in conv]
+    for case in cases:
+        bench_case(case, args)
+    print_tables(cases, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Building blocks of the configuration strategies: built layers with seeded random weights,
+input shapes in either data format, and the small value sets the families share."""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+
+from jacverify.backward.graph import INPUT_KEY
+from jacverify.backward.rules._call_arguments import fill_in
+from jacverify.check.adapters import PackedCall
+
+#: A drawn configuration: a built layer and its input shape without the batch axis (a list of
+#: shapes for a layer with several inputs).
+Drawn = tuple
+
+#: Seeds of the random weights; the simplest draw (0) is a valid seed too.
+weight_seeds = st.integers(min_value=0, max_value=2**31 - 1)
+data_formats = st.sampled_from(["channels_last", "channels_first"])
+use_bias = st.booleans()
+#: Activations with a native derivative that keep the output shape (``glu`` halves an axis,
+#: ``threshold`` needs arguments).
+ACTIVATIONS = (
+    None, "relu", "tanh", "sigmoid", "softmax", "elu", "selu", "gelu", "silu", "softplus",
+    "softsign", "relu6", "leaky_relu", "hard_sigmoid", "hard_silu", "hard_tanh", "log_softmax",
+    "mish", "celu", "log_sigmoid", "squareplus", "sparse_plus", "sparse_sigmoid", "tanh_shrink",
+    "hard_shrink", "soft_shrink", "exponential", "sparsemax", "linear",
+)
+#: Activations of layers whose output size may stay small (a few common ones first).
+activations = st.sampled_from(ACTIVATIONS)
+
+#: Batch size of the call that builds the layers (some augmentations mix two examples).
+_BUILD_BATCH = 2
+
+
+def _zeros(shape: Sequence[int], dtype: str) -> np.ndarray:
+    return np.zeros((_BUILD_BATCH, *shape), dtype=dtype)
+
+
+def is_multi(shape: Any) -> bool:
+    """Whether ``shape`` is a list of shapes (a layer with several inputs)."""
+    return bool(shape) and isinstance(shape[0], (list, tuple))
+
+
+def build(layer, input_shape, call: Callable | None = None) -> None:
+    """Build ``layer`` by calling it on zeros of ``input_shape`` (a list of shapes: a list of
+    inputs), or with ``call(layer, inputs)`` for layers taking their inputs otherwise."""
+    dtype = getattr(layer, "compute_dtype", "float32") or "float32"
+    if is_multi(input_shape):
+        inputs = [_zeros(s, dtype) for s in input_shape]
+    else:
+        inputs = _zeros(input_shape, dtype)
+    if call is not None:
+        call(layer, inputs)
+    else:
+        layer(inputs)
+
+
+def randomize_weights(layer, seed: int, positive: Sequence[str] = ("variance",)) -> None:
+    """Give every float weight of ``layer`` values in [-1, 1) from ``seed`` (weights whose
+    path contains a word of ``positive``: values in [0.25, 2))."""
+    rng = np.random.default_rng(seed)
+    for weight in getattr(layer, "weights", ()):
+        if "float" not in str(weight.dtype):
+            continue
+        shape = tuple(weight.shape)
+        if any(word in weight.path for word in positive):
+            values = rng.uniform(0.25, 2.0, size=shape)
+        else:
+            values = rng.uniform(-1.0, 1.0, size=shape)
+        weight.assign(values.astype(str(weight.dtype)))
+
+
+def finish(layer, input_shape, weight_seed: int, call: Callable | None = None) -> Drawn:
+    """Build ``layer`` on ``input_shape``, give it seeded random weights, and return the
+    drawn pair ``(layer, input_shape)``."""
+    shape = [tuple(s) for s in input_shape] if is_multi(input_shape) else tuple(input_shape)
+    build(layer, shape, call)
+    randomize_weights(layer, weight_seed)
+    return layer, shape
+
+
+def image_shape(spatial: Sequence[int], channels: int, data_format: str) -> tuple:
+    """An input shape without batch: channels last or first."""
+    spatial = tuple(int(s) for s in spatial)
+    if data_format == "channels_first":
+        return (int(channels), *spatial)
+    return (*spatial, int(channels))
+
+
+def spatial_of(shape: Sequence[int], data_format: str) -> tuple:
+    """The spatial sizes of an input shape without batch."""
+    return tuple(shape[1:]) if data_format == "channels_first" else tuple(shape[:-1])
+
+
+@st.composite
+def sizes(draw, rank: int, low: Sequence[int] | int = 1, budget: int = 64, high: int = 6):
+    """``rank`` sizes, each at least its ``low`` and at most ``high``, with a product at most
+    ``budget`` (the smallest sizes when the lows already exceed it)."""
+    lows = [int(low)] * rank if isinstance(low, int) else [int(v) for v in low]
+    result = list(lows)
+    for i in range(rank):
+        rest = math.prod(result[:i] + result[i + 1:])
+        top = max(lows[i], min(high, budget // max(1, rest)))
+        result[i] = draw(st.integers(lows[i], max(lows[i], top)))
+    return tuple(result)
+
+
+def small_floats(low: float, high: float) -> st.SearchStrategy:
+    """Floats in [low, high] rounded to 3 decimals (readable configurations)."""
+    return st.floats(low, high, allow_nan=False, allow_infinity=False).map(
+        lambda v: round(v, 3)
+    )
+
+
+def layer_strategy(function: Callable) -> Callable[..., st.SearchStrategy]:
+    """``st.composite`` for functions that create Keras layers.
+
+    Keras draws default seeds from Python's ``random`` module when it creates a layer; the
+    weights are replaced by :func:`randomize_weights` anyway, so the module's state is restored
+    after each draw: drawing a configuration leaves the global state as it found it.
+    """
+
+    @functools.wraps(function)
+    def keeping_random_state(draw, *args, **kwargs):
+        state = random.getstate()
+        try:
+            return function(draw, *args, **kwargs)
+        finally:
+            random.setstate(state)
+
+    return st.composite(keeping_random_state)
+
+
+def inputs_template(n: int) -> list:
+    """The placeholders of ``n`` inputs, as a call's arguments record them."""
+    return [{INPUT_KEY: i} for i in range(n)]
+
+
+def packed(
+    operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None
+) -> Drawn:
+    """Build ``operation`` as it is called (``args``/``kwargs``: the call's arguments with
+    ``{"__input__": i}`` placeholders; default: the inputs as positional arguments), give it
+    seeded weights, and return it wrapped in the checker's :class:`PackedCall` adapter (one
+    packed input; layers taking ``training`` run at inference), with its input shape(s).
+
+    For calls check_layer cannot make by itself: ``keras.ops`` operations, layers taking
+    several tensors as separate arguments, layers whose call defaults to ``training=True``.
+    """
+    multi = is_multi(input_shape)
+    shapes = [tuple(s) for s in input_shape] if multi else [tuple(input_shape)]
+    args = list(inputs_template(len(shapes)) if args is None else args)
+    kwargs = dict(kwargs or {})
+
+    def call(op, inputs) -> None:
+        parts = list(inputs) if multi else [inputs]
+        op(*fill_in(args, parts), **fill_in(kwargs, parts))
+
+    finish(operation, shapes if multi else shapes[0], weight_seed, call=call)
+    adapter = PackedCall(operation, shapes, args, kwargs)
+    return adapter, (shapes if multi else shapes[0])

@@ -1,0 +1,40 @@
+"""Draw values from a Hypothesis strategy reproducibly: the same seed gives the same values.
+
+The first value is the strategy's simplest (Hypothesis tries it first), the others random
+from the seed; a strategy with fewer distinct values than asked gives them all once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+
+def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
+    """Up to ``n`` values of ``strategy``, the same for the same ``seed``.
+
+    Raises what the strategy raises while drawing.
+    """
+    found: list = []
+    if n <= 0:
+        return found
+
+    @hypothesis_seed(int(seed))
+    @settings(
+        max_examples=int(n),
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )
+    @given(value=strategy)
+    def collect(value) -> None:
+        found.append(value)
+
+    collect()
+    return found[:n]

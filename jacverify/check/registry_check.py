@@ -1,0 +1,294 @@
+"""``check_registry``: check every registered backward rule on a few configurations of its
+forward class.
+
+A rule's configurations come from the ``example=`` given to
+:func:`jacverify.register_backward` (a layer, a ``(layer, input_shape)`` pair, a callable
+returning one, or a Hypothesis strategy drawing them), else from the native strategy of its
+forward class (:mod:`jacverify.check.layer_configs`). Strategies are drawn reproducibly from
+the seed (the first configuration is the strategy's simplest), and each configuration is
+checked by :func:`jacverify.check.check_layer` with the registered rule.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from hypothesis.strategies import SearchStrategy
+
+from jacverify.backward.graph import INPUT_KEY
+from jacverify.backward.registry import RuleEntry, registered_rules
+from jacverify.backward.rules._call_arguments import fill_in, is_input
+from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.check.layer_check import check_layer
+from jacverify.check.layer_configs import (
+    draw_configs,
+    native_example_strategy,
+    native_skip_reason,
+)
+from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
+
+#: Why a rule without any example is skipped.
+NO_EXAMPLE_REASON = "no example layer or strategy: pass example= to register_backward"
+SOURCES = ("native", "user", "package")
+#: Configuration keys that say nothing about the function a layer computes.
+_NOISE_KEYS = ("name", "trainable", "dtype", "seed", "registered_name", "module")
+_NOISE_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 32-bit seed from ``seed`` and a name (and more parts): independent of which other
+    rules are checked, and of their order."""
+    words = [int(seed) & 0xFFFFFFFF]
+    words += [zlib.crc32(str(part).encode()) for part in parts]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def _compact(value: Any) -> Any:
+    """Configuration values made short: a serialized Keras object becomes
+    ``"ClassName(key=value, ...)"``."""
+    if isinstance(value, dict) and "class_name" in value and "config" in value:
+        inner = value["config"] if isinstance(value["config"], dict) else {}
+        arguments = ", ".join(f"{k}={_compact(v)!r}" for k, v in describe_config(inner).items())
+        return f"{value['class_name']}({arguments})"
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_compact(v) for v in value)
+    return value
+
+
+def describe_config(config: dict) -> dict:
+    """A layer configuration without what does not change its function (name, dtype,
+    initializers, regularizers, constraints, seeds), serialized objects compacted."""
+    return {
+        k: _compact(v) for k, v in config.items()
+        if k not in _NOISE_KEYS and not k.endswith(_NOISE_SUFFIXES)
+    }
+
+
+def describe_layer(layer: Any) -> dict:
+    """:func:`describe_config` of ``layer.get_config()`` (``{}`` when it has none); for a call
+    through the checker's adapter, the operation's, with the call's keyword constants."""
+    if isinstance(layer, PackedCall):
+        described = describe_layer(layer.operation)
+        constants = {
+            k: v for k, v in layer.call_kwargs.items() if k != "training" and not is_input(v)
+        }
+        if constants:
+            described["call"] = constants
+        return described
+    try:
+        return describe_config(layer.get_config())
+    except Exception:  # noqa: BLE001 - a description must never stop a check
+        return {}
+
+
+def _select(
+    rules: dict, classes: Iterable | None, include: Sequence[str]
+) -> list[RuleEntry]:
+    """The entries to check: of the given classes (or class names), from the included
+    sources, in a stable order (by module and name)."""
+    unknown = [s for s in include if s not in SOURCES]
+    if unknown:
+        raise ValueError(f"include takes sources among {SOURCES}, got {unknown}")
+    entries = list(rules.values())
+    if classes is not None:
+        wanted = list(classes)
+        entries = [
+            e for e in entries
+            if e.keras_class in wanted or e.keras_class.__name__ in wanted
+            or _qualified(e.keras_class) in wanted
+        ]
+        missing = [
+            c for c in wanted
+            if not any(c in (e.keras_class, e.keras_class.__name__, _qualified(e.keras_class))
+                       for e in entries)
+        ]
+        if missing:
+            names = ", ".join(getattr(c, "__name__", str(c)) for c in missing)
+            raise ValueError(f"no registered rule for: {names}")
+    entries = [e for e in entries if e.source.split(":", 1)[0] in include]
+    return sorted(entries, key=lambda e: (e.keras_class.__module__, e.keras_class.__qualname__))
+
+
+def _as_pair(drawn: Any) -> tuple:
+    """``(layer, input_shape or None)`` from a layer or a pair."""
+    if isinstance(drawn, tuple) and len(drawn) == 2 and callable(drawn[0]):
+        return drawn[0], drawn[1]
+    return drawn, None
+
+
+def _configurations(entry: RuleEntry, configs: int, seed: int) -> tuple[list, str]:
+    """``([(layer, input_shape), ...], skip_reason)`` for one rule."""
+    example = entry.example
+    if example is None:
+        strategy = native_example_strategy(entry.keras_class)
+        if strategy is None:
+            return [], native_skip_reason(entry.keras_class) or NO_EXAMPLE_REASON
+        example = strategy
+    if isinstance(example, SearchStrategy):
+        drawn = draw_configs(example, configs, derive_seed(seed, _qualified(entry.keras_class)))
+        return [_as_pair(d) for d in drawn], ""
+    layer, shape = _as_pair(example)
+    if not isinstance(layer, keras.Operation) and callable(layer):
+        layer, made_shape = _as_pair(layer())
+        shape = made_shape if made_shape is not None else shape
+    return [(layer, shape)], ""
+
+
+def _bare_check(entry: RuleEntry, verdict: str, reason: str, layer: Any = None,
+                shape: Any = None) -> LayerCheck:
+    return LayerCheck(
+        verdict=verdict,
+        reason=reason,
+        layer_name=getattr(layer, "name", "-") if layer is not None else "-",
+        layer_class=entry.keras_class.__name__,
+        rule_class=entry.rule_class.__name__,
+        input_shape=_shape_list(shape),
+    )
+
+
+def _is_multi(shape: Any) -> bool:
+    return bool(shape) and isinstance(shape[0], (list, tuple))
+
+
+def _shape_list(shape: Any) -> list:
+    if shape is None:
+        return []
+    if _is_multi(shape):
+        return [list(s) for s in shape]
+    return list(shape)
+
+
+def _checkable(layer: Any, shape: Any) -> Any:
+    """A ``keras.ops`` operation (not a layer) wrapped in the checker's adapter, called with
+    its inputs as positional arguments; layers as they are."""
+    if isinstance(layer, keras.layers.Layer) or not isinstance(layer, keras.Operation):
+        return layer
+    if shape is None:
+        raise ValueError(
+            f"the example operation {type(layer).__name__} needs its input shape: give a "
+            "(operation, input_shape) pair"
+        )
+    shapes = [tuple(s) for s in shape] if _is_multi(shape) else [tuple(shape)]
+    return PackedCall(layer, shapes, [{INPUT_KEY: i} for i in range(len(shapes))])
+
+
+def _rule_for(entry: RuleEntry, layer: Any) -> Any:
+    """The rule to check: its class, or, for a rule reading its call's arguments on a call
+    made through the adapter, a factory giving the rule that call's arguments (as the builder
+    does)."""
+    rule_class = entry.rule_class
+    if not isinstance(layer, PackedCall) or not getattr(rule_class, "uses_call_arguments", False):
+        return rule_class
+    shapes = [list(s) for s in layer.packing.shapes]
+    arguments = {"args": layer.call_args, "kwargs": layer.call_kwargs}
+
+    def make(operation: Any) -> Any:
+        dtype = getattr(operation, "compute_dtype", None) or "float32"
+        parts = [np.zeros((1, *s), dtype=dtype) for s in shapes]
+        output = operation(*fill_in(arguments["args"], parts), **fill_in(arguments["kwargs"],
+                                                                            parts))
+        return rule_class(
+            layer=operation, input_dim_wo_batch=shapes if len(shapes) > 1 else shapes[0],
+            output_dim_wo_batch=list(output.shape[1:]), call_arguments=arguments,
+        )
+
+    return RuleFactory(name=rule_class.__name__, make=make)
+
+
+def _check_one(
+    entry: RuleEntry, layer: Any, shape: Any, *, examples: int, seed: int, convention: str
+) -> LayerCheck:
+    """check_layer on one configuration; a problem of the checker or of the example (not of
+    the rule) is an ``inconclusive`` check saying what happened."""
+    try:
+        layer = _checkable(layer, shape)
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"the example is not a Keras layer or operation: {layer!r}")
+        return check_layer(
+            layer, _rule_for(entry, layer), input_shape=shape, examples=examples,
+            seed=seed, convention=convention,
+        )
+    except Exception as error:  # noqa: BLE001 - one configuration must not end the run
+        reason = f"check_layer() raised {type(error).__name__}: {str(error)[:300]}"
+        return _bare_check(entry, "inconclusive", reason, layer, shape)
+
+
+def check_registry(
+    classes: Iterable | None = None,
+    *,
+    configs: int = 3,
+    examples: int = 30,
+    seed: int | None = None,
+    convention: str = "subgradient",
+    include: Sequence[str] = ("native", "user", "package"),
+    progress: Callable[[int, int, str], Any] | None = None,
+) -> RegistryCheck:
+    """Check registered backward rules, each on ``configs`` configurations of its forward
+    class.
+
+    Args:
+        classes: forward classes (or their names) to check; ``None`` checks every registered
+            rule from the included sources.
+        configs: configurations drawn per rule from its strategy (a single example layer gives
+            one).
+        examples: Hypothesis examples per configuration (see :func:`check_layer`).
+        seed: makes the run reproducible (configurations and examples); ``None`` draws one,
+            reported in the result.
+        convention: at kinks, ``"subgradient"`` or ``"autograd"`` (see :func:`check_layer`).
+        include: the sources of rules to check: ``"native"``, ``"user"``, ``"package"``.
+        progress: called as ``progress(index, total, label)`` before each rule (``index``
+            from 0, ``total`` rules, ``label`` the forward class's name).
+
+    Returns:
+        A :class:`RegistryCheck`: one :class:`ConfigCheck` per configuration, and one
+        ``skipped`` check (with the reason) per rule that could not be checked.
+    """
+    start = time.perf_counter()
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    seed = int(seed)
+    entries = _select(registered_rules(), classes, tuple(include))
+    result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
+                           convention=convention)
+    for number, entry in enumerate(entries):
+        name = _qualified(entry.keras_class)
+        if progress is not None:
+            progress(number, len(entries), entry.keras_class.__name__)
+        common = dict(keras_class=name, rule_class=entry.rule_class.__name__,
+                      source=entry.source)
+        try:
+            drawn, reason = _configurations(entry, configs, seed)
+        except Exception as error:  # noqa: BLE001 - a broken example must not end the run
+            reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
+            check = _bare_check(entry, "inconclusive", reason)
+            result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
+                                             **common))
+            continue
+        if not drawn:
+            check = _bare_check(entry, "skipped", reason)
+            result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
+                                             **common))
+            continue
+        for index, (layer, shape) in enumerate(drawn):
+            check = _check_one(
+                entry, layer, shape, examples=examples, seed=derive_seed(seed, name, index),
+                convention=convention,
+            )
+            result.checks.append(ConfigCheck(
+                index=index, config=describe_layer(layer),
+                input_shape=_shape_list(shape) or check.input_shape, check=check, **common,
+            ))
+    result.duration_s = time.perf_counter() - start
+    return result

@@ -1,0 +1,337 @@
+"""The command line, driven as a user drives it: saved .keras models, exit statuses, messages,
+reports."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import keras
+import pytest
+
+import jacverify
+from jacverify import LayerCheck, ModelCheck
+from jacverify.cli import main
+from jacverify.examples.tutorial import clip_model
+
+SCHEMA = json.loads(
+    (Path(jacverify.__file__).parent / "report" / "schema.json").read_text(encoding="utf-8")
+)
+#: Keras refuses "/" in names; this one is HTML all the same.
+HOSTILE_NAME = "<img src=x onerror=alert(1)><script>alert(1)<\\script>"
+
+RULES = '''\
+"""The tutorial's Clip with the tutorial's (wrong) rule."""
+import jacverify
+from jacverify.examples.tutorial import BackwardClip, Clip
+
+jacverify.register_backward(Clip)(BackwardClip)
+'''
+
+
+@keras.saving.register_keras_serializable(package="jacverify_tests_cli")
+class Twice(keras.layers.Layer):
+    """A layer without a backward rule."""
+
+    def call(self, inputs):
+        return 2 * inputs
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m jacverify.cli ARGS`` in a fresh process."""
+    env = {**os.environ, "KERAS_BACKEND": "torch", "COLUMNS": "120"}
+    return subprocess.run(
+        [sys.executable, "-m", "jacverify.cli", *args], cwd=cwd, env=env, capture_output=True,
+        text=True, timeout=600,
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """Saved models and a rules file in one directory."""
+    folder = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    mlp = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="tanh", name="hidden"),
+         keras.layers.Dense(2, name="out")],
+        name="mlp",
+    )
+    mlp.save(folder / "mlp.keras")
+    model = clip_model()
+    model.layers[0].name = HOSTILE_NAME
+    model.layers[1].name = "clip"  # whatever Keras' name counter says in this process
+    model.save(folder / "clip.keras")
+    keras.Sequential([keras.Input((3,)), keras.layers.Lambda(lambda t: t * 2)]).save(
+        folder / "lambda.keras"
+    )
+    twice = keras.Sequential([keras.Input((3,)), Twice(name="twice")], name="twice")
+    twice.save(folder / "twice.keras")
+    (folder / "rules.py").write_text(RULES, encoding="utf-8")
+    (folder / "broken_rules.py").write_text("raise RuntimeError('oops in the rules')\n")
+    (folder / "notes.txt").write_text("not a model")
+    (folder / "text.keras").write_text("not a zip")
+    data = (folder / "mlp.keras").read_bytes()
+    (folder / "truncated.keras").write_bytes(data[: len(data) // 2])
+    with zipfile.ZipFile(folder / "mlp.keras") as archive:
+        info = archive.getinfo("model.weights.h5")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    flipped = bytearray(data)
+    for i in range(start + 100, start + 300):
+        flipped[i] ^= 0xFF
+    (folder / "flipped.keras").write_bytes(bytes(flipped))
+    with zipfile.ZipFile(folder / "empty.keras", "w") as archive:
+        archive.writestr("readme.txt", "no config")
+    return folder
+
+
+# ----------------------------------------------------------------- end to end, as a user
+def test_a_correct_model_passes(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    assert main(["check", "mlp.keras", "--examples", "5", "--seed", "0"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.rstrip().splitlines()
+    assert lines[-1].startswith("PASS  mlp: 2 rules checked: 2 pass; end to end pass")
+    assert "seed 0" in lines[-1]
+    assert any(line.split()[:4] == ["1", "hidden", "Dense", "BackwardDense"] for line in lines)
+    assert "(end to end)" in captured.out
+    assert not (files / ".hypothesis").exists()  # nothing written where the user is
+
+
+def test_the_tutorial_clip_rule_fails_and_the_reports_show_it(files, tmp_path):
+    before = digest(files / "clip.keras")
+    result = run(
+        "check", str(files / "clip.keras"), "--rules", str(files / "rules.py"), "--examples",
+        "8", "--seed", "0", "--json", str(tmp_path / "result.json"), "--html",
+        str(tmp_path / "report.html"), cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    out = result.stdout
+    assert "FAIL clip_model: clip (Clip, rule BackwardClip)" in out
+    summary = out.rstrip().splitlines()[-1]
+    assert summary.startswith("FAIL  clip_model") and "first failing layer clip" in summary
+    assert digest(files / "clip.keras") == before  # the model file is only read
+    assert sorted(os.listdir(tmp_path)) == ["report.html", "result.json"]  # no temporaries
+
+    document = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(SCHEMA).validate(document)
+    model = document["models"][0]
+    assert model["first_failure"] == "clip"
+    assert [layer["layer_name"] for layer in model["layers"]][:2] == [HOSTILE_NAME, "clip"]
+    assert document["options"]["seed"] == 0 and document["options"]["examples"] == 8
+
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert '<table class="sortable">' in page and ">clip<" in page
+    assert page.count("data:image/png;base64,") >= 3  # chart, line, heatmaps
+    assert "directional derivative" in page
+    assert "<script>alert(1)" not in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;script&gt;alert(1)" in page
+
+    # Rendered again from the saved result, in this process.
+    assert main(["report", str(tmp_path / "result.json"), "--html",
+                 str(tmp_path / "again.html"), "--quiet"]) == 0
+    again = (tmp_path / "again.html").read_text(encoding="utf-8")
+    assert again.count("data:image/png;base64,") == page.count("data:image/png;base64,")
+
+
+def test_an_unknown_layer_class_is_one_line_without_traceback(files):
+    result = run("check", "clip.keras", cwd=files)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "unknown layer class 'Clip'" in lines[0] and "--rules" in lines[0]
+
+
+# --------------------------------------------------------------- bad input, in process
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["check", "missing.keras"], "missing.keras: no such file"),
+        (["check", "notes.txt"], "not a .keras file"),
+        (["check", "text.keras"], "not a .keras archive (not a zip file"),
+        (["check", "truncated.keras"], "not a .keras archive"),
+        (["check", "flipped.keras"], "corrupt .keras archive (model.weights.h5 fails"),
+        (["check", "empty.keras"], "no config.json inside"),
+        (["check", "mlp.keras", "--rules", "nowhere.py"], "--rules nowhere.py: no such file"),
+        (["check", "mlp.keras", "--rules", "broken_rules.py"],
+         "importing it raised RuntimeError: oops in the rules"),
+        (["check", "mlp.keras", "--rules", "no_such_module_xyz"],
+         "no module named 'no_such_module_xyz'"),
+        (["check", "lambda.keras"], "pass --unsafe-deserialization"),
+        (["check", "twice.keras"],
+         "layer 'twice' of class Twice has no backward rule: write one, register it with "
+         "@jacverify.register_backward(Twice)"),
+        (["check", "mlp.keras", "--examples", "0"], "--examples 0: give at least 1"),
+        (["check", "mlp.keras", "--json", "no/such/dir/r.json"], "no such directory"),
+        (["check", "mlp.keras", "--html", "mlp.keras"], "is the model file"),
+        (["report", "notes.txt"], "not JSON"),
+        (["report", "missing.json"], "missing.json: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(files, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = digest(files / "mlp.keras")
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"jacverify {args[0]}: error: ")
+    assert message in lines[0]
+    assert digest(files / "mlp.keras") == before
+
+
+def test_debug_shows_the_traceback(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["check", "mlp.keras", "--rules", "broken_rules.py", "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "oops in the rules" in err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "m.keras", "--convention", "jax"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("command", [[], ["check"], ["report"], ["list"], ["example"]])
+def test_help_and_version_everywhere(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: jacverify" in out
+    if command == ["check"]:
+        for option in ("--rules", "--examples", "--seed", "--json", "--html", "--convention",
+                       "--quiet", "--strict", "--debug", "--unsafe-deserialization", "Exit"):
+            assert option in out
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jacverify {jacverify.__version__}"
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "Keras class" in out and "rule class" in out and "source" in out
+    row = next(line for line in out.splitlines() if line.startswith("Dense "))
+    assert "BackwardDense" in row and "native" in row
+    assert out.rstrip().splitlines()[-1].endswith(" rules")
+
+
+# ------------------------------------------------------- exit statuses, with a stand-in
+def _stand_in(verdicts, calls):
+    def check_model(model, mapping=None, *, examples, seed, convention, progress):
+        calls.append({"examples": examples, "seed": seed, "convention": convention})
+        progress(0, 2, "[bold]markup[/bold] <b>")
+        progress(1, 2, "end to end")
+        layers = [LayerCheck(verdict=v, reason=v, layer_name=f"l{i}", layer_class="C",
+                             rule_class="R") for i, v in enumerate(verdicts)]
+        return ModelCheck(model.name, layers, seed=seed if seed is not None else 11)
+
+    return check_model
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "strict", "status"),
+    [
+        (["pass"], False, 0),
+        (["pass", "inconclusive", "skipped"], False, 0),
+        (["pass", "inconclusive"], True, 1),
+        (["pass", "skipped"], True, 1),
+        (["pass", "boundary"], False, 1),
+        (["error"], False, 1),
+    ],
+)
+def test_exit_status(files, monkeypatch, capsys, verdicts, strict, status):
+    calls: list = []
+    monkeypatch.setattr("jacverify.check.model_check.check_model", _stand_in(verdicts, calls))
+    args = ["check", str(files / "mlp.keras"), "--examples", "3", "--convention", "autograd"]
+    assert main([*args, *(["--strict"] if strict else [])]) == status
+    assert calls == [{"examples": 3, "seed": None, "convention": "autograd"}]
+    out = capsys.readouterr().out
+    assert out.rstrip().splitlines()[-1].startswith("FAIL" if status else "PASS")
+
+
+def test_quiet_prints_only_the_summary(files, monkeypatch, capsys):
+    monkeypatch.setattr("jacverify.check.model_check.check_model", _stand_in(["pass"], []))
+    assert main(["check", str(files / "mlp.keras"), "--quiet", "--seed", "4"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        captured.out.strip()
+    ] and captured.out.startswith("PASS  mlp: 1 rule checked: 1 pass; seed 4")
+    assert captured.err == ""
+
+
+def test_an_internal_error_is_one_line_exit_3(files, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("checker bug\nsecond line")
+
+    monkeypatch.setattr("jacverify.check.model_check.check_model", broken)
+    assert main(["check", str(files / "mlp.keras")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jacverify check: internal error: RuntimeError: checker bug (--debug shows "
+                   "the traceback)"]
+
+
+def test_reports_are_written_whole(files, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("jacverify.check.model_check.check_model", _stand_in(["fail"], []))
+    (tmp_path / "r.json").write_text("previous", encoding="utf-8")
+    assert main(["check", str(files / "mlp.keras"), "--json", str(tmp_path / "r.json"),
+                 "--html", str(tmp_path / "r.html")]) == 1
+    assert sorted(os.listdir(tmp_path)) == ["r.html", "r.json"]
+    document = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert document["verdict"] == "fail"
+    out = capsys.readouterr().out
+    assert f"JSON report: {tmp_path / 'r.json'}" in out
+
+
+@pytest.mark.slow
+def test_a_rules_module_defining_its_own_layer(tmp_path):
+    """The common case: one module defines the custom layer and registers its rule; given by
+    its dotted name, it is imported (from the current directory) before the model loads."""
+    rules = tmp_path / "halve_rules.py"
+    rules.write_text(textwrap.dedent('''
+        import keras
+        import jacverify
+
+        @keras.saving.register_keras_serializable(package="cli_rules_test")
+        class Halve(keras.layers.Layer):
+            def call(self, x):
+                return x / 2
+
+        @jacverify.register_backward(Halve)
+        class BackwardHalve(jacverify.BackwardLinearLayer):
+            def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+                return gradient / 2
+    '''))
+    spec = importlib.util.spec_from_file_location("cli_test_halve_rules", rules)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        keras.Sequential([keras.Input((3,)), module.Halve()], name="halve").save(
+            tmp_path / "halve.keras"
+        )
+    finally:
+        jacverify.unregister_backward(module.Halve)
+    result = run("check", "halve.keras", "--rules", "halve_rules", "--examples", "4",
+                 "--quiet", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("PASS  halve: 1 rule checked: 1 pass; end to end pass")
