@@ -36,7 +36,7 @@ def _status(case_runs: list[Run]) -> str:
     if not all(r.ok for r in case_runs):
         return "FALSE ALARM" if not case.wrong else "MISSED"
     if case.wrong and not all(r.exact for r in case_runs):
-        return "ok (inexact)" if all(r.accepted for r in case_runs) else "ok (unexpected)"
+        return "ok (inexact)" if all(r.accepted for r in case_runs) else "ok (other verdict)"
     return "ok"
 
 

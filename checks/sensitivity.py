@@ -130,18 +130,26 @@ def plot(results: list[Sweep], path: str) -> None:
     import matplotlib.pyplot as plt
 
     rules = list(dict.fromkeys(r.rule for r in results))
-    fig, axes = plt.subplots(1, len(rules), figsize=(4 * len(rules), 3.4), sharey=True,
+    columns = min(2, len(rules))
+    rows = -(-len(rules) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.2 * rows), sharey=True,
                              squeeze=False)
-    for ax, rule in zip(axes[0], rules, strict=True):
-        for r in (r for r in results if r.rule == rule):
-            es = list(ERRORS)
-            ax.plot(es, [r.fractions.get(e, 0.0) for e in es], marker="o", label=r.method)
+    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("v", ":"), ("D", "-")]
+    es = list(ERRORS)
+    for ax, rule in zip(axes.flat, rules, strict=False):
+        for i, r in enumerate(r for r in results if r.rule == rule):
+            marker, line = styles[i % len(styles)]
+            shift = 1.0 + 0.015 * (i - 2)  # keeps identical curves apart
+            ax.plot(es, [r.fractions.get(e, 0.0) * shift for e in es], marker=marker,
+                    linestyle=line, alpha=0.8, label=r.method)
         ax.set_xscale("log")
         ax.invert_xaxis()
-        ax.set_title(rule, fontsize=9)
+        ax.set_title(f"{rule} x (1 + e)", fontsize=9)
         ax.set_xlabel("scale error e")
-    axes[0][0].set_ylabel("fraction of seeds flagged")
-    axes[0][-1].legend(fontsize=7)
+        ax.set_ylabel("fraction of seeds flagged")
+    for ax in list(axes.flat)[len(rules):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -203,7 +203,7 @@ class PackedCall(keras.layers.Layer):
         except Exception:  # noqa: BLE001 - some operations have no usable config
             config = {}
         return {
-            "layer": config,
+            **config,
             "call": {"args": _constants(self.call_args), "kwargs": _constants(self.call_kwargs)},
         }
 

@@ -170,6 +170,7 @@ def judge_directions(
     widen: Callable[[int, float, float], tuple[float, float]] | None = None,
     at_kink: np.ndarray | None = None,
     sensitivity: np.ndarray | None = None,
+    jacobian_scale: float = 0.0,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
@@ -185,9 +186,15 @@ def judge_directions(
     ``sensitivity`` (flat) is how much each coordinate of ``g^T J`` moves under a rounding-size
     perturbation of x (see :func:`jacverify.check.references.rounding_sensitivity`); the
     tolerance grows by ``C_COND`` times its projection on the direction.
+    ``jacobian_scale`` is the layer's usual ``|J^T g| / |g|`` (on random inputs): errors far
+    below ``eps`` times it are rounding, wherever the derivative is tiny.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if autograd is not None and not np.all(np.isfinite(autograd)):
+        autograd = None  # NaN where the layer is not differentiable: no reference to weigh
+    if sensitivity is not None:
+        sensitivity = np.where(np.isfinite(sensitivity), sensitivity, 0.0)
     n_in = rule.size
     n_out = g.size
     c = rounding_factor(n_in, n_out)
@@ -209,10 +216,14 @@ def judge_directions(
     # eps times that size.
     tiny = float(np.finfo(np.float32 if rule_eps > 1e-10 else np.float64).tiny)
     typical_size = float(np.median(size)) if size.size else 0.0
+    # And a float rule is only known to eps times the layer's usual derivatives (measured on
+    # random inputs): gelu'(-11) ~ 1e-28 where the float64 forward has already lost the
+    # function to cancellation.
     unit = (
         8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * np.max(np.abs(d), axis=1)
         + 8 * rule_eps * typical_size
         + c * tiny * float(np.sum(np.abs(g))) * np.sum(np.abs(d), axis=1)
+        + 8 * rule_eps * jacobian_scale * float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1)
     )
     lr_floor = 4 * math.sqrt(fd_eps)
     # Where every derivative along a direction vanishes (saturation), finite differences'
@@ -235,6 +246,16 @@ def judge_directions(
         s = float(size[k])
         base_tol = c * rule_eps * s + float(conditioning[k])
         common = dict(k=k, basis_index=basis_index, rule=r, autograd=a, left=left, right=right)
+        if not (math.isfinite(base_tol) and math.isfinite(float(unit[k]))):
+            judgements.append(
+                DirectionJudgement(
+                    location="noisy", reference=math.nan, tolerance=math.nan, error=0.0,
+                    rel_error=0.0, verdict="unjudged",
+                    note="no finite tolerance here (the layer's outputs are not finite nearby)",
+                    **common,
+                )
+            )
+            continue
 
         if fd.jump_left[k] or fd.jump_right[k]:
             side = "both sides" if fd.jump_left[k] and fd.jump_right[k] else (

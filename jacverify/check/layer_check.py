@@ -215,9 +215,11 @@ class _Evaluator:
         random_directions: int,
         basis: bool,
         base_rows: np.ndarray | None = None,
+        jacobian_scale: float = 0.0,
     ) -> None:
         self.layer = layer
         self.base_rows = base_rows
+        self.jacobian_scale = jacobian_scale
         self.rule = rule
         self.fd = fd
         self.kinks = list(kinks)
@@ -264,7 +266,7 @@ class _Evaluator:
         mixing = self.batch_mixing(example, rule_out)
         if mixing is not None:
             return ExampleOutcome(example, "fail", mixing, [], rule_output=rule_out)
-        extra = self.extra_axes(example, rule_out)
+        extra = self.extra_axes(example)
         if extra is not None:
             return ExampleOutcome(example, extra[0], extra[1], [], rule_output=rule_out)
         autograd, autograd_note = None, ""
@@ -334,6 +336,7 @@ class _Evaluator:
                 directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
                 near_mask=near_kink_mask(x0, self.kinks), convention=self.convention,
                 widen=widen, at_kink=at_kink, sensitivity=sensitivity,
+                jacobian_scale=self.jacobian_scale,
             )
         except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
             return ExampleOutcome(
@@ -398,11 +401,12 @@ class _Evaluator:
             self.dtype,
         ).replace("x[0", f"x[{row}", 1)
 
-    def extra_axes(self, example: Example, rule_out: np.ndarray) -> tuple[str, str] | None:
+    def extra_axes(self, example: Example) -> tuple[str, str] | None:
         """Call the rule with a gradient carrying an extra Jacobian axis (two upstream
         gradients per example, as backward models built with ``gradient=keras.Input((k,
-        *output_shape))`` pass them): each slice must give what the rule gives for it alone.
-        ``(verdict, message)`` when it does not, raises, or returns the wrong shape."""
+        *output_shape))`` pass them): each slice must give what the rule gives for the same
+        gradients as a batch, with the inputs repeated. ``(verdict, message)`` when it does
+        not, raises, or returns the wrong shape."""
         if not getattr(self.rule, "supports_extra_axes", True):
             return None
         g = example.g
@@ -424,30 +428,34 @@ class _Evaluator:
                 f"the rule returned shape {tuple(both.shape)} {context}; expected "
                 f"{expected_shape}"
             )
+        # The same gradients as a batch (each example's input repeated, as the base class
+        # folds extra axes): the same batch size, so the same rounding at kinks.
         try:
-            alone = call_rule(self.rule, other, example.x)
+            folded = call_rule(
+                self.rule, stacked.reshape(-1, *g.shape[1:]),
+                np.repeat(example.x, 2, axis=0),
+            )
         except Exception:  # noqa: BLE001 - only a probe; the main call worked
             return None
-        for k, single in ((0, rule_out), (1, alone)):
-            got = both[:, k].astype(np.float64)
-            ref = np.asarray(single, dtype=np.float64)
-            if ref.shape != got.shape:
-                return None
-            finite = np.isfinite(got) & np.isfinite(ref)
-            size = np.abs(ref) + np.abs(got)
-            allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
-            with np.errstate(invalid="ignore", over="ignore"):
-                bad = (finite & (np.abs(got - ref) > allowed)) | (
-                    np.isfinite(ref) & ~np.isfinite(got)
-                )
-            if np.any(bad):
-                row, *rest = np.argwhere(bad)[0]
-                return "fail", (
-                    f"the rule gives {got[(row, *rest)]:.6g} at {self._where(example, row, rest)} "
-                    f"for gradient {k} {context}, and {ref[(row, *rest)]:.6g} for that "
-                    "gradient alone"
-                )
-        return None
+        if folded.shape != (2 * g.shape[0], *example.x.shape[1:]):
+            return None
+        expected = folded.reshape(both.shape).astype(np.float64)
+        got = both.astype(np.float64)
+        finite = np.isfinite(got) & np.isfinite(expected)
+        size = np.abs(expected) + np.abs(got)
+        allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = (finite & (np.abs(got - expected) > allowed)) | (
+                np.isfinite(expected) & ~np.isfinite(got)
+            )
+        if not np.any(bad):
+            return None
+        row, k, *rest = np.argwhere(bad)[0]
+        return "fail", (
+            f"the rule gives {got[(row, k, *rest)]:.6g} at {self._where(example, row, rest)} "
+            f"for gradient {k} {context}, and {expected[(row, k, *rest)]:.6g} for the same "
+            "gradients given as a batch"
+        )
 
     # ----------------------------------------------------------------- explanations
     def describe(self, outcome: ExampleOutcome) -> str:
@@ -694,6 +702,31 @@ class _Setup:
     autograd_note: str = ""  # why autograd is unavailable, "" when it works
 
 
+def _jacobian_scale(
+    layer: Any, shape: tuple, output_shape: tuple, dtype: str, rng: np.random.Generator
+) -> float:
+    """The layer's usual ``|J^T g| / |g|``: the median over a few random normal inputs and
+    gradients (0 when autograd gives nothing finite)."""
+    x = rng.standard_normal((4, *shape)).astype(dtype)
+    g = rng.standard_normal((4, *output_shape)).astype(dtype)
+    try:
+        v = autograd_vjp(layer, x, g)
+    except ReferenceUnavailable:
+        return 0.0
+    v = np.asarray(v, dtype=np.float64).reshape(4, -1)
+    norms = np.linalg.norm(g.astype(np.float64).reshape(4, -1), axis=1)
+    ratios = np.linalg.norm(v, axis=1) / np.where(norms > 0, norms, np.inf)
+    ratios = ratios[np.isfinite(ratios)]
+    return float(np.median(ratios)) if ratios.size else 0.0
+
+
+def _accepts_training(layer: Any) -> bool:
+    try:
+        return "training" in (getattr(layer, "call_signature_parameters", None) or [])
+    except Exception:  # noqa: BLE001 - a layer whose signature cannot be read
+        return False
+
+
 def _base_rows(inputs: Any, packing: Packing, name: str) -> np.ndarray | None:
     """User-given inputs as packed flat float64 rows, checked against the layer's shapes."""
     if inputs is None:
@@ -747,7 +780,9 @@ def _prepare(
     rule_class = rule
     if rule_class is None:
         try:
-            rule_class = get_backward_rule(layer)
+            rule_class = get_backward_rule(
+                layer.operation if isinstance(layer, PackedCall) else layer
+            )
         except MissingBackwardRuleError as error:
             return _skipped(layer, None, f"no rule given and none registered: {error}", start,
                             seed=seed, convention=convention)
@@ -773,6 +808,10 @@ def _prepare(
     target = layer
     if len(shapes) > 1 and not isinstance(layer, PackedCall):
         target = PackedCall(layer, shapes, ([{INPUT_KEY: i} for i in range(len(shapes))],))
+    elif not isinstance(layer, PackedCall) and _accepts_training(layer):
+        # Called with training=False, as backward models run their layers: random
+        # augmentation layers default to training mode.
+        target = PackedCall(layer, shapes)
     packing = target.packing if isinstance(target, PackedCall) else Packing((shapes[0],))
     shape = packing.shape
     base_rows = _base_rows(inputs, packing, name)
@@ -846,6 +885,9 @@ def _prepare(
         target, rule_instance, fd, candidate_kinks, shape, output_shape,
         convention=convention, random_directions=max(1, int(k_random)), basis=basis,
         base_rows=base_rows,
+        jacobian_scale=_jacobian_scale(
+            target, shape, output_shape, run_dtype, np.random.default_rng([seed, 11])
+        ) if not autograd_note else 0.0,
     )
     return _Setup(evaluator, fd, base, notes, n, basis, candidate_kinks, autograd_note)
 

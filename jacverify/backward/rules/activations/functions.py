@@ -249,8 +249,11 @@ def _squareplus_vjp(b=4) -> Vjp:
         return _elementwise(lambda x: 0.5 * (1.0 + ops.sign(x)))
 
     def derivative(x):
-        # (x + sqrt(x^2 + b)) / 2 -> (1 + x / sqrt(x^2 + b)) / 2; hypot does not overflow.
-        return 0.5 * (1.0 + x / ops.hypot(x, ops.sqrt(_c(b, x))))
+        # (x + sqrt(x^2 + b)) / 2 -> (1 + x / h) / 2 with h = sqrt(x^2 + b) (hypot does not
+        # overflow). For x < 0 that cancels (1 - 0.9999...); there it is b / (2 h (h - x)).
+        h = ops.hypot(x, ops.sqrt(_c(b, x)))
+        negative = 0.5 * _c(b, x) / (h * (h - x))
+        return ops.where(ops.less(x, 0), negative, 0.5 * (1.0 + x / h))
 
     return _elementwise(derivative)
 
