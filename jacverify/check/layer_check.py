@@ -64,7 +64,14 @@ from jacverify.check.references import (
 )
 from jacverify.check.results import Counterexample, LayerCheck, ReferenceInfo, Replay
 from jacverify.check.runner import search
-from jacverify.check.strategies import KINDS, Example, ExampleSpec, example_specs, materialize
+from jacverify.check.strategies import (
+    KINDS,
+    Example,
+    ExampleSpec,
+    example_specs,
+    kink_sweep,
+    materialize,
+)
 
 #: Inputs with at most this many values get the full Jacobian (basis directions).
 MAX_FULL_JACOBIAN = 64
@@ -1043,6 +1050,7 @@ def check_layer(
         shrink_verdicts=("error", "fail", "boundary", "inconclusive"),
         severity=severity,
         shrink_budget=shrink_budget if shrink_budget is not None else max(50, int(examples)),
+        explicit=kink_sweep(len(candidate_kinks), int(examples) // 4),
     )
     notes.extend(found.notes)
     outcomes = list(found.explored.values())

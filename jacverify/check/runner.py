@@ -74,15 +74,16 @@ def search(
     shrink_verdicts: Sequence[str],
     severity: Callable[[str], int],
     shrink_budget: int,
+    explicit: Sequence[S] = (),
 ) -> SearchResult[S, Out]:
-    """Explore ``examples`` specs and shrink the worst outcome whose verdict is in
-    ``shrink_verdicts`` (lower ``severity`` is worse)."""
+    """Explore the ``explicit`` specs, then Hypothesis' until ``examples`` in all, and shrink
+    the worst outcome whose verdict is in ``shrink_verdicts`` (lower ``severity`` is worse)."""
     cache: dict = {}
     result: SearchResult = SearchResult(explored={})
 
-    def run(probe, phases) -> BaseException | None:
+    def run(probe, phases, count=examples) -> BaseException | None:
         test = given(spec=strategy)(probe)
-        test = _settings(examples, phases)(test)
+        test = _settings(count, phases)(test)
         test = hypothesis_seed(seed)(test)
         try:
             test()
@@ -97,7 +98,10 @@ def search(
             cache[spec] = evaluate(spec)
             result.explored[spec] = cache[spec]
 
-    error = run(explore, (Phase.generate,))
+    explicit = list(explicit)[: max(0, int(examples) - 1)]
+    for spec in explicit:
+        explore(spec)
+    error = run(explore, (Phase.generate,), count=max(1, int(examples) - len(explicit)))
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
     if not result.explored:

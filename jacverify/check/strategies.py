@@ -143,6 +143,25 @@ def example_specs(
     return specs()
 
 
+#: Relative offset of the deterministic near-kink examples of :func:`kink_sweep`.
+SWEEP_OFFSET = 1e-6
+
+
+def kink_sweep(n_kinks: int, budget: int) -> list[ExampleSpec]:
+    """Deterministic examples that visit every candidate kink before any random search: every
+    coordinate exactly on kink ``k``, ``SWEEP_OFFSET`` (relative) above it, and below it;
+    kink by kink, at most ``budget`` of them. Random draws revisit some
+    kinks and miss others (a mask wrong in a thin band on one side of one of several candidate
+    kinks); the sweep does not."""
+    specs = []
+    for k in range(n_kinks):  # config floats come before integers (sizes) in the kink list
+        specs.append(ExampleSpec("exact_kink", seed=k, scale=1.0, picks=((-1, k),)))
+        for side in (1, -1):
+            picks = ((-1, k, "tol", SWEEP_OFFSET, side),)
+            specs.append(ExampleSpec("near_kink", seed=k, scale=1.0, picks=picks))
+    return specs[: max(0, int(budget))]
+
+
 def _near_value(kink: float, how: str, amount, sign: int, dtype: np.dtype) -> float:
     t = dtype.type
     if how == "ulp":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import keras
 import pytest
 
 from checks.case import CATEGORIES, DETECTED, Case, correct, wrong
@@ -149,7 +148,6 @@ def test_command_exits_nonzero_when_a_correct_rule_is_flagged(monkeypatch, capsy
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("name", [c.name for c in all_cases()])
 def test_whole_corpus(name, seed):
-    keras.utils.set_random_seed(seed)
     case = by_name(name)
     run = run_case(case, seed, examples=100)
     assert run.ok, f"{run.verdict}: {run.reason}"
