@@ -34,6 +34,26 @@ from jacverify.testing import (
 
 pytest_plugins = ["pytester"]
 
+#: Environment variables that make Hypothesis load its "ci" profile (derandomize=True).
+_CI_VARIABLES = ("CI", "TF_BUILD", "BUILDKITE", "CIRCLECI", "CIRRUS_CI", "CODEBUILD_BUILD_ID",
+                 "GITHUB_ACTIONS", "GITLAB_CI", "HEROKU_TEST_RUN_ID", "TEAMCITY_VERSION",
+                 "bamboo.buildKey", "__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI")
+
+
+@pytest.fixture(autouse=True)
+def _hypothesis_default_profile(monkeypatch):
+    """These tests describe the plugin under Hypothesis' default profile. On a CI service
+    (the ``CI`` variable set) Hypothesis loads its "ci" profile, which derandomizes: the
+    plugin then derives seeds from test ids, as documented, and these tests would see that
+    instead. The profile is reset here and the variables removed for the subprocesses."""
+    for name in _CI_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    previous = settings._current_profile
+    settings.load_profile("default")
+    yield
+    settings.load_profile(previous)
+
+
 USER_TESTS = '''
 import pytest
 from hypothesis import given, settings, strategies as st
