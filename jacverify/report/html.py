@@ -101,9 +101,14 @@ def _replay_code(check: Mapping, model: Mapping | None = None,
             extra += f", convention={options['convention']!r}"
         lines = [f"check_model(model, seed={model.get('seed')!r}{extra})"]
         if options.get("model"):
-            command = f"jacverify check {options['model']} --seed {model.get('seed')}"
+            command = f"jacverify check {shlex.quote(str(options['model']))}"
+            for spec in options.get("rules") or ():
+                command += f" --rules {shlex.quote(str(spec))}"
+            command += f" --seed {model.get('seed')}"
             if examples is not None:
                 command += f" --examples {examples}"
+            if options.get("convention", "subgradient") != "subgradient":
+                command += f" --convention {options['convention']}"
             lines.append(command)
         return "\n".join(lines)
     rule = check.get("rule_class") or "Rule"

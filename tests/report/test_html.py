@@ -49,7 +49,8 @@ def parse(page: str) -> _Page:
 def model_page(model_check):
     document = build_document(models=[model_check], title="clip.keras",
                               command=["jacverify", "check", "clip.keras", "--seed", "0"],
-                              options={"examples": 12, "seed": 0, "model": "clip.keras"})
+                              options={"examples": 12, "seed": 0, "model": "clip.keras",
+                                       "rules": ["my rules.py"]})
     return document, render_html(document)
 
 
@@ -88,7 +89,7 @@ def test_summary_and_failure_details(model_page):
     assert ce["message"] in text
     assert ce["worst_coordinates"][0]["label"] in text
     assert "check_model(model, seed=0, examples=12)" in text
-    assert "jacverify check clip.keras --seed 0 --examples 12" in text
+    assert "jacverify check clip.keras --rules 'my rules.py' --seed 0 --examples 12" in text
     assert "First layer whose rule is wrong" in text
 
 
