@@ -147,7 +147,8 @@ def _constants(template: Any) -> Any:
     return template
 
 
-def _accepts_training(operation: Any) -> bool:
+def accepts_training(operation: Any) -> bool:
+    """Whether ``operation``'s call takes a ``training`` argument."""
     params = getattr(operation, "call_signature_parameters", None) or []
     return "training" in params
 
@@ -181,7 +182,7 @@ class PackedCall(keras.layers.Layer):
         self.call_kwargs = dict(kwargs or {})
         if (
             isinstance(operation, keras.layers.Layer)
-            and _accepts_training(operation)
+            and accepts_training(operation)
             and "training" not in self.call_kwargs
         ):
             self.call_kwargs["training"] = False

@@ -32,6 +32,7 @@ from jacverify.check.adapters import (
     Packing,
     RuleFactory,
     RuleOutputError,
+    accepts_training,
 )
 from jacverify.check.compare import (
     CONVENTIONS,
@@ -289,16 +290,10 @@ class _Evaluator:
             )
             bad = np.argwhere(~finite_rule & finite_ref)
             if bad.size:
-                row = int(bad[0][0])
-                flat = int(np.ravel_multi_index(tuple(bad[0][1:]), self.input_shape)) if len(
-                    self.input_shape
-                ) else 0
+                row, *rest = (int(i) for i in bad[0])
                 value = rule_out64[tuple(bad[0])]
                 value = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
-                where = describe_coordinate(
-                    flat, float(x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
-                    self.dtype,
-                ).replace("x[0", f"x[{row}", 1)
+                where = self._where(example, row, rest)
                 refs = "autograd is" if autograd is not None else "the references are"
                 return ExampleOutcome(
                     example, "error",
@@ -382,24 +377,31 @@ class _Evaluator:
             return None
         swapped = swapped[::-1].astype(np.float64)
         ours = rule_out.astype(np.float64)
-        both = np.isfinite(swapped) & np.isfinite(ours)
-        size = np.abs(ours) + np.abs(swapped)
+        bad = self._mismatch(swapped, ours, nan_counts=False)
+        if bad is None:
+            return None
+        row, *rest = bad
+        return (
+            f"the rule mixes the examples of a batch: at {self._where(example, row, rest)} it "
+            f"gives {ours[(row, *rest)]:.6g} in the batch and {swapped[(row, *rest)]:.6g} when "
+            "the batch is reversed"
+        )
+
+    def _mismatch(
+        self, got: np.ndarray, expected: np.ndarray, *, nan_counts: bool
+    ) -> tuple | None:
+        """The first index where two computations of the same values differ by more than
+        rounding (and, with ``nan_counts``, where ``got`` is not finite but ``expected`` is)."""
+        finite = np.isfinite(got) & np.isfinite(expected)
+        size = np.abs(expected) + np.abs(got)
         allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
         with np.errstate(invalid="ignore", over="ignore"):
-            bad = both & (np.abs(swapped - ours) > allowed)
+            bad = finite & (np.abs(got - expected) > allowed)
+        if nan_counts:
+            bad |= np.isfinite(expected) & ~np.isfinite(got)
         if not np.any(bad):
             return None
-        row, *rest = np.argwhere(bad)[0]
-        flat = int(np.ravel_multi_index(tuple(rest), self.input_shape)) if rest else 0
-        where = describe_coordinate(
-            flat, float(example.x[row].reshape(-1)[flat]), self.input_shape, self.kinks,
-            self.dtype,
-        ).replace("x[0", f"x[{row}", 1)
-        return (
-            f"the rule mixes the examples of a batch: at {where} it gives "
-            f"{ours[(row, *rest)]:.6g} in the batch and {swapped[(row, *rest)]:.6g} when the "
-            f"batch is reversed"
-        )
+        return tuple(int(i) for i in np.argwhere(bad)[0])
 
     def _where(self, example: Example, row: int, rest: Sequence[int]) -> str:
         flat = int(np.ravel_multi_index(tuple(rest), self.input_shape)) if len(rest) else 0
@@ -448,16 +450,10 @@ class _Evaluator:
             return None
         expected = folded.reshape(both.shape).astype(np.float64)
         got = both.astype(np.float64)
-        finite = np.isfinite(got) & np.isfinite(expected)
-        size = np.abs(expected) + np.abs(got)
-        allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
-        with np.errstate(invalid="ignore", over="ignore"):
-            bad = (finite & (np.abs(got - expected) > allowed)) | (
-                np.isfinite(expected) & ~np.isfinite(got)
-            )
-        if not np.any(bad):
+        bad = self._mismatch(got, expected, nan_counts=True)
+        if bad is None:
             return None
-        row, k, *rest = np.argwhere(bad)[0]
+        row, k, *rest = bad
         return "fail", (
             f"the rule gives {got[(row, k, *rest)]:.6g} at {self._where(example, row, rest)} "
             f"for gradient {k} {context}, and {expected[(row, k, *rest)]:.6g} for the same "
@@ -727,13 +723,6 @@ def _jacobian_scale(
     return float(np.median(ratios)) if ratios.size else 0.0
 
 
-def _accepts_training(layer: Any) -> bool:
-    try:
-        return "training" in (getattr(layer, "call_signature_parameters", None) or [])
-    except Exception:  # noqa: BLE001 - a layer whose signature cannot be read
-        return False
-
-
 def _base_rows(inputs: Any, packing: Packing, name: str) -> np.ndarray | None:
     """User-given inputs as packed flat float64 rows, checked against the layer's shapes."""
     if inputs is None:
@@ -815,7 +804,7 @@ def _prepare(
     target = layer
     if len(shapes) > 1 and not isinstance(layer, PackedCall):
         target = PackedCall(layer, shapes, ([{INPUT_KEY: i} for i in range(len(shapes))],))
-    elif not isinstance(layer, PackedCall) and _accepts_training(layer):
+    elif not isinstance(layer, PackedCall) and accepts_training(layer):
         # Called with training=False, as backward models run their layers: random
         # augmentation layers default to training mode.
         target = PackedCall(layer, shapes)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import torch
 
-from jacverify.backward.clone import _make_rule, clone_to_backward
+from jacverify.backward.clone import _is_float, _make_rule, _operation_dtype, clone_to_backward
 from jacverify.backward.graph import INPUT_KEY, Step, trace
 from jacverify.backward.registry import get_backward_rule
 from jacverify.check.adapters import PackedCall, RuleFactory
@@ -32,10 +32,6 @@ SAMPLED_ROWS = 4
 END_TO_END_EXAMPLES = 20
 
 Progress = Callable[[int, int, str], None]
-
-
-def _is_float(dtype: Any) -> bool:
-    return "float" in str(dtype)
 
 
 def _sample_inputs(graph_inputs: Sequence, rng: np.random.Generator) -> list[np.ndarray]:
@@ -163,7 +159,7 @@ def _check_step(
     arguments = step.call_arguments()
     adapter = PackedCall(
         step.operation, shapes, arguments["args"], arguments["kwargs"], label=label,
-        dtype=_step_dtype(step),
+        dtype=getattr(step.operation, "dtype_policy", None) or _operation_dtype(step),
     )
     factory = RuleFactory(
         name=rule_name or "?", make=lambda _operation: _make_rule(step, mapping, set())
@@ -182,14 +178,6 @@ def _check_step(
             layer_name=label, layer_class=type(step.operation).__name__, rule_class=rule_name,
             input_shape=[list(s) for s in shapes], seed=seed, convention=convention,
         )
-
-
-def _step_dtype(step: Step) -> Any:
-    policy = getattr(step.operation, "dtype_policy", None)
-    if policy is not None:
-        return policy
-    dtypes = [str(t.dtype) for t in [*step.inputs, *step.outputs] if _is_float(t.dtype)]
-    return max(dtypes, key=lambda d: np.dtype(d).itemsize) if dtypes else None
 
 
 def _end_to_end(
