@@ -14,6 +14,7 @@ from jacverify.backward.rules import (  # noqa: F401
     ops,
     pooling,
     preprocessing,
+    recurrent,
     regularization,
     reshaping,
 )

@@ -1,0 +1,301 @@
+"""One time step of Keras' recurrent cells and its vector-Jacobian product, in keras.ops.
+
+Every cell is described by a :class:`CellMath`:
+
+* ``project(x)``: the part of the step that depends on the input only (``x W + b``), applied to
+  a whole sequence at once (any leading axes);
+* ``project_vjp(d_projection, x)``: its vector-Jacobian product with respect to ``x``;
+* ``step(projection_t, states)``: the cell's output, new states and what the backward step
+  needs (the forward values at this step), as Keras' cell computes them at inference (dropout
+  and recurrent dropout are the identity there);
+* ``step_vjp(d_output, d_new_states, cache)``: the gradients with respect to the step's
+  projection and its previous states.
+
+The forward values are recomputed with the cell's own activation functions, so that a point on
+a kink lands on the same side as in Keras' forward pass; the derivatives come from
+:func:`jacverify.backward.rules.activations.functions.activation_vjp`. Everything runs in the
+dtype of the tensors it is given (the weights are cast to it).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from jacverify.backward.rules.activations.functions import activation_vjp
+
+
+class UnsupportedCellError(ValueError):
+    """Raised for a recurrent cell whose backward step jacverify does not know."""
+
+
+def _identity_vjp(gradient, x):
+    return gradient
+
+
+def _vjp_of(activation, where: str):
+    try:
+        vjp = activation_vjp(activation)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return _identity_vjp if vjp is None else vjp
+
+
+def _apply(activation, x):
+    return x if activation is None else activation(x)
+
+
+def _cast(weight, dtype):
+    return None if weight is None else ops.cast(weight, dtype)
+
+
+def _dot(x, kernel):
+    """``x @ kernel`` over the last axis of ``x`` (an einsum: ``keras.ops.matmul`` computes
+    float64 products of 3-d tensors in float32 on the torch backend)."""
+    return ops.einsum("...i,io->...o", x, kernel)
+
+
+def _dot_transposed(gradient, kernel):
+    """``gradient @ kernel^T`` over the last axis of ``gradient``."""
+    return ops.einsum("...o,io->...i", gradient, kernel)
+
+
+class CellMath:
+    """The time step of one Keras cell (see the module docstring)."""
+
+    def __init__(self, cell: keras.layers.Layer) -> None:
+        self.cell = cell
+
+    @property
+    def state_sizes(self) -> list:
+        size = self.cell.state_size
+        return list(size) if isinstance(size, (list, tuple)) else [size]
+
+    def zero_states(self, batch, dtype) -> list:
+        return [ops.zeros((batch, int(s)), dtype=dtype) for s in self.state_sizes]
+
+    # The input projection ``x W (+ b)`` shared by the three dense cells.
+    def project(self, x):
+        projection = _dot(x, _cast(self.cell.kernel, x.dtype))
+        bias = self._input_bias(x.dtype)
+        return projection if bias is None else projection + bias
+
+    def project_vjp(self, d_projection, x=None):
+        return _dot_transposed(d_projection, _cast(self.cell.kernel, d_projection.dtype))
+
+    def _input_bias(self, dtype):
+        return _cast(self.cell.bias, dtype) if self.cell.use_bias else None
+
+    def step(self, projection, states):
+        raise NotImplementedError
+
+    def step_vjp(self, d_output, d_states, cache):
+        raise NotImplementedError
+
+
+class SimpleRNNCellMath(CellMath):
+    """``h' = activation(x W + b + h U)``; the output is ``h'``."""
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self._activation_vjp = _vjp_of(cell.activation, f"cell of '{cell.name}'")
+
+    def step(self, projection, states):
+        (h,) = states
+        pre = projection + _dot(h, _cast(self.cell.recurrent_kernel, h.dtype))
+        new_h = _apply(self.cell.activation, pre)
+        return new_h, [new_h], pre
+
+    def step_vjp(self, d_output, d_states, cache):
+        d_pre = self._activation_vjp(d_output + d_states[0], cache)
+        recurrent = _cast(self.cell.recurrent_kernel, d_pre.dtype)
+        return d_pre, [_dot_transposed(d_pre, recurrent)]
+
+
+class LSTMCellMath(CellMath):
+    """Gates ``i, f, c~, o`` from ``z = x W + b + h U`` (in that order);
+    ``c' = f c + i c~``, ``h' = o activation(c')``; the output is ``h'``."""
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        where = f"cell of '{cell.name}'"
+        self._activation_vjp = _vjp_of(cell.activation, where)
+        self._recurrent_vjp = _vjp_of(cell.recurrent_activation, where)
+
+    def step(self, projection, states):
+        h, c = states
+        cell = self.cell
+        z = projection + _dot(h, _cast(cell.recurrent_kernel, h.dtype))
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        i = _apply(cell.recurrent_activation, z_i)
+        f = _apply(cell.recurrent_activation, z_f)
+        candidate = _apply(cell.activation, z_c)
+        o = _apply(cell.recurrent_activation, z_o)
+        new_c = f * c + i * candidate
+        activated_c = _apply(cell.activation, new_c)
+        new_h = o * activated_c
+        cache = (c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c)
+        return new_h, [new_h, new_c], cache
+
+    def step_vjp(self, d_output, d_states, cache):
+        c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c = cache
+        d_h = d_output + d_states[0]
+        d_c = d_states[1] + self._activation_vjp(d_h * o, new_c)
+        d_z = ops.concatenate(
+            [
+                self._recurrent_vjp(d_c * candidate, z_i),
+                self._recurrent_vjp(d_c * c, z_f),
+                self._activation_vjp(d_c * i, z_c),
+                self._recurrent_vjp(d_h * activated_c, z_o),
+            ],
+            axis=-1,
+        )
+        recurrent = _cast(self.cell.recurrent_kernel, d_z.dtype)
+        return d_z, [_dot_transposed(d_z, recurrent), d_c * f]
+
+
+class GRUCellMath(CellMath):
+    """Gates ``z, r`` and candidate ``h~`` (in that order in the kernels);
+    ``h' = z h + (1 - z) h~``. With ``reset_after`` the reset gate multiplies ``h U_h + b_h``
+    (the recurrent bias is the second row of ``bias``); without, it multiplies ``h`` before
+    ``U_h``. The output is ``h'``."""
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        where = f"cell of '{cell.name}'"
+        self._activation_vjp = _vjp_of(cell.activation, where)
+        self._recurrent_vjp = _vjp_of(cell.recurrent_activation, where)
+        self.units = int(cell.units)
+
+    def _input_bias(self, dtype):
+        cell = self.cell
+        if not cell.use_bias:
+            return None
+        bias = _cast(cell.bias, dtype)
+        return bias[0] if cell.reset_after else bias
+
+    def _recurrent_bias(self, dtype):
+        cell = self.cell
+        if not (cell.use_bias and cell.reset_after):
+            return None
+        return _cast(cell.bias, dtype)[1]
+
+    def step(self, projection, states):
+        (h,) = states
+        cell, n = self.cell, self.units
+        kernel = _cast(cell.recurrent_kernel, h.dtype)
+        x_z, x_r, x_h = ops.split(projection, 3, axis=-1)
+        if cell.reset_after:
+            inner = _dot(h, kernel)
+            bias = self._recurrent_bias(h.dtype)
+            if bias is not None:
+                inner = inner + bias
+        else:
+            inner = _dot(h, kernel[:, : 2 * n])
+        a_z, a_r = x_z + inner[:, :n], x_r + inner[:, n : 2 * n]
+        z = _apply(cell.recurrent_activation, a_z)
+        r = _apply(cell.recurrent_activation, a_r)
+        if cell.reset_after:
+            recurrent_h = inner[:, 2 * n :]
+            a_h = x_h + r * recurrent_h
+        else:
+            recurrent_h = None
+            a_h = x_h + _dot(r * h, kernel[:, 2 * n :])
+        candidate = _apply(cell.activation, a_h)
+        new_h = z * h + (1.0 - z) * candidate
+        return new_h, [new_h], (h, a_z, a_r, a_h, z, r, candidate, recurrent_h)
+
+    def step_vjp(self, d_output, d_states, cache):
+        h, a_z, a_r, a_h, z, r, candidate, recurrent_h = cache
+        n = self.units
+        kernel = _cast(self.cell.recurrent_kernel, h.dtype)
+        d_new = d_output + d_states[0]
+        d_a_h = self._activation_vjp(d_new * (1.0 - z), a_h)
+        d_a_z = self._recurrent_vjp(d_new * (h - candidate), a_z)
+        d_h = d_new * z
+        if self.cell.reset_after:
+            d_a_r = self._recurrent_vjp(d_a_h * recurrent_h, a_r)
+            d_inner = ops.concatenate([d_a_z, d_a_r, d_a_h * r], axis=-1)
+            d_h = d_h + _dot_transposed(d_inner, kernel)
+        else:
+            d_reset_h = _dot_transposed(d_a_h, kernel[:, 2 * n :])
+            d_a_r = self._recurrent_vjp(d_reset_h * h, a_r)
+            d_inner = ops.concatenate([d_a_z, d_a_r], axis=-1)
+            d_h = d_h + d_reset_h * r + _dot_transposed(d_inner, kernel[:, : 2 * n])
+        return ops.concatenate([d_a_z, d_a_r, d_a_h], axis=-1), [d_h]
+
+
+class StackedCellsMath(CellMath):
+    """``StackedRNNCells``: each cell's output is the next cell's input; the states are the
+    cells' states in order (flattened); the output is the last cell's output."""
+
+    def __init__(self, cell):
+        super().__init__(cell)
+        self.parts = [cell_math(c) for c in cell.cells]
+
+    @property
+    def state_sizes(self) -> list:
+        return [s for part in self.parts for s in part.state_sizes]
+
+    def _split(self, states):
+        groups, start = [], 0
+        for part in self.parts:
+            count = len(part.state_sizes)
+            groups.append(list(states[start : start + count]))
+            start += count
+        return groups
+
+    def project(self, x):
+        return x
+
+    def project_vjp(self, d_projection, x=None):
+        return d_projection
+
+    def step(self, projection, states):
+        x, new_states, caches = projection, [], []
+        for part, part_states in zip(self.parts, self._split(states), strict=True):
+            part_projection = part.project(x)
+            x, part_new, cache = part.step(part_projection, part_states)
+            new_states.extend(part_new)
+            caches.append((x, cache))
+        return x, new_states, caches
+
+    def step_vjp(self, d_output, d_states, cache):
+        d_previous_states = []
+        d_x = d_output
+        for part, part_d_states, (_, part_cache) in reversed(
+            list(zip(self.parts, self._split(d_states), cache, strict=True))
+        ):
+            d_projection, d_part_states = part.step_vjp(d_x, part_d_states, part_cache)
+            d_x = part.project_vjp(d_projection)
+            d_previous_states = d_part_states + d_previous_states
+        return d_x, d_previous_states
+
+
+_MATHS = {
+    keras.layers.SimpleRNNCell: SimpleRNNCellMath,
+    keras.layers.LSTMCell: LSTMCellMath,
+    keras.layers.GRUCell: GRUCellMath,
+    keras.layers.StackedRNNCells: StackedCellsMath,
+}
+
+
+def register_cell_math(cell_class: type, math_class: type) -> None:
+    """Teach the recurrent rules the time step of another cell class (a :class:`CellMath`
+    subclass); ``RNN(cell)`` layers with such cells then get an analytic rule."""
+    _MATHS[cell_class] = math_class
+
+
+def cell_math(cell) -> CellMath:
+    """The :class:`CellMath` of a Keras cell; :class:`UnsupportedCellError` for other cells."""
+    math_class = _MATHS.get(type(cell))
+    if math_class is None:
+        name = getattr(cell, "name", repr(cell))
+        raise UnsupportedCellError(
+            f"No backward step for the recurrent cell '{name}' ({type(cell).__name__}): "
+            f"jacverify knows {', '.join(sorted(c.__name__ for c in _MATHS))}. Describe its "
+            "step with jacverify.backward.rules.recurrent.register_cell_math(CellClass, "
+            "YourCellMath), write a rule for the RNN layer, or build with "
+            "fallback='autograd'."
+        )
+    return math_class(cell)

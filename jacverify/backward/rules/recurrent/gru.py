@@ -1,0 +1,14 @@
+"""Rule for ``keras.layers.GRU``."""
+
+from __future__ import annotations
+
+import keras
+
+from jacverify.backward.registry import register_backward
+from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
+
+
+@register_backward(keras.layers.GRU)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardGRU(BackwardRecurrent):
+    """Backward through time of the GRU recurrence, ``reset_after`` True or False."""
