@@ -12,7 +12,11 @@ Calling convention (the checker relies on nothing else):
 * ``gradient`` has shape ``(batch, *extra, *output_dim_wo_batch)``: the optional ``extra`` axes
   carry several upstream gradients per example (rows of a Jacobian). They are folded into the
   batch axis before ``call_on_reshaped_gradient`` runs (the input is repeated to match) and
-  unfolded afterwards, so a rule author only ever sees one gradient per example.
+  unfolded afterwards, so a rule author only ever sees one gradient per example;
+* for a layer with several outputs (``output_dim_wo_batch`` is a list of N shapes, in the
+  order of ``keras.tree.flatten(outputs)``), the rule is always called
+  ``rule([gradients, input])`` with ``gradients`` a list of N upstream gradients, one per
+  output (the same extra axes on each), and ``call_on_reshaped_gradient`` receives that list.
 """
 
 from __future__ import annotations
@@ -117,6 +121,11 @@ class BackwardLayer(keras.layers.Layer):
             )
         return inputs, None
 
+    @property
+    def has_several_outputs(self) -> bool:
+        """Whether the forward layer returns several tensors (one upstream gradient each)."""
+        return _is_multi(self.output_dim_wo_batch)
+
     def call(self, inputs, training=None, mask=None):
         gradient, layer_input = self._split_inputs(inputs)
         if layer_input is None and not self.is_linear:
@@ -124,49 +133,66 @@ class BackwardLayer(keras.layers.Layer):
                 f"{type(self).__name__} is the rule of a non-linear layer "
                 f"('{self.layer.name}'): call it as rule([gradient, input])."
             )
-        out_dims = self._single_output_dims()
-        n_extra = len(gradient.shape) - 1 - len(out_dims)
-        if n_extra < 0:
-            raise ValueError(
-                f"{type(self).__name__}: the gradient has shape {tuple(gradient.shape)} but "
-                f"layer '{self.layer.name}' outputs (batch, *{tuple(out_dims)})."
-            )
+        gradients = self._gradient_list(gradient)
+        out_dims = self.output_dim_wo_batch if self.has_several_outputs else [
+            self.output_dim_wo_batch]
+        n_extra = len(gradients[0].shape) - 1 - len(out_dims[0])
+        for grad, dims in zip(gradients, out_dims, strict=True):
+            if len(grad.shape) - 1 - len(dims) != n_extra or n_extra < 0:
+                raise ValueError(
+                    f"{type(self).__name__}: a gradient has shape {tuple(grad.shape)} but "
+                    f"layer '{self.layer.name}' outputs (batch, *{tuple(dims)})"
+                    + (" (the same extra axes on every output)." if n_extra > 0 else ".")
+                )
         if n_extra == 0:
             return self.call_on_reshaped_gradient(
                 gradient, input=layer_input, training=training, mask=mask
             )
         # Fold the extra axes into the batch axis, repeating the input to match.
-        grad_shape = ops.shape(gradient)
+        grad_shape = ops.shape(gradients[0])
         extra = [int(d) for d in grad_shape[1 : 1 + n_extra]]
         n_rep = math.prod(extra)
-        folded = ops.reshape(gradient, [-1] + list(grad_shape[1 + n_extra :]))
+        folded = [ops.reshape(g, [-1] + list(ops.shape(g)[1 + n_extra :])) for g in gradients]
         if layer_input is not None:
             layer_input = _map_structure(lambda t: ops.repeat(t, n_rep, axis=0), layer_input)
         result = self.call_on_reshaped_gradient(
-            folded, input=layer_input, training=training, mask=mask
+            folded if self.has_several_outputs else folded[0],
+            input=layer_input, training=training, mask=mask,
         )
         return _map_structure(
             lambda t: ops.reshape(t, [-1] + extra + list(ops.shape(t)[1:])), result
         )
 
-    def _single_output_dims(self):
-        if _is_multi(self.output_dim_wo_batch):
+    def _gradient_list(self, gradient) -> list:
+        """The upstream gradients as a list (one per forward output)."""
+        if not self.has_several_outputs:
+            if isinstance(gradient, (list, tuple)):
+                raise ValueError(
+                    f"{type(self).__name__}: layer '{self.layer.name}' has one output; call "
+                    "the rule as rule([gradient, input]) with one gradient tensor."
+                )
+            return [gradient]
+        n = len(self.output_dim_wo_batch)
+        if not isinstance(gradient, (list, tuple)) or len(gradient) != n:
             raise ValueError(
-                f"{type(self).__name__}: layers with several outputs are not supported."
+                f"{type(self).__name__}: layer '{self.layer.name}' has {n} outputs; call the "
+                f"rule as rule([gradients, input]) with a list of {n} gradients, one per "
+                "output (zeros for an output nothing uses)."
             )
-        return self.output_dim_wo_batch
+        return list(gradient)
 
     def compute_mask(self, inputs, previous_mask=None):
         return None  # gradients carry no Keras mask
 
     def compute_output_shape(self, input_shape):
-        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
-            input_shape[0], (list, tuple)
-        ):
-            grad_shape = tuple(input_shape[0])
+        first = input_shape
+        if isinstance(first, (list, tuple)) and first and _is_shape_structure(first[0]):
+            first = first[0]  # [gradient(s), input]
+        if self.has_several_outputs:
+            grad_shape, out_dims = tuple(first[0]), self.output_dim_wo_batch[0]
         else:
-            grad_shape = tuple(input_shape)
-        n_extra = len(grad_shape) - 1 - len(self._single_output_dims())
+            grad_shape, out_dims = tuple(first), self.output_dim_wo_batch
+        n_extra = len(grad_shape) - 1 - len(out_dims)
         prefix = grad_shape[: 1 + max(n_extra, 0)]
         if _is_multi(self.input_dim_wo_batch):
             return [prefix + tuple(d) for d in self.input_dim_wo_batch]
@@ -214,6 +240,11 @@ def _as_dims(dims):
     if _is_multi(dims):
         return [list(d) for d in dims]
     return list(dims)
+
+
+def _is_shape_structure(value) -> bool:
+    """Whether ``value`` is a shape or a list of shapes (not a dimension)."""
+    return isinstance(value, (list, tuple))
 
 
 def _map_structure(fn, value):

@@ -70,6 +70,34 @@ class ZeroGradient(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="jacverify")
+class UnusedOutputGradient(keras.layers.Layer):
+    """The upstream gradient of an output nothing uses, for a rule of a call with several
+    outputs: zeros shaped like the output, with the batch and extra Jacobian axes of the
+    gradient of a used output (``n_extra`` of them)."""
+
+    def __init__(self, n_extra=0, **kwargs):
+        super().__init__(**kwargs)
+        self.n_extra = int(n_extra)
+
+    def call(self, inputs):
+        used, output = inputs
+        lead = tuple(ops.shape(used)[: 1 + self.n_extra])
+        return ops.zeros(lead + tuple(ops.shape(output)[1:]), dtype=self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        used, output = input_shape
+        return tuple(used[: 1 + self.n_extra]) + tuple(output[1:])
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        config["n_extra"] = self.n_extra
+        return config
+
+
+@keras.saving.register_keras_serializable(package="jacverify")
 class GradientSum(keras.layers.Layer):
     """The sum of the gradients a tensor receives from its consumers (one per path).
 
@@ -235,23 +263,8 @@ def clone_to_backward(
             continue  # nothing downstream depends on this call
         if not _is_differentiable(step):
             continue
-        if len(step.outputs) != 1:
-            raise ValueError(
-                f"Layer '{step.qualified_name}' ({type(step.operation).__name__}) returns "
-                f"{len(step.outputs)} tensors; backward rules support one output."
-            )
         rule = _make_rule(step, mapping_keras2backward_classes, rule_names, fallback, fallbacks)
-        call_kwargs = {} if step.mask is None else {"mask": step.mask}
-        if rule.is_linear:
-            result = rule(out_grads[0], **call_kwargs)
-        else:
-            result = rule([out_grads[0], step.input_structure], **call_kwargs)
-        results = result if isinstance(result, (list, tuple)) else [result]
-        if len(results) != len(step.inputs):
-            raise ValueError(
-                f"Rule {type(rule).__name__} of layer '{step.qualified_name}' returned "
-                f"{len(results)} gradients for {len(step.inputs)} inputs."
-            )
+        results = _apply_rule(rule, step, out_grads)
         for tensor, grad in zip(step.inputs, results, strict=False):
             if _is_float(tensor.dtype):
                 contributions.setdefault(id(tensor), []).append(grad)
@@ -275,6 +288,36 @@ def clone_to_backward(
         )
 
 
+def _apply_rule(rule: BackwardLayer, step: Step, out_grads: list) -> list:
+    """Call ``rule`` on the upstream gradients of ``step``'s outputs; one gradient per input.
+
+    A call with several outputs gets one gradient per output, zeros for the outputs nothing
+    downstream uses; its rule is always called ``rule([gradients, input])``."""
+    call_kwargs = {} if step.mask is None else {"mask": step.mask}
+    if len(step.outputs) > 1:
+        used = next(g for g in out_grads if g is not None)
+        reference = next(o for o, g in zip(step.outputs, out_grads, strict=True)
+                         if g is not None)
+        n_extra = len(used.shape) - len(reference.shape)
+        gradients = [
+            g if g is not None
+            else UnusedOutputGradient(n_extra, dtype=str(used.dtype))([used, output])
+            for g, output in zip(out_grads, step.outputs, strict=True)
+        ]
+        result = rule([gradients, step.input_structure], **call_kwargs)
+    elif rule.is_linear:
+        result = rule(out_grads[0], **call_kwargs)
+    else:
+        result = rule([out_grads[0], step.input_structure], **call_kwargs)
+    results = result if isinstance(result, (list, tuple)) else [result]
+    if len(results) != len(step.inputs):
+        raise ValueError(
+            f"Rule {type(rule).__name__} of layer '{step.qualified_name}' returned "
+            f"{len(results)} gradients for {len(step.inputs)} inputs."
+        )
+    return results
+
+
 @contextlib.contextmanager
 def _recursion_limit(limit: int):
     previous = sys.getrecursionlimit()
@@ -287,9 +330,10 @@ def _recursion_limit(limit: int):
 
 
 def _is_differentiable(step: Step) -> bool:
-    """Some input and every output are floating point (integer inputs, such as a mask or
-    token ids, get no gradient)."""
-    return any(_is_float(t.dtype) for t in step.inputs) and all(
+    """Some input and some output are floating point (integer inputs, such as a mask or
+    token ids, get no gradient; integer outputs, such as the indices of ``top_k``, carry
+    none)."""
+    return any(_is_float(t.dtype) for t in step.inputs) and any(
         _is_float(t.dtype) for t in step.outputs
     )
 
@@ -326,7 +370,10 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
     rule = rule_class(
         layer=step.operation,
         input_dim_wo_batch=in_dims[0] if len(in_dims) == 1 else in_dims,
-        output_dim_wo_batch=_shape_wo_batch(step.outputs[0].shape),
+        output_dim_wo_batch=(
+            _shape_wo_batch(step.outputs[0].shape) if len(step.outputs) == 1
+            else [_shape_wo_batch(t.shape) for t in step.outputs]
+        ),
         **kwargs,
     )
     # A layer called several times (shared, or inside a nested model used twice) gets one rule

@@ -24,6 +24,7 @@ from jacverify.check.layer_configs import (
     merging,
     normalization,
     ops,
+    ops_multi_output,
     pooling,
     preprocessing,
     regularization,
@@ -48,10 +49,13 @@ FAMILIES = {
     "reshaping": reshaping,
 }
 
+#: Further modules of a family (family name, module).
+_MORE_MODULES = [("ops", ops_multi_output)]
+
 _FACTORIES: dict[type, Callable[[], st.SearchStrategy]] = {}
 _UNSUPPORTED: dict[type, str] = {}
 _FAMILY_OF: dict[type, str] = {}
-for _family, _module in FAMILIES.items():
+for _family, _module in [*FAMILIES.items(), *_MORE_MODULES]:
     for _cls in _module.STRATEGIES:
         _FAMILY_OF[_cls] = _family
     for _cls in _module.UNSUPPORTED:

@@ -12,5 +12,8 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     linalg,
     reduction,
     reshape,
+    split,
+    top_k,
     transpose,
+    unstack,
 )
