@@ -2,6 +2,7 @@
 
 from jacverify.backward.rules.recurrent import (  # noqa: F401
     bidirectional,
+    conv_lstm,
     gru,
     lstm,
     rnn,

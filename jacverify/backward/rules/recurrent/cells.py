@@ -120,13 +120,23 @@ class LSTMCellMath(CellMath):
         super().__init__(cell)
         where = f"cell of '{cell.name}'"
         self._activation_vjp = _vjp_of(cell.activation, where)
-        self._recurrent_vjp = _vjp_of(cell.recurrent_activation, where)
+        self._gate_vjp = _vjp_of(cell.recurrent_activation, where)
+
+    #: The axis of ``z`` holding the four gates (the units, or the channels of a ConvLSTM).
+    gate_axis = -1
+
+    def _recurrent(self, h):
+        """``h U``: the recurrent part of the gates' pre-activation."""
+        return _dot(h, _cast(self.cell.recurrent_kernel, h.dtype))
+
+    def _recurrent_vjp(self, d_z, h):
+        return _dot_transposed(d_z, _cast(self.cell.recurrent_kernel, d_z.dtype))
 
     def step(self, projection, states):
         h, c = states
         cell = self.cell
-        z = projection + _dot(h, _cast(cell.recurrent_kernel, h.dtype))
-        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        z = projection + self._recurrent(h)
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=self.gate_axis)
         i = _apply(cell.recurrent_activation, z_i)
         f = _apply(cell.recurrent_activation, z_f)
         candidate = _apply(cell.activation, z_c)
@@ -134,24 +144,23 @@ class LSTMCellMath(CellMath):
         new_c = f * c + i * candidate
         activated_c = _apply(cell.activation, new_c)
         new_h = o * activated_c
-        cache = (c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c)
+        cache = (h, c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c)
         return new_h, [new_h, new_c], cache
 
     def step_vjp(self, d_output, d_states, cache):
-        c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c = cache
+        h, c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c = cache
         d_h = d_output + d_states[0]
         d_c = d_states[1] + self._activation_vjp(d_h * o, new_c)
         d_z = ops.concatenate(
             [
-                self._recurrent_vjp(d_c * candidate, z_i),
-                self._recurrent_vjp(d_c * c, z_f),
+                self._gate_vjp(d_c * candidate, z_i),
+                self._gate_vjp(d_c * c, z_f),
                 self._activation_vjp(d_c * i, z_c),
-                self._recurrent_vjp(d_h * activated_c, z_o),
+                self._gate_vjp(d_h * activated_c, z_o),
             ],
-            axis=-1,
+            axis=self.gate_axis,
         )
-        recurrent = _cast(self.cell.recurrent_kernel, d_z.dtype)
-        return d_z, [_dot_transposed(d_z, recurrent), d_c * f]
+        return d_z, [self._recurrent_vjp(d_z, h), d_c * f]
 
 
 class GRUCellMath(CellMath):
@@ -164,7 +173,7 @@ class GRUCellMath(CellMath):
         super().__init__(cell)
         where = f"cell of '{cell.name}'"
         self._activation_vjp = _vjp_of(cell.activation, where)
-        self._recurrent_vjp = _vjp_of(cell.recurrent_activation, where)
+        self._gate_vjp = _vjp_of(cell.recurrent_activation, where)
         self.units = int(cell.units)
 
     def _input_bias(self, dtype):
@@ -211,15 +220,15 @@ class GRUCellMath(CellMath):
         kernel = _cast(self.cell.recurrent_kernel, h.dtype)
         d_new = d_output + d_states[0]
         d_a_h = self._activation_vjp(d_new * (1.0 - z), a_h)
-        d_a_z = self._recurrent_vjp(d_new * (h - candidate), a_z)
+        d_a_z = self._gate_vjp(d_new * (h - candidate), a_z)
         d_h = d_new * z
         if self.cell.reset_after:
-            d_a_r = self._recurrent_vjp(d_a_h * recurrent_h, a_r)
+            d_a_r = self._gate_vjp(d_a_h * recurrent_h, a_r)
             d_inner = ops.concatenate([d_a_z, d_a_r, d_a_h * r], axis=-1)
             d_h = d_h + _dot_transposed(d_inner, kernel)
         else:
             d_reset_h = _dot_transposed(d_a_h, kernel[:, 2 * n :])
-            d_a_r = self._recurrent_vjp(d_reset_h * h, a_r)
+            d_a_r = self._gate_vjp(d_reset_h * h, a_r)
             d_inner = ops.concatenate([d_a_z, d_a_r], axis=-1)
             d_h = d_h + d_reset_h * r + _dot_transposed(d_inner, kernel[:, : 2 * n])
         return ops.concatenate([d_a_z, d_a_r, d_a_h], axis=-1), [d_h]
