@@ -27,6 +27,7 @@ from jacverify.check.layer_configs import (
     ops_multi_output,
     pooling,
     preprocessing,
+    recurrent,
     regularization,
     reshaping,
 )
@@ -45,6 +46,7 @@ FAMILIES = {
     "ops": ops,
     "pooling": pooling,
     "preprocessing": preprocessing,
+    "recurrent": recurrent,
     "regularization": regularization,
     "reshaping": reshaping,
 }

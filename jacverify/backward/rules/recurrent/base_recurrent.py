@@ -10,6 +10,7 @@ then each final state), and its rule receives one upstream gradient per output.
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
@@ -49,13 +50,20 @@ def _several(dims) -> bool:
     return bool(dims) and isinstance(dims[0], (list, tuple))
 
 
+def sequence_mask(mask):
+    """The ``(batch, time)`` mask of the sequence among what reaches a rule as ``mask``: the
+    builder passes the layer's call mask; a rule called by hand inside a Keras graph may get
+    the Keras masks of its ``[gradient, input]`` (the first mask found is the sequence's)."""
+    for candidate in keras.tree.flatten(mask) if mask is not None else []:
+        if candidate is not None:
+            return candidate
+    return None
+
+
 def repeat_mask_to(mask, batch_tensor):
-    """The Keras mask of the sequence, repeated along the batch axis when the base class
-    folded extra Jacobian axes into it (each example repeated consecutively)."""
-    if mask is None:
-        return None
-    if isinstance(mask, (list, tuple)):
-        mask = mask[0]
+    """The sequence's mask (see :func:`sequence_mask`), repeated along the batch axis when the
+    base class folded extra Jacobian axes into it (each example repeated consecutively)."""
+    mask = sequence_mask(mask)
     if mask is None:
         return None
     repeats = int(batch_tensor.shape[0]) // int(mask.shape[0])

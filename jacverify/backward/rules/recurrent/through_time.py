@@ -48,7 +48,7 @@ class ForwardPass:
 
     sequences: object
     caches: list = field(default_factory=list)
-    masks: list = field(default_factory=list)  # per step: (batch, 1) floats, or None
+    masks: list = field(default_factory=list)  # per step: (batch, 1, ...) floats, or None
     outputs: object = None
     final_states: list = field(default_factory=list)
 
@@ -65,8 +65,8 @@ def _prepare_mask(mask, dtype, go_backwards):
     if mask is None:
         return None
     mask = ops.cast(mask, dtype)
-    if len(mask.shape) == 2:
-        mask = ops.expand_dims(mask, -1)
+    if len(mask.shape) > 2:  # (batch, time, 1)
+        mask = ops.reshape(mask, ops.shape(mask)[:2])
     if go_backwards:
         mask = ops.flip(mask, axis=1)
     return mask
@@ -86,7 +86,9 @@ def run_forward(
     previous_output, outputs = None, []
     for t, projection in enumerate(_time_major_steps(projections)):
         output, new_states, cache = math.step(projection, states)
-        step_mask = None if step_masks is None else step_masks[:, t]
+        step_mask = None
+        if step_masks is not None:  # (batch, 1, ...): broadcasts against the output
+            step_mask = ops.reshape(step_masks[:, t], (-1, *[1] * (len(output.shape) - 1)))
         if step_mask is not None:
             kept = step_mask > 0
             if options.zero_output_for_mask or previous_output is None:
