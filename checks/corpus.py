@@ -11,6 +11,7 @@ from checks import (
     cases_pair_max,
     cases_pair_product,
     cases_plus_constant,
+    cases_recurrent,
     cases_swish,
     cases_vee,
 )
@@ -25,6 +26,7 @@ MODULES = (
     cases_pair_max,
     cases_pair_product,
     cases_native,
+    cases_recurrent,
 )
 
 
