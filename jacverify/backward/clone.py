@@ -15,7 +15,12 @@ from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
 from jacverify.backward.graph import Step, trace
-from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.backward.registry import (
+    MissingBackwardRuleError,
+    UntraceableLayerError,
+    get_backward_rule,
+    untraceable_message,
+)
 
 
 @keras.saving.register_keras_serializable(package="jacverify")
@@ -153,6 +158,34 @@ class BackwardModel(Functional):
         return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
 
 
+    def get_config(self):
+        # A traced layer's own weight used in a keras.ops call (``x * self.w``) is an argument
+        # of that call in the graph: it is saved as its value (the saved model's weights).
+        with _variables_as_values(self):
+            return super().get_config()
+
+
+@contextlib.contextmanager
+def _variables_as_values(model):
+    def value(v):
+        return np.asarray(ops.convert_to_numpy(v)) if isinstance(v, keras.Variable) else v
+
+    changed = []
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            arguments = node.arguments
+            flat = keras.tree.flatten((arguments.args, arguments.kwargs))
+            if any(isinstance(v, keras.Variable) for v in flat):
+                changed.append((arguments, arguments.args, arguments.kwargs))
+                arguments.args = keras.tree.map_structure(value, arguments.args)
+                arguments.kwargs = keras.tree.map_structure(value, arguments.kwargs)
+    try:
+        yield
+    finally:
+        for arguments, args, kwargs in changed:
+            arguments.args, arguments.kwargs = args, kwargs
+
+
 def _runner(operation, training):
     fast = _fast_call_info(operation)
     if fast is None:
@@ -247,7 +280,7 @@ def clone_to_backward(
     """
     if fallback not in (None, "autograd"):
         raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
-    graph = trace(model)
+    graph = trace(model, mapping_keras2backward_classes)
     rule_names: set[str] = set()
     fallbacks: list[str] = []
     grad_inputs, grad_outputs = _gradient_tensors(graph, gradient)
@@ -347,6 +380,9 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
     try:
         rule_class = get_backward_rule(step.operation, mapping)
     except MissingBackwardRuleError as error:
+        if fallback != "autograd" and step.trace_error is not None:
+            raise UntraceableLayerError(untraceable_message(
+                step.qualified_name, type(step.operation), step.trace_error)) from None
         if fallback != "autograd":
             where = f" (inside {'/'.join(step.path)})" if step.path else ""
             raise MissingBackwardRuleError(
