@@ -22,6 +22,8 @@ from keras.src import tree
 from keras.src.models.functional import Functional
 from keras.src.models.sequential import Sequential
 
+from jacverify.backward.precision import float64_precision
+
 #: Placeholder keys that stand for tensors in :meth:`Step.call_arguments`.
 INPUT_KEY = "__input__"
 MASK_KEY = "__mask__"
@@ -99,6 +101,20 @@ class Graph:
     inputs: list
     outputs: list
     steps: list
+    #: ``id(tensor of the model) -> tensor of the graph`` for every tensor of the model and of
+    #: its nested models whose call was replayed (see :meth:`tensor_of`).
+    aliases: dict = field(default_factory=dict)
+
+    def tensor_of(self, tensor):
+        """The graph's tensor standing for a tensor of the model (or of a nested model);
+        ``None`` when the graph has none."""
+        if any(tensor is t for t in self.inputs):
+            return tensor
+        found = self.aliases.get(id(tensor))
+        if found is not None:
+            return found
+        known = {id(t) for step in self.steps for t in step.outputs}
+        return tensor if id(tensor) in known else None
 
 
 def _functional_of(model):
@@ -143,9 +159,24 @@ def trace(model, mapping: Mapping[type, type] | None = None, *,
     tensor_map = {id(t): t for t in functional.inputs}
     steps: list[Step] = []
     expand = (lambda layer: _needs_tracing(layer, mapping)) if trace_layers else None
-    _walk(functional, tensor_map, steps, path=(), masks={}, expand=expand)
+    aliases: dict = {}
+    if _uses_float64(functional):
+        # Keras's symbolic dtypes round float64 results of some operations to float32 (see
+        # jacverify.backward.precision): replay every call to get the dtypes the model
+        # computes in.
+        with float64_precision():
+            _walk(functional, tensor_map, steps, (), {}, expand, replay=True, aliases=aliases)
+    else:
+        _walk(functional, tensor_map, steps, (), {}, expand, aliases=aliases)
     outputs = [tensor_map[id(t)] for t in functional.outputs]
-    return Graph(inputs=list(functional.inputs), outputs=outputs, steps=steps)
+    return Graph(list(functional.inputs), outputs, steps, aliases)
+
+
+def _uses_float64(functional) -> bool:
+    """Whether a model has a float64 input or weight."""
+    return any("float64" in str(t.dtype) for t in functional.inputs) or any(
+        "float64" in str(v.dtype) for v in functional.weights
+    )
 
 
 def _needs_tracing(operation, mapping) -> bool:
@@ -160,10 +191,11 @@ def _needs_tracing(operation, mapping) -> bool:
     )
 
 
-def _walk(functional, tensor_map, steps, path, masks, expand=None):
+def _walk(functional, tensor_map, steps, path, masks, expand=None, replay=False, aliases=None):
     """Append the steps of ``functional``; ``masks`` maps tensor ids to the Keras masks Keras
     gave them (recomputed where a later layer cleared them, as MultiHeadAttention does to its
-    inputs); ``expand(layer)`` says whether to trace a layer's call and inline it."""
+    inputs); ``expand(layer)`` says whether to trace a layer's call and inline it; ``replay``
+    calls every operation again on the tensors of the graph being built."""
     for node in _nodes_in_order(functional):
         if node.is_input or node.operation is None:
             continue
@@ -173,9 +205,11 @@ def _walk(functional, tensor_map, steps, path, masks, expand=None):
         if _is_model(operation):
             inner = _functional_of(operation)
             inner_map = {id(i): m for i, m in zip(inner.inputs, mapped, strict=False)}
-            _walk(inner, inner_map, steps, (*path, operation.name), masks, expand)
+            _walk(inner, inner_map, steps, (*path, operation.name), masks, expand, replay,
+                  aliases)
             for outer, inner_out in zip(node.outputs, inner.outputs, strict=False):
                 tensor_map[id(outer)] = inner_map[id(inner_out)]
+                _alias(aliases, outer, inner_map[id(inner_out)])
             continue
         args, kwargs = node.arguments.convert(
             lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
@@ -183,22 +217,29 @@ def _walk(functional, tensor_map, steps, path, masks, expand=None):
         trace_error = None
         if expand is not None and expand(operation):
             trace_error = _inline_traced(node, args, kwargs, tensor_map, steps, path, masks,
-                                         expand)
+                                         expand, replay, aliases)
             if trace_error is None:
                 continue
-        if all(m is o for m, o in zip(mapped, originals, strict=False)):
+        if not replay and all(m is o for m, o in zip(mapped, originals, strict=False)):
             outputs = list(node.outputs)
         else:
             outputs = keras.tree.flatten(operation(*args, **kwargs))
         for original, new in zip(node.outputs, outputs, strict=False):
             tensor_map[id(original)] = new
+            _alias(aliases, original, new)
         step = _make_step(operation, args, kwargs, outputs, path, masks)
         step.trace_error = trace_error
         steps.append(step)
         _record_output_masks(step, masks)
 
 
-def _inline_traced(node, args, kwargs, tensor_map, steps, path, masks, expand) -> str | None:
+def _alias(aliases, original, new) -> None:
+    if aliases is not None and original is not new:
+        aliases[id(original)] = new
+
+
+def _inline_traced(node, args, kwargs, tensor_map, steps, path, masks, expand,
+                   replay=False, aliases=None) -> str | None:
     """Trace the call of ``node``'s layer and append its parts as steps; the reason when the
     call cannot be traced (nothing appended then)."""
     from jacverify.backward.tracing import TracingFailed, trace_layer_call
@@ -216,9 +257,10 @@ def _inline_traced(node, args, kwargs, tensor_map, steps, path, masks, expand) -
                 f"{len(node.outputs)} in the model")
     inner_map = {id(i): o for i, o in zip(traced.inner_inputs, traced.outer_inputs,
                                           strict=True)}
-    _walk(inner, inner_map, steps, (*path, layer.name), masks, expand)
+    _walk(inner, inner_map, steps, (*path, layer.name), masks, expand, replay, aliases)
     for outer, inner_out in zip(node.outputs, inner.outputs, strict=True):
         tensor_map[id(outer)] = inner_map[id(inner_out)]
+        _alias(aliases, outer, inner_map[id(inner_out)])
     return None
 
 
