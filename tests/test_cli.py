@@ -39,10 +39,12 @@ jacverify.register_backward(Clip)(BackwardClip)
 
 @keras.saving.register_keras_serializable(package="jacverify_tests_cli")
 class Twice(keras.layers.Layer):
-    """A layer without a backward rule."""
+    """A layer without a backward rule that cannot be traced (it calls torch directly)."""
 
     def call(self, inputs):
-        return 2 * inputs
+        import torch
+
+        return torch.mul(inputs, 2)
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -12,7 +12,8 @@ Calling convention (the checker relies on nothing else):
 * ``gradient`` has shape ``(batch, *extra, *output_dim_wo_batch)``: the optional ``extra`` axes
   carry several upstream gradients per example (rows of a Jacobian). They are folded into the
   batch axis before ``call_on_reshaped_gradient`` runs (the input is repeated to match) and
-  unfolded afterwards, so a rule author only ever sees one gradient per example;
+  unfolded afterwards, so a rule author only ever sees one gradient per example (the call's
+  masks are repeated like the input);
 * for a layer with several outputs (``output_dim_wo_batch`` is a list of N shapes, in the
   order of ``keras.tree.flatten(outputs)``), the rule is always called
   ``rule([gradients, input])`` with ``gradients`` a list of N upstream gradients, one per
@@ -155,6 +156,7 @@ class BackwardLayer(keras.layers.Layer):
         folded = [ops.reshape(g, [-1] + list(ops.shape(g)[1 + n_extra :])) for g in gradients]
         if layer_input is not None:
             layer_input = _map_structure(lambda t: ops.repeat(t, n_rep, axis=0), layer_input)
+        mask = _repeat_masks(mask, n_rep)
         result = self.call_on_reshaped_gradient(
             folded if self.has_several_outputs else folded[0],
             input=layer_input, training=training, mask=mask,
@@ -240,6 +242,18 @@ def _as_dims(dims):
     if _is_multi(dims):
         return [list(d) for d in dims]
     return list(dims)
+
+
+def _repeat_masks(mask, n_rep: int):
+    """The call's masks (one, a list or a dict of them) repeated along the batch axis like the
+    input, so that a rule sees masks with the folded batch size."""
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        return {k: _repeat_masks(v, n_rep) for k, v in mask.items()}
+    if isinstance(mask, (list, tuple)):
+        return [_repeat_masks(m, n_rep) for m in mask]
+    return ops.repeat(mask, n_rep, axis=0)
 
 
 def _is_shape_structure(value) -> bool:

@@ -15,7 +15,13 @@ from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
 from jacverify.backward.graph import Step, trace
-from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.backward.precision import float64_precision
+from jacverify.backward.registry import (
+    MissingBackwardRuleError,
+    UntraceableLayerError,
+    get_backward_rule,
+    untraceable_message,
+)
 
 
 @keras.saving.register_keras_serializable(package="jacverify")
@@ -138,6 +144,11 @@ class BackwardModel(Functional):
     """
 
     def call(self, inputs, training=None, mask=None, **kwargs):
+        # float64 models compute in float64 throughout (Keras would round products to float32).
+        with float64_precision():
+            return self._call(inputs, training=training, mask=mask, **kwargs)
+
+    def _call(self, inputs, training=None, mask=None, **kwargs):
         # The backward model describes the model at inference: its forward layers run with
         # training=False unless told otherwise (random augmentation layers default to True).
         if training is None:
@@ -151,6 +162,34 @@ class BackwardModel(Functional):
             inputs, operation_fn=lambda op: _runner(op, training)
         )
         return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+
+
+    def get_config(self):
+        # A traced layer's own weight used in a keras.ops call (``x * self.w``) is an argument
+        # of that call in the graph: it is saved as its value (the saved model's weights).
+        with _variables_as_values(self):
+            return super().get_config()
+
+
+@contextlib.contextmanager
+def _variables_as_values(model):
+    def value(v):
+        return np.asarray(ops.convert_to_numpy(v)) if isinstance(v, keras.Variable) else v
+
+    changed = []
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            arguments = node.arguments
+            flat = keras.tree.flatten((arguments.args, arguments.kwargs))
+            if any(isinstance(v, keras.Variable) for v in flat):
+                changed.append((arguments, arguments.args, arguments.kwargs))
+                arguments.args = keras.tree.map_structure(value, arguments.args)
+                arguments.kwargs = keras.tree.map_structure(value, arguments.kwargs)
+    try:
+        yield
+    finally:
+        for arguments, args, kwargs in changed:
+            arguments.args, arguments.kwargs = args, kwargs
 
 
 def _runner(operation, training):
@@ -215,6 +254,7 @@ def clone_to_backward(
     *,
     name: str | None = None,
     fallback: str | None = None,
+    wrt: Any = None,
 ) -> keras.Model:
     """Build a Keras model computing the vector-Jacobian product of ``model``.
 
@@ -235,11 +275,16 @@ def clone_to_backward(
             differentiates the forward call with torch autograd when the backward model runs.
             The backward model is then tied to the torch backend, and those rules are
             autograd's, not analytic rules (a warning lists them; see docs/builder.md).
+        wrt: what to differentiate with respect to. ``None`` (default): every model input
+            (integer inputs, such as token ids, get zeros). A tensor of the model (e.g.
+            ``embedding.output``) or a layer called once (its output), or a list of them: the
+            backward model returns the gradient with respect to each, as attributions on token
+            models need.
 
     Returns:
         A Keras model whose inputs are ``model.inputs`` (plus the gradient inputs when
         ``gradient`` is not fixed) and whose outputs are the gradients with respect to each
-        model input (a single tensor for a single-input model).
+        model input, or to each ``wrt`` tensor (a single tensor when there is one).
 
     Raises:
         MissingBackwardRuleError: a layer has no registered rule (the message says how to add
@@ -247,7 +292,16 @@ def clone_to_backward(
     """
     if fallback not in (None, "autograd"):
         raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
-    graph = trace(model)
+    with float64_precision():
+        return _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt)
+
+
+def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
+           ) -> keras.Model:
+    graph = trace(model, mapping_keras2backward_classes)
+    targets = graph.inputs if wrt is None else resolve_wrt(graph, wrt, model)
+    target_ids = {id(t) for t in targets}
+    reached = _steps_reached_from(graph, targets)
     rule_names: set[str] = set()
     fallbacks: list[str] = []
     grad_inputs, grad_outputs = _gradient_tensors(graph, gradient)
@@ -256,11 +310,15 @@ def clone_to_backward(
     contributions: dict[int, list] = {}
     for out, grad in zip(graph.outputs, grad_outputs, strict=False):
         contributions.setdefault(id(out), []).append(grad)
+    found: dict[int, Any] = {}  # the gradients of the targets that steps produce
 
-    for step in reversed(graph.steps):
+    for index in reversed(range(len(graph.steps))):
+        step = graph.steps[index]
         out_grads = [_sum(contributions.pop(id(o), []), o) for o in step.outputs]
-        if all(g is None for g in out_grads):
-            continue  # nothing downstream depends on this call
+        found.update({id(o): g for o, g in zip(step.outputs, out_grads, strict=True)
+                      if id(o) in target_ids})
+        if all(g is None for g in out_grads) or index not in reached:
+            continue  # nothing downstream depends on it, or it does not depend on a target
         if not _is_differentiable(step):
             continue
         rule = _make_rule(step, mapping_keras2backward_classes, rule_names, fallback, fallbacks)
@@ -270,10 +328,13 @@ def clone_to_backward(
                 contributions.setdefault(id(tensor), []).append(grad)
 
     outputs = []
-    for tensor in graph.inputs:
-        total = _sum(contributions.get(id(tensor), []), tensor)
+    for tensor in targets:
+        total = found.get(id(tensor))
+        if total is None:
+            total = _sum(contributions.get(id(tensor), []), tensor)
         outputs.append(
-            total if total is not None else ZeroGradient(extra_axes=extra_axes)(tensor)
+            total if total is not None
+            else ZeroGradient(extra_axes=extra_axes, dtype=_gradient_dtype(tensor))(tensor)
         )
     if fallbacks:
         _warn_fallback(fallbacks)
@@ -286,6 +347,51 @@ def clone_to_backward(
             outputs=outputs[0] if len(outputs) == 1 else outputs,
             name=name or f"{model.name}_backward",
         )
+
+
+def resolve_wrt(graph, wrt, model) -> list:
+    """The graph's tensors for ``wrt`` (tensors of the model or layers called once)."""
+    items = list(wrt) if isinstance(wrt, (list, tuple)) else [wrt]
+    tensors = []
+    for item in items:
+        what = item
+        if isinstance(item, keras.layers.Layer):
+            what = f"layer '{item.name}'"
+            calls = [s for s in graph.steps if s.operation is item]
+            if not calls and len(item._inbound_nodes) == 1:  # a traced block: inlined
+                calls = [Step(item, [], keras.tree.flatten(item.output))]
+            if len(calls) != 1 or len(calls[0].outputs) != 1:
+                raise ValueError(
+                    f"wrt: {what} has no single output to differentiate with respect to (it "
+                    f"is called {len(calls)} time(s) in the model, or returns several "
+                    "tensors); pass the tensor itself (one of its outputs)."
+                )
+            item = calls[0].outputs[0]
+        if not isinstance(item, keras.KerasTensor):
+            raise TypeError(f"wrt: expected a tensor of the model or a layer, got {what!r}.")
+        tensor = graph.tensor_of(item)
+        if tensor is None:
+            raise ValueError(
+                f"wrt: {item} is not a tensor of model '{model.name}' (take it from the "
+                "model's layers, e.g. model.get_layer('embedding').output)."
+            )
+        if not _is_float(tensor.dtype):
+            raise ValueError(f"wrt: {item.name} is {tensor.dtype}; only floating tensors have "
+                             "a gradient.")
+        tensors.append(tensor)
+    return tensors
+
+
+def _steps_reached_from(graph, targets) -> set:
+    """Indices of the steps that depend on one of ``targets`` (the only ones whose rules
+    carry a gradient back to them)."""
+    reached_tensors = {id(t) for t in targets}
+    reached = set()
+    for index, step in enumerate(graph.steps):
+        if any(id(t) in reached_tensors for t in step.inputs):
+            reached.add(index)
+            reached_tensors.update(id(t) for t in step.outputs)
+    return reached
 
 
 def _apply_rule(rule: BackwardLayer, step: Step, out_grads: list) -> list:
@@ -338,6 +444,11 @@ def _is_differentiable(step: Step) -> bool:
     )
 
 
+def _gradient_dtype(tensor) -> str | None:
+    """The dtype of a tensor's gradient: its own when floating point (else the default)."""
+    return str(tensor.dtype) if _is_float(tensor.dtype) else None
+
+
 def _is_float(dtype) -> bool:
     return "float" in str(dtype)
 
@@ -347,6 +458,9 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
     try:
         rule_class = get_backward_rule(step.operation, mapping)
     except MissingBackwardRuleError as error:
+        if fallback != "autograd" and step.trace_error is not None:
+            raise UntraceableLayerError(untraceable_message(
+                step.qualified_name, type(step.operation), step.trace_error)) from None
         if fallback != "autograd":
             where = f" (inside {'/'.join(step.path)})" if step.path else ""
             raise MissingBackwardRuleError(

@@ -12,6 +12,7 @@ the tensors mapped to the graph being built, and the call's masks apart from its
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from keras.src import backend as keras_backend
 from keras.src import tree
 from keras.src.models.functional import Functional
 from keras.src.models.sequential import Sequential
+
+from jacverify.backward.precision import float64_precision
 
 #: Placeholder keys that stand for tensors in :meth:`Step.call_arguments`.
 INPUT_KEY = "__input__"
@@ -45,10 +48,13 @@ class Step:
     operation: keras.Operation
     inputs: list
     outputs: list
-    path: tuple = field(default_factory=tuple)  # names of the enclosing nested models
+    path: tuple = field(default_factory=tuple)  # names of the enclosing models and blocks
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
     masks: dict = field(default_factory=dict)
+    #: Why the call could not be traced (a layer without a rule whose ``call()`` could not be
+    #: run on symbolic inputs); ``None`` for calls that were not tried.
+    trace_error: str | None = None
 
     @property
     def input_structure(self):
@@ -95,6 +101,20 @@ class Graph:
     inputs: list
     outputs: list
     steps: list
+    #: ``id(tensor of the model) -> tensor of the graph`` for every tensor of the model and of
+    #: its nested models whose call was replayed (see :meth:`tensor_of`).
+    aliases: dict = field(default_factory=dict)
+
+    def tensor_of(self, tensor):
+        """The graph's tensor standing for a tensor of the model (or of a nested model);
+        ``None`` when the graph has none."""
+        if any(tensor is t for t in self.inputs):
+            return tensor
+        found = self.aliases.get(id(tensor))
+        if found is not None:
+            return found
+        known = {id(t) for step in self.steps for t in step.outputs}
+        return tensor if id(tensor) in known else None
 
 
 def _functional_of(model):
@@ -125,20 +145,57 @@ def _nodes_in_order(functional):
         yield from by_depth[depth]
 
 
-def trace(model) -> Graph:
-    """The model's inputs, outputs and every operation call in topological order."""
+def trace(model, mapping: Mapping[type, type] | None = None, *,
+          trace_layers: bool = True) -> Graph:
+    """The model's inputs, outputs and every operation call in topological order.
+
+    Nested models are inlined. With ``trace_layers``, so is every layer that has no rule (in
+    ``mapping`` or the registry) and whose ``call()`` can be traced (see
+    :mod:`jacverify.backward.tracing`): its parts become steps with the layer's name in their
+    ``path``. A layer whose call cannot be traced stays one step, with the reason in
+    :attr:`Step.trace_error`.
+    """
     functional = _functional_of(model)
     tensor_map = {id(t): t for t in functional.inputs}
     steps: list[Step] = []
-    _walk(functional, tensor_map, steps, path=(), masks={})
+    expand = (lambda layer: _needs_tracing(layer, mapping)) if trace_layers else None
+    aliases: dict = {}
+    if _uses_float64(functional):
+        # Keras's symbolic dtypes round float64 results of some operations to float32 (see
+        # jacverify.backward.precision): replay every call to get the dtypes the model
+        # computes in.
+        with float64_precision():
+            _walk(functional, tensor_map, steps, (), {}, expand, replay=True, aliases=aliases)
+    else:
+        _walk(functional, tensor_map, steps, (), {}, expand, aliases=aliases)
     outputs = [tensor_map[id(t)] for t in functional.outputs]
-    return Graph(inputs=list(functional.inputs), outputs=outputs, steps=steps)
+    return Graph(list(functional.inputs), outputs, steps, aliases)
 
 
-def _walk(functional, tensor_map, steps, path, masks):
+def _uses_float64(functional) -> bool:
+    """Whether a model has a float64 input or weight."""
+    return any("float64" in str(t.dtype) for t in functional.inputs) or any(
+        "float64" in str(v.dtype) for v in functional.weights
+    )
+
+
+def _needs_tracing(operation, mapping) -> bool:
+    """A layer (not a model, not an input) without a rule."""
+    from jacverify.backward.registry import has_backward_rule
+
+    return (
+        isinstance(operation, keras.layers.Layer)
+        and not isinstance(operation, keras.layers.InputLayer)
+        and not _is_model(operation)
+        and not has_backward_rule(operation, mapping)
+    )
+
+
+def _walk(functional, tensor_map, steps, path, masks, expand=None, replay=False, aliases=None):
     """Append the steps of ``functional``; ``masks`` maps tensor ids to the Keras masks Keras
     gave them (recomputed where a later layer cleared them, as MultiHeadAttention does to its
-    inputs)."""
+    inputs); ``expand(layer)`` says whether to trace a layer's call and inline it; ``replay``
+    calls every operation again on the tensors of the graph being built."""
     for node in _nodes_in_order(functional):
         if node.is_input or node.operation is None:
             continue
@@ -148,22 +205,63 @@ def _walk(functional, tensor_map, steps, path, masks):
         if _is_model(operation):
             inner = _functional_of(operation)
             inner_map = {id(i): m for i, m in zip(inner.inputs, mapped, strict=False)}
-            _walk(inner, inner_map, steps, path=(*path, operation.name), masks=masks)
+            _walk(inner, inner_map, steps, (*path, operation.name), masks, expand, replay,
+                  aliases)
             for outer, inner_out in zip(node.outputs, inner.outputs, strict=False):
                 tensor_map[id(outer)] = inner_map[id(inner_out)]
+                _alias(aliases, outer, inner_map[id(inner_out)])
             continue
         args, kwargs = node.arguments.convert(
             lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
         )
-        if all(m is o for m, o in zip(mapped, originals, strict=False)):
+        trace_error = None
+        if expand is not None and expand(operation):
+            trace_error = _inline_traced(node, args, kwargs, tensor_map, steps, path, masks,
+                                         expand, replay, aliases)
+            if trace_error is None:
+                continue
+        if not replay and all(m is o for m, o in zip(mapped, originals, strict=False)):
             outputs = list(node.outputs)
         else:
             outputs = keras.tree.flatten(operation(*args, **kwargs))
         for original, new in zip(node.outputs, outputs, strict=False):
             tensor_map[id(original)] = new
+            _alias(aliases, original, new)
         step = _make_step(operation, args, kwargs, outputs, path, masks)
+        step.trace_error = trace_error
         steps.append(step)
         _record_output_masks(step, masks)
+
+
+def _alias(aliases, original, new) -> None:
+    if aliases is not None and original is not new:
+        aliases[id(original)] = new
+
+
+def _inline_traced(node, args, kwargs, tensor_map, steps, path, masks, expand,
+                   replay=False, aliases=None) -> str | None:
+    """Trace the call of ``node``'s layer and append its parts as steps; the reason when the
+    call cannot be traced (nothing appended then)."""
+    from jacverify.backward.tracing import TracingFailed, trace_layer_call
+
+    layer = node.operation
+    kwargs = dict(kwargs)
+    kwargs.update(_implicit_masks(layer, args, kwargs, masks))
+    try:
+        traced = trace_layer_call(layer, args, kwargs)
+    except TracingFailed as reason:
+        return str(reason)
+    inner = traced.functional
+    if len(inner.outputs) != len(node.outputs):
+        return (f"its call() returns {len(inner.outputs)} tensors when traced, "
+                f"{len(node.outputs)} in the model")
+    inner_map = {id(i): o for i, o in zip(traced.inner_inputs, traced.outer_inputs,
+                                          strict=True)}
+    _walk(inner, inner_map, steps, (*path, layer.name), masks, expand, replay, aliases)
+    for outer, inner_out in zip(node.outputs, inner.outputs, strict=True):
+        tensor_map[id(outer)] = inner_map[id(inner_out)]
+        _alias(aliases, outer, inner_map[id(inner_out)])
+    return None
 
 
 def _make_step(operation, args, kwargs, outputs, path, known_masks=None) -> Step:

@@ -56,6 +56,22 @@ class MissingBackwardRuleError(ValueError):
     """Raised when a layer of the model has no backward rule."""
 
 
+class UntraceableLayerError(MissingBackwardRuleError):
+    """Raised when a layer has no backward rule and its ``call()`` cannot be traced."""
+
+
+def untraceable_message(name: str, keras_class: type, reason: str) -> str:
+    """The one error for a layer without a rule whose call cannot be traced."""
+    cls_name = keras_class.__name__
+    return (
+        f"No backward rule for layer '{name}' of class {cls_name} (module "
+        f"{keras_class.__module__}), and its call() cannot be traced: {reason}. Either write "
+        f"a rule for {cls_name} (see docs/writing_rules.md) and register it with "
+        f"@jacverify.register_backward({cls_name}), or build with fallback='autograd' (torch "
+        "autograd differentiates it; not a checked rule)."
+    )
+
+
 def _table(source: str) -> dict[type, RuleEntry]:
     if source == "native":
         return _NATIVE
@@ -169,6 +185,12 @@ def _lookup(keras_class: type) -> RuleEntry | None:
         if keras_class in table:
             return table[keras_class]
     return None
+
+
+def has_backward_rule(layer_or_class, mapping: Mapping[type, type] | None = None) -> bool:
+    """Whether a layer instance or class has a rule (in ``mapping`` or the registry)."""
+    keras_class = layer_or_class if isinstance(layer_or_class, type) else type(layer_or_class)
+    return bool(mapping and keras_class in mapping) or _lookup(keras_class) is not None
 
 
 def get_backward_rule(

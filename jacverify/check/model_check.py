@@ -275,7 +275,7 @@ def check_model(
         seed = int.from_bytes(os.urandom(4), "little") % (2**31)
     seed = int(seed)
     backward = clone_to_backward(model, mapping_keras2backward_classes)
-    graph = trace(model)
+    graph = trace(model, mapping_keras2backward_classes)
     rng = np.random.default_rng(seed)
     if inputs is None:
         model_inputs = _sample_inputs(graph.inputs, rng)

@@ -146,20 +146,50 @@ class Cube(keras.layers.Layer):
         return x * x * x
 
 
-def test_missing_rule_is_a_clear_error_naming_the_layer():
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), Doubler(name="twice")])
+class Doubling(keras.Operation):
+    """An operation (not a layer: nothing to trace) without a rule."""
+
+    def call(self, x):
+        return 2.0 * x
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+class TorchDoubler(keras.layers.Layer):
+    """Calls torch directly: runs on torch tensors, cannot be traced on symbolic ones."""
+
+    def call(self, x):
+        import torch
+
+        return torch.mul(x, 2.0)
+
+
+def test_missing_rule_is_a_clear_error_naming_the_operation():
+    x = keras.Input((3,))
+    model = keras.Model(x, Doubling(name="twice")(keras.layers.Dense(2)(x)))
     with pytest.raises(MissingBackwardRuleError) as info:
         clone_to_backward(model)
     message = str(info.value)
-    assert "twice" in message and "Doubler" in message
+    assert "twice" in message and "Doubling" in message
     assert "register_backward" in message and "mapping_keras2backward_classes" in message
     assert isinstance(info.value, ValueError)  # the tutorial catches ValueError
 
 
+def test_untraceable_layer_without_rule_is_a_clear_error_naming_it():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2),
+                              TorchDoubler(name="twice")])
+    with pytest.raises(MissingBackwardRuleError) as info:
+        clone_to_backward(model)
+    message = str(info.value)
+    assert "layer 'twice' of class TorchDoubler" in message and "cannot be traced" in message
+    assert "register_backward(TorchDoubler)" in message and "fallback='autograd'" in message
+
+
 def test_missing_rule_inside_a_nested_model_names_the_nested_model():
-    inner = keras.Sequential([keras.Input((3,)), Doubler(name="twice")], name="block")
+    inner = keras.Sequential([keras.Input((3,)), TorchDoubler(name="twice")], name="block")
     model = keras.Sequential([keras.Input((3,)), inner])
-    with pytest.raises(MissingBackwardRuleError, match="block"):
+    with pytest.raises(MissingBackwardRuleError, match="block/twice"):
         clone_to_backward(model)
 
 

@@ -22,7 +22,9 @@ class ScaledSwish(keras.layers.Layer):
         self.beta = beta
 
     def call(self, x):
-        return x * ops.sigmoid(self.beta * x)
+        import torch  # torch directly: this layer cannot be traced
+
+        return x * torch.sigmoid(self.beta * x)
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}
@@ -30,12 +32,14 @@ class ScaledSwish(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="jacverify_tests")
 class MaskedSum(keras.layers.Layer):
-    """Sums the unmasked steps (takes a Keras mask)."""
+    """Sums the unmasked steps (takes a Keras mask; torch directly: cannot be traced)."""
 
     def call(self, x, mask=None):
+        import torch
+
         if mask is not None:
-            x = x * ops.expand_dims(ops.cast(mask, x.dtype), -1)
-        return ops.sum(x, axis=1)
+            x = x * torch.unsqueeze(mask, -1).to(x.dtype)
+        return torch.sum(x, dim=1)
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -97,8 +97,12 @@ def test_integer_inputs_are_skipped_with_the_reason():
 
 def test_missing_rule_raises_before_checking():
     class Unknown(keras.layers.Layer):
+        """No rule, and it cannot be traced (torch directly)."""
+
         def call(self, x):
-            return x * 2.0
+            import torch
+
+            return torch.mul(x, 2.0)
 
     inp = keras.Input((3,))
     model = keras.Model(inp, Unknown(name="mystery")(inp))

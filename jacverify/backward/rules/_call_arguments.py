@@ -32,8 +32,31 @@ def is_mask(value) -> bool:
     return isinstance(value, dict) and set(value) == {MASK_KEY}
 
 
+class VariableValue:
+    """A variable among a call's arguments (a traced layer's own weight: ``x * self.w``),
+    read when the rule runs. Rules see an array-like (``np.asarray(value)``); it is not one of
+    the rule's weights, and it is saved as its value."""
+
+    def __init__(self, variable) -> None:
+        self.variable = variable
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.variable.shape)
+
+    @property
+    def dtype(self):
+        return self.variable.dtype
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(keras.ops.convert_to_numpy(self.variable), dtype=dtype)
+
+
 def _plain(value):
-    """Plain Python containers (no Keras tracking wrappers), numpy scalars as Python scalars."""
+    """Plain Python containers (no Keras tracking wrappers), numpy scalars as Python scalars,
+    variables as :class:`VariableValue`."""
+    if isinstance(value, keras.Variable):
+        return VariableValue(value)
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple):
@@ -89,7 +112,13 @@ class CallArgumentsMixin:
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config["call_arguments"] = keras.saving.serialize_keras_object(self._call_arguments)
+        # A variable among the arguments (a traced layer's own weight, ``x * self.w``) is
+        # saved as its value: the saved model's weights are the ones it had then.
+        arguments = keras.tree.map_structure(
+            lambda v: np.asarray(v) if isinstance(v, VariableValue) else v,
+            self._call_arguments,
+        )
+        config["call_arguments"] = keras.saving.serialize_keras_object(arguments)
         return config
 
     @classmethod
