@@ -269,7 +269,10 @@ def test_stacked_cells_return_state_and_mask():
     _compare(layer, x, mask=mask)
 
 
+@keras.saving.register_keras_serializable(package="jacverify_tests")
 class _MinimalCell(L.Layer):
+    """A user's cell: a kernel of its own, a Dense sublayer and keras.ops in its call."""
+
     def __init__(self, units, **kwargs):
         super().__init__(**kwargs)
         self.units = units
@@ -277,20 +280,63 @@ class _MinimalCell(L.Layer):
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=(input_shape[-1], self.units))
+        self.recurrent = L.Dense(self.units, activation="tanh")
+        self.recurrent.build((None, self.units))
 
     def call(self, inputs, states):
-        output = keras.ops.tanh(keras.ops.matmul(inputs, self.kernel) + states[0])
+        output = keras.ops.sigmoid(keras.ops.matmul(inputs, self.kernel))
+        output = output + self.recurrent(states[0])
         return output, [output]
 
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
 
-def test_rnn_with_a_user_cell_is_refused_with_the_ways_out():
-    x = _sequences((4, 2))
-    layer = L.RNN(_MinimalCell(3))
+
+@keras.saving.register_keras_serializable(package="jacverify_tests")
+class _BranchingCell(_MinimalCell):
+    """Python control flow on a tensor value: cannot be traced."""
+
+    def call(self, inputs, states):
+        if keras.ops.sum(inputs) > 0:
+            return inputs[:, : self.units], [inputs[:, : self.units]]
+        return states[0], [states[0]]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: L.RNN(_MinimalCell(3), return_sequences=True),
+    lambda: L.RNN([_MinimalCell(3), L.LSTMCell(2)], go_backwards=True),
+    lambda: L.Bidirectional(L.RNN(_MinimalCell(2), return_sequences=True)),
+], ids=["rnn", "stacked", "bidirectional"])
+def test_rnn_with_a_user_cell_is_traced(build):
+    x = _sequences((4, 3))
+    layer = _built(build(), x)
+    assert_rule_matches_autograd(layer, x)
+
+
+def test_user_cell_with_masks_and_save_load(tmp_path):
+    inputs = keras.Input((5, 3))
+    h = L.Masking()(inputs)
+    model = keras.Model(inputs, L.RNN(_MinimalCell(2), return_sequences=True)(h))
+    x = _sequences((5, 3))
+    x[0, 3:] = 0.0
+    backward = _assert_backward_model(model, [x])
+    g = _sequences((5, 2), seed=2)
+    path = tmp_path / "cell.keras"
+    backward.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded([x, g])),
+                               keras.ops.convert_to_numpy(backward([x, g])), rtol=1e-6)
+
+
+def test_untraceable_user_cell_is_refused_with_the_ways_out():
+    x = _sequences((4, 3))
+    layer = L.RNN(_BranchingCell(3))
     layer(x)
-    with pytest.raises(ValueError, match="_MinimalCell") as error:
+    with pytest.raises(ValueError, match="_BranchingCell") as error:
         make_rule(layer, x)
-    assert "register_cell_math" in str(error.value)
-    assert "fallback='autograd'" in str(error.value)
+    message = str(error.value)
+    assert "control flow" in message
+    assert "register_cell_math" in message and "fallback='autograd'" in message
 
 
 # -------------------------------------------------------------------------- refusals

@@ -70,6 +70,12 @@ def repeat_mask_to(mask, batch_tensor):
     return mask if repeats == 1 else ops.repeat(mask, repeats, axis=0)
 
 
+def step_input_dims(input_dims) -> list:
+    """One time step's input shape (without batch) from the layer's input dims."""
+    sequence_dims = input_dims[0] if _several(input_dims) else input_dims
+    return list(sequence_dims[1:])
+
+
 def split_gradients(gradient, n_states: int, return_state: bool):
     """``(gradient of the output, [gradient of each final state])``."""
     if not return_state:
@@ -81,10 +87,10 @@ def split_gradients(gradient, n_states: int, return_state: bool):
 class RecurrentPass:
     """One recurrent layer's cell and options, run forward and backward on a batch."""
 
-    def __init__(self, layer, math: CellMath | None = None) -> None:
+    def __init__(self, layer, math: CellMath | None = None, step_input_dims=None) -> None:
         check_recurrent_layer(layer)
         self.layer = layer
-        self.math = math if math is not None else cell_math(layer.cell)
+        self.math = math if math is not None else cell_math(layer.cell, step_input_dims)
         self.options = RecurrentOptions.of(layer)
 
     @property
@@ -121,7 +127,7 @@ class BackwardRecurrent(BackwardNonLinearLayer):
         self._pass = RecurrentPass(layer, self._cell_math(layer))
 
     def _cell_math(self, layer) -> CellMath:
-        return cell_math(layer.cell)
+        return cell_math(layer.cell, step_input_dims(self.input_dim_wo_batch))
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         inputs = list(input) if isinstance(input, (list, tuple)) else [input]

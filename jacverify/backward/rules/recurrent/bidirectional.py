@@ -11,6 +11,7 @@ from jacverify.backward.rules.recurrent.base_recurrent import (
     RecurrentPass,
     check_static_time_steps,
     repeat_mask_to,
+    step_input_dims,
 )
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
@@ -42,8 +43,9 @@ class BackwardBidirectional(BackwardNonLinearLayer):
                 f"'{layer.name}'; expected one of {MERGE_MODES}."
             )
         check_static_time_steps(layer, self.input_dim_wo_batch)
-        self._forward = RecurrentPass(layer.forward_layer)
-        self._backward = RecurrentPass(layer.backward_layer)
+        dims = step_input_dims(self.input_dim_wo_batch)
+        self._forward = RecurrentPass(layer.forward_layer, step_input_dims=dims)
+        self._backward = RecurrentPass(layer.backward_layer, step_input_dims=dims)
 
     def _split_gradients(self, gradient):
         """``(d_forward_output, d_backward_output or None, d_forward_states,

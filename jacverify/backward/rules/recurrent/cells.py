@@ -238,9 +238,14 @@ class StackedCellsMath(CellMath):
     """``StackedRNNCells``: each cell's output is the next cell's input; the states are the
     cells' states in order (flattened); the output is the last cell's output."""
 
-    def __init__(self, cell):
+    def __init__(self, cell, step_input_dims=None):
         super().__init__(cell)
-        self.parts = [cell_math(c) for c in cell.cells]
+        self.parts = []
+        dims = step_input_dims
+        for part in cell.cells:
+            self.parts.append(cell_math(part, dims))
+            size = output_size(part)
+            dims = None if size is None else [size]
 
     @property
     def state_sizes(self) -> list:
@@ -295,16 +300,37 @@ def register_cell_math(cell_class: type, math_class: type) -> None:
     _MATHS[cell_class] = math_class
 
 
-def cell_math(cell) -> CellMath:
-    """The :class:`CellMath` of a Keras cell; :class:`UnsupportedCellError` for other cells."""
+def cell_math(cell, step_input_dims=None) -> CellMath:
+    """The :class:`CellMath` of a Keras cell. A cell of another class is traced (its step
+    built from the rules of its parts, see :mod:`.traced_cell`) when ``step_input_dims`` (one
+    step's input shape without the batch axis) is given; :class:`UnsupportedCellError` when it
+    cannot be."""
     math_class = _MATHS.get(type(cell))
-    if math_class is None:
-        name = getattr(cell, "name", repr(cell))
-        raise UnsupportedCellError(
-            f"No backward step for the recurrent cell '{name}' ({type(cell).__name__}): "
-            f"jacverify knows {', '.join(sorted(c.__name__ for c in _MATHS))}. Describe its "
-            "step with jacverify.backward.rules.recurrent.register_cell_math(CellClass, "
-            "YourCellMath), write a rule for the RNN layer, or build with "
-            "fallback='autograd'."
-        )
-    return math_class(cell)
+    if math_class is StackedCellsMath:
+        return StackedCellsMath(cell, step_input_dims)
+    if math_class is not None:
+        return math_class(cell)
+    name = getattr(cell, "name", repr(cell))
+    reason = "jacverify does not know its step"
+    if step_input_dims is not None:
+        from jacverify.backward.rules.recurrent.traced_cell import TracedCellMath
+
+        try:
+            return TracedCellMath(cell, step_input_dims)
+        except UnsupportedCellError as error:
+            reason = str(error)
+    raise UnsupportedCellError(
+        f"No backward step for the recurrent cell '{name}' ({type(cell).__name__}): "
+        f"{reason}. Native steps: {', '.join(sorted(c.__name__ for c in _MATHS))}. Describe "
+        "its step with jacverify.backward.rules.recurrent.register_cell_math(CellClass, "
+        "YourCellMath), write a rule for the RNN layer, or build with fallback='autograd'."
+    )
+
+
+def output_size(cell) -> int | None:
+    """The size of a cell's output (``output_size``, else its first state's size)."""
+    size = getattr(cell, "output_size", None)
+    if size is None:
+        state = cell.state_size
+        size = state[0] if isinstance(state, (list, tuple)) else state
+    return size if isinstance(size, int) else None
