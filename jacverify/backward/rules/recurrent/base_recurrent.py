@@ -98,6 +98,8 @@ class RecurrentPass:
         return len(self.math.state_sizes)
 
     def forward(self, sequences, initial_states=None, mask=None):
+        """The layer's forward pass recomputed at ``sequences`` (zero initial states unless
+        given), with every step's values kept for :meth:`backward`."""
         dtype = sequences.dtype
         if not initial_states:
             initial_states = self.math.zero_states(ops.shape(sequences)[0], dtype)
@@ -106,6 +108,8 @@ class RecurrentPass:
         return run_forward(self.math, sequences, initial_states, mask, self.options)
 
     def backward(self, forward, d_output, d_final_states):
+        """Gradients with respect to the sequence and the initial states, from the gradients
+        of the layer's output and final states (``None`` for those nothing uses)."""
         return run_backward(
             self.math, forward, d_output, d_final_states, self.options,
             output_shape=self._step_output_shape(forward),
