@@ -45,8 +45,12 @@ def _apply(activation, x):
     return x if activation is None else activation(x)
 
 
-def _cast(weight, dtype):
-    return None if weight is None else ops.cast(weight, dtype)
+def split_gates(z, count: int, axis: int = -1) -> list:
+    """``z`` cut into ``count`` equal parts along ``axis`` (slices: cheaper than
+    ``keras.ops.split`` on eager tensors)."""
+    size = int(z.shape[axis]) // count
+    lead = (slice(None),) * (axis % len(z.shape))
+    return [z[(*lead, slice(k * size, (k + 1) * size))] for k in range(count)]
 
 
 def _dot(x, kernel):
@@ -65,6 +69,18 @@ class CellMath:
 
     def __init__(self, cell: keras.layers.Layer) -> None:
         self.cell = cell
+        self._weights: dict = {}
+
+    def begin_run(self) -> None:
+        """Forget the weights cast for the previous run (they may have changed since)."""
+        self._weights = {}
+
+    def weight(self, name: str, dtype):
+        """The cell's weight ``name`` cast to ``dtype``, once per run."""
+        key = (name, str(dtype))
+        if key not in self._weights:
+            self._weights[key] = ops.cast(getattr(self.cell, name), dtype)
+        return self._weights[key]
 
     @property
     def state_sizes(self) -> list:
@@ -76,15 +92,15 @@ class CellMath:
 
     # The input projection ``x W (+ b)`` shared by the three dense cells.
     def project(self, x):
-        projection = _dot(x, _cast(self.cell.kernel, x.dtype))
+        projection = _dot(x, self.weight("kernel", x.dtype))
         bias = self._input_bias(x.dtype)
         return projection if bias is None else projection + bias
 
     def project_vjp(self, d_projection, x=None):
-        return _dot_transposed(d_projection, _cast(self.cell.kernel, d_projection.dtype))
+        return _dot_transposed(d_projection, self.weight("kernel", d_projection.dtype))
 
     def _input_bias(self, dtype):
-        return _cast(self.cell.bias, dtype) if self.cell.use_bias else None
+        return self.weight("bias", dtype) if self.cell.use_bias else None
 
     def step(self, projection, states):
         raise NotImplementedError
@@ -102,13 +118,13 @@ class SimpleRNNCellMath(CellMath):
 
     def step(self, projection, states):
         (h,) = states
-        pre = projection + _dot(h, _cast(self.cell.recurrent_kernel, h.dtype))
+        pre = projection + _dot(h, self.weight("recurrent_kernel", h.dtype))
         new_h = _apply(self.cell.activation, pre)
         return new_h, [new_h], pre
 
     def step_vjp(self, d_output, d_states, cache):
         d_pre = self._activation_vjp(d_output + d_states[0], cache)
-        recurrent = _cast(self.cell.recurrent_kernel, d_pre.dtype)
+        recurrent = self.weight("recurrent_kernel", d_pre.dtype)
         return d_pre, [_dot_transposed(d_pre, recurrent)]
 
 
@@ -127,16 +143,16 @@ class LSTMCellMath(CellMath):
 
     def _recurrent(self, h):
         """``h U``: the recurrent part of the gates' pre-activation."""
-        return _dot(h, _cast(self.cell.recurrent_kernel, h.dtype))
+        return _dot(h, self.weight("recurrent_kernel", h.dtype))
 
     def _recurrent_vjp(self, d_z, h):
-        return _dot_transposed(d_z, _cast(self.cell.recurrent_kernel, d_z.dtype))
+        return _dot_transposed(d_z, self.weight("recurrent_kernel", d_z.dtype))
 
     def step(self, projection, states):
         h, c = states
         cell = self.cell
         z = projection + self._recurrent(h)
-        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=self.gate_axis)
+        z_i, z_f, z_c, z_o = split_gates(z, 4, self.gate_axis)
         i = _apply(cell.recurrent_activation, z_i)
         f = _apply(cell.recurrent_activation, z_f)
         candidate = _apply(cell.activation, z_c)
@@ -180,20 +196,20 @@ class GRUCellMath(CellMath):
         cell = self.cell
         if not cell.use_bias:
             return None
-        bias = _cast(cell.bias, dtype)
+        bias = self.weight("bias", dtype)
         return bias[0] if cell.reset_after else bias
 
     def _recurrent_bias(self, dtype):
         cell = self.cell
         if not (cell.use_bias and cell.reset_after):
             return None
-        return _cast(cell.bias, dtype)[1]
+        return self.weight("bias", dtype)[1]
 
     def step(self, projection, states):
         (h,) = states
         cell, n = self.cell, self.units
-        kernel = _cast(cell.recurrent_kernel, h.dtype)
-        x_z, x_r, x_h = ops.split(projection, 3, axis=-1)
+        kernel = self.weight("recurrent_kernel", h.dtype)
+        x_z, x_r, x_h = split_gates(projection, 3)
         if cell.reset_after:
             inner = _dot(h, kernel)
             bias = self._recurrent_bias(h.dtype)
@@ -217,7 +233,7 @@ class GRUCellMath(CellMath):
     def step_vjp(self, d_output, d_states, cache):
         h, a_z, a_r, a_h, z, r, candidate, recurrent_h = cache
         n = self.units
-        kernel = _cast(self.cell.recurrent_kernel, h.dtype)
+        kernel = self.weight("recurrent_kernel", h.dtype)
         d_new = d_output + d_states[0]
         d_a_h = self._activation_vjp(d_new * (1.0 - z), a_h)
         d_a_z = self._gate_vjp(d_new * (h - candidate), a_z)
@@ -250,6 +266,10 @@ class StackedCellsMath(CellMath):
     @property
     def state_sizes(self) -> list:
         return [s for part in self.parts for s in part.state_sizes]
+
+    def begin_run(self) -> None:
+        for part in self.parts:
+            part.begin_run()
 
     def _split(self, states):
         groups, start = [], 0

@@ -49,13 +49,15 @@ class ConvLSTMCellMath(LSTMCellMath):
             shape = (1,) * (cell.rank + 1) + (-1,)
         else:
             shape = (1, -1) + (1,) * cell.rank
-        return ops.reshape(ops.cast(cell.bias, dtype), shape)
+        return ops.reshape(self.weight("bias", dtype), shape)
 
     def _conv(self, x, kernel, *, recurrent: bool):
+        """The input's (``recurrent=False``) or the hidden state's convolution with
+        ``kernel`` (a tensor of ``x``'s dtype)."""
         cell = self.cell
         ones = (1,) * cell.rank
         return ops.conv(
-            x, ops.cast(kernel, x.dtype),
+            x, kernel,
             strides=ones if recurrent else cell.strides,
             padding="same" if recurrent else cell.padding,
             data_format=cell.data_format,
@@ -66,7 +68,7 @@ class ConvLSTMCellMath(LSTMCellMath):
         cell = self.cell
         ones = (1,) * cell.rank
         return conv_input_gradient(
-            gradient, ops.cast(kernel, gradient.dtype),
+            gradient, kernel,
             in_sizes=[int(like.shape[a]) for a in self._axes],
             padding="same" if recurrent else cell.padding,
             strides=ones if recurrent else cell.strides,
@@ -75,7 +77,7 @@ class ConvLSTMCellMath(LSTMCellMath):
         )
 
     def project(self, x):
-        projection = self._conv(_fold_time(x), self.cell.kernel, recurrent=False)
+        projection = self._conv(_fold_time(x), self.weight("kernel", x.dtype), recurrent=False)
         bias = self._bias(x.dtype)
         if bias is not None:
             projection = projection + bias
@@ -84,15 +86,17 @@ class ConvLSTMCellMath(LSTMCellMath):
     def project_vjp(self, d_projection, x=None):
         folded_x = _fold_time(x)
         d_x = self._conv_vjp(
-            _fold_time(d_projection), self.cell.kernel, folded_x, recurrent=False
+            _fold_time(d_projection), self.weight("kernel", d_projection.dtype), folded_x,
+            recurrent=False,
         )
         return _unfold_time(d_x, x)
 
     def _recurrent(self, h):
-        return self._conv(h, self.cell.recurrent_kernel, recurrent=True)
+        return self._conv(h, self.weight("recurrent_kernel", h.dtype), recurrent=True)
 
     def _recurrent_vjp(self, d_z, h):
-        return self._conv_vjp(d_z, self.cell.recurrent_kernel, h, recurrent=True)
+        return self._conv_vjp(d_z, self.weight("recurrent_kernel", d_z.dtype), h,
+                              recurrent=True)
 
 
 register_cell_math(ConvLSTMCell, ConvLSTMCellMath)

@@ -77,6 +77,7 @@ def run_forward(
 ) -> ForwardPass:
     """The forward pass of the layer at ``sequences`` (``(batch, time, ...)``)."""
     dtype = sequences.dtype
+    math.begin_run()
     if options.go_backwards:
         sequences = ops.flip(sequences, axis=1)
     projections = math.project(sequences)
