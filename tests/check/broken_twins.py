@@ -25,6 +25,7 @@ from jacverify.check.layer_configs._common import packed
 
 registered_rules()  # load the native rules before importing their modules by name
 
+from checks.cases_recurrent import LSTMForgetFactorDropped  # noqa: E402
 from jacverify.backward.rules.activations.activation import BackwardActivation  # noqa: E402
 from jacverify.backward.rules.activations.relu import BackwardReLU  # noqa: E402
 from jacverify.backward.rules.activations.softmax import BackwardSoftmax  # noqa: E402
@@ -348,4 +349,6 @@ TWINS = [
          _built(lambda: LayerScale(0.5, 3), (2, 3))),
     Twin("custom scale layer scales both", "applications", CustomScaleLayerScalesBoth,
          _built(lambda: CustomScaleLayer(0.17), [(4,), (4,)])),
+    Twin("lstm forget gate factor dropped", "recurrent", LSTMForgetFactorDropped,
+         _built(lambda: L.LSTM(2), (3, 2))),
 ]
