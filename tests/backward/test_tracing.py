@@ -196,3 +196,16 @@ def test_block_using_its_own_weights_saves_and_follows_them(tmp_path):
     layer.m.assign(2.0 * ops.convert_to_numpy(layer.m))  # the backward model reads them live
     np.testing.assert_allclose(ops.convert_to_numpy(backward([x, g])), 2.0 * before,
                                rtol=1e-5, atol=1e-7)
+
+
+def scaled_swish(x):
+    """An activation function of the user's (not in keras.activations)."""
+    return x * ops.sigmoid(1.7 * x)
+
+
+def test_dense_with_an_unknown_activation_is_traced():
+    x = keras.Input((5,))
+    h = keras.layers.Dense(4, activation=scaled_swish, name="custom_dense")(x)
+    model = keras.Model(x, keras.layers.Dense(2)(h))
+    assert_model_matches_autograd(model)
+    assert any(step.path == ("custom_dense",) for step in trace(model).steps)
