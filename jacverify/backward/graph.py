@@ -13,6 +13,7 @@ the tensors mapped to the graph being built, and the call's masks apart from its
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -274,7 +275,9 @@ class _Walker:
         while name in self.names:
             name += "_"
         self.names[name] = id(operation)
-        return NamedCall(operation, name=name)(*args, **kwargs)
+        tensor_kwargs = {k: v for k, v in kwargs.items() if _has_tensor(v)}
+        constants = {k: v for k, v in kwargs.items() if k not in tensor_kwargs}
+        return NamedCall(operation, call_kwargs=constants, name=name)(*args, **tensor_kwargs)
 
     def _inline_traced(self, node, args, kwargs, tensor_map, path) -> str | None:
         """Trace the call of ``node``'s layer and append its parts as steps; the reason when
@@ -305,20 +308,31 @@ class NamedCall(keras.layers.Layer):
     another layer has its name (keras_hub names the sublayers of every block alike), since
     Keras needs the operations of a model to have distinct names."""
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer, call_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         self.layer = layer
+        #: The call's keyword arguments that are not tensors (Keras takes only tensors here).
+        self.call_kwargs = dict(call_kwargs or {})
         self.built = True
 
     def call(self, *args, **kwargs):
-        return self.layer(*args, **kwargs)
+        return self.layer(*args, **self._accepted(kwargs), **self.call_kwargs)
 
     def compute_output_spec(self, *args, **kwargs):
-        return self.layer.compute_output_spec(*args, **kwargs)
+        return self.layer.compute_output_spec(
+            *args, **self._accepted({**kwargs, **self.call_kwargs}))
+
+    def _accepted(self, kwargs: dict) -> dict:
+        """The keyword arguments the wrapped layer's call takes (Keras adds ``training``)."""
+        params = inspect.signature(self.layer.call).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k in params}
 
     def get_config(self):
         config = super().get_config()
         config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        config["call_kwargs"] = self.call_kwargs
         return config
 
     @classmethod
@@ -326,6 +340,10 @@ class NamedCall(keras.layers.Layer):
         config = dict(config)
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+def _has_tensor(value) -> bool:
+    return any(isinstance(t, keras.KerasTensor) for t in tree.flatten(value))
 
 
 def _make_step(operation, args, kwargs, outputs, path, known_masks=None) -> Step:

@@ -5,4 +5,7 @@ lists its rules under the source ``package:keras_hub``. Every other keras_hub la
 tested backbones is traced: its parts' rules build its backward.
 """
 
-from jacverify.backward.rules.keras_hub import position_embedding  # noqa: F401
+from jacverify.backward.rules.keras_hub import (  # noqa: F401
+    patch_embedding,
+    position_embedding,
+)
