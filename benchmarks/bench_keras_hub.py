@@ -86,8 +86,9 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
     start = time.perf_counter()
     try:
         backward = clone_to_backward(model, **options)
-    except MissingBackwardRuleError as error:
-        return {"model": name, "error": str(error).split(": ", 1)[-1][:150]}
+    except (MissingBackwardRuleError, ValueError, TypeError, NotImplementedError) as error:
+        reason = str(error).split("cannot be traced: ", 1)[-1].splitlines()[0]
+        return {"model": name, "error": f"{type(error).__name__}: {reason[:160]}"}
     build = time.perf_counter() - start
 
     def backward_no_grad():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,7 +249,11 @@ class _Walker:
                 trace_error = self._inline_traced(node, args, kwargs, tensor_map, path)
                 if trace_error is None:
                     continue
-            if not self.replay and all(m is o for m, o in zip(mapped, originals, strict=False)):
+            operation = _with_known_sizes(operation, args)
+            if (
+                not self.replay and operation is node.operation
+                and all(m is o for m, o in zip(mapped, originals, strict=False))
+            ):
                 outputs = list(node.outputs)
             else:
                 outputs = keras.tree.flatten(self._call(operation, path, args, kwargs))
@@ -340,6 +345,28 @@ class NamedCall(keras.layers.Layer):
         config = dict(config)
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+def _with_known_sizes(operation, args):
+    """``operation``, or for an ``ops.reshape`` whose target shape has a ``None`` first (the
+    batch size read with ``ops.shape`` while tracing, unknown then) the same reshape with
+    ``-1`` there (and any other ``-1`` worked out from the input's per-example shape), which
+    runs at every batch size."""
+    from keras.src.ops import numpy as knp
+
+    if type(operation) is not knp.Reshape:
+        return operation
+    shape = list(operation.newshape) if isinstance(operation.newshape, (list, tuple)) else None
+    if not shape or shape[0] is not None or None in shape[1:] or shape.count(-1) > 1:
+        return operation
+    if -1 in shape:
+        per_example = [d for d in tuple(args[0].shape)[1:]] if args else [None]
+        known = [d for d in shape[1:] if d != -1]
+        if None in per_example:
+            return operation
+        size = math.prod(per_example) // max(math.prod(known), 1)
+        shape = [size if d == -1 else d for d in shape]
+    return knp.Reshape([-1, *shape[1:]], name=operation.name)
 
 
 def _has_tensor(value) -> bool:

@@ -16,7 +16,8 @@ from jacverify.examples.keras_hub_backbones import (  # noqa: E402
 )
 
 #: Image backbones that build today; the others are listed in docs/builder.md with the reason.
-BUILDING = ["ViT", "DINOV2", "VGG", "ResNet", "ResNetPreActBottleneck", "DenseNet", "Xception"]
+BUILDING = ["ViT", "DINOV2", "MiT", "VGG", "ResNet", "ResNetPreActBottleneck", "DenseNet",
+            "Xception"]
 DEFAULT = ["VGG"]
 
 
