@@ -12,6 +12,9 @@ the tensors mapped to the graph being built, and the call's masks apart from its
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,19 +160,15 @@ def trace(model, mapping: Mapping[type, type] | None = None, *,
     """
     functional = _functional_of(model)
     tensor_map = {id(t): t for t in functional.inputs}
-    steps: list[Step] = []
     expand = (lambda layer: _needs_tracing(layer, mapping)) if trace_layers else None
-    aliases: dict = {}
-    if _uses_float64(functional):
-        # Keras's symbolic dtypes round float64 results of some operations to float32 (see
-        # jacverify.backward.precision): replay every call to get the dtypes the model
-        # computes in.
-        with float64_precision():
-            _walk(functional, tensor_map, steps, (), {}, expand, replay=True, aliases=aliases)
-    else:
-        _walk(functional, tensor_map, steps, (), {}, expand, aliases=aliases)
+    # Keras's symbolic dtypes round float64 results of some operations to float32 (see
+    # jacverify.backward.precision): float64 models get every call replayed, in float64.
+    walker = _Walker(expand=expand, replay=_uses_float64(functional))
+    walker.names = {op.name: id(op) for op in functional.operations}
+    with float64_precision() if walker.replay else contextlib.nullcontext():
+        walker.walk(functional, tensor_map, ())
     outputs = [tensor_map[id(t)] for t in functional.outputs]
-    return Graph(list(functional.inputs), outputs, steps, aliases)
+    return Graph(list(functional.inputs), outputs, walker.steps, walker.aliases)
 
 
 def _uses_float64(functional) -> bool:
@@ -180,88 +179,198 @@ def _uses_float64(functional) -> bool:
 
 
 def _needs_tracing(operation, mapping) -> bool:
-    """A layer (not a model, not an input) without a rule."""
+    """A layer (not a model, not an input) without a rule, or whose ``activation`` has no
+    known derivative (a Dense with a library's own activation function: traced, its
+    activation becomes keras.ops calls)."""
     from jacverify.backward.registry import has_backward_rule
 
-    return (
-        isinstance(operation, keras.layers.Layer)
-        and not isinstance(operation, keras.layers.InputLayer)
-        and not _is_model(operation)
-        and not has_backward_rule(operation, mapping)
-    )
+    if (
+        not isinstance(operation, keras.layers.Layer)
+        or isinstance(operation, keras.layers.InputLayer)
+        or _is_model(operation)
+    ):
+        return False
+    if not has_backward_rule(operation, mapping):
+        return True
+    return (mapping is None or type(operation) not in mapping) and _unknown_activation(operation)
 
 
-def _walk(functional, tensor_map, steps, path, masks, expand=None, replay=False, aliases=None):
-    """Append the steps of ``functional``; ``masks`` maps tensor ids to the Keras masks Keras
-    gave them (recomputed where a later layer cleared them, as MultiHeadAttention does to its
-    inputs); ``expand(layer)`` says whether to trace a layer's call and inline it; ``replay``
-    calls every operation again on the tensors of the graph being built."""
-    for node in _nodes_in_order(functional):
-        if node.is_input or node.operation is None:
-            continue
-        operation = node.operation
-        originals = list(node.arguments.keras_tensors)
-        mapped = [tensor_map.get(id(t), t) for t in originals]
-        if _is_model(operation):
-            inner = _functional_of(operation)
-            inner_map = {id(i): m for i, m in zip(inner.inputs, mapped, strict=False)}
-            _walk(inner, inner_map, steps, (*path, operation.name), masks, expand, replay,
-                  aliases)
-            for outer, inner_out in zip(node.outputs, inner.outputs, strict=False):
-                tensor_map[id(outer)] = inner_map[id(inner_out)]
-                _alias(aliases, outer, inner_map[id(inner_out)])
-            continue
-        args, kwargs = node.arguments.convert(
-            lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
-        )
-        trace_error = None
-        if expand is not None and expand(operation):
-            trace_error = _inline_traced(node, args, kwargs, tensor_map, steps, path, masks,
-                                         expand, replay, aliases)
-            if trace_error is None:
-                continue
-        if not replay and all(m is o for m, o in zip(mapped, originals, strict=False)):
-            outputs = list(node.outputs)
-        else:
-            outputs = keras.tree.flatten(operation(*args, **kwargs))
-        for original, new in zip(node.outputs, outputs, strict=False):
-            tensor_map[id(original)] = new
-            _alias(aliases, original, new)
-        step = _make_step(operation, args, kwargs, outputs, path, masks)
-        step.trace_error = trace_error
-        steps.append(step)
-        _record_output_masks(step, masks)
+def _unknown_activation(layer) -> bool:
+    activation = getattr(layer, "activation", None)
+    if activation is None or not callable(activation):
+        return False
+    from jacverify.backward.rules.activations.functions import activation_vjp
 
-
-def _alias(aliases, original, new) -> None:
-    if aliases is not None and original is not new:
-        aliases[id(original)] = new
-
-
-def _inline_traced(node, args, kwargs, tensor_map, steps, path, masks, expand,
-                   replay=False, aliases=None) -> str | None:
-    """Trace the call of ``node``'s layer and append its parts as steps; the reason when the
-    call cannot be traced (nothing appended then)."""
-    from jacverify.backward.tracing import TracingFailed, trace_layer_call
-
-    layer = node.operation
-    kwargs = dict(kwargs)
-    kwargs.update(_implicit_masks(layer, args, kwargs, masks))
     try:
-        traced = trace_layer_call(layer, args, kwargs)
-    except TracingFailed as reason:
-        return str(reason)
-    inner = traced.functional
-    if len(inner.outputs) != len(node.outputs):
-        return (f"its call() returns {len(inner.outputs)} tensors when traced, "
-                f"{len(node.outputs)} in the model")
-    inner_map = {id(i): o for i, o in zip(traced.inner_inputs, traced.outer_inputs,
-                                          strict=True)}
-    _walk(inner, inner_map, steps, (*path, layer.name), masks, expand, replay, aliases)
-    for outer, inner_out in zip(node.outputs, inner.outputs, strict=True):
-        tensor_map[id(outer)] = inner_map[id(inner_out)]
-        _alias(aliases, outer, inner_map[id(inner_out)])
-    return None
+        activation_vjp(activation)
+    except ValueError:
+        return True
+    return False
+
+
+@dataclass
+class _Walker:
+    """Walks a functional graph into steps, inlining nested models and traced layers.
+
+    ``expand(layer)`` says whether to trace a layer's call and inline it; ``replay`` calls
+    every operation again on the tensors of the graph being built; ``masks`` maps tensor ids
+    to the Keras masks Keras gave them (recomputed where a later layer cleared them, as
+    MultiHeadAttention does to its inputs); ``aliases`` maps the model's tensors to the
+    graph's; ``names`` the operation names in use (a replayed layer whose name is taken by
+    another one is called under a unique name, see :class:`NamedCall`).
+    """
+
+    expand: Any = None
+    replay: bool = False
+    steps: list = field(default_factory=list)
+    masks: dict = field(default_factory=dict)
+    aliases: dict = field(default_factory=dict)
+    names: dict = field(default_factory=dict)
+
+    def walk(self, functional, tensor_map, path) -> None:
+        """Append the steps of ``functional`` (its inputs mapped by ``tensor_map``)."""
+        for node in _nodes_in_order(functional):
+            if node.is_input or node.operation is None:
+                continue
+            operation = node.operation
+            originals = list(node.arguments.keras_tensors)
+            mapped = [tensor_map.get(id(t), t) for t in originals]
+            if _is_model(operation):
+                inner = _functional_of(operation)
+                inner_map = {id(i): m for i, m in zip(inner.inputs, mapped, strict=False)}
+                self.walk(inner, inner_map, (*path, operation.name))
+                self._connect(node.outputs, inner.outputs, inner_map, tensor_map)
+                continue
+            args, kwargs = node.arguments.convert(
+                lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
+            )
+            trace_error = None
+            if self.expand is not None and self.expand(operation):
+                trace_error = self._inline_traced(node, args, kwargs, tensor_map, path)
+                if trace_error is None:
+                    continue
+            operation = _with_known_sizes(operation, args)
+            if (
+                not self.replay and operation is node.operation
+                and all(m is o for m, o in zip(mapped, originals, strict=False))
+            ):
+                outputs = list(node.outputs)
+            else:
+                outputs = keras.tree.flatten(self._call(operation, path, args, kwargs))
+            for original, new in zip(node.outputs, outputs, strict=False):
+                tensor_map[id(original)] = new
+                if original is not new:
+                    self.aliases[id(original)] = new
+            step = _make_step(operation, args, kwargs, outputs, path, self.masks)
+            step.trace_error = trace_error
+            self.steps.append(step)
+            _record_output_masks(step, self.masks)
+
+    def _connect(self, outer_outputs, inner_outputs, inner_map, tensor_map) -> None:
+        for outer, inner_out in zip(outer_outputs, inner_outputs, strict=True):
+            tensor_map[id(outer)] = inner_map[id(inner_out)]
+            self.aliases[id(outer)] = inner_map[id(inner_out)]
+
+    def _call(self, operation, path, args, kwargs):
+        """Call ``operation`` again; under a unique name when another layer has its name."""
+        owner = self.names.setdefault(operation.name, id(operation))
+        if owner == id(operation) or not isinstance(operation, keras.layers.Layer):
+            return operation(*args, **kwargs)
+        name = "__".join([*path, operation.name])
+        while name in self.names:
+            name += "_"
+        self.names[name] = id(operation)
+        tensor_kwargs = {k: v for k, v in kwargs.items() if _has_tensor(v)}
+        constants = {k: v for k, v in kwargs.items() if k not in tensor_kwargs}
+        return NamedCall(operation, call_kwargs=constants, name=name)(*args, **tensor_kwargs)
+
+    def _inline_traced(self, node, args, kwargs, tensor_map, path) -> str | None:
+        """Trace the call of ``node``'s layer and append its parts as steps; the reason when
+        the call cannot be traced (nothing appended then)."""
+        from jacverify.backward.tracing import TracingFailed, trace_layer_call
+
+        layer = node.operation
+        kwargs = dict(kwargs)
+        kwargs.update(_implicit_masks(layer, args, kwargs, self.masks))
+        try:
+            traced = trace_layer_call(layer, args, kwargs)
+        except TracingFailed as reason:
+            return str(reason)
+        inner = traced.functional
+        if len(inner.outputs) != len(node.outputs):
+            return (f"its call() returns {len(inner.outputs)} tensors when traced, "
+                    f"{len(node.outputs)} in the model")
+        inner_map = {id(i): o for i, o in zip(traced.inner_inputs, traced.outer_inputs,
+                                              strict=True)}
+        self.walk(inner, inner_map, (*path, layer.name))
+        self._connect(node.outputs, inner.outputs, inner_map, tensor_map)
+        return None
+
+
+@keras.saving.register_keras_serializable(package="jacverify")
+class NamedCall(keras.layers.Layer):
+    """Calls a layer under another name: a layer of a traced block replayed in a graph where
+    another layer has its name (keras_hub names the sublayers of every block alike), since
+    Keras needs the operations of a model to have distinct names."""
+
+    def __init__(self, layer, call_kwargs=None, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+        #: The call's keyword arguments that are not tensors (Keras takes only tensors here).
+        self.call_kwargs = dict(call_kwargs or {})
+        self.built = True
+
+    def call(self, *args, **kwargs):
+        return self.layer(*args, **self._accepted(kwargs), **self.call_kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(
+            *args, **self._accepted({**kwargs, **self.call_kwargs}))
+
+    def _accepted(self, kwargs: dict) -> dict:
+        """The keyword arguments the wrapped layer's call takes (Keras adds ``training``)."""
+        params = inspect.signature(self.layer.call).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return kwargs
+        return {k: v for k, v in kwargs.items() if k in params}
+
+    def get_config(self):
+        config = super().get_config()
+        config["layer"] = keras.saving.serialize_keras_object(self.layer)
+        config["call_kwargs"] = self.call_kwargs
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def _with_known_sizes(operation, args):
+    """``operation``, or for an ``ops.reshape`` whose target shape has a ``None`` first (the
+    batch size read with ``ops.shape`` while tracing, unknown then) the same reshape with
+    ``-1`` there (and any other ``-1`` worked out from the input's per-example shape), which
+    runs at every batch size."""
+    from keras.src.ops import numpy as knp
+
+    if type(operation) is not knp.Reshape:
+        return operation
+    shape = list(operation.newshape) if isinstance(operation.newshape, (list, tuple)) else None
+    if not shape or shape[0] is not None or None in shape[1:] or shape.count(-1) > 1:
+        return operation
+    if -1 in shape:
+        per_example = [d for d in tuple(args[0].shape)[1:]] if args else [None]
+        known = [d for d in shape[1:] if d != -1]
+        if None in per_example:
+            return operation
+        size = math.prod(per_example) // max(math.prod(known), 1)
+        shape = [size if d == -1 else d for d in shape]
+    return knp.Reshape([-1, *shape[1:]], name=operation.name)
+
+
+def _has_tensor(value) -> bool:
+    return any(isinstance(t, keras.KerasTensor) for t in tree.flatten(value))
 
 
 def _make_step(operation, args, kwargs, outputs, path, known_masks=None) -> Step:

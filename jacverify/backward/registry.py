@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -176,11 +177,32 @@ def _load_entry_points() -> None:
 def registered_rules() -> dict[type, RuleEntry]:
     """All registered rules, keyed by forward class (the entry that lookups use)."""
     _ensure_loaded()
+    if _OPTIONAL_RULES:
+        _load_optional_rules()
     return {**_NATIVE, **_PACKAGE, **_USER}
+
+
+#: Rules for the layers of optional libraries: library module -> jacverify module registering
+#: them, imported once the library itself has been imported (source "package:<library>").
+_OPTIONAL_RULES = {"keras_hub": "jacverify.backward.rules.keras_hub"}
+
+
+def _load_optional_rules() -> None:
+    global _current_source
+    for library, module in list(_OPTIONAL_RULES.items()):
+        if library in sys.modules:
+            del _OPTIONAL_RULES[library]
+            _current_source = f"package:{library}"
+            try:
+                importlib.import_module(module)
+            finally:
+                _current_source = "user"
 
 
 def _lookup(keras_class: type) -> RuleEntry | None:
     _ensure_loaded()
+    if _OPTIONAL_RULES:
+        _load_optional_rules()
     for table in (_USER, _PACKAGE, _NATIVE):
         if keras_class in table:
             return table[keras_class]
@@ -211,5 +233,6 @@ def get_backward_rule(
         f"Write one by subclassing jacverify.BackwardLinearLayer (if its Jacobian does not "
         f"depend on the input) or jacverify.BackwardNonLinearLayer, then register it with "
         f"@jacverify.register_backward({cls_name}) or pass "
-        f"mapping_keras2backward_classes={{{cls_name}: YourRule}} to clone_to_backward()."
+        f"mapping_keras2backward_classes={{{cls_name}: YourRule}} to clone_to_backward() "
+        "(see docs/writing_rules.md)."
     )

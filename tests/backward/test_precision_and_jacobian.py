@@ -13,10 +13,13 @@ from tests.backward.model_reference import model_autograd_vjp
 
 @pytest.fixture
 def floatx64():
-    previous = keras.config.floatx()
+    """float64 by default (Keras caches its global dtype policy: set it too)."""
+    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
     keras.config.set_floatx(previous)
+    keras.config.set_dtype_policy(policy)
 
 
 class Block(keras.layers.Layer):

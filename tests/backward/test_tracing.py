@@ -196,3 +196,33 @@ def test_block_using_its_own_weights_saves_and_follows_them(tmp_path):
     layer.m.assign(2.0 * ops.convert_to_numpy(layer.m))  # the backward model reads them live
     np.testing.assert_allclose(ops.convert_to_numpy(backward([x, g])), 2.0 * before,
                                rtol=1e-5, atol=1e-7)
+
+
+def scaled_swish(x):
+    """An activation function of the user's (not in keras.activations)."""
+    return x * ops.sigmoid(1.7 * x)
+
+
+def test_dense_with_an_unknown_activation_is_traced():
+    x = keras.Input((5,))
+    h = keras.layers.Dense(4, activation=scaled_swish, name="custom_dense")(x)
+    model = keras.Model(x, keras.layers.Dense(2)(h))
+    assert_model_matches_autograd(model)
+    assert any(step.path == ("custom_dense",) for step in trace(model).steps)
+
+
+class FlattenByBatch(keras.layers.Layer):
+    """Reads the batch size with ops.shape (unknown while tracing) to reshape."""
+
+    def call(self, x):
+        batch = ops.shape(x)[0]
+        rows = ops.reshape(x, (batch, -1, 2))
+        return ops.reshape(ops.tanh(rows), (batch, x.shape[1] * x.shape[2]))
+
+
+def test_reshape_to_the_traced_batch_size_runs_at_every_batch_size():
+    x = keras.Input((3, 4))
+    model = keras.Model(x, keras.layers.Dense(2)(FlattenByBatch()(x)))
+    for batch in (1, 3):
+        xs = np.random.default_rng(batch).standard_normal((batch, 3, 4)).astype("float32")
+        assert_model_matches_autograd(model, [xs], extra_axes=(2,))

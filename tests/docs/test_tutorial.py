@@ -41,11 +41,16 @@ def test_plus_constant_gradients_equal_torch_autograd(tutorial):
         )
 
 
-def test_model_without_the_rule_fails_with_a_value_error(tutorial):
+def test_model_without_the_rule_is_traced_and_right(tutorial):
+    """Without a rule, PlusConstant's call is traced (an addition of a constant)."""
     from jacverify import clone_to_backward
 
-    with pytest.raises(ValueError, match="PlusConstant"):
-        clone_to_backward(tutorial["model_plusconstant"])
+    model = tutorial["model_plusconstant"]
+    x = tutorial["random_input"][None]
+    backward = clone_to_backward(model)
+    got = backward([x, np.ones((1, 1), dtype="float32")])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got),
+                               _autograd_input_gradient(model, x), rtol=1e-5, atol=1e-7)
 
 
 def test_corrected_clip_rule_matches_autograd_where_the_tutorial_rule_does_not(tutorial):

@@ -25,6 +25,7 @@ from jacverify.check.layer_configs import (
     normalization,
     ops,
     ops_multi_output,
+    ops_pad,
     pooling,
     preprocessing,
     recurrent,
@@ -52,7 +53,7 @@ FAMILIES = {
 }
 
 #: Further modules of a family (family name, module).
-_MORE_MODULES = [("ops", ops_multi_output)]
+_MORE_MODULES = [("ops", ops_multi_output), ("ops", ops_pad)]
 
 _FACTORIES: dict[type, Callable[[], st.SearchStrategy]] = {}
 _UNSUPPORTED: dict[type, str] = {}

@@ -91,3 +91,20 @@ def test_a_wrong_split_rule_is_caught():
     )
     with pytest.raises(AssertionError):
         assert_model_matches_autograd(model, mapping={knp.Split: ReversedSplit})
+
+
+@pytest.mark.parametrize("widths", [[(0, 0), (1, 2)], [(0, 0), (0, 1), (2, 0)]])
+def test_pad_constant(widths):
+    """ops.pad (constant mode): the rule crops the padded borders (keras_hub's pre-activation
+    ResNet pads this way)."""
+    shape = (5,) if len(widths) == 2 else (3, 4)
+    model = functional(lambda x: ops.tanh(ops.pad(x * x, widths, constant_values=0.5)), [shape])
+    assert_model_matches_autograd(model)
+
+
+def test_pad_other_modes_and_the_batch_axis_are_refused():
+    with pytest.raises(NotImplementedError, match="reflect"):
+        clone_to_backward(functional(lambda x: ops.pad(x, [(0, 0), (1, 1)], mode="reflect"),
+                                     [(4,)]))
+    with pytest.raises(ValueError, match="batch axis"):
+        clone_to_backward(functional(lambda x: ops.pad(x, [(1, 0), (1, 1)]), [(4,)]))

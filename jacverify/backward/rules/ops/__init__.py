@@ -10,6 +10,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     elementwise,
     get_item,
     linalg,
+    pad,
     reduction,
     reshape,
     split,

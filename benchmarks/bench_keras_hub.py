@@ -1,0 +1,140 @@
+"""Benchmark: backward models of tiny keras_hub backbones against torch autograd.
+
+For each image backbone of ``jacverify.examples.keras_hub_backbones`` (random weights, 32x32
+inputs) and BERT (the gradient with respect to its token embedding, ``wrt=``), prints the
+build time, the median time of the backward model on ``[x, g]`` under ``torch.no_grad()``, the
+median time of torch autograd on the same model (forward with ``requires_grad``, backward,
+read the gradient), measured alternately in the same run, the median over repeats of their
+ratio (backward / autograd), and the relative error between the two. A backbone the builder
+cannot build without the fallback is listed with the reason.
+
+Needs keras-hub (``pip install --no-deps keras-hub==0.32.0`` and the ``hub`` extra).
+
+Run: .venv/bin/python benchmarks/bench_keras_hub.py [--batch 8] [--repeats 7]
+     [--backbones ViT VGG ...] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from jacverify import MissingBackwardRuleError, clone_to_backward  # noqa: E402
+from jacverify.examples.keras_hub_backbones import (  # noqa: E402
+    IMAGE_BACKBONES,
+    build_backbone,
+    image_model,
+    text_inputs,
+)
+
+
+def _image_case(name: str, batch: int):
+    model = image_model(build_backbone(name))
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((batch, *model.inputs[0].shape[1:])),
+                     dtype=torch.float32)
+    g = torch.tensor(rng.standard_normal((batch, *model.outputs[0].shape[1:])),
+                     dtype=torch.float32)
+
+    def autograd():
+        xr = x.clone().requires_grad_(True)
+        model(xr).backward(g)
+        return xr.grad
+
+    return model, [x], g, autograd, {}
+
+
+def _bert_case(batch: int):
+    backbone = build_backbone("BERT")
+    model = keras.Model(backbone.inputs, backbone.output["sequence_output"])
+    embedding = backbone.get_layer("token_embedding")
+    inputs = [torch.tensor(a) for a in text_inputs(backbone, batch)]
+    g = torch.tensor(np.random.default_rng(1).standard_normal((batch, 8, 16)),
+                     dtype=torch.float32)
+    original = embedding.call
+
+    def autograd():
+        captured = {}
+
+        def leaf_call(*args, **kwargs):
+            captured["leaf"] = original(*args, **kwargs).detach().requires_grad_(True)
+            return captured["leaf"]
+
+        embedding.call = leaf_call
+        try:
+            y = model(inputs)
+        finally:
+            embedding.call = original
+        y.backward(g)
+        return captured["leaf"].grad
+
+    return model, inputs, g, autograd, {"wrt": embedding}
+
+
+def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
+    keras.utils.set_random_seed(0)
+    case = _bert_case(batch) if name == "BERT" else _image_case(name, batch)
+    model, inputs, g, autograd, options = case
+    start = time.perf_counter()
+    try:
+        backward = clone_to_backward(model, **options)
+    except (MissingBackwardRuleError, ValueError, TypeError, NotImplementedError) as error:
+        reason = str(error).split("cannot be traced: ", 1)[-1].splitlines()[0]
+        return {"model": name, "error": f"{type(error).__name__}: {reason[:160]}"}
+    build = time.perf_counter() - start
+
+    def backward_no_grad():
+        with torch.no_grad():
+            return backward([*inputs, g])
+
+    expected, got = autograd(), backward_no_grad()
+    rel = float((got - expected).abs().max() / expected.abs().max())
+    for _ in range(warmup):
+        autograd(), backward_no_grad()
+    times = {"autograd": [], "backward": []}
+    for _ in range(repeats):
+        for key, fn in (("autograd", autograd), ("backward", backward_no_grad)):
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    ratios = [b / a for b, a in zip(times["backward"], times["autograd"], strict=True)]
+    return {
+        "model": name, "build_s": build, "layers": len(backward.layers),
+        "backward_ms": 1e3 * statistics.median(times["backward"]),
+        "autograd_ms": 1e3 * statistics.median(times["autograd"]),
+        "ratio": statistics.median(ratios), "rel_err": rel,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--backbones", nargs="*", default=[*IMAGE_BACKBONES, "BERT"])
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
+          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
+    print(f"{'backbone':<24}{'build s':>9}{'layers':>8}{'backward ms':>13}{'autograd ms':>13}"
+          f"{'ratio':>7}{'rel err':>10}")
+    for name in args.backbones:
+        r = bench(name, args.batch, args.repeats)
+        if "error" in r:
+            print(f"{name:<24}does not build: {r['error']}", flush=True)
+            continue
+        print(f"{name:<24}{r['build_s']:>9.2f}{r['layers']:>8}{r['backward_ms']:>13.1f}"
+              f"{r['autograd_ms']:>13.1f}{r['ratio']:>7.2f}{r['rel_err']:>10.1e}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
