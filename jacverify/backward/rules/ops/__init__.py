@@ -16,6 +16,8 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     reduction,
     reshape,
     selection,
+    sorting,
+    statistics,
     transpose,
     trigonometric,
     where,
