@@ -3,9 +3,7 @@
 Piecewise constant functions of floats (``sign``, ``floor``, ``ceil``, ``round``, ``trunc``,
 ``floor_divide``, ``angle`` and ``imag`` of real tensors) have a zero derivative wherever they
 have one: they are constants of the backward pass (:class:`BackwardZeroGradientOp`). Their
-jumps have no derivative; zero is what autograd gives there too. An operation whose derivative
-is undefined everywhere (``view``, which reinterprets the bits of a tensor) is refused
-(:class:`RefusedOperation`).
+jumps have no derivative; zero is what autograd gives there too.
 
 Piecewise smooth ones get their derivative with a subgradient at the kinks: ``fabs``,
 ``nan_to_num``, ``mod``, ``fmod``, ``fmax``, ``fmin``, ``divide_no_nan``, ``heaviside`` (in its
@@ -44,28 +42,6 @@ class BackwardZeroGradientOp(BackwardOperation):
         zeros = [ops.zeros((batch, *dims), dtype=gradient.dtype)
                  for dims in self._runtime_dims(input)]
         return self._pack(zeros)
-
-
-#: Operations refused, with the reason.
-REFUSED_OPS = {
-    knp.View: "it reinterprets the bits of a tensor as another dtype; the result is not a "
-              "differentiable function of the values",
-}
-
-
-@register_backward(*REFUSED_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
-class RefusedOperation(BackwardOperation):
-    """An operation with no derivative anywhere: building its rule raises ``ValueError``."""
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(layer=layer, **kwargs)
-        reason = REFUSED_OPS.get(type(layer), "it has no derivative")
-        raise ValueError(
-            f"{type(layer).__name__} '{layer.name}' cannot be differentiated: {reason}. "
-            "Remove it from the differentiated path (or cast its result to an integer dtype, "
-            "which carries no gradient)."
-        )
 
 
 @register_backward(knp.Fabs)
