@@ -17,14 +17,16 @@ from keras import ops
 from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
-from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.backward.rules._call_arguments import input_index, is_input
+from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary, _BackwardExtremumOp
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
 
-#: Float-valued operations whose derivative is zero wherever it exists.
+#: Float-valued operations whose derivative is zero wherever it exists (the ``*_like``
+#: operations depend on their input's shape only).
 ZERO_GRADIENT_OPS = (
     knp.Sign, knp.Floor, knp.Ceil, knp.Round, knp.Trunc, knp.FloorDivide, knp.Angle,
-    knp.Imag,
+    knp.Imag, knp.ZerosLike, knp.OnesLike, knp.EmptyLike,
 )
 
 
@@ -32,6 +34,9 @@ ZERO_GRADIENT_OPS = (
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardZeroGradientOp(BackwardOperation):
     """A piecewise constant operation: a zero gradient for every input."""
+
+    #: How the coverage table (``jacverify.ops_coverage``) lists the operations of this rule.
+    coverage = "zero gradient"
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -42,6 +47,28 @@ class BackwardZeroGradientOp(BackwardOperation):
         zeros = [ops.zeros((batch, *dims), dtype=gradient.dtype)
                  for dims in self._runtime_dims(input)]
         return self._pack(zeros)
+
+
+@register_backward(knp.FullLike)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardFullLikeOp(BackwardOperation):
+    """``full_like(x, fill_value)``: 0 to ``x`` (only its shape matters), and ``g`` summed
+    back to a ``fill_value`` that is a tensor of the model."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        self._x = self.call_argument(0, "x")
+        self._fill = self.call_argument(1, "fill_value")
+        self.is_linear = self._dims_known()
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        dims = self._runtime_dims(input)
+        batch = ops.shape(gradient)[0]
+        results = [ops.zeros((batch, *d), dtype=gradient.dtype) for d in dims]
+        if is_input(self._fill):
+            i = input_index(self._fill)
+            results[i] = results[i] + reduce_to_shape(gradient, dims[i])
+        return self._pack(results)
 
 
 @register_backward(knp.Fabs)

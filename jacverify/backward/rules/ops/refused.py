@@ -31,6 +31,9 @@ REFUSED_OPS = {
 class RefusedOperation(BackwardOperation):
     """A refused operation: building its rule raises ``ValueError`` with the reason."""
 
+    #: How the coverage table (``jacverify.ops_coverage``) lists the operations of this rule.
+    coverage = "refused"
+
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         reason = REFUSED_OPS.get(type(layer), "it has no backward rule")

@@ -2,7 +2,7 @@
 constant: ``pad``, ``tile``, ``repeat``, ``roll``, ``flip``/``fliplr``/``flipud``, ``rot90``,
 ``take``/``take_along_axis`` with constant indices, ``diagonal``, ``diag``, ``diagflat``,
 ``tril``/``triu``, ``broadcast_to``, ``append``, ``hstack``/``vstack``/``dstack``, ``copy``,
-``real``/``conj`` of real tensors.
+``real``/``conj`` of real tensors, ``array``.
 
 Each is a linear map that copies elements. Which input element each output element copies is
 read once, when the rule is built, by calling the operation on a numbered probe: every element
@@ -105,7 +105,7 @@ def gather_back(gradient, source, n_inputs: int, dims: list):
     knp.Pad, knp.Tile, knp.Repeat, knp.Roll, knp.Flip, knp.Fliplr, knp.Flipud, knp.Rot90,
     knp.Diagonal, knp.Diag, knp.Diagflat, knp.Tril, knp.Triu,
     knp.Append, knp.Hstack, knp.Vstack, knp.Dstack, knp.Copy, knp.Real,
-    knp.Conj, knp.Conjugate, knp.Ravel,
+    knp.Conj, knp.Conjugate, knp.Ravel, knp.Array,
 )
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSelectionOp(BackwardOperation):
