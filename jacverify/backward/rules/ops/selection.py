@@ -84,21 +84,26 @@ def probe_sources(operation, call_args: list, call_kwargs: dict, dims: list) -> 
 
 def gather_back(gradient, source, n_inputs: int, dims: list):
     """``g^T J`` of an element copy: each input position sums the gradient of the output
-    positions that copied it (``source``: flat input position per flat output position)."""
-    batch_first = ops.reshape(gradient, (-1, source.size))
-    counts = np.bincount(source[source >= 0], minlength=n_inputs)
-    if np.all(counts <= 1):
-        # Each input element copied at most once: a gather (a zero column for the others).
-        inverse = np.full(n_inputs, source.size, dtype="int64")
-        inverse[source[source >= 0]] = np.nonzero(source >= 0)[0]
-        padded = ops.pad(batch_first, [[0, 0], [0, 1]])
-        result = ops.take(padded, ops.convert_to_tensor(inverse), axis=1)
-    else:
-        ids = np.where(source >= 0, source, n_inputs)
-        summed = ops.segment_sum(ops.transpose(batch_first), ops.convert_to_tensor(ids),
-                                 num_segments=n_inputs + 1)
-        result = ops.transpose(summed[:n_inputs])
-    return ops.reshape(result, (-1, *dims))
+    positions that copied it (``source``: flat input position per flat output position).
+
+    One gather: for the ``c``-th copy of each input element (``c`` up to the largest number of
+    copies), the output position holding it, or a zero column; the ``c`` gathered values are
+    summed. Exact in every dtype.
+    """
+    flat = ops.reshape(gradient, (-1, source.size))
+    copied = np.nonzero(source >= 0)[0]
+    counts = np.bincount(source[copied], minlength=n_inputs)
+    copies = max(int(counts.max(initial=0)), 1)
+    positions = np.full((copies, n_inputs), source.size, dtype="int64")
+    order = np.argsort(source[copied], kind="stable")
+    sorted_sources = source[copied][order]
+    rank = np.arange(sorted_sources.size) - np.searchsorted(sorted_sources, sorted_sources)
+    positions[rank, sorted_sources] = copied[order]
+    padded = ops.pad(flat, [[0, 0], [0, 1]])
+    taken = ops.take(padded, ops.convert_to_tensor(positions.reshape(-1)), axis=1)
+    if copies > 1:
+        taken = ops.sum(ops.reshape(taken, (-1, copies, n_inputs)), axis=1)
+    return ops.reshape(taken, (-1, *dims))
 
 
 @register_backward(
