@@ -71,8 +71,8 @@ def test_rule_matches_autograd_float64(name):
 
 def test_sinc_at_zero_is_zero():
     """sinc is even and smooth: its derivative at 0 is 0 (the formula is 0/0 there)."""
-    from tests.backward.model_reference import functional
     from jacverify import clone_to_backward
+    from tests.backward.model_reference import functional
 
     model = functional(ops.sinc, [(3,)])
     backward = clone_to_backward(model)
@@ -84,8 +84,8 @@ def test_sinc_at_zero_is_zero():
 def test_ldexp_negative_exponent():
     """``ldexp(x, e) = x 2^e``: the gradient is ``g 2^e`` (by hand; torch's autograd gives 0
     for negative integer exponents although its forward value is right)."""
-    from tests.backward.model_reference import functional
     from jacverify import clone_to_backward
+    from tests.backward.model_reference import functional
 
     exponent = np.array([0, 1, -2, 3], "int32")
     model = functional(lambda x: ops.ldexp(x, exponent), [(4,)])

@@ -116,16 +116,30 @@ class BackwardArctanhOp(_BackwardUnary):
         return 1.0 / (1.0 - x * x)
 
 
+#: Below this |x|, sinc' is summed from its Taylor series (the closed form cancels there).
+_SINC_SERIES_BELOW = 0.25
+#: Taylor coefficients of sinc'(x) = sum_k c_k x^(2k-1), k = 1..10: enough for float64 there.
+_SINC_SERIES = tuple(
+    (-1) ** k * 2 * k * math.pi ** (2 * k) / math.factorial(2 * k + 1) for k in range(1, 11)
+)
+
+
 @register_backward(knp.Sinc)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSincOp(_BackwardUnary):
-    """``sinc(x) = sin(pi x) / (pi x)``: ``g (cos(pi x) - sinc(x)) / x``, 0 at ``x = 0``."""
+    """``sinc(x) = sin(pi x) / (pi x)``: ``g (cos(pi x) - sinc(x)) / x``; near 0, where that
+    difference cancels, its Taylor series (0 at ``x = 0``)."""
 
     def derivative(self, x):
-        zero = ops.equal(x, 0.0)
-        safe = ops.where(zero, ops.ones_like(x), x)
-        value = (ops.cos(math.pi * safe) - ops.sinc(safe)) / safe
-        return ops.where(zero, ops.zeros_like(x), value)
+        small = ops.less(ops.abs(x), _SINC_SERIES_BELOW)
+        safe = ops.where(small, ops.ones_like(x), x)
+        closed = (ops.cos(math.pi * safe) - ops.sinc(safe)) / safe
+        near = ops.where(small, x, ops.zeros_like(x))
+        square = near * near
+        series = ops.zeros_like(x)
+        for coefficient in reversed(_SINC_SERIES):
+            series = series * square + coefficient
+        return ops.where(small, series * near, closed)
 
 
 class _BackwardScaleOp(BackwardOperation):
@@ -160,15 +174,18 @@ class BackwardRad2degOp(_BackwardScaleOp):
 @register_backward(knp.Arctan2)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArctan2Op(_BackwardBinary):
-    """``arctan2(x1, x2)``: ``g x2 / r^2`` and ``-g x1 / r^2`` with ``r^2 = x1^2 + x2^2``
-    (0 at the origin, where arctan2 jumps; torch gives NaN there)."""
+    """``arctan2(x1, x2)``: ``g x2 / r^2`` and ``-g x1 / r^2`` with ``r^2 = x1^2 + x2^2``,
+    computed with both scaled by ``max(|x1|, |x2|)`` so that ``r^2`` does not underflow (0 at
+    the origin, where arctan2 jumps; torch gives NaN there)."""
 
     def _partials(self, a, b, gradient):
         a, b = ops.broadcast_to(a, ops.shape(gradient)), ops.broadcast_to(b, ops.shape(gradient))
-        r2 = a * a + b * b
-        origin = ops.equal(r2, 0.0)
-        scale = ops.where(origin, ops.zeros_like(r2), gradient / ops.where(origin, 1.0, r2))
-        return scale * b, -scale * a
+        s = ops.maximum(ops.abs(a), ops.abs(b))
+        origin = ops.equal(s, 0.0)
+        s = ops.where(origin, ops.ones_like(s), s)
+        a_s, b_s = a / s, b / s
+        scale = ops.where(origin, ops.zeros_like(s), gradient / (s * (a_s * a_s + b_s * b_s)))
+        return scale * b_s, -scale * a_s
 
 
 @register_backward(knp.Hypot)
@@ -181,5 +198,6 @@ class BackwardHypotOp(_BackwardBinary):
         a, b = ops.broadcast_to(a, ops.shape(gradient)), ops.broadcast_to(b, ops.shape(gradient))
         h = ops.hypot(a, b)
         origin = ops.equal(h, 0.0)
-        scale = ops.where(origin, ops.zeros_like(h), gradient / ops.where(origin, 1.0, h))
-        return scale * a, scale * b
+        h = ops.where(origin, ops.ones_like(h), h)
+        # a / h and b / h are at most 1: no overflow for tiny operands.
+        return gradient * (a / h), gradient * (b / h)
