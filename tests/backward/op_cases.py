@@ -46,3 +46,38 @@ def check_case(case, dtype, *, batch=3, save_to=None, mapping=None, extra_axes=(
     return assert_model_matches_autograd(model, xs, mapping=mapping, save_to=save_to,
                                          extra_axes=extra_axes,
                                          **(tolerances or TOLERANCES[dtype]))
+
+
+def check_rule_float64(operation, torch_fn, shapes, *, args=None, kwargs=None, domain="real",
+                       batch=3, rtol=1e-10, atol=1e-12):
+    """The registered rule of ``operation`` (called as ``operation(*args, **kwargs)``, the
+    inputs as ``{"__input__": i}``), run on float64 tensors, equals torch autograd of
+    ``torch_fn`` (the same function written in torch) in float64.
+
+    For the operations Keras computes in float32 on float64 tensors (its type promotion maps
+    64-bit dtypes to 32-bit: ``cumsum``, ``prod``, ``var``, binary functions...): the model's
+    own autograd is then only float32-precise, and this checks the rule's precision."""
+    import torch
+
+    from jacverify.backward.registry import get_backward_rule
+
+    xs = inputs_for(shapes, "float64", domain, batch=batch)
+    placeholders = [{"__input__": i} for i in range(len(shapes))]
+    call = {"args": list(placeholders if args is None else args), "kwargs": dict(kwargs or {})}
+    tensors = [torch.tensor(x, requires_grad=True) for x in xs]
+    out = torch_fn(*tensors)
+    g = np.random.default_rng(1).standard_normal(tuple(out.shape))
+    expected = torch.autograd.grad(out, tensors, torch.tensor(g), allow_unused=True)
+    dims = [list(s) for s in shapes]
+    rule = get_backward_rule(operation)(
+        layer=operation, input_dim_wo_batch=dims if len(dims) > 1 else dims[0],
+        output_dim_wo_batch=list(out.shape[1:]), call_arguments=call, dtype="float64")
+    inputs = [torch.tensor(x) for x in xs]
+    got = rule([torch.tensor(g), inputs if len(inputs) > 1 else inputs[0]])
+    got = got if isinstance(got, (list, tuple)) else [got]
+    for i, (a, e) in enumerate(zip(got, expected, strict=True)):
+        a = ops.convert_to_numpy(a)
+        assert a.dtype == np.float64, f"input {i}: the rule computed in {a.dtype}"
+        e = np.zeros_like(xs[i]) if e is None else e.numpy()
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol * max(1.0, np.abs(e).max()),
+                                   err_msg=f"input {i}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from keras import ops
 from keras.src.ops import numpy as knp
 
 from jacverify import registered_rules
-from tests.backward.op_cases import TOLERANCES, check_case
+from tests.backward.op_cases import TOLERANCES, check_case, check_rule_float64
 
 registered_rules()
 
@@ -67,6 +68,22 @@ def test_rule_matches_autograd_float32(name, tmp_path):
 def test_rule_matches_autograd_float64(name):
     loose = TOLERANCES["float32"] if name in FLOAT32_FORWARD else None
     check_case(CASES[name], "float64", tolerances=loose)
+
+
+FLOAT64_RULES = {
+    "arctan2": (knp.Arctan2(), torch.atan2, [(4,), (4,)]),
+    "hypot": (knp.Hypot(), torch.hypot, [(2, 3), (2, 3)]),
+    "logaddexp": (knp.Logaddexp(), torch.logaddexp, [(4,), (4,)]),
+    "logaddexp2": (knp.Logaddexp2(), torch.logaddexp2, [(4,), (4,)]),
+    "sinc": (knp.Sinc(), torch.sinc, [(6,)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT64_RULES))
+def test_rule_is_float64_precise(name):
+    """Against torch in float64 (Keras computes these binary ops of float64 in float32)."""
+    operation, torch_fn, shapes = FLOAT64_RULES[name]
+    check_rule_float64(operation, torch_fn, shapes)
 
 
 def test_sinc_at_zero_is_zero():

@@ -24,9 +24,27 @@ class _BackwardAlongAxis(BackwardOperation):
         (self._axis,) = canonical_axes(getattr(layer, self.axis_attribute), rank, what)
 
 
+def inclusive_scan(x, axis: int, product: bool = False):
+    """Cumulative sums (or products) of ``x`` along ``axis`` by doubling (``log2 n`` shifted
+    adds), in ``x``'s dtype: ``ops.cumsum``/``ops.cumprod`` compute float64 in float32 on the
+    torch backend (Keras's type promotion maps 64-bit dtypes to 32-bit)."""
+    n = int(x.shape[axis])
+    rank = len(x.shape)
+    shift = 1
+    while shift < n:
+        keep = [slice(None)] * rank
+        keep[axis] = slice(0, n - shift)
+        widths = [[0, 0] for _ in range(rank)]
+        widths[axis] = [shift, 0]
+        shifted = ops.pad(x[tuple(keep)], widths, constant_values=1.0 if product else 0.0)
+        x = x * shifted if product else x + shifted
+        shift *= 2
+    return x
+
+
 def reverse_cumsum(gradient, axis: int):
     """``sum_{j >= i} g_j`` along ``axis``: the transpose of a cumulative sum."""
-    return ops.flip(ops.cumsum(ops.flip(gradient, axis=axis), axis=axis), axis=axis)
+    return ops.flip(inclusive_scan(ops.flip(gradient, axis=axis), axis), axis=axis)
 
 
 @register_backward(knp.Cumsum)
@@ -62,7 +80,7 @@ def cumprod_vjp(gradient, x, axis: int):
     eye = ops.eye(n, dtype=x.dtype)
     # without[..., i, k] = x_k for k != i, 1 for k == i
     without = ops.expand_dims(x, -2) * (1.0 - eye) + eye
-    partial = ops.cumprod(without, axis=-1)
+    partial = inclusive_scan(without, -1, product=True)
     upper = ops.convert_to_tensor(np.triu(np.ones((n, n))), dtype=x.dtype)
     grad = ops.einsum("...j,...ij->...i", g, partial * upper)
     return ops.moveaxis(grad, -1, axis)

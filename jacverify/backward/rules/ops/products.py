@@ -178,7 +178,7 @@ class BackwardCrossOp(BackwardOperation):
         a, b = (self.operand(v, inputs, gradient.dtype) for v in self._operands)
         shape = ops.shape(gradient)
         a, b = ops.broadcast_to(a, shape), ops.broadcast_to(b, shape)
-        partials = [ops.cross(b, gradient), ops.cross(gradient, a)]
+        partials = [_cross(b, gradient), _cross(gradient, a)]
         results = [None] * len(dims)
         for value, partial in zip(self._operands, partials, strict=True):
             if is_input(value):
@@ -186,6 +186,14 @@ class BackwardCrossOp(BackwardOperation):
                 grad = reduce_to_shape(partial, dims[i])
                 results[i] = grad if results[i] is None else results[i] + grad
         return self._pack(results)
+
+
+def _cross(u, v):
+    """``u x v`` of 3-vectors along the last axis, in the operands' dtype (``ops.cross``
+    computes float64 in float32 on the torch backend)."""
+    u0, u1, u2 = u[..., 0], u[..., 1], u[..., 2]
+    v0, v1, v2 = v[..., 0], v[..., 1], v[..., 2]
+    return ops.stack([u1 * v2 - u2 * v1, u2 * v0 - u0 * v2, u0 * v1 - u1 * v0], axis=-1)
 
 
 @register_backward(knp.Trace)

@@ -15,6 +15,7 @@ from keras.src.ops import numpy as knp
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.backward.rules.ops.cumulative import inclusive_scan
 
 
 class AxesReduction(BackwardOperation):
@@ -94,10 +95,11 @@ def exclusive_products(x):
     """``prod_{k != i} x_k`` along the last axis, exact with zeros (products of the entries
     before and after each one)."""
     ones = ops.ones_like(x[..., :1])
-    before = ops.cumprod(ops.concatenate([ones, x[..., :-1]], axis=-1), axis=-1)
-    after = ops.flip(ops.cumprod(ops.concatenate([ones, ops.flip(x, axis=-1)[..., :-1]],
-                                                 axis=-1), axis=-1), axis=-1)
-    return before * after
+    before = inclusive_scan(ops.concatenate([ones, x[..., :-1]], axis=-1), -1, product=True)
+    reversed_x = ops.flip(x, axis=-1)
+    after = inclusive_scan(ops.concatenate([ones, reversed_x[..., :-1]], axis=-1), -1,
+                           product=True)
+    return before * ops.flip(after, axis=-1)
 
 
 @register_backward(knp.Prod, knp.Nanprod)

@@ -180,10 +180,9 @@ class BackwardArctan2Op(_BackwardBinary):
 
     def _partials(self, a, b, gradient):
         a, b = ops.broadcast_to(a, ops.shape(gradient)), ops.broadcast_to(b, ops.shape(gradient))
-        s = ops.maximum(ops.abs(a), ops.abs(b))
-        origin = ops.equal(s, 0.0)
+        a_s, b_s, origin = _scaled(a, b)
+        s = ops.where(ops.greater(ops.abs(a), ops.abs(b)), ops.abs(a), ops.abs(b))
         s = ops.where(origin, ops.ones_like(s), s)
-        a_s, b_s = a / s, b / s
         scale = ops.where(origin, ops.zeros_like(s), gradient / (s * (a_s * a_s + b_s * b_s)))
         return scale * b_s, -scale * a_s
 
@@ -191,13 +190,21 @@ class BackwardArctan2Op(_BackwardBinary):
 @register_backward(knp.Hypot)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardHypotOp(_BackwardBinary):
-    """``hypot(x1, x2) = sqrt(x1^2 + x2^2)``: ``g x1 / h`` and ``g x2 / h``; 0 at the origin
-    (a subgradient of the cone there)."""
+    """``hypot(x1, x2) = sqrt(x1^2 + x2^2)``: ``g x1 / h`` and ``g x2 / h`` (at most ``|g|``,
+    computed with both scaled by ``max(|x1|, |x2|)``); 0 at the origin (a subgradient of the
+    cone there)."""
 
     def _partials(self, a, b, gradient):
         a, b = ops.broadcast_to(a, ops.shape(gradient)), ops.broadcast_to(b, ops.shape(gradient))
-        h = ops.hypot(a, b)
-        origin = ops.equal(h, 0.0)
-        h = ops.where(origin, ops.ones_like(h), h)
-        # a / h and b / h are at most 1: no overflow for tiny operands.
-        return gradient * (a / h), gradient * (b / h)
+        a_s, b_s, origin = _scaled(a, b)
+        h = ops.sqrt(a_s * a_s + b_s * b_s)
+        scale = ops.where(origin, ops.zeros_like(h), gradient / h)
+        return scale * a_s, scale * b_s
+
+
+def _scaled(a, b):
+    """``(a / s, b / s, s == 0)`` with ``s = max(|a|, |b|)`` (1 where both are 0)."""
+    s = ops.where(ops.greater(ops.abs(a), ops.abs(b)), ops.abs(a), ops.abs(b))
+    origin = ops.equal(s, 0.0)
+    s = ops.where(origin, ops.ones_like(s), s)
+    return a / s, b / s, origin
