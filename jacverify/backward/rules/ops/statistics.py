@@ -202,6 +202,9 @@ class BackwardAverageOp(AxesReduction):
         results = [None] * len(inputs)
         results[input_index(self._x)] = g * w / total
         if is_input(self._weights):
-            average = ops.sum(x * w, axis=self._axes, keepdims=True) / total
-            results[input_index(self._weights)] = g * (x - average) / total
+            # x_i - average = sum_j w_j (x_i - x_j) / sum(w): exactly 0 where every x_j is
+            # x_i (the subtraction of the average would leave rounding there).
+            pairwise = ops.expand_dims(x, -1) - ops.expand_dims(x, -2)
+            centred = ops.sum(pairwise * ops.expand_dims(w, -2), axis=-1) / total
+            results[input_index(self._weights)] = g * centred / total
         return self._pack(results)

@@ -183,8 +183,11 @@ class BackwardArctan2Op(_BackwardBinary):
         a_s, b_s, origin = _scaled(a, b)
         s = ops.where(ops.greater(ops.abs(a), ops.abs(b)), ops.abs(a), ops.abs(b))
         s = ops.where(origin, ops.ones_like(s), s)
-        scale = ops.where(origin, ops.zeros_like(s), gradient / (s * (a_s * a_s + b_s * b_s)))
-        return scale * b_s, -scale * a_s
+        denominator = ops.where(origin, ops.ones_like(s), s * (a_s * a_s + b_s * b_s))
+        zero = ops.zeros_like(gradient)
+        # The products first: a zero operand gives 0 even where 1 / denominator overflows.
+        return (ops.where(origin, zero, gradient * b_s / denominator),
+                ops.where(origin, zero, -gradient * a_s / denominator))
 
 
 @register_backward(knp.Hypot)
