@@ -29,7 +29,7 @@ def _plain(cls):
 _UNARY = (
     knp.Sin, knp.Cos, knp.Tan, knp.Arcsin, knp.Arccos, knp.Arctan, knp.Sinh, knp.Cosh,
     knp.Arcsinh, knp.Arccosh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
-    knp.Expm1, knp.Log1p, knp.Log2, knp.Log10, knp.Cbrt, knp.Fabs, knp.NanToNum, knp.Sign,
+    knp.Expm1, knp.Log1p, knp.Log2, knp.Log10, knp.Fabs, knp.NanToNum, knp.Sign,
     knp.Floor, knp.Ceil, knp.Trunc, knp.Angle, knp.ZerosLike, knp.OnesLike, knp.Copy,
     knp.Real, knp.Conj, knp.Conjugate, knp.Array,
 )
@@ -149,10 +149,9 @@ def average(draw):
     n = shape[-1]
     weights = np.asarray(draw(st.lists(st.sampled_from([0.5, 1.0, 2.0]), min_size=n,
                                        max_size=n)), dtype="float32")
-    if draw(st.booleans()):
-        return packed(knp.Average(axis=-1), shape, args=[X0], kwargs={"weights": weights})
-    return packed(knp.Average(axis=-1), [shape, shape], args=[X0],
-                  kwargs={"weights": X1})
+    # Weights that are tensors of the model are left to the autograd tests: the checker draws
+    # them near 0, where the average is singular (sum(w) = 0) and x * w underflows.
+    return packed(knp.Average(axis=-1), shape, args=[X0], kwargs={"weights": weights})
 
 
 @layer_strategy
@@ -233,7 +232,8 @@ def diagonal(draw):
     shape = draw(_shape(2, 3))
     rank = len(shape) + 1
     a, b = draw(st.lists(st.integers(1, rank - 1), min_size=2, max_size=2, unique=True))
-    offset = draw(st.integers(-1, 1))
+    # an offset that keeps at least one element on the diagonal
+    offset = draw(st.integers(max(-1, 1 - shape[a - 1]), min(1, shape[b - 1] - 1)))
     return packed(knp.Diagonal(offset=offset, axis1=a, axis2=b), shape)
 
 
@@ -322,7 +322,8 @@ def trace(draw):
     shape = draw(_shape(2, 3))
     rank = len(shape) + 1
     a, b = draw(st.lists(st.integers(1, rank - 1), min_size=2, max_size=2, unique=True))
-    return packed(knp.Trace(offset=draw(st.integers(-1, 1)), axis1=a, axis2=b), shape)
+    offset = draw(st.integers(max(-1, 1 - shape[a - 1]), min(1, shape[b - 1] - 1)))
+    return packed(knp.Trace(offset=offset, axis1=a, axis2=b), shape)
 
 
 STRATEGIES = {
@@ -378,6 +379,9 @@ _BATCH = "every configuration moves elements across the batch axis, which the ru
 UNSUPPORTED = {
     knp.EmptyLike: "empty_like returns uninitialized memory: no reference to compare with",
     knp.Imag: "imag of a real tensor: the torch backend refuses it",
+    knp.Cbrt: "cbrt's derivative is unbounded at 0 (a vertical tangent): one ulp from 0 the "
+              "rule's 1 / (3 cbrt(x)^2) is ~1e28 while the checker's one-sided differences are "
+              "finite; checked against autograd in tests/backward/rules/test_ops_trigonometric.py",
     knp.BroadcastTo: "the target shape names the batch size, which the checker varies",
     knp.Flipud: _BATCH,
     knp.Vstack: _BATCH,

@@ -90,6 +90,8 @@ def gather_back(gradient, source, n_inputs: int, dims: list):
     copies), the output position holding it, or a zero column; the ``c`` gathered values are
     summed. Exact in every dtype.
     """
+    if source.size == 0:  # an empty output (a diagonal past the edge): nothing flows back
+        return ops.zeros((ops.shape(gradient)[0], *dims), dtype=gradient.dtype)
     flat = ops.reshape(gradient, (-1, source.size))
     copied = np.nonzero(source >= 0)[0]
     counts = np.bincount(source[copied], minlength=n_inputs)
