@@ -60,7 +60,7 @@ NOT_DIFFERENTIABLE = {
     ), _INT_IN),
     **dict.fromkeys((
         "arange", "bartlett", "blackman", "empty", "eye", "full", "hamming", "hanning",
-        "identity", "kaiser", "ones", "tri", "zeros", "logspace", "geomspace",
+        "identity", "kaiser", "ones", "tri", "zeros",
     ), _CREATE),
     **dict.fromkeys((
         "associative_scan", "cond", "convert_to_numpy", "convert_to_tensor",

@@ -393,4 +393,7 @@ UNSUPPORTED = {
     knp.Vdot: _REFUSED,
     knp.Corrcoef: _REFUSED,
     knp.Correlate: _REFUSED,
+    knp.Linspace: _REFUSED,
+    knp.Logspace: _REFUSED,
+    knp.Geomspace: _REFUSED,
 }

@@ -93,6 +93,7 @@ def test_fmax_tie_and_nan():
     (lambda x: ops.view(x, "float16"), [(4,)], "View"),
     (lambda x, y: ops.outer(x, y), [(3,), (2,)], "Outer.*batch"),
     (lambda x, y: ops.vdot(x, y), [(3,), (3,)], "Vdot.*batch"),
+    (lambda x, y: ops.linspace(x, y, 4), [(3,), (3,)], "Linspace.*batch"),
 ])
 def test_refused_operations_name_the_reason(fn, shapes, match):
     model = functional(fn, shapes)

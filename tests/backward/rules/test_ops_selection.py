@@ -42,10 +42,15 @@ CASES = {
     "where_constant": (lambda x: ops.where(x > 0.2, x * 2.0, 0.5), [(5,)]),
     "where_float_condition": (lambda x, c: ops.where(c, x, -x), [(4,), (4,)]),
     "select": (lambda x, y: ops.select([x > 0, y > 0], [x, y], x * 3.0), [(5,), (5,)]),
+    # the functional graph of keras.ops of issue 12
+    "sin_cos_cumsum_where_pad_take_arctan_log1p_power": (lambda x: ops.arctan(ops.log1p(
+        ops.power(ops.take(ops.pad(ops.cumsum(ops.where(x > 0, ops.sin(x), ops.cos(x)), axis=1),
+                                   [[0, 0], [1, 2]]), [0, 2, 3, 5, 6], axis=1), 2.0))), [(5,)]),
 }
 # Keras types these results float32 for float64 inputs (where with a Python constant, the
 # multiplications by Python floats): the model, the reference, is float32-precise there.
-FLOAT32_FORWARD = {"where_constant", "select", "tril_triu"}
+FLOAT32_FORWARD = {"where_constant", "select", "tril_triu",
+                   "sin_cos_cumsum_where_pad_take_arctan_log1p_power"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -1,7 +1,8 @@
 """Operations no backward rule can express, refused with the reason when the backward model
 is built: ``view`` (its result is not a differentiable function of the values), and the
 operations that always mix the examples of a batch (``outer``, ``vdot``, ``corrcoef``,
-``correlate`` flatten or correlate along the batch axis)."""
+``correlate`` flatten or correlate along the batch axis; ``linspace``, ``logspace``,
+``geomspace`` of tensor endpoints put their samples before the batch axis on torch)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ REFUSED_OPS = {
     knp.Corrcoef: f"it correlates rows across the whole tensor: {_COUPLES}",
     knp.Correlate: f"it takes one-dimensional inputs, which in a model are the batch axis: "
                    f"{_COUPLES}",
+    **dict.fromkeys(
+        (knp.Linspace, knp.Logspace, knp.Geomspace),
+        f"with tensor endpoints it puts the samples' axis first (the torch backend supports "
+        f"axis=0 only), before the batch axis: {_COUPLES}",
+    ),
 }
 
 
