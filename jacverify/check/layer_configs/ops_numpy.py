@@ -134,7 +134,7 @@ def quantile(draw, cls):
     shape = draw(_shape())
     rank = len(shape) + 1
     q = draw(st.sampled_from([0.5, 0.25, 0.9, 0.0, 1.0]))
-    if cls is knp.Percentile:
+    if cls in (knp.Percentile, knp.Nanpercentile):
         q *= 100.0
     operation = cls(axis=_reduction_axes(draw, rank), keepdims=draw(st.booleans()))
     return packed(operation, shape, args=[X0, q])
@@ -345,9 +345,12 @@ STRATEGIES = {
     **{cls: (lambda cls=cls: reduction(cls)) for cls in (
         knp.Var, knp.Std, knp.Nanvar, knp.Nanstd, knp.Prod, knp.Nanprod, knp.Nansum,
         knp.Nanmean, knp.Amax, knp.Amin, knp.Nanmax, knp.Nanmin, knp.Ptp, knp.Median,
+        knp.Nanmedian,
     )},
     knp.Quantile: lambda: quantile(knp.Quantile),
     knp.Percentile: lambda: quantile(knp.Percentile),
+    knp.Nanquantile: lambda: quantile(knp.Nanquantile),
+    knp.Nanpercentile: lambda: quantile(knp.Nanpercentile),
     knp.Average: average,
     knp.Pad: pad,
     knp.Tile: tile,

@@ -122,6 +122,20 @@ def test_nan_entries_get_no_gradient():
 
 
 @pytest.mark.parametrize("method", ["linear", "lower", "higher", "midpoint", "nearest"])
+def test_nan_quantiles_over_the_non_nan_entries(method):
+    """Each row has its own number of non-NaN entries (one row: a single one)."""
+    model = functional(lambda x: ops.nanquantile(x, 0.3, axis=-1, method=method)
+                       + ops.nanmedian(x, axis=-1)
+                       + ops.nanpercentile(x, 80.0, axis=1, method=method), [(6,)])
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
+    x[0, 2] = np.nan
+    x[1, [0, 5]] = np.nan
+    x[3, :] = np.nan
+    x[3, 1] = 0.5
+    assert_model_matches_autograd(model, [x])
+
+
+@pytest.mark.parametrize("method", ["linear", "lower", "higher", "midpoint", "nearest"])
 def test_quantile_weights(method):
     """The weights reproduce numpy's quantile of every method on sorted values."""
     values = np.array([0.5, 1.0, 4.0, 7.0, 7.5])
