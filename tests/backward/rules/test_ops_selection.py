@@ -112,7 +112,7 @@ def test_wrong_twin_is_rejected():
 
     class Shifted(BackwardSelectionOp):
         def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-            return gradient[:, 1:5]
+            return gradient[:, 0:4]
 
     case = (lambda x: ops.pad(x, [[0, 0], [1, 2]]), [(4,)])
     check_case(case, "float32")
