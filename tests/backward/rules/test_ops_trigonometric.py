@@ -111,6 +111,24 @@ def test_ldexp_negative_exponent():
     np.testing.assert_allclose(got, g * 2.0 ** exponent)
 
 
+@pytest.mark.parametrize("n,increasing", [(4, False), (3, True), (1, False), (2, True)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_vander_by_hand(n, increasing, dtype):
+    """``vander`` (torch's autograd cannot differentiate Keras's in-place forward): against
+    ``sum_k g_k p_k x^(p_k - 1)`` computed with numpy, 0 and negative values included."""
+    from jacverify import clone_to_backward
+    from tests.backward.model_reference import functional
+
+    model = functional(lambda x: ops.vander(x, N=n, increasing=increasing), [()], dtype=dtype)
+    x = np.array([0.0, -1.5, 0.7, 2.0], dtype)
+    g = np.random.default_rng(0).standard_normal((4, n)).astype(dtype)
+    got = ops.convert_to_numpy(clone_to_backward(model)([x, g]))
+    powers = np.arange(n) if increasing else np.arange(n)[::-1]
+    safe = np.maximum(powers - 1, 0)
+    expected = np.sum(g * powers * x[:, None] ** safe, axis=1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == "float32" else 1e-12)
+
+
 class _CosWithoutMinus(BackwardCosOp):
     def derivative(self, x):
         return ops.sin(x)

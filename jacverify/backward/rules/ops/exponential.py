@@ -1,12 +1,13 @@
 """Rules of the exponential and logarithmic ``keras.ops``: ``exp2``, ``expm1``, ``log1p``,
-``log2``, ``log10``, ``cbrt``, ``logaddexp``, ``logaddexp2``, ``ldexp`` (``exp`` and ``log``
-are in :mod:`.activations` and :mod:`.elementwise`)."""
+``log2``, ``log10``, ``cbrt``, ``logaddexp``, ``logaddexp2``, ``ldexp``, ``vander`` (``exp``
+and ``log`` are in :mod:`.activations` and :mod:`.elementwise`)."""
 
 from __future__ import annotations
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.ops import numpy as knp
 
@@ -14,6 +15,7 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary
+from jacverify.backward.rules.ops.cumulative import inclusive_scan
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
 
 
@@ -111,3 +113,38 @@ class BackwardLdexpOp(BackwardOperation):
             i = input_index(self._operands[0])
             results[i] = reduce_to_shape(gradient * ops.exp2(exponent), dims[i])
         return self._pack(results)
+
+
+@register_backward(knp.Vander)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardVanderOp(BackwardOperation):
+    """``vander(x, N)`` of a model tensor of shape ``(batch,)`` (one value per example): row
+    ``b`` holds the powers of ``x_b``; ``g'_b = sum_k g_bk p_k x_b^(p_k - 1)``. The powers are
+    products of ``x`` (exact in every dtype; ``ops.power`` computes float64 in float32 on
+    torch). ``N=None`` (as many columns as the batch has examples) is refused."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        if layer.N is None or self._input_dims()[0]:
+            raise ValueError(
+                f"Vander '{layer.name}' needs a model tensor of one value per example and a "
+                "given N (N=None makes as many columns as the batch has examples: its "
+                "Jacobian couples the examples of a batch)."
+            )
+        n = int(layer.N)
+        exponents = np.arange(n) if layer.increasing else np.arange(n)[::-1]
+        self._exponents = exponents.astype("float64")
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        n = len(self._exponents)
+        x = ops.expand_dims(ops.cast(input, gradient.dtype), -1)
+        # x^0, x^1, ..., x^(n-2): the derivative of x^p is p x^(p-1)
+        repeated = ops.concatenate([ops.ones_like(x), ops.repeat(x, max(n - 2, 0), axis=-1)],
+                                   axis=-1)[:, : max(n - 1, 1)]
+        lower_powers = inclusive_scan(repeated, -1, product=True)
+        lower_powers = ops.concatenate([ops.zeros_like(x), lower_powers], axis=-1)[:, :n]
+        # column k holds x^p_k: its derivative is p_k x^(p_k - 1), lower_powers[p_k]
+        index = ops.convert_to_tensor(self._exponents.astype("int32"))
+        derivative = ops.take(lower_powers, index, axis=-1) * ops.convert_to_tensor(
+            self._exponents, dtype=gradient.dtype)
+        return ops.sum(gradient * derivative, axis=-1)
