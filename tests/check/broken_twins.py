@@ -50,7 +50,10 @@ from jacverify.backward.rules.normalization.layer_normalization import (  # noqa
     BackwardLayerNormalization,
 )
 from jacverify.backward.rules.ops.arithmetic import BackwardSubtractOp  # noqa: E402
+from jacverify.backward.rules.ops.cumulative import BackwardCumsumOp  # noqa: E402
 from jacverify.backward.rules.ops.reduction import BackwardMeanOp  # noqa: E402
+from jacverify.backward.rules.ops.sorting import BackwardSortOp  # noqa: E402
+from jacverify.backward.rules.ops.trigonometric import BackwardSinOp  # noqa: E402
 from jacverify.backward.rules.pooling.global_max_pooling import (  # noqa: E402
     BackwardGlobalMaxPooling1D,
 )
@@ -266,6 +269,27 @@ class MeanOpForgetsCount(BackwardMeanOp):
         return 1.0
 
 
+class CumsumOpForward(BackwardCumsumOp):
+    """``cumsum``'s gradient accumulated forward instead of backward."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return ops.cumsum(gradient, axis=self._axis)
+
+
+class SinOpWithSin(BackwardSinOp):
+    """``sin``'s derivative taken as ``sin``."""
+
+    def derivative(self, x):
+        return ops.sin(x)
+
+
+class SortOpWithoutUnsort(BackwardSortOp):
+    """``sort``'s gradient left in sorted order."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient
+
+
 # ---------------------------------------------------------------------------- applications
 class LayerScaleWithoutGamma(BackwardLayerScale):
     """Returns ``g``: forgets ``gamma``."""
@@ -345,6 +369,11 @@ TWINS = [
          lambda: packed(knp.Subtract(), [(4,), (4,)])),
     Twin("mean op forgets count", "ops", MeanOpForgetsCount,
          lambda: packed(knp.Mean(axis=1), (4, 2))),
+    Twin("cumsum op accumulates forward", "ops_numpy", CumsumOpForward,
+         lambda: packed(knp.Cumsum(axis=1), (4,))),
+    Twin("sin op with sin", "ops_numpy", SinOpWithSin, lambda: packed(knp.Sin(), (3,))),
+    Twin("sort op without unsort", "ops_numpy", SortOpWithoutUnsort,
+         lambda: packed(knp.Sort(axis=1), (4,))),
     Twin("layer scale without gamma", "applications", LayerScaleWithoutGamma,
          _built(lambda: LayerScale(0.5, 3), (2, 3))),
     Twin("custom scale layer scales both", "applications", CustomScaleLayerScalesBoth,

@@ -25,7 +25,7 @@ from jacverify.check.layer_configs import (
     normalization,
     ops,
     ops_multi_output,
-    ops_pad,
+    ops_numpy,
     pooling,
     preprocessing,
     recurrent,
@@ -45,6 +45,7 @@ FAMILIES = {
     "merging": merging,
     "normalization": normalization,
     "ops": ops,
+    "ops_numpy": ops_numpy,
     "pooling": pooling,
     "preprocessing": preprocessing,
     "recurrent": recurrent,
@@ -53,7 +54,7 @@ FAMILIES = {
 }
 
 #: Further modules of a family (family name, module).
-_MORE_MODULES = [("ops", ops_multi_output), ("ops", ops_pad)]
+_MORE_MODULES = [("ops", ops_multi_output)]
 
 _FACTORIES: dict[type, Callable[[], st.SearchStrategy]] = {}
 _UNSUPPORTED: dict[type, str] = {}
