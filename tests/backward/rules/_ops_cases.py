@@ -12,7 +12,8 @@ from tests.backward.model_reference import assert_model_matches_autograd, functi
 
 
 def model_of(case, dtype: str):
-    """The functional model of ``case = (fn, shapes[, input_dtypes])`` in ``dtype``."""
+    """The functional model of ``case = (fn, shapes[, input_dtypes[, make_inputs]])`` in
+    ``dtype`` (``make_inputs(rng, shapes_with_batch)``: the inputs to check at)."""
     fn, shapes, *rest = case
     input_dtypes = rest[0] if rest else None
     if input_dtypes is not None:
@@ -38,13 +39,18 @@ def check_case(case, dtype: str, save_to=None, keras_float32_inside: bool = Fals
     ``keras_float32_inside``: Keras' own float64 forward rounds through float32 there, so
     autograd of it, the reference, is only float32-precise)."""
     model = model_of(case, dtype)
+    xs = None
+    if len(case) > 3 and case[3] is not None:
+        rng = np.random.default_rng(0)
+        xs = [np.asarray(x).astype(t.dtype) for x, t in zip(
+            case[3](rng, [(3, *t.shape[1:]) for t in model.inputs]), model.inputs, strict=True)]
     if dtype == "float64":
         tight = {"rtol": 1e-5, "atol": 1e-6} if keras_float32_inside else {
             "rtol": 1e-9, "atol": 1e-11}
         tolerances = {**tight, **tolerances}
-    backward = assert_model_matches_autograd(model, save_to=save_to, **tolerances)
+    backward = assert_model_matches_autograd(model, xs, save_to=save_to, **tolerances)
     if dtype == "float64":
-        xs = inputs_of(model)
+        xs = inputs_of(model) if xs is None else xs
         outs = model(xs if len(xs) > 1 else xs[0])
         g = np.ones(tuple(outs.shape), dtype="float64")
         results = backward(xs + [g])

@@ -1,10 +1,8 @@
 """Rules of the ``keras.ops`` core functions that carry gradients: ``stop_gradient`` (a
 constant: zero gradient), ``convert_to_tensor`` (the identity, cast back), ``saturate_cast``
 between floating dtypes (the clip to the target's range, then the cast), ``slice`` and
-``slice_update`` (with the whole batch axis kept: start 0 along axis 0).
-
-``scatter`` and ``scatter_update`` address elements by full index tuples, batch coordinate
-included: their Jacobian couples the examples of a batch, and the rule refuses them.
+``slice_update`` (with the whole batch axis kept: start 0 along axis 0). ``scatter`` and
+``scatter_update`` are refused (:mod:`.refused`).
 """
 
 from __future__ import annotations
@@ -134,30 +132,9 @@ class BackwardSliceUpdateOp(_BackwardLinearOp):
             keep = np.ones([1, *dims[x_arg["__input__"]]], dtype=bool)
             keep[window] = False
             accumulate(inputs, x_arg["__input__"],
-                       gradient * ops.convert_to_tensor(keep.astype(gradient.dtype)))
+                       gradient * ops.cast(ops.convert_to_tensor(keep), gradient.dtype))
         if is_input(u_arg):
             accumulate(inputs, u_arg["__input__"], gradient[window])
         results = [ops.zeros((int(gradient.shape[0]), *d), dtype=gradient.dtype)
                    if r is None else r for r, d in zip(inputs, dims, strict=True)]
         return self._pack(results)
-
-
-class _BackwardRefusedOp(BackwardOperation):
-    """A rule that explains why the operation has none (raised when the model is built)."""
-
-    reason = ""
-
-    def __init__(self, layer, **kwargs):
-        raise ValueError(
-            f"'{layer.name}' ({type(layer).__name__}): {self.reason} Compute it outside the "
-            "differentiated part of the model, or wrap it in a layer with its own rule."
-        )
-
-
-@register_backward(kcore.Scatter, kcore.ScatterUpdate)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardScatterOp(_BackwardRefusedOp):
-    """Refuses ``scatter`` / ``scatter_update``: see the module docstring."""
-
-    reason = ("its indices address the batch axis too (full index tuples), so its Jacobian "
-              "couples the examples of a batch, which a backward rule cannot express.")
