@@ -74,12 +74,18 @@ CASES = {
                                  [(3, 4)]),
     "layer_normalization_rms_scaling": (lambda x: ops.layer_normalization(
         x, c(GAMMA, x), axis=-1, rms_scaling=True), [(2, 5)]),
+    "layer_normalization_middle_axis_torch_kernel": (lambda x: ops.layer_normalization(
+        x, axis=1), [(3, 3)]),
+    "rms_normalization_middle_axis_torch_kernel": (lambda x: ops.rms_normalization(x, axis=1),
+                                                   [(2, 2)]),
     "rms_normalization": (lambda x: ops.rms_normalization(x, c(GAMMA, x), epsilon=1e-6), [(3, 5)]),
     "normalize_l2": (lambda x: ops.normalize(x, axis=-1), [(3, 4)]),
     "normalize_l1": (lambda x: ops.normalize(x, axis=1, order=1), [(4, 3)]),
     "normalize_l3": (lambda x: ops.normalize(x, axis=-1, order=3), [(4,)]),
     "depth_to_space": (lambda x: ops.depth_to_space(x, 2), [(2, 3, 8)]),
     "space_to_depth": (lambda x: ops.space_to_depth(x, 2), [(4, 6, 3)]),
+    "depth_to_space_block_1": (lambda x: ops.depth_to_space(x, 1), [(2, 3, 2)]),
+    "space_to_depth_block_1": (lambda x: ops.space_to_depth(x, 1), [(2, 3, 2)]),
     "depth_to_space_channels_first": (lambda x: ops.depth_to_space(
         x, 2, data_format="channels_first"), [(8, 2, 3)]),
     "unfold": (lambda x: ops.unfold(x, 2, stride=1, padding=1, dilation=1), [(2, 4, 5)]),

@@ -38,24 +38,55 @@ def _expand(gradient, n: int):
     return gradient
 
 
+def _exclusive_products(s):
+    """``prod_{j != i} s_j`` for each ``i`` along the last axis (no division: exact at 0;
+    running products, as ``keras.ops.cumprod`` computes float64 in float32 on torch)."""
+    n = int(s.shape[-1])
+    left, right = [ops.ones_like(s[..., 0])], [ops.ones_like(s[..., 0])]
+    for i in range(1, n):
+        left.append(left[-1] * s[..., i - 1])
+        right.append(right[-1] * s[..., n - i])
+    return ops.stack(left, axis=-1) * ops.stack(right[::-1], axis=-1)
+
+
+def adjugate_transpose(a):
+    """``adj(A)^T = det(A) A^{-T}``, from the SVD ``A = U S V^T`` as
+    ``det(U) det(V) U diag(prod_{j != i} s_j) V^T``: defined for singular matrices too.
+    Computed in float64 (a float32 SVD loses ``cond(A)`` ulps), returned in ``a``'s dtype."""
+    dtype = a.dtype
+    a = ops.cast(a, "float64")
+    u, s, vt = ops.svd(a, full_matrices=False)
+    sign = ops.det(u) * ops.det(vt)
+    scaled = u * ops.expand_dims(_exclusive_products(s), -2)
+    return ops.cast(_expand(sign, 2) * mm(scaled, vt), dtype)
+
+
+def inverse_transpose(a):
+    """``A^{-T} = U diag(1 / s) V^T`` from the SVD (in float64): infinite (not an exception)
+    where ``A`` is singular and the derivative does not exist."""
+    u, s, vt = ops.svd(ops.cast(a, "float64"), full_matrices=False)
+    return ops.cast(mm(u / ops.expand_dims(s, -2), vt), a.dtype)
+
+
 @register_backward(klinalg.Det)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDetOp(BackwardOperation):
-    """``det(A)``: ``g det(A) A^{-T}`` (invertible ``A``)."""
+    """``det(A)``: ``g adj(A)^T`` (``= g det(A) A^{-T}`` for invertible ``A``; the adjugate
+    is also the derivative at singular matrices)."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         a = ops.cast(input, gradient.dtype)
-        return _expand(gradient * ops.det(a), 2) * mT(ops.inv(a))
+        return _expand(gradient, 2) * adjugate_transpose(a)
 
 
 @register_backward(kmath.Logdet)
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogdetOp(BackwardOperation):
-    """``log(det(A))`` (``det(A) > 0``): ``g A^{-T}``."""
+    """``log(det(A))`` (``det(A) > 0``): ``g A^{-T}`` (infinite at singular matrices)."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         a = ops.cast(input, gradient.dtype)
-        return _expand(gradient, 2) * mT(ops.inv(a))
+        return _expand(gradient, 2) * inverse_transpose(a)
 
 
 @register_backward(klinalg.Inv)
@@ -64,7 +95,7 @@ class BackwardInvOp(BackwardOperation):
     """``X = A^{-1}``: ``-X^T G X^T``."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        inverse_t = mT(ops.inv(ops.cast(input, gradient.dtype)))
+        inverse_t = inverse_transpose(ops.cast(input, gradient.dtype))
         return -mm(inverse_t, mm(gradient, inverse_t))
 
 

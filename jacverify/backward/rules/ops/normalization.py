@@ -30,12 +30,38 @@ def _epsilon(value) -> float:
     return keras.backend.epsilon() if value is None else float(value)
 
 
+def torch_kernel_axes(axes: list, rank: int) -> list:
+    """The axes Keras' torch backend really normalizes: for contiguous axes it calls
+    ``F.layer_norm``/``F.rms_norm``, which normalize the *trailing* ``len(axes)`` axes (the
+    same axes when they end at the last one; Keras 3.15 passes others through unchanged)."""
+    contiguous = all(b - a == 1 for a, b in zip(axes, axes[1:], strict=False))
+    if keras.backend.backend() == "torch" and contiguous:
+        return list(range(rank - len(axes), rank))
+    return axes
+
+
 class _BackwardNormalizationOp(BackwardOperation):
+    #: Whether the forward runs torch's fused kernel for contiguous axes (see
+    #: :func:`torch_kernel_axes`).
+    fused_on_torch = True
+
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         rank = len(self._input_dims()[0]) + 1
         what = f"{type(layer).__name__} '{layer.name}'"
         self._axes = per_example_axes(layer.axis, rank, what)
+        if self.fused_on_torch and not getattr(layer, "rms_scaling", False):
+            self._axes = torch_kernel_axes(self._axes, rank)
+
+    def vjp(self, gradient, x):
+        """``g^T J(x)`` with ``g`` and ``x`` in float64."""
+        raise NotImplementedError
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        # In float64: the products cancel (``g - mean(g) - x_hat mean(g x_hat)`` is 0 for two
+        # values) and float32 would leave its rounding where the derivative is 0.
+        result = self.vjp(ops.cast(gradient, "float64"), ops.cast(input, "float64"))
+        return ops.cast(result, gradient.dtype)
 
     def _weight(self, position, name, gradient, input):  # noqa: A002
         value = constant_operand(self, position, name, gradient.dtype, required=False)
@@ -75,8 +101,7 @@ class BackwardLayerNormOp(_BackwardNormalizationOp):
     standardization's VJP of ``g * gamma`` (``x / sqrt(var + epsilon)``'s with
     ``rms_scaling``)."""
 
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        x = ops.cast(input, gradient.dtype)
+    def vjp(self, gradient, x):
         gamma = self._weight(1, "gamma", gradient, x)
         if gamma is not None:
             gradient = gradient * gamma
@@ -92,8 +117,7 @@ class BackwardRMSNormOp(_BackwardNormalizationOp):
     """``ops.rms_normalization(x, scale, axis, epsilon)``: ``x / sqrt(mean(x^2) + epsilon)``'s
     VJP of ``g * scale``."""
 
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        x = ops.cast(input, gradient.dtype)
+    def vjp(self, gradient, x):
         scale = self._weight(1, "scale", gradient, x)
         if scale is not None:
             gradient = gradient * scale
@@ -109,6 +133,8 @@ class BackwardNormalizeOp(_BackwardNormalizationOp):
     ``w = d n / d x = sign(x) |x|^(p-1) / n^(p-1)`` (half weight at the tie ``n == epsilon``,
     torch's convention for ``maximum``; at ``x = 0`` the derivative of ``n`` is 0)."""
 
+    fused_on_torch = False
+
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         if int(layer.order) != 2 and len(self._axes) != 1:
@@ -118,8 +144,7 @@ class BackwardNormalizeOp(_BackwardNormalizationOp):
                 "vector norms (one axis) for orders other than 2."
             )
 
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        x = ops.cast(input, gradient.dtype)
+    def vjp(self, gradient, x):
         epsilon = _epsilon(self.layer.epsilon)
         order = int(self.layer.order)
         if order == 2:

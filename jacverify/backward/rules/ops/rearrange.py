@@ -30,6 +30,8 @@ class BackwardDepthToSpaceOp(_BackwardLinearOp):
     """``ops.depth_to_space``: ``space_to_depth`` of the gradient."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        if int(self.layer.block_size) == 1:  # the identity
+            return gradient
         return ops.space_to_depth(gradient, self.layer.block_size,
                                   data_format=data_format_of(self.layer))
 
@@ -40,6 +42,8 @@ class BackwardSpaceToDepthOp(_BackwardLinearOp):
     """``ops.space_to_depth``: ``depth_to_space`` of the gradient."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        if int(self.layer.block_size) == 1:  # the identity
+            return gradient
         return ops.depth_to_space(gradient, self.layer.block_size,
                                   data_format=data_format_of(self.layer))
 
