@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 from keras.src.ops import core as kcore
+from keras.src.ops import image as kimage
 from keras.src.ops import linalg as klinalg
 from keras.src.ops import math as kmath
 from keras.src.ops import nn as knn
@@ -262,7 +263,57 @@ def identity_like(draw, cls):
     return packed(cls(), _shape(draw))
 
 
+# ------------------------------------------------------------------------------- images
+@layer_strategy
+def resize(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=16, high=5))
+    size = tuple(draw(st.integers(1, 5)) for _ in range(2))
+    interpolation = draw(st.sampled_from(["bilinear", "nearest", "bicubic"]))
+    aspect = draw(st.sampled_from([None, "crop_to_aspect_ratio", "pad_to_aspect_ratio"]))
+    options = {aspect: True} if aspect else {}
+    operation = kimage.Resize(size, interpolation=interpolation,
+                              antialias=interpolation != "nearest" and draw(st.booleans()),
+                              data_format=data_format, **options)
+    return packed(operation, image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+@layer_strategy
+def crop_images(draw):
+    data_format = draw(data_formats)
+    height, width = draw(sizes(2, low=[2, 2], budget=16, high=5))
+    top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+    target = (draw(st.integers(1, height - top)), draw(st.integers(1, width - left)))
+    operation = kimage.CropImages(top, left, None, None, *target, data_format=data_format)
+    return packed(operation, image_shape((height, width), draw(st.integers(1, 2)),
+                                         data_format))
+
+
+@layer_strategy
+def pad_images(draw):
+    data_format = draw(data_formats)
+    height, width = draw(sizes(2, budget=9, high=3))
+    top, left = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    target = (height + top + draw(st.integers(0, 2)), width + left + draw(st.integers(0, 2)))
+    operation = kimage.PadImages(top, left, None, None, *target, data_format=data_format)
+    return packed(operation, image_shape((height, width), draw(st.integers(1, 2)),
+                                         data_format))
+
+
+@layer_strategy
+def rgb_to_grayscale(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=9, high=3))
+    channels = draw(st.sampled_from([1, 3]))
+    return packed(kimage.RGBToGrayscale(data_format=data_format),
+                  image_shape(spatial, channels, data_format))
+
+
 STRATEGIES = {
+    kimage.Resize: resize,
+    kimage.CropImages: crop_images,
+    kimage.PadImages: pad_images,
+    kimage.RGBToGrayscale: rgb_to_grayscale,
     knn.Conv: lambda: conv("conv"),
     knn.DepthwiseConv: lambda: conv("depthwise"),
     knn.SeparableConv: lambda: conv("separable"),

@@ -14,6 +14,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     distances,
     elementwise,
     get_item,
+    image,
     linalg,
     matrix,
     normalization,
