@@ -309,7 +309,31 @@ def rgb_to_grayscale(draw):
                   image_shape(spatial, channels, data_format))
 
 
+@layer_strategy
+def gaussian_blur(draw):
+    data_format = draw(data_formats)
+    k = draw(st.sampled_from([1, 3]))
+    spatial = draw(sizes(2, low=[k, k], budget=16, high=4))
+    sigma = (draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from([0.5, 1.0])))
+    return packed(kimage.GaussianBlur((k, k), sigma, data_format=data_format),
+                  image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+@layer_strategy
+def extract_patches(draw):
+    data_format = draw(data_formats)
+    size = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    strides = draw(st.sampled_from([None, 1, 2]))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    spatial = draw(sizes(2, low=list(size), budget=16, high=4))
+    operation = kimage.ExtractPatches(size, strides=strides, padding=padding,
+                                      data_format=data_format)
+    return packed(operation, image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
 STRATEGIES = {
+    kimage.GaussianBlur: gaussian_blur,
+    kimage.ExtractPatches: extract_patches,
     kimage.Resize: resize,
     kimage.CropImages: crop_images,
     kimage.PadImages: pad_images,
@@ -368,6 +392,6 @@ UNSUPPORTED = {
     "inside a model",
     **{cls: "its rule refuses it (the Jacobian couples the examples of a batch)" for cls in (
         kcore.Scatter, kcore.ScatterUpdate, kmath.SegmentSum, kmath.SegmentMax,
-        kmath.SegmentMin, kmath.SegmentProd,
+        kmath.SegmentMin, kmath.SegmentProd, knn.PSNR,
     )},
 }

@@ -119,6 +119,7 @@ def test_cholesky_inverse_rule(upper, dtype):
     lambda x: ops.segment_sum(x, np.zeros(3, "int32")),
     lambda x: ops.logsumexp(x),
     lambda x: ops.norm(x),
+    lambda x: ops.psnr(x, x * 0.5, 1.0),
 ])
 def test_functions_coupling_the_batch_are_refused(fn):
     model = functional(fn, [(4,)])

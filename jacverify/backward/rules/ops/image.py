@@ -1,7 +1,8 @@
 """Rules of the ``keras.ops.image`` functions: ``resize`` (the interpolation matrices of
 :mod:`jacverify.backward.rules.preprocessing._resize`), ``crop_images`` and ``pad_images``
 (each one's gradient is the other's window), ``rgb_to_grayscale`` (a fixed weighted sum of
-the channels).
+the channels), ``gaussian_blur`` and ``extract_patches`` (2-D; convolutions with fixed
+kernels).
 
 All are linear. The offsets of a crop or a padding are read from Keras' own function run on
 an image of position numbers (so every combination of its arguments is placed as Keras
@@ -16,6 +17,8 @@ from keras import ops
 from keras.src.ops import image as kimage
 
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules.convolutional import _transpose
+from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.backward.rules.preprocessing._resize import resize_vjp
 
@@ -121,3 +124,75 @@ class BackwardRGBToGrayscaleOp(_BackwardImageOp):
         weights = ops.reshape(ops.convert_to_tensor(np.asarray(GRAYSCALE_WEIGHTS),
                                                     dtype=gradient.dtype), shape)
         return gradient * weights
+
+
+def gaussian_kernel(kernel_size, sigma) -> np.ndarray:
+    """The 2-D kernel of ``gaussian_blur`` as Keras' torch backend builds it (the outer product
+    of the normalized 1-D kernels, laid out as ``(kernel_size[0], kernel_size[1])``)."""
+
+    def one_d(size, s):
+        x = np.arange(size, dtype="float64") - (size - 1) / 2
+        k = np.exp(-0.5 * (x / s) ** 2)
+        return k / k.sum()
+
+    size = [int(k) for k in kernel_size]
+    outer = np.outer(one_d(size[1], float(sigma[1])), one_d(size[0], float(sigma[0])))
+    return outer.reshape(size[0], size[1])
+
+
+@register_backward(kimage.GaussianBlur)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardGaussianBlurOp(_BackwardImageOp):
+    """``ops.image.gaussian_blur``: a depthwise correlation with a fixed kernel after
+    ``kernel_size[0] // 2`` zeros on each side of both spatial axes; its adjoint is the full
+    transposed correlation, cropped to the image."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        op = self.layer
+        kernel_size = tuple(op.kernel_size) if isinstance(op.kernel_size, (list, tuple)) \
+            else (op.kernel_size,) * 2
+        sigma = tuple(op.sigma) if isinstance(op.sigma, (list, tuple)) else (op.sigma,) * 2
+        dims = self._runtime_dims(input)[0]
+        height, width = self._spatial(dims)
+        channels = dims[-1] if self._format == "channels_last" else dims[0]
+        pad = int(kernel_size[0]) // 2
+        kernel = np.broadcast_to(gaussian_kernel(kernel_size, sigma)[:, :, None, None],
+                                 (*gaussian_kernel(kernel_size, sigma).shape, channels, 1))
+        full = depthwise_input_gradient(
+            gradient, ops.convert_to_tensor(np.ascontiguousarray(kernel), dtype=gradient.dtype),
+            in_sizes=[height + 2 * pad, width + 2 * pad], padding="valid", strides=(1, 1),
+            dilations=(1, 1), data_format=self._format,
+        )
+        index = [slice(None)] * 4
+        first, second = self._spatial_axes()
+        index[first] = slice(pad, pad + height)
+        index[second] = slice(pad, pad + width)
+        return full[tuple(index)]
+
+
+@register_backward(kimage.ExtractPatches)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardExtractPatchesOp(_BackwardImageOp):
+    """``ops.image.extract_patches`` (2-D): Keras computes it as a convolution with an identity
+    kernel; the adjoint is that convolution's (each patch's gradient added back in place)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        op = self.layer
+        size = (op.size, op.size) if isinstance(op.size, int) else tuple(op.size)
+        if len(size) != 2:
+            raise NotImplementedError(
+                f"{type(self).__name__}: 3-D patches ('{op.name}') have no rule yet."
+            )
+        dims = self._runtime_dims(input)[0]
+        channels = dims[-1] if self._format == "channels_last" else dims[0]
+        out_dim = size[0] * size[1] * channels
+        kernel = np.eye(out_dim).reshape(size[0], size[1], channels, out_dim)
+        strides = op.strides or size
+        strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
+        dilation = op.dilation_rate
+        dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+        return _transpose.conv_input_gradient(
+            gradient, ops.convert_to_tensor(kernel, dtype=gradient.dtype),
+            in_sizes=list(self._spatial(dims)), padding=op.padding, strides=strides,
+            dilations=dilation, data_format=self._format,
+        )
