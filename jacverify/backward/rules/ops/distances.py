@@ -25,10 +25,12 @@ class BackwardCDistOp(BackwardOperation):
     ``dx_p = sum_r w (x_p - y_r)``, ``dy_r = sum_p w (y_r - x_p)``."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        # In float64: ``x_p - y_r`` cancels for nearby points.
         dtype = gradient.dtype
+        gradient = ops.cast(gradient, "float64")
         inputs = self._inputs(input)
-        x, ix = optional_operand(self, 0, "x", inputs, dtype)
-        y, iy = optional_operand(self, 1, "y", inputs, dtype)
+        x, ix = optional_operand(self, 0, "x", inputs, "float64")
+        y, iy = optional_operand(self, 1, "y", inputs, "float64")
         diff = ops.expand_dims(x, -2) - ops.expand_dims(y, -3)
         distance = ops.sqrt(ops.sum(diff * diff, axis=-1))
         positive = ops.greater(distance, 0)
@@ -40,9 +42,9 @@ class BackwardCDistOp(BackwardOperation):
         results = [None] * len(inputs)
         dims = self._runtime_dims(input)
         if ix is not None:
-            accumulate(results, ix, reduce_to_shape(d_x, dims[ix]))
+            accumulate(results, ix, ops.cast(reduce_to_shape(d_x, dims[ix]), dtype))
         if iy is not None:
-            accumulate(results, iy, reduce_to_shape(d_y, dims[iy]))
+            accumulate(results, iy, ops.cast(reduce_to_shape(d_y, dims[iy]), dtype))
         return self._pack(results)
 
 

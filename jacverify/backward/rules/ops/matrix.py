@@ -62,10 +62,15 @@ def adjugate_transpose(a):
 
 
 def inverse_transpose(a):
-    """``A^{-T} = U diag(1 / s) V^T`` from the SVD (in float64): infinite (not an exception)
-    where ``A`` is singular and the derivative does not exist."""
-    u, s, vt = ops.svd(ops.cast(a, "float64"), full_matrices=False)
-    return ops.cast(mm(u / ops.expand_dims(s, -2), vt), a.dtype)
+    """``A^{-T}`` in float64 (returned in ``a``'s dtype): by LU, as torch; where a matrix is
+    exactly singular (the derivative does not exist), ``U diag(1 / s) V^T`` from the SVD,
+    infinite instead of an exception."""
+    a64 = ops.cast(a, "float64")
+    try:
+        return ops.cast(mT(ops.inv(a64)), a.dtype)
+    except Exception:  # noqa: BLE001 - the backend's error for singular matrices
+        u, s, vt = ops.svd(a64, full_matrices=False)
+        return ops.cast(mm(u / ops.expand_dims(s, -2), vt), a.dtype)
 
 
 @register_backward(klinalg.Det)
