@@ -17,6 +17,8 @@ import keras
 from keras import ops
 from keras.src.applications.convnext import LayerScale
 from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from keras.src.ops import linalg as klinalg
+from keras.src.ops import math as kmath
 from keras.src.ops import numpy as knp
 
 from jacverify import registered_rules
@@ -49,7 +51,9 @@ from jacverify.backward.rules.normalization.layer_normalization import (  # noqa
     BackwardLayerNormalization,
 )
 from jacverify.backward.rules.ops.arithmetic import BackwardSubtractOp  # noqa: E402
+from jacverify.backward.rules.ops.distances import BackwardNormOp  # noqa: E402
 from jacverify.backward.rules.ops.reduction import BackwardMeanOp  # noqa: E402
+from jacverify.backward.rules.ops.special import BackwardLogsumexpOp  # noqa: E402
 from jacverify.backward.rules.pooling.global_max_pooling import (  # noqa: E402
     BackwardGlobalMaxPooling1D,
 )
@@ -265,6 +269,22 @@ class MeanOpForgetsCount(BackwardMeanOp):
         return 1.0
 
 
+class LogsumexpOpUnnormalized(BackwardLogsumexpOp):
+    """``g * exp(x)``: forgets to divide by the sum (a softmax without its normalization)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return ops.expand_dims(gradient, -1) * ops.exp(input)
+
+
+class InfinityNormOpNotShared(BackwardNormOp):
+    """``sign(x)`` on every tied maximum of ``|x|``: not shared, outside the subdifferential."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        peak = ops.max(ops.abs(input), axis=-1, keepdims=True)
+        hits = ops.cast(ops.equal(ops.abs(input), peak), gradient.dtype)
+        return ops.expand_dims(gradient, -1) * ops.sign(input) * hits
+
+
 # ---------------------------------------------------------------------------- applications
 class LayerScaleWithoutGamma(BackwardLayerScale):
     """Returns ``g``: forgets ``gamma``."""
@@ -344,6 +364,10 @@ TWINS = [
          lambda: packed(knp.Subtract(), [(4,), (4,)])),
     Twin("mean op forgets count", "ops", MeanOpForgetsCount,
          lambda: packed(knp.Mean(axis=1), (4, 2))),
+    Twin("logsumexp op unnormalized", "ops_nn", LogsumexpOpUnnormalized,
+         lambda: packed(kmath.Logsumexp(axis=-1), (4,))),
+    Twin("infinity norm op not shared at ties", "ops_nn", InfinityNormOpNotShared,
+         lambda: packed(klinalg.Norm(ord=float("inf"), axis=-1), (3,))),
     Twin("layer scale without gamma", "applications", LayerScaleWithoutGamma,
          _built(lambda: LayerScale(0.5, 3), (2, 3))),
     Twin("custom scale layer scales both", "applications", CustomScaleLayerScalesBoth,
