@@ -270,7 +270,9 @@ def resize(draw):
     spatial = draw(sizes(2, budget=16, high=5))
     size = tuple(draw(st.integers(1, 5)) for _ in range(2))
     interpolation = draw(st.sampled_from(["bilinear", "nearest", "bicubic"]))
-    aspect = draw(st.sampled_from([None, "crop_to_aspect_ratio", "pad_to_aspect_ratio"]))
+    # Not pad_to_aspect_ratio: Keras 3.15 computes a different function for numpy inputs
+    # (which finite differences use) than for tensors; the rule is tested on tensors.
+    aspect = draw(st.sampled_from([None, "crop_to_aspect_ratio"]))
     options = {aspect: True} if aspect else {}
     operation = kimage.Resize(size, interpolation=interpolation,
                               antialias=interpolation != "nearest" and draw(st.booleans()),
@@ -331,7 +333,16 @@ def extract_patches(draw):
     return packed(operation, image_shape(spatial, draw(st.integers(1, 2)), data_format))
 
 
+@layer_strategy
+def sobel_edges(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=12, high=4))
+    return packed(kimage.SobelEdges(data_format=data_format),
+                  image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
 STRATEGIES = {
+    kimage.SobelEdges: sobel_edges,
     kimage.GaussianBlur: gaussian_blur,
     kimage.ExtractPatches: extract_patches,
     kimage.Resize: resize,

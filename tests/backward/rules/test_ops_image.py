@@ -38,6 +38,9 @@ CASES = {
     "extract_patches": (lambda x: ops.image.extract_patches(x, 2), [(4, 6, 2)]),
     "extract_patches_strided_same": (lambda x: ops.image.extract_patches(
         x, (2, 3), strides=(1, 2), padding="same"), [(4, 5, 1)]),
+    "sobel_edges": (lambda x: ops.image.sobel_edges(x), [(4, 5, 2)]),
+    "sobel_edges_channels_first": (lambda x: ops.image.sobel_edges(
+        x, data_format="channels_first"), [(2, 4, 3)]),
     "grayscale_of_one_channel": (lambda x: ops.image.rgb_to_grayscale(x), [(3, 4, 1)]),
 }
 

@@ -1,8 +1,8 @@
 """Rules of the ``keras.ops.image`` functions: ``resize`` (the interpolation matrices of
 :mod:`jacverify.backward.rules.preprocessing._resize`), ``crop_images`` and ``pad_images``
 (each one's gradient is the other's window), ``rgb_to_grayscale`` (a fixed weighted sum of
-the channels), ``gaussian_blur`` and ``extract_patches`` (2-D; convolutions with fixed
-kernels).
+the channels), ``gaussian_blur``, ``extract_patches`` (2-D) and ``sobel_edges``
+(convolutions with fixed kernels).
 
 All are linear. The offsets of a crop or a padding are read from Keras' own function run on
 an image of position numbers (so every combination of its arguments is placed as Keras
@@ -196,3 +196,29 @@ class BackwardExtractPatchesOp(_BackwardImageOp):
             in_sizes=list(self._spatial(dims)), padding=op.padding, strides=strides,
             dilations=dilation, data_format=self._format,
         )
+
+
+_SOBEL_Y = np.array([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])
+_SOBEL_X = _SOBEL_Y.T
+
+
+@register_backward(kimage.SobelEdges)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardSobelEdgesOp(_BackwardImageOp):
+    """``ops.image.sobel_edges``: two depthwise 3x3 correlations (``[..., 0]`` vertical,
+    ``[..., 1]`` horizontal, one zero on each side); the sum of their adjoints."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        dims = self._runtime_dims(input)[0]
+        channels = dims[-1] if self._format == "channels_last" else dims[0]
+        result = None
+        for which, sobel in enumerate((_SOBEL_Y, _SOBEL_X)):
+            kernel = np.ascontiguousarray(
+                np.broadcast_to(sobel[:, :, None, None], (3, 3, channels, 1)))
+            part = depthwise_input_gradient(
+                gradient[..., which], ops.convert_to_tensor(kernel, dtype=gradient.dtype),
+                in_sizes=list(self._spatial(dims)), padding="same", strides=(1, 1),
+                dilations=(1, 1), data_format=self._format,
+            )
+            result = part if result is None else result + part
+        return result
