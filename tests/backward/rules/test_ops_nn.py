@@ -84,8 +84,6 @@ CASES = {
     "normalize_l3": (lambda x: ops.normalize(x, axis=-1, order=3), [(4,)]),
     "depth_to_space": (lambda x: ops.depth_to_space(x, 2), [(2, 3, 8)]),
     "space_to_depth": (lambda x: ops.space_to_depth(x, 2), [(4, 6, 3)]),
-    "depth_to_space_block_1": (lambda x: ops.depth_to_space(x, 1), [(2, 3, 2)]),
-    "space_to_depth_block_1": (lambda x: ops.space_to_depth(x, 1), [(2, 3, 2)]),
     "depth_to_space_channels_first": (lambda x: ops.depth_to_space(
         x, 2, data_format="channels_first"), [(8, 2, 3)]),
     "unfold": (lambda x: ops.unfold(x, 2, stride=1, padding=1, dilation=1), [(2, 4, 5)]),
@@ -209,3 +207,19 @@ def test_conv_transpose_rule_matches_autograd(arguments, dtype):
     got = ops.convert_to_numpy(rule(g))
     tolerance = 1e-11 if dtype == "float64" else 1e-5
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("name", ["DepthToSpace", "SpaceToDepth"])
+def test_block_size_one_is_the_identity(name):
+    """The operation classes accept ``block_size=1`` (the identity; the functions refuse it):
+    the rule passes the gradient through."""
+    from keras.src.ops import nn as knn
+
+    from jacverify import get_backward_rule
+
+    operation = getattr(knn, name)(1)
+    x = RNG.standard_normal((2, 3, 2, 4)).astype("float32")
+    np.testing.assert_array_equal(ops.convert_to_numpy(operation(x)), x)
+    rule = get_backward_rule(operation)(layer=operation, input_dim_wo_batch=[3, 2, 4],
+                                        output_dim_wo_batch=[3, 2, 4])
+    np.testing.assert_array_equal(ops.convert_to_numpy(rule(x)), x)
