@@ -17,6 +17,8 @@ import keras
 from keras import ops
 from keras.src.applications.convnext import LayerScale
 from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from keras.src.ops import linalg as klinalg
+from keras.src.ops import math as kmath
 from keras.src.ops import numpy as knp
 
 from jacverify import registered_rules
@@ -51,8 +53,10 @@ from jacverify.backward.rules.normalization.layer_normalization import (  # noqa
 )
 from jacverify.backward.rules.ops.arithmetic import BackwardSubtractOp  # noqa: E402
 from jacverify.backward.rules.ops.cumulative import BackwardCumsumOp  # noqa: E402
+from jacverify.backward.rules.ops.distances import BackwardNormOp  # noqa: E402
 from jacverify.backward.rules.ops.reduction import BackwardMeanOp  # noqa: E402
 from jacverify.backward.rules.ops.sorting import BackwardSortOp  # noqa: E402
+from jacverify.backward.rules.ops.special import BackwardLogsumexpOp  # noqa: E402
 from jacverify.backward.rules.ops.trigonometric import BackwardSinOp  # noqa: E402
 from jacverify.backward.rules.pooling.global_max_pooling import (  # noqa: E402
     BackwardGlobalMaxPooling1D,
@@ -290,6 +294,22 @@ class SortOpWithoutUnsort(BackwardSortOp):
         return gradient
 
 
+class LogsumexpOpUnnormalized(BackwardLogsumexpOp):
+    """``g * exp(x)``: forgets to divide by the sum (a softmax without its normalization)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return ops.expand_dims(gradient, -1) * ops.exp(input)
+
+
+class InfinityNormOpNotShared(BackwardNormOp):
+    """``sign(x)`` on every tied maximum of ``|x|``: not shared, outside the subdifferential."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        peak = ops.max(ops.abs(input), axis=-1, keepdims=True)
+        hits = ops.cast(ops.equal(ops.abs(input), peak), gradient.dtype)
+        return ops.expand_dims(gradient, -1) * ops.sign(input) * hits
+
+
 # ---------------------------------------------------------------------------- applications
 class LayerScaleWithoutGamma(BackwardLayerScale):
     """Returns ``g``: forgets ``gamma``."""
@@ -374,6 +394,12 @@ TWINS = [
     Twin("sin op with sin", "ops_numpy", SinOpWithSin, lambda: packed(knp.Sin(), (3,))),
     Twin("sort op without unsort", "ops_numpy", SortOpWithoutUnsort,
          lambda: packed(knp.Sort(axis=1), (4,))),
+
+
+    Twin("logsumexp op unnormalized", "ops_nn", LogsumexpOpUnnormalized,
+         lambda: packed(kmath.Logsumexp(axis=-1), (4,))),
+    Twin("infinity norm op not shared at ties", "ops_nn", InfinityNormOpNotShared,
+         lambda: packed(klinalg.Norm(ord=float("inf"), axis=-1), (3,))),
     Twin("layer scale without gamma", "applications", LayerScaleWithoutGamma,
          _built(lambda: LayerScale(0.5, 3), (2, 3))),
     Twin("custom scale layer scales both", "applications", CustomScaleLayerScalesBoth,

@@ -30,7 +30,7 @@ L = keras.layers
 FAST_CLASSES = (L.Dense, L.Conv2D, L.ReLU, L.MaxPooling2D, L.BatchNormalization, L.Maximum)
 ALL_FAMILIES = {
     "activations", "core", "convolutional", "pooling", "reshaping", "merging", "normalization",
-    "regularization", "preprocessing", "attention", "ops", "ops_numpy", "applications",
+    "regularization", "preprocessing", "attention", "ops", "ops_numpy", "ops_nn", "applications",
     "recurrent",
 }
 

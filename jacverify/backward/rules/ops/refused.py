@@ -2,11 +2,16 @@
 is built: ``view`` (its result is not a differentiable function of the values), and the
 operations that always mix the examples of a batch (``outer``, ``vdot``, ``corrcoef``,
 ``correlate`` flatten or correlate along the batch axis; ``linspace``, ``logspace``,
-``geomspace`` of tensor endpoints put their samples before the batch axis on torch)."""
+``geomspace`` of tensor endpoints put their samples before the batch axis on torch; ``psnr``
+averages over every axis; the segment reductions reduce rows of the batch axis; ``scatter`` and
+``scatter_update`` address elements by index tuples that include the batch coordinate)."""
 
 from __future__ import annotations
 
 import keras
+from keras.src.ops import core as kcore
+from keras.src.ops import math as kmath
+from keras.src.ops import nn as knn
 from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
@@ -28,6 +33,15 @@ REFUSED_OPS = {
         (knp.Linspace, knp.Logspace, knp.Geomspace),
         f"with tensor endpoints it puts the samples' axis first (the torch backend supports "
         f"axis=0 only), before the batch axis: {_COUPLES}",
+    ),
+    knn.PSNR: f"it averages over every axis, the batch axis included: {_COUPLES}",
+    **dict.fromkeys(
+        (kmath.SegmentSum, kmath.SegmentMax, kmath.SegmentMin, kmath.SegmentProd),
+        f"it reduces the rows of the batch axis into segments: {_COUPLES}",
+    ),
+    **dict.fromkeys(
+        (kcore.Scatter, kcore.ScatterUpdate),
+        f"its indices address the batch axis too (full index tuples): {_COUPLES}",
     ),
 }
 

@@ -1,0 +1,409 @@
+"""Configurations of the ``keras.ops`` functions of the ``nn``, ``math``, ``linalg`` and
+``core`` families with native rules: convolutions and pooling with their geometry (kernels as
+seeded constant arrays), normalizations, rearrangements, dot-product attention,
+crossentropies, special functions, norms, matrix functions.
+
+Axis arguments count the batch axis (axis 0), as in a functional model. Each operation comes
+wrapped in the checker's ``PackedCall`` adapter with the arguments of its call.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+from keras.src.ops import core as kcore
+from keras.src.ops import image as kimage
+from keras.src.ops import linalg as klinalg
+from keras.src.ops import math as kmath
+from keras.src.ops import nn as knn
+
+from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.layer_configs._common import (
+    data_formats,
+    image_shape,
+    inputs_template,
+    layer_strategy,
+    packed,
+    sizes,
+    weight_seeds,
+)
+
+X = {INPUT_KEY: 0}
+
+
+def _constant(draw, shape, low=-1.0, high=1.0) -> np.ndarray:
+    """A seeded float32 array (a kernel, weights, statistics)."""
+    rng = np.random.default_rng(draw(weight_seeds))
+    return rng.uniform(low, high, size=shape).astype("float32")
+
+
+def _shape(draw, rank_low=1, rank_high=3, budget=24):
+    rank = draw(st.integers(rank_low, rank_high))
+    return draw(sizes(rank, budget=budget, high=4))
+
+
+# ----------------------------------------------------------------- convolutions and pooling
+@layer_strategy
+def conv(draw, kind: str):
+    """``conv`` / ``depthwise_conv`` / ``separable_conv`` on 1 or 2 spatial axes."""
+    n = draw(st.integers(1, 2))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    strides = draw(st.integers(1, 2))
+    dilation = 1 if strides > 1 else draw(st.integers(1, 2))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    low = [(k - 1) * dilation + 1 for k in kernel]
+    spatial = draw(sizes(n, low=low, budget=16 if n == 2 else 6, high=5))
+    channels = draw(st.integers(1, 2))
+    data_format = draw(data_formats)
+    shape = image_shape(spatial, channels, data_format)
+    options = {"strides": strides, "padding": padding, "data_format": data_format,
+               "dilation_rate": dilation}
+    if kind == "conv":
+        weights = [_constant(draw, (*kernel, channels, draw(st.integers(1, 2))))]
+        operation = knn.Conv(**options)
+    elif kind == "depthwise":
+        weights = [_constant(draw, (*kernel, channels, draw(st.integers(1, 2))))]
+        operation = knn.DepthwiseConv(**options)
+    else:
+        multiplier = draw(st.integers(1, 2))
+        weights = [_constant(draw, (*kernel, channels, multiplier)),
+                   _constant(draw, (*(1,) * n, channels * multiplier, draw(st.integers(1, 2))))]
+        operation = knn.SeparableConv(**options)
+    return packed(operation, shape, args=[X, *weights])
+
+
+@layer_strategy
+def pool(draw, cls):
+    n = draw(st.integers(1, 2))
+    pool_size = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    strides = draw(st.sampled_from([None, 1, 2]))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    spatial = draw(sizes(n, low=list(pool_size), budget=16 if n == 2 else 6, high=5))
+    data_format = draw(data_formats)
+    shape = image_shape(spatial, draw(st.integers(1, 2)), data_format)
+    return packed(cls(pool_size, strides, padding, data_format), shape)
+
+
+@layer_strategy
+def adaptive_pool(draw, cls):
+    n = draw(st.integers(1, 2))
+    spatial = draw(sizes(n, budget=16 if n == 2 else 6, high=5))
+    output = tuple(draw(st.integers(1, s)) for s in spatial)
+    data_format = draw(data_formats)
+    shape = image_shape(spatial, draw(st.integers(1, 2)), data_format)
+    return packed(cls(output, data_format), shape)
+
+
+# ------------------------------------------------------------------------- normalizations
+def _axis(draw, rank):
+    axis = draw(st.integers(1, rank - 1))
+    return draw(st.sampled_from([axis, axis - rank]))
+
+
+@layer_strategy
+def batch_norm(draw):
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    axis = _axis(draw, rank)
+    size = shape[axis % rank - 1]
+    mean, offset = _constant(draw, (size,)), _constant(draw, (size,))
+    variance, scale = _constant(draw, (size,), 0.25, 2.0), _constant(draw, (size,))
+    operation = knn.BatchNorm(axis, epsilon=draw(st.sampled_from([1e-3, 1e-5])))
+    return packed(operation, shape, args=[X, mean, variance, offset, scale])
+
+
+def _trailing_axes(draw, rank):
+    """The last axis or the last two: Keras' torch backend normalizes the trailing axes
+    whatever the axes asked (see ``jacverify.backward.rules.ops.normalization``)."""
+    if rank > 2 and draw(st.booleans()):
+        return (rank - 2, rank - 1)
+    return draw(st.sampled_from([rank - 1, -1]))
+
+
+@layer_strategy
+def layer_norm(draw):
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    axis = _trailing_axes(draw, rank)
+    size = tuple(shape[-1:]) if isinstance(axis, int) else tuple(shape[-2:])
+    rms_scaling = draw(st.booleans())
+    operation = knn.LayerNorm(axis=axis, epsilon=draw(st.sampled_from([1e-3, 1e-5])),
+                              rms_scaling=rms_scaling)
+    gamma = _constant(draw, size) if draw(st.booleans()) else None
+    beta = None if rms_scaling or not draw(st.booleans()) else _constant(draw, size)
+    return packed(operation, shape, args=[X, gamma, beta])
+
+
+@layer_strategy
+def rms_norm(draw):
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    axis = _trailing_axes(draw, rank)
+    size = tuple(shape[-1:]) if isinstance(axis, int) else tuple(shape[-2:])
+    scale = _constant(draw, size) if draw(st.booleans()) else None
+    operation = knn.RMSNorm(axis=axis, epsilon=draw(st.sampled_from([1e-3, 1e-6])))
+    return packed(operation, shape, args=[X, scale])
+
+
+@layer_strategy
+def normalize(draw):
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    order = draw(st.sampled_from([2, 1, 3]))
+    return packed(knn.Normalize(axis=_axis(draw, rank), order=order), shape)
+
+
+# ------------------------------------------------------------------------- rearrangements
+@layer_strategy
+def depth_to_space(draw):
+    block = draw(st.integers(1, 2))
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=6, high=3))
+    shape = image_shape(spatial, block * block * draw(st.integers(1, 2)), data_format)
+    return packed(knn.DepthToSpace(block, data_format), shape)
+
+
+@layer_strategy
+def space_to_depth(draw):
+    block = draw(st.integers(1, 2))
+    data_format = draw(data_formats)
+    spatial = tuple(block * s for s in draw(sizes(2, budget=4, high=2)))
+    shape = image_shape(spatial, draw(st.integers(1, 2)), data_format)
+    return packed(knn.SpaceToDepth(block, data_format), shape)
+
+
+# ------------------------------------------------------------------------------ attention
+@layer_strategy
+def attention(draw):
+    heads = draw(st.sampled_from([(1, 1), (2, 2), (2, 1), (4, 2)]))
+    q_len, kv_len, dim = (draw(st.integers(1, 3)) for _ in range(3))
+    shapes = [(q_len, heads[0], dim), (kv_len, heads[1], dim), (kv_len, heads[1], dim)]
+    kwargs = {}
+    if draw(st.booleans()):
+        kwargs["scale"] = draw(st.sampled_from([0.5, 2.0]))
+    return packed(knn.DotProductAttention(is_causal=draw(st.booleans())), shapes,
+                  args=inputs_template(3), kwargs=kwargs)
+
+
+# ------------------------------------------------------------------------ crossentropies
+@layer_strategy
+def binary_crossentropy(draw):
+    shape = _shape(draw, budget=12)
+    return packed(knn.BinaryCrossentropy(from_logits=True), [shape, shape])
+
+
+@layer_strategy
+def categorical_crossentropy(draw):
+    shape = list(_shape(draw, budget=12))
+    shape[-1] = max(shape[-1], 2)
+    return packed(knn.CategoricalCrossentropy(from_logits=True, axis=-1), [shape, shape])
+
+
+# ------------------------------------------------------------------ math, linalg, core
+@layer_strategy
+def unary(draw, cls):
+    return packed(cls(), _shape(draw))
+
+
+@layer_strategy
+def logsumexp(draw):
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    return packed(kmath.Logsumexp(axis=_axis(draw, rank), keepdims=draw(st.booleans())), shape)
+
+
+@layer_strategy
+def extract_sequences(draw):
+    length = draw(st.integers(1, 3))
+    stride = draw(st.integers(1, 3))
+    shape = (*draw(sizes(draw(st.integers(0, 1)), budget=3, high=3)),
+             draw(st.integers(length, 8)))
+    return packed(kmath.ExtractSequences(length, stride), shape)
+
+
+@layer_strategy
+def cdist(draw):
+    p, r, m = (draw(st.integers(1, 3)) for _ in range(3))
+    return packed(kmath.CDist(), [(p, m), (r, m)])
+
+
+@layer_strategy
+def norm(draw):
+    if draw(st.booleans()):
+        shape = draw(sizes(2, low=[2, 2], budget=9, high=3))
+        order = draw(st.sampled_from([None, "fro"]))
+        return packed(klinalg.Norm(ord=order, axis=(1, 2), keepdims=draw(st.booleans())),
+                      shape)
+    shape = _shape(draw)
+    rank = len(shape) + 1
+    order = draw(st.sampled_from([None, 2, 1, 3, float("inf"), float("-inf")]))
+    return packed(klinalg.Norm(ord=order, axis=_axis(draw, rank),
+                               keepdims=draw(st.booleans())), shape)
+
+
+@layer_strategy
+def square_matrix(draw, cls, **arguments):
+    n = draw(st.integers(1, 3))
+    return packed(cls(**arguments), (n, n))
+
+
+@layer_strategy
+def solve_triangular(draw, cls, **arguments):
+    n, k = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    return packed(cls(**arguments), [(n, n), (n, k)])
+
+
+@layer_strategy
+def saturate_cast(draw):
+    return packed(kcore.SaturateCast("float32"), _shape(draw))
+
+
+@layer_strategy
+def identity_like(draw, cls):
+    return packed(cls(), _shape(draw))
+
+
+# ------------------------------------------------------------------------------- images
+@layer_strategy
+def resize(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=16, high=5))
+    size = tuple(draw(st.integers(1, 5)) for _ in range(2))
+    interpolation = draw(st.sampled_from(["bilinear", "nearest", "bicubic"]))
+    # Not pad_to_aspect_ratio: Keras 3.15 computes a different function for numpy inputs
+    # (which finite differences use) than for tensors; the rule is tested on tensors.
+    aspect = draw(st.sampled_from([None, "crop_to_aspect_ratio"]))
+    options = {aspect: True} if aspect else {}
+    operation = kimage.Resize(size, interpolation=interpolation,
+                              antialias=interpolation != "nearest" and draw(st.booleans()),
+                              data_format=data_format, **options)
+    return packed(operation, image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+@layer_strategy
+def crop_images(draw):
+    data_format = draw(data_formats)
+    height, width = draw(sizes(2, low=[2, 2], budget=16, high=5))
+    top, left = draw(st.integers(0, height - 1)), draw(st.integers(0, width - 1))
+    target = (draw(st.integers(1, height - top)), draw(st.integers(1, width - left)))
+    operation = kimage.CropImages(top, left, None, None, *target, data_format=data_format)
+    return packed(operation, image_shape((height, width), draw(st.integers(1, 2)),
+                                         data_format))
+
+
+@layer_strategy
+def pad_images(draw):
+    data_format = draw(data_formats)
+    height, width = draw(sizes(2, budget=9, high=3))
+    top, left = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    target = (height + top + draw(st.integers(0, 2)), width + left + draw(st.integers(0, 2)))
+    operation = kimage.PadImages(top, left, None, None, *target, data_format=data_format)
+    return packed(operation, image_shape((height, width), draw(st.integers(1, 2)),
+                                         data_format))
+
+
+@layer_strategy
+def rgb_to_grayscale(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=9, high=3))
+    channels = draw(st.sampled_from([1, 3]))
+    return packed(kimage.RGBToGrayscale(data_format=data_format),
+                  image_shape(spatial, channels, data_format))
+
+
+@layer_strategy
+def gaussian_blur(draw):
+    data_format = draw(data_formats)
+    k = draw(st.sampled_from([1, 3]))
+    spatial = draw(sizes(2, low=[k, k], budget=16, high=4))
+    sigma = (draw(st.sampled_from([0.5, 1.0, 2.0])), draw(st.sampled_from([0.5, 1.0])))
+    return packed(kimage.GaussianBlur((k, k), sigma, data_format=data_format),
+                  image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+@layer_strategy
+def extract_patches(draw):
+    data_format = draw(data_formats)
+    size = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    strides = draw(st.sampled_from([None, 1, 2]))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    spatial = draw(sizes(2, low=list(size), budget=16, high=4))
+    operation = kimage.ExtractPatches(size, strides=strides, padding=padding,
+                                      data_format=data_format)
+    return packed(operation, image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+@layer_strategy
+def sobel_edges(draw):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=12, high=4))
+    return packed(kimage.SobelEdges(data_format=data_format),
+                  image_shape(spatial, draw(st.integers(1, 2)), data_format))
+
+
+STRATEGIES = {
+    kimage.SobelEdges: sobel_edges,
+    kimage.GaussianBlur: gaussian_blur,
+    kimage.ExtractPatches: extract_patches,
+    kimage.Resize: resize,
+    kimage.CropImages: crop_images,
+    kimage.PadImages: pad_images,
+    kimage.RGBToGrayscale: rgb_to_grayscale,
+    knn.Conv: lambda: conv("conv"),
+    knn.DepthwiseConv: lambda: conv("depthwise"),
+    knn.SeparableConv: lambda: conv("separable"),
+    knn.MaxPool: lambda: pool(knn.MaxPool),
+    knn.AveragePool: lambda: pool(knn.AveragePool),
+    knn.AdaptiveMaxPool: lambda: adaptive_pool(knn.AdaptiveMaxPool),
+    knn.AdaptiveAveragePool: lambda: adaptive_pool(knn.AdaptiveAveragePool),
+    knn.BatchNorm: batch_norm,
+    knn.LayerNorm: layer_norm,
+    knn.RMSNorm: rms_norm,
+    knn.Normalize: normalize,
+    knn.DepthToSpace: depth_to_space,
+    knn.SpaceToDepth: space_to_depth,
+    knn.DotProductAttention: attention,
+    knn.BinaryCrossentropy: binary_crossentropy,
+    knn.CategoricalCrossentropy: categorical_crossentropy,
+    kmath.Erf: lambda: unary(kmath.Erf),
+    kmath.Erfc: lambda: unary(kmath.Erfc),
+    kmath.Erfinv: lambda: unary(kmath.Erfinv),
+    kmath.Logsumexp: logsumexp,
+    kmath.ExtractSequences: extract_sequences,
+    kmath.CDist: cdist,
+    klinalg.Norm: norm,
+    klinalg.Det: lambda: square_matrix(klinalg.Det),
+    klinalg.SolveTriangular: lambda: solve_triangular(klinalg.SolveTriangular, lower=True),
+    kcore.SaturateCast: saturate_cast,
+    kcore.ConvertToTensor: lambda: identity_like(kcore.ConvertToTensor),
+}
+
+_DOMAIN = ("the forward raises on the matrices the checker draws (zero, singular, not positive "
+           "definite); the rule is tested in models on valid matrices")
+
+UNSUPPORTED = {
+    kmath.Logdet: "log(det) is NaN or -inf on the matrices the checker draws with det <= 0 "
+    "(zero, ties); the rule is tested in models on positive definite matrices",
+    klinalg.Inv: _DOMAIN,
+    klinalg.Solve: _DOMAIN,
+    klinalg.Cholesky: _DOMAIN,
+    klinalg.CholeskyInverse: _DOMAIN,
+    kcore.StopGradient: "Keras 3.15's torch stop_gradient takes tensors only (the checker "
+    "calls it on arrays); the rule is tested in models",
+    knn.Unfold: "Keras 3.15's torch unfold takes torch tensors only (the checker calls it on "
+    "arrays); the rule is tested in models",
+    knn.Fold: "Keras 3.15's torch fold takes torch tensors only (the checker calls it on "
+    "arrays); the rule is tested in models",
+    knn.ConvTranspose: "keras.ops.conv_transpose's operation passes output_padding where the "
+    "backend expects padding (Keras 3.15): it cannot be called as an operation; the rule is "
+    "tested on the eager function",
+    knn.SparseCategoricalCrossentropy: "its target is an integer class index: the checker "
+    "packs the inputs into one float tensor",
+    kcore.Slice: "its shape argument fixes the batch size: check it inside a model",
+    kcore.SliceUpdate: "its start indices and update shape fix the batch size: check it "
+    "inside a model",
+    **{cls: "its rule refuses it (the Jacobian couples the examples of a batch)" for cls in (
+        kcore.Scatter, kcore.ScatterUpdate, kmath.SegmentSum, kmath.SegmentMax,
+        kmath.SegmentMin, kmath.SegmentProd, knn.PSNR,
+    )},
+}

@@ -1,0 +1,54 @@
+"""Rules of the ``keras.ops.image`` functions (``resize``, ``crop_images``, ``pad_images``,
+``rgb_to_grayscale``) in functional graphs against torch autograd, float32 and float64, with
+extra Jacobian axes."""
+
+from __future__ import annotations
+
+import pytest
+from keras import ops
+
+from tests.backward.rules._ops_cases import check_case
+
+CASES = {
+    "resize_bilinear": (lambda x: ops.image.resize(x, (5, 3)), [(4, 6, 2)]),
+    "resize_nearest_channels_first": (lambda x: ops.image.resize(
+        x, (3, 5), interpolation="nearest", data_format="channels_first"), [(2, 4, 3)]),
+    "resize_bicubic_antialias": (lambda x: ops.image.resize(
+        x, (2, 3), interpolation="bicubic", antialias=True), [(5, 7, 1)]),
+    "resize_crop_to_aspect_ratio": (lambda x: ops.image.resize(
+        x, (3, 3), crop_to_aspect_ratio=True), [(4, 6, 2)]),
+    "resize_pad_to_aspect_ratio": (lambda x: ops.image.resize(
+        x, (4, 4), pad_to_aspect_ratio=True, fill_value=1.0), [(3, 6, 1)]),
+    "crop_images": (lambda x: ops.image.crop_images(x, 1, 2, target_height=3, target_width=2),
+                    [(5, 6, 2)]),
+    "crop_images_channels_first": (lambda x: ops.image.crop_images(
+        x, bottom_cropping=1, right_cropping=2, target_height=3, target_width=3,
+        data_format="channels_first"), [(2, 5, 6)]),
+    "pad_images": (lambda x: ops.image.pad_images(x, 1, 2, target_height=6, target_width=7),
+                   [(3, 4, 2)]),
+    "pad_images_channels_first": (lambda x: ops.image.pad_images(
+        x, bottom_padding=2, right_padding=1, target_height=6, target_width=4,
+        data_format="channels_first"), [(1, 3, 2)]),
+    "rgb_to_grayscale": (lambda x: ops.image.rgb_to_grayscale(x), [(3, 4, 3)]),
+    "rgb_to_grayscale_channels_first": (lambda x: ops.image.rgb_to_grayscale(
+        x, data_format="channels_first"), [(3, 2, 4)]),
+    "gaussian_blur": (lambda x: ops.image.gaussian_blur(x, (3, 3), (1.0, 0.7)), [(5, 6, 2)]),
+    "gaussian_blur_channels_first": (lambda x: ops.image.gaussian_blur(
+        x, (5, 5), (1.5, 0.8), data_format="channels_first"), [(2, 6, 7)]),
+    "extract_patches": (lambda x: ops.image.extract_patches(x, 2), [(4, 6, 2)]),
+    "extract_patches_strided_same": (lambda x: ops.image.extract_patches(
+        x, (2, 3), strides=(1, 2), padding="same"), [(4, 5, 1)]),
+    "sobel_edges": (lambda x: ops.image.sobel_edges(x), [(4, 5, 2)]),
+    "sobel_edges_channels_first": (lambda x: ops.image.sobel_edges(
+        x, data_format="channels_first"), [(2, 4, 3)]),
+    "grayscale_of_one_channel": (lambda x: ops.image.rgb_to_grayscale(x), [(3, 4, 1)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_image_op_rule_matches_autograd(name, dtype, tmp_path):
+    save = tmp_path / f"{name}.keras" if name in {"crop_images", "resize_bilinear"} else None
+    # Keras builds the blur kernel from float32 sigmas: its float64 forward is float32-precise.
+    check_case(CASES[name], dtype, save_to=save if dtype == "float32" else None,
+               keras_float32_inside=name.startswith("gaussian_blur"))
