@@ -26,7 +26,18 @@ _EXPORTS = {
     "AnalysisInputError": "jacverify.analysis.inputs",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AnalysisInputError",
+    "Attributions",
+    "fgsm",
+    "integrated_gradients",
+    "local_lipschitz",
+    "loss_gradient_model",
+    "loss_model",
+    "pgd",
+    "saliency",
+    "smoothgrad",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from jacverify.analysis.attacks import fgsm, pgd

@@ -30,7 +30,7 @@ L = keras.layers
 FAST_CLASSES = (L.Dense, L.Conv2D, L.ReLU, L.MaxPooling2D, L.BatchNormalization, L.Maximum)
 ALL_FAMILIES = {
     "activations", "core", "convolutional", "pooling", "reshaping", "merging", "normalization",
-    "regularization", "preprocessing", "attention", "ops", "applications",
+    "regularization", "preprocessing", "attention", "ops", "applications", "losses",
 }
 
 
