@@ -30,7 +30,7 @@ _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 NORMS = {"inf": "inf", np.inf: "inf", 2: "2", "2": "2", "l2": "2", "linf": "inf"}
 
 
-def _outputs_probabilities(model: keras.Model) -> bool:
+def outputs_probabilities(model: keras.Model) -> bool:
     """Whether the model's last layer ends with a softmax or sigmoid."""
     history = getattr(model.outputs[0], "_keras_history", None)
     layer = history.operation if history else None
@@ -46,7 +46,7 @@ def default_loss(model: keras.Model, y: np.ndarray) -> keras.losses.Loss:
     output unit, else categorical crossentropy (sparse for integer labels ``(n,)``); on
     logits unless the model's last layer ends with a softmax or sigmoid."""
     _, output = single_input_and_output(model)
-    logits = not _outputs_probabilities(model)
+    logits = not outputs_probabilities(model)
     if output and output[-1] == 1:
         return keras.losses.BinaryCrossentropy(from_logits=logits)
     if y.ndim == len(output):  # no class axis: class indices
