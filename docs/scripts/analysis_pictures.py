@@ -96,6 +96,8 @@ def completeness_chart(model, x) -> None:
     figure = Figure(figsize=(4.2, 2.6), dpi=80)
     axes = figure.subplots()
     axes.loglog(steps, errors, "o-", color="#1565c0")
+    axes.minorticks_off()
+    axes.set_xticks(steps, [str(s) for s in steps])
     axes.axhline(0.01, color="#c62828", linestyle="--", linewidth=1, label="1%")
     axes.set_xlabel("quadrature nodes (steps)")
     axes.set_ylabel("largest completeness error")

@@ -18,6 +18,11 @@ from typing import Any
 EXIT_OK = 0
 EXIT_USAGE = 2
 METHODS = {"saliency": "saliency", "ig": "integrated gradients", "smoothgrad": "SmoothGrad"}
+#: Losses of classifiers: the attack command reports accuracy for them (not for regressions).
+CLASSIFICATION_LOSSES = (
+    "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
+    "hinge", "squared_hinge",
+)
 #: At most this many examples get pictures in the explain page.
 MAX_PICTURES = 64
 
@@ -226,12 +231,25 @@ def run_explain(args: argparse.Namespace) -> int:
     return _guarded("explain", _explain, args)
 
 
+def _predicted_and_true(scores: Any, labels: Any, binary_threshold: float) -> tuple[Any, Any]:
+    """Predicted and true classes: by threshold for one output unit, else by argmax (labels
+    given as indices or one-hot / -1,1 rows)."""
+    import numpy as np
+
+    if scores.shape[-1] == 1:
+        truth = labels.reshape(len(labels), -1)[:, 0] > (0.0 if labels.min() < 0 else 0.5)
+        return scores[:, 0] > binary_threshold, truth
+    truth = labels if labels.ndim == 1 else np.argmax(labels, axis=-1)
+    return np.argmax(scores, axis=-1), truth
+
+
 def _attack_figures(model: Any, x: Any, y: Any, args: argparse.Namespace) -> dict:
     import numpy as np
 
     from jacverify.analysis import fgsm, pgd
-    from jacverify.analysis.attacks import example_losses, labels_for
+    from jacverify.analysis.attacks import example_losses, labels_for, outputs_probabilities
     from jacverify.analysis.backward_models import run
+    from jacverify.analysis.losses import resolve_loss
 
     labels, loss = labels_for(model, y, len(x), args.loss)
     if args.method == "fgsm":
@@ -239,24 +257,20 @@ def _attack_figures(model: Any, x: Any, y: Any, args: argparse.Namespace) -> dic
     else:
         adversarial = pgd(model, x, y, args.eps, steps=args.steps, loss=loss, seed=args.seed,
                           norm=args.norm, clip=args.clip)
-    classes = labels if labels.ndim == 1 else np.argmax(labels, axis=-1)
+    classify = resolve_loss(loss).name in CLASSIFICATION_LOSSES
+    threshold = 0.5 if outputs_probabilities(model) else 0.0
     figures = {}
     for name, inputs in (("clean", x), ("adversarial", adversarial)):
-        scores = run(model, inputs)
-        predicted = (scores[:, 0] > _threshold(model)).astype(int) if scores.shape[-1] == 1 \
-            else np.argmax(scores, axis=-1)
-        truth = classes.reshape(-1) if scores.shape[-1] == 1 else classes
+        accuracy = None
+        if classify:
+            predicted, truth = _predicted_and_true(run(model, inputs), labels, threshold)
+            accuracy = float(np.mean(predicted == truth)) if predicted.shape == truth.shape \
+                else None
         figures[name] = {
             "loss": float(np.mean(example_losses(model, inputs, y, loss=loss))),
-            "accuracy": float(np.mean(predicted == truth)) if truth.ndim == 1 else None,
+            "accuracy": accuracy,
         }
     return figures
-
-
-def _threshold(model: Any) -> float:
-    from jacverify.analysis.attacks import outputs_probabilities
-
-    return 0.5 if outputs_probabilities(model) else 0.0
 
 
 def _attack(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -90,3 +92,33 @@ def test_bad_inputs_exit_2_with_one_line(saved, capsys, arguments, message):
     assert main(filled) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_the_command_line_parser_loads_neither_keras_nor_torch():
+    code = (
+        "import sys; from jacverify.cli import build_parser; build_parser(); "
+        "import jacverify.analysis; "
+        "print(sorted(m for m in ('keras', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_attack_on_a_binary_classifier_reports_its_accuracy(tmp_path, capsys):
+    from tests.analysis.models import mlp
+
+    model = mlp(units=1, last="sigmoid")
+    model.save(tmp_path / "b.keras")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 6)).astype("float32")
+    y = rng.integers(0, 2, 8)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "b.json"
+    assert main(["attack", str(tmp_path / "b.keras"), "--input", str(tmp_path / "x.npy"),
+                 "--labels", str(tmp_path / "y.npy"), "--eps", "0.2", "--method", "fgsm",
+                 "--json", str(out)]) == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    predicted = keras.ops.convert_to_numpy(model(x))[:, 0] > 0.5
+    assert result["clean"]["accuracy"] == pytest.approx(np.mean(predicted == (y == 1)))
+    assert result["adversarial"]["loss"] > result["clean"]["loss"]
