@@ -98,6 +98,8 @@ def completeness_chart(model, x) -> None:
     axes.loglog(steps, errors, "o-", color="#1565c0")
     axes.minorticks_off()
     axes.set_xticks(steps, [str(s) for s in steps])
+    ticks = [0.001, 0.003, 0.01, 0.03, 0.1]
+    axes.set_yticks(ticks, [f"{100 * t:g}%" for t in ticks])
     axes.axhline(0.01, color="#c62828", linestyle="--", linewidth=1, label="1%")
     axes.set_xlabel("quadrature nodes (steps)")
     axes.set_ylabel("largest completeness error")
