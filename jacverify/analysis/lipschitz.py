@@ -82,5 +82,15 @@ def local_lipschitz(
             z = (batch + random_start(batch.shape, radius, "2", rng)).astype(batch.dtype)
         w = run(backward, [z, u.astype(dtype)]).astype(np.float64)
         best = np.maximum(best, _lengths(w))
-        u = _unit(_jacobian_times(model, z, w))
+        u = _next_direction(_jacobian_times(model, z, w), rng)
     return best
+
+
+def _next_direction(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``values`` made unit per example; a random unit vector where it is zero (a point
+    where the Jacobian vanishes must not end the search)."""
+    flat = np.abs(values.reshape(len(values), -1)).max(axis=1)
+    if np.any(flat == 0):
+        fresh = rng.standard_normal(values.shape)
+        values = np.where((flat == 0).reshape((-1,) + (1,) * (values.ndim - 1)), fresh, values)
+    return _unit(values)

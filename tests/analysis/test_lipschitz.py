@@ -36,3 +36,16 @@ def test_nonlinear_model_gets_a_lower_bound():
             lambda v: model(v[None])[0], torch.tensor(x[i])
         ).numpy()
         assert bound[i] >= 0.99 * np.linalg.norm(jacobian, 2)
+
+
+def test_a_vanishing_jacobian_at_the_example_does_not_end_the_search():
+    import keras
+
+    # relu(x - 1): the Jacobian is 0 at x = 0.5 (every unit off), 1 on a unit once x_i > 1.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, use_bias=True),
+                              keras.layers.ReLU()])
+    model.layers[0].set_weights([np.eye(3, dtype="float32"), np.full(3, -1.0, "float32")])
+    x = np.full((1, 3), 0.5, dtype="float32")
+    assert local_lipschitz(model, x, radius=0.1, seed=0)[0] == 0.0
+    bound = local_lipschitz(model, x, radius=2.0, steps=40, seed=0)[0]
+    assert 0.5 < bound <= 1.0 + 1e-6
