@@ -136,3 +136,16 @@ def test_loss_gradient_model_saves_and_loads(tmp_path):
     gradient_model.save(tmp_path / "g.keras")
     loaded = keras.saving.load_model(tmp_path / "g.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded([x, y])), expected, rtol=1e-6)
+
+
+def test_registry_check_of_the_loss_rules_passes():
+    from jacverify import check_registry
+
+    result = check_registry(
+        classes=[HuberLoss, "CategoricalCrossentropyLoss", "BinaryCrossentropyLoss"],
+        configs=2, examples=10, seed=0,
+    )
+    assert len(result.checks) == 6
+    assert all(check.verdict == "pass" for check in result.checks), [
+        (check.label, check.verdict, check.check.reason) for check in result.checks
+    ]
