@@ -9,9 +9,10 @@ For an MLP and a small CNN (those of bench_backward.py) at batch 32, prints the 
 - PGD (L-infinity, 10 steps, sparse crossentropy on logits, the same random start) against
   autograd on the Keras loss with the same steps;
 each from numpy arrays to numpy arrays, with the largest difference of the results and the
-ratio jacverify / autograd (below 1: jacverify is faster).
+median ratio jacverify / autograd over pairs of runs made one after the other (below 1:
+jacverify is faster).
 
-Run: .venv/bin/python benchmarks/bench_analysis.py [--repeats 10] [--batch 32]
+Run: .venv/bin/python benchmarks/bench_analysis.py [--repeats 10] [--batch 32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -39,15 +40,20 @@ STEPS_PGD = 10
 EPS = 0.05
 
 
-def _median_seconds(fn, repeats: int, warmup: int = 2) -> float:
+def _paired_medians(ours, reference, repeats: int, warmup: int = 2) -> tuple[float, float, float]:
+    """Median seconds of ``ours`` and of ``reference``, timed alternately (so that both see
+    the same load), and the median of the per-pair ratios."""
     for _ in range(warmup):
-        fn()
-    times = []
+        ours()
+        reference()
+    t_ours, t_reference = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((ours, t_ours), (reference, t_reference)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ratios = [a / b for a, b in zip(t_ours, t_reference, strict=True)]
+    return statistics.median(t_ours), statistics.median(t_reference), statistics.median(ratios)
 
 
 def _input_gradient(model, x: np.ndarray, scalar) -> np.ndarray:
@@ -106,10 +112,9 @@ def bench(model, batch: int, repeats: int) -> list[dict]:
     rows = []
     for name, ours, reference in cases:
         difference = float(np.abs(np.asarray(ours(), np.float64) - reference()).max())
-        t_ours = _median_seconds(ours, repeats)
-        t_reference = _median_seconds(reference, repeats)
+        t_ours, t_reference, ratio = _paired_medians(ours, reference, repeats)
         rows.append({"model": model.name, "analysis": name, "jacverify_ms": 1e3 * t_ours,
-                     "autograd_ms": 1e3 * t_reference, "ratio": t_ours / t_reference,
+                     "autograd_ms": 1e3 * t_reference, "ratio": ratio,
                      "max_diff": difference})
     return rows
 
@@ -118,7 +123,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: steadier on busy cores)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     keras.utils.set_random_seed(0)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
