@@ -91,7 +91,7 @@ def example_losses(model: keras.Model, x: Any, y: Any, loss: Any = None) -> np.n
     """Each example's loss, shape ``(n,)`` (the default loss as for the attacks)."""
     batch = input_batch(model, x)
     labels, loss = labels_for(model, y, len(batch), loss)
-    losses, _ = cached_loss_models(model, loss)
+    losses = cached_loss_models(model, loss)[0]
     return run(losses, [batch, labels])[:, 0]
 
 
@@ -171,7 +171,7 @@ def fgsm(model: keras.Model, x: Any, y: Any, eps: float, loss: Any = None) -> np
     eps = positive(eps, "eps")
     batch = input_batch(model, x)
     labels, loss = labels_for(model, y, len(batch), loss)
-    _, gradient_model = cached_loss_models(model, loss)
+    gradient_model = cached_loss_models(model, loss)[1]
     gradient = run(gradient_model, [batch, labels])
     return (batch + eps * np.sign(gradient)).astype(batch.dtype)
 
@@ -188,18 +188,22 @@ def pgd(
     norm: Any = "inf",
     clip: Any = None,
 ) -> np.ndarray:
-    """Projected gradient descent on the loss, from a random start in the ball.
+    """Projected gradient ascent on the loss, from a random start in the ball.
 
     Each step moves every input by ``step_size`` along the steepest ascent direction of its
     loss in the norm (the gradient's sign for ``"inf"``, its direction for 2), then projects
     back into the ball of radius ``eps`` around the input, and into the data range ``clip``.
+    Each example's result is the point of highest loss met (the random start, the points the
+    steps were taken from, and the last point), so that a step overshooting a maximum does not
+    lose it.
 
     Args:
         model: a Keras model with one input and one output.
         x: a batch of inputs.
         y: the labels (one per example, as the loss takes them).
         eps: the radius of the ball (> 0).
-        steps: gradient steps (one backward call each, for the whole batch).
+        steps: gradient steps (one backward call each, returning the loss too, for the whole
+            batch; one forward call more for the last point).
         step_size: the length of a step; default ``2.5 * eps / steps``.
         loss: a ``keras.losses.Loss`` or name; ``None``: crossentropy (see
             :func:`default_loss`).
@@ -208,7 +212,7 @@ def pgd(
         clip: ``(low, high)``, the data range adversarial inputs stay in; ``None``: no range.
 
     Returns:
-        The adversarial inputs (the last iterate), shaped like ``x``.
+        The adversarial inputs, shaped like ``x``.
     """
     eps = positive(eps, "eps")
     steps = positive_int(steps, "steps")
@@ -217,14 +221,31 @@ def pgd(
     bounds = _clip_range(clip)
     batch = input_batch(model, x)
     labels, loss = labels_for(model, y, len(batch), loss)
-    _, gradient_model = cached_loss_models(model, loss)
+    losses, _, loss_and_gradient = cached_loss_models(model, loss)
     rng = np.random.default_rng(seed)
     origin = batch.astype(np.float64)
-    delta = random_start(batch.shape, eps, norm, rng)
-    delta = _finish(batch, delta, bounds) - origin
+    delta = _finish(batch, random_start(batch.shape, eps, norm, rng), bounds) - origin
+    best = Best(batch)
     for _ in range(steps):
         point = (origin + delta).astype(batch.dtype)
-        gradient = run(gradient_model, [point, labels])
+        values, gradient = run(loss_and_gradient, [point, labels])
+        best.offer(point, values[:, 0])
         delta = project(delta + step_size * ascent_direction(gradient, norm), eps, norm)
         delta = _finish(batch, delta, bounds) - origin
-    return (origin + delta).astype(batch.dtype)
+    point = (origin + delta).astype(batch.dtype)
+    best.offer(point, run(losses, [point, labels])[:, 0])
+    return best.points
+
+
+class Best:
+    """The point of highest loss met so far, per example."""
+
+    def __init__(self, batch: np.ndarray) -> None:
+        self.points = batch.copy()
+        self.values = np.full(len(batch), -np.inf)
+
+    def offer(self, points: np.ndarray, values: np.ndarray) -> None:
+        """Keep each example's point where its loss is higher than the best so far."""
+        better = values > self.values
+        self.points[better] = points[better]
+        self.values[better] = values[better]

@@ -66,29 +66,36 @@ def loss_gradient_model(model: keras.Model, loss: Any) -> keras.Model:
         ValueError: an unsupported loss or option, or a model with several inputs or outputs.
         MissingBackwardRuleError: a layer of the model has no rule.
     """
-    return _input_gradient(loss_model(model, loss))
+    return _input_gradient(loss_model(model, loss))[0]
 
 
-def _input_gradient(losses: keras.Model) -> keras.Model:
-    """The gradient model of a loss model: its backward model with an upstream gradient 1,
-    keeping only the gradient with respect to ``x``."""
+def _input_gradient(losses: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """The gradient model of a loss model (its backward model with an upstream gradient 1,
+    keeping only the gradient with respect to ``x``), and the same model also returning the
+    loss (outputs ``[loss, gradient]``: the loss layer on the activations it already has)."""
     one = np.ones((1, 1), dtype=str(losses.outputs[0].dtype))
     backward = clone_to_backward(losses, gradient=one)
-    return BackwardModel(
+    gradient = BackwardModel(
         inputs=backward.inputs, outputs=backward.outputs[0],
         name=f"{losses.name}_input_gradient",
     )
+    both = BackwardModel(
+        inputs=backward.inputs, outputs=[losses.outputs[0], backward.outputs[0]],
+        name=f"{losses.name}_and_input_gradient",
+    )
+    return gradient, both
 
 
-def cached_loss_models(model: keras.Model, loss: Any) -> tuple[keras.Model, keras.Model]:
-    """``(loss_model, loss_gradient_model)`` of ``model`` and ``loss``, built once."""
+def cached_loss_models(model: keras.Model, loss: Any) -> tuple[keras.Model, ...]:
+    """``(loss_model, loss_gradient_model, loss_and_gradient_model)`` of ``model`` and
+    ``loss``, built once; the last has outputs ``[loss, gradient]``."""
     resolved = resolve_loss(loss)
     options = {k: v for k, v in resolved.layer.get_config().items() if k != "name"}
     key = ("loss", type(resolved.layer).__name__, resolved.labels,
            repr(sorted(options.items())))
 
-    def build() -> tuple[keras.Model, keras.Model]:
+    def build() -> tuple[keras.Model, ...]:
         losses = loss_model(model, resolved)
-        return losses, _input_gradient(losses)
+        return (losses, *_input_gradient(losses))
 
     return cached(model, key, build)

@@ -12,15 +12,15 @@ from jacverify.analysis import fgsm, pgd
 from jacverify.analysis.attacks import example_losses
 from tests.analysis.models import autograd_input_gradient, mlp
 
-RNG = np.random.default_rng(2)
 N = 16
 
 
 @pytest.fixture
 def setting():
     model = mlp(units=3)
-    x = RNG.standard_normal((N, 6)).astype("float32")
-    y = RNG.integers(0, 3, N)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((N, 6)).astype("float32")
+    y = rng.integers(0, 3, N)
     return model, x, y
 
 
@@ -55,6 +55,7 @@ def test_attacks_stay_in_the_ball_and_raise_the_loss(setting, norm, eps):
         fast = example_losses(model, quick, y)
         assert fast.mean() > clean.mean()
         assert attacked.mean() >= fast.mean()
+        assert np.all(attacked >= fast - 1e-3 * np.abs(fast))
 
 
 def test_pgd_respects_the_data_range_and_is_reproducible(setting):
@@ -74,3 +75,20 @@ def test_attacks_with_a_given_loss_and_one_hot_labels(setting):
                               onehot, loss=loss)
     assert attacked.mean() > clean.mean()
     np.testing.assert_allclose(clean, example_losses(model, x, y), rtol=1e-5)
+
+
+def test_pgd_returns_the_point_of_highest_loss_it_met():
+    # f(x) = -|x| and MSE to -10: the loss (10 - |x|)^2 is highest at x = 0, inside the ball,
+    # so a step of 1 from a random start s overshoots it to |1 - |s|| (worse when |s| < 1/2).
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, use_bias=False),
+                              keras.layers.ReLU(), keras.layers.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([np.array([[1.0, -1.0]], dtype="float32")])
+    model.layers[2].set_weights([np.array([[-1.0], [-1.0]], dtype="float32")])
+    x = np.zeros((N, 1), dtype="float32")
+    y = np.full((N, 1), -10.0, dtype="float32")
+    result = pgd(model, x, y, eps=1.0, steps=1, step_size=1.0, loss="mse", seed=4)
+    start = pgd(model, x, y, eps=1.0, steps=1, step_size=1e-6, loss="mse", seed=4)[:, 0]
+    last = np.sign(start) * (np.abs(start) - 1.0)
+    assert np.any(np.abs(start) < 0.5) and np.any(np.abs(start) > 0.5)
+    np.testing.assert_allclose(np.abs(result[:, 0]), np.minimum(np.abs(start), np.abs(last)),
+                               atol=1e-5)

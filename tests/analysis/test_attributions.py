@@ -55,10 +55,17 @@ def test_integrated_gradients_are_complete_at_64_steps_and_report_it():
     )
     error = np.abs(result.reshape(6, -1).sum(axis=1) - difference) / np.abs(difference)
     assert np.all(error < 0.02)
-    np.testing.assert_allclose(result.completeness_error, error, rtol=1e-3, atol=1e-7)
+    assert np.all(result.completeness_error < 1e-4)  # float32 rounding at 64 nodes
     np.testing.assert_allclose(result.output_difference, difference, rtol=1e-5, atol=1e-6)
-    coarse = integrated_gradients(model, x * 4.0, baseline=baseline, steps=1)
-    assert coarse.completeness_error.max() > result.completeness_error.max()
+    # One node on a long path: a large error, reported as computed independently.
+    far = x * 4.0
+    coarse = integrated_gradients(model, far, baseline=baseline, steps=1)
+    difference = _output(model, far, coarse.target) - _output(
+        model, np.broadcast_to(baseline, x.shape), coarse.target
+    )
+    error = np.abs(coarse.reshape(6, -1).sum(axis=1) - difference) / np.abs(difference)
+    assert error.max() > 0.05
+    np.testing.assert_allclose(coarse.completeness_error, error, rtol=1e-3, atol=1e-6)
 
 
 def test_integrated_gradients_of_a_linear_map_are_input_times_weights():
