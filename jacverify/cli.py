@@ -509,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Hypothesis examples per rule (default 50)")
     example.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     example.set_defaults(func=_cmd_example)
+
+    from jacverify.analysis.commands import add_analysis_parsers  # explain, attack
+
+    add_analysis_parsers(sub, [common])
     return parser
 
 

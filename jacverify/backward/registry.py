@@ -25,6 +25,9 @@ from typing import TypeVar
 
 ENTRY_POINT_GROUP = "jacverify.rules"
 _NATIVE_PACKAGE = "jacverify.backward.rules"
+#: Packages whose rules are native: the layer rules, and the rules of the per-example loss
+#: layers of the analyses.
+_NATIVE_PACKAGES = (_NATIVE_PACKAGE, "jacverify.analysis.losses")
 
 _log = logging.getLogger(__name__)
 
@@ -106,7 +109,9 @@ def register_backward(*keras_classes: type, example: object = None) -> Callable[
 
     def decorator(rule_class: R) -> R:
         source = _current_source
-        if source == "user" and rule_class.__module__.startswith(_NATIVE_PACKAGE + "."):
+        if source == "user" and rule_class.__module__.startswith(
+            tuple(package + "." for package in _NATIVE_PACKAGES)
+        ):
             source = "native"  # a native rule module imported directly, before the registry
         table = _table(source)
         for keras_class in keras_classes:
@@ -145,7 +150,8 @@ def _ensure_loaded() -> None:
         _native_loaded = True
         _current_source = "native"
         try:
-            importlib.import_module(_NATIVE_PACKAGE)
+            for package in _NATIVE_PACKAGES:
+                importlib.import_module(package)
         finally:
             _current_source = "user"
     if not _plugins_loaded:

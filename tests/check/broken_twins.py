@@ -28,6 +28,10 @@ from jacverify.check.layer_configs._common import packed
 registered_rules()  # load the native rules before importing their modules by name
 
 from checks.cases_recurrent import LSTMForgetFactorDropped  # noqa: E402
+from jacverify.analysis.losses.crossentropy import (  # noqa: E402
+    BackwardCategoricalCrossentropyLoss,
+    CategoricalCrossentropyLoss,
+)
 from jacverify.backward.rules.activations.activation import BackwardActivation  # noqa: E402
 from jacverify.backward.rules.activations.relu import BackwardReLU  # noqa: E402
 from jacverify.backward.rules.activations.softmax import BackwardSoftmax  # noqa: E402
@@ -327,6 +331,14 @@ class CustomScaleLayerScalesBoth(BackwardCustomScaleLayer):
 
 
 # ------------------------------------------------------------------------ configurations
+class CrossentropyWithoutSoftmax(BackwardCategoricalCrossentropyLoss):
+    """On logits, ``-t`` instead of ``softmax(y) sum(t) - t``."""
+
+    def position_partials(self, y_pred, y_true):
+        d_pred, d_true = super().position_partials(y_pred, y_true)
+        return -y_true, d_true
+
+
 @dataclass(frozen=True)
 class Twin:
     """A wrong rule, the family of its real rule, and a configuration where its bug shows."""
@@ -406,4 +418,6 @@ TWINS = [
          _built(lambda: CustomScaleLayer(0.17), [(4,), (4,)])),
     Twin("lstm forget gate factor dropped", "recurrent", LSTMForgetFactorDropped,
          _built(lambda: L.LSTM(2), (3, 2))),
+    Twin("crossentropy on logits without softmax", "losses", CrossentropyWithoutSoftmax,
+         _built(lambda: CategoricalCrossentropyLoss(from_logits=True), [(3,), (3,)])),
 ]

@@ -31,7 +31,7 @@ FAST_CLASSES = (L.Dense, L.Conv2D, L.ReLU, L.MaxPooling2D, L.BatchNormalization,
 ALL_FAMILIES = {
     "activations", "core", "convolutional", "pooling", "reshaping", "merging", "normalization",
     "regularization", "preprocessing", "attention", "ops", "ops_numpy", "ops_nn", "applications",
-    "recurrent",
+    "recurrent", "losses",
 }
 
 

@@ -21,6 +21,7 @@ from jacverify.check.layer_configs import (
     attention,
     convolutional,
     core,
+    losses,
     merging,
     normalization,
     ops,
@@ -36,13 +37,15 @@ from jacverify.check.layer_configs import (
 from jacverify.check.layer_configs._common import Drawn, finish, randomize_weights
 from jacverify.check.layer_configs.drawing import draw_configs
 
-#: Family name -> module, in the order of jacverify.backward.rules.
+#: Family name -> module, in the order of jacverify.backward.rules (and the loss layers of
+#: jacverify.analysis.losses).
 FAMILIES = {
     "activations": activations,
     "applications": applications,
     "attention": attention,
     "convolutional": convolutional,
     "core": core,
+    "losses": losses,
     "merging": merging,
     "normalization": normalization,
     "ops": ops,
