@@ -305,6 +305,7 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
     rule_names: set[str] = set()
     fallbacks: list[str] = []
     grad_inputs, grad_outputs = _gradient_tensors(graph, gradient)
+    rule_names.update(t.name for t in grad_inputs)  # the layers' names must differ from them
     extra_axes = _extra_axes(graph.outputs, grad_outputs)
 
     contributions: dict[int, list] = {}
@@ -314,7 +315,7 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
 
     for index in reversed(range(len(graph.steps))):
         step = graph.steps[index]
-        out_grads = [_sum(contributions.pop(id(o), []), o) for o in step.outputs]
+        out_grads = [_sum(contributions.pop(id(o), []), o, rule_names) for o in step.outputs]
         found.update({id(o): g for o, g in zip(step.outputs, out_grads, strict=True)
                       if id(o) in target_ids})
         if all(g is None for g in out_grads) or index not in reached:
@@ -331,7 +332,7 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
     for tensor in targets:
         total = found.get(id(tensor))
         if total is None:
-            total = _sum(contributions.get(id(tensor), []), tensor)
+            total = _sum(contributions.get(id(tensor), []), tensor, rule_names)
         outputs.append(
             total if total is not None
             else ZeroGradient(extra_axes=extra_axes, dtype=_gradient_dtype(tensor))(tensor)
@@ -518,12 +519,19 @@ def _warn_fallback(names: list) -> None:
     )
 
 
-def _sum(grads: list, tensor):
+def _sum(grads: list, tensor, taken_names: set):
+    """The sum of a tensor's gradients, in a layer named apart from ``taken_names`` (the
+    gradient inputs are named after the model's output layers, e.g. ``gradient_sum``)."""
     if not grads:
         return None
     if len(grads) == 1:
         return grads[0]
-    return GradientSum(dtype=str(tensor.dtype))(grads)
+    index = len(taken_names)
+    while f"gradient_sum_{index}" in taken_names:
+        index += 1
+    name = f"gradient_sum_{index}"
+    taken_names.add(name)
+    return GradientSum(dtype=str(tensor.dtype), name=name)(grads)
 
 
 def _gradient_tensors(graph, gradient):

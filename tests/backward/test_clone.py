@@ -238,3 +238,19 @@ def test_rule_called_directly_with_and_without_input():
     cube = BackwardCube(Cube(), input_dim_wo_batch=[3], output_dim_wo_batch=[3])
     with pytest.raises(ValueError, match=r"rule\(\[gradient, input\]\)"):
         cube(g)
+
+
+def test_gradient_sums_are_named_apart_from_the_gradient_inputs():
+    """The gradient input of a model ending in a layer named ``sum`` is ``gradient_sum``: the
+    layers summing a tensor's gradients must not take that name."""
+    inp = keras.Input((4,))
+    shared = keras.layers.Dense(4, name="shared")
+    out = keras.layers.Add(name="sum")([shared(inp), shared(inp)])
+    backward = clone_to_backward(keras.Model(inp, out))
+    names = [layer.name for layer in backward.layers]
+    assert len(names) == len(set(names))
+    x = np.ones((2, 4), "float32")
+    g = np.ones((2, 4), "float32")
+    kernel = shared.get_weights()[0]
+    expected = 2 * g @ kernel.T
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(backward([x, g])), expected, rtol=1e-5)
