@@ -178,6 +178,10 @@ def _uses_float64(functional) -> bool:
     )
 
 
+def _has_float(tensors) -> bool:
+    return any("float" in str(t.dtype) for t in tensors)
+
+
 def _needs_tracing(operation, mapping) -> bool:
     """A layer (not a model, not an input) without a rule, or whose ``activation`` has no
     known derivative (a Dense with a library's own activation function: traced, its
@@ -245,7 +249,8 @@ class _Walker:
                 lambda v: tensor_map.get(id(v), v) if isinstance(v, keras.KerasTensor) else v
             )
             trace_error = None
-            if self.expand is not None and self.expand(operation):
+            # A call with only integer inputs (labels, token ids) gets no gradient: not traced.
+            if self.expand is not None and _has_float(mapped) and self.expand(operation):
                 trace_error = self._inline_traced(node, args, kwargs, tensor_map, path)
                 if trace_error is None:
                     continue
