@@ -601,7 +601,9 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
 def _rule_id(keras_class: type, duplicated: bool) -> str:
     if not duplicated:
         return keras_class.__name__
-    module = keras_class.__module__.removeprefix("keras.src.")
+    from jacverify._keras_internals import public_module
+
+    module = public_module(keras_class.__module__)
     return f"{module}.{keras_class.__name__}"
 
 

@@ -49,6 +49,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jacverify.check.references import Directional
+from jacverify.check.verdicts import (  # noqa: F401 - re-exported for older imports
+    CONVENTIONS,
+    SEVERITY,
+    VERDICTS,
+    check_convention,
+    severity,
+    worst_verdict,
+)
 
 #: Multiple of scipy's error estimate allowed between a rule and finite differences.
 C_FD = 4.0
@@ -58,28 +66,6 @@ NOISY_RELATIVE = 1e-3
 K_AUTOGRAD = 8.0
 #: Multiple of the change of g^T J under a rounding-size perturbation of x that is allowed.
 C_COND = 2.0
-#: Severity order of verdicts (worst first). "unjudged" marks examples nothing was judged on.
-SEVERITY = ("error", "fail", "boundary", "inconclusive", "pass", "skipped", "unjudged")
-VERDICTS = ("pass", "fail", "boundary", "error", "inconclusive", "skipped")
-CONVENTIONS = ("subgradient", "autograd")
-
-
-def severity(verdict: str) -> int:
-    """Lower is worse: ``error`` 0, ``fail`` 1, ``boundary`` 2, ``inconclusive`` 3, ..."""
-    return SEVERITY.index(verdict)
-
-
-def worst_verdict(verdicts: Sequence[str]) -> str:
-    """The most severe verdict of ``verdicts`` (``pass`` for none); ``unjudged`` counts as
-    nothing, and ``skipped`` only wins when everything was skipped."""
-    judged = [v for v in verdicts if v not in ("unjudged",)]
-    if not judged:
-        return "pass"
-    non_skipped = [v for v in judged if v != "skipped"]
-    if not non_skipped:
-        return "skipped"
-    return min(non_skipped, key=severity)
-
 
 def machine_eps(dtype: str) -> float:
     """Machine epsilon of a floating dtype name (float32 for anything unknown)."""

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from scipy.differentiate import derivative
 
+from jacverify import _keras_internals
+
 
 @contextlib.contextmanager
 def true_float64() -> Iterator[bool]:
@@ -36,24 +38,8 @@ def true_float64() -> Iterator[bool]:
     patched for the duration of the block and restored after. Yields whether float64 ops now
     stay float64.
     """
-    table = None
-    old = None
-    try:
-        from keras.src.backend.common import dtypes as _dtypes
-
-        table = getattr(_dtypes, "BIT64_TO_BIT32_DTYPE", None)
-        if isinstance(table, dict) and "float64" in table:
-            old = table["float64"]
-            table["float64"] = "float64"
-        else:
-            table = None
-    except ImportError:  # another Keras layout: nothing to patch
-        table = None
-    try:
+    with _keras_internals.float64_not_downcast():
         yield keras.backend.result_type("float64", "float64") == "float64"
-    finally:
-        if table is not None:
-            table["float64"] = old
 
 
 def keras_downcasts_float64() -> bool:

@@ -13,17 +13,19 @@ floats and ints, arrays nested lists, NaN and infinities ``None``) and a readabl
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from jacverify.check.compare import VERDICTS, worst_verdict
+from jacverify.check.verdicts import VERDICTS, worst_verdict
 
 __all__ = [
     "ConfigCheck",
     "Counterexample",
+    "Finding",
     "LayerCheck",
     "ModelCheck",
     "ReferenceInfo",
@@ -55,6 +57,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
     if value is None or isinstance(value, str):
         return value
     return str(value)
@@ -156,6 +160,32 @@ class Counterexample:
 
 
 @dataclass
+class Finding:
+    """What one probe found about the rule (see :class:`jacverify.check.verdicts.Probe`).
+
+    ``verdict`` is ``pass`` when the property held at every example it was probed on,
+    ``skipped`` when the probe does not apply (a rule without ``get_config``, a rule that
+    declares ``supports_extra_axes = False``) or could not run (the rule raised before it).
+    """
+
+    probe: str  # one of PROBES: structure, value, dtype, batch, extra_axes, config
+    verdict: str
+    message: str = ""  # one sentence: what held, or what broke and where
+    coordinate: str | None = None  # e.g. "x[0, 3] = -1.5", where the value is wrong
+    examples: int = 0  # examples the probe ran on
+    failing_examples: int = 0  # examples where it found the rule wrong
+    kind: str = ""  # the kind of example of the message (random, exact_kink, ...)
+
+    def to_dict(self) -> dict:
+        return _fields_dict(self)
+
+    def line(self) -> str:
+        """``value: fail: the rule ...``: one line for summaries and failure messages."""
+        text = f"{self.probe}: {self.verdict}"
+        return text + (f": {self.message}" if self.message else "")
+
+
+@dataclass
 class ReferenceInfo:
     """Which references the verdict rests on."""
 
@@ -203,6 +233,17 @@ class LayerCheck:
     seed: int | None = None
     shrink_evaluations: int = 0
     duration_s: float = 0.0
+    # Finding per probe, the headline first (the value finding whenever the value is wrong)
+    findings: list = field(default_factory=list)
+
+    @property
+    def headline(self) -> Finding | None:
+        """The finding the verdict and the reason come from (``None`` before any probe)."""
+        return self.findings[0] if self.findings else None
+
+    def finding(self, probe: str) -> Finding | None:
+        """The finding of ``probe`` (a :class:`~jacverify.check.verdicts.Probe` or its name)."""
+        return next((f for f in self.findings if f.probe == str(probe)), None)
 
     @property
     def passed(self) -> bool:
@@ -228,6 +269,9 @@ class LayerCheck:
             f"{self.examples} examples, seed {self.seed}]"
         )
         lines = [head, f"  {self.reason}"]
+        others = [f for f in self.findings[1:] if f.verdict not in ("pass", "skipped")]
+        for finding in others:
+            lines.append(f"  also {finding.line()}")
         if self.examples_by_kind:
             kinds = ", ".join(f"{k} {v}" for k, v in self.examples_by_kind.items() if v)
             lines.append(f"  examples: {kinds}")

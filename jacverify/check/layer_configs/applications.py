@@ -4,9 +4,8 @@ CustomScaleLayer (InceptionResNetV2, two inputs), LayerScale and StochasticDepth
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from keras.src.applications.convnext import LayerScale, StochasticDepth
-from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 
+from jacverify._keras_internals import CustomScaleLayer, LayerScale, StochasticDepth
 from jacverify.check.layer_configs._common import (
     finish,
     layer_strategy,

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 
 from hypothesis import strategies as st
-from keras.src.ops import core as kcore
-from keras.src.ops import math as kmath
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
 
+from jacverify._keras_internals import ops_core as kcore
+from jacverify._keras_internals import ops_math as kmath
+from jacverify._keras_internals import ops_nn as knn
+from jacverify._keras_internals import ops_numpy as knp
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import (
     inputs_template,
