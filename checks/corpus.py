@@ -12,6 +12,7 @@ from checks import (
     cases_pair_product,
     cases_plus_constant,
     cases_swish,
+    cases_two_bugs,
     cases_vee,
 )
 from checks.case import Case
@@ -25,6 +26,7 @@ MODULES = (
     cases_pair_max,
     cases_pair_product,
     cases_native,
+    cases_two_bugs,
 )
 
 

@@ -184,10 +184,10 @@ def _marker_values(mark: pytest.Mark) -> dict:
                 f"{values['convention']!r}"
             )
     if "allow" in values:
-        from jacverify.testing import _allowed
+        from jacverify.testing import allowed_verdicts
 
         try:
-            values["allow"] = _allowed(values["allow"] or ())
+            values["allow"] = allowed_verdicts(values["allow"] or ())
         except ValueError as error:
             raise pytest.UsageError(f"@pytest.mark.{MARKER}: {error}") from None
     return values

@@ -132,7 +132,7 @@ def _set_defaults(defaults: TestDefaults | None) -> None:
 # --------------------------------------------------------------------------- options
 
 
-def _allowed(allow: Iterable[str] | str) -> tuple[str, ...]:
+def allowed_verdicts(allow: Iterable[str] | str) -> tuple[str, ...]:
     verdicts = (allow,) if isinstance(allow, str) else tuple(allow)
     for verdict in verdicts:
         if verdict not in ACCEPTABLE_VERDICTS:
@@ -309,7 +309,7 @@ def assert_backward_correct(
     """
     __tracebackhide__ = True
     defaults = _defaults or TestDefaults()
-    allowed = _allowed(allow if allow is not None else defaults.allow)
+    allowed = allowed_verdicts(allow if allow is not None else defaults.allow)
     n_examples, examples_source = _examples(examples, defaults)
     the_seed, seed_source = _seed(seed, defaults)
     options = {} if input_shape is None else {"input_shape": input_shape}
@@ -601,7 +601,7 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
 def _rule_id(keras_class: type, duplicated: bool) -> str:
     if not duplicated:
         return keras_class.__name__
-    from jacverify._keras_internals import public_module
+    from jacverify.keras_internals import public_module
 
     module = public_module(keras_class.__module__)
     return f"{module}.{keras_class.__name__}"

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from jacverify import _keras_internals
+from jacverify import keras_internals
 from jacverify.backward.factory import is_float_dtype, make_rule, rule_label
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
@@ -107,7 +107,7 @@ def _built_shapes(layer: keras.layers.Layer, name: str) -> list[tuple] | None:
         return [_static_shape(t.shape[1:], name) for t in tensor]
     if tensor is not None:
         return [_static_shape(tensor.shape[1:], name)]
-    shapes = _keras_internals.build_shapes(layer)
+    shapes = keras_internals.build_shapes(layer)
     if len(shapes) != 1:
         return None
     (shape,) = shapes.values()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.differentiate import derivative
 
-from jacverify import _keras_internals
+from jacverify import keras_internals
 
 
 @contextlib.contextmanager
@@ -38,7 +38,7 @@ def true_float64() -> Iterator[bool]:
     patched for the duration of the block and restored after. Yields whether float64 ops now
     stay float64.
     """
-    with _keras_internals.float64_not_downcast():
+    with keras_internals.float64_not_downcast():
         yield keras.backend.result_type("float64", "float64") == "float64"
 
 

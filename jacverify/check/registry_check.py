@@ -23,8 +23,8 @@ from hypothesis.strategies import SearchStrategy
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
-from jacverify.backward.rules._call_arguments import fill_in, is_input
-from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.backward.rules._call_arguments import is_input
+from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.layer_configs import (
     draw_configs,
@@ -184,29 +184,6 @@ def _checkable(layer: Any, shape: Any) -> Any:
     return PackedCall(layer, shapes, [{INPUT_KEY: i} for i in range(len(shapes))])
 
 
-def _rule_for(entry: RuleEntry, layer: Any) -> Any:
-    """The rule to check: its class, or, for a rule reading its call's arguments on a call
-    made through the adapter, a factory giving the rule that call's arguments (as the builder
-    does)."""
-    rule_class = entry.rule_class
-    if not isinstance(layer, PackedCall) or not getattr(rule_class, "uses_call_arguments", False):
-        return rule_class
-    shapes = [list(s) for s in layer.packing.shapes]
-    arguments = {"args": layer.call_args, "kwargs": layer.call_kwargs}
-
-    def make(operation: Any) -> Any:
-        dtype = getattr(operation, "compute_dtype", None) or "float32"
-        parts = [np.zeros((1, *s), dtype=dtype) for s in shapes]
-        output = operation(*fill_in(arguments["args"], parts), **fill_in(arguments["kwargs"],
-                                                                            parts))
-        return rule_class(
-            layer=operation, input_dim_wo_batch=shapes if len(shapes) > 1 else shapes[0],
-            output_dim_wo_batch=list(output.shape[1:]), call_arguments=arguments,
-        )
-
-    return RuleFactory(name=rule_class.__name__, make=make)
-
-
 def _check_one(
     entry: RuleEntry, layer: Any, shape: Any, *, examples: int, seed: int, convention: str
 ) -> LayerCheck:
@@ -217,7 +194,7 @@ def _check_one(
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(f"the example is not a Keras layer or operation: {layer!r}")
         return check_layer(
-            layer, _rule_for(entry, layer), input_shape=shape, examples=examples,
+            layer, entry.rule_class, input_shape=shape, examples=examples,
             seed=seed, convention=convention,
         )
     except Exception as error:  # noqa: BLE001 - one configuration must not end the run

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from jacverify._keras_internals import CustomScaleLayer, LayerScale, StochasticDepth
 from jacverify.check.layer_configs._common import (
     finish,
     layer_strategy,
@@ -13,6 +12,7 @@ from jacverify.check.layer_configs._common import (
     small_floats,
     weight_seeds,
 )
+from jacverify.keras_internals import CustomScaleLayer, LayerScale, StochasticDepth
 
 
 @layer_strategy
