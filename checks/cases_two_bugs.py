@@ -101,6 +101,13 @@ class PairMaxTiesFullNoExtraAxes(NoExtraAxes, BackwardPairMax):
         return [gradient * share_a, gradient * share_b]
 
 
+def _lead(mask, gradient):
+    """``mask`` (batch, *shape) with an axis inserted for each extra axis of ``gradient``."""
+    while len(mask.shape) < len(gradient.shape):
+        mask = ops.expand_dims(mask, 1)
+    return mask
+
+
 class CallableMaximum:
     """A rule for ``Maximum`` that is a plain class (not a jacverify layer): it keeps only the
     operation, not ``output_dim_wo_batch``; half the gradient to each tied input."""
@@ -116,7 +123,7 @@ class CallableMaximum:
         peak = xs[0]
         for x in xs[1:]:
             peak = ops.maximum(peak, x)
-        hits = [ops.cast(ops.equal(x, peak), gradient.dtype) for x in xs]
+        hits = [_lead(ops.cast(ops.equal(x, peak), gradient.dtype), gradient) for x in xs]
         count = hits[0]
         for hit in hits[1:]:
             count = count + hit
@@ -132,7 +139,8 @@ class CallableMaximumTiesFull(CallableMaximum):
         peak = xs[0]
         for x in xs[1:]:
             peak = ops.maximum(peak, x)
-        return [gradient * ops.cast(ops.equal(x, peak), gradient.dtype) for x in xs]
+        return [gradient * _lead(ops.cast(ops.equal(x, peak), gradient.dtype), gradient)
+                for x in xs]
 
 
 def _elu_half():

@@ -15,8 +15,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import keras
+
 from jacverify.check.adapters import PackedRule
-from jacverify.check.calls import exception_text
+from jacverify.check.calls import exception_text, short_error
 from jacverify.check.compare import DirectionJudgement
 from jacverify.check.explain import counterexample, failure_reason, jump_texts, pass_reason
 from jacverify.check.preparation import Setup
@@ -73,6 +75,21 @@ def _inner_rule(rule: Any) -> Any:
     return rule.rule if isinstance(rule, PackedRule) else rule
 
 
+def _forward_layer_problem(config: dict) -> str:
+    """Why the forward layer in a rule's config cannot be rebuilt ("" when it can): then the
+    round trip says nothing about the rule."""
+    if not isinstance(config, dict) or not isinstance(config.get("layer"), dict):
+        return ""
+    try:
+        keras.saving.deserialize_keras_object(config["layer"])
+    except Exception as error:  # noqa: BLE001
+        return (
+            f"the forward layer cannot be rebuilt from its config ({short_error(error)}): "
+            "register it with keras.saving.register_keras_serializable to save backward models"
+        )
+    return ""
+
+
 def config_finding(rule: Any) -> Finding:
     """The ``get_config`` round trip: ``type(rule).from_config(rule.get_config())`` gives a
     rule with the same config (what saving a backward model relies on)."""
@@ -83,6 +100,14 @@ def config_finding(rule: Any) -> Finding:
                        "the rule has no get_config/from_config (it cannot be saved)")
     try:
         config = rule.get_config()
+    except Exception as error:  # noqa: BLE001 - a broken get_config is the finding
+        return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
+                       f"the rule's get_config() raised {exception_text(error)}",
+                       examples=1, failing_examples=1)
+    layer_problem = _forward_layer_problem(config)
+    if layer_problem:
+        return Finding(Probe.CONFIG.value, Verdict.SKIPPED.value, layer_problem)
+    try:
         again = type(rule).from_config(config).get_config()
     except Exception as error:  # noqa: BLE001 - a broken round trip is the finding
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,

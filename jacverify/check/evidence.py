@@ -251,23 +251,23 @@ def _line(
     gs = np.broadcast_to(g0.astype(dtype).reshape(1, *output_shape), (m, *output_shape)).copy()
 
     line: dict = {
-        "s": s,
-        "origin_index": origin,
-        "direction_name": direction_name,
-        "coordinate": None,
-        "rule": None,
-        "autograd": None,
-        "finite_differences": None,
-        "fd_left": None,
-        "fd_right": None,
-        "fd_dtype": fd.dtype,
-        "fd_step": h,
-        "kinks": kinks,
-        "notes": [],
+        "s": s, "origin_index": origin, "direction_name": direction_name,
+        "coordinate": None, "rule": None, "autograd": None, "finite_differences": None,
+        "fd_left": None, "fd_right": None, "fd_dtype": fd.dtype, "fd_step": h,
+        "kinks": kinks, "notes": [],
     }
     if basis_index is not None:
         line["coordinate"] = {"label": format_index(basis_index, input_shape),
                               "value": float(x0[basis_index])}
+    _fill_line(line, layer, rule, fd, x0, g0, d, xs, gs)
+    return line
+
+
+def _fill_line(line: dict, layer: Any, rule: Any, fd: FDModel, x0: np.ndarray,
+               g0: np.ndarray, d: np.ndarray, xs: np.ndarray, gs: np.ndarray) -> None:
+    """The rule's, autograd's and finite differences' values along the line (notes for
+    whatever could not be computed)."""
+    s, h, m = line["s"], line["fd_step"], xs.shape[0]
     try:
         line["rule"] = _rule_rows(rule, xs, gs) @ d
     except Exception as error:  # noqa: BLE001 - a failing rule is what the report shows
@@ -281,7 +281,6 @@ def _line(
         line["finite_differences"], line["fd_left"], line["fd_right"] = central, left, right
     except Exception as error:  # noqa: BLE001
         line["notes"].append(f"finite differences raised {short_error(error)}")
-    return line
 
 
 def _jacobian(

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import keras
-import torch
 
 from jacverify.check.aggregate import MIN_JUDGED_FRACTION, layer_check
 from jacverify.check.calls import call_rule
@@ -36,7 +35,7 @@ from jacverify.check.preparation import prepare
 from jacverify.check.probes import Evaluator, ExampleOutcome, search_label, search_severity
 from jacverify.check.results import LayerCheck
 from jacverify.check.runner import search
-from jacverify.check.settings import MAX_FULL_JACOBIAN, CheckSettings
+from jacverify.check.settings import MAX_FULL_JACOBIAN, CheckSettings, torch_threads
 from jacverify.check.strategies import ExampleSpec, example_specs, kink_sweep
 from jacverify.check.verdicts import Convention, Verdict
 
@@ -91,14 +90,8 @@ def check_with(
     input_shape: Sequence | None = None, inputs: Any = None,
 ) -> LayerCheck:
     """:func:`check_layer` with its options as one :class:`CheckSettings`."""
-    if settings.threads is not None and settings.threads != torch.get_num_threads():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(int(settings.threads))
-        try:
-            return _check(layer, rule, settings.with_seed(), input_shape, inputs)
-        finally:
-            torch.set_num_threads(previous)
-    return _check(layer, rule, settings.with_seed(), input_shape, inputs)
+    with torch_threads(settings.threads):
+        return _check(layer, rule, settings.with_seed(), input_shape, inputs)
 
 
 def _check(

@@ -26,6 +26,7 @@ from jacverify.backward.registry import get_backward_rule
 from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.results import LayerCheck, ModelCheck
+from jacverify.check.settings import torch_threads
 
 #: Rows of sampled inputs when ``inputs`` is not given.
 SAMPLED_ROWS = 4
@@ -70,6 +71,19 @@ def _given_inputs(inputs: Any, graph_inputs: Sequence) -> list[np.ndarray]:
             )
         arrays.append(array.astype(str(tensor.dtype)))
     return arrays
+
+
+def _model_inputs(inputs: Any, graph, rng: np.random.Generator) -> tuple[list, list]:
+    """The model inputs the layers are checked around, and the note that says which."""
+    if inputs is None:
+        model_inputs = _sample_inputs(graph.inputs, rng)
+        return model_inputs, [
+            f"layers were checked around the activations of {SAMPLED_ROWS} sampled inputs"
+        ]
+    model_inputs = _given_inputs(inputs, graph.inputs)
+    return model_inputs, [
+        f"layers were checked around the activations of {len(model_inputs[0])} inputs"
+    ]
 
 
 def _activations(graph, steps: Sequence[Step], model_inputs: list[np.ndarray]) -> dict:
@@ -267,29 +281,18 @@ def check_model(
         ValueError: ``inputs`` do not fit the model, or the model's input sizes are unknown.
     """
     if threads is not None and threads != torch.get_num_threads():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
+        with torch_threads(threads):
             return check_model(
                 model, mapping_keras2backward_classes, inputs=inputs, examples=examples,
                 seed=seed, convention=convention, end_to_end=end_to_end, progress=progress,
                 threads=None,
             )
-        finally:
-            torch.set_num_threads(previous)
     start = time.perf_counter()
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") % (2**31)
-    seed = int(seed)
+    seed = int(seed) if seed is not None else int.from_bytes(os.urandom(4), "little") % 2**31
     backward = clone_to_backward(model, mapping_keras2backward_classes)
     graph = trace(model)
     rng = np.random.default_rng(seed)
-    if inputs is None:
-        model_inputs = _sample_inputs(graph.inputs, rng)
-        notes = [f"layers were checked around the activations of {SAMPLED_ROWS} sampled inputs"]
-    else:
-        model_inputs = _given_inputs(inputs, graph.inputs)
-        notes = [f"layers were checked around the activations of {len(model_inputs[0])} inputs"]
+    model_inputs, notes = _model_inputs(inputs, graph, rng)
     activations = _activations(graph, graph.steps, model_inputs)
 
     total = len(graph.steps) + (1 if end_to_end else 0)

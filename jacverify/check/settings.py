@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from jacverify.check.verdicts import Convention, check_convention
 
 #: Inputs with at most this many values get the full Jacobian (basis directions).
 MAX_FULL_JACOBIAN = 64
 
-__all__ = ["MAX_FULL_JACOBIAN", "CheckSettings"]
+__all__ = ["MAX_FULL_JACOBIAN", "CheckSettings", "torch_threads"]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch's intra-op threads set to ``threads`` (restored after;
+    ``None`` keeps torch's setting)."""
+    previous = torch.get_num_threads()
+    if threads is not None and int(threads) != previous:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 @dataclass(frozen=True)

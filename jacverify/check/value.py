@@ -15,7 +15,7 @@ import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
 from jacverify.check.explain import describe_judgement
-from jacverify.check.kinks import near_kink_mask
+from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask
 from jacverify.check.preparation import Setup
 from jacverify.check.references import (
     ReferenceUnavailable,
@@ -139,7 +139,7 @@ class ValueJudge:
             judgements = judge_directions(
                 rule64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
                 directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
-                near_mask=near_kink_mask(x0, self.kinks),
+                near_mask=kink_or_tie_mask(x0, self.kinks),
                 convention=self.setup.settings.convention,
                 widen=self._widen(example, x0, g0, steps), at_kink=at_kink,
                 sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
