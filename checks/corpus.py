@@ -6,6 +6,7 @@ import fnmatch
 
 from checks import (
     cases_clip,
+    cases_families,
     cases_linear_map,
     cases_native,
     cases_pair_max,
@@ -26,6 +27,7 @@ MODULES = (
     cases_pair_max,
     cases_pair_product,
     cases_native,
+    cases_families,
     cases_two_bugs,
 )
 

@@ -581,6 +581,10 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
         f"({check.layer_class}): {check.verdict.upper()}, {phrase}",
         check.reason,
     ]
+    lines += [
+        f"also {finding.line()}" for finding in check.findings[1:]
+        if finding.verdict not in ("pass", "skipped")
+    ]
     if check.verdict in ACCEPTABLE_VERDICTS:
         lines.append(
             f"(allow=({check.verdict!r},) or @pytest.mark.jacverify(allow=({check.verdict!r},)) "

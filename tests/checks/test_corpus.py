@@ -31,6 +31,8 @@ FAST = [
     "swish_overflow",
     "vee_flattened",
     "plus_constant_not_implemented",
+    "elu_half_alpha_no_extra_axes",
+    "maximum_callable_correct",
 ]
 FAST_EXAMPLES = 20
 #: The corpus has no custom convolution: this category is native only.
