@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from jacverify.check.verdicts import VERDICTS, worst_verdict
+from jacverify.check.text import finding_lines, number, values
+from jacverify.check.verdicts import VERDICTS, WRONG_VERDICTS, worst_verdict
 
 __all__ = [
     "ConfigCheck",
@@ -69,18 +70,11 @@ def _fields_dict(obj) -> dict:
 
 
 def _g(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
+    return number(value, digits)
 
 
 def _array_text(array: np.ndarray | None, limit: int = 12) -> str:
-    if array is None:
-        return "-"
-    flat = np.asarray(array, dtype=np.float64).reshape(-1)
-    items = ", ".join(f"{v:.6g}" for v in flat[:limit])
-    more = f", ... ({flat.size} values)" if flat.size > limit else ""
-    return f"[{items}{more}]"
+    return values(array, limit)
 
 
 @dataclass
@@ -253,7 +247,7 @@ class LayerCheck:
     @property
     def ok(self) -> bool:
         """True unless the rule was shown wrong (``fail``, ``boundary``, ``error``)."""
-        return self.verdict not in ("fail", "boundary", "error")
+        return self.verdict not in WRONG_VERDICTS
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data (``json.dumps(check.to_dict())`` works)."""
@@ -269,9 +263,7 @@ class LayerCheck:
             f"{self.examples} examples, seed {self.seed}]"
         )
         lines = [head, f"  {self.reason}"]
-        others = [f for f in self.findings[1:] if f.verdict not in ("pass", "skipped")]
-        for finding in others:
-            lines.append(f"  also {finding.line()}")
+        lines.extend("  " + line for line in finding_lines(self))
         if self.examples_by_kind:
             kinds = ", ".join(f"{k} {v}" for k, v in self.examples_by_kind.items() if v)
             lines.append(f"  examples: {kinds}")

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from jacverify.check.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
 from jacverify.check.results import jsonable
+from jacverify.check.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
 
 __all__ = [
     "FAILING_VERDICTS",
