@@ -15,7 +15,7 @@ from keras import ops
 
 from checks.case import Case, wrong
 from jacverify import registered_rules
-from jacverify.check.layer_configs import finish, packed
+from jacverify.check.layer_configs._common import finish, packed
 from jacverify.keras_internals import CustomScaleLayer, LayerScale
 from jacverify.keras_internals import ops_numpy as knp
 
