@@ -176,7 +176,7 @@ def _marker_values(mark: pytest.Mark) -> dict:
         if int(values["examples"]) < 1:
             raise pytest.UsageError(f"@pytest.mark.{MARKER}(examples=...) must be at least 1")
     if values.get("convention") is not None:
-        from jacverify.check.verdicts import CONVENTIONS
+        from jacverify.verdicts import CONVENTIONS
 
         if values["convention"] not in CONVENTIONS:
             raise pytest.UsageError(
@@ -304,7 +304,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for record in state.records:
         counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
     if counts:
-        from jacverify.check.verdicts import VERDICTS
+        from jacverify.verdicts import VERDICTS
 
         counts = {v: counts[v] for v in (*VERDICTS, *counts) if v in counts}
     terminalreporter.write_sep("-", "jacverify")

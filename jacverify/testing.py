@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jacverify.verdicts import Verdict
+
 if TYPE_CHECKING:
     from jacverify.check.results import LayerCheck
 
@@ -41,7 +43,9 @@ __all__ = [
 
 #: Verdicts that ``allow=`` may accept. ``fail`` and ``error`` show the rule wrong: they always
 #: fail the assertion (mark such a test ``xfail`` instead).
-ACCEPTABLE_VERDICTS = ("boundary", "inconclusive", "skipped")
+ACCEPTABLE_VERDICTS = (
+    Verdict.BOUNDARY.value, Verdict.INCONCLUSIVE.value, Verdict.SKIPPED.value
+)
 #: Examples per check when nothing else sets them and no Hypothesis profile can be read.
 DEFAULT_EXAMPLES = 100
 #: At most this many seeds that failed before are replayed from the example database.
@@ -49,12 +53,13 @@ MAX_REPLAYED_SEEDS = 3
 _DATABASE_PREFIX = b"jacverify.testing.assert_backward_correct:"
 
 _VERDICT_PHRASES = {
-    "pass": "the rule is right",
-    "fail": "the rule is wrong",
-    "boundary": "the rule is wrong at or next to a kink",
-    "error": "the rule raised, or returned NaN/Inf or the wrong shape",
-    "inconclusive": "the rule could not be shown right",
-    "skipped": "the rule was not checked",
+    Verdict.PASS.value: "the rule is right",
+    Verdict.FAIL.value: "the rule is wrong",
+    Verdict.BOUNDARY.value: "the rule is wrong at or next to a kink",
+    Verdict.ERROR.value: "the rule raised, or returned the wrong shape or dtype",
+    Verdict.NO_RULE.value: "there is no rule",
+    Verdict.INCONCLUSIVE.value: "the rule could not be shown right",
+    Verdict.SKIPPED.value: "the rule was not checked",
 }
 _SEED_SOURCES = {
     "argument": "given as seed=",
@@ -358,7 +363,7 @@ class _Run:
         record = CheckRecord(
             check,
             test_id=self.test_id,
-            accepted=check.verdict == "pass" or check.verdict in self.allowed,
+            accepted=check.verdict == Verdict.PASS or check.verdict in self.allowed,
             seed_source=seed_source,
             examples_source=examples_source,
             examples=examples,
@@ -492,7 +497,7 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
     if check.counterexample is not None:
         lines += ["", *counterexample_lines(check.counterexample)]
     lines += ["", *_details(check, record.seed_source)]
-    replay = _replay_lines(check, record) if check.verdict != "skipped" else []
+    replay = _replay_lines(check, record) if check.verdict != Verdict.SKIPPED else []
     if len(replay) > 1:
         lines += ["", *replay]
     return "\n".join(lines)

@@ -38,7 +38,7 @@ from jacverify.check.results import (  # noqa: E402
 )
 from jacverify.check.settings import CheckSettings  # noqa: E402
 from jacverify.check.strategies import ExampleSpec  # noqa: E402
-from jacverify.check.verdicts import (  # noqa: E402
+from jacverify.verdicts import (  # noqa: E402
     CONVENTIONS,
     PROBES,
     VERDICTS,

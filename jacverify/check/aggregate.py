@@ -26,7 +26,7 @@ from jacverify.check.probes import PROBE_ORDER, Evaluator, ExampleOutcome, headl
 from jacverify.check.results import Finding, LayerCheck, ReferenceInfo, Replay, jsonable
 from jacverify.check.runner import SearchResult
 from jacverify.check.strategies import KINDS
-from jacverify.check.verdicts import (
+from jacverify.verdicts import (
     VALUE_VERDICTS,
     Probe,
     Verdict,

@@ -49,10 +49,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jacverify.check.references import Directional
-from jacverify.check.verdicts import (  # noqa: F401 - re-exported for older imports
+from jacverify.verdicts import (  # noqa: F401 - re-exported for older imports
     CONVENTIONS,
     SEVERITY,
     VERDICTS,
+    Convention,
+    Verdict,
     check_convention,
     severity,
     worst_verdict,
@@ -277,7 +279,7 @@ def _unjudged(dirn: _Direction, location: str, note: str, tolerance: float,
               reference: float = math.nan) -> DirectionJudgement:
     return DirectionJudgement(
         location=location, reference=reference, tolerance=tolerance, error=0.0,
-        rel_error=0.0, verdict="unjudged", note=note, **dirn.common,
+        rel_error=0.0, verdict=Verdict.UNJUDGED.value, note=note, **dirn.common,
     )
 
 
@@ -357,7 +359,7 @@ def _judge_kink(ex: _Example, dirn: _Direction, is_kink: bool) -> DirectionJudge
     """A direction crossing a kink (or one closer than the steps)."""
     t = dirn
     lo, hi, fd_err = _kink_range(ex, t, is_kink)
-    if ex.convention == "autograd" and t.a is not None:
+    if ex.convention == Convention.AUTOGRAD and t.a is not None:
         tol, error, reference = t.base_tol + 1e-300, abs(t.r - t.a), t.a
         note = "at a kink: compared with autograd (convention='autograd')"
     else:
@@ -376,16 +378,16 @@ def _judge_kink(ex: _Example, dirn: _Direction, is_kink: bool) -> DirectionJudge
                 error = max(lo - t.r, t.r - hi, 0.0)
                 note += f"; a compound kink: valid range [{lo:.6g}, {hi:.6g}]"
         reference = lo if t.r < lo else (hi if t.r > hi else t.r)
-    verdict, responsible = "pass", []
+    verdict, responsible = Verdict.PASS.value, []
     if not error <= tol:
-        verdict = "boundary"
+        verdict = Verdict.BOUNDARY.value
         responsible = _responsible(ex.d[t.k], t.common["basis_index"], ex.rule, ex.autograd,
                                    ex.rule_eps)
         # On a known kink, an error blamed on coordinates away from every candidate kink is a
         # plain error that this direction happens to cross a kink with.
         known = ex.at_kink is not None and bool(ex.at_kink[t.k])
         if known and responsible and not all(bool(ex.near_mask[i]) for i in responsible):
-            verdict = "fail"
+            verdict = Verdict.FAIL.value
             note += "; the error sits on coordinates away from the kinks"
     return DirectionJudgement(
         location="kink", reference=reference, tolerance=tol, error=error, low=lo, high=hi,
@@ -399,17 +401,17 @@ def _smooth_verdict(ex: _Example, dirn: _Direction, error: float, tol: float, al
     t = dirn
     if error <= tol + allowance:
         if refs_agree is False:
-            return ("inconclusive", [],
+            return (Verdict.INCONCLUSIVE.value, [],
                     "the rule matches finite differences, but autograd disagrees with them")
-        return "pass", [], ""
+        return Verdict.PASS.value, [], ""
     if t.a is not None and not refs_agree and abs(t.r - t.a) <= tol + t.unit:
-        return "inconclusive", [], "the rule matches autograd, which disagrees with finite " \
-            "differences"
+        return (Verdict.INCONCLUSIVE.value, [],
+                "the rule matches autograd, which disagrees with finite differences")
     responsible = _responsible(ex.d[t.k], t.common["basis_index"], ex.rule, ex.autograd,
                                ex.rule_eps)
     near = bool(responsible) and all(bool(ex.near_mask[i]) for i in responsible)
-    return ("boundary", responsible, "next to a kink") if near else (
-        "fail", responsible, "at a smooth point")
+    return (Verdict.BOUNDARY.value, responsible, "next to a kink") if near else (
+        Verdict.FAIL.value, responsible, "at a smooth point")
 
 
 def _judge_smooth(ex: _Example, dirn: _Direction) -> DirectionJudgement:
@@ -508,7 +510,7 @@ def judge_directions(
 
 def worst_judgement(judgements: Sequence[DirectionJudgement]) -> DirectionJudgement | None:
     """The most severe judged direction (largest error/tolerance among equals)."""
-    judged = [j for j in judgements if j.verdict != "unjudged"]
+    judged = [j for j in judgements if j.verdict != Verdict.UNJUDGED]
     if not judged:
         return None
     return min(judged, key=lambda j: (severity(j.verdict), -j.ratio))

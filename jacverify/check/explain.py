@@ -14,7 +14,7 @@ import numpy as np
 from jacverify.check.compare import DirectionJudgement
 from jacverify.check.kinks import format_index, index_tuple
 from jacverify.check.results import Counterexample, Replay
-from jacverify.check.verdicts import Convention, Probe, Verdict
+from jacverify.verdicts import Convention, Probe, Verdict
 
 __all__ = ["counterexample", "describe_judgement", "failure_reason", "pass_reason"]
 
@@ -160,7 +160,7 @@ def _reference(outcome: Any, input_shape: tuple, fd_dtype: str) -> tuple[Any, st
 def _worst_coordinates(outcome: Any, reference: Any, input_shape: tuple) -> list[int]:
     """The blamed coordinates, then those where the rule is furthest from the reference."""
     j = outcome.worst
-    coords: list[int] = list(j.responsible) if j is not None and j.verdict != "pass" else []
+    coords: list[int] = list(j.responsible) if j is not None and j.verdict != Verdict.PASS else []
     rule0 = None if outcome.rule_output is None else outcome.rule_output[:1]
     if rule0 is not None and reference is not None and rule0.shape == reference.shape:
         diff = np.abs(rule0.astype(np.float64) - reference).reshape(-1)
@@ -220,7 +220,7 @@ def _direction_fields(outcome: Any, input_shape: tuple) -> dict:
         direction=outcome.example.directions[j.k].reshape(1, *input_shape),
         direction_name=name, rule_directional=j.rule, reference_directional=j.reference,
         one_sided=(j.left, j.right) if j.location == "kink" else None,
-        tolerance=j.tolerance, location=location if outcome.verdict != "error" else "",
+        tolerance=j.tolerance, location=location if outcome.verdict != Verdict.ERROR else "",
     )
 
 

@@ -37,7 +37,7 @@ from jacverify.check.results import LayerCheck
 from jacverify.check.runner import search
 from jacverify.check.settings import MAX_FULL_JACOBIAN, CheckSettings, torch_threads
 from jacverify.check.strategies import ExampleSpec, example_specs, kink_sweep
-from jacverify.check.verdicts import Convention, Verdict
+from jacverify.verdicts import Convention, Verdict
 
 __all__ = [
     "MAX_FULL_JACOBIAN",

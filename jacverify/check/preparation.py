@@ -37,7 +37,7 @@ from jacverify.check.references import (
 )
 from jacverify.check.results import LayerCheck
 from jacverify.check.settings import CheckSettings
-from jacverify.check.verdicts import Verdict
+from jacverify.verdicts import Verdict
 
 __all__ = ["Setup", "input_shapes", "prepare"]
 

@@ -32,7 +32,7 @@ from jacverify.check.references import effective_eps
 from jacverify.check.results import Finding
 from jacverify.check.strategies import Example, ExampleSpec, materialize
 from jacverify.check.value import ValueJudge
-from jacverify.check.verdicts import VALUE_VERDICTS, Probe, Verdict, severity
+from jacverify.verdicts import VALUE_VERDICTS, Probe, Verdict, severity
 
 __all__ = ["Evaluator", "ExampleOutcome", "headline", "search_label", "search_severity"]
 

@@ -32,6 +32,7 @@ from jacverify.check.layer_configs import (
     native_skip_reason,
 )
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
+from jacverify.verdicts import Verdict
 
 #: Why a rule without any example is skipped.
 NO_EXAMPLE_REASON = "no example layer or strategy: pass example= to register_backward"
@@ -199,7 +200,7 @@ def _check_one(
         )
     except Exception as error:  # noqa: BLE001 - one configuration must not end the run
         reason = f"check_layer() raised {type(error).__name__}: {str(error)[:300]}"
-        return _bare_check(entry, "inconclusive", reason, layer, shape)
+        return _bare_check(entry, Verdict.INCONCLUSIVE.value, reason, layer, shape)
 
 
 def check_registry(
@@ -249,12 +250,12 @@ def check_registry(
             drawn, reason = _configurations(entry, configs, seed)
         except Exception as error:  # noqa: BLE001 - a broken example must not end the run
             reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
-            check = _bare_check(entry, "inconclusive", reason)
+            check = _bare_check(entry, Verdict.INCONCLUSIVE.value, reason)
             result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
                                              **common))
             continue
         if not drawn:
-            check = _bare_check(entry, "skipped", reason)
+            check = _bare_check(entry, Verdict.SKIPPED.value, reason)
             result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
                                              **common))
             continue

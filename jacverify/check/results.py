@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from jacverify.check.text import finding_lines, number, values
-from jacverify.check.verdicts import VERDICTS, WRONG_VERDICTS, worst_verdict
+from jacverify.verdicts import VERDICTS, WRONG_VERDICTS, Verdict, worst_verdict
 
 __all__ = [
     "ConfigCheck",
@@ -155,7 +155,7 @@ class Counterexample:
 
 @dataclass
 class Finding:
-    """What one probe found about the rule (see :class:`jacverify.check.verdicts.Probe`).
+    """What one probe found about the rule (see :class:`jacverify.verdicts.Probe`).
 
     ``verdict`` is ``pass`` when the property held at every example it was probed on,
     ``skipped`` when the probe does not apply (a rule without ``get_config``, a rule that
@@ -236,13 +236,13 @@ class LayerCheck:
         return self.findings[0] if self.findings else None
 
     def finding(self, probe: str) -> Finding | None:
-        """The finding of ``probe`` (a :class:`~jacverify.check.verdicts.Probe` or its name)."""
+        """The finding of ``probe`` (a :class:`~jacverify.verdicts.Probe` or its name)."""
         return next((f for f in self.findings if f.probe == str(probe)), None)
 
     @property
     def passed(self) -> bool:
         """True when the verdict is ``pass``."""
-        return self.verdict == "pass"
+        return self.verdict == Verdict.PASS
 
     @property
     def ok(self) -> bool:
@@ -328,7 +328,7 @@ class ModelCheck:
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "pass"
+        return self.verdict == Verdict.PASS
 
     def to_dict(self) -> dict:
         data = _fields_dict(self)
@@ -426,7 +426,7 @@ class RegistryCheck:
 
     @property
     def passed(self) -> bool:
-        return self.verdict in ("pass", "skipped") and not self.failures
+        return self.verdict in (Verdict.PASS, Verdict.SKIPPED) and not self.failures
 
     @property
     def rules(self) -> list:
@@ -460,7 +460,7 @@ class RegistryCheck:
             f"({tally}); seed {self.seed}, {self.configs} configurations x {self.examples} "
             f"examples, {self.duration_s:.1f} s"
         ]
-        shown = self.checks if verbose else [c for c in self.checks if c.verdict != "pass"]
+        shown = self.checks if verbose else [c for c in self.checks if c.verdict != Verdict.PASS]
         lines.extend("  " + c.summary() for c in shown)
         for note in self.notes:
             lines.append(f"  note: {note}")

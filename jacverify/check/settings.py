@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from jacverify.check.verdicts import Convention, check_convention
+from jacverify.verdicts import Convention, check_convention
 
 #: Inputs with at most this many values get the full Jacobian (basis directions).
 MAX_FULL_JACOBIAN = 64

@@ -113,5 +113,5 @@ def finding_lines(check: Any) -> list[str]:
     the rule broken."""
     return [
         f"also {finding.line()}" for finding in check.findings[1:]
-        if finding.verdict not in ("pass", "skipped")
+        if str(finding.verdict) not in ("pass", "skipped")  # Verdict.PASS, Verdict.SKIPPED
     ]

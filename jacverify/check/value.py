@@ -28,7 +28,7 @@ from jacverify.check.references import (
 )
 from jacverify.check.results import Finding
 from jacverify.check.strategies import Example
-from jacverify.check.verdicts import Probe, Verdict
+from jacverify.verdicts import Probe, Verdict
 
 __all__ = ["ValueJudge"]
 

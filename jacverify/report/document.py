@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jacverify.check.results import jsonable
-from jacverify.check.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
+from jacverify.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
 
 __all__ = [
     "FAILING_VERDICTS",

@@ -23,7 +23,7 @@ from jacverify.backward.rules.activations.relu import BackwardReLU
 from jacverify.check import CheckSettings, Finding, Probe, Verdict
 from jacverify.check.aggregate import config_finding
 from jacverify.check.probes import headline, search_severity
-from jacverify.check.verdicts import VERDICTS, severity, worst_verdict
+from jacverify.verdicts import VERDICTS, severity, worst_verdict
 
 L = keras.layers
 EXAMPLES = 25
