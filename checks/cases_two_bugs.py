@@ -169,7 +169,7 @@ CASES: list[Case] = [
     wrong("relu_max0_no_extra_axes", _relu_max0, (6,), ReLUForgetsZeroMaxValueNoExtraAxes,
           "fail", "two_bugs", "1 above 0 where ReLU(max_value=0) is constant; raises on "
           "extra axes"),
-    wrong("maximum_ties_full_no_extra_axes", L.Maximum, [(4,), (4,)],
+    wrong("maximum_all_to_every_max_no_extra_axes", L.Maximum, [(4,), (4,)],
           MaximumTiesFullNoExtraAxes, "boundary", "two_bugs",
           "every tied input gets the full gradient; raises on extra axes"),
     wrong("softplus_nan_no_extra_axes", _softplus, (6,), SoftplusOverflowNoExtraAxes, "fail",
@@ -178,7 +178,7 @@ CASES: list[Case] = [
           "two_bugs", "drops beta inside the derivative; returns float64 for float32"),
     wrong("vee_sign_flipped_no_extra_axes", _vee, (5,), VeeSignFlippedNoExtraAxes, "fail",
           "two_bugs", "sign flipped; raises on extra axes"),
-    wrong("pair_max_ties_full_no_extra_axes", PairMax, [(4,), (4,)],
+    wrong("pair_max_all_to_both_no_extra_axes", PairMax, [(4,), (4,)],
           PairMaxTiesFullNoExtraAxes, "boundary", "two_bugs",
           "both tied inputs get the full gradient; raises on extra axes"),
     wrong("maximum_callable_ties_full", L.Maximum, [(4,), (4,)], CallableMaximumTiesFull,

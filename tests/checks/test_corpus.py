@@ -40,7 +40,9 @@ NATIVE_ONLY = {"conv_kernel"}
 
 
 def _is_custom(case: Case) -> bool:
-    return not type(case.layer()).__module__.startswith("keras")
+    layer = case.layer()
+    layer = getattr(layer, "operation", layer)  # a keras.ops call through the adapter
+    return not type(layer).__module__.startswith("keras")
 
 
 # ------------------------------------------------------------------------------ structure
