@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import torch
 
+import jacverify
 from checks.case import Case
 from jacverify.check.references import true_float64
 
@@ -56,10 +57,9 @@ def make_layer(case: Case, seed: int, dtype: str | None = None) -> keras.layers.
 def make_rule(case: Case, layer: keras.layers.Layer, rule_class: type | None = None) -> Any:
     """An instance of the case's rule (or ``rule_class``) for ``layer``."""
     output = _build(layer, case.shapes, case.multi_input, str(layer.compute_dtype))
-    input_dims = [list(s) for s in case.shapes] if case.multi_input else list(case.shapes[0])
-    return (rule_class or case.rule)(
-        layer=layer, input_dim_wo_batch=input_dims,
-        output_dim_wo_batch=[int(d) for d in output.shape[1:]],
+    return jacverify.make_rule(
+        layer, case.shapes, [tuple(int(d) for d in output.shape[1:])],
+        rule=rule_class or case.rule,
     )
 
 

@@ -25,6 +25,7 @@ CATEGORIES: dict[str, str] = {
     "nan_inf": "NaN or Inf returned",
     "shape": "wrong shape returned",
     "raises": "the rule raises",
+    "two_bugs": "wrong in value and broken in another property (the value verdict wins)",
     "correct": "correct rule (must pass)",
 }
 

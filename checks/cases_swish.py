@@ -92,7 +92,7 @@ CASES: list[Case] = [
           "with extra Jacobian axes, propagates the first row and copies it to the others"),
     wrong("swish_scaled", _swish, (6,), SwishScaled, "fail", "scale",
           "returns the right value times (1 + 1e-3)"),
-    wrong("swish_overflow", _swish, (6,), SwishOverflow, "error", "nan_inf",
+    wrong("swish_overflow", _swish, (6,), SwishOverflow, "fail", "nan_inf",
           "computes sigmoid as exp(bx) / (1 + exp(bx)): NaN once exp overflows"),
     wrong("swish_attribute_typo", _swish, (6,), SwishAttributeTypo, "error", "raises",
           "reads self.layer.alpha, which does not exist"),

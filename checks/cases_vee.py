@@ -113,6 +113,6 @@ CASES: list[Case] = [
           "example"),
     wrong("vee_flattened", _vee, (2, 3), VeeFlattened, "error", "shape",
           "returns the gradient flattened to (batch, 6) for a (batch, 2, 3) input"),
-    wrong("vee_sign_by_division", _vee, (6,), VeeSignByDivision, "error", "nan_inf",
+    wrong("vee_sign_by_division", _vee, (6,), VeeSignByDivision, "boundary", "nan_inf",
           "computes the side of the kink as (x - c) / |x - c|: NaN at x == center"),
 ]

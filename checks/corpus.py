@@ -6,6 +6,7 @@ import fnmatch
 
 from checks import (
     cases_clip,
+    cases_families,
     cases_linear_map,
     cases_native,
     cases_pair_max,
@@ -13,6 +14,7 @@ from checks import (
     cases_plus_constant,
     cases_recurrent,
     cases_swish,
+    cases_two_bugs,
     cases_vee,
 )
 from checks.case import Case
@@ -27,6 +29,8 @@ MODULES = (
     cases_pair_product,
     cases_native,
     cases_recurrent,
+    cases_families,
+    cases_two_bugs,
 )
 
 

@@ -21,6 +21,7 @@ _EXPORTS = {
     "BackwardLinearLayer": "jacverify.backward.base",
     "BackwardNonLinearLayer": "jacverify.backward.base",
     "clone_to_backward": "jacverify.backward.clone",
+    "make_rule": "jacverify.backward.factory",
     "MissingBackwardRuleError": "jacverify.backward.registry",
     "get_backward_rule": "jacverify.backward.registry",
     "register_backward": "jacverify.backward.registry",
@@ -49,6 +50,7 @@ __all__ = [
     "check_registry",
     "clone_to_backward",
     "get_backward_rule",
+    "make_rule",
     "register_backward",
     "registered_rules",
     "unregister_backward",
@@ -62,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         BackwardNonLinearLayer,
     )
     from jacverify.backward.clone import clone_to_backward
+    from jacverify.backward.factory import make_rule
     from jacverify.backward.registry import (
         MissingBackwardRuleError,
         get_backward_rule,

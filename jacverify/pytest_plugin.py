@@ -176,7 +176,7 @@ def _marker_values(mark: pytest.Mark) -> dict:
         if int(values["examples"]) < 1:
             raise pytest.UsageError(f"@pytest.mark.{MARKER}(examples=...) must be at least 1")
     if values.get("convention") is not None:
-        from jacverify.check.compare import CONVENTIONS
+        from jacverify.verdicts import CONVENTIONS
 
         if values["convention"] not in CONVENTIONS:
             raise pytest.UsageError(
@@ -184,10 +184,10 @@ def _marker_values(mark: pytest.Mark) -> dict:
                 f"{values['convention']!r}"
             )
     if "allow" in values:
-        from jacverify.testing import _allowed
+        from jacverify.testing import allowed_verdicts
 
         try:
-            values["allow"] = _allowed(values["allow"] or ())
+            values["allow"] = allowed_verdicts(values["allow"] or ())
         except ValueError as error:
             raise pytest.UsageError(f"@pytest.mark.{MARKER}: {error}") from None
     return values
@@ -304,7 +304,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for record in state.records:
         counts[record["verdict"]] = counts.get(record["verdict"], 0) + 1
     if counts:
-        from jacverify.check.compare import VERDICTS
+        from jacverify.verdicts import VERDICTS
 
         counts = {v: counts[v] for v in (*VERDICTS, *counts) if v in counts}
     terminalreporter.write_sep("-", "jacverify")

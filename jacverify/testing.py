@@ -26,8 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jacverify.verdicts import Verdict
+
 if TYPE_CHECKING:
-    from jacverify.check.results import Counterexample, LayerCheck
+    from jacverify.check.results import LayerCheck
 
 __all__ = [
     "ACCEPTABLE_VERDICTS",
@@ -41,7 +43,9 @@ __all__ = [
 
 #: Verdicts that ``allow=`` may accept. ``fail`` and ``error`` show the rule wrong: they always
 #: fail the assertion (mark such a test ``xfail`` instead).
-ACCEPTABLE_VERDICTS = ("boundary", "inconclusive", "skipped")
+ACCEPTABLE_VERDICTS = (
+    Verdict.BOUNDARY.value, Verdict.INCONCLUSIVE.value, Verdict.SKIPPED.value
+)
 #: Examples per check when nothing else sets them and no Hypothesis profile can be read.
 DEFAULT_EXAMPLES = 100
 #: At most this many seeds that failed before are replayed from the example database.
@@ -49,12 +53,13 @@ MAX_REPLAYED_SEEDS = 3
 _DATABASE_PREFIX = b"jacverify.testing.assert_backward_correct:"
 
 _VERDICT_PHRASES = {
-    "pass": "the rule is right",
-    "fail": "the rule is wrong",
-    "boundary": "the rule is wrong at or next to a kink",
-    "error": "the rule raised, or returned NaN/Inf or the wrong shape",
-    "inconclusive": "the rule could not be shown right",
-    "skipped": "the rule was not checked",
+    Verdict.PASS.value: "the rule is right",
+    Verdict.FAIL.value: "the rule is wrong",
+    Verdict.BOUNDARY.value: "the rule is wrong at or next to a kink",
+    Verdict.ERROR.value: "the rule raised, or returned the wrong shape or dtype",
+    Verdict.NO_RULE.value: "there is no rule",
+    Verdict.INCONCLUSIVE.value: "the rule could not be shown right",
+    Verdict.SKIPPED.value: "the rule was not checked",
 }
 _SEED_SOURCES = {
     "argument": "given as seed=",
@@ -132,7 +137,7 @@ def _set_defaults(defaults: TestDefaults | None) -> None:
 # --------------------------------------------------------------------------- options
 
 
-def _allowed(allow: Iterable[str] | str) -> tuple[str, ...]:
+def allowed_verdicts(allow: Iterable[str] | str) -> tuple[str, ...]:
     verdicts = (allow,) if isinstance(allow, str) else tuple(allow)
     for verdict in verdicts:
         if verdict not in ACCEPTABLE_VERDICTS:
@@ -309,7 +314,7 @@ def assert_backward_correct(
     """
     __tracebackhide__ = True
     defaults = _defaults or TestDefaults()
-    allowed = _allowed(allow if allow is not None else defaults.allow)
+    allowed = allowed_verdicts(allow if allow is not None else defaults.allow)
     n_examples, examples_source = _examples(examples, defaults)
     the_seed, seed_source = _seed(seed, defaults)
     options = {} if input_shape is None else {"input_shape": input_shape}
@@ -358,7 +363,7 @@ class _Run:
         record = CheckRecord(
             check,
             test_id=self.test_id,
-            accepted=check.verdict == "pass" or check.verdict in self.allowed,
+            accepted=check.verdict == Verdict.PASS or check.verdict in self.allowed,
             seed_source=seed_source,
             examples_source=examples_source,
             examples=examples,
@@ -442,106 +447,6 @@ def _add_replays(record: CheckRecord, layer: Any, rule: type | None, options: di
 # --------------------------------------------------------------------------- messages
 
 
-def _values(array: Any, limit: int = 12) -> str:
-    import numpy as np
-
-    if array is None:
-        return "-"
-    values = np.asarray(array, dtype=np.float64)
-    flat = values.reshape(-1)
-    text = ", ".join(f"{v:.6g}" for v in flat[:limit])
-    if flat.size > limit:
-        text += f", ... ({flat.size} values, shape {tuple(values.shape)})"
-    return f"[{text}]"
-
-
-def _g(value: Any) -> str:
-    return "-" if value is None else f"{value:.6g}"
-
-
-def _basis_index(cx: Counterexample) -> int | None:
-    import numpy as np
-
-    if cx.direction is None or "basis vector" not in cx.direction_name:
-        return None
-    flat = np.asarray(cx.direction, dtype=np.float64).reshape(-1)
-    return int(np.argmax(np.abs(flat)))
-
-
-def _flat_index(coordinate: dict, shape: tuple) -> int | None:
-    import numpy as np
-
-    index = coordinate.get("index")
-    if index is None:
-        return None
-    try:
-        return int(np.ravel_multi_index(tuple(index)[1:], shape)) if shape else 0
-    except (ValueError, TypeError):
-        return None
-
-
-def _differing(cx: Counterexample) -> list[str]:
-    """One line per coordinate of the counterexample where the rule is off: beyond the
-    tolerance, or outside the one-sided derivatives along the worst basis direction."""
-    import numpy as np
-
-    shape = tuple(np.asarray(cx.input).shape[1:])
-    basis = _basis_index(cx)
-    lines = []
-    for coordinate in cx.worst_coordinates:
-        rule, reference = coordinate.get("rule"), coordinate.get("reference")
-        label = coordinate.get("label", "?")
-        on_basis = basis is not None and _flat_index(coordinate, shape) == basis
-        if on_basis and cx.one_sided is not None and rule is not None:
-            lo, hi = sorted(float(v) for v in cx.one_sided)
-            lines.append(
-                f"{label}: rule {rule:.6g}, expected a value between the one-sided "
-                f"derivatives {lo:.6g} and {hi:.6g}"
-            )
-            continue
-        if rule is None or reference is None:
-            continue
-        tolerance = max(cx.tolerance or 0.0, 1e-6 * max(abs(rule), abs(reference)))
-        if not abs(rule - reference) > tolerance:  # NaN differs
-            continue
-        on_kink = label.count("=") > 1 and not on_basis
-        note = " (on a kink: a value between the one-sided derivatives is right)" if on_kink else ""
-        lines.append(f"{label}: rule {rule:.6g}, expected {reference:.6g}{note}")
-    return lines
-
-
-def _counterexample_lines(cx: Counterexample) -> list[str]:
-    kind = cx.kind.replace("_", " ") or "an"
-    lines = [f"counterexample ({kind} example, shrunk by Hypothesis):"]
-    lines.append(f"  input x             {_values(cx.input)}")
-    lines.append(f"  upstream gradient g {_values(cx.upstream_gradient)}")
-    if cx.rule_output is None:
-        lines.append("  rule's output       - (the rule returned nothing usable)")
-    else:
-        lines.append(f"  rule's output       {_values(cx.rule_output)}")
-    if cx.reference_output is not None:
-        expected = _values(cx.reference_output)
-        lines.append(f"  expected g^T J(x)   {expected}  by {cx.reference_name}")
-    if cx.direction_name and cx.rule_directional is not None and _basis_index(cx) is None:
-        lines.append(
-            f"  along {cx.direction_name} d: the rule's <g^T J, d> is "
-            f"{_g(cx.rule_directional)}, expected {_g(cx.reference_directional)}"
-            + (f" (tolerance {cx.tolerance:.3g})" if cx.tolerance is not None else "")
-        )
-    differing = _differing(cx)
-    if differing:
-        lines.append("  differs at:")
-        lines.extend(f"    {line}" for line in differing)
-    if cx.kink:
-        where = "next to the kink" if cx.location == "next to a kink" else "on the kink"
-        lines.append(f"  kink: {where} {cx.kink}")
-    elif cx.location == "smooth":
-        lines.append("  kink: none (a smooth point)")
-    elif cx.location:
-        lines.append(f"  kink: {cx.location}")
-    return lines
-
-
 def _details(check: LayerCheck, seed_source: str) -> list[str]:
     summary = dataclasses.replace(check, counterexample=None).summary().splitlines()
     source = _SEED_SOURCES.get(seed_source, seed_source)
@@ -574,6 +479,8 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
     """The text of a check that did not pass: verdict and reason, the counterexample (input,
     upstream gradient, the rule's output, the expected output, the coordinates that differ,
     the kink), the check's statistics, and how to replay it (from ``record``)."""
+    from jacverify.check.text import counterexample_lines, finding_lines
+
     record = record or CheckRecord(check)
     phrase = _VERDICT_PHRASES.get(check.verdict, check.verdict)
     lines = [
@@ -581,15 +488,16 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
         f"({check.layer_class}): {check.verdict.upper()}, {phrase}",
         check.reason,
     ]
+    lines += finding_lines(check)
     if check.verdict in ACCEPTABLE_VERDICTS:
         lines.append(
             f"(allow=({check.verdict!r},) or @pytest.mark.jacverify(allow=({check.verdict!r},)) "
             "accepts this verdict)"
         )
     if check.counterexample is not None:
-        lines += ["", *_counterexample_lines(check.counterexample)]
+        lines += ["", *counterexample_lines(check.counterexample)]
     lines += ["", *_details(check, record.seed_source)]
-    replay = _replay_lines(check, record) if check.verdict != "skipped" else []
+    replay = _replay_lines(check, record) if check.verdict != Verdict.SKIPPED else []
     if len(replay) > 1:
         lines += ["", *replay]
     return "\n".join(lines)
@@ -601,7 +509,9 @@ def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str
 def _rule_id(keras_class: type, duplicated: bool) -> str:
     if not duplicated:
         return keras_class.__name__
-    module = keras_class.__module__.removeprefix("keras.src.")
+    from jacverify.keras_internals import public_module
+
+    module = public_module(keras_class.__module__)
     return f"{module}.{keras_class.__name__}"
 
 

@@ -14,6 +14,7 @@ from keras import ops
 from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
+from jacverify.backward.factory import make_rule
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import (
@@ -473,23 +474,17 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
         rule_class = AutogradFallback
         if fallbacks is not None:
             fallbacks.append(f"{step.qualified_name} ({type(step.operation).__name__})")
-    in_dims = [_shape_wo_batch(t.shape) for t in step.inputs]
-    kwargs = {}
-    if getattr(rule_class, "uses_call_arguments", False):
-        kwargs["call_arguments"] = step.call_arguments()
-    if not isinstance(step.operation, keras.layers.Layer):
-        # A keras.ops operation has no dtype policy: the rule computes in its output's dtype,
-        # or in the widest floating dtype of its inputs (Keras's symbolic dtype inference maps
-        # float64 to float32 for some ops that compute in float64 on torch).
-        kwargs.setdefault("dtype", _operation_dtype(step))
-    rule = rule_class(
-        layer=step.operation,
-        input_dim_wo_batch=in_dims[0] if len(in_dims) == 1 else in_dims,
-        output_dim_wo_batch=(
-            _shape_wo_batch(step.outputs[0].shape) if len(step.outputs) == 1
-            else [_shape_wo_batch(t.shape) for t in step.outputs]
-        ),
-        **kwargs,
+    # A keras.ops operation has no dtype policy: the rule computes in its output's dtype, or
+    # in the widest floating dtype of its inputs (Keras's symbolic dtype inference maps
+    # float64 to float32 for some ops that compute in float64 on torch).
+    rule = make_rule(
+        step.operation,
+        [_shape_wo_batch(t.shape) for t in step.inputs],
+        [_shape_wo_batch(t.shape) for t in step.outputs],
+        rule=rule_class,
+        call_arguments=step.call_arguments()
+        if getattr(rule_class, "uses_call_arguments", False) else None,
+        dtype=None if isinstance(step.operation, keras.layers.Layer) else _operation_dtype(step),
     )
     # A layer called several times (shared, or inside a nested model used twice) gets one rule
     # per call; Keras needs distinct names.

@@ -17,42 +17,60 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from jacverify.check.compare import CONVENTIONS, VERDICTS, worst_verdict  # noqa: E402
+from jacverify.check.calls import call_rule  # noqa: E402
 from jacverify.check.layer_check import (  # noqa: E402
-    ExampleOutcome,
-    call_rule,
     check_example,
     check_layer,
+    check_with,
 )
 from jacverify.check.model_check import check_model  # noqa: E402
+from jacverify.check.probes import ExampleOutcome  # noqa: E402
 from jacverify.check.registry_check import check_registry  # noqa: E402
 from jacverify.check.results import (  # noqa: E402
     ConfigCheck,
     Counterexample,
+    Finding,
     LayerCheck,
     ModelCheck,
     ReferenceInfo,
     RegistryCheck,
     Replay,
 )
+from jacverify.check.settings import CheckSettings  # noqa: E402
 from jacverify.check.strategies import ExampleSpec  # noqa: E402
+from jacverify.verdicts import (  # noqa: E402
+    CONVENTIONS,
+    PROBES,
+    VERDICTS,
+    Convention,
+    Probe,
+    Verdict,
+    worst_verdict,
+)
 
 __all__ = [
     "CONVENTIONS",
+    "PROBES",
+    "CheckSettings",
     "ConfigCheck",
+    "Convention",
     "Counterexample",
     "ExampleOutcome",
     "ExampleSpec",
+    "Finding",
     "LayerCheck",
     "ModelCheck",
     "ReferenceInfo",
     "RegistryCheck",
+    "Probe",
     "Replay",
     "VERDICTS",
+    "Verdict",
     "call_rule",
     "check_example",
     "check_layer",
     "check_model",
     "check_registry",
+    "check_with",
     "worst_verdict",
 ]

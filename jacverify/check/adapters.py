@@ -28,6 +28,7 @@ import numpy as np
 from keras import ops
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.references import clone_layer
 
 
 class RuleOutputError(Exception):
@@ -211,8 +212,6 @@ class PackedCall(keras.layers.Layer):
     def clone_to_dtype(self, dtype: str) -> PackedCall:
         """The same call on a copy of the operation computing in ``dtype`` (see
         :func:`jacverify.check.references.clone_layer`)."""
-        from jacverify.check.references import clone_layer
-
         operation = self.operation
         if isinstance(operation, keras.Model):
             operation = clone_model_to_dtype(operation, dtype)
@@ -256,12 +255,19 @@ class PackedRule:
     ``rule([g, x_packed])`` calls the wrapped rule as the builder does (``rule([g, [x1, x2]])``,
     or ``rule(g)`` when it is linear) and packs the gradients it returns. Raises
     :class:`RuleOutputError` when the rule returns the wrong number of gradients or one of the
-    wrong shape (naming the input).
+    wrong shape (naming the input). ``output_shape`` is the checked operation's output shape
+    without the batch axis (taken from the layer, never from the rule): the axes of the
+    gradient before it are the lead axes (the batch, and extra Jacobian axes).
     """
 
-    def __init__(self, rule: Any, packing: Packing) -> None:
+    def __init__(
+        self, rule: Any, packing: Packing, output_shape: Sequence[int] | None = None
+    ) -> None:
         self.rule = rule
         self.packing = packing
+        if output_shape is None:  # older callers: the rule's own record, when it has one
+            output_shape = getattr(rule, "output_dim_wo_batch", ()) or ()
+        self.output_shape = tuple(int(d) for d in output_shape)
         self.is_linear = bool(getattr(rule, "is_linear", False))
         self.supports_extra_axes = bool(getattr(rule, "supports_extra_axes", True))
 
@@ -281,8 +287,7 @@ class PackedRule:
             raise RuleOutputError(
                 f"the rule returned {len(outs)} gradient(s) for a call with {n} input(s)"
             )
-        lead = len(gradient.shape) - len(getattr(self.rule, "output_dim_wo_batch", ()) or ())
-        lead = max(1, lead)
+        lead = max(1, len(gradient.shape) - len(self.output_shape))
         for i, (part, shape) in enumerate(zip(outs, self.packing.shapes, strict=True)):
             got = tuple(part.shape[lead:])
             if got != tuple(shape) or tuple(part.shape[:lead]) != tuple(gradient.shape[:lead]):

@@ -49,6 +49,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jacverify.check.references import Directional
+from jacverify.verdicts import (  # noqa: F401 - re-exported for older imports
+    CONVENTIONS,
+    SEVERITY,
+    VERDICTS,
+    Convention,
+    Verdict,
+    check_convention,
+    severity,
+    worst_verdict,
+)
 
 #: Multiple of scipy's error estimate allowed between a rule and finite differences.
 C_FD = 4.0
@@ -58,28 +68,6 @@ NOISY_RELATIVE = 1e-3
 K_AUTOGRAD = 8.0
 #: Multiple of the change of g^T J under a rounding-size perturbation of x that is allowed.
 C_COND = 2.0
-#: Severity order of verdicts (worst first). "unjudged" marks examples nothing was judged on.
-SEVERITY = ("error", "fail", "boundary", "inconclusive", "pass", "skipped", "unjudged")
-VERDICTS = ("pass", "fail", "boundary", "error", "inconclusive", "skipped")
-CONVENTIONS = ("subgradient", "autograd")
-
-
-def severity(verdict: str) -> int:
-    """Lower is worse: ``error`` 0, ``fail`` 1, ``boundary`` 2, ``inconclusive`` 3, ..."""
-    return SEVERITY.index(verdict)
-
-
-def worst_verdict(verdicts: Sequence[str]) -> str:
-    """The most severe verdict of ``verdicts`` (``pass`` for none); ``unjudged`` counts as
-    nothing, and ``skipped`` only wins when everything was skipped."""
-    judged = [v for v in verdicts if v not in ("unjudged",)]
-    if not judged:
-        return "pass"
-    non_skipped = [v for v in judged if v != "skipped"]
-    if not non_skipped:
-        return "skipped"
-    return min(non_skipped, key=severity)
-
 
 def machine_eps(dtype: str) -> float:
     """Machine epsilon of a floating dtype name (float32 for anything unknown)."""
@@ -155,6 +143,328 @@ def _responsible(
     return [int(i) for i in np.flatnonzero(contribution >= 0.1 * top)]
 
 
+@dataclass
+class _Example:
+    """What every direction of one example shares: the rule, the references, the scales."""
+
+    rule: np.ndarray
+    autograd: np.ndarray | None
+    d: np.ndarray  # (k, n) directions
+    n_basis: int
+    fd: Directional
+    rule_eps: float
+    near_mask: np.ndarray
+    convention: str
+    widen: Callable[[int, float, float], tuple[float, float]] | None
+    at_kink: np.ndarray | None
+    c: float  # rounding factor
+    r_dir: np.ndarray  # <rule, d>
+    a_dir: np.ndarray | None  # <autograd, d>
+    size: np.ndarray  # S per direction
+    unit: np.ndarray  # output-scale floor U per direction
+    quiet: np.ndarray  # the scale of noise where every derivative vanishes
+    conditioning: np.ndarray  # C_COND times the rounding sensitivity along d
+    lr_floor: float
+
+
+def _unit_floor(
+    rule_eps: float, fd: Directional, d: np.ndarray, g: np.ndarray, size: np.ndarray,
+    c: float, jacobian_scale: float,
+) -> np.ndarray:
+    """``U``: what a correct float rule may lose beyond ``c eps S``.
+
+    Output-scale floor: a float rule computing f' from values of the size of the outputs
+    (1 - tanh(x)^2, s * (g - <g, s>) for softmax) loses eps * |g| |y| to cancellation, with y
+    the outputs that move along the direction. Below the smallest normal number a float has no
+    relative precision left (a rule may underflow sigmoid(-97) ~ 1e-42 to 0 in float32). A
+    derivative that is tiny next to the example's other ones (gelu'(-7) ~ 1e-11 while
+    gelu'(1) ~ 1) is computed from intermediates of the usual size: it is only known to eps
+    times that size. And a float rule is only known to eps times the layer's usual derivatives
+    (measured on random inputs): gelu'(-11) ~ 1e-28 where the float64 forward has already lost
+    the function to cancellation.
+    """
+    tiny = float(np.finfo(np.float32 if rule_eps > 1e-10 else np.float64).tiny)
+    typical_size = float(np.median(size)) if size.size else 0.0
+    return (
+        8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * np.max(np.abs(d), axis=1)
+        + 8 * rule_eps * typical_size
+        + c * tiny * float(np.sum(np.abs(g))) * np.sum(np.abs(d), axis=1)
+        + 8 * rule_eps * jacobian_scale * float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1)
+    )
+
+
+def _example(
+    rule: np.ndarray, autograd: np.ndarray | None, g: np.ndarray, directions: np.ndarray,
+    n_basis: int, fd: Directional, *, rule_eps: float, fd_eps: float, near_mask: np.ndarray,
+    convention: str, widen, at_kink, sensitivity, jacobian_scale: float,
+) -> _Example:
+    """The shared quantities of one example (see :func:`judge_directions`)."""
+    if autograd is not None and not np.all(np.isfinite(autograd)):
+        autograd = None  # NaN where the layer is not differentiable: no reference to weigh
+    c = rounding_factor(rule.size, g.size)
+    d = np.asarray(directions, dtype=np.float64)
+    abs_d = np.abs(d)
+    mag = abs_d @ np.abs(rule)
+    if autograd is not None:
+        mag = 0.5 * (mag + abs_d @ np.abs(autograd))
+    size = mag + fd.abs_scale
+    # Where every derivative along a direction vanishes (saturation), finite differences'
+    # noise is judged against the example's typical size of terms, or unit slopes.
+    typical = float(np.median(size)) if size.size else 0.0
+    quiet = np.maximum(typical, float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1))
+    conditioning = np.zeros(d.shape[0])
+    if sensitivity is not None:
+        sensitivity = np.where(np.isfinite(sensitivity), sensitivity, 0.0)
+        conditioning = C_COND * (abs_d @ np.asarray(sensitivity, dtype=np.float64))
+    return _Example(
+        rule=rule, autograd=autograd, d=d, n_basis=n_basis, fd=fd, rule_eps=rule_eps,
+        near_mask=near_mask, convention=convention, widen=widen, at_kink=at_kink, c=c,
+        r_dir=d @ rule, a_dir=d @ autograd if autograd is not None else None, size=size,
+        unit=_unit_floor(rule_eps, fd, d, g, size, c, jacobian_scale), quiet=quiet,
+        conditioning=conditioning, lr_floor=4 * math.sqrt(fd_eps),
+    )
+
+
+@dataclass
+class _Direction:
+    """One direction's numbers: the rule, autograd, the finite differences, the scales."""
+
+    k: int
+    common: dict  # the DirectionJudgement fields every outcome of this direction shares
+    r: float
+    a: float | None
+    left: float
+    right: float
+    central: float
+    s: float  # S
+    unit: float  # U
+    quiet: float
+    base_tol: float
+    err_l: float
+    err_r: float
+    err_c: float
+    q_l: float  # one-sided quotients at a tiny step
+    q_r: float
+    near_err_l: float
+    near_err_r: float
+    margin: float = 0.0  # what finite-difference evidence of a kink must exceed
+    noisy_above: float = 0.0  # a finite-difference error above this is noise
+
+
+def _direction(ex: _Example, k: int) -> _Direction:
+    fd = ex.fd
+    r, a = float(ex.r_dir[k]), None if ex.a_dir is None else float(ex.a_dir[k])
+    left, right = float(fd.left[k]), float(fd.right[k])
+    s, unit = float(ex.size[k]), float(ex.unit[k])
+    basis_index = k if k < ex.n_basis else None
+    dirn = _Direction(
+        k=k, common=dict(k=k, basis_index=basis_index, rule=r, autograd=a, left=left,
+                         right=right),
+        r=r, a=a, left=left, right=right, central=float(fd.central[k]), s=s, unit=unit,
+        quiet=float(ex.quiet[k]),
+        base_tol=ex.c * ex.rule_eps * s + float(ex.conditioning[k]),
+        err_l=float(fd.err_left[k]), err_r=float(fd.err_right[k]),
+        err_c=float(fd.err_central[k]), q_l=float(fd.near_left[k]),
+        q_r=float(fd.near_right[k]), near_err_l=float(fd.near_err_left[k]),
+        near_err_r=float(fd.near_err_right[k]),
+    )
+    # Finite-difference evidence of a kink is weighed without the rounding sensitivity: at a
+    # kink, rounding moves the derivative by the jump itself.
+    dirn.margin = dirn.base_tol - float(ex.conditioning[k]) + unit + ex.lr_floor * s
+    dirn.noisy_above = NOISY_RELATIVE * (s + max(abs(left), abs(right)) + dirn.quiet) + unit
+    return dirn
+
+
+def _unjudged(dirn: _Direction, location: str, note: str, tolerance: float,
+              reference: float = math.nan) -> DirectionJudgement:
+    return DirectionJudgement(
+        location=location, reference=reference, tolerance=tolerance, error=0.0,
+        rel_error=0.0, verdict=Verdict.UNJUDGED.value, note=note, **dirn.common,
+    )
+
+
+def _classify(ex: _Example, dirn: _Direction) -> str:
+    """``kink``, ``unresolved`` (a kink inside the steps), ``smooth`` or ``noisy``.
+
+    Richardson's one-sided estimates are clean when their error is small and the one-sided
+    quotients at a tiny step (~1e-9 of it) agree with them; otherwise a kink lies inside the
+    steps (or the function is too noisy there). (Richardson's error estimate understates a
+    kink crossed by its larger steps, so it is not multiplied here.)
+    """
+    t = dirn
+    clean_l = C_FD * t.err_l <= t.noisy_above and abs(t.q_l - t.left) <= (
+        t.near_err_l + t.err_l + t.margin
+    )
+    clean_r = C_FD * t.err_r <= t.noisy_above and abs(t.q_r - t.right) <= (
+        t.near_err_r + t.err_r + t.margin
+    )
+    if clean_l and clean_r and math.isfinite(t.central):
+        # The central estimate straddles both sides: at a smooth point it must agree with the
+        # tiny quotients too.
+        straddle = abs(t.central - 0.5 * (t.q_l + t.q_r)) - abs(t.q_l - t.q_r) / 2
+        if straddle > 0.5 * (t.near_err_l + t.near_err_r) + t.err_c + t.margin and abs(
+            t.left - t.right
+        ) <= C_FD * (t.err_l + t.err_r) + t.margin:
+            clean_l = clean_r = False
+    if clean_l and clean_r:
+        # A slope change below what the rule may be off by does not matter.
+        is_kink = abs(t.left - t.right) > C_FD * (t.err_l + t.err_r) + t.margin
+        is_kink = is_kink or (ex.at_kink is not None and bool(ex.at_kink[t.k]))
+        return "kink" if is_kink else "smooth"
+    if max(t.near_err_l, t.near_err_r) > (
+        1e-2 * (t.s + max(abs(t.q_l), abs(t.q_r)) + t.quiet) + t.unit
+    ):
+        return "noisy"
+    return "unresolved"
+
+
+def _kink_range(ex: _Example, dirn: _Direction, is_kink: bool) -> tuple[float, float, float]:
+    """``(lo, hi, fd_err)``: the valid range at a kink and its finite-difference error."""
+    t = dirn
+    if is_kink:
+        return min(t.left, t.right), max(t.left, t.right), max(t.err_l, t.err_r)
+    # Both sides' tiny-step slopes, and the slope past the kink where it was measured; else
+    # Richardson's estimate, which sees it mixed with the near side's (its error estimate
+    # shows how much).
+    candidates, errors = [t.q_l, t.q_r], [t.near_err_l, t.near_err_r]
+    fd, k = ex.fd, t.k
+    for f_val, f_err, rich, rich_err in (
+        (fd.far_left[k], fd.far_err_left[k], t.left, t.err_l),
+        (fd.far_right[k], fd.far_err_right[k], t.right, t.err_r),
+    ):
+        if math.isfinite(f_val) and math.isfinite(f_err):
+            candidates.append(float(f_val))
+            errors.append(float(f_err))
+        else:
+            candidates.append(rich)
+            errors.append(rich_err)
+    return min(candidates), max(candidates), max(errors)
+
+
+def _kink_tolerance(ex: _Example, dirn: _Direction, lo, hi, fd_err) -> tuple[float, float]:
+    """``(tolerance, error)`` at a kink under the subgradient convention."""
+    t = dirn
+    # The saturation allowance, as at smooth points, measured by how far autograd falls
+    # outside the range.
+    if t.a is not None:
+        outside = max(lo - t.a, t.a - hi, 0.0)
+        allowance = min(K_AUTOGRAD * outside + 0.25 * t.unit, t.unit)
+    else:
+        allowance = 0.25 * t.unit
+    tol = t.base_tol + C_FD * fd_err + allowance + 1e-300
+    return tol, max(lo - t.r, t.r - hi, 0.0)
+
+
+def _judge_kink(ex: _Example, dirn: _Direction, is_kink: bool) -> DirectionJudgement:
+    """A direction crossing a kink (or one closer than the steps)."""
+    t = dirn
+    lo, hi, fd_err = _kink_range(ex, t, is_kink)
+    if ex.convention == Convention.AUTOGRAD and t.a is not None:
+        tol, error, reference = t.base_tol + 1e-300, abs(t.r - t.a), t.a
+        note = "at a kink: compared with autograd (convention='autograd')"
+    else:
+        tol, error = _kink_tolerance(ex, t, lo, hi, fd_err)
+        note = (
+            f"at a kink: one-sided derivatives {t.left:.6g} (left), {t.right:.6g} (right)"
+            if is_kink else
+            f"next to a kink closer than the finite-difference steps: one-sided estimates "
+            f"range over [{lo:.6g}, {hi:.6g}]"
+        )
+        if error > tol and ex.widen is not None:
+            # Several elementary kinks may meet here: each may take its own side.
+            w_lo, w_hi = ex.widen(t.k, t.r, tol)
+            if w_lo <= w_hi and (w_lo < lo - tol or w_hi > hi + tol):
+                lo, hi = min(lo, w_lo), max(hi, w_hi)
+                error = max(lo - t.r, t.r - hi, 0.0)
+                note += f"; a compound kink: valid range [{lo:.6g}, {hi:.6g}]"
+        reference = lo if t.r < lo else (hi if t.r > hi else t.r)
+    verdict, responsible = Verdict.PASS.value, []
+    if not error <= tol:
+        verdict = Verdict.BOUNDARY.value
+        responsible = _responsible(ex.d[t.k], t.common["basis_index"], ex.rule, ex.autograd,
+                                   ex.rule_eps)
+        # On a known kink, an error blamed on coordinates away from every candidate kink is a
+        # plain error that this direction happens to cross a kink with.
+        known = ex.at_kink is not None and bool(ex.at_kink[t.k])
+        if known and responsible and not all(bool(ex.near_mask[i]) for i in responsible):
+            verdict = Verdict.FAIL.value
+            note += "; the error sits on coordinates away from the kinks"
+    return DirectionJudgement(
+        location="kink", reference=reference, tolerance=tol, error=error, low=lo, high=hi,
+        rel_error=error / relative_scale(reference, t.s, 10 * tol), verdict=verdict,
+        responsible=responsible, note=note, **t.common,
+    )
+
+
+def _smooth_verdict(ex: _Example, dirn: _Direction, error: float, tol: float, allowance: float,
+                    refs_agree: bool | None) -> tuple[str, list, str]:
+    t = dirn
+    if error <= tol + allowance:
+        if refs_agree is False:
+            return (Verdict.INCONCLUSIVE.value, [],
+                    "the rule matches finite differences, but autograd disagrees with them")
+        return Verdict.PASS.value, [], ""
+    if t.a is not None and not refs_agree and abs(t.r - t.a) <= tol + t.unit:
+        return (Verdict.INCONCLUSIVE.value, [],
+                "the rule matches autograd, which disagrees with finite differences")
+    responsible = _responsible(ex.d[t.k], t.common["basis_index"], ex.rule, ex.autograd,
+                               ex.rule_eps)
+    near = bool(responsible) and all(bool(ex.near_mask[i]) for i in responsible)
+    return (Verdict.BOUNDARY.value, responsible, "next to a kink") if near else (
+        Verdict.FAIL.value, responsible, "at a smooth point")
+
+
+def _judge_smooth(ex: _Example, dirn: _Direction) -> DirectionJudgement:
+    """A direction at a smooth point: the rule must match the central derivative."""
+    t = dirn
+    central_ok = math.isfinite(t.central) and C_FD * t.err_c <= t.noisy_above
+    reference = t.central if central_ok else 0.5 * (t.left + t.right)
+    fd_err = t.err_c if central_ok else max(t.err_l, t.err_r)
+    if not math.isfinite(reference) or C_FD * fd_err > t.noisy_above:
+        return _unjudged(t, "noisy", f"finite differences too noisy (error estimate "
+                         f"{fd_err:.3g})", t.base_tol, reference)
+    tol = t.base_tol + C_FD * fd_err + 1e-300
+    refs_agree = None
+    allowance = 0.25 * t.unit
+    if t.a is not None:
+        refs_agree = abs(t.a - reference) <= tol + t.unit
+        # As inexact as the backend's own autograd in the same dtype (times K), within the
+        # output-scale floor; a quarter of the floor always.
+        allowance = min(K_AUTOGRAD * abs(t.a - reference) + 0.25 * t.unit, t.unit)
+    error = abs(t.r - reference)
+    verdict, responsible, note = _smooth_verdict(ex, t, error, tol, allowance, refs_agree)
+    return DirectionJudgement(
+        location="smooth", reference=reference, tolerance=tol + allowance, error=error,
+        rel_error=error / relative_scale(reference, t.s, 10 * (tol + allowance)),
+        verdict=verdict, refs_agree=refs_agree, responsible=responsible, note=note,
+        **t.common,
+    )
+
+
+def judge_direction(ex: _Example, k: int) -> DirectionJudgement:
+    """The verdict at direction ``k`` of an example."""
+    fd = ex.fd
+    t = _direction(ex, k)
+    if not (math.isfinite(t.base_tol) and math.isfinite(t.unit)):
+        return _unjudged(t, "noisy", "no finite tolerance here (the layer's outputs are not "
+                         "finite nearby)", math.nan)
+    if fd.jump_left[k] or fd.jump_right[k]:
+        side = "both sides" if fd.jump_left[k] and fd.jump_right[k] else (
+            "left" if fd.jump_left[k] else "right"
+        )
+        return _unjudged(t, "jump", f"jump of {float(fd.jump_size[k]):.3g} ({side})",
+                         t.base_tol)
+    if not all(math.isfinite(v) for v in (t.left, t.right, t.q_l, t.q_r)):
+        return _unjudged(t, "noisy", "finite differences are not finite here", t.base_tol)
+    shape = _classify(ex, t)
+    if shape == "noisy":
+        return _unjudged(t, "noisy", "finite differences inconsistent and too noisy to "
+                         "locate a kink", t.base_tol)
+    if shape in ("kink", "unresolved"):
+        return _judge_kink(ex, t, is_kink=shape == "kink")
+    return _judge_smooth(ex, t)
+
+
 def judge_directions(
     rule: np.ndarray,
     autograd: np.ndarray | None,
@@ -189,272 +499,18 @@ def judge_directions(
     ``jacobian_scale`` is the layer's usual ``|J^T g| / |g|`` (on random inputs): errors far
     below ``eps`` times it are rounding, wherever the derivative is tiny.
     """
-    if convention not in CONVENTIONS:
-        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-    if autograd is not None and not np.all(np.isfinite(autograd)):
-        autograd = None  # NaN where the layer is not differentiable: no reference to weigh
-    if sensitivity is not None:
-        sensitivity = np.where(np.isfinite(sensitivity), sensitivity, 0.0)
-    n_in = rule.size
-    n_out = g.size
-    c = rounding_factor(n_in, n_out)
-    d = np.asarray(directions, dtype=np.float64)
-    r_dir = d @ rule
-    a_dir = d @ autograd if autograd is not None else None
-    abs_d = np.abs(d)
-    mag = abs_d @ np.abs(rule)
-    if autograd is not None:
-        mag = 0.5 * (mag + abs_d @ np.abs(autograd))
-    size = mag + fd.abs_scale
-    # Output-scale floor: a float rule computing f' from values of the size of the outputs
-    # (1 - tanh(x)^2, s * (g - <g, s>) for softmax) loses eps * |g| |y| to cancellation, with
-    # y the outputs that move along the direction.
-    # Below the smallest normal number a float has no relative precision left (a rule may
-    # underflow sigmoid(-97) ~ 1e-42 to 0 in float32).
-    # A derivative that is tiny next to the example's other ones (gelu'(-7) ~ 1e-11 while
-    # gelu'(1) ~ 1) is computed from intermediates of the usual size: it is only known to
-    # eps times that size.
-    tiny = float(np.finfo(np.float32 if rule_eps > 1e-10 else np.float64).tiny)
-    typical_size = float(np.median(size)) if size.size else 0.0
-    # And a float rule is only known to eps times the layer's usual derivatives (measured on
-    # random inputs): gelu'(-11) ~ 1e-28 where the float64 forward has already lost the
-    # function to cancellation.
-    unit = (
-        8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * np.max(np.abs(d), axis=1)
-        + 8 * rule_eps * typical_size
-        + c * tiny * float(np.sum(np.abs(g))) * np.sum(np.abs(d), axis=1)
-        + 8 * rule_eps * jacobian_scale * float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1)
+    check_convention(convention)
+    ex = _example(
+        rule, autograd, g, directions, n_basis, fd, rule_eps=rule_eps, fd_eps=fd_eps,
+        near_mask=near_mask, convention=str(convention), widen=widen, at_kink=at_kink,
+        sensitivity=sensitivity, jacobian_scale=jacobian_scale,
     )
-    lr_floor = 4 * math.sqrt(fd_eps)
-    # Where every derivative along a direction vanishes (saturation), finite differences'
-    # noise is judged against the example's typical size of terms, or unit slopes.
-    typical = float(np.median(size)) if size.size else 0.0
-    quiet = np.maximum(typical, float(np.linalg.norm(g)) * np.linalg.norm(d, axis=1))
-
-    conditioning = (
-        C_COND * (abs_d @ np.asarray(sensitivity, dtype=np.float64))
-        if sensitivity is not None
-        else np.zeros(d.shape[0])
-    )
-
-    judgements = []
-    for k in range(d.shape[0]):
-        basis_index = k if k < n_basis else None
-        r = float(r_dir[k])
-        a = None if a_dir is None else float(a_dir[k])
-        left, right, central = float(fd.left[k]), float(fd.right[k]), float(fd.central[k])
-        s = float(size[k])
-        base_tol = c * rule_eps * s + float(conditioning[k])
-        common = dict(k=k, basis_index=basis_index, rule=r, autograd=a, left=left, right=right)
-        if not (math.isfinite(base_tol) and math.isfinite(float(unit[k]))):
-            judgements.append(
-                DirectionJudgement(
-                    location="noisy", reference=math.nan, tolerance=math.nan, error=0.0,
-                    rel_error=0.0, verdict="unjudged",
-                    note="no finite tolerance here (the layer's outputs are not finite nearby)",
-                    **common,
-                )
-            )
-            continue
-
-        if fd.jump_left[k] or fd.jump_right[k]:
-            side = "both sides" if fd.jump_left[k] and fd.jump_right[k] else (
-                "left" if fd.jump_left[k] else "right"
-            )
-            judgements.append(
-                DirectionJudgement(
-                    location="jump", reference=math.nan, tolerance=base_tol, error=0.0,
-                    rel_error=0.0, verdict="unjudged",
-                    note=f"jump of {float(fd.jump_size[k]):.3g} ({side})", **common,
-                )
-            )
-            continue
-
-        err_l, err_r, err_c = float(fd.err_left[k]), float(fd.err_right[k]), float(
-            fd.err_central[k]
-        )
-        q_l, q_r = float(fd.near_left[k]), float(fd.near_right[k])
-        near_err_l, near_err_r = float(fd.near_err_left[k]), float(fd.near_err_right[k])
-        # Finite-difference evidence of a kink is weighed without the rounding sensitivity:
-        # at a kink, rounding moves the derivative by the jump itself.
-        margin = base_tol - float(conditioning[k]) + float(unit[k]) + lr_floor * s
-        noisy_above = NOISY_RELATIVE * (s + max(abs(left), abs(right)) + quiet[k]) + unit[k]
-        values = (left, right, q_l, q_r)
-        if not all(math.isfinite(v) for v in values):
-            judgements.append(
-                DirectionJudgement(
-                    location="noisy", reference=math.nan, tolerance=base_tol, error=0.0,
-                    rel_error=0.0, verdict="unjudged",
-                    note="finite differences are not finite here", **common,
-                )
-            )
-            continue
-        # Richardson's one-sided estimates are clean when their error is small and the
-        # one-sided quotients at a tiny step (~1e-9 of it) agree with them; otherwise a kink
-        # lies inside the steps (or the function is too noisy there).
-        # (Richardson's error estimate understates a kink crossed by its larger steps, so it
-        # is not multiplied here.)
-        clean_l = C_FD * err_l <= noisy_above and abs(q_l - left) <= near_err_l + err_l + margin
-        clean_r = C_FD * err_r <= noisy_above and abs(q_r - right) <= near_err_r + err_r + margin
-        if clean_l and clean_r and math.isfinite(central):
-            # The central estimate straddles both sides: at a smooth point it must agree
-            # with the tiny quotients too.
-            straddle = abs(central - 0.5 * (q_l + q_r)) - abs(q_l - q_r) / 2
-            if straddle > 0.5 * (near_err_l + near_err_r) + err_c + margin and abs(
-                left - right
-            ) <= C_FD * (err_l + err_r) + margin:
-                clean_l = clean_r = False
-        is_kink = unresolved = False
-        if clean_l and clean_r:
-            # A slope change below what the rule may be off by does not matter.
-            is_kink = abs(left - right) > C_FD * (err_l + err_r) + margin
-            is_kink = is_kink or (at_kink is not None and bool(at_kink[k]))
-        elif max(near_err_l, near_err_r) > (
-            1e-2 * (s + max(abs(q_l), abs(q_r)) + quiet[k]) + unit[k]
-        ):
-            judgements.append(
-                DirectionJudgement(
-                    location="noisy", reference=math.nan, tolerance=base_tol, error=0.0,
-                    rel_error=0.0, verdict="unjudged",
-                    note="finite differences inconsistent and too noisy to locate a kink",
-                    **common,
-                )
-            )
-            continue
-        else:
-            unresolved = True
-
-        if is_kink or unresolved:
-            if is_kink:
-                lo, hi = min(left, right), max(left, right)
-                fd_err = max(err_l, err_r)
-            else:
-                # Both sides' tiny-step slopes, and the slope past the kink where it was
-                # measured; else Richardson's estimate, which sees it mixed with the near
-                # side's (its error estimate shows how much).
-                candidates, errors = [q_l, q_r], [near_err_l, near_err_r]
-                for f_val, f_err, rich, rich_err in (
-                    (fd.far_left[k], fd.far_err_left[k], left, err_l),
-                    (fd.far_right[k], fd.far_err_right[k], right, err_r),
-                ):
-                    if math.isfinite(f_val) and math.isfinite(f_err):
-                        candidates.append(float(f_val))
-                        errors.append(float(f_err))
-                    else:
-                        candidates.append(rich)
-                        errors.append(rich_err)
-                lo, hi = min(candidates), max(candidates)
-                fd_err = max(errors)
-            if convention == "autograd" and a is not None:
-                tol = base_tol + 1e-300
-                error = abs(r - a)
-                reference = a
-                note = "at a kink: compared with autograd (convention='autograd')"
-            else:
-                # The saturation allowance, as at smooth points, measured by how far autograd
-                # falls outside the range.
-                if a is not None:
-                    outside = max(lo - a, a - hi, 0.0)
-                    allowance = min(K_AUTOGRAD * outside + 0.25 * unit[k], float(unit[k]))
-                else:
-                    allowance = 0.25 * float(unit[k])
-                tol = base_tol + C_FD * fd_err + allowance + 1e-300
-                error = max(lo - r, r - hi, 0.0)
-                if is_kink:
-                    note = (
-                        f"at a kink: one-sided derivatives {left:.6g} (left), "
-                        f"{right:.6g} (right)"
-                    )
-                else:
-                    note = (
-                        f"next to a kink closer than the finite-difference steps: one-sided "
-                        f"estimates range over [{lo:.6g}, {hi:.6g}]"
-                    )
-                if error > tol and widen is not None:
-                    # Several elementary kinks may meet here: each may take its own side.
-                    w_lo, w_hi = widen(k, r, tol)
-                    if w_lo <= w_hi and (w_lo < lo - tol or w_hi > hi + tol):
-                        lo, hi = min(lo, w_lo), max(hi, w_hi)
-                        error = max(lo - r, r - hi, 0.0)
-                        note += f"; a compound kink: valid range [{lo:.6g}, {hi:.6g}]"
-                reference = lo if r < lo else (hi if r > hi else r)
-            ok = error <= tol
-            verdict, responsible = "pass", []
-            if not ok:
-                verdict = "boundary"
-                responsible = _responsible(d[k], basis_index, rule, autograd, rule_eps)
-                # On a known kink, an error blamed on coordinates away from every candidate
-                # kink is a plain error that this direction happens to cross a kink with.
-                known = at_kink is not None and bool(at_kink[k])
-                if known and responsible and not all(bool(near_mask[i]) for i in responsible):
-                    verdict = "fail"
-                    note += "; the error sits on coordinates away from the kinks"
-            judgements.append(
-                DirectionJudgement(
-                    location="kink", reference=reference, tolerance=tol, error=error,
-                    low=lo, high=hi,
-                    rel_error=error / relative_scale(reference, s, 10 * tol),
-                    verdict=verdict, responsible=responsible, note=note, **common,
-                )
-            )
-            continue
-
-        central_ok = math.isfinite(central) and C_FD * err_c <= noisy_above
-        reference = central if central_ok else 0.5 * (left + right)
-        fd_err = err_c if central_ok else max(err_l, err_r)
-        if not math.isfinite(reference) or C_FD * fd_err > noisy_above:
-            judgements.append(
-                DirectionJudgement(
-                    location="noisy", reference=reference, tolerance=base_tol,
-                    error=0.0, rel_error=0.0, verdict="unjudged",
-                    note=f"finite differences too noisy (error estimate {fd_err:.3g})",
-                    **common,
-                )
-            )
-            continue
-        tol = base_tol + C_FD * fd_err + 1e-300
-        refs_agree = None
-        allowance = 0.0
-        if a is not None:
-            refs_agree = abs(a - reference) <= tol + unit[k]
-            # As inexact as the backend's own autograd in the same dtype (times K), within
-            # the output-scale floor; a quarter of the floor always.
-            allowance = min(K_AUTOGRAD * abs(a - reference) + 0.25 * unit[k], float(unit[k]))
-        else:
-            allowance = 0.25 * float(unit[k])
-        error = abs(r - reference)
-        ok = error <= tol + allowance
-        scale_ref = relative_scale(reference, s, 10 * (tol + allowance))
-        if ok:
-            responsible = []
-            if refs_agree is False:
-                verdict = "inconclusive"
-                note = "the rule matches finite differences, but autograd disagrees with them"
-            else:
-                verdict = "pass"
-                note = ""
-        elif a is not None and not refs_agree and abs(r - a) <= tol + unit[k]:
-            verdict = "inconclusive"
-            responsible = []
-            note = "the rule matches autograd, which disagrees with finite differences"
-        else:
-            responsible = _responsible(d[k], basis_index, rule, autograd, rule_eps)
-            near = bool(responsible) and all(bool(near_mask[i]) for i in responsible)
-            verdict = "boundary" if near else "fail"
-            note = "next to a kink" if near else "at a smooth point"
-        judgements.append(
-            DirectionJudgement(
-                location="smooth", reference=reference, tolerance=tol + allowance,
-                error=error, rel_error=error / scale_ref, verdict=verdict,
-                refs_agree=refs_agree, responsible=responsible, note=note, **common,
-            )
-        )
-    return judgements
+    return [judge_direction(ex, k) for k in range(ex.d.shape[0])]
 
 
 def worst_judgement(judgements: Sequence[DirectionJudgement]) -> DirectionJudgement | None:
     """The most severe judged direction (largest error/tolerance among equals)."""
-    judged = [j for j in judgements if j.verdict != "unjudged"]
+    judged = [j for j in judgements if j.verdict != Verdict.UNJUDGED]
     if not judged:
         return None
     return min(judged, key=lambda j: (severity(j.verdict), -j.ratio))

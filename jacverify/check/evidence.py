@@ -17,27 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from jacverify.check.calls import call_rule, short_error
 from jacverify.check.kinks import config_kinks, format_index
-from jacverify.check.layer_check import call_rule
 from jacverify.check.references import FDModel, ReferenceUnavailable, autograd_vjp
 from jacverify.check.results import jsonable
 
-__all__ = ["LINE_POINTS", "collect_evidence"]
+__all__ = ["LINE_POINTS", "collect_evidence", "evidence_for"]
 
 #: Values of s on the line (s = 0 and the kinks met are added when missing).
 LINE_POINTS = 41
 #: Candidate kinks (from the layer's config) verified by finite differences, nearest first.
 MAX_KINK_CANDIDATES = 12
-
-
-def _short_error(error: BaseException) -> str:
-    """``RuntimeError: message``, without Keras' "Exception encountered when calling" wrapping."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Exception encountered when calling"):
-        lines = [
-            line for line in lines[1:] if not line.startswith(("Arguments received", "\u2022"))
-        ] or lines[:1]
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def _output_label(flat_index: int, shape: tuple) -> str:
@@ -101,7 +91,7 @@ def _pick_direction(
             d[worst] = 1.0
             return d, f"the basis vector of {format_index(worst, x.shape[1:])}", note
     except Exception as error:  # noqa: BLE001 - fall back to a random direction
-        note = f"could not compare the rule with a reference at x: {_short_error(error)}"
+        note = f"could not compare the rule with a reference at x: {short_error(error)}"
     d = np.random.default_rng(0).standard_normal(n)
     return d / np.max(np.abs(d)), "a random direction", note
 
@@ -188,29 +178,12 @@ def collect_evidence(
     return jsonable(evidence)
 
 
-def _line(
-    layer: Any,
-    rule: Any,
-    fd: FDModel,
-    x0: np.ndarray,
-    g0: np.ndarray,
-    d: np.ndarray,
-    direction_name: str,
-    basis_index: int | None,
-    input_shape: tuple,
-    output_shape: tuple,
-    dtype: str,
-    kink_position: float | None,
-    points: int,
-) -> dict:
-    """The ``line`` part of the evidence (see :func:`collect_evidence`)."""
-    d_max = float(np.max(np.abs(d), initial=0.0)) or 1.0
-    moving = d != 0
-    scale = max(1.0, float(np.max(np.abs(x0[moving]), initial=0.0)))
-    base_width = 0.25 * scale / d_max
-    h = math.sqrt(fd.eps) * scale / d_max
-
-    # Candidate kinks from the layer's config, kept where the one-sided slopes differ.
+def _verified_kinks(
+    layer: Any, dtype: str, fd: FDModel, x0: np.ndarray, g0: np.ndarray, d: np.ndarray,
+    input_shape: tuple, base_width: float, h: float, kink_position: float | None,
+) -> list[dict]:
+    """Candidate kinks from the layer's config near the line, kept where the one-sided slopes
+    differ (and the given one, always)."""
     candidates = _candidate_kinks(layer, dtype, x0, d, input_shape, reach=8 * base_width)
     if kink_position is not None and math.isfinite(kink_position):
         candidates = [(float(kink_position), "the kink"), *candidates]
@@ -233,6 +206,33 @@ def _line(
             if kink_position is not None and math.isfinite(kink_position):
                 kinks.append({"s": float(kink_position), "label": "the kink", "left": None,
                               "right": None, "one_sided_differ": None})
+    return kinks
+
+
+def _line(
+    layer: Any,
+    rule: Any,
+    fd: FDModel,
+    x0: np.ndarray,
+    g0: np.ndarray,
+    d: np.ndarray,
+    direction_name: str,
+    basis_index: int | None,
+    input_shape: tuple,
+    output_shape: tuple,
+    dtype: str,
+    kink_position: float | None,
+    points: int,
+) -> dict:
+    """The ``line`` part of the evidence (see :func:`collect_evidence`)."""
+    d_max = float(np.max(np.abs(d), initial=0.0)) or 1.0
+    moving = d != 0
+    scale = max(1.0, float(np.max(np.abs(x0[moving]), initial=0.0)))
+    base_width = 0.25 * scale / d_max
+    h = math.sqrt(fd.eps) * scale / d_max
+
+    kinks = _verified_kinks(layer, dtype, fd, x0, g0, d, input_shape, base_width, h,
+                            kink_position)
     width = base_width
     nonzero = [abs(k["s"]) for k in kinks if k["s"] != 0]
     if nonzero:
@@ -251,27 +251,27 @@ def _line(
     gs = np.broadcast_to(g0.astype(dtype).reshape(1, *output_shape), (m, *output_shape)).copy()
 
     line: dict = {
-        "s": s,
-        "origin_index": origin,
-        "direction_name": direction_name,
-        "coordinate": None,
-        "rule": None,
-        "autograd": None,
-        "finite_differences": None,
-        "fd_left": None,
-        "fd_right": None,
-        "fd_dtype": fd.dtype,
-        "fd_step": h,
-        "kinks": kinks,
-        "notes": [],
+        "s": s, "origin_index": origin, "direction_name": direction_name,
+        "coordinate": None, "rule": None, "autograd": None, "finite_differences": None,
+        "fd_left": None, "fd_right": None, "fd_dtype": fd.dtype, "fd_step": h,
+        "kinks": kinks, "notes": [],
     }
     if basis_index is not None:
         line["coordinate"] = {"label": format_index(basis_index, input_shape),
                               "value": float(x0[basis_index])}
+    _fill_line(line, layer, rule, fd, x0, g0, d, xs, gs)
+    return line
+
+
+def _fill_line(line: dict, layer: Any, rule: Any, fd: FDModel, x0: np.ndarray,
+               g0: np.ndarray, d: np.ndarray, xs: np.ndarray, gs: np.ndarray) -> None:
+    """The rule's, autograd's and finite differences' values along the line (notes for
+    whatever could not be computed)."""
+    s, h, m = line["s"], line["fd_step"], xs.shape[0]
     try:
         line["rule"] = _rule_rows(rule, xs, gs) @ d
     except Exception as error:  # noqa: BLE001 - a failing rule is what the report shows
-        line["notes"].append(f"the rule raised {_short_error(error)}")
+        line["notes"].append(f"the rule raised {short_error(error)}")
     try:
         line["autograd"] = autograd_vjp(layer, xs, gs).reshape(m, -1).astype(np.float64) @ d
     except ReferenceUnavailable as error:
@@ -280,8 +280,7 @@ def _line(
         left, right, central = _fd_slopes(fd, x0, g0, d, s, h)
         line["finite_differences"], line["fd_left"], line["fd_right"] = central, left, right
     except Exception as error:  # noqa: BLE001
-        line["notes"].append(f"finite differences raised {_short_error(error)}")
-    return line
+        line["notes"].append(f"finite differences raised {short_error(error)}")
 
 
 def _jacobian(
@@ -310,13 +309,13 @@ def _jacobian(
     try:
         result["rule"] = _rule_rows(rule, xs, basis.astype(dtype))
     except Exception as error:  # noqa: BLE001
-        result["notes"].append(f"the rule raised {_short_error(error)}")
+        result["notes"].append(f"the rule raised {short_error(error)}")
     try:
         result["reference"], result["reference_name"] = _reference_vjp(
             layer, fd, xs, basis, dtype
         )
     except Exception as error:  # noqa: BLE001 - then central differences, column by column
-        result["notes"].append(f"autograd unavailable: {_short_error(error)}")
+        result["notes"].append(f"autograd unavailable: {short_error(error)}")
         try:
             h = math.sqrt(fd.eps) * max(1.0, float(np.max(np.abs(x), initial=0.0)))
             x0 = x.reshape(-1).astype(np.float64)
@@ -326,5 +325,34 @@ def _jacobian(
             result["reference"] = ((plus - minus) / (2 * h)).T
             result["reference_name"] = f"finite differences ({fd.dtype})"
         except Exception as fd_error:  # noqa: BLE001
-            result["notes"].append(f"finite differences raised {_short_error(fd_error)}")
+            result["notes"].append(f"finite differences raised {short_error(fd_error)}")
     return result
+
+
+def evidence_for(setup: Any, check: Any, found: Any, notes: list) -> dict | None:
+    """Plot data of a finished check: through its counterexample, or (small layers, a passed
+    check) at its first example. Never changes a verdict: a failure is noted in ``notes``."""
+    example = check.counterexample
+    if example is not None and example.rule_output is not None:
+        x, g = example.input, example.upstream_gradient
+        direction = (
+            None if example.direction is None
+            else np.asarray(example.direction, dtype=np.float64).reshape(-1)
+        )
+        kink = 0.0 if example.location == "kink" else None
+    elif example is None and setup.basis:
+        first = next((o.example for o in found.explored.values() if o.example is not None),
+                     None)
+        if first is None:
+            return None
+        x, g, direction, kink = first.x[:1], first.g[:1], None, None
+    else:
+        return None
+    try:
+        return collect_evidence(
+            setup.target, setup.rule, setup.fd, x, g, direction, kink_position=kink,
+            max_jacobian=setup.settings.max_full_jacobian,
+        )
+    except Exception as error:  # noqa: BLE001 - plots must never change a verdict
+        notes.append(f"no plot data: {type(error).__name__}: {error}")
+        return None

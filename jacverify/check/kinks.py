@@ -166,6 +166,20 @@ def near_kink_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
     return mask
 
 
+def tie_mask(x: np.ndarray) -> np.ndarray:
+    """True where a coordinate of ``x`` equals another one exactly: a tie, where max-like
+    layers (pooling, ``Maximum``, ``Minimum``) have a kink whatever the config says."""
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    return (counts[inverse] > 1).reshape(np.shape(x))
+
+
+def kink_or_tie_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
+    """Coordinates on or next to a candidate kink, or tied with another coordinate: an error
+    blamed only on them is a ``boundary`` error."""
+    return near_kink_mask(x, kinks) | tie_mask(x)
+
+
 def kink_distances(
     x: np.ndarray,
     directions: np.ndarray,

@@ -19,12 +19,14 @@ import keras
 import numpy as np
 import torch
 
-from jacverify.backward.clone import _is_float, _make_rule, _operation_dtype, clone_to_backward
+from jacverify.backward.clone import clone_to_backward
+from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
 from jacverify.backward.registry import get_backward_rule
-from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.results import LayerCheck, ModelCheck
+from jacverify.check.settings import torch_threads
 
 #: Rows of sampled inputs when ``inputs`` is not given.
 SAMPLED_ROWS = 4
@@ -43,7 +45,7 @@ def _sample_inputs(graph_inputs: Sequence, rng: np.random.Generator) -> list[np.
                 f"Model input '{tensor.name}' has shape {tuple(tensor.shape)} with unknown sizes: "
                 "pass inputs= (arrays of the shapes the model runs on)."
             )
-        if _is_float(tensor.dtype):
+        if is_float_dtype(tensor.dtype):
             arrays.append(rng.standard_normal((SAMPLED_ROWS, *shape)).astype(str(tensor.dtype)))
         else:  # token ids, masks: small non-negative integers are valid for most layers
             arrays.append(rng.integers(0, 2, (SAMPLED_ROWS, *shape)).astype(str(tensor.dtype)))
@@ -71,6 +73,19 @@ def _given_inputs(inputs: Any, graph_inputs: Sequence) -> list[np.ndarray]:
     return arrays
 
 
+def _model_inputs(inputs: Any, graph, rng: np.random.Generator) -> tuple[list, list]:
+    """The model inputs the layers are checked around, and the note that says which."""
+    if inputs is None:
+        model_inputs = _sample_inputs(graph.inputs, rng)
+        return model_inputs, [
+            f"layers were checked around the activations of {SAMPLED_ROWS} sampled inputs"
+        ]
+    model_inputs = _given_inputs(inputs, graph.inputs)
+    return model_inputs, [
+        f"layers were checked around the activations of {len(model_inputs[0])} inputs"
+    ]
+
+
 def _activations(graph, steps: Sequence[Step], model_inputs: list[np.ndarray]) -> dict:
     """The value of every input tensor of every step, by tensor id, at ``model_inputs``."""
     wanted, seen = [], set()
@@ -89,6 +104,13 @@ def _activations(graph, steps: Sequence[Step], model_inputs: list[np.ndarray]) -
     }
 
 
+def _operation_dtype(step: Step) -> str:
+    """The dtype a call computes in: its widest floating input or output dtype."""
+    return widest_float_dtype(
+        [t.dtype for t in [*step.inputs, *step.outputs]], default=step.outputs[0].dtype
+    )
+
+
 def _not_checked(step: Step, label: str, reason: str, rule_name: str | None) -> LayerCheck:
     return LayerCheck(
         verdict="skipped",
@@ -101,19 +123,19 @@ def _not_checked(step: Step, label: str, reason: str, rule_name: str | None) -> 
 
 
 def _skip_reason(step: Step) -> str | None:
-    if not any(_is_float(t.dtype) for t in step.inputs):
+    if not any(is_float_dtype(t.dtype) for t in step.inputs):
         dtypes = ", ".join(sorted({str(t.dtype) for t in step.inputs})) or "no tensor"
         return (
             f"not differentiable in its input ({dtypes}): the backward model stops here"
         )
-    if not all(_is_float(t.dtype) for t in step.outputs):
+    if not all(is_float_dtype(t.dtype) for t in step.outputs):
         return "its output is not floating point: no gradient flows through it"
     if len(step.outputs) != 1:
         return f"it returns {len(step.outputs)} tensors; rules handle calls with one output"
     if step.masks:
         names = ", ".join(sorted(step.masks))
         return f"the call carries Keras masks ({names}): it is checked end to end only"
-    if not all(_is_float(t.dtype) for t in step.inputs):
+    if not all(is_float_dtype(t.dtype) for t in step.inputs):
         return "it mixes floating and integer inputs: it is checked end to end only"
     if any(d is None for t in step.inputs for d in t.shape[1:]):
         return "an input has unknown sizes in the graph: it is checked end to end only"
@@ -124,6 +146,7 @@ class _BackwardModelRule:
     """The whole backward model, called with the rule convention ``rule([g, x])``."""
 
     is_linear = False
+    label = "BackwardModel"  # the rule's name in results
     #: The backward model was built for gradients shaped like the output, without extra axes.
     supports_extra_axes = False
 
@@ -161,13 +184,14 @@ def _check_step(
         step.operation, shapes, arguments["args"], arguments["kwargs"], label=label,
         dtype=getattr(step.operation, "dtype_policy", None) or _operation_dtype(step),
     )
-    factory = RuleFactory(
-        name=rule_name or "?", make=lambda _operation: _make_rule(step, mapping, set())
-    )
+    try:
+        rule = get_backward_rule(step.operation, mapping)
+    except Exception:  # noqa: BLE001 - the builder found one; a check must not raise anyway
+        return _not_checked(step, label, "no rule found for this call", rule_name)
     values = [activations[id(t)] for t in step.inputs]
     try:
         return check_layer(
-            adapter, factory, input_shape=shapes if len(shapes) > 1 else shapes[0],
+            adapter, rule, input_shape=shapes if len(shapes) > 1 else shapes[0],
             inputs=values if len(values) > 1 else values[0], examples=examples, seed=seed,
             convention=convention,
         )
@@ -198,7 +222,7 @@ def _end_to_end(
             "models with one output",
             layer_name=name, layer_class=type(model).__name__, rule_class="BackwardModel",
         )
-    if not all(_is_float(t.dtype) for t in graph.inputs):
+    if not all(is_float_dtype(t.dtype) for t in graph.inputs):
         return LayerCheck(
             verdict="skipped",
             reason="the model takes integer inputs: it is not differentiable in them",
@@ -210,12 +234,9 @@ def _end_to_end(
     adapter = PackedCall(model, shapes, args, label=name)
     adapter.checked_class = type(model).__name__
     output_shape = [int(d) for d in graph.outputs[0].shape[1:]]
-    factory = RuleFactory(
-        name="BackwardModel",
-        make=lambda _operation: _BackwardModelRule(backward, n, output_shape),
-    )
+    rule = _BackwardModelRule(backward, n, output_shape)
     return check_layer(
-        adapter, factory, input_shape=shapes if n > 1 else shapes[0],
+        adapter, rule, input_shape=shapes if n > 1 else shapes[0],
         inputs=model_inputs if n > 1 else model_inputs[0],
         examples=min(examples, END_TO_END_EXAMPLES), seed=seed, convention=convention,
     )
@@ -260,29 +281,18 @@ def check_model(
         ValueError: ``inputs`` do not fit the model, or the model's input sizes are unknown.
     """
     if threads is not None and threads != torch.get_num_threads():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
+        with torch_threads(threads):
             return check_model(
                 model, mapping_keras2backward_classes, inputs=inputs, examples=examples,
                 seed=seed, convention=convention, end_to_end=end_to_end, progress=progress,
                 threads=None,
             )
-        finally:
-            torch.set_num_threads(previous)
     start = time.perf_counter()
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little") % (2**31)
-    seed = int(seed)
+    seed = int(seed) if seed is not None else int.from_bytes(os.urandom(4), "little") % 2**31
     backward = clone_to_backward(model, mapping_keras2backward_classes)
     graph = trace(model, mapping_keras2backward_classes)
     rng = np.random.default_rng(seed)
-    if inputs is None:
-        model_inputs = _sample_inputs(graph.inputs, rng)
-        notes = [f"layers were checked around the activations of {SAMPLED_ROWS} sampled inputs"]
-    else:
-        model_inputs = _given_inputs(inputs, graph.inputs)
-        notes = [f"layers were checked around the activations of {len(model_inputs[0])} inputs"]
+    model_inputs, notes = _model_inputs(inputs, graph, rng)
     activations = _activations(graph, graph.steps, model_inputs)
 
     total = len(graph.steps) + (1 if end_to_end else 0)

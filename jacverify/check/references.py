@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from scipy.differentiate import derivative
 
+from jacverify import keras_internals
+
 
 @contextlib.contextmanager
 def true_float64() -> Iterator[bool]:
@@ -36,24 +38,8 @@ def true_float64() -> Iterator[bool]:
     patched for the duration of the block and restored after. Yields whether float64 ops now
     stay float64.
     """
-    table = None
-    old = None
-    try:
-        from keras.src.backend.common import dtypes as _dtypes
-
-        table = getattr(_dtypes, "BIT64_TO_BIT32_DTYPE", None)
-        if isinstance(table, dict) and "float64" in table:
-            old = table["float64"]
-            table["float64"] = "float64"
-        else:
-            table = None
-    except ImportError:  # another Keras layout: nothing to patch
-        table = None
-    try:
+    with keras_internals.float64_not_downcast():
         yield keras.backend.result_type("float64", "float64") == "float64"
-    finally:
-        if table is not None:
-            table["float64"] = old
 
 
 def keras_downcasts_float64() -> bool:
@@ -235,14 +221,34 @@ def _batched(fn, input_shape, max_rows, float64: bool = False):
     return forward
 
 
+def _clone_problem(clone, probe: np.ndarray, reference: np.ndarray, eps: float) -> str:
+    """Why the float64 clone cannot stand for the layer ("" when it can)."""
+    try:
+        with true_float64():
+            out = _to_numpy(clone(torch.from_numpy(probe.astype(np.float64))))
+    except Exception as error:
+        return f"the float64 clone's forward call raised {error!r}"
+    if out.dtype != np.float64:
+        return f"the float64 clone computes in {out.dtype} (the layer ignores its dtype)"
+    if out.shape != reference.shape:
+        return f"the float64 clone's output has shape {out.shape}, the layer's {reference.shape}"
+    difference = float(np.max(np.abs(out - reference), initial=0.0))
+    allowed = 1e3 * eps * (float(np.max(np.abs(reference), initial=0.0)) + 1.0)
+    if not difference <= allowed:
+        return (
+            f"the float64 clone's output differs from the layer's by {difference:.3g} "
+            f"(more than rounding: state not in get_config()/weights?)"
+        )
+    return ""
+
+
 def make_fd_model(
     layer: keras.layers.Layer, input_shape: Sequence[int], rng: np.random.Generator
 ) -> FDModel:
     """The float64 clone of ``layer`` (verified against the layer on a random input), or the
     layer itself in its own dtype when cloning fails (the note says why)."""
     input_shape = tuple(int(s) for s in input_shape)
-    n = max(1, math.prod(input_shape))
-    max_rows = max(1, 2**21 // n)
+    max_rows = max(1, 2**21 // max(1, math.prod(input_shape)))
     layer_dtype = str(layer.compute_dtype)
     probe = rng.standard_normal((2, *input_shape)).astype(layer_dtype)
     reference = _to_numpy(layer(probe)).astype(np.float64)
@@ -255,15 +261,8 @@ def make_fd_model(
     fallback_eps = effective_eps(layer_dtype) if "float" in layer_dtype else 1e-7
 
     def fallback(note: str) -> FDModel:
-        return FDModel(
-            forward=_batched(own, input_shape, max_rows),
-            dtype=layer_dtype,
-            clone_ok=False,
-            note=note,
-            input_shape=input_shape,
-            eps=fallback_eps,
-            vjp=None,
-        )
+        return FDModel(forward=_batched(own, input_shape, max_rows), dtype=layer_dtype,
+                       clone_ok=False, note=note, input_shape=input_shape, eps=fallback_eps)
 
     try:
         clone = clone_layer(layer, "float64", input_shape)
@@ -277,48 +276,19 @@ def make_fd_model(
         return _to_numpy(clone(torch.from_numpy(chunk))).astype(np.float64)
 
     forward = _batched(cloned, input_shape, max_rows, float64=True)
-    try:
-        with true_float64():
-            out = _to_numpy(clone(torch.from_numpy(probe.astype(np.float64))))
-    except Exception as error:
-        return fallback(f"the float64 clone's forward call raised {error!r}")
-    if out.dtype != np.float64:
-        return fallback(
-            f"the float64 clone computes in {out.dtype} (the layer ignores its dtype)"
-        )
-    if out.shape != reference.shape:
-        return fallback(
-            f"the float64 clone's output has shape {out.shape}, the layer's {reference.shape}"
-        )
-    difference = float(np.max(np.abs(out - reference), initial=0.0))
-    allowed = 1e3 * fallback_eps * (float(np.max(np.abs(reference), initial=0.0)) + 1.0)
-    if not difference <= allowed:
-        return fallback(
-            f"the float64 clone's output differs from the layer's by {difference:.3g} "
-            f"(more than rounding: state not in get_config()/weights?)"
-        )
+    problem = _clone_problem(clone, probe, reference, fallback_eps)
+    if problem:
+        return fallback(problem)
     eps64 = float(np.finfo(np.float64).eps)
     precision = measured_precision(forward, probe[0].reshape(-1).astype(np.float64), rng)
-    if precision > 1e3 * eps64:
-        return FDModel(
-            forward=forward,
-            dtype="float64",
-            clone_ok=True,
-            note=(
-                "the float64 clone computes in float32 precision somewhere (an operation "
-                "casts down): finite differences are judged at float32 precision"
-            ),
-            input_shape=input_shape,
-            eps=max(precision, fallback_eps),
-            vjp=_vjp_of(clone, input_shape, float64=True),
-        )
+    low = precision > 1e3 * eps64
+    note = (
+        "the float64 clone computes in float32 precision somewhere (an operation casts "
+        "down): finite differences are judged at float32 precision"
+    ) if low else ""
     return FDModel(
-        forward=forward,
-        dtype="float64",
-        clone_ok=True,
-        note="",
-        input_shape=input_shape,
-        eps=eps64,
+        forward=forward, dtype="float64", clone_ok=True, note=note, input_shape=input_shape,
+        eps=max(precision, fallback_eps) if low else eps64,
         vjp=_vjp_of(clone, input_shape, float64=True),
     )
 
@@ -416,6 +386,153 @@ def fd_steps(
     return left, right, at_kink
 
 
+@dataclass
+class _Ladder:
+    """``phi(t) - phi(0)`` on geometric ladders of steps either side of x (one batched call),
+    and the scales read from it."""
+
+    t_left: np.ndarray  # (k, L) negative steps, decreasing in size
+    t_right: np.ndarray  # (k, L)
+    phi_left: np.ndarray  # (k, L)
+    phi_right: np.ndarray
+    y0: np.ndarray  # f(x), flat
+    abs_scale: np.ndarray  # sum_j |g_j| |(J d)_j|
+    out_scale: np.ndarray  # sum_j |g_j| |f_j(x)| over the outputs moving along d
+    noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
+    rounding_moving: np.ndarray  # rounding of the outputs that move
+    resolution: np.ndarray  # what outputs that never moved bound their derivative by
+
+
+def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left: np.ndarray,
+            step_right: np.ndarray) -> _Ladder:
+    """f(x), the jump ladders on both sides, and f(x +- h d) for |J d|, in one batched call."""
+    k = d.shape[0]
+    ladder = np.asarray(JUMP_LADDER)
+    n_l = ladder.size
+    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
+    t_right = step_right[:, None] * ladder[None, :]
+    h_abs = np.minimum(step_left, step_right) / 32
+    ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)
+    rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
+    y0 = fd.forward(x[None, :])[0]
+    ys = fd.forward(rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
+    # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
+    phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
+    # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
+    # kink a few denormals away). Every output counts, even one that does not seem to move:
+    # sigmoid(36 + t) does not move in float64 although its derivative is 2e-16.
+    y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
+    jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
+    abs_scale = np.abs(jd) @ np.abs(g)
+    x_max = np.max(np.abs(x), initial=0.0)
+    rounding = fd.eps * (y_max @ np.abs(g) + x_max * abs_scale)
+    # For the error of derivatives, outputs that never moved over the whole ladder (-h .. h)
+    # only bound their derivative by their resolution over the largest step.
+    moving = np.any(ys != y0[None, None, :], axis=1)  # (k, n_out)
+    return _Ladder(
+        t_left=t_left, t_right=t_right, phi_left=phis[:, :n_l], phi_right=phis[:, n_l:2 * n_l],
+        y0=y0, abs_scale=abs_scale, out_scale=(np.abs(jd) > 0) @ (np.abs(g) * np.abs(y0)),
+        noise=64 * rounding + 1e-300,
+        rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
+        resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
+        / np.minimum(step_left, step_right),
+    )
+
+
+def _jumps(side_phis: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A jump: |phi(t) - phi(0)| stays put while t shrinks by 32x, three times in a row (a
+    continuous function's difference shrinks like t). A kink a little way off only flattens
+    the large steps. Returns the flags and the jump sizes."""
+    delta = np.abs(side_phis)  # (k, L), steps decreasing
+    n_l = delta.shape[1]
+    flat = np.ones(delta.shape[0], dtype=bool)
+    for i in range(n_l - 3, n_l - 1):
+        flat &= delta[:, i + 1] > 0.5 * delta[:, i]
+    flag = flat & (delta[:, -1] > 1000 * noise)
+    return flag, np.where(flag, delta[:, -1], 0.0)
+
+
+def _tiny_quotients(
+    side_phis: np.ndarray, side_t: np.ndarray, floor: float, lad: _Ladder
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided difference quotients at the smallest ladder step that rounding allows (when
+    a kink lies closer to x than Richardson's smallest step, they disagree with it), with
+    their errors."""
+    k, n_l = side_phis.shape
+    q = side_phis / side_t  # (k, L)
+    usable = np.abs(side_t) >= floor
+    usable[:, 0] = True
+    m = np.max(np.where(usable, np.arange(n_l)[None, :], 0), axis=1)
+    rows_k = np.arange(k)
+    q_min = q[rows_k, m]
+    q_prev = q[rows_k, np.maximum(m - 1, 0)]
+    error = (
+        4 * lad.rounding_moving / np.abs(side_t[rows_k, m])
+        + lad.resolution
+        + np.abs(q_prev - q_min) / 16
+    )
+    return q_min, error
+
+
+def _far_slopes(
+    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray,
+    err: np.ndarray, near: tuple, scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where Richardson's one-sided estimate disagrees with the tiny-step quotient, a kink
+    lies inside its steps: the largest ladder step whose quotient still disagrees bounds its
+    distance; the slope beyond it is measured from a point past it (nan elsewhere)."""
+    k = d.shape[0]
+    far = np.full((2, k), np.nan)
+    far_err = np.full((2, k), np.nan)
+    wanted = []
+    sides = ((lad.t_left, lad.phi_left, -1, 0), (lad.t_right, lad.phi_right, 1, 2))
+    for side_i, (side_t, side_phi, sign, f_row) in enumerate(sides):
+        near_q, near_e = near[side_i]
+        off = np.abs(df[f_row] - near_q) > near_e + err[f_row]
+        quotients = side_phi / side_t  # (k, L)
+        bad = np.abs(quotients - near_q[:, None]) > 4 * near_e[:, None] + (
+            1e-9 * (np.abs(near_q) + lad.abs_scale)
+        )[:, None]
+        for kk in np.flatnonzero(off):
+            bad_m = np.flatnonzero(bad[kk])
+            if bad_m.size:
+                wanted.append((side_i, int(kk), sign, float(np.abs(side_t[kk, bad_m.max()]))))
+    if not wanted:
+        return far, far_err
+    side_idx = np.array([w[0] for w in wanted])
+    kk_idx = np.array([w[1] for w in wanted])
+    signs = np.array([w[2] for w in wanted], dtype=np.float64)
+    h_k = np.array([w[3] for w in wanted])
+    bases = x[None, :] + (2 * signs * h_k)[:, None] * d[kk_idx]
+    f_df, f_err, _ = _richardson(
+        fd, bases, d[kk_idx], g, fd.forward(bases), h_k / 2, signs.astype(int), scale
+    )
+    far[side_idx, kk_idx] = f_df
+    far_err[side_idx, kk_idx] = np.maximum(f_err, 8 * lad.rounding_moving[kk_idx] / (h_k / 64))
+    return far, far_err
+
+
+def _three_sided(
+    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder,
+    step_left: np.ndarray, step_right: np.ndarray, scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Richardson's left, central and right derivatives (rows 0, 1, 2) and their errors,
+    floored by the rounding of phi divided by the smallest step used (scipy's estimate only
+    compares successive extrapolations)."""
+    k = d.shape[0]
+    initial = np.stack([step_left, np.minimum(step_left, step_right), step_right])  # (3, k)
+    sides = np.repeat(np.array([-1, 0, 1]), k)
+    rows_k = np.tile(np.arange(k), 3)
+    df, err, nit = _richardson(
+        fd, np.broadcast_to(x, (3 * k, x.size)), d[rows_k], g,
+        np.broadcast_to(lad.y0, (3 * k, lad.y0.size)), initial.reshape(-1), sides, scale,
+    )
+    df, err, nit = df.reshape(3, k), err.reshape(3, k), nit.reshape(3, k)
+    smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
+    err = np.maximum(err, 4 * lad.rounding_moving[None, :] / smallest + lad.resolution[None, :])
+    return df, err
+
+
 def directional_derivatives(
     fd: FDModel,
     x: np.ndarray,
@@ -433,153 +550,29 @@ def directional_derivatives(
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     g = np.asarray(g, dtype=np.float64).reshape(-1)
     d = np.asarray(directions, dtype=np.float64)
-    k = d.shape[0]
-    step_c = np.minimum(step_left, step_right)
-
-    # One batched call: f(x), the jump ladders on both sides, and f(x +- h d) for |J d|.
-    ladder = np.asarray(JUMP_LADDER)
-    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
-    t_right = step_right[:, None] * ladder[None, :]
-    h_abs = step_c / 32
-    ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)  # (k, 2L+2)
-    rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
-    y0 = fd.forward(x[None, :])[0]
-    ys = fd.forward(rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
-    # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
-    phi0 = 0.0
-    phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
-    n_l = ladder.size
-    # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
-    # kink a few denormals away). Every output counts, even one that does not seem to move:
-    # sigmoid(36 + t) does not move in float64 although its derivative is 2e-16.
-    y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
-    jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
-    abs_scale = np.abs(jd) @ np.abs(g)
-    # Size of the outputs that move along each direction, weighted by |g|.
-    out_scale = (np.abs(jd) > 0) @ (np.abs(g) * np.abs(y0))
-    # Rounding of the outputs, and of x + t d propagated through J.
-    rounding = fd.eps * (y_max @ np.abs(g) + np.max(np.abs(x), initial=0.0) * abs_scale)
-    noise = 64 * rounding + 1e-300  # (k,)
-    # For the error of derivatives, outputs that never moved over the whole ladder (-h .. h)
-    # only bound their derivative by their resolution over the largest step.
-    moving = np.any(ys != y0[None, None, :], axis=1)  # (k, n_out)
-    rounding_moving = fd.eps * (
-        np.where(moving, y_max, 0.0) @ np.abs(g) + np.max(np.abs(x), initial=0.0) * abs_scale
-    )
-    resolution = (
-        2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
-        / np.minimum(step_left, step_right)
-    )
-
-    def jumps(side_phis):
-        # A jump: |phi(t) - phi(0)| stays put while t shrinks by 32x, three times in a row
-        # (a continuous function's difference shrinks like t). A kink a little way off only
-        # flattens the large steps.
-        delta = np.abs(side_phis - phi0)  # (k, L), steps decreasing
-        flat = np.ones(k, dtype=bool)
-        for i in range(n_l - 3, n_l - 1):
-            flat &= delta[:, i + 1] > 0.5 * delta[:, i]
-        flag = flat & (delta[:, -1] > 1000 * noise)
-        return flag, np.where(flag, delta[:, -1], 0.0)
-
-    jump_left, size_left = jumps(phis[:, :n_l])
-    jump_right, size_right = jumps(phis[:, n_l : 2 * n_l])
-
-    # One-sided difference quotients at the smallest ladder step that rounding allows: when a
-    # kink lies closer to x than Richardson's smallest step, they disagree with it.
+    lad = _ladder(fd, x, g, d, step_left, step_right)
+    jump_left, size_left = _jumps(lad.phi_left, lad.noise)
+    jump_right, size_right = _jumps(lad.phi_right, lad.noise)
     floor = fd.eps**0.6 * max(1.0, float(np.max(np.abs(x), initial=0.0)))
-
-    def tiny_quotients(side_phis, side_t):
-        q = (side_phis - phi0) / side_t  # (k, L)
-        usable = np.abs(side_t) >= floor
-        usable[:, 0] = True
-        m = np.max(np.where(usable, np.arange(n_l)[None, :], 0), axis=1)
-        rows_k = np.arange(k)
-        q_min = q[rows_k, m]
-        q_prev = q[rows_k, np.maximum(m - 1, 0)]
-        error = (
-            4 * rounding_moving / np.abs(side_t[rows_k, m])
-            + resolution
-            + np.abs(q_prev - q_min) / 16
-        )
-        return q_min, error
-
-    near_left, near_err_left = tiny_quotients(phis[:, :n_l], t_left)
-    near_right, near_err_right = tiny_quotients(phis[:, n_l : 2 * n_l], t_right)
-
-    initial = np.stack([step_left, step_c, step_right])  # (3, k)
-    sides = np.repeat(np.array([-1, 0, 1]), k)
-    rows_k = np.tile(np.arange(k), 3)
-    scale = float(np.median(abs_scale)) if k else 1.0
+    near_left, near_err_left = _tiny_quotients(lad.phi_left, lad.t_left, floor, lad)
+    near_right, near_err_right = _tiny_quotients(lad.phi_right, lad.t_right, floor, lad)
+    scale = float(np.median(lad.abs_scale)) if d.shape[0] else 1.0
     if not math.isfinite(scale):  # a NaN output somewhere (a domain edge): unit scale
         scale = 1.0
-    df, err, nit = _richardson(
-        fd, np.broadcast_to(x, (3 * k, x.size)), d[rows_k], g,
-        np.broadcast_to(y0, (3 * k, y0.size)), initial.reshape(-1), sides, scale,
+    df, err = _three_sided(fd, x, g, d, lad, step_left, step_right, scale)
+    far, far_err = _far_slopes(
+        fd, x, g, d, lad, df, err,
+        ((near_left, near_err_left), (near_right, near_err_right)), scale,
     )
-    df, err, nit = df.reshape(3, k), err.reshape(3, k), nit.reshape(3, k)
-    # Rounding of phi divided by the smallest step used: a floor under scipy's estimate,
-    # which only compares successive extrapolations.
-    smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
-    err = np.maximum(err, 4 * rounding_moving[None, :] / smallest + resolution[None, :])
-
-    # Where Richardson's one-sided estimate disagrees with the tiny-step quotient, a kink lies
-    # inside its steps: the largest ladder step whose quotient still disagrees bounds its
-    # distance; the slope beyond it is measured from a point past it.
-    far = np.full((2, k), np.nan)
-    far_err = np.full((2, k), np.nan)
-    ladder_t = (t_left, t_right)
-    ladder_phi = (phis[:, :n_l], phis[:, n_l : 2 * n_l])
-    near_q = (near_left, near_right)
-    near_e = (near_err_left, near_err_right)
-    wanted = []
-    for side_i, (sign, f_row) in enumerate(((-1, 0), (1, 2))):
-        off = np.abs(df[f_row] - near_q[side_i]) > near_e[side_i] + err[f_row]
-        quotients = ladder_phi[side_i] / ladder_t[side_i]  # (k, L)
-        bad = np.abs(quotients - near_q[side_i][:, None]) > 4 * near_e[side_i][:, None] + (
-            1e-9 * (np.abs(near_q[side_i]) + abs_scale)
-        )[:, None]
-        for kk in np.flatnonzero(off):
-            bad_m = np.flatnonzero(bad[kk])
-            if bad_m.size:
-                h_kink = float(np.abs(ladder_t[side_i][kk, bad_m.max()]))
-                wanted.append((side_i, int(kk), sign, h_kink))
-    if wanted:
-        side_idx = np.array([w[0] for w in wanted])
-        kk_idx = np.array([w[1] for w in wanted])
-        signs = np.array([w[2] for w in wanted], dtype=np.float64)
-        h_k = np.array([w[3] for w in wanted])
-        bases = x[None, :] + (2 * signs * h_k)[:, None] * d[kk_idx]
-        y_bases = fd.forward(bases)
-        f_df, f_err, _ = _richardson(
-            fd, bases, d[kk_idx], g, y_bases, h_k / 2, signs.astype(int), scale
-        )
-        far[side_idx, kk_idx] = f_df
-        far_err[side_idx, kk_idx] = np.maximum(f_err, 8 * rounding_moving[kk_idx] / (h_k / 64))
-
     return Directional(
-        left=df[0],
-        right=df[2],
-        central=df[1],
-        err_left=err[0],
-        err_right=err[2],
-        err_central=err[1],
-        jump_left=jump_left,
-        jump_right=jump_right,
-        jump_size=np.maximum(size_left, size_right),
-        abs_scale=abs_scale,
+        left=df[0], right=df[2], central=df[1], err_left=err[0], err_right=err[2],
+        err_central=err[1], jump_left=jump_left, jump_right=jump_right,
+        jump_size=np.maximum(size_left, size_right), abs_scale=lad.abs_scale,
         step_left=np.asarray(step_left, dtype=np.float64),
-        step_right=np.asarray(step_right, dtype=np.float64),
-        output=y0,
-        out_scale=out_scale,
-        near_left=near_left,
-        near_right=near_right,
-        near_err_left=near_err_left,
-        near_err_right=near_err_right,
-        far_left=far[0],
-        far_right=far[1],
-        far_err_left=far_err[0],
-        far_err_right=far_err[1],
+        step_right=np.asarray(step_right, dtype=np.float64), output=lad.y0,
+        out_scale=lad.out_scale, near_left=near_left, near_right=near_right,
+        near_err_left=near_err_left, near_err_right=near_err_right, far_left=far[0],
+        far_right=far[1], far_err_left=far_err[0], far_err_right=far_err[1],
     )
 
 

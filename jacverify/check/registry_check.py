@@ -23,8 +23,8 @@ from hypothesis.strategies import SearchStrategy
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
-from jacverify.backward.rules._call_arguments import fill_in, is_input
-from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.backward.rules._call_arguments import is_input
+from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.layer_configs import (
     draw_configs,
@@ -32,6 +32,7 @@ from jacverify.check.layer_configs import (
     native_skip_reason,
 )
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
+from jacverify.verdicts import Verdict
 
 #: Why a rule without any example is skipped.
 NO_EXAMPLE_REASON = "no example layer or strategy: pass example= to register_backward"
@@ -184,29 +185,6 @@ def _checkable(layer: Any, shape: Any) -> Any:
     return PackedCall(layer, shapes, [{INPUT_KEY: i} for i in range(len(shapes))])
 
 
-def _rule_for(entry: RuleEntry, layer: Any) -> Any:
-    """The rule to check: its class, or, for a rule reading its call's arguments on a call
-    made through the adapter, a factory giving the rule that call's arguments (as the builder
-    does)."""
-    rule_class = entry.rule_class
-    if not isinstance(layer, PackedCall) or not getattr(rule_class, "uses_call_arguments", False):
-        return rule_class
-    shapes = [list(s) for s in layer.packing.shapes]
-    arguments = {"args": layer.call_args, "kwargs": layer.call_kwargs}
-
-    def make(operation: Any) -> Any:
-        dtype = getattr(operation, "compute_dtype", None) or "float32"
-        parts = [np.zeros((1, *s), dtype=dtype) for s in shapes]
-        output = operation(*fill_in(arguments["args"], parts), **fill_in(arguments["kwargs"],
-                                                                            parts))
-        return rule_class(
-            layer=operation, input_dim_wo_batch=shapes if len(shapes) > 1 else shapes[0],
-            output_dim_wo_batch=list(output.shape[1:]), call_arguments=arguments,
-        )
-
-    return RuleFactory(name=rule_class.__name__, make=make)
-
-
 def _check_one(
     entry: RuleEntry, layer: Any, shape: Any, *, examples: int, seed: int, convention: str
 ) -> LayerCheck:
@@ -217,12 +195,12 @@ def _check_one(
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(f"the example is not a Keras layer or operation: {layer!r}")
         return check_layer(
-            layer, _rule_for(entry, layer), input_shape=shape, examples=examples,
+            layer, entry.rule_class, input_shape=shape, examples=examples,
             seed=seed, convention=convention,
         )
     except Exception as error:  # noqa: BLE001 - one configuration must not end the run
         reason = f"check_layer() raised {type(error).__name__}: {str(error)[:300]}"
-        return _bare_check(entry, "inconclusive", reason, layer, shape)
+        return _bare_check(entry, Verdict.INCONCLUSIVE.value, reason, layer, shape)
 
 
 def check_registry(
@@ -272,12 +250,12 @@ def check_registry(
             drawn, reason = _configurations(entry, configs, seed)
         except Exception as error:  # noqa: BLE001 - a broken example must not end the run
             reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
-            check = _bare_check(entry, "inconclusive", reason)
+            check = _bare_check(entry, Verdict.INCONCLUSIVE.value, reason)
             result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
                                              **common))
             continue
         if not drawn:
-            check = _bare_check(entry, "skipped", reason)
+            check = _bare_check(entry, Verdict.SKIPPED.value, reason)
             result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
                                              **common))
             continue

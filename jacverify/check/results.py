@@ -13,17 +13,20 @@ floats and ints, arrays nested lists, NaN and infinities ``None``) and a readabl
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from jacverify.check.compare import VERDICTS, worst_verdict
+from jacverify.check.text import finding_lines, number, values
+from jacverify.verdicts import VERDICTS, WRONG_VERDICTS, Verdict, worst_verdict
 
 __all__ = [
     "ConfigCheck",
     "Counterexample",
+    "Finding",
     "LayerCheck",
     "ModelCheck",
     "ReferenceInfo",
@@ -55,6 +58,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         value = float(value)
         return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value)
     if value is None or isinstance(value, str):
         return value
     return str(value)
@@ -65,18 +70,11 @@ def _fields_dict(obj) -> dict:
 
 
 def _g(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.{digits}g}"
+    return number(value, digits)
 
 
 def _array_text(array: np.ndarray | None, limit: int = 12) -> str:
-    if array is None:
-        return "-"
-    flat = np.asarray(array, dtype=np.float64).reshape(-1)
-    items = ", ".join(f"{v:.6g}" for v in flat[:limit])
-    more = f", ... ({flat.size} values)" if flat.size > limit else ""
-    return f"[{items}{more}]"
+    return values(array, limit)
 
 
 @dataclass
@@ -156,6 +154,32 @@ class Counterexample:
 
 
 @dataclass
+class Finding:
+    """What one probe found about the rule (see :class:`jacverify.verdicts.Probe`).
+
+    ``verdict`` is ``pass`` when the property held at every example it was probed on,
+    ``skipped`` when the probe does not apply (a rule without ``get_config``, a rule that
+    declares ``supports_extra_axes = False``) or could not run (the rule raised before it).
+    """
+
+    probe: str  # one of PROBES: structure, value, dtype, batch, extra_axes, config
+    verdict: str
+    message: str = ""  # one sentence: what held, or what broke and where
+    coordinate: str | None = None  # e.g. "x[0, 3] = -1.5", where the value is wrong
+    examples: int = 0  # examples the probe ran on
+    failing_examples: int = 0  # examples where it found the rule wrong
+    kind: str = ""  # the kind of example of the message (random, exact_kink, ...)
+
+    def to_dict(self) -> dict:
+        return _fields_dict(self)
+
+    def line(self) -> str:
+        """``value: fail: the rule ...``: one line for summaries and failure messages."""
+        text = f"{self.probe}: {self.verdict}"
+        return text + (f": {self.message}" if self.message else "")
+
+
+@dataclass
 class ReferenceInfo:
     """Which references the verdict rests on."""
 
@@ -203,16 +227,27 @@ class LayerCheck:
     seed: int | None = None
     shrink_evaluations: int = 0
     duration_s: float = 0.0
+    # Finding per probe, the headline first (the value finding whenever the value is wrong)
+    findings: list = field(default_factory=list)
+
+    @property
+    def headline(self) -> Finding | None:
+        """The finding the verdict and the reason come from (``None`` before any probe)."""
+        return self.findings[0] if self.findings else None
+
+    def finding(self, probe: str) -> Finding | None:
+        """The finding of ``probe`` (a :class:`~jacverify.verdicts.Probe` or its name)."""
+        return next((f for f in self.findings if f.probe == str(probe)), None)
 
     @property
     def passed(self) -> bool:
         """True when the verdict is ``pass``."""
-        return self.verdict == "pass"
+        return self.verdict == Verdict.PASS
 
     @property
     def ok(self) -> bool:
         """True unless the rule was shown wrong (``fail``, ``boundary``, ``error``)."""
-        return self.verdict not in ("fail", "boundary", "error")
+        return self.verdict not in WRONG_VERDICTS
 
     def to_dict(self) -> dict:
         """Plain JSON-ready data (``json.dumps(check.to_dict())`` works)."""
@@ -228,6 +263,7 @@ class LayerCheck:
             f"{self.examples} examples, seed {self.seed}]"
         )
         lines = [head, f"  {self.reason}"]
+        lines.extend("  " + line for line in finding_lines(self))
         if self.examples_by_kind:
             kinds = ", ".join(f"{k} {v}" for k, v in self.examples_by_kind.items() if v)
             lines.append(f"  examples: {kinds}")
@@ -292,7 +328,7 @@ class ModelCheck:
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "pass"
+        return self.verdict == Verdict.PASS
 
     def to_dict(self) -> dict:
         data = _fields_dict(self)
@@ -390,7 +426,7 @@ class RegistryCheck:
 
     @property
     def passed(self) -> bool:
-        return self.verdict in ("pass", "skipped") and not self.failures
+        return self.verdict in (Verdict.PASS, Verdict.SKIPPED) and not self.failures
 
     @property
     def rules(self) -> list:
@@ -424,7 +460,7 @@ class RegistryCheck:
             f"({tally}); seed {self.seed}, {self.configs} configurations x {self.examples} "
             f"examples, {self.duration_s:.1f} s"
         ]
-        shown = self.checks if verbose else [c for c in self.checks if c.verdict != "pass"]
+        shown = self.checks if verbose else [c for c in self.checks if c.verdict != Verdict.PASS]
         lines.extend("  " + c.summary() for c in shown)
         for note in self.notes:
             lines.append(f"  note: {note}")

@@ -64,6 +64,55 @@ def _blob(error: BaseException) -> str | None:
     return None
 
 
+def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None:
+    """Run ``probe`` on ``count`` examples of ``strategy``; what it raised, if anything."""
+    test = given(spec=strategy)(probe)
+    test = _settings(count, phases)(test)
+    test = hypothesis_seed(seed)(test)
+    try:
+        test()
+    except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
+        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+            raise
+        return error
+    return None
+
+
+def _shrink(
+    strategy, evaluate, verdict_of, worst: str, cache: dict, result: SearchResult, *,
+    examples: int, seed: int, shrink_budget: int,
+) -> None:
+    """Replay the search raising on ``worst``: Hypothesis shrinks it (cached outcomes are
+    free; past the budget, unseen examples pass)."""
+    state = {"new": 0, "last": None}
+
+    def shrink(spec):
+        if spec in cache:
+            outcome = cache[spec]
+        elif state["new"] >= shrink_budget:
+            return  # past the budget: unseen examples pass, so shrinking winds down
+        else:
+            state["new"] += 1
+            outcome = cache[spec] = evaluate(spec)
+        if verdict_of(outcome) == worst:
+            state["last"] = (spec, outcome)
+            raise _Found(worst)
+
+    error = _run(strategy, shrink, (Phase.generate, Phase.shrink), examples, seed)
+    result.shrink_evaluations = state["new"]
+    if isinstance(error, _Found) and state["last"] is not None:
+        result.minimal_spec, result.minimal = state["last"]
+        result.reproduce_failure = _blob(error)
+        return
+    # Hypothesis did not meet the failure again: keep the first explored one, unshrunk.
+    for spec, outcome in result.explored.items():
+        if verdict_of(outcome) == worst:
+            result.minimal_spec, result.minimal = spec, outcome
+            break
+    detail = "" if error is None else f" ({type(error).__name__}: {error})"
+    result.notes.append(f"the failure was not shrunk{detail}")
+
+
 def search(
     strategy: st.SearchStrategy[S],
     evaluate: Callable[[S], Out],
@@ -81,18 +130,6 @@ def search(
     cache: dict = {}
     result: SearchResult = SearchResult(explored={})
 
-    def run(probe, phases, count=examples) -> BaseException | None:
-        test = given(spec=strategy)(probe)
-        test = _settings(count, phases)(test)
-        test = hypothesis_seed(seed)(test)
-        try:
-            test()
-        except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                raise
-            return error
-        return None
-
     def explore(spec):
         if spec not in cache:
             cache[spec] = evaluate(spec)
@@ -101,41 +138,14 @@ def search(
     explicit = list(explicit)[: max(0, int(examples) - 1)]
     for spec in explicit:
         explore(spec)
-    error = run(explore, (Phase.generate,), count=max(1, int(examples) - len(explicit)))
+    error = _run(strategy, explore, (Phase.generate,), max(1, int(examples) - len(explicit)),
+                 seed)
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
     if not result.explored:
         return result
-
     worst = min((verdict_of(o) for o in result.explored.values()), key=severity)
-    if worst not in shrink_verdicts:
-        return result
-
-    state = {"new": 0, "last": None}
-
-    def shrink(spec):
-        if spec in cache:
-            outcome = cache[spec]
-        elif state["new"] >= shrink_budget:
-            return  # past the budget: unseen examples pass, so shrinking winds down
-        else:
-            state["new"] += 1
-            outcome = cache[spec] = evaluate(spec)
-        if verdict_of(outcome) == worst:
-            state["last"] = (spec, outcome)
-            raise _Found(worst)
-
-    error = run(shrink, (Phase.generate, Phase.shrink))
-    result.shrink_evaluations = state["new"]
-    if isinstance(error, _Found) and state["last"] is not None:
-        result.minimal_spec, result.minimal = state["last"]
-        result.reproduce_failure = _blob(error)
-    else:
-        # Hypothesis did not meet the failure again: keep the first explored one, unshrunk.
-        for spec, outcome in result.explored.items():
-            if verdict_of(outcome) == worst:
-                result.minimal_spec, result.minimal = spec, outcome
-                break
-        detail = "" if error is None else f" ({type(error).__name__}: {error})"
-        result.notes.append(f"the failure was not shrunk{detail}")
+    if worst in shrink_verdicts:
+        _shrink(strategy, evaluate, verdict_of, worst, cache, result, examples=examples,
+                seed=seed, shrink_budget=shrink_budget)
     return result

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from hypothesis import strategies as st
@@ -91,56 +91,97 @@ class Example:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class _Draws:
+    """The building blocks of the kinds' strategies for one input size and kink count."""
+
+    coordinate: st.SearchStrategy
+    some: st.SearchStrategy  # a few distinct coordinates
+    everywhere: st.SearchStrategy  # True in one example of five: every coordinate
+    kink: st.SearchStrategy  # a candidate kink's index
+    offset: st.SearchStrategy  # ("ulp", n, sign) or ("tol", relative, sign)
+
+
+def _draws(n_coordinates: int, n_kinks: int) -> _Draws:
+    n = max(1, int(n_coordinates))
+    coordinate = st.integers(0, n - 1)
+    return _Draws(
+        coordinate=coordinate,
+        some=st.lists(coordinate, min_size=1, max_size=min(n, MAX_SPECIAL_COORDINATES),
+                      unique=True),
+        everywhere=st.integers(0, 4).map(lambda v: v == 4),
+        kink=st.integers(0, max(1, int(n_kinks)) - 1),
+        offset=st.one_of(
+            st.tuples(st.just("ulp"), st.sampled_from(ULP_OFFSETS), st.sampled_from((1, -1))),
+            st.tuples(st.just("tol"), st.sampled_from(TOLERANCE_OFFSETS),
+                      st.sampled_from((1, -1))),
+        ),
+    )
+
+
+def _no_picks(draws: _Draws) -> st.SearchStrategy:
+    return st.just(())
+
+
+def _exact_kink_picks(draws: _Draws) -> st.SearchStrategy:
+    """``((coordinate, kink), ...)``; coordinate -1: every coordinate."""
+    @st.composite
+    def picks(draw):
+        if draw(draws.everywhere):
+            return ((-1, draw(draws.kink)),)
+        return tuple((i, draw(draws.kink)) for i in draw(draws.some))
+    return picks()
+
+
+def _near_kink_picks(draws: _Draws) -> st.SearchStrategy:
+    """``((coordinate, kink, how, amount, sign), ...)``."""
+    @st.composite
+    def picks(draw):
+        if draw(draws.everywhere):
+            return ((-1, draw(draws.kink), *draw(draws.offset)),)
+        return tuple((i, draw(draws.kink), *draw(draws.offset)) for i in draw(draws.some))
+    return picks()
+
+
+def _tie_picks(draws: _Draws) -> st.SearchStrategy:
+    """``((source, pattern, kink_or_-1, *targets),)``."""
+    @st.composite
+    def picks(draw):
+        pattern = draw(st.sampled_from(("some", "neighbours", "all")))
+        source = draw(draws.coordinate)
+        value_from = draw(st.one_of(st.just(-1), draws.kink))
+        targets = tuple(draw(draws.some)) if pattern == "some" else ()
+        return ((source, pattern, value_from, *targets),)
+    return picks()
+
+
+def _saturation_picks(draws: _Draws) -> st.SearchStrategy:
+    """``((coordinate, magnitude, sign), ...)``."""
+    @st.composite
+    def picks(draw):
+        magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
+        if draw(draws.everywhere):
+            return ((-1, magnitude, 1),)
+        return tuple((i, magnitude, draw(st.sampled_from((1, -1)))) for i in draw(draws.some))
+    return picks()
+
+
+def kind_specs(kind: str, n_coordinates: int, n_kinks: int) -> st.SearchStrategy[ExampleSpec]:
+    """The strategy of one kind of example (see :data:`INPUT_KINDS`)."""
+    draws = _draws(n_coordinates, n_kinks)
+    return st.builds(
+        ExampleSpec, kind=st.just(kind), seed=st.integers(0, 2**32 - 1),
+        scale=st.sampled_from(SCALES), picks=INPUT_KINDS[kind].picks(draws),
+    )
+
+
 def example_specs(
     n_coordinates: int, n_kinks: int, kinds: Sequence[str] = KINDS
 ) -> st.SearchStrategy[ExampleSpec]:
     """Hypothesis strategy of :class:`ExampleSpec` for an input of ``n_coordinates`` values
-    and ``n_kinks`` candidate kink values. Shrinks towards ``random`` examples at scale 1 with
-    few special coordinates."""
-    n = max(1, int(n_coordinates))
-    n_k = max(1, int(n_kinks))
-    coordinate = st.integers(0, n - 1)
-    some = st.lists(coordinate, min_size=1, max_size=min(n, MAX_SPECIAL_COORDINATES), unique=True)
-    everywhere = st.integers(0, 4).map(lambda v: v == 4)  # one example in five
-    kink = st.integers(0, n_k - 1)
-    offset = st.one_of(
-        st.tuples(st.just("ulp"), st.sampled_from(ULP_OFFSETS), st.sampled_from((1, -1))),
-        st.tuples(st.just("tol"), st.sampled_from(TOLERANCE_OFFSETS), st.sampled_from((1, -1))),
-    )
-
-    @st.composite
-    def specs(draw) -> ExampleSpec:
-        kind = draw(st.sampled_from(tuple(kinds)))
-        seed = draw(st.integers(0, 2**32 - 1))
-        scale = draw(st.sampled_from(SCALES))
-        picks: tuple = ()
-        if kind == "exact_kink":
-            if draw(everywhere):
-                picks = ((-1, draw(kink)),)
-            else:
-                picks = tuple((i, draw(kink)) for i in draw(some))
-        elif kind == "near_kink":
-            if draw(everywhere):
-                picks = ((-1, draw(kink), *draw(offset)),)
-            else:
-                picks = tuple((i, draw(kink), *draw(offset)) for i in draw(some))
-        elif kind == "tie":
-            pattern = draw(st.sampled_from(("some", "neighbours", "all")))
-            source = draw(coordinate)
-            value_from = draw(st.one_of(st.just(-1), kink))
-            targets = tuple(draw(some)) if pattern == "some" else ()
-            picks = ((source, pattern, value_from, *targets),)
-        elif kind == "saturation":
-            magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
-            if draw(everywhere):
-                picks = ((-1, magnitude, 1),)
-            else:
-                picks = tuple(
-                    (i, magnitude, draw(st.sampled_from((1, -1)))) for i in draw(some)
-                )
-        return ExampleSpec(kind=kind, seed=seed, scale=scale, picks=picks)
-
-    return specs()
+    and ``n_kinks`` candidate kink values: one strategy per kind, combined with ``one_of``.
+    Shrinks towards ``random`` examples at scale 1 with few special coordinates."""
+    return st.one_of([kind_specs(kind, n_coordinates, n_kinks) for kind in kinds])
 
 
 #: Relative offset of the deterministic near-kink examples of :func:`kink_sweep`.
@@ -238,6 +279,153 @@ def find_numeric_kink(
     return float(s_kink), j
 
 
+@dataclass
+class _Placing:
+    """An example while its special coordinates are placed (see :data:`INPUT_KINDS`)."""
+
+    spec: ExampleSpec
+    x: np.ndarray  # flat float64
+    x_rng: np.random.Generator
+    line_rng: np.random.Generator
+    random_dirs: np.ndarray
+    input_shape: tuple
+    dtype: np.dtype
+    kinks: Sequence[KinkValue]
+    forward64: Callable[[np.ndarray], np.ndarray] | None
+    fd_eps: float
+    marked: set = field(default_factory=set)
+    kind: str = ""
+    note: str | None = None
+    tie_source: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.x.size
+
+    def kink_value(self, index: int) -> float:
+        return self.kinks[index % len(self.kinks)].value if self.kinks else 0.0
+
+    def cast(self, v) -> np.ndarray:
+        return np.asarray(v, dtype=np.float64).astype(self.dtype).astype(np.float64)
+
+    def put(self, coordinate: int, value) -> None:
+        """Set one coordinate (or every one, for -1) and mark it."""
+        where = slice(None) if coordinate < 0 else coordinate % self.n
+        self.x[where] = value
+        self.marked.update(range(self.n) if coordinate < 0 else [coordinate % self.n])
+
+
+def _place_nothing(p: _Placing) -> None:
+    return None
+
+
+def _place_exact_kink(p: _Placing) -> None:
+    for coordinate, k in p.spec.picks:
+        p.put(coordinate, float(p.dtype.type(p.kink_value(k))))
+
+
+def _place_near_kink(p: _Placing) -> None:
+    for coordinate, k, how, amount, sign in p.spec.picks:
+        p.put(coordinate, _near_value(p.kink_value(k), how, amount, sign, p.dtype))
+
+
+def _place_saturation(p: _Placing) -> None:
+    for coordinate, magnitude, sign in p.spec.picks:
+        if coordinate < 0:
+            x = np.sign(p.x) * magnitude * (1.0 + np.abs(p.x_rng.standard_normal(p.n)))
+            p.x = np.where(x == 0, magnitude, x)
+            p.marked.update(range(p.n))
+        else:
+            p.put(coordinate, sign * magnitude)
+
+
+def _place_tie(p: _Placing) -> None:
+    source, pattern, value_from, *targets = p.spec.picks[0]
+    source %= p.n
+    p.tie_source = source
+    value = float(p.cast(p.x[source])) if value_from < 0 else float(
+        p.dtype.type(p.kink_value(value_from))
+    )
+    if pattern == "all":
+        chosen = list(range(p.n))
+    elif pattern == "neighbours":
+        chosen = [source, *_neighbours(source, p.input_shape)]
+    else:
+        chosen = [source, *(t % p.n for t in targets)]
+    p.x[chosen] = value
+    p.marked.update(chosen)
+
+
+def _place_numeric_kink(p: _Placing) -> None:
+    """After the cast: move x along a random line onto a kink found numerically."""
+    p.kind = "random"
+    if p.forward64 is None:
+        return
+    line = _unit_max(p.line_rng.standard_normal(p.n))
+    found = find_numeric_kink(p.forward64, p.x, line, 3.0 * max(1.0, p.spec.scale), p.fd_eps)
+    if found is None:
+        return
+    s_kink, output = found
+    p.x = p.cast(p.x + s_kink * line)
+    p.random_dirs = np.concatenate([line[None, :], p.random_dirs[1:]], axis=0)
+    p.kind = "numeric_kink"
+    p.note = (
+        f"a kink found numerically: output {output} of the layer changes slope along a "
+        f"random line (the first random direction) at this point"
+    )
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """One kind of example: the strategy of its picks, and how they are placed in x."""
+
+    name: str
+    picks: Callable[[_Draws], st.SearchStrategy]
+    place: Callable[[_Placing], None] = _place_nothing  # before the cast to the dtype
+    after_cast: Callable[[_Placing], None] = _place_nothing
+    fallback_label: Callable[[_Placing], str | None] = lambda p: None
+
+
+#: Every kind, by name, in the order of KINDS.
+INPUT_KINDS: dict[str, InputKind] = {
+    kind.name: kind for kind in (
+        InputKind("random", _no_picks),
+        InputKind("exact_kink", _exact_kink_picks, _place_exact_kink),
+        InputKind("near_kink", _near_kink_picks, _place_near_kink),
+        InputKind("tie", _tie_picks, _place_tie,
+                  fallback_label=lambda p: f"tie with {format_index(p.tie_source, p.input_shape)}"),
+        InputKind("saturation", _saturation_picks, _place_saturation,
+                  fallback_label=lambda p: "large magnitude"),
+        InputKind("numeric_kink", _no_picks, after_cast=_place_numeric_kink),
+    )
+}
+
+
+def _start(spec: ExampleSpec, n: int, base: np.ndarray | None) -> tuple:
+    """The random (or given) input, its companion row and the generators of one example."""
+    x_rng, g_rng, d_rng, line_rng = (np.random.default_rng([spec.seed, i]) for i in range(4))
+    x = x_rng.standard_normal(n) * spec.scale
+    companion = x_rng.standard_normal(n) * spec.scale
+    if base is not None:
+        row = spec.seed % len(base)
+        rms = float(np.sqrt(np.mean(np.square(base[row])))) or 1.0
+        amount = 0.0 if spec.scale == 1.0 else spec.scale / 100.0
+        x = base[row] + (x / spec.scale) * amount * rms
+        companion = base[(row + 1) % len(base)] + (companion / spec.scale) * amount * rms
+    return x, companion, x_rng, g_rng, d_rng, line_rng
+
+
+def _marks(p: _Placing, kind: InputKind) -> dict:
+    marks = {}
+    for i in sorted(p.marked):
+        label = describe_value(float(p.x[i]), p.kinks, p.dtype.name)
+        if label is None:
+            label = kind.fallback_label(p)
+        if label is not None:
+            marks[i] = label
+    return marks
+
+
 def materialize(
     spec: ExampleSpec,
     input_shape: Sequence[int],
@@ -258,105 +446,28 @@ def materialize(
     root-mean-square otherwise), and its companion is the next row."""
     np_dtype = np.dtype(dtype)
     n = int(math.prod(input_shape))
-    m = int(math.prod(output_shape))
-    x_rng, g_rng, d_rng, line_rng = (np.random.default_rng([spec.seed, i]) for i in range(4))
-    x = x_rng.standard_normal(n) * spec.scale
-    companion = x_rng.standard_normal(n) * spec.scale
-    g = g_rng.standard_normal((2, m))
-    if base is not None:
-        row = spec.seed % len(base)
-        rms = float(np.sqrt(np.mean(np.square(base[row])))) or 1.0
-        amount = 0.0 if spec.scale == 1.0 else spec.scale / 100.0
-        x = base[row] + (x / spec.scale) * amount * rms
-        companion = base[(row + 1) % len(base)] + (companion / spec.scale) * amount * rms
-    random_dirs = _unit_max(d_rng.standard_normal((max(0, n_random_directions), n)))
-    marked: set[int] = set()
-    tie_source = 0
-    kind = spec.kind
-    note = None
-
-    def kink_value(index: int) -> float:
-        return kinks[index % len(kinks)].value if kinks else 0.0
-
-    def cast(v):
-        return np.asarray(v, dtype=np.float64).astype(np_dtype).astype(np.float64)
-
-    if spec.kind == "exact_kink":
-        for coordinate, k in spec.picks:
-            where = slice(None) if coordinate < 0 else coordinate % n
-            x[where] = float(np_dtype.type(kink_value(k)))
-            marked.update(range(n) if coordinate < 0 else [coordinate % n])
-    elif spec.kind == "near_kink":
-        for coordinate, k, how, amount, sign in spec.picks:
-            value = _near_value(kink_value(k), how, amount, sign, np_dtype)
-            where = slice(None) if coordinate < 0 else coordinate % n
-            x[where] = value
-            marked.update(range(n) if coordinate < 0 else [coordinate % n])
-    elif spec.kind == "saturation":
-        for coordinate, magnitude, sign in spec.picks:
-            if coordinate < 0:
-                x = np.sign(x) * magnitude * (1.0 + np.abs(x_rng.standard_normal(n)))
-                x = np.where(x == 0, magnitude, x)
-                marked.update(range(n))
-            else:
-                x[coordinate % n] = sign * magnitude
-                marked.add(coordinate % n)
-    elif spec.kind == "tie":
-        source, pattern, value_from, *targets = spec.picks[0]
-        source %= n
-        tie_source = source
-        value = float(cast(x[source])) if value_from < 0 else float(
-            np_dtype.type(kink_value(value_from))
-        )
-        if pattern == "all":
-            chosen = list(range(n))
-        elif pattern == "neighbours":
-            chosen = [source, *_neighbours(source, input_shape)]
-        else:
-            chosen = [source, *(t % n for t in targets)]
-        x[chosen] = value
-        marked.update(chosen)
-
-    x = cast(x)
-    if spec.kind == "numeric_kink":
-        kind = "random"
-        if forward64 is not None:
-            line = _unit_max(line_rng.standard_normal(n))
-            width = 3.0 * max(1.0, spec.scale)
-            found = find_numeric_kink(forward64, x, line, width, fd_eps)
-            if found is not None:
-                s_kink, output = found
-                x = cast(x + s_kink * line)
-                random_dirs = np.concatenate([line[None, :], random_dirs[1:]], axis=0)
-                kind = "numeric_kink"
-                note = (
-                    f"a kink found numerically: output {output} of the layer changes slope "
-                    f"along a random line (the first random direction) at this point"
-                )
-
-    x_batch = np.stack([x, cast(companion)]).reshape(2, *input_shape).astype(np_dtype)
-    g_batch = g.reshape(2, *output_shape).astype(np_dtype)
-    directions = random_dirs
-    n_basis = 0
+    x, companion, x_rng, g_rng, d_rng, line_rng = _start(spec, n, base)
+    g = g_rng.standard_normal((2, int(math.prod(output_shape))))
+    p = _Placing(
+        spec=spec, x=x, x_rng=x_rng, line_rng=line_rng,
+        random_dirs=_unit_max(d_rng.standard_normal((max(0, n_random_directions), n))),
+        input_shape=tuple(input_shape), dtype=np_dtype, kinks=kinks, forward64=forward64,
+        fd_eps=fd_eps, kind=spec.kind,
+    )
+    kind = INPUT_KINDS[spec.kind]
+    kind.place(p)
+    p.x = p.cast(p.x)
+    kind.after_cast(p)
+    directions, n_basis = p.random_dirs, 0
     if basis:
-        directions = np.concatenate([np.eye(n), random_dirs], axis=0)
-        n_basis = n
-    marks = {}
-    for i in sorted(marked):
-        label = describe_value(float(x[i]), kinks, np_dtype.name)
-        if label is None and spec.kind == "saturation":
-            label = "large magnitude"
-        if label is None and spec.kind == "tie":
-            label = f"tie with {format_index(tie_source, input_shape)}"
-        if label is not None:
-            marks[i] = label
+        directions, n_basis = np.concatenate([np.eye(n), p.random_dirs], axis=0), n
     return Example(
         spec=spec,
-        kind=kind,
-        x=x_batch,
-        g=g_batch,
+        kind=p.kind,
+        x=np.stack([p.x, p.cast(companion)]).reshape(2, *input_shape).astype(np_dtype),
+        g=g.reshape(2, *output_shape).astype(np_dtype),
         directions=directions,
         n_basis=n_basis,
-        marks=marks,
-        note=note,
+        marks=_marks(p, kind),
+        note=p.note,
     )

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from jacverify.check.compare import SEVERITY, VERDICTS, worst_verdict
 from jacverify.check.results import jsonable
+from jacverify.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
 
 __all__ = [
     "FAILING_VERDICTS",
@@ -38,10 +38,10 @@ __all__ = [
 
 #: The ``schema`` field of every document.
 SCHEMA_NAME = "jacverify-report"
-#: The layout version; readers refuse documents of a later version.
-SCHEMA_VERSION = 1
-#: Verdicts that show a rule wrong.
-FAILING_VERDICTS = ("fail", "boundary", "error")
+#: The layout version; readers refuse documents of a later version. Version 2 added each
+#: layer check's ``findings`` and the verdict ``no rule``; version 1 documents are read with
+#: empty findings.
+SCHEMA_VERSION = 2
 #: Verdicts that fail under ``--strict``: also the rules that could not be shown right.
 STRICT_FAILING_VERDICTS = (*FAILING_VERDICTS, "inconclusive", "skipped")
 
@@ -107,6 +107,7 @@ def _layer_data(item: Any, what: str) -> dict:
     data.setdefault("reason", "")
     data.setdefault("rule_class", None)
     data.setdefault("evidence", None)
+    data.setdefault("findings", [])
     return data
 
 
@@ -244,4 +245,17 @@ def read_document(path: str | Path) -> dict:
             raise DocumentError(f"{path}: '{key}' is not a list")
     document.setdefault("models", [])
     document.setdefault("checks", [])
+    return _migrated(document)
+
+
+def _migrated(document: dict) -> dict:
+    """A document of an earlier schema version with the fields of this one: version 1 layer
+    checks get an empty ``findings`` list (their verdict and reason are kept)."""
+    checks = all_layer_checks(document) + [
+        m["end_to_end"] for m in document["models"]
+        if isinstance(m, dict) and isinstance(m.get("end_to_end"), dict)
+    ]
+    for check in checks:
+        if isinstance(check, dict):
+            check.setdefault("findings", [])
     return document

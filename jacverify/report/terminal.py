@@ -148,6 +148,21 @@ def failure_lines(document: Mapping, *, strict: bool = False) -> list[Text]:
         if check.get("seed") is not None and check["verdict"] in FAILING_VERDICTS:
             line.append(f" [replay with seed {check['seed']}]", style="dim")
         lines.append(line)
+        lines.extend(_other_findings(check))
+    return lines
+
+
+def _other_findings(check: Mapping) -> list[Text]:
+    """Indented lines for the findings after the headline that show the rule broken."""
+    lines = []
+    for finding in list(check.get("findings") or [])[1:]:
+        if finding.get("verdict") in ("pass", "skipped"):
+            continue
+        line = Text("    also ")
+        line.append(f"{finding['probe']} {finding['verdict']}",
+                    style=VERDICT_STYLES.get(finding["verdict"]))
+        line.append(f": {finding.get('message', '')}")
+        lines.append(line)
     return lines
 
 

@@ -96,10 +96,13 @@ def test_small_scale_error_fails(dtype):
         assert check.dtype == "float64"
 
 
-def test_rule_returning_nan_is_an_error():
+def test_rule_returning_nan_where_autograd_is_finite_is_a_wrong_value():
+    # NaNRule returns NaN for x < 0, where ReLU's derivative is 0: a wrong value at a smooth
+    # point, reported with its coordinate.
     check = check_layer(L.ReLU(), NaNRule, input_shape=(6,), seed=0, examples=EXAMPLES)
-    assert check.verdict == "error", check.summary()
-    assert "nan" in check.reason.lower() and "x[0, " in check.reason
+    assert check.verdict == "fail", check.summary()
+    assert "NaN" in check.reason and "x[0, " in check.reason and "smooth point" in check.reason
+    assert check.headline.probe == "value" and check.headline.coordinate.startswith("x[0, ")
 
 
 def test_rule_returning_the_wrong_shape_is_an_error():

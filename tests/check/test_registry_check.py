@@ -12,6 +12,9 @@ import pytest
 from hypothesis import strategies as st
 
 import jacverify
+from checks.cases_families import CASES as FAMILY_CASES
+from checks.cases_families import FAMILIES
+from checks.corpus import all_cases, by_name
 from jacverify import BackwardNonLinearLayer, RegistryCheck, check_registry, register_backward
 from jacverify.check import check_layer
 from jacverify.check.layer_configs import (
@@ -23,7 +26,6 @@ from jacverify.check.layer_configs import (
 )
 from jacverify.check.registry_check import NO_EXAMPLE_REASON, describe_layer
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect
-from tests.check.broken_twins import TWINS
 
 L = keras.layers
 #: A handful of families (one configuration each: the simplest).
@@ -212,32 +214,26 @@ def test_register_backward_refuses_a_malformed_example():
         register_backward(Twice, example=42)
 
 
-# ------------------------------------------------------------------------- broken twins
-def test_broken_twins_cover_every_family():
-    assert {twin.family for twin in TWINS} == ALL_FAMILIES
+# ------------------------------------------------------------ the fault corpus's families
+def test_the_fault_corpus_covers_every_family():
+    names = {case.name for case in all_cases()}
+    assert set(FAMILIES) == ALL_FAMILIES
+    missing = {family: [n for n in cases if n not in names] for family, cases in FAMILIES.items()}
+    assert not any(missing.values()), missing
 
 
-#: The first twin of each family runs by default, the others with ``-m slow``.
-FAST_TWINS = list({twin.family: twin for twin in reversed(TWINS)}.values())
+#: One case of each family runs by default (the corpus runs them all, ``python -m checks``).
+FAST_FAMILY_CASES = [cases[0] for cases in FAMILIES.values() if cases[0] in
+                     {case.name for case in FAMILY_CASES}]
 
 
-def _assert_caught(twin) -> None:
-    layer, shape = twin.make()
-    check = check_layer(layer, twin.rule, input_shape=shape, examples=20, seed=0,
-                        shrink_budget=5, evidence=False)
-    assert check.verdict in ("fail", "boundary", "error"), check.summary()
-
-
-@pytest.mark.parametrize("twin", FAST_TWINS, ids=lambda t: t.name)
-def test_broken_twin_is_not_pass(twin):
-    _assert_caught(twin)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("twin", [t for t in TWINS if t not in FAST_TWINS],
-                         ids=lambda t: t.name)
-def test_other_broken_twins_are_not_pass(twin):
-    _assert_caught(twin)
+@pytest.mark.parametrize("name", FAST_FAMILY_CASES)
+def test_a_wrong_rule_of_each_family_is_caught(name):
+    case = by_name(name)
+    keras.utils.set_random_seed(0)
+    check = check_layer(case.layer(), case.rule, input_shape=case.input_shape, examples=20,
+                        seed=0, shrink_budget=5, evidence=False)
+    assert check.verdict in case.accepted, check.summary()
 
 
 # ---------------------------------------------------------------------------------- slow

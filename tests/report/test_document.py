@@ -42,11 +42,11 @@ def test_model_document(model_check):
                               options={"examples": 12, "seed": 0})
     validate(document)
     assert document["schema"] == "jacverify-report"
-    assert document["schema_version"] == SCHEMA_VERSION == 1
+    assert document["schema_version"] == SCHEMA_VERSION == 2
     assert document["jacverify_version"] == jacverify.__version__
     assert document["verdict"] == "fail"
     assert document["counts"] == {"pass": 3, "fail": 1, "boundary": 0, "error": 0,
-                                  "inconclusive": 0, "skipped": 0}
+                                  "no rule": 0, "inconclusive": 0, "skipped": 0}
     model = document["models"][0]
     assert model["model_name"] == "clip_model"
     assert model["first_failure"] == "clip"
@@ -172,3 +172,31 @@ def test_read_document_says_what_is_wrong(tmp_path, content, message):
         path.write_text(content, encoding="utf-8")
     with pytest.raises(DocumentError, match=message):
         read_document(path)
+
+
+def test_a_version_1_document_is_read_with_empty_findings(tmp_path):
+    check = {"verdict": "fail", "reason": "wrong", "layer_name": "clip", "layer_class": "Clip",
+             "rule_class": "BackwardClip"}
+    old = {"schema": "jacverify-report", "schema_version": 1, "checks": [dict(check)],
+           "models": [{"model_name": "m", "layers": [dict(check)], "end_to_end": dict(check)}]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old), encoding="utf-8")
+    document = read_document(path)
+    assert document["checks"][0]["findings"] == []
+    assert document["models"][0]["layers"][0]["findings"] == []
+    assert document["models"][0]["end_to_end"]["findings"] == []
+    assert document["checks"][0]["reason"] == "wrong"  # the old fields are kept
+
+
+def test_layer_checks_carry_their_findings_in_the_document():
+    from jacverify import check_layer
+    from jacverify.examples.tutorial import BackwardClip, Clip
+
+    check = check_layer(Clip(0.0, 2.0), BackwardClip, input_shape=(3,), seed=0, examples=10)
+    document = build_document(checks=[check], title="t")
+    findings = document["checks"][0]["findings"]
+    assert findings[0]["probe"] == "value" and findings[0]["verdict"] == "fail"
+    assert {f["probe"] for f in findings} == {
+        "value", "structure", "dtype", "batch", "extra_axes", "config"
+    }
+    json.dumps(document, allow_nan=False)

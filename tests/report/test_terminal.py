@@ -89,3 +89,22 @@ def test_checks_outside_a_model_show_their_labels(model_check):
     out = render(document)
     assert "check" in out and "test_a.py::test_clip" in out
     assert out.rstrip().splitlines()[-1].startswith("FAIL  pytest session: 1 rule checked")
+
+
+def test_failure_lines_list_the_findings_after_the_headline():
+    from jacverify.check import Finding
+    from jacverify.report.terminal import failure_lines
+
+    check = LayerCheck(
+        verdict="fail", reason="The rule is wrong at a smooth point: at x[0, 1] = -1.",
+        layer_name="elu", layer_class="ELU", rule_class="R", seed=0,
+        findings=[
+            Finding("value", "fail", "at x[0, 1] = -1, the rule gives 2 where ... give 1"),
+            Finding("extra_axes", "error", "the rule raised RuntimeError: rank"),
+            Finding("batch", "pass"),
+        ],
+    )
+    lines = [line.plain for line in failure_lines(build_document(checks=[check], title="t"))]
+    assert lines[0].startswith("FAIL ") and "x[0, 1] = -1" in lines[0]
+    assert lines[1].strip() == "also extra_axes error: the rule raised RuntimeError: rank"
+    assert len(lines) == 2  # passing findings are not listed

@@ -4,8 +4,6 @@ CustomScaleLayer (InceptionResNetV2, two inputs), LayerScale and StochasticDepth
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from keras.src.applications.convnext import LayerScale, StochasticDepth
-from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 
 from jacverify.check.layer_configs._common import (
     finish,
@@ -14,6 +12,7 @@ from jacverify.check.layer_configs._common import (
     small_floats,
     weight_seeds,
 )
+from jacverify.keras_internals import CustomScaleLayer, LayerScale, StochasticDepth
 
 
 @layer_strategy

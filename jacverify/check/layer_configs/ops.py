@@ -13,10 +13,6 @@ from __future__ import annotations
 import math
 
 from hypothesis import strategies as st
-from keras.src.ops import core as kcore
-from keras.src.ops import math as kmath
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import (
@@ -26,6 +22,10 @@ from jacverify.check.layer_configs._common import (
     sizes,
     small_floats,
 )
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_nn as knn
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def _shape(rank_low: int = 1, rank_high: int = 3, budget: int = 24) -> st.SearchStrategy:

@@ -1,39 +1,33 @@
-"""Deliberately wrong twins of native rules, one family at a time, with a configuration where
-each bug shows.
+"""Cases for native rules of every family the other cases do not reach: one plausible bug
+each (a dropped activation derivative, a kernel cropped on the wrong side, a forgotten
+epsilon, scale or sign, a permutation not inverted, a training-time scale, a missing softmax
+correction...), on a configuration where it shows.
 
-Every twin subclasses the real rule and changes one thing a rule author could plausibly get
-wrong: a dropped activation derivative, a kernel not transposed or not flipped, a wrong tie
-split, a forgotten epsilon, scale or sign, a permutation not inverted, a training-time scale,
-a missing softmax correction... A checker that passes any of them on its configuration is
-blind to that bug. The first twin of each family is the quickest to judge.
+``FAMILIES`` names, for every family of native rules, the cases that exercise it (here or in
+:mod:`checks.cases_native`), so that the corpus covers every family.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import keras
+import numpy as np
 from keras import ops
-from keras.src.applications.convnext import LayerScale
-from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
-from keras.src.ops import numpy as knp
 
+from checks.case import Case, wrong
 from jacverify import registered_rules
-from jacverify.check.layer_configs import finish
-from jacverify.check.layer_configs._common import packed
+from jacverify.check.layer_configs._common import finish, packed
+from jacverify.keras_internals import CustomScaleLayer, LayerScale
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 registered_rules()  # load the native rules before importing their modules by name
 
-from checks.cases_recurrent import LSTMForgetFactorDropped  # noqa: E402
 from jacverify.analysis.losses.crossentropy import (  # noqa: E402
     BackwardCategoricalCrossentropyLoss,
     CategoricalCrossentropyLoss,
 )
 from jacverify.backward.rules.activations.activation import BackwardActivation  # noqa: E402
-from jacverify.backward.rules.activations.relu import BackwardReLU  # noqa: E402
 from jacverify.backward.rules.activations.softmax import BackwardSoftmax  # noqa: E402
 from jacverify.backward.rules.applications.custom_scale_layer import (  # noqa: E402
     BackwardCustomScaleLayer,
@@ -46,7 +40,6 @@ from jacverify.backward.rules.attention.multi_head_attention import (  # noqa: E
 from jacverify.backward.rules.convolutional import _transpose  # noqa: E402
 from jacverify.backward.rules.convolutional.conv import BackwardConv2D  # noqa: E402
 from jacverify.backward.rules.core.dense import BackwardDense  # noqa: E402
-from jacverify.backward.rules.merging.maximum import BackwardMaximum  # noqa: E402
 from jacverify.backward.rules.merging.subtract import BackwardSubtract  # noqa: E402
 from jacverify.backward.rules.normalization._common import mean  # noqa: E402
 from jacverify.backward.rules.normalization.batch_normalization import (  # noqa: E402
@@ -62,9 +55,6 @@ from jacverify.backward.rules.ops.reduction import BackwardMeanOp  # noqa: E402
 from jacverify.backward.rules.ops.sorting import BackwardSortOp  # noqa: E402
 from jacverify.backward.rules.ops.special import BackwardLogsumexpOp  # noqa: E402
 from jacverify.backward.rules.ops.trigonometric import BackwardSinOp  # noqa: E402
-from jacverify.backward.rules.pooling.global_max_pooling import (  # noqa: E402
-    BackwardGlobalMaxPooling1D,
-)
 from jacverify.backward.rules.preprocessing.normalization import (  # noqa: E402
     BackwardNormalization,
 )
@@ -83,13 +73,6 @@ class ActivationDerivativeDropped(BackwardActivation):
         return gradient
 
 
-class ReLUIgnoringMaxValue(BackwardReLU):
-    """Keeps the gradient above ``max_value``, where the output is constant."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return gradient * ops.cast(ops.greater(input, 0), gradient.dtype)
-
-
 class SoftmaxWithoutProjection(BackwardSoftmax):
     """``s * g``: forgets ``- <g, s>``."""
 
@@ -98,13 +81,6 @@ class SoftmaxWithoutProjection(BackwardSoftmax):
 
 
 # ------------------------------------------------------------------------------------ core
-class DenseKernelNotTransposed(BackwardDense):
-    """``g W`` instead of ``g W^T`` (the shapes agree for a square kernel)."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return ops.matmul(gradient, ops.cast(self.layer.kernel, gradient.dtype))
-
-
 class DenseActivationDropped(BackwardDense):
     """``g W^T``: forgets the activation's derivative."""
 
@@ -114,15 +90,6 @@ class DenseActivationDropped(BackwardDense):
 
 
 # --------------------------------------------------------------------------- convolutional
-class Conv2DKernelNotFlipped(BackwardConv2D):
-    """A 'same' correlation with the kernel's channels swapped: the convolution itself, not
-    its adjoint (the spatial flip is missing)."""
-
-    def _linear_backward(self, gradient, in_sizes):
-        kernel = ops.transpose(ops.cast(self.layer.kernel, gradient.dtype), (0, 1, 3, 2))
-        return ops.conv(gradient, kernel, padding="same")
-
-
 class Conv2DCropOnTheWrongSide(BackwardConv2D):
     """Assumes 'same' pads more on the left (the opposite of Keras) for even kernels."""
 
@@ -139,15 +106,6 @@ class Conv2DCropOnTheWrongSide(BackwardConv2D):
 
 
 # --------------------------------------------------------------------------------- pooling
-class GlobalMaxPoolingEveryTieGetsAll(BackwardGlobalMaxPooling1D):
-    """Gives the whole gradient to every position tied for the maximum (double counts)."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        x = ops.cast(input, gradient.dtype)
-        is_max = ops.cast(ops.equal(x, ops.max(x, axis=1, keepdims=True)), gradient.dtype)
-        return ops.expand_dims(gradient, 1) * is_max
-
-
 # ------------------------------------------------------------------------------- reshaping
 class PermuteNotInverted(BackwardPermute):
     """Transposes by the forward permutation instead of its inverse."""
@@ -162,18 +120,6 @@ class SubtractWithoutSign(BackwardSubtract):
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         return self._pack(self._reduce_all([gradient, gradient], input))
-
-
-class MaximumTiesToEveryInput(BackwardMaximum):
-    """Gives the whole gradient to every input tied for the maximum (weights sum to 2)."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        xs = [ops.cast(x, gradient.dtype) for x in self._merge_inputs(input)]
-        top = xs[0]
-        for x in xs[1:]:
-            top = ops.maximum(top, x)
-        hits = [gradient * ops.cast(ops.equal(x, top), gradient.dtype) for x in xs]
-        return self._pack(self._reduce_all(hits, input))
 
 
 # --------------------------------------------------------------------------- normalization
@@ -277,6 +223,22 @@ class MeanOpForgetsCount(BackwardMeanOp):
         return 1.0
 
 
+# ---------------------------------------------------------------------------- applications
+class LayerScaleWithoutGamma(BackwardLayerScale):
+    """Returns ``g``: forgets ``gamma``."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient
+
+
+class CustomScaleLayerScalesBoth(BackwardCustomScaleLayer):
+    """Scales the shortcut's gradient too."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        scale = ops.cast(self.layer.scale, gradient.dtype)
+        return [gradient * scale, gradient * scale]
+
+
 class CumsumOpForward(BackwardCumsumOp):
     """``cumsum``'s gradient accumulated forward instead of backward."""
 
@@ -314,23 +276,7 @@ class InfinityNormOpNotShared(BackwardNormOp):
         return ops.expand_dims(gradient, -1) * ops.sign(input) * hits
 
 
-# ---------------------------------------------------------------------------- applications
-class LayerScaleWithoutGamma(BackwardLayerScale):
-    """Returns ``g``: forgets ``gamma``."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return gradient
-
-
-class CustomScaleLayerScalesBoth(BackwardCustomScaleLayer):
-    """Scales the shortcut's gradient too."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        scale = ops.cast(self.layer.scale, gradient.dtype)
-        return [gradient * scale, gradient * scale]
-
-
-# ------------------------------------------------------------------------ configurations
+# ----------------------------------------------------------------------------------- losses
 class CrossentropyWithoutSoftmax(BackwardCategoricalCrossentropyLoss):
     """On logits, ``-t`` instead of ``softmax(y) sum(t) - t``."""
 
@@ -339,85 +285,104 @@ class CrossentropyWithoutSoftmax(BackwardCategoricalCrossentropyLoss):
         return -y_true, d_true
 
 
-@dataclass(frozen=True)
-class Twin:
-    """A wrong rule, the family of its real rule, and a configuration where its bug shows."""
-
-    name: str
-    family: str
-    rule: type
-    make: Callable[[], tuple]  # () -> (built layer, input shape)
+# ------------------------------------------------------------------------ configurations
+def _built(make, shape):
+    """A factory of the layer ``make()`` built on ``shape`` with random weights that follow
+    the run's seed."""
+    return lambda: finish(make(), shape, int(np.random.randint(2**31)))[0]
 
 
-def _built(layer, shape, seed: int = 7):
-    return lambda: finish(layer(), shape, seed)
+def _packed(make, shape):
+    return lambda: packed(make(), shape, int(np.random.randint(2**31)))[0]
 
 
-def _mha():
-    return packed(L.MultiHeadAttention(num_heads=2, key_dim=2), [(3, 4), (2, 4)], 7)
+def _twin(name, make, shape, rule, category, description, expected="fail", packed=False):
+    factory = (_packed if packed else _built)(make, shape)
+    return wrong(name, factory, shape, rule, expected, category, description)
 
 
-TWINS = [
-    Twin("activation derivative dropped", "activations", ActivationDerivativeDropped,
-         _built(lambda: L.Activation("tanh"), (5,))),
-    Twin("relu ignoring max_value", "activations", ReLUIgnoringMaxValue,
-         _built(lambda: L.ReLU(max_value=1.0), (6,))),
-    Twin("softmax without projection", "activations", SoftmaxWithoutProjection,
-         _built(lambda: L.Softmax(), (4,))),
-    Twin("dense kernel not transposed", "core", DenseKernelNotTransposed,
-         _built(lambda: L.Dense(4), (4,))),
-    Twin("dense activation dropped", "core", DenseActivationDropped,
-         _built(lambda: L.Dense(3, activation="sigmoid"), (4,))),
-    Twin("conv2d same padding cropped on the wrong side", "convolutional",
-         Conv2DCropOnTheWrongSide, _built(lambda: L.Conv2D(1, 2, padding="same"), (3, 2, 1))),
-    Twin("conv2d kernel not flipped", "convolutional", Conv2DKernelNotFlipped,
-         _built(lambda: L.Conv2D(2, 3, padding="same"), (3, 3, 2))),
-    Twin("global max pooling double counts ties", "pooling", GlobalMaxPoolingEveryTieGetsAll,
-         _built(lambda: L.GlobalMaxPooling1D(), (5, 2))),
-    Twin("permute not inverted", "reshaping", PermuteNotInverted,
-         _built(lambda: L.Permute((2, 3, 1)), (2, 2, 2))),
-    Twin("subtract without sign", "merging", SubtractWithoutSign,
-         _built(lambda: L.Subtract(), [(4,), (4,)])),
-    Twin("maximum ties to every input", "merging", MaximumTiesToEveryInput,
-         _built(lambda: L.Maximum(), [(4,), (4,)])),
-    Twin("batch normalization without epsilon", "normalization",
-         BatchNormalizationWithoutEpsilon,
-         _built(lambda: L.BatchNormalization(epsilon=0.5), (3,))),
-    Twin("batch normalization without gamma", "normalization", BatchNormalizationWithoutScale,
-         _built(lambda: L.BatchNormalization(), (3,))),
-    Twin("layer normalization without mean term", "normalization",
-         LayerNormalizationWithoutMeanTerm, _built(lambda: L.LayerNormalization(), (5,))),
-    Twin("dropout training-time scale", "regularization", DropoutTrainingScale,
-         _built(lambda: L.Dropout(0.5), (4,))),
-    Twin("rescaling first channel scale", "preprocessing", RescalingFirstChannelScale,
-         _built(lambda: L.Rescaling([0.5, -2.0, 3.0]), (2, 3))),
-    Twin("normalization without sqrt", "preprocessing", NormalizationWithoutSqrt,
-         _built(lambda: L.Normalization(mean=[0.0, 1.0], variance=[4.0, 0.25]), (3, 2))),
-    Twin("attention without softmax correction", "attention",
-         AttentionWithoutSoftmaxCorrection, _built(lambda: L.Attention(), [(3, 2), (4, 2)])),
-    Twin("multi-head attention without scale", "attention", MultiHeadAttentionWithoutScale,
-         _mha),
-    Twin("subtract op without sign", "ops", SubtractOpWithoutSign,
-         lambda: packed(knp.Subtract(), [(4,), (4,)])),
-    Twin("mean op forgets count", "ops", MeanOpForgetsCount,
-         lambda: packed(knp.Mean(axis=1), (4, 2))),
-    Twin("cumsum op accumulates forward", "ops_numpy", CumsumOpForward,
-         lambda: packed(knp.Cumsum(axis=1), (4,))),
-    Twin("sin op with sin", "ops_numpy", SinOpWithSin, lambda: packed(knp.Sin(), (3,))),
-    Twin("sort op without unsort", "ops_numpy", SortOpWithoutUnsort,
-         lambda: packed(knp.Sort(axis=1), (4,))),
-
-
-    Twin("logsumexp op unnormalized", "ops_nn", LogsumexpOpUnnormalized,
-         lambda: packed(kmath.Logsumexp(axis=-1), (4,))),
-    Twin("infinity norm op not shared at ties", "ops_nn", InfinityNormOpNotShared,
-         lambda: packed(klinalg.Norm(ord=float("inf"), axis=-1), (3,))),
-    Twin("layer scale without gamma", "applications", LayerScaleWithoutGamma,
-         _built(lambda: LayerScale(0.5, 3), (2, 3))),
-    Twin("custom scale layer scales both", "applications", CustomScaleLayerScalesBoth,
-         _built(lambda: CustomScaleLayer(0.17), [(4,), (4,)])),
-    Twin("lstm forget gate factor dropped", "recurrent", LSTMForgetFactorDropped,
-         _built(lambda: L.LSTM(2), (3, 2))),
-    Twin("crossentropy on logits without softmax", "losses", CrossentropyWithoutSoftmax,
-         _built(lambda: CategoricalCrossentropyLoss(from_logits=True), [(3,), (3,)])),
+CASES: list[Case] = [
+    _twin("activation_derivative_dropped", lambda: L.Activation("tanh"), (5,),
+          ActivationDerivativeDropped, "chain_rule", "returns g: forgets tanh'"),
+    _twin("softmax_without_projection", L.Softmax, (4,), SoftmaxWithoutProjection,
+          "chain_rule", "s * g: forgets - <g, s>"),
+    _twin("dense_sigmoid_activation_dropped", lambda: L.Dense(3, activation="sigmoid"), (4,),
+          DenseActivationDropped, "chain_rule", "g W^T: forgets sigmoid'"),
+    _twin("conv2d_same_cropped_on_the_wrong_side", lambda: L.Conv2D(1, 2, padding="same"),
+          (3, 2, 1), Conv2DCropOnTheWrongSide, "configuration",
+          "'same' padding of an even kernel cropped on the wrong side"),
+    _twin("permute_not_inverted", lambda: L.Permute((2, 3, 1)), (2, 2, 2),
+          PermuteNotInverted, "transposed", "transposes by the permutation, not its inverse"),
+    _twin("subtract_without_sign", L.Subtract, [(4,), (4,)], SubtractWithoutSign, "sign",
+          "[g, g]: forgets the minus sign of the subtrahend"),
+    _twin("batch_normalization_without_epsilon", lambda: L.BatchNormalization(epsilon=0.5),
+          (3,), BatchNormalizationWithoutEpsilon, "configuration",
+          "g gamma / sqrt(variance): forgets epsilon (0.5)"),
+    _twin("batch_normalization_without_gamma", L.BatchNormalization, (3,),
+          BatchNormalizationWithoutScale, "chain_rule", "forgets gamma"),
+    _twin("layer_normalization_without_mean_term", L.LayerNormalization, (5,),
+          LayerNormalizationWithoutMeanTerm, "chain_rule", "forgets - mean(g)"),
+    _twin("dropout_training_scale", lambda: L.Dropout(0.5), (4,), DropoutTrainingScale,
+          "configuration", "g / (1 - rate): the training-time scale at inference"),
+    _twin("rescaling_first_channel_scale", lambda: L.Rescaling([0.5, -2.0, 3.0]), (2, 3),
+          RescalingFirstChannelScale, "configuration",
+          "the first channel's scale for every channel"),
+    _twin("normalization_without_sqrt",
+          lambda: L.Normalization(mean=[0.0, 1.0], variance=[4.0, 0.25]), (3, 2),
+          NormalizationWithoutSqrt, "scale", "divides by the variance, not its square root"),
+    _twin("attention_without_softmax_correction", L.Attention, [(3, 2), (4, 2)],
+          AttentionWithoutSoftmaxCorrection, "chain_rule", "forgets - <g_p, p>"),
+    _twin("multi_head_attention_without_scale",
+          lambda: L.MultiHeadAttention(num_heads=2, key_dim=2), [(3, 4), (2, 4)],
+          MultiHeadAttentionWithoutScale, "scale",
+          "forgets 1 / sqrt(key_dim) on the query's path", packed=True),
+    _twin("subtract_op_without_sign", knp.Subtract, [(4,), (4,)], SubtractOpWithoutSign,
+          "sign", "keras.ops.subtract: g and g", packed=True),
+    _twin("mean_op_forgets_count", lambda: knp.Mean(axis=1), (4, 2), MeanOpForgetsCount,
+          "scale", "keras.ops.mean as if it were sum", packed=True),
+    _twin("layer_scale_without_gamma", lambda: LayerScale(0.5, 3), (2, 3),
+          LayerScaleWithoutGamma, "chain_rule", "returns g: forgets gamma"),
+    _twin("custom_scale_layer_scales_both", lambda: CustomScaleLayer(0.17), [(4,), (4,)],
+          CustomScaleLayerScalesBoth, "chain_rule", "scales the shortcut's gradient too"),
+    _twin("cumsum_op_accumulates_forward", lambda: knp.Cumsum(axis=1), (4,), CumsumOpForward,
+          "transposed", "keras.ops.cumsum: the gradient accumulated forward", packed=True),
+    _twin("sin_op_with_sin", knp.Sin, (3,), SinOpWithSin, "chain_rule",
+          "keras.ops.sin: sin for the derivative", packed=True),
+    _twin("sort_op_without_unsort", lambda: knp.Sort(axis=1), (4,), SortOpWithoutUnsort,
+          "transposed", "keras.ops.sort: the gradient left in sorted order", packed=True),
+    _twin("logsumexp_op_unnormalized", lambda: kmath.Logsumexp(axis=-1), (4,),
+          LogsumexpOpUnnormalized, "scale", "keras.ops.logsumexp: exp(x), not softmax(x)",
+          packed=True),
+    _twin("infinity_norm_op_ties_not_shared",
+          lambda: klinalg.Norm(ord=float("inf"), axis=-1), (3,), InfinityNormOpNotShared,
+          "tie", "keras.ops.norm(ord=inf): every tied maximum gets the full gradient",
+          expected="boundary", packed=True),
+    _twin("crossentropy_on_logits_without_softmax",
+          lambda: CategoricalCrossentropyLoss(from_logits=True), [(3,), (3,)],
+          CrossentropyWithoutSoftmax, "chain_rule", "-t instead of softmax(y) sum(t) - t"),
 ]
+
+#: Every family of native rules, and the cases (here or in checks.cases_native) that
+#: exercise one of its rules.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "activations": ("activation_derivative_dropped", "softmax_without_projection",
+                    "relu6_forgets_max_value"),
+    "core": ("dense_sigmoid_activation_dropped", "dense_square_untransposed"),
+    "convolutional": ("conv2d_same_cropped_on_the_wrong_side", "conv2d_kernel_flipped"),
+    "pooling": ("global_max_pool_ties_all", "max_pool_ties_all"),
+    "reshaping": ("permute_not_inverted", "flatten_not_reshaped"),
+    "merging": ("subtract_without_sign", "maximum_ties_both"),
+    "normalization": ("batch_normalization_without_epsilon",
+                      "batch_normalization_without_gamma",
+                      "layer_normalization_without_mean_term"),
+    "regularization": ("dropout_training_scale",),
+    "preprocessing": ("rescaling_first_channel_scale", "normalization_without_sqrt"),
+    "attention": ("attention_without_softmax_correction",
+                  "multi_head_attention_without_scale"),
+    "ops": ("subtract_op_without_sign", "mean_op_forgets_count"),
+    "applications": ("layer_scale_without_gamma", "custom_scale_layer_scales_both"),
+    "ops_numpy": ("cumsum_op_accumulates_forward", "sin_op_with_sin", "sort_op_without_unsort"),
+    "ops_nn": ("logsumexp_op_unnormalized", "infinity_norm_op_ties_not_shared"),
+    "recurrent": ("lstm_forget_factor_dropped",),
+    "losses": ("crossentropy_on_logits_without_softmax",),
+}

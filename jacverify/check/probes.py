@@ -1,0 +1,290 @@
+"""The probes: each property of a rule, judged at one example, with its own finding.
+
+At every example the rule is called as the builder calls it, then each probe judges one
+property and never stops the others:
+
+* ``structure``: the rule runs and returns one tensor of the input's shape (a rule that raises
+  or returns the wrong shape cannot be judged further at this example);
+* ``value``: ``g^T J`` against finite differences and autograd, direction by direction
+  (:mod:`jacverify.check.compare`); NaN or Inf where the references are finite is a wrong
+  value, at a smooth point (``fail``) or at a kink (``boundary``);
+* ``dtype``: the rule returns the layer's dtype (float64 in, float64 out);
+* ``batch``: each example's result does not depend on the rest of the batch;
+* ``extra_axes``: a gradient with an extra Jacobian axis gives one product per slice.
+
+The example's headline is the value finding whenever the value is wrong, else the most severe
+finding (:func:`headline`), so a rule wrong in value and broken in another property is shown
+with its wrong value first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from jacverify.check.calls import RuleOutputError, call_rule, exception_text
+from jacverify.check.compare import DirectionJudgement
+from jacverify.check.kinks import describe_coordinate
+from jacverify.check.preparation import Setup
+from jacverify.check.references import effective_eps
+from jacverify.check.results import Finding
+from jacverify.check.strategies import Example, ExampleSpec, materialize
+from jacverify.check.value import ValueJudge
+from jacverify.verdicts import VALUE_VERDICTS, Probe, Verdict, severity
+
+__all__ = ["Evaluator", "ExampleOutcome", "headline", "search_label", "search_severity"]
+
+#: Probes in the order findings are listed after the headline.
+PROBE_ORDER = (Probe.VALUE, Probe.STRUCTURE, Probe.DTYPE, Probe.BATCH, Probe.EXTRA_AXES,
+               Probe.CONFIG)
+
+
+@dataclass
+class ExampleOutcome:
+    """Everything evaluated at one example: a finding per probe, and the value's evidence."""
+
+    example: Example | None
+    verdict: str  # the headline verdict (or "unjudged")
+    message: str  # the headline message
+    judgements: list
+    worst: DirectionJudgement | None = None
+    rule_output: np.ndarray | None = None
+    autograd_output: np.ndarray | None = None
+    autograd_note: str = ""
+    fd_vjp: np.ndarray | None = None  # row 0, from the basis directions
+    findings: dict = field(default_factory=dict)  # probe name -> Finding at this example
+    probe: str = Probe.VALUE.value  # the probe of the headline
+
+    @property
+    def kind(self) -> str:
+        return self.example.kind if self.example is not None else "random"
+
+
+def headline(findings: Mapping[str, Finding]) -> Finding | None:
+    """The finding an outcome (or a check) is reported by: the value finding when the value
+    is wrong, else the most severe finding (probes in :data:`PROBE_ORDER` among equals)."""
+    value = findings.get(Probe.VALUE.value)
+    if value is not None and value.verdict in VALUE_VERDICTS:
+        return value
+    ordered = [findings[p.value] for p in PROBE_ORDER if p.value in findings]
+    judged = [f for f in ordered if f.verdict not in (Verdict.UNJUDGED, Verdict.SKIPPED)]
+    if not judged:
+        return value
+    return min(judged, key=lambda f: severity(f.verdict))
+
+
+def search_label(outcome: ExampleOutcome) -> str:
+    """What the search ranks and shrinks: ``value fail``, ``extra_axes error``, ..."""
+    return f"{outcome.probe} {outcome.verdict}"
+
+
+def search_severity(label: str) -> int:
+    """Lower is worse: a wrong value first (fail, then boundary), then the other probes'
+    findings by severity."""
+    probe, _, verdict = label.partition(" ")
+    if probe == Probe.VALUE and verdict in VALUE_VERDICTS:
+        return VALUE_VERDICTS.index(verdict)
+    return len(VALUE_VERDICTS) + severity(verdict)
+
+
+def _finding(probe: Probe, verdict: str, message: str = "", **fields) -> Finding:
+    return Finding(probe=probe.value, verdict=str(verdict), message=message, **fields)
+
+
+class Evaluator:
+    """Evaluates examples for one (layer, rule) pair: every probe at every example."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.layer = setup.target
+        self.rule = setup.rule
+        self.kinks = list(setup.kinks)
+        self.input_shape = setup.input_shape
+        self.output_shape = setup.output_shape
+        self.dtype = setup.dtype
+        self.rule_eps = effective_eps(self.dtype)
+        self.value = ValueJudge(setup, self.coordinate)
+
+    def coordinate(self, flat: int, x0: np.ndarray, row: int = 0) -> str:
+        """``x[0, 3] = 2 = layer.vmax``: a coordinate of row ``row``, with its kink."""
+        text = describe_coordinate(flat, float(x0[flat]), self.input_shape, self.kinks,
+                                   self.dtype)
+        return text if row == 0 else text.replace("x[0", f"x[{row}", 1)
+
+    def __call__(self, spec: ExampleSpec) -> ExampleOutcome:
+        setup = self.setup
+        try:
+            example = materialize(
+                spec, self.input_shape, self.output_shape, self.dtype, self.kinks,
+                n_random_directions=setup.random_directions, basis=setup.basis,
+                forward64=setup.fd.forward, fd_eps=setup.fd.eps, base=setup.base_rows,
+            )
+        except Exception as error:  # noqa: BLE001 - the layer itself failed on this input
+            message = f"building the example raised {error!r}"
+            finding = _finding(Probe.VALUE, Verdict.INCONCLUSIVE, message, examples=1)
+            return ExampleOutcome(None, Verdict.INCONCLUSIVE.value, message, [],
+                                  findings={Probe.VALUE.value: finding})
+        return self.evaluate(example)
+
+    def evaluate(self, example: Example) -> ExampleOutcome:
+        """Run every probe at ``example``; the outcome's verdict is the headline's."""
+        rule_out, structure = self.structure(example)
+        outcome = ExampleOutcome(example, Verdict.UNJUDGED.value, "", [], rule_output=rule_out)
+        outcome.findings[Probe.STRUCTURE.value] = structure
+        if rule_out is not None:
+            self.value.judge(example, rule_out, outcome)
+            outcome.findings[Probe.DTYPE.value] = self.dtype_probe(example, rule_out)
+            outcome.findings[Probe.BATCH.value] = self.batch(example, rule_out)
+        outcome.findings[Probe.EXTRA_AXES.value] = self.extra_axes(example)
+        for finding in outcome.findings.values():
+            finding.kind = example.kind
+        top = headline(outcome.findings)
+        if top is not None:
+            outcome.verdict, outcome.message, outcome.probe = top.verdict, top.message, top.probe
+        return outcome
+
+    # ------------------------------------------------------------------------ probes
+    def structure(self, example: Example) -> tuple[np.ndarray | None, Finding]:
+        """Call the rule; its output when it has the input's shape."""
+        x = example.x
+        try:
+            out = call_rule(self.rule, example.g, x)
+        except RuleOutputError as error:
+            return None, _finding(Probe.STRUCTURE, Verdict.ERROR, str(error), examples=1,
+                                  failing_examples=1)
+        except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
+            message = f"the rule raised {exception_text(error)}"
+            return None, _finding(Probe.STRUCTURE, Verdict.ERROR, message, examples=1,
+                                  failing_examples=1)
+        if out.shape != x.shape:
+            message = (
+                f"the rule returned shape {tuple(out.shape)}, but the layer's input (the "
+                f"shape of g^T J) is {tuple(x.shape)}"
+            )
+            return None, _finding(Probe.STRUCTURE, Verdict.ERROR, message, examples=1,
+                                  failing_examples=1)
+        return out, _finding(Probe.STRUCTURE, Verdict.PASS, examples=1)
+
+    def dtype_probe(self, example: Example, rule_out: np.ndarray) -> Finding:
+        """The rule computes in the layer's dtype: ``g^T J`` comes back in the input's."""
+        expected = np.dtype(example.x.dtype)
+        if rule_out.dtype == expected:
+            return _finding(Probe.DTYPE, Verdict.PASS, examples=1)
+        message = (
+            f"the rule returned {rule_out.dtype} for a layer computing in {expected.name}: "
+            "g^T J must come back in the layer's dtype"
+        )
+        return _finding(Probe.DTYPE, Verdict.ERROR, message, examples=1, failing_examples=1)
+
+    def batch(self, example: Example, rule_out: np.ndarray) -> Finding:
+        """Call the rule on the batch in reverse order: each example's result must not
+        depend on the others (nor on its position)."""
+        try:
+            swapped = call_rule(self.rule, example.g[::-1].copy(), example.x[::-1].copy())
+        except Exception:  # noqa: BLE001 - the first call worked; this one is only a probe
+            return _finding(Probe.BATCH, Verdict.UNJUDGED)
+        if swapped.shape != rule_out.shape:
+            return _finding(Probe.BATCH, Verdict.UNJUDGED)
+        swapped = swapped[::-1].astype(np.float64)
+        ours = rule_out.astype(np.float64)
+        bad = self.mismatch(swapped, ours, nan_counts=False)
+        if bad is None:
+            return _finding(Probe.BATCH, Verdict.PASS, examples=1)
+        row, *rest = bad
+        where = self.where(example, row, rest)
+        message = (
+            f"the rule mixes the examples of a batch: at {where} it gives "
+            f"{ours[(row, *rest)]:.6g} in the batch and {swapped[(row, *rest)]:.6g} when the "
+            "batch is reversed"
+        )
+        return _finding(Probe.BATCH, Verdict.FAIL, message, coordinate=where, examples=1,
+                        failing_examples=1)
+
+    def extra_axes(self, example: Example) -> Finding:
+        """Call the rule with a gradient carrying an extra Jacobian axis (two upstream
+        gradients per example, as backward models built with ``gradient=keras.Input((k,
+        *output_shape))`` pass them): each slice must give what the rule gives for the same
+        gradients as a batch, with the inputs repeated."""
+        if not getattr(self.rule, "supports_extra_axes", True):
+            return _finding(Probe.EXTRA_AXES, Verdict.SKIPPED,
+                            "the rule declares supports_extra_axes = False")
+        g = example.g
+        other = np.random.default_rng([example.spec.seed, 7]).standard_normal(g.shape)
+        stacked = np.stack([g, other.astype(g.dtype)], axis=1)
+        context = (
+            f"when the upstream gradient carries an extra Jacobian axis (shape "
+            f"{tuple(stacked.shape)}, as in backward models built with gradient=keras.Input("
+            f"(k, *output_shape)))"
+        )
+        try:
+            both = call_rule(self.rule, stacked, example.x)
+        except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
+            return _finding(Probe.EXTRA_AXES, Verdict.ERROR,
+                            f"the rule raised {exception_text(error)} {context}",
+                            examples=1, failing_examples=1)
+        expected_shape = (g.shape[0], 2, *example.x.shape[1:])
+        if both.shape != expected_shape:
+            message = (
+                f"the rule returned shape {tuple(both.shape)} {context}; expected "
+                f"{expected_shape}"
+            )
+            return _finding(Probe.EXTRA_AXES, Verdict.ERROR, message, examples=1,
+                            failing_examples=1)
+        return self._extra_axes_values(example, stacked, both, context)
+
+    def _extra_axes_values(
+        self, example: Example, stacked: np.ndarray, both: np.ndarray, context: str
+    ) -> Finding:
+        """Compare the slices with the same gradients given as a batch (each example's input
+        repeated, as the base class folds extra axes: the same rounding at kinks)."""
+        g = example.g
+        try:
+            folded = call_rule(
+                self.rule, stacked.reshape(-1, *g.shape[1:]), np.repeat(example.x, 2, axis=0)
+            )
+        except Exception:  # noqa: BLE001 - only a probe; the main call worked
+            return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED)
+        if folded.shape != (2 * g.shape[0], *example.x.shape[1:]):
+            return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED)
+        expected = folded.reshape(both.shape).astype(np.float64)
+        got = both.astype(np.float64)
+        bad = self.mismatch(got, expected, nan_counts=True)
+        if bad is None:
+            return _finding(Probe.EXTRA_AXES, Verdict.PASS, examples=1)
+        row, k, *rest = bad
+        where = self.where(example, row, rest)
+        message = (
+            f"the rule gives {got[(row, k, *rest)]:.6g} at {where} for gradient {k} {context}, "
+            f"and {expected[(row, k, *rest)]:.6g} for the same gradients given as a batch"
+        )
+        return _finding(Probe.EXTRA_AXES, Verdict.FAIL, message, coordinate=where,
+                        examples=1, failing_examples=1)
+
+    # ------------------------------------------------------------------------ helpers
+    def mismatch(
+        self, got: np.ndarray, expected: np.ndarray, *, nan_counts: bool
+    ) -> tuple | None:
+        """The first index where two computations of the same values differ by more than
+        rounding (and, with ``nan_counts``, where ``got`` is not finite but ``expected`` is)."""
+        finite = np.isfinite(got) & np.isfinite(expected)
+        size = np.abs(expected) + np.abs(got)
+        allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300
+        with np.errstate(invalid="ignore", over="ignore"):
+            bad = finite & (np.abs(got - expected) > allowed)
+        if nan_counts:
+            bad |= np.isfinite(expected) & ~np.isfinite(got)
+        if not np.any(bad):
+            return None
+        return tuple(int(i) for i in np.argwhere(bad)[0])
+
+    def where(self, example: Example, row: int, rest: Sequence[int]) -> str:
+        """The coordinate ``(row, *rest)`` of the example's input, readable."""
+        flat = int(np.ravel_multi_index(tuple(rest), self.input_shape)) if len(rest) else 0
+        return self.coordinate(flat, example.x[row].reshape(-1).astype(np.float64), row)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's own output (its dtype), flat rows as float64."""
+        return self.value.forward(x)
+

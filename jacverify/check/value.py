@@ -1,0 +1,169 @@
+"""The value probe: the rule's ``g^T J`` at one example against finite differences and autograd.
+
+NaN or Inf where the references are finite is a wrong value: ``fail`` at a smooth point,
+``boundary`` on or next to a candidate kink, with the coordinate. Finite values are judged
+direction by direction (:func:`jacverify.check.compare.judge_directions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import torch
+
+from jacverify.check.compare import judge_directions, worst_judgement
+from jacverify.check.explain import describe_judgement
+from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask
+from jacverify.check.preparation import Setup
+from jacverify.check.references import (
+    ReferenceUnavailable,
+    autograd_vjp,
+    directional_derivatives,
+    effective_eps,
+    fd_steps,
+    kink_slope_range,
+    rounding_sensitivity,
+)
+from jacverify.check.results import Finding
+from jacverify.check.strategies import Example
+from jacverify.verdicts import Probe, Verdict
+
+__all__ = ["ValueJudge"]
+
+
+def _value_finding(verdict: str, message: str = "", coordinate: str | None = None) -> Finding:
+    failing = int(str(verdict) in (Verdict.FAIL, Verdict.BOUNDARY))
+    judged = int(str(verdict) != Verdict.UNJUDGED)
+    return Finding(probe=Probe.VALUE.value, verdict=str(verdict), message=message,
+                   coordinate=coordinate, examples=judged, failing_examples=failing)
+
+
+class ValueJudge:
+    """Judges the value of a rule's output at examples of one check."""
+
+    def __init__(self, setup: Setup, coordinate: Callable) -> None:
+        self.setup = setup
+        self.fd = setup.fd
+        self.layer = setup.target
+        self.kinks = list(setup.kinks)
+        self.rule_eps = effective_eps(setup.dtype)
+        self.coordinate = coordinate
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """The layer's own output (its dtype), flat rows as float64."""
+        with torch.no_grad():
+            y = keras.ops.convert_to_numpy(self.layer(x))
+        return np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
+
+    def judge(self, example: Example, rule_out: np.ndarray, outcome) -> None:
+        """Fill ``outcome`` (an ExampleOutcome) with the value's judgements and finding."""
+        x, g = example.x, example.g
+        try:
+            outcome.autograd_output = autograd_vjp(self.layer, x, g)
+        except ReferenceUnavailable as error:
+            outcome.autograd_note = f"autograd unavailable: {error}"
+        rule64 = rule_out.astype(np.float64)
+        if not np.all(np.isfinite(rule64)):
+            outcome.findings[Probe.VALUE.value] = self.non_finite(
+                example, rule64, outcome.autograd_output
+            )
+            return
+        finding = self.directions(example, rule64, outcome)
+        outcome.findings[Probe.VALUE.value] = finding
+
+    def non_finite(
+        self, example: Example, rule64: np.ndarray, autograd: np.ndarray | None
+    ) -> Finding:
+        """NaN or Inf from the rule: wrong where the references are finite."""
+        x = example.x
+        finite_ref = np.isfinite(autograd) if autograd is not None else np.ones(x.shape, bool)
+        bad = np.argwhere(~np.isfinite(rule64) & finite_ref)
+        if not bad.size:
+            return _value_finding(Verdict.UNJUDGED, "the references are not finite either")
+        row, *rest = (int(i) for i in bad[0])
+        value = rule64[tuple(bad[0])]
+        text = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+        flat = int(np.ravel_multi_index(tuple(rest), self.setup.input_shape)) if rest else 0
+        x_row = x[row].reshape(-1).astype(np.float64)
+        where = self.coordinate(flat, x_row, row)
+        near = bool(near_kink_mask(x_row, self.kinks)[flat])
+        refs = "autograd is" if autograd is not None else "the references are"
+        place = "on or next to a kink" if near else "a smooth point"
+        message = f"the rule returned {text} at {where} ({place}) where {refs} finite"
+        verdict = Verdict.BOUNDARY if near else Verdict.FAIL
+        return _value_finding(verdict, message, coordinate=where)
+
+    def _widen(self, example: Example, x0, g0, steps) -> Callable:
+        step_left, step_right = steps
+
+        def widen(k: int, value: float, tol: float) -> tuple[float, float]:
+            half = 0.25 * float(min(step_left[k], step_right[k]))
+            rng = np.random.default_rng([example.spec.seed, 99, k])
+            return kink_slope_range(
+                self.fd, x0, g0, example.directions[k], half, rng, target=(value, tol)
+            )
+
+        return widen
+
+    def _references(self, example: Example, outcome, x0, g0):
+        """Finite differences along every direction, and the rounding sensitivity."""
+        step_left, step_right, at_kink = fd_steps(x0, example.directions, self.kinks,
+                                                  self.fd.eps)
+        directional = directional_derivatives(
+            self.fd, x0, g0, example.directions, step_left, step_right
+        )
+        sensitivity = None
+        if outcome.autograd_output is not None:
+            sensitivity = rounding_sensitivity(
+                self.fd, x0, g0, self.rule_eps, np.random.default_rng([example.spec.seed, 5]),
+                forward_rounding=self.forward(example.x[:1])[0] - directional.output,
+            )
+        return directional, (step_left, step_right), at_kink, sensitivity
+
+    def directions(self, example: Example, rule64: np.ndarray, outcome) -> Finding:
+        """Judge a finite rule output direction by direction."""
+        x0 = example.x[0].reshape(-1).astype(np.float64)
+        g0 = example.g[0].reshape(-1).astype(np.float64)
+        try:
+            directional, steps, at_kink, sensitivity = self._references(
+                example, outcome, x0, g0
+            )
+        except Exception as error:  # noqa: BLE001
+            return _value_finding(Verdict.INCONCLUSIVE,
+                                  f"finite differences raised {error!r}")
+        autograd = outcome.autograd_output
+        a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
+        try:
+            judgements = judge_directions(
+                rule64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
+                directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
+                near_mask=kink_or_tie_mask(x0, self.kinks),
+                convention=self.setup.settings.convention,
+                widen=self._widen(example, x0, g0, steps), at_kink=at_kink,
+                sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
+            )
+        except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
+            return _value_finding(Verdict.INCONCLUSIVE,
+                                  f"judging the example raised {error!r}")
+        return self._finding(example, judgements, outcome, x0)
+
+    def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:
+        outcome.judgements = judgements
+        if example.n_basis:
+            outcome.fd_vjp = np.array(
+                [j.reference if j.location in ("smooth", "kink") else np.nan
+                 for j in judgements[: example.n_basis]]
+            )
+        worst = outcome.worst = worst_judgement(judgements)
+        message = describe_judgement(
+            worst, judgements, x0, self.coordinate, fd_dtype=self.fd.dtype,
+            convention=self.setup.settings.convention,
+        )
+        if worst is None:
+            return _value_finding(Verdict.UNJUDGED, message)
+        coordinate = None
+        if worst.verdict != Verdict.PASS and worst.responsible:
+            coordinate = self.coordinate(worst.responsible[0], x0)
+        return _value_finding(worst.verdict, message, coordinate)
