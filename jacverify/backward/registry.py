@@ -189,5 +189,6 @@ def get_backward_rule(
         f"Write one by subclassing jacverify.BackwardLinearLayer (if its Jacobian does not "
         f"depend on the input) or jacverify.BackwardNonLinearLayer, then register it with "
         f"@jacverify.register_backward({cls_name}) or pass "
-        f"mapping_keras2backward_classes={{{cls_name}: YourRule}} to clone_to_backward()."
+        f"mapping_keras2backward_classes={{{cls_name}: YourRule}} to clone_to_backward() "
+        "(how: docs/writing_rules.md)."
     )

@@ -59,8 +59,9 @@ K_AUTOGRAD = 8.0
 #: Multiple of the change of g^T J under a rounding-size perturbation of x that is allowed.
 C_COND = 2.0
 #: Severity order of verdicts (worst first). "unjudged" marks examples nothing was judged on.
-SEVERITY = ("error", "fail", "boundary", "inconclusive", "pass", "skipped", "unjudged")
-VERDICTS = ("pass", "fail", "boundary", "error", "inconclusive", "skipped")
+SEVERITY = ("error", "fail", "boundary", "no rule", "inconclusive", "pass", "skipped", "unjudged")
+#: "no rule": a call of a model has no backward rule, so nothing could be checked (check_model).
+VERDICTS = ("pass", "fail", "boundary", "error", "inconclusive", "skipped", "no rule")
 CONVENTIONS = ("subgradient", "autograd")
 
 

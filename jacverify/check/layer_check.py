@@ -477,9 +477,11 @@ class _Evaluator:
             what = "the rule gives"
         else:
             blamed = ", ".join(self.coordinate(i, x0) for i in j.responsible[:3])
-            where = "along a random direction d" + (
-                f" (the rule differs from autograd most at {blamed})" if blamed else ""
+            blame = (
+                f" (the rule differs from autograd most at {blamed})"
+                if j.autograd is not None else f" (through {blamed})"
             )
+            where = "along a random direction d" + (blame if blamed else "")
             what = "the rule's <g^T J, d> is"
         if j.verdict == "pass":
             return f"{where}, {what} {j.rule:.6g}, as expected"
@@ -500,8 +502,9 @@ class _Evaluator:
                 f", or the range [{j.low:.6g}, {j.high:.6g}] of a compound kink"
                 if (j.low, j.high) != (lo, hi) else ""
             )
+            versus = "autograd" if j.autograd is not None else ref_name
             away = (
-                "; it differs from autograd at coordinates away from every candidate kink"
+                f"; it differs from {versus} at coordinates away from every candidate kink"
                 if j.verdict == "fail" else ""
             )
             return (
