@@ -39,6 +39,8 @@ __all__ = [
 WIDE_COLUMNS = 150
 #: Narrower consoles get no relative error and tolerance columns.
 NORMAL_COLUMNS = 115
+#: Narrower consoles get only the layer, its rule, the verdict and the error / tolerance.
+NARROW_COLUMNS = 80
 #: Rich style of each verdict.
 VERDICT_STYLES = {
     "pass": "green",
@@ -51,6 +53,8 @@ VERDICT_STYLES = {
 }
 #: Name columns are never shortened below this many characters.
 MIN_NAME_WIDTH = 8
+#: Layer names (paths, often long) are shortened to this before class and rule names are.
+FIRST_SHORTENED_TO = 20
 #: Widest verdict text, so the fixed columns' width is known before the rows are.
 VERDICT_WIDTH = max(len(v) for v in VERDICT_STYLES)
 
@@ -74,10 +78,16 @@ def middle_truncate(text: str, width: int) -> str:
     return text[:head] + "\u2026" + (text[-tail:] if tail else "")
 
 
-def fit_widths(natural: list[int], budget: int) -> list[int]:
+def fit_widths(natural: list[int], budget: int, first: Sequence[int] = ()) -> list[int]:
     """Column widths at most ``natural`` summing to at most ``budget`` (when the minimum
-    allows): the widest column gives up a character until they fit."""
+    allows): the columns ``first`` give up characters first (down to
+    :data:`FIRST_SHORTENED_TO`), then the widest column gives up a character until they fit."""
     widths = list(natural)
+    while sum(widths) > budget and first:
+        widest = max(first, key=lambda i: widths[i])
+        if widths[widest] <= FIRST_SHORTENED_TO:
+            break
+        widths[widest] -= 1
     while sum(widths) > budget:
         widest = max(range(len(widths)), key=lambda i: widths[i])
         if widths[widest] <= MIN_NAME_WIDTH:
@@ -95,11 +105,11 @@ def _kinds_text(check: Mapping) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in kinds.items() if n)
 
 
-def _names(check: Mapping, *, label: bool) -> list[str]:
+def _names(check: Mapping, *, label: bool, width: str) -> list[str]:
     return [
         *([str(check.get("label", ""))] if label else []),
         str(check["layer_name"]),
-        str(check["layer_class"]),
+        *([] if width == "tiny" else [str(check["layer_class"])]),
         str(check.get("rule_class") or "-"),
     ]
 
@@ -109,8 +119,10 @@ def _numbers(index: str, check: Mapping, *, width: str) -> tuple[list[Text], lis
     after = [
         _verdict_text(check["verdict"]),
         Text(format_number(check.get("error_to_tolerance"), 2)),
-        Text(format_number(check.get("max_abs_error"), 2)),
     ]
+    if width == "tiny":
+        return [Text(index)], after
+    after.append(Text(format_number(check.get("max_abs_error"), 2)))
     if width != "narrow":
         after += [
             Text(format_number(check.get("max_rel_error"), 2)),
@@ -120,48 +132,76 @@ def _numbers(index: str, check: Mapping, *, width: str) -> tuple[list[Text], lis
     return [Text(index)], after
 
 
+#: Layouts from the widest to the narrowest.
+LAYOUTS = ("wide", "normal", "narrow", "tiny")
+
+
+def _layout(rows: list, *, label: bool, width: str, columns: int | None) -> dict:
+    """The cells, headers and name widths of the table in one layout; ``fits`` when no name
+    had to be shortened."""
+    cells = [(*_numbers(index, check, width=width), _names(check, label=label, width=width),
+              check) for index, check in rows]
+    headers = [*(["check"] if label else []), "layer",
+               *([] if width == "tiny" else ["class"]), "rule"]
+    natural = [max([len(h)] + [len(c[2][k]) for c in cells]) for k, h in enumerate(headers)]
+    fixed_headers = {
+        "tiny": ["#", "verdict", "err/tol"],
+        "narrow": ["#", "verdict", "err/tol", "abs err", "ex."],
+    }.get(width, ["#", "verdict", "err/tol", "abs err", "rel err", "tol", "examples"])
+    fixed = [len(str(len(rows)))]
+    fixed += [max([len(fixed_headers[k + 1])] + [len(c[1][k].plain) for c in cells])
+              for k in range(len(fixed_headers) - 1)]
+    fixed[1] = max(fixed[1], VERDICT_WIDTH)
+    n_columns = len(fixed) + len(natural) + (1 if width == "wide" else 0)
+    # each column is padded by one space either side of a one-space divider
+    budget = (columns or 10**6) - sum(fixed) - 3 * (n_columns - 1)
+    if width == "wide":
+        budget -= 20  # the examples by kind fold in the space left
+    return {"cells": cells, "headers": headers, "fixed_headers": fixed_headers,
+            "names_width": fit_widths(natural, budget, first=range(headers.index("layer") + 1)),
+            "fits": sum(natural) <= budget,
+            "width": width}
+
+
 def layer_table(checks: list[Mapping], *, title: str | None = None,
                 end_to_end: Mapping | None = None, width: str = "normal",
                 columns: int | None = None) -> Table:
     """A table of layer checks in the given order (and the end-to-end check last).
 
     ``width``: ``"narrow"`` leaves out the relative error and the tolerance (the error /
-    tolerance column stays), ``"wide"`` adds the examples by kind. ``columns``: the console's
-    width; names longer than their share of it are shortened in the middle, never wrapped."""
+    tolerance column stays), ``"tiny"`` also the class, the absolute error and the examples,
+    ``"wide"`` adds the examples by kind. ``columns``: the console's width; when the names do
+    not fit, the next narrower layout makes room for them (leaving out the class only below
+    100 columns), and names still
+    too long for their share are shortened in the middle, never wrapped."""
     label = any(c.get("label") for c in checks)
     rows = [(str(i + 1), check) for i, check in enumerate(checks)]
     if end_to_end is not None:
         rows.append(("", {**end_to_end, "layer_name": "(end to end)"}))
-    cells = [(*_numbers(index, check, width=width), _names(check, label=label), check)
-             for index, check in rows]
-    headers = [*(["check"] if label else []), "layer", "class", "rule"]
-    natural = [max([len(h)] + [len(c[2][k]) for c in cells]) for k, h in enumerate(headers)]
-    fixed_headers = ["#", "verdict", "err/tol", "abs err", *([] if width == "narrow" else
-                     ["rel err", "tol"]), "ex." if width == "narrow" else "examples"]
-    fixed = [len(str(len(rows)))]
-    fixed += [max([len(fixed_headers[k + 1])] + [len(c[1][k].plain) for c in cells])
-              for k in range(len(fixed_headers) - 1)]
-    fixed[1] = max(fixed[1], VERDICT_WIDTH)
-    n_columns = len(fixed) + len(natural) + (1 if width == "wide" else 0)
-    budget = (columns or 10**6) - sum(fixed) - 2 * (n_columns - 1)
-    if width == "wide":
-        budget -= 20  # the examples by kind fold in the space left
-    names_width = fit_widths(natural, budget)
+    layout = _layout(rows, label=label, width=width, columns=columns)
+    last = "tiny" if (columns or 10**6) < NORMAL_COLUMNS - 15 else "narrow"
+    for narrower in LAYOUTS[LAYOUTS.index(width) + 1:LAYOUTS.index(last) + 1]:
+        if layout["fits"]:
+            break
+        layout = _layout(rows, label=label, width=narrower, columns=columns)
+    width = layout["width"]
 
     table = Table(title=Text(title) if title else None, title_justify="left", expand=False,
                   pad_edge=False, show_edge=False, header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("#", justify="right", style="dim", no_wrap=True)
-    for header, column_width in zip(headers, names_width):
+    for header, column_width in zip(layout["headers"], layout["names_width"]):
         table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=column_width)
     table.add_column("verdict", no_wrap=True)
-    for header in fixed_headers[2:]:
+    for header in layout["fixed_headers"][2:]:
         table.add_column(header, justify="right", no_wrap=True)
     if width == "wide":
         table.add_column("examples by kind", overflow="fold", ratio=3)
+    cells = layout["cells"]
     for n, (before, after, names, check) in enumerate(cells):
         if end_to_end is not None and n == len(cells) - 1:
             table.add_section()
-        shortened = [Text(middle_truncate(name, w)) for name, w in zip(names, names_width)]
+        shortened = [Text(middle_truncate(name, w))
+                     for name, w in zip(names, layout["names_width"])]
         extra = [Text(_kinds_text(check), style="dim")] if width == "wide" else []
         table.add_row(*before, *shortened, *after, *extra)
     return table
@@ -171,7 +211,9 @@ def table_width(columns: int) -> str:
     """The table layout for a console this many columns wide."""
     if columns >= WIDE_COLUMNS:
         return "wide"
-    return "normal" if columns >= NORMAL_COLUMNS else "narrow"
+    if columns >= NORMAL_COLUMNS:
+        return "normal"
+    return "narrow" if columns >= NARROW_COLUMNS else "tiny"
 
 
 def _replay_hint(check: Mapping) -> str | None:
@@ -194,7 +236,8 @@ def failure_lines(document: Mapping, *, strict: bool = False,
                                                      "layer_name": "(end to end)"}))
     items += [(str(c.get("label") or ""), c) for c in document.get("checks", [])]
     for where, check in items:
-        if check["verdict"] not in bad:
+        skipped_whole = check["layer_name"] == "(end to end)" and check["verdict"] == "skipped"
+        if check["verdict"] not in bad and not skipped_whole:
             continue
         line = Text()
         line.append(f"{check['verdict'].upper()} ", style=VERDICT_STYLES.get(check["verdict"]))

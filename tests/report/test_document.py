@@ -42,11 +42,11 @@ def test_model_document(model_check):
                               options={"examples": 12, "seed": 0})
     validate(document)
     assert document["schema"] == "jacverify-report"
-    assert document["schema_version"] == SCHEMA_VERSION == 1
+    assert document["schema_version"] == SCHEMA_VERSION == 2
     assert document["jacverify_version"] == jacverify.__version__
     assert document["verdict"] == "fail"
     assert document["counts"] == {"pass": 3, "fail": 1, "boundary": 0, "error": 0,
-                                  "inconclusive": 0, "skipped": 0}
+                                  "inconclusive": 0, "skipped": 0, "no rule": 0}
     model = document["models"][0]
     assert model["model_name"] == "clip_model"
     assert model["first_failure"] == "clip"
