@@ -132,7 +132,7 @@ def test_the_tutorial_clip_rule_fails_and_the_reports_show_it(files, tmp_path):
     assert document["options"]["seed"] == 0 and document["options"]["examples"] == 8
 
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert '<table class="sortable">' in page and ">clip<" in page
+    assert '<table class="sortable layers"' in page and ">clip<" in page
     assert page.count("data:image/png;base64,") >= 3  # chart, line, heatmaps
     assert "directional derivative" in page
     assert "<script>alert(1)" not in page and "<img src=x" not in page

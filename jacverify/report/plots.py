@@ -227,6 +227,13 @@ def jacobian_heatmaps(jacobian: Mapping | None) -> list[dict] | None:
     return panels
 
 
+def _middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return text[:head] + "\u2026" + text[-(limit - 1 - head):]
+
+
 def short_names(names: Sequence[str]) -> list[str]:
     """The names without the prefix they all share, cut at a separator (``/``, ``_``, ``.``,
     ``-``): ``model/block_1/conv``, ``model/block_2/conv`` -> ``block_1/conv``,
@@ -236,7 +243,10 @@ def short_names(names: Sequence[str]) -> list[str]:
     import os.path
 
     prefix = os.path.commonprefix(list(names))
-    cut = max(prefix.rfind(sep) for sep in "/_.-") + 1 if prefix else 0
+    if "/" in prefix:  # a path: keep the last part whole
+        cut = prefix.rfind("/") + 1
+    else:
+        cut = max(prefix.rfind(sep) for sep in "_.-") + 1 if prefix else 0
     if cut <= 0 or any(len(n) <= cut for n in names):
         return list(names)
     return [n[cut:] for n in names]
@@ -263,7 +273,7 @@ def error_chart(checks: Sequence[Mapping], title: str = "") -> str | None:
     count = len(checks)
     positions = chart_positions(checks)
     short = short_names([str(c["layer_name"]) for c in checks])
-    names = [plain(short[i], 28) for i in positions]
+    names = [plain(_middle(short[i], 28)) for i in positions]
     label_height = 0.2 + 0.06 * max((len(n) for n in names), default=4)
     label_height += 0.3 if len(positions) < count else 0.0
     width = min(18.0, max(5.5, 0.35 * count + 2.5))
