@@ -24,14 +24,20 @@ class UsageError(Exception):
     """A problem with what the command was given: one line for stderr, exit status 2."""
 
 
+#: Width of the output when it is not a terminal (a pipe, a file, a CI log).
+PIPE_COLUMNS = 120
+
+
 def console(stderr: bool = False):
-    """A Rich console; when not a terminal, 120 columns wide unless COLUMNS says otherwise."""
+    """A Rich console. Off a terminal the width is unknown (``COLUMNS`` there is often a
+    default such as 80 set by a tool, not a screen): 120 columns, or ``COLUMNS`` when it
+    asks for more."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     width = None
     if not stream.isatty():
-        width = _columns_from_environment() or 120
+        width = max(PIPE_COLUMNS, _columns_from_environment() or 0)
     return Console(file=stream, width=width, highlight=False, stderr=stderr)
 
 
