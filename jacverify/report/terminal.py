@@ -55,8 +55,6 @@ VERDICT_STYLES = {
 MIN_NAME_WIDTH = 8
 #: Layer names (paths, often long) are shortened to this before class and rule names are.
 FIRST_SHORTENED_TO = 20
-#: Widest verdict text, so the fixed columns' width is known before the rows are.
-VERDICT_WIDTH = max(len(v) for v in VERDICT_STYLES)
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
@@ -151,7 +149,6 @@ def _layout(rows: list, *, label: bool, width: str, columns: int | None) -> dict
     fixed = [len(str(len(rows)))]
     fixed += [max([len(fixed_headers[k + 1])] + [len(c[1][k].plain) for c in cells])
               for k in range(len(fixed_headers) - 1)]
-    fixed[1] = max(fixed[1], VERDICT_WIDTH)
     n_columns = len(fixed) + len(natural) + (1 if width == "wide" else 0)
     # each column is padded by one space either side of a one-space divider
     budget = (columns or 10**6) - sum(fixed) - 3 * (n_columns - 1)
