@@ -109,8 +109,9 @@ def _replay_code(check: Mapping, model: Mapping | None = None,
                  options: Mapping | None = None) -> str:
     """Python (and, for a model from a file, the command) that runs the check again."""
     options = options or {}
-    if check.get("replay_command"):
-        return str(check["replay_command"])
+    for key in ("replay_command", "replay_call"):  # a model check's, a test session's
+        if check.get(key):
+            return str(check[key])
     if model is not None:
         examples = options.get("examples")
         extra = f", examples={examples}" if examples is not None else ""
