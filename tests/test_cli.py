@@ -234,6 +234,21 @@ def test_list(capsys):
     assert out.rstrip().splitlines()[-1].endswith(" native)")
 
 
+def test_list_shows_the_users_rules_with_their_modules(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    from jacverify.examples.tutorial import Clip
+
+    try:
+        assert main(["list", "--rules", "rules.py", "--source", "user"]) == 0
+    finally:
+        jacverify.unregister_backward(Clip)
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert lines[1].split() == ["Clip", "(jacverify.examples.tutorial)", "BackwardClip",
+                                "(jacverify.examples.tutorial)", "user"]
+    assert lines[-1] == "1 rules (1 user)"
+
+
 # ------------------------------------------------------- exit statuses, with a stand-in
 def _stand_in(verdicts, calls):
     def check_model(model, mapping=None, *, examples, seed, convention, progress, inputs=None,
