@@ -150,7 +150,8 @@ def _check(model_path: Path, args: argparse.Namespace, arrays: dict | None) -> A
             text = first_line(str(error))
             if text.startswith(("Model input", "inputs=")):
                 flag = "--inputs " + args.inputs if args.inputs else args.model
-                raise UsageError(f"{flag}: {text.replace('inputs=', '--inputs')}") from error
+                text = text.removeprefix("inputs=").strip()
+                raise UsageError(f"{flag}: {text}") from error
             raise
 
 
