@@ -154,7 +154,8 @@ def _without_rule(step: Step, label: str, what: str, fallback: str | None) -> La
         reason = (
             f"no backward rule for {what}: write one and register it with "
             f"@jacverify.register_backward({type(step.operation).__name__}) (see "
-            f"{WRITING_RULES_DOC}), or check the rest end to end with the autograd fallback"
+            f"{WRITING_RULES_DOC}), or check the rest end to end with the autograd fallback "
+            "(fallback='autograd'; jacverify check --fallback autograd)"
         )
     return LayerCheck(
         verdict=verdict, reason=reason, layer_name=label,
