@@ -16,6 +16,7 @@ from rich.text import Text
 
 from jacverify.report.document import (
     FAILING_VERDICTS,
+    NO_RULE,
     all_layer_checks,
     document_failed,
     failing_verdicts,
@@ -292,8 +293,14 @@ def summary_line(document: Mapping, *, strict: bool = False,
     text.append("  ")
     what = ", ".join(str(m["model_name"]) for m in models) or str(document.get("title", ""))
     text.append(what, style="bold")
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "nothing checked"
-    text.append(f": {len(checks)} rule{'s' if len(checks) != 1 else ''} checked: {tally}")
+    without = [str(c["layer_name"]) for c in checks if c["verdict"] == NO_RULE]
+    ruled = len(checks) - len(without)
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n and v != NO_RULE)
+    text.append(f": {ruled} rule{'s' if ruled != 1 else ''} checked: {tally or 'none'}")
+    if without:
+        shown = ", ".join(without[:3]) + (", ..." if len(without) > 3 else "")
+        text.append(f"; {len(without)} call{'s' if len(without) != 1 else ''} without a rule "
+                    f"({shown})", style=VERDICT_STYLES[NO_RULE])
     for model in models:
         if model.get("end_to_end"):
             label = f" [{model['model_name']}]" if len(models) > 1 else ""
