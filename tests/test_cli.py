@@ -7,6 +7,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -134,7 +135,7 @@ def test_the_tutorial_clip_rule_fails_and_the_reports_show_it(files, tmp_path):
     assert document["options"]["seed"] == 0 and document["options"]["examples"] == 8
 
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert '<table class="sortable">' in page and ">clip<" in page
+    assert '<table class="sortable layers"' in page and ">clip<" in page
     assert page.count("data:image/png;base64,") >= 3  # chart, line, heatmaps
     assert "directional derivative" in page
     assert "<script>alert(1)" not in page and "<img src=x" not in page
@@ -142,7 +143,7 @@ def test_the_tutorial_clip_rule_fails_and_the_reports_show_it(files, tmp_path):
 
     # Rendered again from the saved result, in this process.
     assert main(["report", str(tmp_path / "result.json"), "--html",
-                 str(tmp_path / "again.html"), "--quiet"]) == 0
+                 str(tmp_path / "again.html"), "--quiet"]) == 1  # exits as check did
     again = (tmp_path / "again.html").read_text(encoding="utf-8")
     assert again.count("data:image/png;base64,") == page.count("data:image/png;base64,")
 
@@ -172,9 +173,6 @@ def test_an_unknown_layer_class_is_one_line_without_traceback(files):
         (["check", "mlp.keras", "--rules", "no_such_module_xyz"],
          "no module named 'no_such_module_xyz'"),
         (["check", "lambda.keras"], "pass --unsafe-deserialization"),
-        (["check", "twice.keras"],
-         "layer 'twice' of class Twice has no backward rule: write one, register it with "
-         "@jacverify.register_backward(Twice)"),
         (["check", "mlp.keras", "--examples", "0"], "--examples 0: give at least 1"),
         (["check", "mlp.keras", "--json", "no/such/dir/r.json"], "no such directory"),
         (["check", "mlp.keras", "--html", "mlp.keras"], "is the model file"),
@@ -232,15 +230,31 @@ def test_help_and_version_everywhere(capsys, command):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "Keras class" in out and "rule class" in out and "source" in out
-    row = next(line for line in out.splitlines() if line.startswith("Dense "))
+    assert "Keras class (module)" in out and "rule class (module)" in out and "source" in out
+    row = next(line for line in out.splitlines() if line.startswith("Dense (keras.layers)"))
     assert "BackwardDense" in row and "native" in row
-    assert out.rstrip().splitlines()[-1].endswith(" rules")
+    assert out.rstrip().splitlines()[-1].endswith(" native)")
+
+
+def test_list_shows_the_users_rules_with_their_modules(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    from jacverify.examples.tutorial import Clip
+
+    try:
+        assert main(["list", "--rules", "rules.py", "--source", "user"]) == 0
+    finally:
+        jacverify.unregister_backward(Clip)
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert lines[1].split() == ["Clip", "(jacverify.examples.tutorial)", "BackwardClip",
+                                "(jacverify.examples.tutorial)", "user"]
+    assert lines[-1] == "1 rules (1 user)"
 
 
 # ------------------------------------------------------- exit statuses, with a stand-in
 def _stand_in(verdicts, calls):
-    def check_model(model, mapping=None, *, examples, seed, convention, progress):
+    def check_model(model, mapping=None, *, examples, seed, convention, progress, inputs=None,
+                    fallback=None):
         calls.append({"examples": examples, "seed": seed, "convention": convention})
         progress(0, 2, "[bold]markup[/bold] <b>")
         progress(1, 2, "end to end")
@@ -337,3 +351,220 @@ def test_a_rules_module_defining_its_own_layer(tmp_path):
                  "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("PASS  halve: 1 rule checked: 1 pass; end to end pass")
+
+
+# -------------------------- a newcomer's model: a layer without a rule + a custom layer
+USER_RULES = '''\
+"""A custom layer and its (right) rule, as a user writes them."""
+import keras
+import jacverify
+
+
+@keras.saving.register_keras_serializable(package="jacverify_tests_user")
+class Scale(keras.layers.Layer):
+    def __init__(self, factor=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return self.factor * x
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="jacverify_tests_user")
+class Mystery(keras.layers.Layer):
+    """No rule, and not traceable: it calls torch on its input directly."""
+
+    def call(self, x):
+        import torch
+
+        return torch.tanh(x)
+
+
+@jacverify.register_backward(Scale)
+class BackwardScale(jacverify.BackwardLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return self.layer.factor * gradient
+'''
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A model with a layer without a rule, the user's Scale layer and a Dense; its rules file; and
+    input arrays."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "user_rules.py").write_text(USER_RULES, encoding="utf-8")
+    before = set(jacverify.registered_rules())
+    spec = importlib.util.spec_from_file_location("cli_test_user_rules", folder / "user_rules.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4, 3)), module.Mystery(name="mystery"),
+                              module.Scale(3.0, name="scale"), keras.layers.Dense(2, name="out")],
+                             name="user_model")
+    model.save(folder / "user.keras")
+    rng = np.random.default_rng(0)
+    np.save(folder / "x.npy", rng.standard_normal((3, 4, 3)).astype("float32"))
+    np.save(folder / "bad.npy", rng.standard_normal((3, 5)).astype("float32"))
+    np.savez(folder / "named.npz", **{model.inputs[0].name: rng.standard_normal((2, 4, 3))})
+    yield folder
+    for keras_class in set(jacverify.registered_rules()) - before:
+        jacverify.unregister_backward(keras_class)
+
+
+def _rows(out: str) -> dict:
+    return {line.split()[1]: line.split() for line in out.splitlines()
+            if line.split()[:1] and line.split()[0].isdigit()}
+
+
+def test_the_custom_layer_is_checked_and_the_one_without_a_rule_reported(
+    user_files, monkeypatch, capsys
+):
+    monkeypatch.chdir(user_files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    args = ["check", "user.keras", "--rules", "user_rules.py", "--examples", "5", "--seed", "0"]
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    rows = _rows(out)
+    assert rows["mystery"][2:6] == ["Mystery", "-", "no", "rule"]
+    assert rows["scale"][2:5] == ["Scale", "BackwardScale", "pass"]
+    assert rows["out"][4] == "pass"
+    assert "NO RULE user_model: mystery (Mystery, rule -): no backward rule for Mystery" in out
+    assert "docs/writing_rules.md" in out
+    assert "not run: 1 call(s) have no backward rule (mystery)" in out  # end to end, and why
+    assert out.rstrip().splitlines()[-1].startswith(
+        "FAIL  user_model: 2 rules checked: 2 pass; 1 call without a rule (mystery); end to end "
+        "skipped")
+
+    assert main([*args, "--allow-no-rule", "--quiet"]) == 0
+    assert "calls without a rule allowed" in capsys.readouterr().out
+
+    assert main([*args, "--fallback", "autograd", "--json", "fallback.json"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["mystery"][2:5] == ["Mystery", "AutogradFallback", "skipped"]
+    document = json.loads((user_files / "fallback.json").read_text(encoding="utf-8"))
+    assert document["models"][0]["end_to_end"]["verdict"] == "pass"
+    assert "not checked" in document["models"][0]["layers"][0]["reason"]
+    assert document["options"]["fallback"] == "autograd"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "status", "message"),
+    [
+        ("x.npy", 0, None),
+        ("named.npz", 0, None),
+        ("bad.npy", 2, "--inputs bad.npy: has shape (3, 5) for model input"),
+        ("missing.npy", 2, "--inputs missing.npy: no such file"),
+        ("user_rules.py", 2, "give a .npy file"),
+    ],
+)
+def test_inputs_from_a_file(user_files, monkeypatch, capsys, inputs, status, message):
+    monkeypatch.chdir(user_files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    args = ["check", "user.keras", "--rules", "user_rules.py", "--examples", "3", "--seed", "1",
+            "--inputs", inputs, "--allow-no-rule", "--json", "inputs.json", "--quiet"]
+    assert main(args) == status
+    captured = capsys.readouterr()
+    if message is None:
+        document = json.loads((user_files / "inputs.json").read_text(encoding="utf-8"))
+        rows = {"x.npy": 3, "named.npz": 2}[inputs]
+        assert document["models"][0]["notes"] == [
+            f"layers were checked around the activations of {rows} inputs"]
+        assert document["options"]["inputs"] == inputs
+    else:
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("jacverify check: error: ")
+        assert message in lines[0]
+
+
+# ------------------------------------------------------------ every replay reproduces
+def _counterexamples(document: dict) -> dict:
+    model = document["models"][0]
+    checks = [*model["layers"], model["end_to_end"]]
+    return {c["layer_name"]: (c["verdict"], c["counterexample"]["input"],
+                              c["counterexample"]["rule_output"], c["counterexample"]["message"])
+            for c in checks if c["verdict"] in ("fail", "boundary", "error")}
+
+
+def test_every_printed_replay_reproduces_its_counterexample(files, monkeypatch, capsys):
+    monkeypatch.chdir(files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert main(["check", "clip.keras", "--rules", "rules.py", "--examples", "8",
+                 "--json", "first.json", "--html", "first.html"]) == 1  # a drawn seed
+    out = capsys.readouterr().out
+    first = json.loads((files / "first.json").read_text(encoding="utf-8"))
+    wanted = _counterexamples(first)
+    assert wanted and "clip" in wanted
+    printed = [line.split("replay: ", 1)[1] for line in out.splitlines()
+               if line.startswith("  replay: ")]
+    assert len(printed) == len(wanted)  # one per failing check
+    seed = first["models"][0]["seed"]
+    assert f"--seed {seed}" in printed[0] and f"seed {seed + 1}" not in out
+    page = (files / "first.html").read_text(encoding="utf-8")
+    for command in set(printed):
+        assert f"<pre>{command}</pre>" in page  # the HTML gives the same command
+        for check in first["models"][0]["layers"]:
+            if check["layer_name"] in wanted:
+                assert check["replay_command"] == command  # and the JSON
+        parts = shlex.split(command)
+        assert parts[:2] == ["jacverify", "check"]
+        assert main([*parts[1:], "--json", "again.json", "--quiet"]) == 1
+        again = json.loads((files / "again.json").read_text(encoding="utf-8"))
+        assert _counterexamples(again) == wanted
+
+
+# ------------------------------------------------------------------ off a terminal
+def test_progress_off_a_terminal_is_one_line_per_call(files):
+    result = run("check", "mlp.keras", "--examples", "3", "--seed", "0", cwd=files)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(" s  ", 1)[1] for line in lines] == [
+        "[1/3] checking hidden", "[2/3] checking out", "[3/3] checking mlp (end to end)"]
+    quiet = run("check", "mlp.keras", "--examples", "3", "--seed", "0", "--progress", "none",
+                cwd=files)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_another_backend_is_one_line_exit_2(files):
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-m", "jacverify.cli", "check", "mlp.keras"],
+                            cwd=files, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "jacverify check: error: KERAS_BACKEND=jax: jacverify needs the torch backend for now; "
+        "unset KERAS_BACKEND or set KERAS_BACKEND=torch"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["check", "--help"], ["check", "missing.keras"], ["check", "."],
+     ["check", "notes.txt"], ["report", "missing.json"], ["check", "mlp.keras", "--inputs",
+                                                          "x.csv"]],
+)
+def test_usage_answers_come_before_torch_and_keras(files, args):
+    code = ("import sys\nfrom jacverify.cli import main\ntry:\n    status = main(sys.argv[1:])\n"
+            "except SystemExit as exit:\n    status = exit.code\n"
+            "print(status, 'torch' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=files, capture_output=True,
+                            text=True, timeout=120)
+    status, torch_loaded, keras_loaded = result.stdout.strip().splitlines()[-1].split()
+    assert status == ("0" if "--help" in args else "2"), result.stderr
+    assert (torch_loaded, keras_loaded) == ("False", "False")
+
+
+@pytest.mark.slow
+def test_example_writes_into_a_directory_of_its_own(tmp_path):
+    result = run("example", "--examples", "5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "jacverify-example").iterdir())
+    assert written == sorted([
+        "models", "plus_constant_model-tutorial_rules.html",
+        "plus_constant_model-tutorial_rules.json", "clip_model-tutorial_rules.html",
+        "clip_model-tutorial_rules.json", "clip_model-corrected_rules.html",
+        "clip_model-corrected_rules.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jacverify-example"]
+    assert result.stdout.count("(as expected)") == 3

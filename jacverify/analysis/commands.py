@@ -117,6 +117,11 @@ def add_analysis_parsers(subparsers: Any, parents: Sequence = ()) -> None:
     add_attack_parser(subparsers, parents)
 
 
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Join the ``jacverify`` command line (see ``jacverify.cli.COMMAND_MODULES``)."""
+    add_analysis_parsers(subparsers, [common])
+
+
 def _guarded(command: str, body: Any, args: argparse.Namespace) -> int:
     """Run a handler's body; input problems become one line on stderr and exit status 2."""
     from jacverify.analysis.inputs import AnalysisInputError

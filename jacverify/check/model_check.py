@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,16 +23,18 @@ import torch
 from jacverify.backward.clone import clone_to_backward
 from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
-from jacverify.backward.registry import get_backward_rule
+from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
 from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
-from jacverify.check.results import LayerCheck, ModelCheck
+from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
 #: Rows of sampled inputs when ``inputs`` is not given.
 SAMPLED_ROWS = 4
 #: The end-to-end check judges at most this many examples (each evaluates the whole model).
 END_TO_END_EXAMPLES = 20
+#: Where users read how to write a rule.
+WRITING_RULES_DOC = "docs/writing_rules.md"
 
 Progress = Callable[[int, int, str], None]
 
@@ -140,6 +143,74 @@ def _skip_reason(step: Step) -> str | None:
     if any(d is None for t in step.inputs for d in t.shape[1:]):
         return "an input has unknown sizes in the graph: it is checked end to end only"
     return None
+
+
+def _missing_rules(steps: Sequence[Step], mapping) -> dict[int, str]:
+    """``{id(step): class name}`` of the differentiable calls that have no backward rule."""
+    missing = {}
+    for step in steps:
+        differentiable = any(is_float_dtype(t.dtype) for t in step.inputs) and all(
+            is_float_dtype(t.dtype) for t in step.outputs
+        )
+        if not differentiable:
+            continue
+        try:
+            get_backward_rule(step.operation, mapping)
+        except MissingBackwardRuleError:
+            cls = type(step.operation)
+            missing[id(step)] = f"{cls.__name__} (module {cls.__module__})"
+    return missing
+
+
+def _without_rule(step: Step, label: str, what: str, fallback: str | None) -> LayerCheck:
+    """The row of a call without a rule: ``no rule``, or ``skipped`` when the autograd
+    fallback stands in for it."""
+    if fallback == "autograd":
+        verdict = "skipped"
+        reason = (
+            f"no backward rule for {what}: the autograd fallback differentiates it (torch "
+            "autograd, not an analytic rule), so it is not checked"
+        )
+    else:
+        verdict = NO_RULE
+        reason = (
+            f"no backward rule for {what}: write one and register it with "
+            f"@jacverify.register_backward({type(step.operation).__name__}) (see "
+            f"{WRITING_RULES_DOC}), or check the rest end to end with the autograd fallback "
+            "(fallback='autograd'; jacverify check --fallback autograd)"
+        )
+    return LayerCheck(
+        verdict=verdict, reason=reason, layer_name=label,
+        layer_class=type(step.operation).__name__,
+        rule_class="AutogradFallback" if fallback == "autograd" else None,
+        input_shape=[list(t.shape[1:]) for t in step.inputs],
+    )
+
+
+def _end_to_end_not_built(model: keras.Model, labels: Sequence[str]) -> LayerCheck:
+    shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+    return LayerCheck(
+        verdict="skipped",
+        reason=f"not run: {len(labels)} call(s) have no backward rule ({shown}), so there is no "
+        "backward model to check; with the autograd fallback it is built and checked",
+        layer_name=model.name, layer_class=type(model).__name__, rule_class="BackwardModel",
+    )
+
+
+def replay_call(
+    seed: int, examples: int, convention: str, *, mapping: bool, inputs: bool,
+    fallback: str | None,
+) -> str:
+    """The ``check_model`` call that runs a model check again, counterexamples included."""
+    arguments = ["model"] + (["mapping_keras2backward_classes"] if mapping else [])
+    if inputs:
+        arguments.append("inputs=inputs")
+    arguments += [f"examples={examples}", f"seed={seed}"]
+    if convention != "subgradient":
+        arguments.append(f"convention={convention!r}")
+    if fallback is not None:
+        arguments.append(f"fallback={fallback!r}")
+    return f"check_model({', '.join(arguments)})"
 
 
 class _BackwardModelRule:
@@ -253,6 +324,7 @@ def check_model(
     end_to_end: bool = True,
     progress: Progress | None = None,
     threads: int | None = 1,
+    fallback: str | None = None,
 ) -> ModelCheck:
     """Check the backward rule of every call in ``model``, then its backward model end to end.
 
@@ -269,28 +341,44 @@ def check_model(
         end_to_end: also check the whole backward model against the whole model.
         progress: called as ``progress(index, total, label)`` before each check.
         threads: torch's intra-op threads while checking (restored after).
+        fallback: ``None``: a call without a rule gets the verdict ``no rule`` (the others are
+            checked; the end-to-end check is skipped, saying why). ``"autograd"``: the backward
+            model is built with the autograd fallback for such calls (as
+            ``clone_to_backward(..., fallback="autograd")``); they are ``skipped`` (not checked)
+            and the end-to-end check runs.
 
     Returns:
         A :class:`ModelCheck`: one :class:`LayerCheck` per call in graph order (calls that
-        cannot be checked in place are ``skipped`` with the reason), the end-to-end check, and
-        ``first_failure``, the first call whose rule was shown wrong.
+        cannot be checked in place are ``skipped`` with the reason, calls without a rule
+        ``no rule``), the end-to-end check, ``first_failure``, the first call whose rule was
+        shown wrong, and ``without_rule``. Each check of a rule shown wrong carries
+        ``replay_command``, the ``check_model`` call that meets its counterexample again.
 
     Raises:
-        MissingBackwardRuleError: a layer has no rule (the message names it and says how to
-            register one).
-        ValueError: ``inputs`` do not fit the model, or the model's input sizes are unknown.
+        ValueError: ``inputs`` do not fit the model, the model's input sizes are unknown, or
+            ``fallback`` is neither ``None`` nor ``"autograd"``.
     """
+    if fallback not in (None, "autograd"):
+        raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
     if threads is not None and threads != torch.get_num_threads():
         with torch_threads(threads):
             return check_model(
                 model, mapping_keras2backward_classes, inputs=inputs, examples=examples,
                 seed=seed, convention=convention, end_to_end=end_to_end, progress=progress,
-                threads=None,
+                threads=None, fallback=fallback,
             )
     start = time.perf_counter()
-    seed = int(seed) if seed is not None else int.from_bytes(os.urandom(4), "little") % 2**31
-    backward = clone_to_backward(model, mapping_keras2backward_classes)
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little") % (2**31)
+    seed = int(seed)
     graph = trace(model, mapping_keras2backward_classes)
+    missing = _missing_rules(graph.steps, mapping_keras2backward_classes)
+    backward = None
+    if not missing or fallback == "autograd":
+        with warnings.catch_warnings():  # the fallback's calls are listed as not checked
+            warnings.simplefilter("ignore", UserWarning)
+            backward = clone_to_backward(model, mapping_keras2backward_classes,
+                                         fallback=fallback)
     rng = np.random.default_rng(seed)
     model_inputs, notes = _model_inputs(inputs, graph, rng)
     activations = _activations(graph, graph.steps, model_inputs)
@@ -303,6 +391,9 @@ def check_model(
         label = step.qualified_name + (f" (call {count})" if count > 1 else "")
         if progress is not None:
             progress(index, total, label)
+        if id(step) in missing:
+            layers.append(_without_rule(step, label, missing[id(step)], fallback))
+            continue
         layers.append(
             _check_step(
                 step, label, mapping_keras2backward_classes, activations,
@@ -310,7 +401,11 @@ def check_model(
             )
         )
     result = ModelCheck(model_name=model.name, layers=layers, notes=notes, seed=seed)
-    if end_to_end:
+    if end_to_end and backward is None:
+        result.end_to_end = _end_to_end_not_built(
+            model, [c.layer_name for c in layers if c.verdict == NO_RULE]
+        )
+    elif end_to_end:
         if progress is not None:
             progress(total - 1, total, f"{model.name} (end to end)")
         try:
@@ -325,5 +420,12 @@ def check_model(
                 layer_name=model.name, layer_class=type(model).__name__,
                 rule_class="BackwardModel",
             )
+    replay = replay_call(
+        seed, examples, convention, mapping=bool(mapping_keras2backward_classes),
+        inputs=inputs is not None, fallback=fallback,
+    )
+    for check in [*layers, *([result.end_to_end] if result.end_to_end else [])]:
+        if not check.ok:
+            check.replay_command = replay
     result.duration_s = time.perf_counter() - start
     return result

@@ -24,6 +24,7 @@ from jacverify.check.text import finding_lines, number, values
 from jacverify.verdicts import VERDICTS, WRONG_VERDICTS, Verdict, worst_verdict
 
 __all__ = [
+    "NO_RULE",
     "ConfigCheck",
     "Counterexample",
     "Finding",
@@ -36,6 +37,10 @@ __all__ = [
     "jsonable",
     "worst_verdict",
 ]
+
+
+#: The verdict of a model's call that has no backward rule (nothing of it could be checked).
+NO_RULE = Verdict.NO_RULE.value
 
 
 def jsonable(value: Any) -> Any:
@@ -121,7 +126,9 @@ class Counterexample:
     def to_dict(self) -> dict:
         return _fields_dict(self)
 
-    def summary(self) -> str:
+    def summary(self, replay: bool = True) -> str:
+        """A readable multi-line summary (without the seed line when ``replay`` is false: the
+        check that found it gives a full replay command instead)."""
         lines = [f"counterexample ({self.kind}): {self.message}"]
         if self.kink:
             where = "next to the kink" if self.location == "next to a kink" else "the kink"
@@ -146,7 +153,7 @@ class Counterexample:
         lines.append(f"  upstream gradient {_array_text(self.upstream_gradient)}")
         lines.append(f"  rule output {_array_text(self.rule_output)}")
         lines.append(f"  {self.reference_name} {_array_text(self.reference_output)}")
-        if self.replay is not None:
+        if self.replay is not None and replay:
             lines.append(f"  replay: seed={self.replay.seed}")
             if self.replay.reproduce_failure:
                 lines.append(f"  hypothesis: {self.replay.reproduce_failure}")
@@ -227,6 +234,9 @@ class LayerCheck:
     seed: int | None = None
     shrink_evaluations: int = 0
     duration_s: float = 0.0
+    # one call or command that meets this check's counterexample again, when the check ran
+    # inside a larger one (check_model: the model check with its seed, not this layer's seed)
+    replay_command: str | None = None
     # Finding per probe, the headline first (the value finding whenever the value is wrong)
     findings: list = field(default_factory=list)
 
@@ -294,7 +304,10 @@ class LayerCheck:
         for note in self.notes:
             lines.append(f"  note: {note}")
         if self.counterexample is not None:
-            lines.extend("  " + line for line in self.counterexample.summary().splitlines())
+            text = self.counterexample.summary(replay=self.replay_command is None)
+            lines.extend("  " + line for line in text.splitlines())
+        if self.replay_command and self.verdict in ("fail", "boundary", "error"):
+            lines.append(f"  replay: {self.replay_command}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -327,6 +340,11 @@ class ModelCheck:
         return next((c for c in self.layers if not c.ok), None)
 
     @property
+    def without_rule(self) -> list:
+        """The calls that have no backward rule (verdict ``no rule``), in graph order."""
+        return [c for c in self.layers if c.verdict == NO_RULE]
+
+    @property
     def passed(self) -> bool:
         return self.verdict == Verdict.PASS
 
@@ -334,6 +352,7 @@ class ModelCheck:
         data = _fields_dict(self)
         data["verdict"] = self.verdict
         data["first_failure"] = self.first_failure.layer_name if self.first_failure else None
+        data["without_rule"] = [c.layer_name for c in self.without_rule]
         return data
 
     def summary(self) -> str:

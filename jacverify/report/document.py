@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from jacverify.check.results import jsonable
-from jacverify.verdicts import FAILING_VERDICTS, SEVERITY, VERDICTS, worst_verdict
+from jacverify.verdicts import SEVERITY, VERDICTS, WRONG_VERDICTS, Verdict, worst_verdict
 
 __all__ = [
     "FAILING_VERDICTS",
+    "NO_RULE",
     "SCHEMA_NAME",
     "SCHEMA_VERSION",
     "STRICT_FAILING_VERDICTS",
@@ -31,6 +32,7 @@ __all__ = [
     "all_layer_checks",
     "build_document",
     "document_failed",
+    "failing_verdicts",
     "read_document",
     "severity_rank",
     "verdict_counts",
@@ -39,11 +41,15 @@ __all__ = [
 #: The ``schema`` field of every document.
 SCHEMA_NAME = "jacverify-report"
 #: The layout version; readers refuse documents of a later version. Version 2 added each
-#: layer check's ``findings`` and the verdict ``no rule``; version 1 documents are read with
-#: empty findings.
+#: layer check's ``findings``, the verdict ``no rule``, ``without_rule`` and
+#: ``replay_command``; version 1 documents are read with empty findings.
 SCHEMA_VERSION = 2
+#: Verdicts that show a rule wrong.
+FAILING_VERDICTS = WRONG_VERDICTS
+#: The verdict of a call that has no rule (it fails a check unless allowed).
+NO_RULE = Verdict.NO_RULE.value
 #: Verdicts that fail under ``--strict``: also the rules that could not be shown right.
-STRICT_FAILING_VERDICTS = (*FAILING_VERDICTS, "inconclusive", "skipped")
+STRICT_FAILING_VERDICTS = (*FAILING_VERDICTS, NO_RULE, "inconclusive", "skipped")
 
 
 class DocumentError(ValueError):
@@ -130,6 +136,8 @@ def _model_data(item: Any, index: int) -> dict:
         data["first_failure"] = first["layer_name"] if first else None
     data.setdefault("notes", [])
     data.setdefault("seed", None)
+    data.setdefault("without_rule", [c["layer_name"] for c in data["layers"]
+                                     if c["verdict"] == NO_RULE])
     data.setdefault("duration_s", sum(float(c.get("duration_s") or 0.0) for c in checks))
     return data
 
@@ -192,10 +200,19 @@ def build_document(
     }
 
 
-def document_failed(document: Mapping, strict: bool = False) -> bool:
-    """True when some rule (or end-to-end check) was shown wrong; with ``strict``, also when
-    one was inconclusive or skipped."""
-    bad = STRICT_FAILING_VERDICTS if strict else FAILING_VERDICTS
+def failing_verdicts(strict: bool = False, allow_no_rule: bool = False) -> tuple[str, ...]:
+    """The verdicts that fail a check: those showing a rule wrong, ``no rule`` (unless
+    ``allow_no_rule``), and with ``strict`` every verdict but ``pass``."""
+    if strict:
+        return STRICT_FAILING_VERDICTS
+    return FAILING_VERDICTS if allow_no_rule else (*FAILING_VERDICTS, NO_RULE)
+
+
+def document_failed(document: Mapping, strict: bool = False,
+                    allow_no_rule: bool = False) -> bool:
+    """True when some rule (or end-to-end check) was shown wrong or a call has no rule
+    (unless ``allow_no_rule``); with ``strict``, also when one was inconclusive or skipped."""
+    bad = failing_verdicts(strict, allow_no_rule)
     checks = all_layer_checks(document) + [
         m["end_to_end"] for m in document.get("models", []) if m.get("end_to_end")
     ]

@@ -7,21 +7,25 @@ URIs drawn by :mod:`jacverify.report.plots`.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 
 from jacverify.report import plots
 from jacverify.report.atomic import write_text_atomic
 from jacverify.report.document import (
     FAILING_VERDICTS,
+    all_layer_checks,
     severity_rank,
     verdict_counts,
 )
+from jacverify.report.terminal import reference_lines
 
 __all__ = ["array_preview", "render_html", "write_html"]
 
@@ -31,6 +35,8 @@ ARRAY_PREVIEW = 16
 DETAIL_VERDICTS = (*FAILING_VERDICTS, "inconclusive")
 #: At most this many heatmaps of passing layers (they are optional context).
 MAX_PASSING_HEATMAPS = 40
+#: Tables of more rows than this start with the passing rows folded away.
+FOLD_PASSING_OVER = 30
 
 _TEMPLATES = Path(__file__).with_name("templates")
 
@@ -49,7 +55,16 @@ def _environment() -> jinja2.Environment:
     env.filters["tojson_text"] = lambda v: json.dumps(v, ensure_ascii=False)
     env.filters["sortkey"] = _sort_key
     env.filters["rank"] = severity_rank
+    env.filters["css"] = lambda v: str(v).replace(" ", "-")
+    env.filters["wbr"] = breakable
     return env
+
+
+def breakable(text: Any) -> markupsafe.Markup:
+    """``text`` escaped, with line-break opportunities (``<wbr>``) after ``/ _ . -`` and
+    between the words of a CamelCase name, so that long names wrap where they read best."""
+    parts = re.split(r"(?<=[/_.\-])|(?<=[a-z0-9])(?=[A-Z])", str(text))
+    return markupsafe.Markup("<wbr>").join(markupsafe.escape(part) for part in parts if part)
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -94,6 +109,9 @@ def _replay_code(check: Mapping, model: Mapping | None = None,
                  options: Mapping | None = None) -> str:
     """Python (and, for a model from a file, the command) that runs the check again."""
     options = options or {}
+    for key in ("replay_command", "replay_call"):  # a model check's, a test session's
+        if check.get(key):
+            return str(check[key])
     if model is not None:
         examples = options.get("examples")
         extra = f", examples={examples}" if examples is not None else ""
@@ -183,6 +201,9 @@ def _section(
         e2e = _detail(end_to_end, f"{prefix}-e2e", _replay_code(end_to_end, model, options),
                       with_plots=end_to_end["verdict"] in DETAIL_VERDICTS)
     return {
+        "table_id": f"table-{prefix}",
+        "fold_passing": len(rows) > FOLD_PASSING_OVER
+        and any(r["check"]["verdict"] == "pass" for r in rows),
         "rows": rows,
         "details": details,
         "passing": passing_plots,
@@ -208,6 +229,9 @@ def _context(document: Mapping) -> dict:
         checks = _section(document["checks"], "c", chart_title="error / tolerance per check",
                           budget=budget)
     return {
+        "references_text": _references_text(document),
+        "weaker_references": [line.plain.split(": ", 1)[1]
+                              for line in reference_lines(document)],
         "doc": document,
         "models": models,
         "checks": checks,
@@ -215,6 +239,20 @@ def _context(document: Mapping) -> dict:
         "failing": FAILING_VERDICTS,
         "command_text": shlex.join(document.get("command") or []),
     }
+
+
+def _references_text(document: Mapping) -> str:
+    """What the checks were compared with: finite differences and autograd as a rule, or
+    what the weakest of them had."""
+    references = [c.get("reference") for c in all_layer_checks(document) if c.get("reference")]
+    if not references or all(r.get("autograd") for r in references):
+        autograd = " and torch autograd"
+    elif any(r.get("autograd") for r in references):
+        autograd = " and, where available, torch autograd"
+    else:
+        autograd = " (no autograd)"
+    dtypes = sorted({r.get("fd_dtype", "float64") for r in references} or {"float64"})
+    return f"finite differences ({', '.join(dtypes)}){autograd}"
 
 
 def render_html(document: Mapping) -> str:

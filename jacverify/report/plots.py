@@ -36,7 +36,12 @@ VERDICT_COLORS = {
     "error": "#b71c1c",
     "inconclusive": "#f9a825",
     "skipped": "#9e9e9e",
+    "no rule": "#ef6c00",
 }
+#: Charts of more layers than this name only the failing ones and the worst others.
+ALL_LABELS_UP_TO = 40
+#: How many of the worst passing layers a crowded chart still names.
+WORST_NAMED = 8
 RULE_COLOR = "#c62828"
 FD_COLOR = "#1565c0"
 AUTOGRAD_COLOR = "#2e7d32"
@@ -222,6 +227,43 @@ def jacobian_heatmaps(jacobian: Mapping | None) -> list[dict] | None:
     return panels
 
 
+def _middle(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return text[:head] + "\u2026" + text[-(limit - 1 - head):]
+
+
+def short_names(names: Sequence[str]) -> list[str]:
+    """The names without the prefix they all share, cut at a separator (``/``, ``_``, ``.``,
+    ``-``): ``model/block_1/conv``, ``model/block_2/conv`` -> ``block_1/conv``,
+    ``block_2/conv``. Names are unchanged when there is one, or no shared prefix."""
+    if len(names) < 2:
+        return list(names)
+    import os.path
+
+    prefix = os.path.commonprefix(list(names))
+    if "/" in prefix:  # a path: keep the last part whole
+        cut = prefix.rfind("/") + 1
+    else:
+        cut = max(prefix.rfind(sep) for sep in "_.-") + 1 if prefix else 0
+    if cut <= 0 or any(len(n) <= cut for n in names):
+        return list(names)
+    return [n[cut:] for n in names]
+
+
+def chart_positions(checks: Sequence[Mapping]) -> list[int]:
+    """The bars that get a name under them: every one up to :data:`ALL_LABELS_UP_TO` bars;
+    beyond, the rules not passing and the :data:`WORST_NAMED` largest errors / tolerance."""
+    if len(checks) <= ALL_LABELS_UP_TO:
+        return list(range(len(checks)))
+    named = {i for i, c in enumerate(checks) if c["verdict"] != "pass"}
+    ratios = [(c.get("error_to_tolerance") or 0.0, i) for i, c in enumerate(checks)
+              if c["verdict"] == "pass"]
+    named |= {i for _, i in sorted(ratios, reverse=True)[:WORST_NAMED]}
+    return sorted(named)[: 4 * ALL_LABELS_UP_TO]
+
+
 def error_chart(checks: Sequence[Mapping], title: str = "") -> str | None:
     """Bars of error / tolerance per layer in graph order on a log scale, coloured by verdict,
     with the tolerance (1) as a line. Layers without a ratio (errors, skipped) get a mark at
@@ -229,10 +271,11 @@ def error_chart(checks: Sequence[Mapping], title: str = "") -> str | None:
     if not checks:
         return None
     count = len(checks)
-    step = max(1, math.ceil(count / 60))
-    positions = list(range(0, count, step))
-    names = [plain(checks[i]["layer_name"], 24) for i in positions]
+    positions = chart_positions(checks)
+    short = short_names([str(c["layer_name"]) for c in checks])
+    names = [plain(_middle(short[i], 28)) for i in positions]
     label_height = 0.2 + 0.06 * max((len(n) for n in names), default=4)
+    label_height += 0.3 if len(positions) < count else 0.0
     width = min(18.0, max(5.5, 0.35 * count + 2.5))
     figure = _figure(width, 2.9 + label_height, left=0.85, right=0.2, bottom=label_height,
                      top=0.4)
@@ -257,6 +300,9 @@ def error_chart(checks: Sequence[Mapping], title: str = "") -> str | None:
     axes.set_xticks(positions, names, rotation=60, ha="right", rotation_mode="anchor",
                     fontsize=8)
     axes.set_xlim(-0.6, count - 0.4)
+    if len(positions) < count:
+        axes.set_xlabel(f"{count} layers in graph order; named: the rules not passing and the "
+                        f"{WORST_NAMED} largest errors", fontsize=8)
     axes.set_ylabel("largest error / tolerance")
     axes.grid(True, axis="y", alpha=0.3, which="major")
     present = sorted({c["verdict"] for c in checks}, key=list(VERDICT_COLORS).index)

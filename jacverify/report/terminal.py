@@ -1,7 +1,8 @@
 """The report document in the terminal: a per-layer table (Rich) and a one-line summary.
 
 Every string from a model (layer and class names, reasons) is printed as plain text, never as
-Rich markup.
+Rich markup. Names are never broken across lines: a name too long for its column is shortened
+in the middle (``BackwardSca…HardTanh``), so each row takes one line whatever the width.
 """
 
 from __future__ import annotations
@@ -15,18 +16,22 @@ from rich.text import Text
 
 from jacverify.report.document import (
     FAILING_VERDICTS,
-    STRICT_FAILING_VERDICTS,
+    NO_RULE,
     all_layer_checks,
     document_failed,
+    failing_verdicts,
     verdict_counts,
 )
 
 __all__ = [
     "VERDICT_STYLES",
     "failure_lines",
+    "fit_widths",
     "format_number",
     "layer_table",
+    "middle_truncate",
     "print_report",
+    "reference_lines",
     "summary_line",
     "table_width",
 ]
@@ -35,6 +40,8 @@ __all__ = [
 WIDE_COLUMNS = 150
 #: Narrower consoles get no relative error and tolerance columns.
 NORMAL_COLUMNS = 115
+#: Narrower consoles get only the layer, its rule, the verdict and the error / tolerance.
+NARROW_COLUMNS = 80
 #: Rich style of each verdict.
 VERDICT_STYLES = {
     "pass": "green",
@@ -43,7 +50,12 @@ VERDICT_STYLES = {
     "error": "bold red",
     "inconclusive": "yellow",
     "skipped": "dim",
+    "no rule": "bold yellow",
 }
+#: Name columns are never shortened below this many characters.
+MIN_NAME_WIDTH = 8
+#: Layer names (paths, often long) are shortened to this before class and rule names are.
+FIRST_SHORTENED_TO = 20
 
 
 def format_number(value: float | None, digits: int = 3) -> str:
@@ -51,6 +63,36 @@ def format_number(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "-"
     return f"{value:.{digits}g}"
+
+
+def middle_truncate(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` characters, else its start and end around an
+    ellipsis (``BackwardSca…HardTanh``): both ends of a name say the most."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "\u2026"[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "\u2026" + (text[-tail:] if tail else "")
+
+
+def fit_widths(natural: list[int], budget: int, first: Sequence[int] = ()) -> list[int]:
+    """Column widths at most ``natural`` summing to at most ``budget`` (when the minimum
+    allows): the columns ``first`` give up characters first (down to
+    :data:`FIRST_SHORTENED_TO`), then the widest column gives up a character until they fit."""
+    widths = list(natural)
+    while sum(widths) > budget and first:
+        widest = max(first, key=lambda i: widths[i])
+        if widths[widest] <= FIRST_SHORTENED_TO:
+            break
+        widths[widest] -= 1
+    while sum(widths) > budget:
+        widest = max(range(len(widths)), key=lambda i: widths[i])
+        if widths[widest] <= MIN_NAME_WIDTH:
+            break
+        widths[widest] -= 1
+    return widths
 
 
 def _verdict_text(verdict: str) -> Text:
@@ -62,58 +104,104 @@ def _kinds_text(check: Mapping) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in kinds.items() if n)
 
 
-def _row(table: Table, index: str, check: Mapping, *, label: bool, width: str) -> None:
-    cells = [
-        Text(index),
-        *([Text(str(check.get("label", "")))] if label else []),
-        Text(str(check["layer_name"])),
-        Text(str(check["layer_class"])),
-        Text(str(check.get("rule_class") or "-")),
+def _names(check: Mapping, *, label: bool, width: str) -> list[str]:
+    return [
+        *([str(check.get("label", ""))] if label else []),
+        str(check["layer_name"]),
+        *([] if width == "tiny" else [str(check["layer_class"])]),
+        str(check.get("rule_class") or "-"),
+    ]
+
+
+def _numbers(index: str, check: Mapping, *, width: str) -> tuple[list[Text], list[Text]]:
+    """The cells before the names (the index) and after them, for one row."""
+    after = [
         _verdict_text(check["verdict"]),
         Text(format_number(check.get("error_to_tolerance"), 2)),
-        Text(format_number(check.get("max_abs_error"), 2)),
     ]
+    if width == "tiny":
+        return [Text(index)], after
+    after.append(Text(format_number(check.get("max_abs_error"), 2)))
     if width != "narrow":
-        cells += [
+        after += [
             Text(format_number(check.get("max_rel_error"), 2)),
             Text(format_number(check.get("tolerance"), 2)),
         ]
-    cells.append(Text(str(check.get("examples", 0))))
+    after.append(Text(str(check.get("examples", 0))))
+    return [Text(index)], after
+
+
+#: Layouts from the widest to the narrowest.
+LAYOUTS = ("wide", "normal", "narrow", "tiny")
+
+
+def _layout(rows: list, *, label: bool, width: str, columns: int | None) -> dict:
+    """The cells, headers and name widths of the table in one layout; ``fits`` when no name
+    had to be shortened."""
+    cells = [(*_numbers(index, check, width=width), _names(check, label=label, width=width),
+              check) for index, check in rows]
+    headers = [*(["check"] if label else []), "layer",
+               *([] if width == "tiny" else ["class"]), "rule"]
+    natural = [max([len(h)] + [len(c[2][k]) for c in cells]) for k, h in enumerate(headers)]
+    fixed_headers = {
+        "tiny": ["#", "verdict", "err/tol"],
+        "narrow": ["#", "verdict", "err/tol", "abs err", "ex."],
+    }.get(width, ["#", "verdict", "err/tol", "abs err", "rel err", "tol", "examples"])
+    fixed = [len(str(len(rows)))]
+    fixed += [max([len(fixed_headers[k + 1])] + [len(c[1][k].plain) for c in cells])
+              for k in range(len(fixed_headers) - 1)]
+    n_columns = len(fixed) + len(natural) + (1 if width == "wide" else 0)
+    # each column is padded by one space either side of a one-space divider
+    budget = (columns or 10**6) - sum(fixed) - 3 * (n_columns - 1)
     if width == "wide":
-        cells.append(Text(_kinds_text(check), style="dim"))
-    table.add_row(*cells)
+        budget -= 20  # the examples by kind fold in the space left
+    return {"cells": cells, "headers": headers, "fixed_headers": fixed_headers,
+            "names_width": fit_widths(natural, budget, first=range(headers.index("layer") + 1)),
+            "fits": sum(natural) <= budget,
+            "width": width}
 
 
 def layer_table(checks: list[Mapping], *, title: str | None = None,
-                end_to_end: Mapping | None = None, width: str = "normal") -> Table:
+                end_to_end: Mapping | None = None, width: str = "normal",
+                columns: int | None = None) -> Table:
     """A table of layer checks in the given order (and the end-to-end check last).
 
     ``width``: ``"narrow"`` leaves out the relative error and the tolerance (the error /
-    tolerance column stays), ``"wide"`` adds the examples by kind."""
+    tolerance column stays), ``"tiny"`` also the class, the absolute error and the examples,
+    ``"wide"`` adds the examples by kind. ``columns``: the console's width; when the names do
+    not fit, the next narrower layout makes room for them (leaving out the class only below
+    100 columns), and names still
+    too long for their share are shortened in the middle, never wrapped."""
     label = any(c.get("label") for c in checks)
+    rows = [(str(i + 1), check) for i, check in enumerate(checks)]
+    if end_to_end is not None:
+        rows.append(("", {**end_to_end, "layer_name": "(end to end)"}))
+    layout = _layout(rows, label=label, width=width, columns=columns)
+    last = "tiny" if (columns or 10**6) < NORMAL_COLUMNS - 15 else "narrow"
+    for narrower in LAYOUTS[LAYOUTS.index(width) + 1:LAYOUTS.index(last) + 1]:
+        if layout["fits"]:
+            break
+        layout = _layout(rows, label=label, width=narrower, columns=columns)
+    width = layout["width"]
+
     table = Table(title=Text(title) if title else None, title_justify="left", expand=False,
                   pad_edge=False, show_edge=False, header_style="bold", box=box.SIMPLE_HEAD)
-    narrow = width == "narrow"
     table.add_column("#", justify="right", style="dim", no_wrap=True)
-    if label:
-        table.add_column("check", overflow="fold", min_width=10)
-    table.add_column("layer", overflow="fold", min_width=12)
-    table.add_column("class", overflow="fold", min_width=8)
-    table.add_column("rule", overflow="fold", min_width=12 if narrow else 14)
+    for header, column_width in zip(layout["headers"], layout["names_width"]):
+        table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=column_width)
     table.add_column("verdict", no_wrap=True)
-    table.add_column("err/tol", justify="right", no_wrap=True)
-    table.add_column("abs err", justify="right", no_wrap=True)
-    if not narrow:
-        table.add_column("rel err", justify="right", no_wrap=True)
-        table.add_column("tol", justify="right", no_wrap=True)
-    table.add_column("ex." if narrow else "examples", justify="right", no_wrap=True)
+    for header in layout["fixed_headers"][2:]:
+        table.add_column(header, justify="right", no_wrap=True)
     if width == "wide":
         table.add_column("examples by kind", overflow="fold", ratio=3)
-    for i, check in enumerate(checks):
-        _row(table, str(i + 1), check, label=label, width=width)
-    if end_to_end is not None:
-        table.add_section()
-        _row(table, "", {**end_to_end, "layer_name": "(end to end)"}, label=label, width=width)
+    cells = layout["cells"]
+    for n, (before, after, names, check) in enumerate(cells):
+        if end_to_end is not None and n == len(cells) - 1:
+            table.add_section()
+        shortened = [Text(middle_truncate(name, w))
+                     for name, w in zip(names, layout["names_width"])]
+        extra = [Text(_kinds_text(check), style="dim")] if width == "wide" else []
+        table.add_row(*before, *shortened, *after, *extra)
     return table
 
 
@@ -121,13 +209,22 @@ def table_width(columns: int) -> str:
     """The table layout for a console this many columns wide."""
     if columns >= WIDE_COLUMNS:
         return "wide"
-    return "normal" if columns >= NORMAL_COLUMNS else "narrow"
+    if columns >= NORMAL_COLUMNS:
+        return "normal"
+    return "narrow" if columns >= NARROW_COLUMNS else "tiny"
 
 
-def failure_lines(document: Mapping, *, strict: bool = False) -> list[Text]:
-    """One line per check that failed (or, with ``strict``, could not be judged): where, and
-    why, with the seed that replays it."""
-    bad = STRICT_FAILING_VERDICTS if strict else FAILING_VERDICTS
+def _replay_hint(check: Mapping) -> str | None:
+    """The one command or call that meets a failing check's counterexample again."""
+    return check.get("replay_command") or check.get("replay_call") or None
+
+
+def failure_lines(document: Mapping, *, strict: bool = False,
+                  allow_no_rule: bool = False) -> list[Text]:
+    """One line per check that failed (or has no rule, or with ``strict`` could not be
+    judged): where, and why; a failing check's line is followed by the command that replays
+    it exactly."""
+    bad = failing_verdicts(strict, allow_no_rule)
     lines = []
     items: list[tuple[str, Mapping]] = []
     for model in document.get("models", []):
@@ -137,7 +234,8 @@ def failure_lines(document: Mapping, *, strict: bool = False) -> list[Text]:
                                                      "layer_name": "(end to end)"}))
     items += [(str(c.get("label") or ""), c) for c in document.get("checks", [])]
     for where, check in items:
-        if check["verdict"] not in bad:
+        skipped_whole = check["layer_name"] == "(end to end)" and check["verdict"] == "skipped"
+        if check["verdict"] not in bad and not skipped_whole:
             continue
         line = Text()
         line.append(f"{check['verdict'].upper()} ", style=VERDICT_STYLES.get(check["verdict"]))
@@ -145,10 +243,11 @@ def failure_lines(document: Mapping, *, strict: bool = False) -> list[Text]:
         line.append(f"{prefix}{check['layer_name']} ({check['layer_class']}, rule "
                     f"{check.get('rule_class') or '-'}): ", style="bold")
         line.append(str(check.get("reason", "")))
-        if check.get("seed") is not None and check["verdict"] in FAILING_VERDICTS:
-            line.append(f" [replay with seed {check['seed']}]", style="dim")
         lines.append(line)
         lines.extend(_other_findings(check))
+        replay = _replay_hint(check)
+        if replay and check["verdict"] in FAILING_VERDICTS:
+            lines.append(Text(f"  replay: {replay}", style="dim"))
     return lines
 
 
@@ -166,20 +265,57 @@ def _other_findings(check: Mapping) -> list[Text]:
     return lines
 
 
-def summary_line(document: Mapping, *, strict: bool = False) -> Text:
+def reference_lines(document: Mapping) -> list[Text]:
+    """A line for each set of weaker references some checks rested on (finite differences
+    not in float64, or no autograd), naming those checks."""
+    groups: dict[str, list[str]] = {}
+    for model in document.get("models", []):
+        checks = [*model["layers"], *([model["end_to_end"]] if model.get("end_to_end") else [])]
+        for check in checks:
+            _group_reference(groups, check, str(check["layer_name"]))
+    for check in document.get("checks", []):
+        _group_reference(groups, check, str(check.get("label") or check["layer_name"]))
+    lines = []
+    for what, names in groups.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        lines.append(Text(f"references: {what} for {len(names)} check"
+                          f"{'s' if len(names) != 1 else ''} ({shown})", style="yellow"))
+    return lines
+
+
+def _group_reference(groups: dict, check: Mapping, name: str) -> None:
+    reference = check.get("reference") or None
+    if not reference:
+        return
+    fd_dtype = reference.get("fd_dtype", "float64")
+    if reference.get("autograd", True) and fd_dtype == "float64":
+        return
+    what = f"finite differences in {fd_dtype}"
+    what += " and autograd" if reference.get("autograd") else " only (no autograd)"
+    groups.setdefault(what, []).append(name)
+
+
+def summary_line(document: Mapping, *, strict: bool = False,
+                 allow_no_rule: bool = False) -> Text:
     """One line: PASS or FAIL (as the exit status says), what was checked, counts per
     verdict, the end-to-end verdict, the first failing layer, seed and time."""
     checks = all_layer_checks(document)
     counts = verdict_counts(checks)
     models = document.get("models", [])
-    failed = document_failed(document, strict=strict)
+    failed = document_failed(document, strict=strict, allow_no_rule=allow_no_rule)
     text = Text()
     text.append("FAIL" if failed else "PASS", style="bold red" if failed else "bold green")
     text.append("  ")
     what = ", ".join(str(m["model_name"]) for m in models) or str(document.get("title", ""))
     text.append(what, style="bold")
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "nothing checked"
-    text.append(f": {len(checks)} rule{'s' if len(checks) != 1 else ''} checked: {tally}")
+    without = [str(c["layer_name"]) for c in checks if c["verdict"] == NO_RULE]
+    ruled = len(checks) - len(without)
+    tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n and v != NO_RULE)
+    text.append(f": {ruled} rule{'s' if ruled != 1 else ''} checked: {tally or 'none'}")
+    if without:
+        shown = ", ".join(without[:3]) + (", ..." if len(without) > 3 else "")
+        text.append(f"; {len(without)} call{'s' if len(without) != 1 else ''} without a rule "
+                    f"({shown})", style=VERDICT_STYLES[NO_RULE])
     for model in models:
         if model.get("end_to_end"):
             label = f" [{model['model_name']}]" if len(models) > 1 else ""
@@ -194,30 +330,38 @@ def summary_line(document: Mapping, *, strict: bool = False) -> Text:
     text.append(f"; {float(document.get('duration_s') or 0.0):.1f} s")
     if strict:
         text.append(" (strict: inconclusive and skipped count as failures)")
+    elif allow_no_rule and counts.get("no rule"):
+        text.append(" (calls without a rule allowed)")
     return text
 
 
 def print_report(document: Mapping, console: Console | None = None, *, quiet: bool = False,
-                 strict: bool = False, footer: Sequence[str] = ()) -> None:
-    """Print the tables, the failures, the ``footer`` lines and the summary line (only the
-    summary when ``quiet``)."""
+                 strict: bool = False, allow_no_rule: bool = False,
+                 footer: Sequence[str] = ()) -> None:
+    """Print the tables, the failures with their replay commands, the references when weaker
+    than usual, the ``footer`` lines and the summary line (only the summary when ``quiet``)."""
     console = console or Console()
     if not quiet:
         width = table_width(console.width)
         parts = []
         for model in document.get("models", []):
             parts.append(layer_table(model["layers"], title=f"model {model['model_name']}",
-                                     end_to_end=model.get("end_to_end"), width=width))
+                                     end_to_end=model.get("end_to_end"), width=width,
+                                     columns=console.width))
         if document.get("checks"):
-            parts.append(layer_table(document["checks"], title="checks", width=width))
+            parts.append(layer_table(document["checks"], title="checks", width=width,
+                                     columns=console.width))
         if parts:
             console.print(Group(*parts))
-        lines = failure_lines(document, strict=strict)
+        lines = failure_lines(document, strict=strict, allow_no_rule=allow_no_rule)
+        lines += reference_lines(document)
         if lines:
             console.print()
             for line in lines:
-                console.print(line)
+                # a replay command stays on one line, to be copied whole
+                console.print(line, soft_wrap=line.plain.startswith("  replay: "))
         console.print()
         for line in footer:
-            console.print(Text(str(line)))
-    console.print(summary_line(document, strict=strict), soft_wrap=True)
+            console.print(Text(str(line)), soft_wrap=True)
+    console.print(summary_line(document, strict=strict, allow_no_rule=allow_no_rule),
+                  soft_wrap=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from keras import layers as L
 
-from jacverify import MissingBackwardRuleError, check_model
+from jacverify import check_model
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect, Clip
 
 
@@ -95,16 +95,67 @@ def test_integer_inputs_are_skipped_with_the_reason():
     assert result.end_to_end.verdict == "skipped"
 
 
-def test_missing_rule_raises_before_checking():
-    class Unknown(keras.layers.Layer):
-        """No rule, and it cannot be traced (torch directly)."""
+class Mystery(keras.layers.Layer):
+    """No rule, and it cannot be traced (it calls torch directly)."""
 
-        def call(self, x):
-            import torch
+    def call(self, x):
+        import torch
 
-            return torch.mul(x, 2.0)
+        return torch.tanh(x)
 
+
+def _mystery_model():
+    """A layer without a rule between a Dense and the tutorial's Clip (rules given)."""
+    keras.utils.set_random_seed(1)
     inp = keras.Input((3,))
-    model = keras.Model(inp, Unknown(name="mystery")(inp))
-    with pytest.raises(MissingBackwardRuleError, match="mystery"):
-        check_model(model, examples=5, seed=0)
+    h = L.Dense(3, name="embed")(inp)
+    h = Mystery(name="mystery")(h)
+    out = Clip(-0.2, 0.2, name="clip")(h)
+    return keras.Model(inp, out, name="custom")
+
+
+def test_a_call_without_a_rule_is_reported_and_the_others_are_checked():
+    result = check_model(_mystery_model(), {Clip: BackwardClipCorrect}, examples=6, seed=0)
+    verdicts = {c.layer_name: c.verdict for c in result.layers}
+    assert verdicts == {"embed": "pass", "mystery": "no rule", "clip": "pass"}
+    mystery = result.layers[1]
+    assert mystery.rule_class is None and "Mystery" in mystery.reason
+    assert "docs/writing_rules.md" in mystery.reason
+    assert [c.layer_name for c in result.without_rule] == ["mystery"]
+    assert result.verdict == "no rule" and result.first_failure is None
+    assert result.end_to_end.verdict == "skipped"
+    assert "no backward rule (mystery)" in result.end_to_end.reason
+    assert result.to_dict()["without_rule"] == ["mystery"]
+
+
+def test_a_wrong_rule_is_still_found_next_to_a_call_without_one():
+    result = check_model(_mystery_model(), {Clip: BackwardClip}, examples=20, seed=0)
+    assert [c.verdict for c in result.layers] == ["pass", "no rule", "fail"]
+    assert result.first_failure.layer_name == "clip"
+
+
+def test_the_autograd_fallback_lists_its_calls_as_not_checked():
+    result = check_model(_mystery_model(), {Clip: BackwardClipCorrect}, examples=6, seed=0,
+                         fallback="autograd")
+    mystery = result.layers[1]
+    assert mystery.verdict == "skipped" and mystery.rule_class == "AutogradFallback"
+    assert "not checked" in mystery.reason
+    assert result.end_to_end.verdict == "pass"  # the backward model was built and checked
+    with pytest.raises(ValueError, match="fallback"):
+        check_model(_mystery_model(), fallback="jax")
+
+
+def test_the_replay_call_meets_the_counterexample_again(model):
+    first = check_model(model, {Clip: BackwardClip}, examples=15)  # a drawn seed
+    failing = first.first_failure
+    assert failing.replay_command == (
+        f"check_model(model, mapping_keras2backward_classes, examples=15, seed={first.seed})"
+    )
+    assert f"replay: {failing.replay_command}" in failing.summary()
+    again = eval(failing.replay_command, {"check_model": check_model, "model": model,
+                                          "mapping_keras2backward_classes": {Clip: BackwardClip}})
+    replayed = next(c for c in again.layers if c.layer_name == failing.layer_name)
+    assert replayed.verdict == failing.verdict
+    np.testing.assert_array_equal(replayed.counterexample.input, failing.counterexample.input)
+    np.testing.assert_array_equal(replayed.counterexample.rule_output,
+                                  failing.counterexample.rule_output)

@@ -69,8 +69,9 @@ def test_the_page_is_self_contained(model_page):
 
 def test_the_layer_table_lists_every_layer_failing_first(model_page, model_check):
     _, page = model_page
-    tbody = page.split('<table class="sortable">', 1)[1].split("</tbody>", 1)[0]
-    rows = re.findall(r'<tr class="row-(\w+)" id="row-m1-(\d+)"', tbody)
+    tbody = page.split('<table class="sortable layers"', 1)[1].split("</tbody>", 1)[0]
+    tbody = tbody.replace("<wbr>", "")  # break opportunities inside names
+    rows = re.findall(r'<tr class="row-([\w-]+)" id="row-m1-(\d+)"', tbody)
     assert [verdict for verdict, _ in rows] == ["fail", "pass", "pass", "pass"]
     assert [int(i) for _, i in rows] == [2, 1, 3, 4]  # clip (2nd in graph order) first
     for check in model_check.layers:
@@ -165,3 +166,42 @@ def test_array_preview():
     assert array_preview([[1.0, None, 3.0]]) == "[1, nan, 3] (shape 1\u00d73)"
     assert array_preview(list(range(40)), limit=3) == "[0, 1, 2, \u2026] (40 values, shape 40)"
     assert array_preview(None) == "-"
+
+
+def test_no_rule_rows_replay_commands_and_weaker_references():
+    from jacverify import LayerCheck, ModelCheck
+    from jacverify.check.results import ReferenceInfo
+
+    command = "jacverify check m.keras --inputs x.npy --examples 5 --seed 7"
+    layers = [
+        LayerCheck(verdict="no rule", reason="no backward rule for LSTM (see "
+                   "docs/writing_rules.md)", layer_name="lstm", layer_class="LSTM",
+                   rule_class=None),
+        LayerCheck(verdict="fail", reason="wrong", layer_name="scale", layer_class="Scale",
+                   rule_class="BackwardScale", seed=8, replay_command=command,
+                   reference=ReferenceInfo(autograd=False, fd_dtype="float32")),
+    ]
+    document = build_document(models=[ModelCheck("m", layers, seed=7)], title="m")
+    page = render_html(document)
+    text = " ".join(parse(page).text)
+    assert "pill v-no-rule" in page and "docs/writing_rules.md" in text
+    assert f"<pre>{command}</pre>" in page
+    assert "checked against finite differences (float32) (no autograd)" in text
+    assert "references: finite differences in float32 only (no autograd) for 1 check" in text
+    assert "torch autograd" not in text.split("Created")[0]  # never names an absent reference
+
+
+def test_long_tables_fold_the_passing_rows():
+    from jacverify import LayerCheck, ModelCheck
+
+    layers = [LayerCheck(verdict="fail" if i == 3 else "pass", reason="r",
+                         layer_name=f"net/LongLayerName_{i}", layer_class="Dense",
+                         rule_class="BackwardDense") for i in range(40)]
+    page = render_html(build_document(models=[ModelCheck("net", layers, seed=0)], title="t"))
+    assert page.count('data-verdict="pass"') == 39
+    assert len(re.findall(r'<tr class="row-pass hidden"', page)) == 39
+    assert 'value="pass">' in page and 'value="fail" checked>' in page
+    assert "net/<wbr>Long<wbr>Layer<wbr>Name_<wbr>3" in page
+    short = render_html(build_document(models=[ModelCheck("net", layers[:5], seed=0)],
+                                       title="t"))
+    assert "row-pass hidden" not in short

@@ -82,3 +82,23 @@ def test_error_chart_with_every_verdict():
 def test_plain_text_for_matplotlib():
     assert plots.plain("a$b$") == r"a\$b\$"
     assert plots.plain("x" * 50, limit=10) == "x" * 9 + "\u2026"
+
+
+def test_chart_labels_drop_the_shared_prefix():
+    assert plots.short_names(["net/block_1/conv", "net/block_2/conv"]) == [
+        "block_1/conv", "block_2/conv"]
+    assert plots.short_names(["dense_1", "dense_2"]) == ["1", "2"]
+    assert plots.short_names(["dense", "dense_1"]) == ["dense", "dense_1"]  # nothing left
+    assert plots.short_names(["a", "b"]) == ["a", "b"] and plots.short_names(["x"]) == ["x"]
+
+
+def test_a_crowded_chart_names_the_rules_not_passing_and_the_worst():
+    checks = [{"layer_name": f"m/l{i}", "verdict": "pass", "error_to_tolerance": i / 1000}
+              for i in range(200)]
+    checks[5] = {**checks[5], "verdict": "fail", "error_to_tolerance": 30.0}
+    checks[50] = {**checks[50], "verdict": "no rule", "error_to_tolerance": None}
+    named = plots.chart_positions(checks)
+    worst = list(range(199, 199 - plots.WORST_NAMED, -1))
+    assert named == sorted([5, 50, *worst])
+    assert plots.chart_positions(checks[:10]) == list(range(10))
+    assert png(plots.error_chart(checks)).shape[1] >= 500

@@ -1,0 +1,214 @@
+"""``jacverify check MODEL.keras``: check every backward rule of a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jacverify.cli.common import EXIT_FAILED, EXIT_OK, UsageError, console, first_line
+from jacverify.cli.inputs import (
+    check_model_file,
+    import_rules,
+    load_model,
+    match_inputs,
+    output_path,
+    read_inputs,
+)
+from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mode
+
+#: ``--fallback`` values: none, or torch autograd for the calls without a rule.
+FALLBACKS = ("none", "autograd")
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add the ``check`` command."""
+    check = sub.add_parser(
+        "check", parents=[common],
+        help="check every backward rule of a saved .keras model",
+        description="Load a .keras model, check the backward rule of every layer in place and "
+        "the whole backward model end to end, print a per-layer table and a summary. Calls "
+        "without a rule are listed as 'no rule' (see docs/writing_rules.md) and the others are "
+        "checked all the same.",
+        epilog="Exit status: 0 every rule passes; 1 a rule is fail, boundary or error, or a "
+        "call has no rule (unless --allow-no-rule; with --strict also inconclusive or "
+        "skipped); 2 a usage or input problem (one line on stderr; --debug shows the "
+        "traceback).",
+    )
+    check.add_argument("model", metavar="MODEL", help="the model, saved with model.save('x.keras')")
+    check.add_argument(
+        "--rules", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="a .py file or a dotted module defining custom layers and registering their rules "
+        "(@jacverify.register_backward); imported before the model loads; repeatable",
+    )
+    check.add_argument(
+        "--inputs", metavar="FILE",
+        help="check around these model inputs instead of sampled ones: a .npy file (batch "
+        "first), or a .npz file with one array per model input (named like the inputs, or in "
+        "their order)",
+    )
+    check.add_argument(
+        "--fallback", choices=FALLBACKS, default="none",
+        help="autograd: build the backward model with torch autograd for calls without a rule "
+        "(listed as skipped, not checked), so the end-to-end check runs (default none: such "
+        "calls are 'no rule' and the end-to-end check is skipped)",
+    )
+    check.add_argument("--allow-no-rule", action="store_true",
+                       help="calls without a rule do not fail the exit status (still listed)")
+    check.add_argument("--examples", type=int, default=50, metavar="N",
+                       help="Hypothesis examples per rule (default 50)")
+    check.add_argument("--seed", type=int, default=None, metavar="N",
+                       help="seed of every check (default: drawn, and reported to replay)")
+    check.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH")
+    check.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    check.add_argument(
+        "--convention", choices=("subgradient", "autograd"), default="subgradient",
+        help="at kinks, accept any value between the one-sided derivatives (subgradient, the "
+        "default) or only torch autograd's value (autograd)",
+    )
+    check.add_argument(
+        "--progress", choices=PROGRESS_MODES, default="auto",
+        help="progress on stderr: a bar, one plain line per checked call, or none (default "
+        "auto: a bar on a terminal, plain lines otherwise)",
+    )
+    check.add_argument("--quiet", action="store_true",
+                       help="print only the summary line (and no progress)")
+    check.add_argument("--strict", action="store_true",
+                       help="inconclusive and skipped rules fail too (exit 1)")
+    check.add_argument(
+        "--unsafe-deserialization", action="store_true",
+        help="allow loading models whose Lambda layers hold Python code (runs that code: only "
+        "for files you trust)",
+    )
+    check.set_defaults(func=run)
+
+
+def replay_command(args: argparse.Namespace, seed: int) -> str:
+    """The ``jacverify check`` command that meets this run's counterexamples again: the same
+    model, rules, inputs, fallback, examples and convention, with the run's seed."""
+    parts = ["jacverify", "check", args.model]
+    for spec in args.rules:
+        parts += ["--rules", spec]
+    if args.inputs:
+        parts += ["--inputs", args.inputs]
+    if args.fallback != "none":
+        parts += ["--fallback", args.fallback]
+    parts += ["--examples", str(args.examples), "--seed", str(seed)]
+    if args.convention != "subgradient":
+        parts += ["--convention", args.convention]
+    return shlex.join(parts)
+
+
+@contextlib.contextmanager
+def _hypothesis_home() -> Iterator[None]:
+    """Keep Hypothesis' working files (``.hypothesis/``) in a temporary directory instead of
+    the current one while the check runs."""
+    try:
+        from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
+    except ImportError:  # another Hypothesis layout: leave it be
+        yield
+        return
+    previous = storage_directory()
+    with tempfile.TemporaryDirectory(prefix="jacverify-hypothesis-") as home:
+        set_hypothesis_home_dir(home)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(str(previous))
+
+
+def _model_inputs(arrays: dict | None, model: Any, value: str | None) -> list | None:
+    if arrays is None:
+        return None
+    names = [str(getattr(t, "name", f"input_{i}")).split(":")[0]
+             for i, t in enumerate(model.inputs)]
+    matched = match_inputs(arrays, names, value)
+    return matched if len(matched) > 1 else matched[0]
+
+
+def _check(model_path: Path, args: argparse.Namespace, arrays: dict | None) -> Any:
+    """Load the model and run check_model, showing progress on stderr."""
+    from jacverify.check.model_check import check_model
+
+    mode = resolve_mode(args.progress, quiet=args.quiet)
+    with progress_reporter(mode) as (status, report), _hypothesis_home():
+        status(f"loading {model_path}")
+        model = load_model(model_path, unsafe=args.unsafe_deserialization)
+        inputs = _model_inputs(arrays, model, args.inputs)
+        status(f"preparing {model.name}")
+        try:
+            return check_model(
+                model, examples=args.examples, seed=args.seed, convention=args.convention,
+                progress=report, inputs=inputs,
+                fallback=None if args.fallback == "none" else args.fallback,
+            )
+        except ValueError as error:
+            text = first_line(str(error))
+            if text.startswith(("Model input", "inputs=")):
+                flag = "--inputs " + args.inputs if args.inputs else args.model
+                text = text.removeprefix("inputs=").strip()
+                raise UsageError(f"{flag}: {text}") from error
+            raise
+
+
+def _options(args: argparse.Namespace, seed: int | None) -> dict:
+    return {
+        "model": str(args.model),
+        "examples": args.examples,
+        "seed": seed,
+        "convention": args.convention,
+        "strict": args.strict,
+        "allow_no_rule": args.allow_no_rule,
+        "fallback": None if args.fallback == "none" else args.fallback,
+        "inputs": args.inputs,
+        "rules": list(args.rules),
+        "unsafe_deserialization": args.unsafe_deserialization,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``jacverify check``; returns the exit status."""
+    if args.examples < 1:
+        raise UsageError(f"--examples {args.examples}: give at least 1")
+    model_path = Path(args.model)
+    check_model_file(model_path)
+    json_path = output_path(args.json, "--json", model_path)
+    html_path = output_path(args.html, "--html", model_path)
+    arrays = read_inputs(args.inputs)
+    for spec in args.rules:
+        import_rules(spec, reload=getattr(args, "reload_rules", False))
+    result = _check(model_path, args, arrays)
+    replay = replay_command(args, result.seed)
+    for check in [*result.layers, *([result.end_to_end] if result.end_to_end else [])]:
+        if not check.ok:
+            check.replay_command = replay
+    return _report(result, args, model_path, json_path, html_path)
+
+
+def _report(result: Any, args: argparse.Namespace, model_path: Path, json_path: Path | None,
+            html_path: Path | None) -> int:
+    from jacverify.report import build_document, write_html, write_json
+    from jacverify.report.document import document_failed
+    from jacverify.report.terminal import print_report
+
+    document = build_document(
+        models=[result], title=model_path.name,
+        command=["jacverify", *args.argv], options=_options(args, result.seed),
+    )
+    written = []
+    try:
+        if json_path is not None:
+            written.append(("JSON report", write_json(document, json_path)))
+        if html_path is not None:
+            written.append(("HTML report", write_html(document, html_path)))
+    except OSError as error:
+        raise UsageError(f"cannot write the report: {error}") from error
+    print_report(document, console(), quiet=args.quiet, strict=args.strict,
+                 allow_no_rule=args.allow_no_rule,
+                 footer=[f"{what}: {path}" for what, path in written])
+    failed = document_failed(document, strict=args.strict, allow_no_rule=args.allow_no_rule)
+    return EXIT_FAILED if failed else EXIT_OK
