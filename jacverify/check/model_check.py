@@ -379,11 +379,35 @@ def check_model(
             warnings.simplefilter("ignore", UserWarning)
             backward = clone_to_backward(model, mapping_keras2backward_classes,
                                          fallback=fallback)
-    rng = np.random.default_rng(seed)
-    model_inputs, notes = _model_inputs(inputs, graph, rng)
+    model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
     activations = _activations(graph, graph.steps, model_inputs)
-
     total = len(graph.steps) + (1 if end_to_end else 0)
+    layers = _check_calls(
+        graph, missing, mapping_keras2backward_classes, activations, progress, total,
+        examples=examples, seed=seed, convention=convention, fallback=fallback,
+    )
+    result = ModelCheck(model_name=model.name, layers=layers, notes=notes, seed=seed)
+    if end_to_end:
+        if progress is not None and backward is not None:
+            progress(total - 1, total, f"{model.name} (end to end)")
+        result.end_to_end = _end_to_end_check(
+            model, backward, graph, model_inputs, layers, examples=examples,
+            seed=(seed + len(graph.steps)) % (2**32), convention=convention,
+        )
+    replay = replay_call(
+        seed, examples, convention, mapping=bool(mapping_keras2backward_classes),
+        inputs=inputs is not None, fallback=fallback,
+    )
+    for check in [*layers, *([result.end_to_end] if result.end_to_end else [])]:
+        if not check.ok:
+            check.replay_command = replay
+    result.duration_s = time.perf_counter() - start
+    return result
+
+
+def _check_calls(graph, missing: dict, mapping, activations: dict, progress, total: int, *,
+                 examples: int, seed: int, convention: str, fallback) -> list:
+    """One check per call in graph order (``no rule`` rows for the calls in ``missing``)."""
     calls: dict[int, int] = {}
     layers = []
     for index, step in enumerate(graph.steps):
@@ -396,36 +420,28 @@ def check_model(
             continue
         layers.append(
             _check_step(
-                step, label, mapping_keras2backward_classes, activations,
+                step, label, mapping, activations,
                 examples=examples, seed=(seed + index) % (2**32), convention=convention,
             )
         )
-    result = ModelCheck(model_name=model.name, layers=layers, notes=notes, seed=seed)
-    if end_to_end and backward is None:
-        result.end_to_end = _end_to_end_not_built(
+    return layers
+
+
+def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,
+                      seed: int, convention: str) -> LayerCheck:
+    """The whole backward model's check; ``skipped`` when it was not built (calls without a
+    rule), ``inconclusive`` when it could not run."""
+    if backward is None:
+        return _end_to_end_not_built(
             model, [c.layer_name for c in layers if c.verdict == NO_RULE]
         )
-    elif end_to_end:
-        if progress is not None:
-            progress(total - 1, total, f"{model.name} (end to end)")
-        try:
-            result.end_to_end = _end_to_end(
-                model, backward, graph, model_inputs, examples=examples,
-                seed=(seed + len(graph.steps)) % (2**32), convention=convention,
-            )
-        except Exception as error:  # noqa: BLE001 - the per-layer checks stand on their own
-            result.end_to_end = LayerCheck(
-                verdict="inconclusive",
-                reason=f"The end-to-end check could not run: {type(error).__name__}: {error}",
-                layer_name=model.name, layer_class=type(model).__name__,
-                rule_class="BackwardModel",
-            )
-    replay = replay_call(
-        seed, examples, convention, mapping=bool(mapping_keras2backward_classes),
-        inputs=inputs is not None, fallback=fallback,
-    )
-    for check in [*layers, *([result.end_to_end] if result.end_to_end else [])]:
-        if not check.ok:
-            check.replay_command = replay
-    result.duration_s = time.perf_counter() - start
-    return result
+    try:
+        return _end_to_end(model, backward, graph, model_inputs, examples=examples, seed=seed,
+                           convention=convention)
+    except Exception as error:  # noqa: BLE001 - the per-layer checks stand on their own
+        return LayerCheck(
+            verdict="inconclusive",
+            reason=f"The end-to-end check could not run: {type(error).__name__}: {error}",
+            layer_name=model.name, layer_class=type(model).__name__,
+            rule_class="BackwardModel",
+        )

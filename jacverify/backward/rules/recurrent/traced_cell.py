@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from jacverify.backward.rules.recurrent.cells import CellMath, UnsupportedCellError
+from jacverify.backward.rules.recurrent.cell_base import CellMath, UnsupportedCellError
 
 
 def _state_sizes(cell) -> list:
