@@ -9,6 +9,7 @@ import math
 import keras
 from hypothesis import strategies as st
 
+from jacverify.backward.rules.normalization._common import forward_axes
 from jacverify.check.layer_configs._common import finish, layer_strategy, sizes, weight_seeds
 
 L = keras.layers
@@ -46,15 +47,18 @@ def batch_normalization(draw):
     return finish(layer, shape, draw(weight_seeds))
 
 
-def _torch_layer_norm_axes(axis, rank: int):
-    """Axes Keras' LayerNormalization accepts on torch: it hands contiguous axes to torch's
-    ``layer_norm``, which normalizes trailing axes only, so contiguous axes are extended to
-    the last one."""
-    axes = sorted(a % (rank + 1) for a in ([axis] if isinstance(axis, int) else axis))
-    contiguous = axes == list(range(axes[0], axes[-1] + 1))
-    if contiguous and axes[-1] != rank:
-        return list(range(axes[0], rank + 1))
-    return axis
+def _forward_shape(shape, axis, rank: int, fused: bool) -> tuple:
+    """``shape`` with at least two normalized values on which Keras's forward runs. On torch,
+    continuous axes (as given) go to ``F.layer_norm``/``F.rms_norm``, which normalize the
+    trailing ``len(axis)`` axes and need their sizes to be those of ``axis``: the trailing
+    sizes are set so, e.g. ``axis=1`` on a rank-3 input (see ``forward_axes``)."""
+    shape = list(_two_normalized(shape, axis, rank))
+    given = [a % (rank + 1) for a in ([axis] if isinstance(axis, int) else sorted(axis))]
+    # In increasing order: where the two sets of axes overlap the sizes repeat.
+    for a, b in zip(given, forward_axes(axis, rank + 1, "configuration", fused=fused),
+                    strict=True):
+        shape[b - 1] = shape[a - 1]
+    return tuple(shape)
 
 
 @layer_strategy
@@ -63,13 +67,12 @@ def layer_normalization(draw):
     shape = draw(sizes(rank, budget=24, high=4))
     rms_scaling = draw(st.booleans())
     axis = draw(_axis(rank))
-    if not rms_scaling:
-        axis = _torch_layer_norm_axes(axis, rank)
+    shape = _forward_shape(shape, axis, rank, fused=not rms_scaling)
     layer = L.LayerNormalization(
         axis=axis, epsilon=draw(epsilons), center=draw(st.booleans()),
         scale=draw(st.booleans()), rms_scaling=rms_scaling,
     )
-    return finish(layer, _two_normalized(shape, axis, rank), draw(weight_seeds))
+    return finish(layer, shape, draw(weight_seeds))
 
 
 @layer_strategy
@@ -97,14 +100,18 @@ def unit_normalization(draw):
 
 @layer_strategy
 def rms_normalization(draw):
-    """``RMSNormalization`` over the trailing axes (torch's ``rms_norm``, which Keras calls,
-    normalizes trailing axes only)."""
+    """``RMSNormalization`` over one axis or continuous axes (on torch, ``rms_norm`` over the
+    trailing axes; Keras's other path broadcasts the scale against the trailing axes without
+    reshaping it, which fails for most axes that are not continuous)."""
     rank = draw(st.integers(1, 3))
     shape = draw(sizes(rank, budget=24, high=4))
     first = draw(st.integers(1, rank))
-    axis = -1 if first == rank else list(range(first, rank + 1))
+    last = draw(st.integers(first, rank))
+    axis = list(range(first, last + 1))
+    axis = axis[0] if len(axis) == 1 and draw(st.booleans()) else axis
+    shape = _forward_shape(shape, axis, rank, fused=True)
     layer = L.RMSNormalization(axis=axis, epsilon=draw(epsilons))
-    return finish(layer, _two_normalized(shape, axis, rank), draw(weight_seeds))
+    return finish(layer, shape, draw(weight_seeds))
 
 
 STRATEGIES = {

@@ -41,8 +41,7 @@ F64 = {"rtol": 1e-4, "atol": 1e-5}
 
 # ------------------------------------------------------------------------ LayerNormalization
 # Keras's torch path calls F.layer_norm for "continuous" axes, which normalizes the trailing
-# axes: axes that are continuous but not trailing fail in the forward layer itself, so the cases
-# use trailing axes, and non-continuous ones (Keras's own moments path).
+# axes; the rule follows (see test_normalization_of_continuous_axes_that_are_not_trailing).
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape,kwargs", [
     ((6,), {}),
@@ -60,6 +59,44 @@ def test_layer_normalization(shape, kwargs, dtype):
     layer = _randomize(L.LayerNormalization(dtype=dtype, **kwargs), x)
     assert not make_rule(layer, x).is_linear
     assert_rule_matches_autograd(layer, x, **(F64 if dtype == "float64" else {}))
+
+
+# Continuous but not trailing axes: Keras's torch backend calls F.layer_norm / F.rms_norm, which
+# normalize the trailing len(axis) axes (of the same sizes, else the forward fails), the weights
+# applying there. Not continuous as given (sorted, negative values kept): the documented axes.
+NOT_TRAILING = [
+    ((3, 3), {"axis": 1}),
+    ((3, 4, 4), {"axis": 2}),
+    ((4, 4, 4), {"axis": -3}),
+    ((3, 4, 3, 4), {"axis": [1, 2]}),
+    ((3, 4, 5, 4), {"axis": [1, -2]}),  # axes 1 and 2, not continuous as given
+    ((3, 4, 5), {"axis": [-1, 1]}),
+    ((3, 3, 3), {"axis": [1, 3]}),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layer_class", [L.LayerNormalization, L.RMSNormalization])
+@pytest.mark.parametrize("shape,kwargs", NOT_TRAILING)
+def test_normalization_of_continuous_axes_that_are_not_trailing(layer_class, shape, kwargs,
+                                                                dtype):
+    if layer_class is L.RMSNormalization and kwargs["axis"] in ([1, -2], [-1, 1]):
+        pytest.skip("the forward fails: Keras broadcasts the scale against the trailing axes")
+    x = _x(shape, dtype, shift=0.7)
+    layer = _randomize(layer_class(dtype=dtype, **kwargs), x)
+    assert_rule_matches_autograd(layer, x, **(F64 if dtype == "float64" else {}))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_layer_normalization_axis_1_in_a_model(dtype):
+    """The reported case: ``axis=1`` on ``(3, 3)`` inputs normalizes axis 2 on torch."""
+    model = keras.Sequential([keras.Input((3, 3), dtype=dtype),
+                              L.LayerNormalization(axis=1, dtype=dtype),
+                              L.RMSNormalization(axis=1, dtype=dtype)])
+    _randomize(model.layers[0], _x((3, 3), dtype))
+    _randomize(model.layers[1], _x((3, 3), dtype))
+    assert_model_matches_autograd(model, _x((3, 3), dtype, shift=0.7),
+                                  **(F64 if dtype == "float64" else {}))
 
 
 def test_layer_normalization_of_a_constant_row():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keras
 from keras import ops
+from keras.src.utils.python_utils import is_continuous_axis
 
 
 def per_example_axes(axis, rank: int, what: str) -> list:
@@ -15,6 +17,24 @@ def per_example_axes(axis, rank: int, what: str) -> list:
             "batch, which a backward rule cannot express."
         )
     return result
+
+
+def forward_axes(axis, rank: int, what: str, fused: bool = True) -> list:
+    """The per-example axes Keras's forward really normalizes, sorted and non-negative.
+
+    On the torch backend, Keras 3.15's ``ops.layer_normalization`` (without ``rms_scaling``)
+    and ``ops.rms_normalization`` (``fused``) call torch's ``F.layer_norm``/``F.rms_norm``
+    whenever ``is_continuous_axis(sorted(axis))`` holds. That test looks at the axes *as
+    given*: ``[1, 2]`` and ``[-2, -1]`` are continuous, ``[-1, 1]`` is not even when it names
+    two neighbouring axes. The kernels get ``normalized_shape`` = the sizes of those axes and
+    normalize the *trailing* ``len(axis)`` axes (the forward fails unless their sizes are
+    the same), the weights (of shape ``normalized_shape``) applying there: ``axis=1`` on a
+    ``(batch, 3, 3)`` input normalizes axis 2. Otherwise Keras normalizes the axes given.
+    """
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    if fused and keras.backend.backend() == "torch" and is_continuous_axis(sorted(axes)):
+        axes = list(range(rank - len(axes), rank))
+    return per_example_axes(axes, rank, what)
 
 
 def broadcast_param(param, axes: list, sizes: list, dtype):

@@ -9,7 +9,7 @@ from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.normalization._common import (
     broadcast_param,
-    per_example_axes,
+    forward_axes,
     scale_by_std_vjp,
     standardize_vjp,
 )
@@ -29,7 +29,9 @@ class BackwardLayerNormalization(BackwardNonLinearLayer):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self._rank = len(self.input_dim_wo_batch) + 1
-        self._axes = per_example_axes(layer.axis, self._rank, f"LayerNormalization '{layer.name}'")
+        # The axes the forward normalizes (not always ``layer.axis`` on torch).
+        self._axes = forward_axes(layer.axis, self._rank, f"LayerNormalization '{layer.name}'",
+                                  fused=not layer.rms_scaling)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         layer = self.layer

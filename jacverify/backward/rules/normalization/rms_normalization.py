@@ -8,8 +8,7 @@ from keras import ops
 from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.normalization._common import (
-    broadcast_param,
-    per_example_axes,
+    forward_axes,
     rms_vjp,
 )
 
@@ -23,11 +22,13 @@ class BackwardRMSNormalization(BackwardNonLinearLayer):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self._rank = len(self.input_dim_wo_batch) + 1
-        self._axes = per_example_axes(layer.axis, self._rank, f"RMSNormalization '{layer.name}'")
+        # The axes the forward normalizes (not always ``layer.axis`` on torch).
+        self._axes = forward_axes(layer.axis, self._rank, f"RMSNormalization '{layer.name}'")
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         layer = self.layer
-        gradient = gradient * broadcast_param(layer.scale, self._axes, list(input.shape[1:]),
-                                              gradient.dtype)
+        # Keras multiplies by ``scale`` with plain broadcasting (aligned on the trailing axes),
+        # also for axes that are not continuous (where it does not reshape ``scale``).
+        gradient = gradient * ops.cast(layer.scale, gradient.dtype)
         epsilon = layer.epsilon if layer.epsilon is not None else keras.config.epsilon()
         return rms_vjp(gradient, ops.cast(input, gradient.dtype), self._axes, epsilon)

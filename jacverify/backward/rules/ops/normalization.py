@@ -16,6 +16,7 @@ from keras.src.ops import nn as knn
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.normalization._common import (
     broadcast_param,
+    forward_axes,
     per_example_axes,
     rms_vjp,
     scale_by_std_vjp,
@@ -30,28 +31,17 @@ def _epsilon(value) -> float:
     return keras.backend.epsilon() if value is None else float(value)
 
 
-def torch_kernel_axes(axes: list, rank: int) -> list:
-    """The axes Keras' torch backend really normalizes: for contiguous axes it calls
-    ``F.layer_norm``/``F.rms_norm``, which normalize the *trailing* ``len(axes)`` axes (the
-    same axes when they end at the last one; Keras 3.15 passes others through unchanged)."""
-    contiguous = all(b - a == 1 for a, b in zip(axes, axes[1:], strict=False))
-    if keras.backend.backend() == "torch" and contiguous:
-        return list(range(rank - len(axes), rank))
-    return axes
-
-
 class _BackwardNormalizationOp(BackwardOperation):
     #: Whether the forward runs torch's fused kernel for contiguous axes (see
-    #: :func:`torch_kernel_axes`).
+    #: :func:`~jacverify.backward.rules.normalization._common.forward_axes`).
     fused_on_torch = True
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         rank = len(self._input_dims()[0]) + 1
         what = f"{type(layer).__name__} '{layer.name}'"
-        self._axes = per_example_axes(layer.axis, rank, what)
-        if self.fused_on_torch and not getattr(layer, "rms_scaling", False):
-            self._axes = torch_kernel_axes(self._axes, rank)
+        fused = self.fused_on_torch and not getattr(layer, "rms_scaling", False)
+        self._axes = forward_axes(layer.axis, rank, what, fused=fused)
 
     def vjp(self, gradient, x):
         """``g^T J(x)`` with ``g`` and ``x`` in float64."""
