@@ -26,9 +26,11 @@ def _where(j: DirectionJudgement, x0: np.ndarray, coordinate: Coordinate) -> tup
     if j.basis_index is not None:
         return "at " + coordinate(j.basis_index, x0), "the rule gives"
     blamed = ", ".join(coordinate(i, x0) for i in j.responsible[:3])
-    where = "along a random direction d" + (
-        f" (the rule differs from autograd most at {blamed})" if blamed else ""
+    blame = (
+        f" (the rule differs from autograd most at {blamed})" if j.autograd is not None
+        else f" (through {blamed})"
     )
+    where = "along a random direction d" + (blame if blamed else "")
     return where, "the rule's <g^T J, d> is"
 
 
@@ -43,8 +45,9 @@ def _kink_sentence(j: DirectionJudgement, where: str, what: str, convention: str
         f", or the range [{j.low:.6g}, {j.high:.6g}] of a compound kink"
         if (j.low, j.high) != (lo, hi) else ""
     )
+    versus = "autograd" if j.autograd is not None else "the finite differences"
     away = (
-        "; it differs from autograd at coordinates away from every candidate kink"
+        f"; it differs from {versus} at coordinates away from every candidate kink"
         if j.verdict == Verdict.FAIL else ""
     )
     return (
