@@ -193,9 +193,10 @@ def pgd(
     Each step moves every input by ``step_size`` along the steepest ascent direction of its
     loss in the norm (the gradient's sign for ``"inf"``, its direction for 2), then projects
     back into the ball of radius ``eps`` around the input, and into the data range ``clip``.
-    Each example's result is the point of highest loss met (the random start, the points the
-    steps were taken from, and the last point), so that a step overshooting a maximum does not
-    lose it.
+    Each example's result is the point of highest loss met (the one-step attack from the
+    input, which for ``"inf"`` is FGSM's point, the random start, the points the steps were
+    taken from, and the last point), so that a step overshooting a maximum does not lose it
+    and the result is never below the one-step attack.
 
     Args:
         model: a Keras model with one input and one output.
@@ -203,7 +204,8 @@ def pgd(
         y: the labels (one per example, as the loss takes them).
         eps: the radius of the ball (> 0).
         steps: gradient steps (one backward call each, returning the loss too, for the whole
-            batch; one forward call more for the last point).
+            batch; one backward and two forward calls more for the one-step attack and the
+            last point).
         step_size: the length of a step; default ``2.5 * eps / steps``.
         loss: a ``keras.losses.Loss`` or name; ``None``: crossentropy (see
             :func:`default_loss`).
@@ -226,6 +228,9 @@ def pgd(
     origin = batch.astype(np.float64)
     delta = _finish(batch, random_start(batch.shape, eps, norm, rng), bounds) - origin
     best = Best(batch)
+    gradient = run(loss_and_gradient, [batch, labels])[1]
+    one_step = _one_step(batch, gradient, eps, norm, bounds)
+    best.offer(one_step, run(losses, [one_step, labels])[:, 0])
     for _ in range(steps):
         point = (origin + delta).astype(batch.dtype)
         values, gradient = run(loss_and_gradient, [point, labels])
@@ -235,6 +240,13 @@ def pgd(
     point = (origin + delta).astype(batch.dtype)
     best.offer(point, run(losses, [point, labels])[:, 0])
     return best.points
+
+
+def _one_step(batch: np.ndarray, gradient: np.ndarray, eps: float, norm: str,
+              bounds: tuple | None) -> np.ndarray:
+    """``x + eps * ascent direction`` in the input's dtype, computed as :func:`fgsm` does."""
+    point = (batch + eps * ascent_direction(gradient, norm)).astype(batch.dtype)
+    return point if bounds is None else np.clip(point, *bounds).astype(batch.dtype)
 
 
 class Best:

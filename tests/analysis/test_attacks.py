@@ -78,17 +78,20 @@ def test_attacks_with_a_given_loss_and_one_hot_labels(setting):
 
 
 def test_pgd_returns_the_point_of_highest_loss_it_met():
-    # f(x) = -|x| and MSE to -10: the loss (10 - |x|)^2 is highest at x = 0, inside the ball,
-    # so a step of 1 from a random start s overshoots it to |1 - |s|| (worse when |s| < 1/2).
+    # f(x) = -|x| and MSE to -10: the loss (10 - |x|)^2 is highest at x = 0. From x = 0.3 with
+    # eps = 1 (the ball [-0.7, 1.3]) the one-step attack lands on -0.7, and a step of 1 from a
+    # random start s overshoots 0 to s - sign(s) (worse than s when |s| < 1/2). The result is
+    # the point nearest 0 among the one-step point, the start and the last point.
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, use_bias=False),
                               keras.layers.ReLU(), keras.layers.Dense(1, use_bias=False)])
     model.layers[0].set_weights([np.array([[1.0, -1.0]], dtype="float32")])
     model.layers[2].set_weights([np.array([[-1.0], [-1.0]], dtype="float32")])
-    x = np.zeros((N, 1), dtype="float32")
+    x = np.full((N, 1), 0.3, dtype="float32")
     y = np.full((N, 1), -10.0, dtype="float32")
-    result = pgd(model, x, y, eps=1.0, steps=1, step_size=1.0, loss="mse", seed=4)
-    start = pgd(model, x, y, eps=1.0, steps=1, step_size=1e-6, loss="mse", seed=4)[:, 0]
-    last = np.sign(start) * (np.abs(start) - 1.0)
-    assert np.any(np.abs(start) < 0.5) and np.any(np.abs(start) > 0.5)
-    np.testing.assert_allclose(np.abs(result[:, 0]), np.minimum(np.abs(start), np.abs(last)),
-                               atol=1e-5)
+    result = pgd(model, x, y, eps=1.0, steps=1, step_size=1.0, loss="mse", seed=4)[:, 0]
+    start = 0.3 + np.random.default_rng(4).uniform(-1.0, 1.0, size=N)
+    last = np.clip(start - np.sign(start), -0.7, 1.3)
+    assert np.any(np.abs(start) < 0.5) and np.any(np.abs(start) > 0.7)
+    expected = np.minimum(0.7, np.minimum(np.abs(start), np.abs(last)))
+    np.testing.assert_allclose(np.abs(result), expected, atol=1e-5)
+    assert np.any(np.abs(result) < np.abs(last) - 0.1)  # the start kept over the overshoot
