@@ -14,7 +14,7 @@ from keras import ops
 from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
-from jacverify.backward.factory import make_rule
+from jacverify.backward.factory import is_float_dtype, make_rule, widest_float_dtype
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import (
@@ -451,8 +451,7 @@ def _gradient_dtype(tensor) -> str | None:
     return str(tensor.dtype) if _is_float(tensor.dtype) else None
 
 
-def _is_float(dtype) -> bool:
-    return "float" in str(dtype)
+_is_float = is_float_dtype
 
 
 def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
@@ -497,10 +496,9 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
 
 
 def _operation_dtype(step: Step) -> str:
-    dtypes = [str(t.dtype) for t in [*step.inputs, *step.outputs] if _is_float(t.dtype)]
-    if not dtypes:
-        return str(step.outputs[0].dtype)
-    return max(dtypes, key=lambda d: int("".join(c for c in d if c.isdigit()) or 0))
+    return widest_float_dtype(
+        [t.dtype for t in [*step.inputs, *step.outputs]], default=step.outputs[0].dtype
+    )
 
 
 def _warn_fallback(names: list) -> None:

@@ -23,6 +23,7 @@ from tests.backward.reference import (
 # Load the native rules through the registry before importing rule modules by name.
 registered_rules()
 
+from checks.cases_families import Conv2DCropOnTheWrongSide  # noqa: E402 - the corpus's wrong rule
 from jacverify.backward.rules.convolutional import _transpose  # noqa: E402
 
 L = keras.layers
@@ -391,21 +392,6 @@ BackwardDepthwiseConv2D = get_backward_rule(L.DepthwiseConv2D)
 BackwardSeparableConv1D = get_backward_rule(L.SeparableConv1D)
 
 
-class _CropOnTheWrongSide(BackwardConv2D):
-    """Assumes 'same' pads more on the left (the opposite of Keras) for even kernels."""
-
-    def _linear_backward(self, gradient, in_sizes):
-        layer = self.layer
-        full = _transpose.conv_input_gradient(
-            gradient, ops.cast(layer.kernel, gradient.dtype),
-            in_sizes=[n + k - 1 for n, k in zip(in_sizes, layer.kernel_size, strict=True)],
-            padding="valid", strides=layer.strides, dilations=layer.dilation_rate,
-            data_format=layer.data_format,
-        )
-        starts = [k // 2 for k in layer.kernel_size]
-        return _transpose.crop(full, starts, in_sizes, 2, layer.data_format)
-
-
 class _NotFlipped(BackwardConv2D):
     """A correlation with the same kernel instead of the transposed convolution."""
 
@@ -444,7 +430,7 @@ class _PointwiseNotTransposed(BackwardSeparableConv1D):
 
 
 WRONG_RULES = [
-    ("crop on the wrong side", _CropOnTheWrongSide,
+    ("crop on the wrong side", Conv2DCropOnTheWrongSide,
      lambda: L.Conv2D(3, 2, padding="same"), (7, 6), 2),
     ("kernel not flipped", _NotFlipped, lambda: L.Conv2D(3, 3, padding="same"), (6, 6), 2),
     ("activation dropped", _DroppedActivation,
