@@ -242,3 +242,20 @@ def get_backward_rule(
         f"mapping_keras2backward_classes={{{cls_name}: YourRule}} to clone_to_backward() "
         "(see docs/writing_rules.md)."
     )
+
+
+def rule_source(layer_or_class, mapping: Mapping[type, type] | None = None) -> str | None:
+    """Where the rule of a layer instance or class comes from: ``"user"`` for a rule given in
+    ``mapping`` or registered by the user, ``"package:<distribution>"`` for an installed
+    package's, ``"native"`` for jacverify's own; ``None`` when it has no rule."""
+    keras_class = layer_or_class if isinstance(layer_or_class, type) else type(layer_or_class)
+    if mapping and keras_class in mapping:
+        return "user"
+    entry = _lookup(keras_class)
+    return entry.source if entry is not None else None
+
+
+def is_custom_source(source: str | None) -> bool:
+    """Whether a rule source (see :func:`rule_source`) is not jacverify's own: the user's or
+    an installed package's."""
+    return source is not None and source != "native"

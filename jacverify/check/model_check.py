@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 import keras
@@ -25,7 +26,10 @@ from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
 from jacverify.check.adapters import PackedCall
+from jacverify.check.call_selection import select_calls
+from jacverify.check.call_task import CallTask, coverage_key
 from jacverify.check.layer_check import check_layer
+from jacverify.check.parallel import run_tasks
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
@@ -232,47 +236,63 @@ class _BackwardModelRule:
         return self.backward([*xs, gradient], training=False)
 
 
-def _check_step(
-    step: Step,
-    label: str,
-    mapping,
-    activations: dict,
-    *,
-    examples: int,
-    seed: int,
-    convention: str,
-) -> LayerCheck:
-    try:
-        rule_name = get_backward_rule(step.operation, mapping).__name__
-    except Exception:  # noqa: BLE001 - the builder already found one; be safe anyway
-        rule_name = None
-    reason = _skip_reason(step)
-    if reason is not None:
-        return _not_checked(step, label, reason, rule_name)
-    shapes = [tuple(int(d) for d in t.shape[1:]) for t in step.inputs]
-    arguments = step.call_arguments()
-    adapter = PackedCall(
-        step.operation, shapes, arguments["args"], arguments["kwargs"], label=label,
-        dtype=getattr(step.operation, "dtype_policy", None) or _operation_dtype(step),
-    )
+def _call_task(step: Step, label: str, mapping, activations: dict, *, examples: int,
+               seed: int, convention: str) -> CallTask | LayerCheck:
+    """The task that checks one call in place, or the row of a call that is not checked."""
     try:
         rule = get_backward_rule(step.operation, mapping)
     except Exception:  # noqa: BLE001 - the builder found one; a check must not raise anyway
+        rule = None
+    rule_name = rule.__name__ if rule is not None else None
+    reason = _skip_reason(step)
+    if reason is not None:
+        return _not_checked(step, label, reason, rule_name)
+    if rule is None:
         return _not_checked(step, label, "no rule found for this call", rule_name)
-    values = [activations[id(t)] for t in step.inputs]
-    try:
-        return check_layer(
-            adapter, rule, input_shape=shapes if len(shapes) > 1 else shapes[0],
-            inputs=values if len(values) > 1 else values[0], examples=examples, seed=seed,
-            convention=convention,
-        )
-    except Exception as error:  # noqa: BLE001 - one call must not stop the others
-        return LayerCheck(
-            verdict="inconclusive",
-            reason=f"The check could not run: {type(error).__name__}: {error}",
-            layer_name=label, layer_class=type(step.operation).__name__, rule_class=rule_name,
-            input_shape=[list(s) for s in shapes], seed=seed, convention=convention,
-        )
+    shapes = [tuple(int(d) for d in t.shape[1:]) for t in step.inputs]
+    arguments = step.call_arguments()
+    policy = getattr(step.operation, "dtype_policy", None)
+    return CallTask(
+        label=label, operation=step.operation, rule=rule, shapes=shapes,
+        args=list(arguments["args"]), kwargs=dict(arguments["kwargs"]),
+        dtype=str(policy.name) if policy is not None else _operation_dtype(step),
+        inputs=[activations[id(t)] for t in step.inputs], examples=examples, seed=seed,
+        convention=convention, rule_name=rule_name,
+    )
+
+
+def _share(tasks: list[CallTask]) -> tuple[list[CallTask], dict[int, CallTask]]:
+    """One task per group of calls that one check covers (:func:`coverage_key`): the first
+    call of the group, checked around the activations of every call in it. Returns the
+    tasks to run and ``{index in tasks: the task that covers it}`` for the others."""
+    groups: dict[str, CallTask] = {}
+    run, covered = [], {}
+    for index, task in enumerate(tasks):
+        key = coverage_key(task.operation, task.rule, task.shapes, task.args, task.kwargs,
+                           task.dtype)
+        first = groups.get(key) if key is not None else None
+        if first is None:
+            if key is not None:
+                groups[key] = task
+            run.append(task)
+            continue
+        first.inputs = [np.concatenate([a, b]) for a, b in zip(first.inputs, task.inputs)]
+        first.covers.append(task.label)
+        covered[index] = first
+    return run, covered
+
+
+def _covered_row(task: CallTask, check: LayerCheck) -> LayerCheck:
+    """The row of a call covered by another call's check: that check's verdict and reason."""
+    return LayerCheck(
+        verdict=check.verdict,
+        reason=f"covered by the check of {check.layer_name} (same rule, configuration, "
+        f"weights and input shape; checked around both calls' activations): {check.reason}",
+        layer_name=task.label, layer_class=type(task.operation).__name__,
+        rule_class=check.rule_class, convention=check.convention, dtype=check.dtype,
+        input_shape=[list(s) for s in task.shapes], seed=check.seed,
+        covered_by=check.layer_name,
+    )
 
 
 def _end_to_end(
@@ -325,8 +345,17 @@ def check_model(
     progress: Progress | None = None,
     threads: int | None = 1,
     fallback: str | None = None,
+    layers: Sequence[Any] | None = None,
+    only: str | None = None,
+    jobs: int = 1,
+    executor: Executor | None = None,
 ) -> ModelCheck:
     """Check the backward rule of every call in ``model``, then its backward model end to end.
+
+    Calls with the same rule, configuration (name aside), weights, constant call arguments,
+    input shapes and dtype compute the same function with the same rule: the first of them
+    is checked around the activations of all of them, and the others are reported as
+    covered by it (``LayerCheck.covered_by``).
 
     Args:
         model: a Sequential or functional Keras model (nested models are walked into).
@@ -339,92 +368,128 @@ def check_model(
         seed: the seed of every check (layer ``i`` uses ``seed + i``); ``None`` draws one.
         convention: ``"subgradient"`` or ``"autograd"``, as for :func:`check_layer`.
         end_to_end: also check the whole backward model against the whole model.
-        progress: called as ``progress(index, total, label)`` before each check.
+        progress: called as ``progress(index, total, label)`` before each check (as each
+            result arrives when checks run in workers).
         threads: torch's intra-op threads while checking (restored after).
         fallback: ``None``: a call without a rule gets the verdict ``no rule`` (the others are
             checked; the end-to-end check is skipped, saying why). ``"autograd"``: the backward
             model is built with the autograd fallback for such calls (as
             ``clone_to_backward(..., fallback="autograd")``); they are ``skipped`` (not checked)
             and the end-to-end check runs.
+        layers: check only these calls: layer names (or paths in nested models, or labels
+            such as ``"dense (call 2)"``), class names or classes; ``None`` checks every call.
+        only: ``"custom"`` checks only the calls whose rule does not ship with jacverify (the
+            user's and installed packages') and the calls without a rule.
+        jobs: worker processes for the in-place checks (1: in this process); each worker
+            uses one torch thread, and the results equal the serial run's.
+        executor: a :class:`concurrent.futures.Executor` to run the in-place checks on
+            instead (a ``dask.distributed`` client's ``get_executor()``, say); see
+            :mod:`jacverify.check.parallel` for what is sent to it.
 
     Returns:
-        A :class:`ModelCheck`: one :class:`LayerCheck` per call in graph order (calls that
-        cannot be checked in place are ``skipped`` with the reason, calls without a rule
-        ``no rule``), the end-to-end check, ``first_failure``, the first call whose rule was
-        shown wrong, and ``without_rule``. Each check of a rule shown wrong carries
-        ``replay_command``, the ``check_model`` call that meets its counterexample again.
+        A :class:`ModelCheck`: one :class:`LayerCheck` per selected call in graph order (calls
+        that cannot be checked in place are ``skipped`` with the reason, calls without a rule
+        ``no rule``, calls covered by another call's check say which), the end-to-end check,
+        ``first_failure``, the first call whose rule was shown wrong, and ``without_rule``.
+        Each check of a rule shown wrong carries ``replay_command``, the ``check_model`` call
+        that meets its counterexample again.
 
     Raises:
-        ValueError: ``inputs`` do not fit the model, the model's input sizes are unknown, or
-            ``fallback`` is neither ``None`` nor ``"autograd"``.
+        ValueError: ``inputs`` do not fit the model, the model's input sizes are unknown,
+            ``fallback`` is neither ``None`` nor ``"autograd"``, ``only`` is neither ``None``
+            nor ``"custom"``, or ``layers`` names no call of the model (the message lists
+            them).
     """
     if fallback not in (None, "autograd"):
         raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     if threads is not None and threads != torch.get_num_threads():
         with torch_threads(threads):
             return check_model(
                 model, mapping_keras2backward_classes, inputs=inputs, examples=examples,
                 seed=seed, convention=convention, end_to_end=end_to_end, progress=progress,
-                threads=None, fallback=fallback,
+                threads=None, fallback=fallback, layers=layers, only=only, jobs=jobs,
+                executor=executor,
             )
     start = time.perf_counter()
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little") % (2**31)
     seed = int(seed)
-    graph = trace(model, mapping_keras2backward_classes)
-    missing = _missing_rules(graph.steps, mapping_keras2backward_classes)
+    mapping = mapping_keras2backward_classes
+    graph = trace(model, mapping)
+    missing = _missing_rules(graph.steps, mapping)
+    labels = _call_labels(graph.steps)
+    chosen = select_calls(graph.steps, labels, model_name=model.name, layers=layers,
+                          only=only, mapping=mapping, without_rule=frozenset(missing))
     backward = None
     if not missing or fallback == "autograd":
         with warnings.catch_warnings():  # the fallback's calls are listed as not checked
             warnings.simplefilter("ignore", UserWarning)
-            backward = clone_to_backward(model, mapping_keras2backward_classes,
-                                         fallback=fallback)
+            backward = clone_to_backward(model, mapping, fallback=fallback)
     model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
-    activations = _activations(graph, graph.steps, model_inputs)
-    total = len(graph.steps) + (1 if end_to_end else 0)
-    layers = _check_calls(
-        graph, missing, mapping_keras2backward_classes, activations, progress, total,
-        examples=examples, seed=seed, convention=convention, fallback=fallback,
-    )
-    result = ModelCheck(model_name=model.name, layers=layers, notes=notes, seed=seed)
+    steps = [s for s, keep in zip(graph.steps, chosen) if keep]
+    if len(steps) < len(graph.steps):
+        notes.append(f"{len(steps)} of {len(graph.steps)} calls were selected for checking")
+    activations = _activations(graph, steps, model_inputs) if steps else {}
+    rows = [
+        _without_rule(step, label, missing[id(step)], fallback) if id(step) in missing
+        else _call_task(step, label, mapping, activations, examples=examples,
+                        seed=(seed + index) % (2**32), convention=convention)
+        for index, (step, label, keep) in enumerate(zip(graph.steps, labels, chosen)) if keep
+    ]
+    result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
+    result.layers = _run_calls(rows, progress, end_to_end, jobs=jobs, executor=executor)
     if end_to_end:
         if progress is not None and backward is not None:
+            total = sum(isinstance(r, CallTask) for r in rows) + 1
             progress(total - 1, total, f"{model.name} (end to end)")
         result.end_to_end = _end_to_end_check(
-            model, backward, graph, model_inputs, layers, examples=examples,
+            model, backward, graph, model_inputs, result.layers, examples=examples,
             seed=(seed + len(graph.steps)) % (2**32), convention=convention,
         )
     replay = replay_call(
-        seed, examples, convention, mapping=bool(mapping_keras2backward_classes),
-        inputs=inputs is not None, fallback=fallback,
+        seed, examples, convention, mapping=bool(mapping), inputs=inputs is not None,
+        fallback=fallback,
     )
-    for check in [*layers, *([result.end_to_end] if result.end_to_end else [])]:
+    for check in [*result.layers, *([result.end_to_end] if result.end_to_end else [])]:
         if not check.ok:
             check.replay_command = replay
     result.duration_s = time.perf_counter() - start
     return result
 
 
-def _check_calls(graph, missing: dict, mapping, activations: dict, progress, total: int, *,
-                 examples: int, seed: int, convention: str, fallback) -> list:
-    """One check per call in graph order (``no rule`` rows for the calls in ``missing``)."""
+def _call_labels(steps: Sequence[Step]) -> list[str]:
+    """Each call's name in results: its qualified name, ``(call n)`` for a layer's n-th call."""
     calls: dict[int, int] = {}
-    layers = []
-    for index, step in enumerate(graph.steps):
+    labels = []
+    for step in steps:
         count = calls[id(step.operation)] = calls.get(id(step.operation), 0) + 1
-        label = step.qualified_name + (f" (call {count})" if count > 1 else "")
-        if progress is not None:
-            progress(index, total, label)
-        if id(step) in missing:
-            layers.append(_without_rule(step, label, missing[id(step)], fallback))
-            continue
-        layers.append(
-            _check_step(
-                step, label, mapping, activations,
-                examples=examples, seed=(seed + index) % (2**32), convention=convention,
+        labels.append(step.qualified_name + (f" (call {count})" if count > 1 else ""))
+    return labels
+
+
+def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs: int,
+               executor: Executor | None) -> list[LayerCheck]:
+    """Run the call tasks among ``rows`` (one per group of calls a check covers) and return
+    one LayerCheck per row, in order."""
+    tasks = [r for r in rows if isinstance(r, CallTask)]
+    run, covered = _share(tasks)
+    total = len(run) + (1 if end_to_end else 0)
+    results = run_tasks(run, jobs=jobs, executor=executor, progress=progress, total=total)
+    checks = {id(task): check for task, check in zip(run, results)}
+    for task in run:
+        if task.covers:
+            checks[id(task)].notes.append(
+                "this check also covers " + ", ".join(task.covers)
+                + " (same rule, configuration, weights and input shape)"
             )
-        )
-    return layers
+    by_task = {}
+    for index, task in enumerate(tasks):
+        first = covered.get(index)
+        by_task[id(task)] = (checks[id(task)] if first is None
+                             else _covered_row(task, checks[id(first)]))
+    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows]
 
 
 def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,

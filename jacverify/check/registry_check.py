@@ -15,6 +15,8 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -31,6 +33,7 @@ from jacverify.check.layer_configs import (
     native_example_strategy,
     native_skip_reason,
 )
+from jacverify.check.parallel import operation_from_state, operation_state, run_tasks
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
 from jacverify.verdicts import Verdict
 
@@ -147,14 +150,14 @@ def _configurations(entry: RuleEntry, configs: int, seed: int) -> tuple[list, st
     return [(layer, shape)], ""
 
 
-def _bare_check(entry: RuleEntry, verdict: str, reason: str, layer: Any = None,
-                shape: Any = None) -> LayerCheck:
+def _bare_check(keras_class: type, rule_class: type, verdict: str, reason: str,
+                layer: Any = None, shape: Any = None) -> LayerCheck:
     return LayerCheck(
         verdict=verdict,
         reason=reason,
         layer_name=getattr(layer, "name", "-") if layer is not None else "-",
-        layer_class=entry.keras_class.__name__,
-        rule_class=entry.rule_class.__name__,
+        layer_class=keras_class.__name__,
+        rule_class=rule_class.__name__,
         input_shape=_shape_list(shape),
     )
 
@@ -186,7 +189,8 @@ def _checkable(layer: Any, shape: Any) -> Any:
 
 
 def _check_one(
-    entry: RuleEntry, layer: Any, shape: Any, *, examples: int, seed: int, convention: str
+    keras_class: type, rule_class: type, layer: Any, shape: Any, *, examples: int, seed: int,
+    convention: str,
 ) -> LayerCheck:
     """check_layer on one configuration; a problem of the checker or of the example (not of
     the rule) is an ``inconclusive`` check saying what happened."""
@@ -195,12 +199,75 @@ def _check_one(
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(f"the example is not a Keras layer or operation: {layer!r}")
         return check_layer(
-            layer, entry.rule_class, input_shape=shape, examples=examples,
+            layer, rule_class, input_shape=shape, examples=examples,
             seed=seed, convention=convention,
         )
     except Exception as error:  # noqa: BLE001 - one configuration must not end the run
         reason = f"check_layer() raised {type(error).__name__}: {str(error)[:300]}"
-        return _bare_check(entry, Verdict.INCONCLUSIVE.value, reason, layer, shape)
+        return _bare_check(keras_class, rule_class, Verdict.INCONCLUSIVE.value, reason, layer,
+                           shape)
+
+
+@dataclass
+class ConfigTask:
+    """The check of one registered rule on one configuration, as a task that can travel to
+    a worker (see :mod:`jacverify.check.parallel`)."""
+
+    label: str  # the forward class's name, for progress
+    keras_class: type
+    rule_class: type
+    layer: Any  # the example layer or operation
+    shape: Any  # its input shape, or None
+    examples: int
+    seed: int
+    convention: str
+
+    def run(self) -> LayerCheck:
+        """The check of the rule on this configuration."""
+        return _check_one(self.keras_class, self.rule_class, self.layer, self.shape,
+                          examples=self.examples, seed=self.seed, convention=self.convention)
+
+    def failed(self, error: BaseException) -> LayerCheck:
+        """``inconclusive``: the check could not run, and why."""
+        reason = f"the check could not run: {type(error).__name__}: {str(error)[:300]}"
+        return _bare_check(self.keras_class, self.rule_class, Verdict.INCONCLUSIVE.value,
+                           reason, self.layer, self.shape)
+
+    def __getstate__(self) -> dict:
+        if isinstance(self.layer, keras.Operation):
+            return {**self.__dict__, "layer": operation_state(self.layer)}
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict) -> None:
+        layer = state["layer"]
+        if isinstance(layer, dict) and set(layer) == {"class", "pickle"}:
+            layer = operation_from_state(layer)
+        self.__dict__.update({**state, "layer": layer})
+
+
+def _rule_rows(entry: RuleEntry, configs: int, seed: int, examples: int, convention: str,
+               common: dict) -> list:
+    """The ConfigCheck rows of one rule that end before checking (no example, a broken
+    one), or its ConfigTasks with what their rows need."""
+    name = common["keras_class"]
+    try:
+        drawn, reason = _configurations(entry, configs, seed)
+    except Exception as error:  # noqa: BLE001 - a broken example must not end the run
+        reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
+        check = _bare_check(entry.keras_class, entry.rule_class, Verdict.INCONCLUSIVE.value,
+                            reason)
+        return [ConfigCheck(index=0, config={}, input_shape=[], check=check, **common)]
+    if not drawn:
+        check = _bare_check(entry.keras_class, entry.rule_class, Verdict.SKIPPED.value, reason)
+        return [ConfigCheck(index=0, config={}, input_shape=[], check=check, **common)]
+    return [
+        (ConfigTask(
+            label=entry.keras_class.__name__, keras_class=entry.keras_class,
+            rule_class=entry.rule_class, layer=layer, shape=shape, examples=examples,
+            seed=derive_seed(seed, name, index), convention=convention,
+        ), index, describe_layer(layer))
+        for index, (layer, shape) in enumerate(drawn)
+    ]
 
 
 def check_registry(
@@ -212,6 +279,8 @@ def check_registry(
     convention: str = "subgradient",
     include: Sequence[str] = ("native", "user", "package"),
     progress: Callable[[int, int, str], Any] | None = None,
+    jobs: int = 1,
+    executor: Executor | None = None,
 ) -> RegistryCheck:
     """Check registered backward rules, each on ``configs`` configurations of its forward
     class.
@@ -226,8 +295,15 @@ def check_registry(
             reported in the result.
         convention: at kinks, ``"subgradient"`` or ``"autograd"`` (see :func:`check_layer`).
         include: the sources of rules to check: ``"native"``, ``"user"``, ``"package"``.
-        progress: called as ``progress(index, total, label)`` before each rule (``index``
-            from 0, ``total`` rules, ``label`` the forward class's name).
+        progress: called as ``progress(index, total, label)`` before each configuration's
+            check (as each result arrives from a worker; ``index`` from 0, ``total``
+            configurations, ``label`` the forward class's name).
+        jobs: processes checking at once: this one and ``jobs - 1`` local workers, each with
+            one torch thread (see :func:`jacverify.check.parallel.run_tasks`); the results
+            equal the serial run's.
+        executor: a :class:`concurrent.futures.Executor` to run every check on instead
+            (a ``dask.distributed`` client's ``get_executor()``, say): rule and layer classes
+            must be importable where it runs them.
 
     Returns:
         A :class:`RegistryCheck`: one :class:`ConfigCheck` per configuration, and one
@@ -237,36 +313,28 @@ def check_registry(
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     seed = int(seed)
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     entries = _select(registered_rules(), classes, tuple(include))
     result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
                            convention=convention)
-    for number, entry in enumerate(entries):
-        name = _qualified(entry.keras_class)
-        if progress is not None:
-            progress(number, len(entries), entry.keras_class.__name__)
-        common = dict(keras_class=name, rule_class=entry.rule_class.__name__,
-                      source=entry.source)
-        try:
-            drawn, reason = _configurations(entry, configs, seed)
-        except Exception as error:  # noqa: BLE001 - a broken example must not end the run
-            reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
-            check = _bare_check(entry, Verdict.INCONCLUSIVE.value, reason)
-            result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
-                                             **common))
+    rows: list = []
+    for entry in entries:
+        common = dict(keras_class=_qualified(entry.keras_class),
+                      rule_class=entry.rule_class.__name__, source=entry.source)
+        rows += [(row, common) for row in _rule_rows(entry, configs, seed, examples,
+                                                     convention, common)]
+    tasks = [row[0] for row, _ in rows if isinstance(row, tuple)]
+    checks = iter(run_tasks(tasks, jobs=jobs, executor=executor, progress=progress))
+    for row, common in rows:
+        if not isinstance(row, tuple):
+            result.checks.append(row)
             continue
-        if not drawn:
-            check = _bare_check(entry, Verdict.SKIPPED.value, reason)
-            result.checks.append(ConfigCheck(index=0, config={}, input_shape=[], check=check,
-                                             **common))
-            continue
-        for index, (layer, shape) in enumerate(drawn):
-            check = _check_one(
-                entry, layer, shape, examples=examples, seed=derive_seed(seed, name, index),
-                convention=convention,
-            )
-            result.checks.append(ConfigCheck(
-                index=index, config=describe_layer(layer),
-                input_shape=_shape_list(shape) or check.input_shape, check=check, **common,
-            ))
+        task, index, config = row
+        check = next(checks)
+        result.checks.append(ConfigCheck(
+            index=index, config=config, input_shape=_shape_list(task.shape) or check.input_shape,
+            check=check, **common,
+        ))
     result.duration_s = time.perf_counter() - start
     return result

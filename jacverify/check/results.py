@@ -239,6 +239,10 @@ class LayerCheck:
     replay_command: str | None = None
     # Finding per probe, the headline first (the value finding whenever the value is wrong)
     findings: list = field(default_factory=list)
+    # in a model check, the call whose check covers this one (same rule, configuration,
+    # weights, call arguments and input shape; its check ran around both calls' activations);
+    # None when the call was checked itself
+    covered_by: str | None = None
 
     @property
     def headline(self) -> Finding | None:

@@ -1,0 +1,276 @@
+"""Run independent checks serially, in local worker processes, or on any executor.
+
+A *task* is one check described as plain data: a picklable object with a ``label`` (what the
+progress line shows), ``run()`` returning the check's result, and ``failed(error)`` giving the
+result that says why it could not run. What travels to a worker is the task pickled in the
+calling process: Keras layers and operations travel as their configuration and weights (the
+way Keras pickles them), rule and layer classes by reference (so they must be importable in
+the worker: defined in a module, not in an interactive session), arrays as arrays. What comes
+back is the result, a plain dataclass. A task that cannot be pickled, or that a worker cannot
+unpickle, runs in the calling process instead, so no check is lost to the transport.
+
+Workers run each task with one torch thread (the checker's many small calls run fastest
+that way), and a task's result depends only on the task (its seed included), so the results
+equal the serial run's whatever the number of workers or machines.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, as_completed
+from typing import Any, Protocol
+
+__all__ = [
+    "CheckTask",
+    "TaskTransferError",
+    "default_jobs",
+    "operation_from_state",
+    "operation_state",
+    "run_payload",
+    "run_tasks",
+]
+
+Progress = Callable[[int, int, str], None]
+
+
+class CheckTask(Protocol):
+    """What :func:`run_tasks` runs: one check as picklable data."""
+
+    label: str
+
+    def run(self) -> Any:
+        """Run the check and return its result (never raise for a problem of the rule)."""
+
+    def failed(self, error: BaseException) -> Any:
+        """The result of a check that could not run because of ``error``."""
+
+
+class TaskTransferError(RuntimeError):
+    """A worker could not unpickle a task (a class not importable there, say)."""
+
+
+def operation_state(operation: Any) -> dict:
+    """A Keras layer or operation as picklable data: its class (by reference) and Keras'
+    own pickle of it (configuration and weights)."""
+    return {"class": type(operation), "pickle": pickle.dumps(operation)}
+
+
+def operation_from_state(state: dict) -> Any:
+    """The layer or operation of :func:`operation_state`, its class known to Keras'
+    deserialization even when it is not registered as serializable."""
+    import keras
+
+    cls = state["class"]
+    with keras.saving.CustomObjectScope({cls.__name__: cls}):
+        return pickle.loads(state["pickle"])
+
+
+def default_jobs() -> int:
+    """The machine's cores (``os.cpu_count()``), at least 1."""
+    return max(1, os.cpu_count() or 1)
+
+
+def run_payload(payload: bytes) -> Any:
+    """Unpickle a task and run it with one torch thread: the function workers execute.
+
+    Raises:
+        TaskTransferError: the task could not be unpickled here.
+    """
+    import torch
+
+    try:
+        task = pickle.loads(payload)
+    except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer problem
+        raise TaskTransferError(f"{type(error).__name__}: {error}") from None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return task.run()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _worker_init() -> None:
+    """Each local worker process: the torch backend and one torch thread."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _pickled(task: Any) -> bytes | None:
+    try:
+        return pickle.dumps(task)
+    except Exception:  # noqa: BLE001 - such a task runs in this process
+        return None
+
+
+def _run_here(task: Any) -> Any:
+    try:
+        return task.run()
+    except Exception as error:  # noqa: BLE001 - one check must not end the others
+        return task.failed(error)
+
+
+def run_tasks(
+    tasks: Sequence[Any],
+    *,
+    jobs: int = 1,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+    offset: int = 0,
+    total: int | None = None,
+) -> list:
+    """Run ``tasks`` and return their results in the tasks' order.
+
+    Args:
+        tasks: :class:`CheckTask` objects.
+        jobs: processes checking at once when ``executor`` is not given: this one and
+            ``jobs - 1`` local worker processes (started fresh, so each imports torch and
+            Keras first; this process checks meanwhile, and takes whatever the workers have
+            not taken). 1 runs every task here, one after the other.
+        executor: any :class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor``, a
+            ``dask.distributed`` client's ``get_executor()``, ...) to submit every task to;
+            it is not shut down.
+        progress: called as ``progress(index, total, label)`` before each task run here, and
+            as each result arrives from a worker.
+        offset, total: where these tasks sit in a larger run, for ``progress``.
+    """
+    total = len(tasks) if total is None else total
+    if executor is not None:
+        return _run_on(executor, tasks, progress, offset, total)
+    if int(jobs) <= 1 or len(tasks) <= 1:
+        results = []
+        for index, task in enumerate(tasks):
+            if progress is not None:
+                progress(offset + index, total, task.label)
+            results.append(_run_here(task))
+        return results
+    return _SharedRun(tasks, progress, offset, total).run(min(int(jobs), len(tasks)) - 1)
+
+
+def _ready() -> bool:
+    """A worker is up (its imports done)."""
+    return True
+
+
+class _SharedRun:
+    """Tasks shared between this process and local worker processes: a worker gets the next
+    task once it is up and each time it returns a result; this process takes the next one
+    whenever it is free. Workers still starting when everything is done are stopped."""
+
+    def __init__(self, tasks: Sequence[Any], progress: Progress | None, offset: int,
+                 total: int) -> None:
+        self.tasks, self.progress, self.offset, self.total = tasks, progress, offset, total
+        self.results: list = [None] * len(tasks)
+        self.payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
+        self.todo = deque(i for i, p in self.payloads.items() if p is not None)
+        self.lock = threading.Lock()
+        self.arrived: queue.Queue = queue.Queue()
+        self.sent = self.received = self.reported = 0
+        self.pool = None
+
+    def run(self, workers: int) -> list:
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(workers, initializer=_worker_init)
+        try:
+            for _ in range(workers):
+                self.pool.apply_async(_ready, callback=self._feed)
+            for index, payload in self.payloads.items():
+                if payload is None:
+                    self._here(index)
+            while (index := self._next()) is not None:
+                self._collect(block=False)
+                self._here(index)
+            while self.received < self.sent:
+                self._collect(block=True)
+        finally:
+            self.pool.terminate()
+            self.pool.join()
+        return self.results
+
+    def _next(self) -> int | None:
+        with self.lock:
+            return self.todo.popleft() if self.todo else None
+
+    def _feed(self, _: Any = None) -> None:
+        """Send the next task to the worker that is free (runs in the pool's thread)."""
+        with self.lock:
+            if not self.todo:
+                return
+            index = self.todo.popleft()
+            self.sent += 1
+        try:
+            self.pool.apply_async(
+                run_payload, (self.payloads[index],),
+                callback=lambda result, i=index: self._arrive(i, result, None),
+                error_callback=lambda error, i=index: self._arrive(i, None, error),
+            )
+        except ValueError as error:  # the pool is closing: report it, run it here
+            self._arrive(index, None, TaskTransferError(str(error)))
+
+    def _arrive(self, index: int, result: Any, error: BaseException | None) -> None:
+        self.arrived.put((index, result, error))
+        self._feed()
+
+    def _collect(self, block: bool) -> None:
+        """Record the results that arrived from workers (wait for one when ``block``)."""
+        while True:
+            try:
+                index, result, error = self.arrived.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            self.received += 1
+            if isinstance(error, TaskTransferError):
+                self._here(index)
+                continue
+            self._report(index)
+            self.results[index] = result if error is None else self.tasks[index].failed(error)
+
+    def _here(self, index: int) -> None:
+        self._report(index)
+        self.results[index] = _run_here(self.tasks[index])
+
+    def _report(self, index: int) -> None:
+        if self.progress is not None:
+            self.progress(self.offset + self.reported, self.total, self.tasks[index].label)
+        self.reported += 1
+
+
+def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None, offset: int,
+            total: int) -> list:
+    """Submit every picklable task, run the others here, gather results in order."""
+    results: list = [None] * len(tasks)
+    futures: dict[Future, int] = {}
+    local = []
+    for index, task in enumerate(tasks):
+        payload = _pickled(task)
+        if payload is None:
+            local.append(index)
+        else:
+            futures[executor.submit(run_payload, payload)] = index
+    done = 0
+    for index in local:
+        if progress is not None:
+            progress(offset + done, total, tasks[index].label)
+        results[index] = _run_here(tasks[index])
+        done += 1
+    for future in as_completed(futures):
+        index = futures[future]
+        if progress is not None:
+            progress(offset + done, total, tasks[index].label)
+        done += 1
+        try:
+            results[index] = future.result()
+        except TaskTransferError:
+            results[index] = _run_here(tasks[index])
+        except Exception as error:  # noqa: BLE001 - a lost worker must not lose the others
+            results[index] = tasks[index].failed(error)
+    return results
