@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shlex
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mo
 
 #: ``--fallback`` values: none, or torch autograd for the calls without a rule.
 FALLBACKS = ("none", "autograd")
+#: ``--only`` values.
+ONLY = ("custom",)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -56,6 +59,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="autograd: build the backward model with torch autograd for calls without a rule "
         "(listed as skipped, not checked), so the end-to-end check runs (default none: such "
         "calls are 'no rule' and the end-to-end check is skipped)",
+    )
+    check.add_argument(
+        "--layers", action="append", default=[], metavar="NAME",
+        help="check only these calls: layer names (paths in nested models), or layer class "
+        "names; repeatable or comma-separated (default: every call)",
+    )
+    check.add_argument(
+        "--only", choices=ONLY, default=None,
+        help="custom: check only the calls whose rule does not ship with jacverify (yours and "
+        "installed packages'; jacverify's own rules are covered by its registry check), and "
+        "the calls without a rule",
+    )
+    check.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="processes checking at once: this one and N-1 worker processes, one torch "
+        "thread each; the verdicts equal a --jobs 1 run's (default: the machine's cores, "
+        f"{os.cpu_count() or 1} here)",
     )
     check.add_argument("--allow-no-rule", action="store_true",
                        help="calls without a rule do not fail the exit status (still listed)")
@@ -97,10 +117,24 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
         parts += ["--inputs", args.inputs]
     if args.fallback != "none":
         parts += ["--fallback", args.fallback]
+    for name in layer_names(args):
+        parts += ["--layers", name]
+    if args.only:
+        parts += ["--only", args.only]
     parts += ["--examples", str(args.examples), "--seed", str(seed)]
     if args.convention != "subgradient":
         parts += ["--convention", args.convention]
     return shlex.join(parts)
+
+
+def layer_names(args: argparse.Namespace) -> list[str]:
+    """The ``--layers`` names, comma-separated values split, in order."""
+    return [name.strip() for value in args.layers for name in value.split(",") if name.strip()]
+
+
+def jobs(args: argparse.Namespace) -> int:
+    """``--jobs``, or the machine's cores."""
+    return args.jobs if args.jobs is not None else max(1, os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -145,9 +179,12 @@ def _check(model_path: Path, args: argparse.Namespace, arrays: dict | None) -> A
                 model, examples=args.examples, seed=args.seed, convention=args.convention,
                 progress=report, inputs=inputs,
                 fallback=None if args.fallback == "none" else args.fallback,
+                layers=layer_names(args) or None, only=args.only, jobs=jobs(args),
             )
         except ValueError as error:
             text = first_line(str(error))
+            if text.startswith("layers= "):
+                raise UsageError("--layers " + text.removeprefix("layers= ")) from error
             if text.startswith(("Model input", "inputs=")):
                 flag = "--inputs " + args.inputs if args.inputs else args.model
                 text = text.removeprefix("inputs=").strip()
@@ -166,6 +203,9 @@ def _options(args: argparse.Namespace, seed: int | None) -> dict:
         "fallback": None if args.fallback == "none" else args.fallback,
         "inputs": args.inputs,
         "rules": list(args.rules),
+        "layers": layer_names(args),
+        "only": args.only,
+        "jobs": jobs(args),
         "unsafe_deserialization": args.unsafe_deserialization,
     }
 
@@ -174,6 +214,10 @@ def run(args: argparse.Namespace) -> int:
     """Run ``jacverify check``; returns the exit status."""
     if args.examples < 1:
         raise UsageError(f"--examples {args.examples}: give at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1")
+    if args.layers and not layer_names(args):
+        raise UsageError("--layers: give at least one layer name or class name")
     model_path = Path(args.model)
     check_model_file(model_path)
     json_path = output_path(args.json, "--json", model_path)

@@ -114,6 +114,7 @@ def _layer_data(item: Any, what: str) -> dict:
     data.setdefault("rule_class", None)
     data.setdefault("evidence", None)
     data.setdefault("findings", [])
+    data.setdefault("covered_by", None)
     return data
 
 

@@ -188,7 +188,9 @@ def _section(
         check = row["check"]
         replay = _replay_code(check, model, options)
         row["has_detail"] = True
-        if check["verdict"] in DETAIL_VERDICTS:
+        if check.get("covered_by"):  # the covering call's row has the details
+            row["has_detail"] = False
+        elif check["verdict"] in DETAIL_VERDICTS:
             details.append(_detail(check, row["anchor"], replay, with_plots=True))
         elif check.get("evidence") and budget[0] > 0:
             budget[0] -= 1
