@@ -175,6 +175,10 @@ def test_an_unknown_layer_class_is_one_line_without_traceback(files):
          "no module named 'no_such_module_xyz'"),
         (["check", "lambda.keras"], "pass --unsafe-deserialization"),
         (["check", "mlp.keras", "--examples", "0"], "--examples 0: give at least 1"),
+        (["check", "mlp.keras", "--jobs", "0"], "--jobs 0: give at least 1"),
+        (["check", "mlp.keras", "--layers", "hidden,nope"],
+         "--layers names no call of model 'mlp': nope. Give layer names or classes among its "
+         "calls: hidden, out"),
         (["check", "mlp.keras", "--json", "no/such/dir/r.json"], "no such directory"),
         (["check", "mlp.keras", "--html", "mlp.keras"], "is the model file"),
         (["report", "notes.txt"], "not JSON"),
@@ -454,6 +458,36 @@ def test_the_custom_layer_is_checked_and_the_one_without_a_rule_reported(
     assert document["options"]["fallback"] == "autograd"
 
 
+def test_layers_and_only_choose_the_calls(user_files, monkeypatch, capsys):
+    monkeypatch.chdir(user_files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    args = ["check", "user.keras", "--rules", "user_rules.py", "--examples", "5", "--seed", "0",
+            "--jobs", "1"]
+    assert main([*args, "--only", "custom", "--json", "custom.json"]) == 1
+    rows = _rows(capsys.readouterr().out)
+    assert set(rows) == {"mystery", "scale"}  # the Dense 'out' ships with jacverify
+    document = json.loads((user_files / "custom.json").read_text(encoding="utf-8"))
+    assert document["options"]["only"] == "custom"
+    assert main([*args, "--layers", "scale", "--layers", "Dense", "--allow-no-rule"]) == 0
+    assert set(_rows(capsys.readouterr().out)) == {"scale", "out"}
+
+
+def test_jobs_2_gives_the_verdicts_of_jobs_1(user_files, monkeypatch, capsys):
+    monkeypatch.chdir(user_files)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    args = ["check", "user.keras", "--rules", "user_rules.py", "--examples", "5", "--seed", "0",
+            "--fallback", "autograd"]
+    documents = []
+    for jobs in ("1", "2"):
+        assert main([*args, "--jobs", jobs, "--json", f"jobs{jobs}.json", "--quiet"]) == 0
+        document = json.loads((user_files / f"jobs{jobs}.json").read_text(encoding="utf-8"))
+        # a rules file loaded twice in one process gets a new module name the second time
+        text = re.sub(r"_jacverify_rules_\d+_", "", json.dumps(document["models"][0]["layers"]))
+        documents.append([{k: v for k, v in check.items() if k != "duration_s"}
+                          for check in json.loads(text)])
+    assert documents[0] == documents[1]
+
+
 @pytest.mark.parametrize(
     ("inputs", "status", "message"),
     [
@@ -521,7 +555,8 @@ def test_every_printed_replay_reproduces_its_counterexample(files, monkeypatch, 
 
 # ------------------------------------------------------------------ off a terminal
 def test_progress_off_a_terminal_is_one_line_per_call(files):
-    result = run("check", "mlp.keras", "--examples", "3", "--seed", "0", cwd=files)
+    result = run("check", "mlp.keras", "--examples", "3", "--seed", "0", "--jobs", "1",
+                 cwd=files)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.strip().splitlines()
     assert [line.split(" s  ", 1)[1] for line in lines] == [
