@@ -428,35 +428,28 @@ def check_model(
             warnings.simplefilter("ignore", UserWarning)
             backward = clone_to_backward(model, mapping, fallback=fallback)
     model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
-    steps = [s for s, keep in zip(graph.steps, chosen) if keep]
-    if len(steps) < len(graph.steps):
-        notes.append(f"{len(steps)} of {len(graph.steps)} calls were selected for checking")
-    activations = _activations(graph, steps, model_inputs) if steps else {}
-    rows = [
-        _without_rule(step, label, missing[id(step)], fallback) if id(step) in missing
-        else _call_task(step, label, mapping, activations, examples=examples,
-                        seed=(seed + index) % (2**32), convention=convention)
-        for index, (step, label, keep) in enumerate(zip(graph.steps, labels, chosen)) if keep
-    ]
+    rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
+                      examples=examples, seed=seed, convention=convention, fallback=fallback)
     result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
-    result.layers = _run_calls(rows, progress, end_to_end, jobs=jobs, executor=executor)
+    result.layers, total = _run_calls(rows, progress, end_to_end, jobs=jobs, executor=executor)
     if end_to_end:
         if progress is not None and backward is not None:
-            total = sum(isinstance(r, CallTask) for r in rows) + 1
             progress(total - 1, total, f"{model.name} (end to end)")
         result.end_to_end = _end_to_end_check(
             model, backward, graph, model_inputs, result.layers, examples=examples,
             seed=(seed + len(graph.steps)) % (2**32), convention=convention,
         )
-    replay = replay_call(
-        seed, examples, convention, mapping=bool(mapping), inputs=inputs is not None,
-        fallback=fallback,
-    )
+    _attach_replay(result, replay_call(seed, examples, convention, mapping=bool(mapping),
+                                       inputs=inputs is not None, fallback=fallback))
+    result.duration_s = time.perf_counter() - start
+    return result
+
+
+def _attach_replay(result: ModelCheck, replay: str) -> None:
+    """Give every check that shows a rule wrong the call that replays it."""
     for check in [*result.layers, *([result.end_to_end] if result.end_to_end else [])]:
         if not check.ok:
             check.replay_command = replay
-    result.duration_s = time.perf_counter() - start
-    return result
 
 
 def _call_labels(steps: Sequence[Step]) -> list[str]:
@@ -469,10 +462,26 @@ def _call_labels(steps: Sequence[Step]) -> list[str]:
     return labels
 
 
+def _call_rows(graph, labels: list, chosen: list, missing: dict, mapping, model_inputs: list,
+               notes: list, *, examples: int, seed: int, convention: str, fallback) -> list:
+    """Per selected call in graph order: its task, or its row when it is not checked (no
+    rule, not checkable in place). Call ``i`` of the graph gets the seed ``seed + i``."""
+    steps = [s for s, keep in zip(graph.steps, chosen) if keep]
+    if len(steps) < len(graph.steps):
+        notes.append(f"{len(steps)} of {len(graph.steps)} calls were selected for checking")
+    activations = _activations(graph, steps, model_inputs) if steps else {}
+    return [
+        _without_rule(step, label, missing[id(step)], fallback) if id(step) in missing
+        else _call_task(step, label, mapping, activations, examples=examples,
+                        seed=(seed + index) % (2**32), convention=convention)
+        for index, (step, label, keep) in enumerate(zip(graph.steps, labels, chosen)) if keep
+    ]
+
+
 def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs: int,
-               executor: Executor | None) -> list[LayerCheck]:
-    """Run the call tasks among ``rows`` (one per group of calls a check covers) and return
-    one LayerCheck per row, in order."""
+               executor: Executor | None) -> tuple[list[LayerCheck], int]:
+    """Run the call tasks among ``rows`` (one per group of calls a check covers); one
+    LayerCheck per row, in order, and the number of checks progress counts."""
     tasks = [r for r in rows if isinstance(r, CallTask)]
     run, covered = _share(tasks)
     total = len(run) + (1 if end_to_end else 0)
@@ -489,7 +498,7 @@ def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs:
         first = covered.get(index)
         by_task[id(task)] = (checks[id(task)] if first is None
                              else _covered_row(task, checks[id(first)]))
-    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows]
+    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], total
 
 
 def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,

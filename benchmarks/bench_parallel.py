@@ -1,0 +1,76 @@
+"""Benchmark: a registry check serially and in worker processes, and whether they agree.
+
+Runs ``check_registry(seed=S, configs=C, examples=E, jobs=J)`` for each ``J`` of ``--jobs``
+(1: every check in this process; J > 1: this process and J - 1 worker processes, one torch
+thread each) and prints, per ``J``, the wall time, the speed-up over ``J = 1``, the verdict
+counts, and whether the result equals the ``J = 1`` run apart from timings (it must). Worker
+start-up (each worker imports torch and Keras) is part of the measured time.
+
+Run: .venv/bin/python benchmarks/bench_parallel.py [--jobs 1,2] [--seed 0] [--configs 3]
+     [--examples 30] [--classes Dense,ReLU,...] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+from jacverify import check_registry  # noqa: E402
+
+
+def _without_timings(data):
+    if isinstance(data, dict):
+        return {k: _without_timings(v) for k, v in data.items() if k != "duration_s"}
+    if isinstance(data, list):
+        return [_without_timings(v) for v in data]
+    return data
+
+
+def _comparable(result) -> dict:
+    """The result's data without timings and drawn layers' names (Keras numbers them by the
+    layers made before in the process)."""
+    data = _without_timings(result.to_dict())
+    for check in data["checks"]:
+        check["check"].pop("layer_name", None)
+    return data
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", default="1,2", help="comma-separated jobs values")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--configs", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=30)
+    parser.add_argument("--classes", default=None,
+                        help="comma-separated forward class names (default: every rule)")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    classes = args.classes.split(",") if args.classes else None
+    rows, reference = [], None
+    for jobs in [int(j) for j in args.jobs.split(",")]:
+        start = time.perf_counter()
+        result = check_registry(classes, configs=args.configs, examples=args.examples,
+                                seed=args.seed, jobs=jobs)
+        wall = time.perf_counter() - start
+        data = _comparable(result)
+        reference = reference or (wall, data)
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
+        rows.append((jobs, wall, reference[0] / wall, len(result.checks), counts,
+                     data == reference[1]))
+    header = ("jobs", "wall s", "speed-up", "checks", "verdicts", "equals jobs=1")
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for jobs, wall, speed, n, counts, same in rows:
+            print(f"| {jobs} | {wall:.1f} | {speed:.2f}x | {n} | {counts} | {same} |")
+        return
+    for jobs, wall, speed, n, counts, same in rows:
+        print(f"jobs {jobs}: {wall:7.1f} s  speed-up {speed:4.2f}x  {n} checks ({counts})  "
+              f"equal to jobs=1: {same}")
+
+
+if __name__ == "__main__":
+    main()
