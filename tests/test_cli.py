@@ -260,7 +260,7 @@ def test_list_shows_the_users_rules_with_their_modules(files, monkeypatch, capsy
 # ------------------------------------------------------- exit statuses, with a stand-in
 def _stand_in(verdicts, calls):
     def check_model(model, mapping=None, *, examples, seed, convention, progress, inputs=None,
-                    fallback=None):
+                    fallback=None, layers=None, only=None, jobs=1):
         calls.append({"examples": examples, "seed": seed, "convention": convention})
         progress(0, 2, "[bold]markup[/bold] <b>")
         progress(1, 2, "end to end")
