@@ -127,7 +127,8 @@ def _numbers(index: str, check: Mapping, *, width: str) -> tuple[list[Text], lis
             Text(format_number(check.get("max_rel_error"), 2)),
             Text(format_number(check.get("tolerance"), 2)),
         ]
-    after.append(Text(str(check.get("examples", 0))))
+    covered = check.get("covered_by")
+    after.append(Text(f"= {covered}" if covered else str(check.get("examples", 0))))
     return [Text(index)], after
 
 
