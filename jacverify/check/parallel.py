@@ -21,6 +21,7 @@ import os
 import pickle
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, as_completed
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, str], None]
+
+#: About what starting a worker costs (it imports torch and Keras): local workers start only
+#: when the tasks left would take this process longer.
+WORKER_START_SECONDS = 5.0
 
 
 class CheckTask(Protocol):
@@ -132,9 +137,11 @@ def run_tasks(
     Args:
         tasks: :class:`CheckTask` objects.
         jobs: processes checking at once when ``executor`` is not given: this one and
-            ``jobs - 1`` local worker processes (started fresh, so each imports torch and
-            Keras first; this process checks meanwhile, and takes whatever the workers have
-            not taken). 1 runs every task here, one after the other.
+            ``jobs - 1`` local worker processes. Workers start fresh (each imports torch and
+            Keras first), and only once the tasks left would take this process longer than
+            that (:data:`WORKER_START_SECONDS`); this process checks all along and takes
+            whatever the workers have not taken. 1 runs every task here, one after the
+            other.
         executor: any :class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor``, a
             ``dask.distributed`` client's ``get_executor()``, ...) to submit every task to;
             it is not shut down.
@@ -161,9 +168,12 @@ def _ready() -> bool:
 
 
 class _SharedRun:
-    """Tasks shared between this process and local worker processes: a worker gets the next
-    task once it is up and each time it returns a result; this process takes the next one
-    whenever it is free. Workers still starting when everything is done are stopped."""
+    """Tasks shared between this process and local worker processes. This process starts
+    checking at once, and starts the workers only when the tasks left would take it longer
+    than :data:`WORKER_START_SECONDS` (judged by the tasks done so far): small runs never pay
+    for them. A worker gets the next task once it is up and each time it returns a result;
+    this process takes the next one whenever it is free. Workers still starting when
+    everything is done are stopped."""
 
     def __init__(self, tasks: Sequence[Any], progress: Progress | None, offset: int,
                  total: int) -> None:
@@ -177,23 +187,32 @@ class _SharedRun:
         self.pool = None
 
     def run(self, workers: int) -> list:
-        context = multiprocessing.get_context("spawn")
-        self.pool = context.Pool(workers, initializer=_worker_init)
         try:
-            for _ in range(workers):
-                self.pool.apply_async(_ready, callback=self._feed)
             for index, payload in self.payloads.items():
                 if payload is None:
                     self._here(index)
+            start, done = time.perf_counter(), 0
             while (index := self._next()) is not None:
                 self._collect(block=False)
                 self._here(index)
+                done += 1
+                left = (time.perf_counter() - start) / done * len(self.todo)
+                if self.pool is None and left > WORKER_START_SECONDS:
+                    self._start(workers)
             while self.received < self.sent:
                 self._collect(block=True)
         finally:
-            self.pool.terminate()
-            self.pool.join()
+            if self.pool is not None:
+                self.pool.terminate()
+                self.pool.join()
         return self.results
+
+    def _start(self, workers: int) -> None:
+        """Start the workers; each asks for a task once it is up."""
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(workers, initializer=_worker_init)
+        for _ in range(workers):
+            self.pool.apply_async(_ready, callback=self._feed)
 
     def _next(self) -> int | None:
         with self.lock:

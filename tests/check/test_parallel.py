@@ -2,8 +2,11 @@
 of a model share one check; layers= and only= choose the calls."""
 
 import multiprocessing
+import os
 import pickle
+import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,6 +15,7 @@ from keras import layers as L
 
 from jacverify import check_model, check_registry
 from jacverify.backward.registry import rule_source
+from jacverify.check import parallel
 from jacverify.check.call_task import CallTask, coverage_key
 from jacverify.check.parallel import run_tasks
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect, Clip
@@ -205,6 +209,44 @@ class _Unpicklable:
 
 def test_a_task_that_cannot_travel_runs_here(pool):
     assert run_tasks([_Unpicklable()], executor=pool) == ["ran here"]
+
+
+class _GateTask:
+    """Returns the process that ran it. In the calling process, the gate task waits until a
+    worker has run another task (which leaves a marker file)."""
+
+    def __init__(self, label, marker, parent, gate):
+        self.label, self.marker, self.parent, self.gate = label, str(marker), parent, gate
+
+    def run(self):
+        if os.getpid() != self.parent:
+            Path(self.marker).write_text("a worker ran a task")
+        elif self.gate:
+            deadline = time.monotonic() + 120
+            while not Path(self.marker).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return self.label, os.getpid()
+
+    def failed(self, error):
+        return self.label, repr(error)
+
+
+def test_jobs_share_the_tasks_between_this_process_and_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "WORKER_START_SECONDS", -1.0)  # start after the first task
+    marker, me = tmp_path / "marker", os.getpid()
+    tasks = [_GateTask(f"t{i}", marker, me, gate=i == 1) for i in range(4)]
+    seen = []
+    results = run_tasks(tasks, jobs=2, progress=lambda i, n, label: seen.append((i, n)))
+    assert [label for label, _ in results] == ["t0", "t1", "t2", "t3"]
+    assert results[0][1] == results[1][1] == me  # this process started at once
+    assert any(pid != me for _, pid in results), results  # and a worker took a task
+    assert seen == [(i, 4) for i in range(4)]
+
+
+def test_small_runs_start_no_worker(tmp_path):
+    marker, me = tmp_path / "marker", os.getpid()
+    results = run_tasks([_GateTask(f"t{i}", marker, me, gate=False) for i in range(3)], jobs=2)
+    assert [pid for _, pid in results] == [me, me, me] and not marker.exists()
 
 
 def test_jobs_must_be_positive(twins):
