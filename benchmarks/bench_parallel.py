@@ -2,9 +2,11 @@
 
 Runs ``check_registry(seed=S, configs=C, examples=E, jobs=J)`` for each ``J`` of ``--jobs``
 (1: every check in this process; J > 1: this process and J - 1 worker processes, one torch
-thread each) and prints, per ``J``, the wall time, the speed-up over ``J = 1``, the verdict
-counts, and whether the result equals the ``J = 1`` run apart from timings (it must). Worker
-start-up (each worker imports torch and Keras) is part of the measured time.
+thread each) and prints, per ``J``, the wall time, the speed-up over ``J = 1``, the CPU time
+of this process and its workers together, the verdict counts, and whether the result equals
+the ``J = 1`` run apart from timings (it must). Worker start-up (each worker imports torch and
+Keras) is part of both times. On a busy machine the wall times say little: compare the CPU
+times, whose difference is what the workers cost.
 
 Run: .venv/bin/python benchmarks/bench_parallel.py [--jobs 1,2] [--seed 0] [--configs 3]
      [--examples 30] [--classes Dense,ReLU,...] [--markdown]
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
@@ -38,6 +41,12 @@ def _comparable(result) -> dict:
     return data
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that ended."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", default="1,2", help="comma-separated jobs values")
@@ -51,25 +60,25 @@ def main(argv: list[str] | None = None) -> None:
     classes = args.classes.split(",") if args.classes else None
     rows, reference = [], None
     for jobs in [int(j) for j in args.jobs.split(",")]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_seconds()
         result = check_registry(classes, configs=args.configs, examples=args.examples,
                                 seed=args.seed, jobs=jobs)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
         data = _comparable(result)
         reference = reference or (wall, data)
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
-        rows.append((jobs, wall, reference[0] / wall, len(result.checks), counts,
+        rows.append((jobs, wall, reference[0] / wall, cpu, len(result.checks), counts,
                      data == reference[1]))
-    header = ("jobs", "wall s", "speed-up", "checks", "verdicts", "equals jobs=1")
+    header = ("jobs", "wall s", "speed-up", "CPU s", "checks", "verdicts", "equals jobs=1")
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
-        for jobs, wall, speed, n, counts, same in rows:
-            print(f"| {jobs} | {wall:.1f} | {speed:.2f}x | {n} | {counts} | {same} |")
+        for jobs, wall, speed, cpu, n, counts, same in rows:
+            print(f"| {jobs} | {wall:.1f} | {speed:.2f}x | {cpu:.1f} | {n} | {counts} | {same} |")
         return
-    for jobs, wall, speed, n, counts, same in rows:
-        print(f"jobs {jobs}: {wall:7.1f} s  speed-up {speed:4.2f}x  {n} checks ({counts})  "
-              f"equal to jobs=1: {same}")
+    for jobs, wall, speed, cpu, n, counts, same in rows:
+        print(f"jobs {jobs}: {wall:7.1f} s  speed-up {speed:4.2f}x  CPU {cpu:7.1f} s  {n} checks "
+              f"({counts})  equal to jobs=1: {same}")
 
 
 if __name__ == "__main__":
