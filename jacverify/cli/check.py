@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     check.add_argument(
         "--jobs", type=int, default=None, metavar="N",
         help="processes checking at once: this one and N-1 worker processes, one torch "
-        "thread each; the verdicts equal a --jobs 1 run's (default: the machine's cores, "
+        "thread each, started only when the checks left would outlast their start-up; the "
+        "verdicts equal a --jobs 1 run's (default: the machine's cores, "
         f"{os.cpu_count() or 1} here)",
     )
     check.add_argument("--allow-no-rule", action="store_true",
