@@ -20,11 +20,11 @@ import multiprocessing
 import os
 import pickle
 import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, as_completed
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol
 
 __all__ = [
@@ -162,18 +162,13 @@ def run_tasks(
     return _SharedRun(tasks, progress, offset, total).run(min(int(jobs), len(tasks)) - 1)
 
 
-def _ready() -> bool:
-    """A worker is up (its imports done)."""
-    return True
-
-
 class _SharedRun:
     """Tasks shared between this process and local worker processes. This process starts
     checking at once, and starts the workers only when the tasks left would take it longer
     than :data:`WORKER_START_SECONDS` (judged by the tasks done so far): small runs never pay
-    for them. A worker gets the next task once it is up and each time it returns a result;
-    this process takes the next one whenever it is free. Workers still starting when
-    everything is done are stopped."""
+    for them. The workers hold at most two tasks each (one running, one waiting); this
+    process hands out more between its own tasks. A task lost with a worker that died runs
+    here."""
 
     def __init__(self, tasks: Sequence[Any], progress: Progress | None, offset: int,
                  total: int) -> None:
@@ -181,10 +176,11 @@ class _SharedRun:
         self.results: list = [None] * len(tasks)
         self.payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
         self.todo = deque(i for i, p in self.payloads.items() if p is not None)
-        self.lock = threading.Lock()
         self.arrived: queue.Queue = queue.Queue()
-        self.sent = self.received = self.reported = 0
-        self.pool = None
+        self.pool: ProcessPoolExecutor | None = None
+        self.slots = 0  # tasks the workers can take now
+        self.busy = 0  # tasks sent and not back
+        self.reported = 0
 
     def run(self, workers: int) -> list:
         try:
@@ -192,66 +188,59 @@ class _SharedRun:
                 if payload is None:
                     self._here(index)
             start, done = time.perf_counter(), 0
-            while (index := self._next()) is not None:
+            while self.todo:
                 self._collect(block=False)
-                self._here(index)
+                if not self.todo:
+                    break
+                self._here(self.todo.popleft())
                 done += 1
                 left = (time.perf_counter() - start) / done * len(self.todo)
                 if self.pool is None and left > WORKER_START_SECONDS:
                     self._start(workers)
-            while self.received < self.sent:
+            while self.busy:
                 self._collect(block=True)
         finally:
             if self.pool is not None:
-                self.pool.terminate()
-                self.pool.join()
+                self.pool.shutdown(wait=True, cancel_futures=True)
         return self.results
 
     def _start(self, workers: int) -> None:
-        """Start the workers; each asks for a task once it is up."""
+        """Start the workers with two tasks each (one to run, one waiting)."""
         context = multiprocessing.get_context("spawn")
-        self.pool = context.Pool(workers, initializer=_worker_init)
-        for _ in range(workers):
-            self.pool.apply_async(_ready, callback=self._feed)
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+        self.slots = 2 * workers
+        self._hand_out()
 
-    def _next(self) -> int | None:
-        with self.lock:
-            return self.todo.popleft() if self.todo else None
-
-    def _feed(self, _: Any = None) -> None:
-        """Send the next task to the worker that is free (runs in the pool's thread)."""
-        with self.lock:
-            if not self.todo:
-                return
+    def _hand_out(self) -> None:
+        """Send tasks to the free slots."""
+        while self.slots > 0 and self.todo:
+            self.slots -= 1
             index = self.todo.popleft()
-            self.sent += 1
-        try:
-            self.pool.apply_async(
-                run_payload, (self.payloads[index],),
-                callback=lambda result, i=index: self._arrive(i, result, None),
-                error_callback=lambda error, i=index: self._arrive(i, None, error),
-            )
-        except ValueError as error:  # the pool is closing: report it, run it here
-            self._arrive(index, None, TaskTransferError(str(error)))
-
-    def _arrive(self, index: int, result: Any, error: BaseException | None) -> None:
-        self.arrived.put((index, result, error))
-        self._feed()
+            future = self.pool.submit(run_payload, self.payloads[index])
+            self.busy += 1
+            future.add_done_callback(lambda f, i=index: self.arrived.put((i, f)))
 
     def _collect(self, block: bool) -> None:
-        """Record the results that arrived from workers (wait for one when ``block``)."""
-        while True:
+        """Record what came back from the workers (wait for something when ``block``), and
+        hand out tasks to the free slots."""
+        while self.busy:
             try:
-                index, result, error = self.arrived.get(block=block)
+                index, future = self.arrived.get(block=block)
             except queue.Empty:
-                return
+                break
             block = False
-            self.received += 1
-            if isinstance(error, TaskTransferError):
+            self.busy -= 1
+            error = future.exception()
+            if isinstance(error, (TaskTransferError, BrokenProcessPool)):
+                self.slots = 0 if isinstance(error, BrokenProcessPool) else self.slots + 1
                 self._here(index)
                 continue
+            self.slots += 1
             self._report(index)
-            self.results[index] = result if error is None else self.tasks[index].failed(error)
+            self.results[index] = future.result() if error is None else \
+                self.tasks[index].failed(error)
+        if self.pool is not None:
+            self._hand_out()
 
     def _here(self, index: int) -> None:
         self._report(index)

@@ -234,13 +234,37 @@ class _GateTask:
 def test_jobs_share_the_tasks_between_this_process_and_workers(tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "WORKER_START_SECONDS", -1.0)  # start after the first task
     marker, me = tmp_path / "marker", os.getpid()
-    tasks = [_GateTask(f"t{i}", marker, me, gate=i == 1) for i in range(4)]
+    # here, every task but the first waits until a worker has run one
+    tasks = [_GateTask(f"t{i}", marker, me, gate=i > 0) for i in range(6)]
     seen = []
     results = run_tasks(tasks, jobs=2, progress=lambda i, n, label: seen.append((i, n)))
-    assert [label for label, _ in results] == ["t0", "t1", "t2", "t3"]
-    assert results[0][1] == results[1][1] == me  # this process started at once
-    assert any(pid != me for _, pid in results), results  # and a worker took a task
-    assert seen == [(i, 4) for i in range(4)]
+    assert [label for label, _ in results] == [f"t{i}" for i in range(6)]
+    assert results[0][1] == me  # this process started at once
+    assert any(pid != me for _, pid in results), results  # and a worker took tasks
+    assert any(pid == me for _, pid in results[1:]), results  # while this one went on
+    assert seen == [(i, 6) for i in range(6)]
+
+
+class _WorkerKiller:
+    """Ends the worker process that runs it; returns the process that ran it elsewhere."""
+
+    def __init__(self, label, parent):
+        self.label, self.parent = label, parent
+
+    def run(self):
+        if os.getpid() != self.parent:
+            os._exit(3)
+        return self.label, os.getpid()
+
+    def failed(self, error):
+        return self.label, repr(error)
+
+
+def test_tasks_lost_with_a_dead_worker_run_here(monkeypatch):
+    monkeypatch.setattr(parallel, "WORKER_START_SECONDS", -1.0)
+    me = os.getpid()
+    results = run_tasks([_WorkerKiller(f"t{i}", me) for i in range(4)], jobs=2)
+    assert results == [(f"t{i}", me) for i in range(4)]
 
 
 def test_small_runs_start_no_worker(tmp_path):
