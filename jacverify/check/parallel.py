@@ -101,12 +101,27 @@ def run_payload(payload: bytes) -> Any:
         torch.set_num_threads(previous)
 
 
-def _worker_init() -> None:
-    """Each local worker process: the torch backend and one torch thread."""
+def _hypothesis_home() -> str | None:
+    """Where Hypothesis keeps its files in this process (``None`` if it cannot say)."""
+    try:
+        from hypothesis.configuration import storage_directory
+
+        return str(storage_directory(intent_to_write=False).home_directory)
+    except Exception:  # noqa: BLE001 - another Hypothesis layout: workers keep their default
+        return None
+
+
+def _worker_init(hypothesis_home: str | None = None) -> None:
+    """Each local worker process: the torch backend, one torch thread, and Hypothesis' files
+    where the calling process keeps them."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import torch
 
     torch.set_num_threads(1)
+    if hypothesis_home is not None:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(hypothesis_home)
 
 
 def _pickled(task: Any) -> bytes | None:
@@ -207,7 +222,8 @@ class _SharedRun:
     def _start(self, workers: int) -> None:
         """Start the workers with two tasks each (one to run, one waiting)."""
         context = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                        initargs=(_hypothesis_home(),))
         self.slots = 2 * workers
         self._hand_out()
 

@@ -147,7 +147,7 @@ def _hypothesis_home() -> Iterator[None]:
     except ImportError:  # another Hypothesis layout: leave it be
         yield
         return
-    previous = storage_directory()
+    previous = storage_directory(intent_to_write=False).home_directory
     with tempfile.TemporaryDirectory(prefix="jacverify-hypothesis-") as home:
         set_hypothesis_home_dir(home)
         try:

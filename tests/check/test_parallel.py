@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
 from keras import layers as L
 
 from jacverify import check_model, check_registry
@@ -225,10 +226,10 @@ class _GateTask:
             deadline = time.monotonic() + 120
             while not Path(self.marker).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
-        return self.label, os.getpid()
+        return self.label, os.getpid(), str(storage_directory(intent_to_write=False).home_directory)
 
     def failed(self, error):
-        return self.label, repr(error)
+        return self.label, repr(error), None
 
 
 def test_jobs_share_the_tasks_between_this_process_and_workers(tmp_path, monkeypatch):
@@ -237,12 +238,19 @@ def test_jobs_share_the_tasks_between_this_process_and_workers(tmp_path, monkeyp
     # here, every task but the first waits until a worker has run one
     tasks = [_GateTask(f"t{i}", marker, me, gate=i > 0) for i in range(6)]
     seen = []
-    results = run_tasks(tasks, jobs=2, progress=lambda i, n, label: seen.append((i, n)))
-    assert [label for label, _ in results] == [f"t{i}" for i in range(6)]
+    previous = storage_directory(intent_to_write=False).home_directory
+    set_hypothesis_home_dir(tmp_path / "hypothesis")
+    try:
+        results = run_tasks(tasks, jobs=2, progress=lambda i, n, label: seen.append((i, n)))
+    finally:
+        set_hypothesis_home_dir(previous)
+    assert [label for label, _, _ in results] == [f"t{i}" for i in range(6)]
     assert results[0][1] == me  # this process started at once
-    assert any(pid != me for _, pid in results), results  # and a worker took tasks
-    assert any(pid == me for _, pid in results[1:]), results  # while this one went on
+    assert any(pid != me for _, pid, _ in results), results  # and a worker took tasks
+    assert any(pid == me for _, pid, _ in results[1:]), results  # while this one went on
     assert seen == [(i, 6) for i in range(6)]
+    # the workers keep Hypothesis' files where this process keeps them
+    assert {home for _, _, home in results} == {str(tmp_path / "hypothesis")}
 
 
 class _WorkerKiller:
@@ -270,7 +278,7 @@ def test_tasks_lost_with_a_dead_worker_run_here(monkeypatch):
 def test_small_runs_start_no_worker(tmp_path):
     marker, me = tmp_path / "marker", os.getpid()
     results = run_tasks([_GateTask(f"t{i}", marker, me, gate=False) for i in range(3)], jobs=2)
-    assert [pid for _, pid in results] == [me, me, me] and not marker.exists()
+    assert [pid for _, pid, _ in results] == [me, me, me] and not marker.exists()
 
 
 def test_jobs_must_be_positive(twins):
