@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jacverify.check.storage import hypothesis_storage
 from jacverify.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -322,7 +323,10 @@ def assert_backward_correct(
     options["convention"] = convention or defaults.convention or "subgradient"
     run = _Run(layer, rule, options, allowed, defaults.test_id)
 
-    database = _database() if seed_source in ("session", "random") else None
+    database = None
+    if seed_source in ("session", "random"):
+        with hypothesis_storage():  # Hypothesis' default database: in jacverify's cache
+            database = _database()
     if database is None:
         return run.once(the_seed, n_examples, seed_source, examples_source)
     key = _database_key(layer, rule, defaults.test_id, options)

@@ -26,6 +26,7 @@ from jacverify.backward.graph import INPUT_KEY, Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
 from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
+from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
@@ -313,6 +314,7 @@ def _end_to_end(
     )
 
 
+@library_warnings_silenced()
 def check_model(
     model: keras.Model,
     mapping_keras2backward_classes: dict | None = None,

@@ -31,6 +31,7 @@ from jacverify.check.layer_configs import (
     native_example_strategy,
     native_skip_reason,
 )
+from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
 from jacverify.verdicts import Verdict
 
@@ -203,6 +204,7 @@ def _check_one(
         return _bare_check(entry, Verdict.INCONCLUSIVE.value, reason, layer, shape)
 
 
+@library_warnings_silenced()
 def check_registry(
     classes: Iterable | None = None,
     *,

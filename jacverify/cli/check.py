@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +100,6 @@ def replay_command(args: argparse.Namespace, seed: int) -> str:
     return shlex.join(parts)
 
 
-@contextlib.contextmanager
-def _hypothesis_home() -> Iterator[None]:
-    """Keep Hypothesis' working files (``.hypothesis/``) in a temporary directory instead of
-    the current one while the check runs."""
-    try:
-        from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
-    except ImportError:  # another Hypothesis layout: leave it be
-        yield
-        return
-    previous = storage_directory()
-    with tempfile.TemporaryDirectory(prefix="jacverify-hypothesis-") as home:
-        set_hypothesis_home_dir(home)
-        try:
-            yield
-        finally:
-            set_hypothesis_home_dir(str(previous))
-
-
 def _model_inputs(arrays: dict | None, model: Any, value: str | None) -> list | None:
     if arrays is None:
         return None
@@ -135,7 +114,7 @@ def _check(model_path: Path, args: argparse.Namespace, arrays: dict | None) -> A
     from jacverify.check.model_check import check_model
 
     mode = resolve_mode(args.progress, quiet=args.quiet)
-    with progress_reporter(mode) as (status, report), _hypothesis_home():
+    with progress_reporter(mode) as (status, report):
         status(f"loading {model_path}")
         model = load_model(model_path, unsafe=args.unsafe_deserialization)
         inputs = _model_inputs(arrays, model, args.inputs)
