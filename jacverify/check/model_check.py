@@ -25,8 +25,8 @@ from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
 from jacverify.check.adapters import PackedCall
+from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
-from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
@@ -314,7 +314,7 @@ def _end_to_end(
     )
 
 
-@library_warnings_silenced()
+@check_isolation()
 def check_model(
     model: keras.Model,
     mapping_keras2backward_classes: dict | None = None,

@@ -25,13 +25,13 @@ from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.check.adapters import PackedCall
+from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
 from jacverify.check.layer_configs import (
     draw_configs,
     native_example_strategy,
     native_skip_reason,
 )
-from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
 from jacverify.verdicts import Verdict
 
@@ -204,7 +204,7 @@ def _check_one(
         return _bare_check(entry, Verdict.INCONCLUSIVE.value, reason, layer, shape)
 
 
-@library_warnings_silenced()
+@check_isolation()
 def check_registry(
     classes: Iterable | None = None,
     *,
