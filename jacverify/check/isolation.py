@@ -10,11 +10,13 @@ public check so that none of it outlives the check, whether it returns or raises
   the draws they would have made without it;
 * Keras' automatic layer names continue where they were (``dense_2`` stays ``dense_2``);
 * the deprecation warnings libraries raise inside the check are silenced
-  (:mod:`jacverify.check.library_warnings`), the warning filters restored.
+  (:mod:`jacverify.check.library_warnings`), the warning filters restored;
+* Hypothesis' files go to jacverify's cache directory (:mod:`jacverify.check.storage`), and
+  its storage directory is restored.
 
-torch's threads (:func:`jacverify.check.settings.torch_threads`), Keras' promotion table
-(:func:`jacverify.keras_internals.float64_not_downcast`) and Hypothesis' storage directory
-(:mod:`jacverify.check.storage`) are restored by the blocks that change them.
+torch's threads (:func:`jacverify.check.settings.torch_threads`) and Keras' promotion table
+(:func:`jacverify.keras_internals.float64_not_downcast`) are restored by the blocks that change
+them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from jacverify.check.library_warnings import library_warnings_silenced
+from jacverify.check.storage import hypothesis_storage
 from jacverify.keras_internals import KerasGlobalState
 
 __all__ = ["check_isolation", "preserved_random_and_names"]
@@ -50,7 +53,8 @@ def preserved_random_and_names() -> Iterator[None]:
 
 @contextlib.contextmanager
 def check_isolation() -> Iterator[None]:
-    """Within the block (or the decorated check), library deprecation warnings are silenced,
-    and the global random states and Keras' name counters are restored after."""
-    with library_warnings_silenced(), preserved_random_and_names():
+    """Within the block (or the decorated check), library deprecation warnings are silenced and
+    Hypothesis writes to jacverify's cache; the global random states and Keras' name counters
+    are restored after."""
+    with library_warnings_silenced(), preserved_random_and_names(), hypothesis_storage():
         yield

@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 #: Environment variable naming jacverify's cache directory.
 CACHE_ENV = "JACVERIFY_CACHE_DIR"
@@ -33,9 +34,11 @@ CACHE_ENV = "JACVERIFY_CACHE_DIR"
 __all__ = [
     "CACHE_ENV",
     "cache_directory",
+    "database_for_checks",
     "hypothesis_directory",
     "hypothesis_storage",
     "use_cache_directory",
+    "user_cache_directory",
     "user_chose_hypothesis_storage",
 ]
 
@@ -43,25 +46,30 @@ _lock = threading.RLock()
 _override: list[Path] = []
 
 
-def _platform_cache_home() -> Path:
+def user_cache_directory() -> Path:
+    """The platform's per-user cache directory + ``jacverify``: ``$XDG_CACHE_HOME/jacverify``
+    (default ``~/.cache/jacverify``), ``~/Library/Caches/jacverify`` on macOS,
+    ``%LOCALAPPDATA%\\jacverify`` on Windows."""
     if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        home = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        home = Path.home() / "Library" / "Caches"
+    else:
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return home / "jacverify"
 
 
 def cache_directory() -> Path:
     """jacverify's cache directory (not created): ``$JACVERIFY_CACHE_DIR``, else the one set
-    by :func:`use_cache_directory` (the pytest plugin's), else the platform's user cache
-    directory + ``jacverify``."""
+    by :func:`use_cache_directory` (the pytest plugin's), else
+    :func:`user_cache_directory`."""
     configured = os.environ.get(CACHE_ENV)
     if configured:
         return Path(configured).expanduser()
     with _lock:
         if _override:
             return _override[-1]
-    return _platform_cache_home() / "jacverify"
+    return user_cache_directory()
 
 
 def hypothesis_directory() -> Path:
@@ -123,3 +131,21 @@ def hypothesis_storage() -> Iterator[Path]:
             if _depth == 0 and _previous is not None:
                 set_hypothesis_home_dir(_previous)
                 _previous = None
+
+
+def database_for_checks(configured: Any) -> Any:
+    """The example database in which the testing helpers keep the seeds of failed checks:
+    ``configured`` (the database of the Hypothesis settings in use), unless it is Hypothesis'
+    default ``.hypothesis/examples``, which becomes ``examples`` in :func:`hypothesis_directory`.
+    ``None`` (no database) stays ``None``."""
+    from hypothesis.configuration import storage_directory
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    if configured is None or user_chose_hypothesis_storage():
+        return configured
+    if not isinstance(configured, DirectoryBasedExampleDatabase):
+        return configured
+    default = Path(storage_directory("examples", intent_to_write=False).path)
+    if Path(configured.path).resolve() != default.resolve():
+        return configured
+    return DirectoryBasedExampleDatabase(hypothesis_directory() / "examples")
