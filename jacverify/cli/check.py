@@ -170,8 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(result: Any, args: argparse.Namespace, model_path: Path, json_path: Path | None,
             html_path: Path | None) -> int:
-    from jacverify.report import build_document, write_html, write_json
-    from jacverify.report.document import document_failed
+    from jacverify.report.document import build_document, document_failed
+    from jacverify.report.json_report import write_json
     from jacverify.report.terminal import print_report
 
     document = build_document(
@@ -183,6 +183,8 @@ def _report(result: Any, args: argparse.Namespace, model_path: Path, json_path: 
         if json_path is not None:
             written.append(("JSON report", write_json(document, json_path)))
         if html_path is not None:
+            from jacverify.report.html import write_html  # Jinja2 and the plots: only here
+
             written.append(("HTML report", write_html(document, html_path)))
     except OSError as error:
         raise UsageError(f"cannot write the report: {error}") from error
