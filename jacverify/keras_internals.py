@@ -122,12 +122,21 @@ class KerasGlobalState:
         state = None if generator is None else keras.ops.convert_to_numpy(generator.state)
         return cls(None if uids is None else dict(uids), generator, state)
 
+    @staticmethod
+    def _counters(values: dict) -> dict:
+        import collections
+
+        return collections.defaultdict(int, values)
+
     def restore(self) -> None:
         """Put the captured state back."""
         from keras.src.backend.common import global_state
 
         uids = _global_attribute("object_name_uids")
-        if uids is not None and self.name_uids is not None:
+        if self.name_uids is None or uids is None:
+            counters = None if self.name_uids is None else self._counters(self.name_uids)
+            global_state.set_global_attribute("object_name_uids", counters)
+        else:
             uids.clear()
             uids.update(self.name_uids)
         global_state.set_global_attribute("global_seed_generator", self.seed_generator)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -35,20 +36,45 @@ from jacverify.keras_internals import KerasGlobalState
 __all__ = ["check_isolation", "preserved_random_and_names"]
 
 
+_lock = threading.Lock()
+_depth = 0
+_saved: list = []
+
+
+def _capture() -> list:
+    return [random.getstate(), np.random.get_state(), torch.get_rng_state(),
+            KerasGlobalState.capture()]
+
+
+def _restore(saved: list) -> None:
+    python_state, numpy_state, torch_state, keras_state = saved
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    keras_state.restore()
+
+
 @contextlib.contextmanager
 def preserved_random_and_names() -> Iterator[None]:
-    """Restore the global random generators and Keras' name counters when the block ends."""
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    torch_state = torch.get_rng_state()
-    keras_state = KerasGlobalState.capture()
+    """Restore the global random generators and Keras' name counters when the block ends.
+
+    Only the outermost block captures and restores: inside a model check, the checks of its
+    calls draw names and seeds one after the other (no two objects built during the outer
+    check get the same automatic name), and everything is put back when the model check ends.
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            _saved[:] = _capture()
+        _depth += 1
     try:
         yield
     finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        keras_state.restore()
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _restore(_saved)
+                _saved.clear()
 
 
 @contextlib.contextmanager

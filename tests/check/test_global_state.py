@@ -20,6 +20,7 @@ from keras.src.backend.common import global_state as keras_global_state
 from jacverify import check_layer, check_model, clone_to_backward
 from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.precision import float64_precision
+from jacverify.check.isolation import preserved_random_and_names
 from jacverify.check.references import true_float64
 from jacverify.examples.tutorial import BackwardClip, Clip
 
@@ -162,3 +163,14 @@ def test_a_check_that_raises_leaves_the_state_as_it_found_it(seeded):
     with float64_precision(), pytest.raises(ValueError, match="inputs"):
         check_model(model, inputs=np.zeros((2, 5), "float32"), seed=0, examples=3)
     assert_unchanged(before, snapshot())
+
+
+def test_checks_inside_an_outer_check_do_not_reuse_names_and_the_outer_one_restores_them():
+    keras.backend.clear_session()
+    with preserved_random_and_names():  # as check_model around the checks of its calls
+        with preserved_random_and_names():
+            first = keras.layers.Dense(1).name
+        with preserved_random_and_names():
+            second = keras.layers.Dense(1).name
+        assert first != second  # objects built during one model check never share a name
+    assert keras.layers.Dense(1).name == first
