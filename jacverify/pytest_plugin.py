@@ -19,6 +19,7 @@ imported only when a check or a report needs them: pytest loads plugins at every
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -87,6 +88,16 @@ class _SessionChecks:
         self.written: list[Path] = []
         self.report_error: str | None = None
         self.previous_defaults: TestDefaults | None = None
+        self.cache_scope = contextlib.ExitStack()
+
+    def use_pytest_cache(self, config: pytest.Config) -> None:
+        """Keep the checks' Hypothesis files in pytest's cache directory (``jacverify/`` in
+        ``.pytest_cache/d/``) for the session, when pytest's cache is on."""
+        from jacverify.check.storage import use_cache_directory
+
+        cache = getattr(config, "cache", None)
+        if cache is not None:
+            self.cache_scope.enter_context(use_cache_directory(cache.mkdir("jacverify")))
 
     def add(self, record: CheckRecord) -> None:
         """Keep one check (a listener of jacverify.testing)."""
@@ -208,6 +219,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     state = _SessionChecks(config)
     state.previous_defaults = testing._defaults
+    state.use_pytest_cache(config)
     config.stash[_STATE] = state
     testing._listeners.append(state.add)
     testing._set_defaults(state.defaults())
@@ -224,6 +236,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if state.add in testing._listeners:
         testing._listeners.remove(state.add)
     testing._set_defaults(state.previous_defaults)
+    state.cache_scope.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

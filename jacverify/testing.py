@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jacverify.check.storage import database_for_checks
 from jacverify.verdicts import Verdict
 
 if TYPE_CHECKING:
@@ -309,8 +310,9 @@ def assert_backward_correct(
 
     When no seed is fixed (by the argument, the marker or ``--jacverify-seed``), seeds that
     failed before in the same test are tried first: they are kept in the example database of
-    the Hypothesis settings in use (``.hypothesis/`` by default), as Hypothesis keeps failing
-    examples, and forgotten once they pass.
+    the Hypothesis settings in use when the profile sets one, else in jacverify's cache
+    directory (see :mod:`jacverify.check.storage`), as Hypothesis keeps failing examples, and
+    forgotten once they pass.
     """
     __tracebackhide__ = True
     defaults = _defaults or TestDefaults()
@@ -322,7 +324,9 @@ def assert_backward_correct(
     options["convention"] = convention or defaults.convention or "subgradient"
     run = _Run(layer, rule, options, allowed, defaults.test_id)
 
-    database = _database() if seed_source in ("session", "random") else None
+    database = None
+    if seed_source in ("session", "random"):
+        database = database_for_checks(_database())
     if database is None:
         return run.once(the_seed, n_examples, seed_source, examples_source)
     key = _database_key(layer, rule, defaults.test_id, options)

@@ -593,6 +593,24 @@ def test_usage_answers_come_before_torch_and_keras(files, args):
     assert (torch_loaded, keras_loaded) == ("False", "False")
 
 
+def test_check_loads_only_what_it_needs(files):
+    """A check without --html loads neither Jinja2 nor the registry check's configuration
+    strategies, nor the plugins other packages register with Hypothesis; it writes nothing to
+    the current directory."""
+    unneeded = ["jinja2", "jacverify.report.html", "jacverify.check.registry_check",
+                "jacverify.check.layer_configs", "trio", "pytest"]
+    code = ("import sys\nfrom jacverify.cli import main\nstatus = main(sys.argv[1:])\n"
+            f"print(status, [m for m in {unneeded!r} if m in sys.modules])")
+    before = sorted(p.name for p in files.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-c", code, "check", "mlp.keras", "--examples", "3", "--seed", "0",
+         "--progress", "none", "--quiet"],
+        cwd=files, capture_output=True, text=True, timeout=600,
+    )
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout + result.stderr
+    assert sorted(p.name for p in files.iterdir()) == before
+
+
 @pytest.mark.slow
 def test_example_writes_into_a_directory_of_its_own(tmp_path):
     result = run("example", "--examples", "5", cwd=tmp_path)

@@ -462,3 +462,51 @@ def test_documented_examples_run_as_documented(pytester: pytest.Pytester):
         "*BackwardCheckFailed: BackwardClip for layer 'clip*' (Clip): FAIL, the rule is wrong",
         "FAILED test_docs.py::test_clip_rule - *",
     ], consecutive=False)
+
+
+CITIZEN_TESTS = '''
+import warnings
+
+import keras
+import pytest
+
+from jacverify.examples.tutorial import BackwardClip, Clip
+from jacverify.testing import BackwardCheckFailed, assert_backward_correct
+
+
+def test_dense():
+    assert_backward_correct(keras.layers.Dense(3), input_shape=(4,), examples=5)
+
+
+def test_relu():
+    assert_backward_correct(keras.layers.ReLU(), input_shape=(4,), examples=5)
+
+
+def test_conv():
+    assert_backward_correct(keras.layers.Conv1D(2, 3), input_shape=(6, 2), examples=5)
+
+
+def test_wrong_clip_rule_and_a_warning_of_the_users_own():
+    warnings.warn("a warning of the user's own", UserWarning)
+    with pytest.raises(BackwardCheckFailed):
+        assert_backward_correct(Clip(0.0, 2.0), BackwardClip, input_shape=(5,), examples=5)
+'''
+
+
+def test_a_users_run_shows_the_users_warnings_only_and_keeps_hypothesis_files_in_pytests_cache(
+    pytester: pytest.Pytester, monkeypatch
+):
+    """A project without jacverify's warning filters: the checks' library warnings (Keras'
+    numpy conversions, thousands of them) are not shown, the user's own warning is; nothing is
+    written to .hypothesis/ of the project, the failed seed is kept in pytest's cache."""
+    monkeypatch.delenv("JACVERIFY_CACHE_DIR", raising=False)
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    pytester.makeini("[pytest]\n")  # the user's own configuration: no warning filters
+    pytester.makepyfile(test_user=CITIZEN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "cacheprovider")
+    result.assert_outcomes(passed=4, warnings=1)
+    result.stdout.fnmatch_lines(["*UserWarning: a warning of the user's own*"])
+    assert "DeprecationWarning" not in result.stdout.str()
+    assert not (pytester.path / ".hypothesis").exists()
+    seeds = pytester.path / ".pytest_cache" / "d" / "jacverify" / "hypothesis" / "examples"
+    assert [p for p in seeds.rglob("*") if p.is_file()], "the failed seed is kept"

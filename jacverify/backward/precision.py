@@ -16,32 +16,17 @@ float32 models are unaffected.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 
-from keras.src.backend.common import dtypes as _keras_dtypes
-
-_KEPT = {"float64": "float64", "complex128": "complex128"}
-_lock = threading.Lock()
-_depth = 0
-_saved: dict = {}
+from jacverify import keras_internals
 
 
 @contextlib.contextmanager
 def float64_precision() -> Iterator[None]:
-    """Within the block, Keras operations on float64 tensors compute and return float64."""
-    global _depth
-    table = _keras_dtypes.BIT64_TO_BIT32_DTYPE
-    with _lock:
-        if _depth == 0:
-            _saved.clear()
-            _saved.update({k: table[k] for k in _KEPT if k in table})
-            table.update(_KEPT)
-        _depth += 1
-    try:
+    """Within the block, Keras operations on float64 tensors compute and return float64.
+
+    Nested and concurrent blocks (and the checker's float64 references) share one patch of
+    Keras' promotion table, restored when the last of them ends.
+    """
+    with keras_internals.float64_not_downcast():
         yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                table.update(_saved)

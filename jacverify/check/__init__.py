@@ -13,40 +13,71 @@ Example (``Clip`` and its rules from the tutorial)::
     check.to_dict()                # JSON-ready
 """
 
+from __future__ import annotations
+
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-from jacverify.check.calls import call_rule  # noqa: E402
-from jacverify.check.layer_check import (  # noqa: E402
-    check_example,
-    check_layer,
-    check_with,
-)
-from jacverify.check.model_check import check_model  # noqa: E402
-from jacverify.check.probes import ExampleOutcome  # noqa: E402
-from jacverify.check.registry_check import check_registry  # noqa: E402
-from jacverify.check.results import (  # noqa: E402
-    ConfigCheck,
-    Counterexample,
-    Finding,
-    LayerCheck,
-    ModelCheck,
-    ReferenceInfo,
-    RegistryCheck,
-    Replay,
-)
-from jacverify.check.settings import CheckSettings  # noqa: E402
-from jacverify.check.strategies import ExampleSpec  # noqa: E402
-from jacverify.verdicts import (  # noqa: E402
-    CONVENTIONS,
-    PROBES,
-    VERDICTS,
-    Convention,
-    Probe,
-    Verdict,
-    worst_verdict,
-)
+#: Public name -> the module defining it. Loaded on first use, so that importing a light
+#: submodule (``jacverify.check.storage``, ``jacverify.check.results``) does not load the whole
+#: checker, Keras and torch with it.
+_EXPORTS = {
+    "call_rule": "jacverify.check.calls",
+    "check_example": "jacverify.check.layer_check",
+    "check_layer": "jacverify.check.layer_check",
+    "check_with": "jacverify.check.layer_check",
+    "check_model": "jacverify.check.model_check",
+    "ExampleOutcome": "jacverify.check.probes",
+    "check_registry": "jacverify.check.registry_check",
+    "ConfigCheck": "jacverify.check.results",
+    "Counterexample": "jacverify.check.results",
+    "Finding": "jacverify.check.results",
+    "LayerCheck": "jacverify.check.results",
+    "ModelCheck": "jacverify.check.results",
+    "ReferenceInfo": "jacverify.check.results",
+    "RegistryCheck": "jacverify.check.results",
+    "Replay": "jacverify.check.results",
+    "CheckSettings": "jacverify.check.settings",
+    "ExampleSpec": "jacverify.check.strategies",
+    "CONVENTIONS": "jacverify.verdicts",
+    "PROBES": "jacverify.verdicts",
+    "VERDICTS": "jacverify.verdicts",
+    "Convention": "jacverify.verdicts",
+    "Probe": "jacverify.verdicts",
+    "Verdict": "jacverify.verdicts",
+    "worst_verdict": "jacverify.verdicts",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jacverify.check.calls import call_rule
+    from jacverify.check.layer_check import check_example, check_layer, check_with
+    from jacverify.check.model_check import check_model
+    from jacverify.check.probes import ExampleOutcome
+    from jacverify.check.registry_check import check_registry
+    from jacverify.check.results import (
+        ConfigCheck,
+        Counterexample,
+        Finding,
+        LayerCheck,
+        ModelCheck,
+        ReferenceInfo,
+        RegistryCheck,
+        Replay,
+    )
+    from jacverify.check.settings import CheckSettings
+    from jacverify.check.strategies import ExampleSpec
+    from jacverify.verdicts import (
+        CONVENTIONS,
+        PROBES,
+        VERDICTS,
+        Convention,
+        Probe,
+        Verdict,
+        worst_verdict,
+    )
 
 __all__ = [
     "CONVENTIONS",
@@ -74,3 +105,16 @@ __all__ = [
     "check_with",
     "worst_verdict",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'jacverify.check' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

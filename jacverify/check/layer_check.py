@@ -31,6 +31,7 @@ import keras
 from jacverify.check.aggregate import MIN_JUDGED_FRACTION, layer_check
 from jacverify.check.calls import call_rule
 from jacverify.check.evidence import evidence_for
+from jacverify.check.isolation import check_isolation
 from jacverify.check.preparation import prepare
 from jacverify.check.probes import Evaluator, ExampleOutcome, search_label, search_severity
 from jacverify.check.results import LayerCheck
@@ -57,6 +58,7 @@ _SHRINKABLE = tuple(
 )
 
 
+@check_isolation()
 def check_example(
     layer: keras.layers.Layer,
     rule: Any = None,
@@ -85,6 +87,7 @@ def check_example(
     return Evaluator(setup)(spec)
 
 
+@check_isolation()
 def check_with(
     layer: keras.layers.Layer, rule: Any, settings: CheckSettings, *,
     input_shape: Sequence | None = None, inputs: Any = None,

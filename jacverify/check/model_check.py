@@ -28,6 +28,7 @@ from jacverify.backward.registry import MissingBackwardRuleError, get_backward_r
 from jacverify.check.adapters import PackedCall
 from jacverify.check.call_selection import select_calls
 from jacverify.check.call_task import CallTask, coverage_key
+from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
 from jacverify.check.parallel import run_tasks
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
@@ -333,6 +334,7 @@ def _end_to_end(
     )
 
 
+@check_isolation()
 def check_model(
     model: keras.Model,
     mapping_keras2backward_classes: dict | None = None,

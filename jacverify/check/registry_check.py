@@ -27,6 +27,7 @@ from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.check.adapters import PackedCall
+from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
 from jacverify.check.layer_configs import (
     draw_configs,
@@ -270,6 +271,7 @@ def _rule_rows(entry: RuleEntry, configs: int, seed: int, examples: int, convent
     ]
 
 
+@check_isolation()
 def check_registry(
     classes: Iterable | None = None,
     *,

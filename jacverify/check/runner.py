@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from jacverify.check.storage import hypothesis_storage
+
 S = TypeVar("S", bound=Hashable)
 Out = TypeVar("Out")
 
@@ -70,7 +72,8 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
     test = _settings(count, phases)(test)
     test = hypothesis_seed(seed)(test)
     try:
-        test()
+        with hypothesis_storage():
+            test()
     except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise

@@ -31,6 +31,7 @@ from jacverify.cli.common import (
     EXIT_USAGE,
     UsageError,
     first_line,
+    hypothesis_plugins_off,
     require_torch_backend,
 )
 from jacverify.cli.inputs import check_model_file, import_rules, load_model
@@ -94,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f"jacverify {args.command}"
     try:
         require_torch_backend()
-        return args.func(args)
+        with hypothesis_plugins_off():
+            return args.func(args)
     except UsageError as error:
         if args.debug:
             traceback.print_exc()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,24 +135,6 @@ def jobs(args: argparse.Namespace) -> int:
     return args.jobs if args.jobs is not None else max(1, os.cpu_count() or 1)
 
 
-@contextlib.contextmanager
-def _hypothesis_home() -> Iterator[None]:
-    """Keep Hypothesis' working files (``.hypothesis/``) in a temporary directory instead of
-    the current one while the check runs."""
-    try:
-        from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
-    except ImportError:  # another Hypothesis layout: leave it be
-        yield
-        return
-    previous = storage_directory(intent_to_write=False).home_directory
-    with tempfile.TemporaryDirectory(prefix="jacverify-hypothesis-") as home:
-        set_hypothesis_home_dir(home)
-        try:
-            yield
-        finally:
-            set_hypothesis_home_dir(str(previous))
-
-
 def _model_inputs(arrays: dict | None, model: Any, value: str | None) -> list | None:
     if arrays is None:
         return None
@@ -170,7 +149,7 @@ def _check(model_path: Path, args: argparse.Namespace, arrays: dict | None) -> A
     from jacverify.check.model_check import check_model
 
     mode = resolve_mode(args.progress, quiet=args.quiet)
-    with progress_reporter(mode) as (status, report), _hypothesis_home():
+    with progress_reporter(mode) as (status, report):
         status(f"loading {model_path}")
         model = load_model(model_path, unsafe=args.unsafe_deserialization)
         inputs = _model_inputs(arrays, model, args.inputs)
@@ -236,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(result: Any, args: argparse.Namespace, model_path: Path, json_path: Path | None,
             html_path: Path | None) -> int:
-    from jacverify.report import build_document, write_html, write_json
-    from jacverify.report.document import document_failed
+    from jacverify.report.document import build_document, document_failed
+    from jacverify.report.json_report import write_json
     from jacverify.report.terminal import print_report
 
     document = build_document(
@@ -249,6 +228,8 @@ def _report(result: Any, args: argparse.Namespace, model_path: Path, json_path: 
         if json_path is not None:
             written.append(("JSON report", write_json(document, json_path)))
         if html_path is not None:
+            from jacverify.report.html import write_html  # Jinja2 and the plots: only here
+
             written.append(("HTML report", write_html(document, html_path)))
     except OSError as error:
         raise UsageError(f"cannot write the report: {error}") from error

@@ -5,9 +5,11 @@ Nothing here imports Keras or torch: usage errors are answered before they load.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 
 #: Exit statuses.
 EXIT_OK = 0
@@ -80,3 +82,19 @@ def require_torch_backend() -> None:
             f"KERAS_BACKEND={backend}: jacverify needs the torch backend for now; unset "
             "KERAS_BACKEND or set KERAS_BACKEND=torch"
         )
+
+
+@contextlib.contextmanager
+def hypothesis_plugins_off() -> Iterator[None]:
+    """Within the block, a first import of Hypothesis skips the plugins other installed
+    packages register for it (``HYPOTHESIS_NO_PLUGINS``): the checks do not use them, and
+    loading them can cost a second (trio's imports pytest). Unless the variable is set
+    already; it is removed again after the block."""
+    if "HYPOTHESIS_NO_PLUGINS" in os.environ:
+        yield
+        return
+    os.environ["HYPOTHESIS_NO_PLUGINS"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("HYPOTHESIS_NO_PLUGINS", None)

@@ -9,15 +9,34 @@ Example::
     write_html(document, "report.html")
 """
 
-from jacverify.report.document import (
-    SCHEMA_NAME,
-    SCHEMA_VERSION,
-    DocumentError,
-    build_document,
-    read_document,
-)
-from jacverify.report.html import render_html, write_html
-from jacverify.report.json_report import write_json
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> the module defining it, loaded on first use (the HTML writer brings Jinja2
+#: and matplotlib: a command that writes no HTML does not load them).
+_EXPORTS = {
+    "SCHEMA_NAME": "jacverify.report.document",
+    "SCHEMA_VERSION": "jacverify.report.document",
+    "DocumentError": "jacverify.report.document",
+    "build_document": "jacverify.report.document",
+    "read_document": "jacverify.report.document",
+    "render_html": "jacverify.report.html",
+    "write_html": "jacverify.report.html",
+    "write_json": "jacverify.report.json_report",
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from jacverify.report.document import (
+        SCHEMA_NAME,
+        SCHEMA_VERSION,
+        DocumentError,
+        build_document,
+        read_document,
+    )
+    from jacverify.report.html import render_html, write_html
+    from jacverify.report.json_report import write_json
 
 __all__ = [
     "SCHEMA_NAME",
@@ -29,3 +48,16 @@ __all__ = [
     "write_html",
     "write_json",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'jacverify.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from jacverify.check.storage import hypothesis_storage
+
 
 def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
     """Up to ``n`` values of ``strategy``, the same for the same ``seed``.
@@ -36,5 +38,6 @@ def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
     def collect(value) -> None:
         found.append(value)
 
-    collect()
+    with hypothesis_storage():
+        collect()
     return found[:n]

@@ -1,0 +1,86 @@
+"""A check leaves the process as it found it.
+
+Checking a rule clones layers (Keras draws their initializers' seeds from Python's ``random``
+and names them from process-wide counters), runs Hypothesis, sets torch's thread count and
+patches Keras' type promotion for float64 references. :func:`check_isolation` wraps every
+public check so that none of it outlives the check, whether it returns or raises:
+
+* the global random states: Python's ``random``, NumPy's global generator, torch's CPU
+  generator and Keras' global seed generator are restored, so a user's draws after a check are
+  the draws they would have made without it;
+* Keras' automatic layer names continue where they were (``dense_2`` stays ``dense_2``);
+* the deprecation warnings libraries raise inside the check are silenced
+  (:mod:`jacverify.check.library_warnings`), the warning filters restored;
+* Hypothesis' files go to jacverify's cache directory (:mod:`jacverify.check.storage`), and
+  its storage directory is restored.
+
+torch's threads (:func:`jacverify.check.settings.torch_threads`) and Keras' promotion table
+(:func:`jacverify.keras_internals.float64_not_downcast`) are restored by the blocks that change
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from jacverify.check.library_warnings import library_warnings_silenced
+from jacverify.check.storage import hypothesis_storage
+from jacverify.keras_internals import KerasGlobalState
+
+__all__ = ["check_isolation", "preserved_random_and_names"]
+
+
+_lock = threading.Lock()
+_depth = 0
+_saved: list = []
+
+
+def _capture() -> list:
+    return [random.getstate(), np.random.get_state(), torch.get_rng_state(),
+            KerasGlobalState.capture()]
+
+
+def _restore(saved: list) -> None:
+    python_state, numpy_state, torch_state, keras_state = saved
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(torch_state)
+    keras_state.restore()
+
+
+@contextlib.contextmanager
+def preserved_random_and_names() -> Iterator[None]:
+    """Restore the global random generators and Keras' name counters when the block ends.
+
+    Only the outermost block captures and restores: inside a model check, the checks of its
+    calls draw names and seeds one after the other (no two objects built during the outer
+    check get the same automatic name), and everything is put back when the model check ends.
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            _saved[:] = _capture()
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _restore(_saved)
+                _saved.clear()
+
+
+@contextlib.contextmanager
+def check_isolation() -> Iterator[None]:
+    """Within the block (or the decorated check), library deprecation warnings are silenced and
+    Hypothesis writes to jacverify's cache; the global random states and Keras' name counters
+    are restored after."""
+    with library_warnings_silenced(), preserved_random_and_names(), hypothesis_storage():
+        yield
