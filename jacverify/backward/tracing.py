@@ -5,13 +5,20 @@ also inside another layer's ``call()``. Running a layer's ``call()`` on fresh sy
 (at inference, ``training=False``) therefore gives a functional graph of its parts, which the
 graph walker inlines like a nested model, so that the parts' rules build the layer's backward.
 
+A call may return ``None`` among its outputs (an optional output left out, e.g. attention
+scores not asked for) and constant tensors (computed from shapes and weights only): neither
+carries a gradient. A sublayer returning ``None`` cannot be a node of a Keras graph, so when its
+symbolic call fails for that reason it is recorded as a node of its tensor outputs only, and
+the enclosing call receives its outputs with the ``None``.
+
 What cannot be traced is reported, not guessed: Python control flow on tensor values, calls
 that assign to the layer's state, outputs that are not tensors or do not depend on the inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -29,6 +36,10 @@ class TracedCall:
     functional: Functional
     inner_inputs: list
     outer_inputs: list
+    #: For each tensor the call returns (``None`` outputs left out, in ``tree.flatten``
+    #: order): its index in ``functional.outputs``, or ``None`` for a constant (a tensor that
+    #: does not depend on the call's tensor arguments, so carries no gradient).
+    output_positions: list = field(default_factory=list)
 
 
 class TracingFailed(Exception):  # noqa: N818 - a reason, not an error the user sees as such
@@ -54,7 +65,8 @@ def trace_layer_call(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Tr
         inner_kwargs["training"] = False
     before = _state_of(layer)
     try:
-        outputs = layer.call(*inner_args, **inner_kwargs)
+        with _sublayers_tolerating_none_outputs(layer):
+            outputs = layer.call(*inner_args, **inner_kwargs)
     except Exception as error:  # the layer's own code: any failure is a reason not to trace
         _restore_state(layer, before)
         raise TracingFailed(_explain(error)) from error
@@ -63,19 +75,108 @@ def trace_layer_call(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Tr
             "its call() changes the layer's state (assigns to a variable): a backward model "
             "describes a function of the inputs"
         )
-    flat = tree.flatten(outputs)
-    for value in flat:
-        if not isinstance(value, keras.KerasTensor):
-            raise TracingFailed(
-                f"its call() returns a {type(value).__name__}, not only tensors"
-            )
+    tensors, positions = _output_tensors(outputs)
     try:
-        functional = Functional(inner, flat, name=f"{layer.name}_traced")
+        functional = Functional(inner, tensors, name=f"{layer.name}_traced")
     except Exception as error:
         raise TracingFailed(
             f"its outputs are not a function of its tensor arguments ({error})"
         ) from error
-    return TracedCall(functional, inner, outer)
+    return TracedCall(functional, inner, outer, positions)
+
+
+def _output_tensors(outputs) -> tuple[list, list]:
+    """The symbolic tensors among a traced call's outputs, and for each output (``None``
+    left out) its index among them or ``None`` for a constant."""
+    tensors, positions = [], []
+    for value in tree.flatten(outputs):
+        if value is None:
+            continue
+        if isinstance(value, keras.KerasTensor):
+            positions.append(len(tensors))
+            tensors.append(value)
+        elif ops.is_tensor(value):
+            positions.append(None)
+        else:
+            raise TracingFailed(
+                f"its call() returns a {type(value).__name__}, not only tensors"
+            )
+    if not tensors:
+        raise TracingFailed("none of its outputs depends on its tensor arguments")
+    return tensors, positions
+
+
+_NONE_TOLERANT_CLASSES: dict[type, type] = {}
+
+
+def _none_tolerant_class(cls: type) -> type:
+    """A subclass of ``cls`` whose symbolic ``__call__``, when it fails because ``call()``
+    returns ``None`` among its outputs, records the call as a node of its tensor outputs only
+    and returns the outputs with their ``None`` (see the module docstring)."""
+    if cls not in _NONE_TOLERANT_CLASSES:
+        def __call__(self, *args, **kwargs):  # noqa: N807 - the dunder being overridden
+            try:
+                return cls.__call__(self, *args, **kwargs)
+            except Exception as error:
+                if not any(isinstance(t, keras.KerasTensor) for t in tree.flatten((args, kwargs))):
+                    raise
+                try:
+                    outputs = _symbolic_call_without_none(self, cls, args, kwargs)
+                except Exception:
+                    raise error from None
+                if outputs is None:
+                    raise
+                return outputs
+
+        _NONE_TOLERANT_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__})
+    return _NONE_TOLERANT_CLASSES[cls]
+
+
+def _symbolic_call_without_none(layer, cls, args, kwargs):
+    """The symbolic outputs of ``layer``'s call, recorded as a node of its tensor outputs;
+    ``None`` when the call returns no ``None`` (so that is not why its symbolic call failed).
+    """
+    from keras.src.backend import compute_output_spec
+    from keras.src.ops.node import Node
+
+    structure = {}
+
+    def tensors_only(*call_args, **call_kwargs):
+        outputs = cls.call(layer, *call_args, **call_kwargs)
+        structure["outputs"] = outputs
+        return [v for v in tree.flatten(outputs) if v is not None]
+
+    if _accepts(layer, "training") and kwargs.get("training") is None:
+        kwargs = {**kwargs, "training": False}
+    specs = compute_output_spec(tensors_only, *args, **kwargs)
+    if not any(v is None for v in tree.flatten(structure["outputs"])):
+        return None
+    Node(operation=layer, call_args=args, call_kwargs=kwargs, outputs=specs)
+    remaining = iter(specs)
+    return tree.pack_sequence_as(
+        structure["outputs"],
+        [None if v is None else next(remaining) for v in tree.flatten(structure["outputs"])],
+    )
+
+
+@contextlib.contextmanager
+def _sublayers_tolerating_none_outputs(layer):
+    """While tracing ``layer``, its sublayers may return ``None`` among their outputs (see
+    :func:`_none_tolerant_class`); their classes are restored afterwards."""
+    swapped = []
+    try:
+        for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+            cls = type(sublayer)
+            if cls in _NONE_TOLERANT_CLASSES.values():
+                continue
+            object.__setattr__(sublayer, "__class__", _none_tolerant_class(cls))
+            swapped.append((sublayer, cls))
+        yield
+    finally:
+        for sublayer, cls in swapped:
+            object.__setattr__(sublayer, "__class__", cls)
 
 
 def _explain(error: Exception) -> str:
