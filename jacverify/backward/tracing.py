@@ -7,9 +7,12 @@ graph walker inlines like a nested model, so that the parts' rules build the lay
 
 A call may return ``None`` among its outputs (an optional output left out, e.g. attention
 scores not asked for) and constant tensors (computed from shapes and weights only): neither
-carries a gradient. A sublayer returning ``None`` cannot be a node of a Keras graph, so when its
-symbolic call fails for that reason it is recorded as a node of its tensor outputs only, and
-the enclosing call receives its outputs with the ``None``.
+carries a gradient. A sublayer called while tracing whose symbolic call fails, because its
+``call()`` returns ``None`` among its outputs (a Keras graph node has tensor outputs only) or
+because its own ``compute_output_spec`` does not take the arguments its ``call()`` takes (a
+subclass adding call arguments), gets its output spec from its ``call()`` itself, as Keras
+does by default; it is recorded as a node of its tensor outputs, and the enclosing call
+receives its outputs with their ``None``.
 
 What cannot be traced is reported, not guessed: Python control flow on tensor values, calls
 that assign to the layer's state, outputs that are not tensors or do not depend on the inputs.
@@ -65,7 +68,7 @@ def trace_layer_call(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Tr
         inner_kwargs["training"] = False
     before = _state_of(layer)
     try:
-        with _sublayers_tolerating_none_outputs(layer):
+        with _sublayers_with_spec_from_call(layer):
             outputs = layer.call(*inner_args, **inner_kwargs)
     except Exception as error:  # the layer's own code: any failure is a reason not to trace
         _restore_state(layer, before)
@@ -106,14 +109,14 @@ def _output_tensors(outputs) -> tuple[list, list]:
     return tensors, positions
 
 
-_NONE_TOLERANT_CLASSES: dict[type, type] = {}
+_SPEC_FROM_CALL_CLASSES: dict[type, type] = {}
 
 
-def _none_tolerant_class(cls: type) -> type:
-    """A subclass of ``cls`` whose symbolic ``__call__``, when it fails because ``call()``
-    returns ``None`` among its outputs, records the call as a node of its tensor outputs only
-    and returns the outputs with their ``None`` (see the module docstring)."""
-    if cls not in _NONE_TOLERANT_CLASSES:
+def _spec_from_call_class(cls: type) -> type:
+    """A subclass of ``cls`` whose symbolic ``__call__``, when it fails, takes the output spec
+    from ``call()`` itself, records the call as a node of its tensor outputs only and returns
+    the outputs with their ``None`` (see the module docstring)."""
+    if cls not in _SPEC_FROM_CALL_CLASSES:
         def __call__(self, *args, **kwargs):  # noqa: N807 - the dunder being overridden
             try:
                 return cls.__call__(self, *args, **kwargs)
@@ -121,23 +124,19 @@ def _none_tolerant_class(cls: type) -> type:
                 if not any(isinstance(t, keras.KerasTensor) for t in tree.flatten((args, kwargs))):
                     raise
                 try:
-                    outputs = _symbolic_call_without_none(self, cls, args, kwargs)
+                    return _symbolic_call_from_call(self, cls, args, kwargs)
                 except Exception:
                     raise error from None
-                if outputs is None:
-                    raise
-                return outputs
 
-        _NONE_TOLERANT_CLASSES[cls] = type(cls.__name__, (cls,), {
+        _SPEC_FROM_CALL_CLASSES[cls] = type(cls.__name__, (cls,), {
             "__call__": __call__, "__module__": cls.__module__,
             "__qualname__": cls.__qualname__})
-    return _NONE_TOLERANT_CLASSES[cls]
+    return _SPEC_FROM_CALL_CLASSES[cls]
 
 
-def _symbolic_call_without_none(layer, cls, args, kwargs):
-    """The symbolic outputs of ``layer``'s call, recorded as a node of its tensor outputs;
-    ``None`` when the call returns no ``None`` (so that is not why its symbolic call failed).
-    """
+def _symbolic_call_from_call(layer, cls, args, kwargs):
+    """The symbolic outputs of ``layer``'s call, their spec computed by running ``call()``,
+    recorded as a node of its tensor outputs."""
     from keras.src.backend import compute_output_spec
     from keras.src.ops.node import Node
 
@@ -151,8 +150,6 @@ def _symbolic_call_without_none(layer, cls, args, kwargs):
     if _accepts(layer, "training") and kwargs.get("training") is None:
         kwargs = {**kwargs, "training": False}
     specs = compute_output_spec(tensors_only, *args, **kwargs)
-    if not any(v is None for v in tree.flatten(structure["outputs"])):
-        return None
     Node(operation=layer, call_args=args, call_kwargs=kwargs, outputs=specs)
     remaining = iter(specs)
     return tree.pack_sequence_as(
@@ -162,16 +159,17 @@ def _symbolic_call_without_none(layer, cls, args, kwargs):
 
 
 @contextlib.contextmanager
-def _sublayers_tolerating_none_outputs(layer):
-    """While tracing ``layer``, its sublayers may return ``None`` among their outputs (see
-    :func:`_none_tolerant_class`); their classes are restored afterwards."""
+def _sublayers_with_spec_from_call(layer):
+    """While tracing ``layer``, its sublayers whose symbolic call fails get their output spec
+    from their ``call()`` (see :func:`_spec_from_call_class`); their classes are restored
+    afterwards."""
     swapped = []
     try:
         for sublayer in layer._flatten_layers(include_self=False, recursive=True):
             cls = type(sublayer)
-            if cls in _NONE_TOLERANT_CLASSES.values():
+            if cls in _SPEC_FROM_CALL_CLASSES.values():
                 continue
-            object.__setattr__(sublayer, "__class__", _none_tolerant_class(cls))
+            object.__setattr__(sublayer, "__class__", _spec_from_call_class(cls))
             swapped.append((sublayer, cls))
         yield
     finally:

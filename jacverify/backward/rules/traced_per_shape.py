@@ -5,7 +5,8 @@ Some layers compute with sizes in Python: window counts from the batch size
 sequence length. Traced on symbolic inputs these sizes are unknown (``None``) and the call
 fails. Traced on inputs of known sizes, the call is an ordinary graph: the size-only
 computations are constants in it (they carry no gradient), and its parts' rules build its
-backward.
+backward. Reshapes, transposes and unstacks that move elements across the batch axis (window
+partitions) get the rules of :mod:`jacverify.backward.rules.ops.known_batch` there.
 
 The builder gives such a layer (no rule, untraceable on symbolic inputs, traceable at known
 sizes) a :class:`BackwardTracedPerShape` rule. When the backward model runs, the rule traces the
@@ -109,8 +110,10 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask) -> tuple:
             f"BackwardTracedPerShape: '{layer.name}' returns {len(traced.output_positions)} "
             "tensors; this rule handles calls with one output."
         )
+    from jacverify.backward.rules.ops.known_batch import KNOWN_BATCH_RULES
+
     backward = clone_to_backward(
-        traced.functional, wrt=[inner_of[id(data[i])] for i in float_inputs])
+        traced.functional, KNOWN_BATCH_RULES, wrt=[inner_of[id(data[i])] for i in float_inputs])
     return backward, feeds, float_inputs
 
 
