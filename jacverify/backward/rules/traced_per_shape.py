@@ -17,6 +17,7 @@ of input shapes (a few are kept); every call at those shapes reuses it. No autog
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import keras
@@ -68,10 +69,25 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask)
+        with _outside_call_context():
+            cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask)
         while len(cache) > self.max_shapes:
             cache.popitem(last=False)
         return cache[key]
+
+
+@contextlib.contextmanager
+def _outside_call_context():
+    """Build a model while a layer is being called as if no layer were (Keras would record
+    the running call's ``training`` flag in the new model's calls)."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    global_state.set_global_attribute("current_call_ctx", None)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("current_call_ctx", context)
 
 
 def build_backward_at(layer, call_arguments: dict, inputs: list, mask) -> tuple:
