@@ -16,8 +16,8 @@ from jacverify.examples.keras_hub_backbones import (  # noqa: E402
 )
 
 #: Image backbones that build today; the others are listed in docs/builder.md with the reason.
-BUILDING = ["ViT", "DINOV2", "MiT", "VGG", "ResNet", "ResNetPreActBottleneck", "DenseNet",
-            "Xception"]
+BUILDING = ["ViT", "DeiT", "DINOV2", "Swin", "MiT", "VGG", "ResNet", "ResNetPreActBottleneck",
+            "DenseNet", "Xception"]
 DEFAULT = ["VGG"]
 
 
@@ -68,9 +68,16 @@ def _embedding_gradient_by_autograd(model, embedding, inputs, g):
     return grad.numpy()
 
 
-def test_bert_through_wrt_the_token_embedding():
-    backbone = build_backbone("BERT")
-    model = keras.Model(backbone.inputs, backbone.output["sequence_output"])
+def _text_model(name):
+    backbone = build_backbone(name)
+    output = backbone.output
+    return backbone, keras.Model(backbone.inputs,
+                                 output["sequence_output"] if isinstance(output, dict) else output)
+
+
+@pytest.mark.parametrize("name", ["BERT", pytest.param("GPT2", marks=pytest.mark.slow)])
+def test_text_backbone_through_wrt_the_token_embedding(name):
+    backbone, model = _text_model(name)
     embedding = backbone.get_layer("token_embedding")
     inputs = text_inputs(backbone, batch=2)
     g = np.random.default_rng(1).standard_normal((2, 8, 16)).astype("float32")
@@ -79,3 +86,17 @@ def test_bert_through_wrt_the_token_embedding():
     expected = _embedding_gradient_by_autograd(model, embedding, inputs, g)
     assert tuple(got.shape) == (2, 8, 16)
     assert _relative_error(got, expected) < 1e-4
+
+
+@pytest.mark.slow
+def test_gpt2_at_other_lengths_and_batch_sizes():
+    """GPT-2's causal mask is built per sequence length: other lengths and batch sizes get
+    their own backward of its decoder layers, and equal autograd too."""
+    backbone, model = _text_model("GPT2")
+    embedding = backbone.get_layer("token_embedding")
+    backward = clone_to_backward(model, wrt=embedding)
+    for batch, length in ((3, 5), (1, 12)):
+        inputs = text_inputs(backbone, batch=batch, length=length, seed=batch)
+        g = np.random.default_rng(length).standard_normal((batch, length, 16)).astype("float32")
+        expected = _embedding_gradient_by_autograd(model, embedding, inputs, g)
+        assert _relative_error(backward([*inputs, g]), expected) < 1e-4
