@@ -10,10 +10,11 @@ from keras import ops
 from keras.src.ops import core as kcore
 from keras.src.ops import numpy as knp
 
-from jacverify import clone_to_backward
+from jacverify import check_layer, clone_to_backward
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import UntraceableLayerError
 from jacverify.backward.rules.ops.known_batch import (
+    KNOWN_BATCH_RULES,
     BackwardReshapeKnownBatch,
     BackwardTransposeKnownBatch,
     BackwardUnstackKnownBatch,
@@ -166,3 +167,21 @@ def test_whole_batch_rule_refuses_extra_jacobian_axes():
     rule = _rule(BackwardTransposeKnownBatch, knp.Transpose((2, 0, 1)), x)
     with pytest.raises(ValueError, match="no extra Jacobian axes"):
         rule([np.ones((2, 7, 3, 4), "float32"), x])
+
+
+class ReversedUnstack(BackwardUnstackKnownBatch):
+    """Wrong: stacks the slices' gradients in reverse order (same shape, wrong values)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return super().call_on_reshaped_gradient(list(gradient)[::-1], input, training, mask)
+
+
+class TracedPerShapeWithReversedUnstack(BackwardTracedPerShape):
+    part_rules = {**KNOWN_BATCH_RULES, kcore.Unstack: ReversedUnstack}
+
+
+@pytest.mark.parametrize("rule, verdict", [
+    (BackwardTracedPerShape, "pass"), (TracedPerShapeWithReversedUnstack, "fail")])
+def test_the_checker_judges_a_layer_traced_per_shape(rule, verdict):
+    result = check_layer(WindowMix(), rule, input_shape=(4, 3), seed=0, examples=10)
+    assert result.verdict == verdict, str(result)

@@ -42,6 +42,9 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
     """
 
     max_shapes = 8
+    #: Rules for the traced graph's parts, taking precedence over the registry (default: the
+    #: whole-batch rules of :data:`~jacverify.backward.rules.ops.known_batch.KNOWN_BATCH_RULES`).
+    part_rules: dict | None = None
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -70,7 +73,8 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
             cache.move_to_end(key)
             return cache[key]
         with _outside_call_context():
-            cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask)
+            cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask,
+                                           self.part_rules)
         while len(cache) > self.max_shapes:
             cache.popitem(last=False)
         return cache[key]
@@ -90,9 +94,11 @@ def _outside_call_context():
         global_state.set_global_attribute("current_call_ctx", context)
 
 
-def build_backward_at(layer, call_arguments: dict, inputs: list, mask) -> tuple:
+def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
+                      part_rules: dict | None = None) -> tuple:
     """Trace ``layer``'s call at the shapes and dtypes of ``inputs`` and ``mask`` (tensors or
-    ``keras.KerasTensor`` of known shapes) and build its backward model.
+    ``keras.KerasTensor`` of known shapes) and build its backward model (with ``part_rules``,
+    by default the whole-batch rules, before the registry's).
 
     Returns ``(backward, feeds, float_inputs)``: ``backward`` takes the traced graph's inputs
     then the upstream gradients; ``feeds[j]`` is the index, in ``[*inputs, *masks]`` (masks in
@@ -129,7 +135,7 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask) -> tuple:
     from jacverify.backward.rules.ops.known_batch import KNOWN_BATCH_RULES
 
     backward = clone_to_backward(
-        traced.functional, KNOWN_BATCH_RULES, wrt=[inner_of[id(data[i])] for i in float_inputs])
+        traced.functional, KNOWN_BATCH_RULES if part_rules is None else part_rules, wrt=[inner_of[id(data[i])] for i in float_inputs])
     return backward, feeds, float_inputs
 
 
