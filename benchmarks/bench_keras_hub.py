@@ -2,11 +2,12 @@
 
 For each image backbone of ``jacverify.examples.keras_hub_backbones`` (random weights, 32x32
 inputs) and BERT and GPT-2 (the gradient with respect to the token embedding, ``wrt=``),
-prints the build time, the median time of the backward model on ``[x, g]`` under ``torch.no_grad()``, the
-median time of torch autograd on the same model (forward with ``requires_grad``, backward,
-read the gradient), measured alternately in the same run, the median over repeats of their
-ratio (backward / autograd), and the relative error between the two. A backbone the builder
-cannot build without the fallback is listed with the reason.
+prints the build time, the time of the first call (which builds the backward of the layers
+traced per input shape), the median time of the backward model on ``[x, g]`` under
+``torch.no_grad()``, the median time of torch autograd on the same model (forward with
+``requires_grad``, backward, read the gradient), measured alternately in the same run, the
+median over repeats of their ratio (backward / autograd), and the relative error between the
+two. A backbone the builder cannot build without the fallback is listed with the reason.
 
 Needs keras-hub (``pip install --no-deps keras-hub==0.32.0`` and the ``hub`` extra).
 
@@ -134,8 +135,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
           f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
-    print(f"{'backbone':<24}{'build s':>9}{'1st s':>7}{'layers':>8}{'backward ms':>13}{'autograd ms':>13}"
-          f"{'ratio':>7}{'rel err':>10}")
+    print(f"{'backbone':<24}{'build s':>9}{'1st s':>7}{'layers':>8}{'backward ms':>13}"
+          f"{'autograd ms':>13}{'ratio':>7}{'rel err':>10}")
     for name in args.backbones:
         r = bench(name, args.batch, args.repeats)
         if "error" in r:

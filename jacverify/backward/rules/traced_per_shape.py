@@ -134,8 +134,9 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
         )
     from jacverify.backward.rules.ops.known_batch import KNOWN_BATCH_RULES
 
-    backward = clone_to_backward(
-        traced.functional, KNOWN_BATCH_RULES if part_rules is None else part_rules, wrt=[inner_of[id(data[i])] for i in float_inputs])
+    rules = KNOWN_BATCH_RULES if part_rules is None else part_rules
+    wrt = [inner_of[id(data[i])] for i in float_inputs]
+    backward = clone_to_backward(traced.functional, rules, wrt=wrt)
     return backward, feeds, float_inputs
 
 
