@@ -457,7 +457,7 @@ _is_float = is_float_dtype
 def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
                fallbacks: list | None = None) -> BackwardLayer:
     try:
-        rule_class = get_backward_rule(step.operation, mapping)
+        rule_class = backward_rule_class(step, mapping)
     except MissingBackwardRuleError as error:
         rule_class = _rule_without_registered_one(step, error, fallback, fallbacks)
     # A keras.ops operation has no dtype policy: the rule computes in its output's dtype, or
@@ -482,20 +482,35 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
     return rule
 
 
+def backward_rule_class(step: Step, mapping: Mapping[type, type] | None = None) -> type:
+    """The rule class the builder gives the call of ``step``: its layer's (from ``mapping`` or
+    the registry), else :class:`~jacverify.backward.rules.traced_per_shape.
+    BackwardTracedPerShape` for a layer that cannot be traced on symbolic inputs but can at
+    known sizes. Raises :class:`MissingBackwardRuleError` (:class:`UntraceableLayerError`
+    for a layer that cannot be traced at all) otherwise."""
+    try:
+        return get_backward_rule(step.operation, mapping)
+    except MissingBackwardRuleError:
+        if step.trace_error is None:
+            raise
+    if not step.known_sizes_tried:
+        step.known_sizes_error = _traceable_at_known_sizes(step)
+        step.known_sizes_tried = True
+    if step.known_sizes_error is None:
+        from jacverify.backward.rules.traced_per_shape import BackwardTracedPerShape
+
+        return BackwardTracedPerShape
+    raise UntraceableLayerError(untraceable_message(
+        step.qualified_name, type(step.operation),
+        f"{step.trace_error}; {step.known_sizes_error}"))
+
+
 def _rule_without_registered_one(step: Step, error: MissingBackwardRuleError, fallback,
                                  fallbacks: list | None) -> type:
-    """The rule class of a call without a registered rule: traced per input shape when it can
-    be traced at known sizes, else the autograd fallback when asked for; raises otherwise."""
-    if step.trace_error is not None:
-        known_sizes_error = _traceable_at_known_sizes(step)
-        if known_sizes_error is None:
-            from jacverify.backward.rules.traced_per_shape import BackwardTracedPerShape
-
-            return BackwardTracedPerShape
-        if fallback != "autograd":
-            raise UntraceableLayerError(untraceable_message(
-                step.qualified_name, type(step.operation),
-                f"{step.trace_error}; {known_sizes_error}")) from None
+    """The rule class of a call without one: the autograd fallback when asked for; raises
+    otherwise."""
+    if step.trace_error is not None and fallback != "autograd":
+        raise error from None
     if fallback != "autograd":
         where = f" (inside {'/'.join(step.path)})" if step.path else ""
         raise MissingBackwardRuleError(

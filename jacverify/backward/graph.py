@@ -58,6 +58,10 @@ class Step:
     #: Why the call could not be traced (a layer without a rule whose ``call()`` could not be
     #: run on symbolic inputs); ``None`` for calls that were not tried.
     trace_error: str | None = None
+    #: For a call that could not be traced: why it cannot be traced at known sizes either
+    #: (``None`` when it can), once the builder has tried (see ``known_sizes_tried``).
+    known_sizes_error: str | None = None
+    known_sizes_tried: bool = False
 
     @property
     def input_structure(self):

@@ -20,10 +20,10 @@ import keras
 import numpy as np
 import torch
 
-from jacverify.backward.clone import clone_to_backward
+from jacverify.backward.clone import backward_rule_class, clone_to_backward
 from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
-from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.backward.registry import MissingBackwardRuleError
 from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
@@ -155,7 +155,7 @@ def _missing_rules(steps: Sequence[Step], mapping) -> dict[int, str]:
         if not differentiable:
             continue
         try:
-            get_backward_rule(step.operation, mapping)
+            backward_rule_class(step, mapping)
         except MissingBackwardRuleError:
             cls = type(step.operation)
             missing[id(step)] = f"{cls.__name__} (module {cls.__module__})"
@@ -243,7 +243,7 @@ def _check_step(
     convention: str,
 ) -> LayerCheck:
     try:
-        rule_name = get_backward_rule(step.operation, mapping).__name__
+        rule_name = backward_rule_class(step, mapping).__name__
     except Exception:  # noqa: BLE001 - the builder already found one; be safe anyway
         rule_name = None
     reason = _skip_reason(step)
@@ -256,7 +256,7 @@ def _check_step(
         dtype=getattr(step.operation, "dtype_policy", None) or _operation_dtype(step),
     )
     try:
-        rule = get_backward_rule(step.operation, mapping)
+        rule = backward_rule_class(step, mapping)
     except Exception:  # noqa: BLE001 - the builder found one; a check must not raise anyway
         return _not_checked(step, label, "no rule found for this call", rule_name)
     values = [activations[id(t)] for t in step.inputs]

@@ -10,7 +10,7 @@ from keras import ops
 from keras.src.ops import core as kcore
 from keras.src.ops import numpy as knp
 
-from jacverify import check_layer, clone_to_backward
+from jacverify import check_layer, check_model, clone_to_backward
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import UntraceableLayerError
 from jacverify.backward.rules.ops.known_batch import (
@@ -185,3 +185,12 @@ class TracedPerShapeWithReversedUnstack(BackwardTracedPerShape):
 def test_the_checker_judges_a_layer_traced_per_shape(rule, verdict):
     result = check_layer(WindowMix(), rule, input_shape=(4, 3), seed=0, examples=10)
     assert result.verdict == verdict, str(result)
+
+
+def test_check_model_checks_a_layer_traced_per_shape_in_place():
+    model = functional(lambda x: keras.layers.Dense(3)(WindowMix()(x)), [(4, 3)])
+    result = check_model(model, seed=0, examples=10)
+    (row,) = [row for row in result.layers if row.layer_class == "WindowMix"]
+    assert row.rule_class == "BackwardTracedPerShape"
+    assert row.verdict == "pass", str(result)
+    assert result.end_to_end.verdict == "pass", str(result)
