@@ -77,6 +77,30 @@ class WindowMix(keras.layers.Layer):
         return ops.concatenate([token, merged * merged], axis=1)
 
 
+class AttentionWithCache(keras.layers.MultiHeadAttention):
+    """Adds a ``cache`` argument to the call, which ``MultiHeadAttention.compute_output_spec``
+    does not take (as keras_hub's cached attention does)."""
+
+    def call(self, query, value, key=None, attention_mask=None, cache=None, training=None):
+        return super().call(query, value, key=key, attention_mask=attention_mask,
+                            training=training)
+
+
+class AttentionBlock(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = AttentionWithCache(num_heads=2, key_dim=3)
+
+    def call(self, x):
+        return x + self.attention(query=x, value=x, cache=None)
+
+
+def test_a_sublayer_whose_spec_does_not_take_its_call_arguments_is_traced():
+    block = AttentionBlock()
+    model = functional(lambda x: block(x), [(5, 4)])
+    assert_model_matches_autograd(model)
+
+
 def test_none_outputs_and_constant_outputs_are_traced():
     x = keras.Input((4,))
     y, _ = Encoder()(x)
@@ -194,3 +218,4 @@ def test_check_model_checks_a_layer_traced_per_shape_in_place():
     assert row.rule_class == "BackwardTracedPerShape"
     assert row.verdict == "pass", str(result)
     assert result.end_to_end.verdict == "pass", str(result)
+

@@ -72,9 +72,19 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        with _outside_call_context():
-            cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask,
-                                           self.part_rules)
+        from jacverify.backward.tracing import TracingFailed
+
+        try:
+            with _outside_call_context():
+                cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask,
+                                               self.part_rules)
+        except TracingFailed as reason:
+            shapes = ", ".join(str(shape) for shape, _ in key)
+            raise ValueError(
+                f"BackwardTracedPerShape: layer '{self.layer.name}' "
+                f"({type(self.layer).__name__}) cannot be traced at input shapes {shapes}: "
+                f"{reason}. Call the backward model at shapes the layer accepts."
+            ) from None
         while len(cache) > self.max_shapes:
             cache.popitem(last=False)
         return cache[key]
