@@ -10,11 +10,15 @@ from keras import ops
 from keras.src.ops import core as kcore
 from keras.src.ops import numpy as knp
 
+from checks.cases_traced_per_shape import (
+    TracedPerShapeTransposeNotInverted,
+    TracedPerShapeUnstackReversed,
+    WindowMix,
+)
 from jacverify import check_layer, check_model, clone_to_backward
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import UntraceableLayerError
 from jacverify.backward.rules.ops.known_batch import (
-    KNOWN_BATCH_RULES,
     BackwardReshapeKnownBatch,
     BackwardTransposeKnownBatch,
     BackwardUnstackKnownBatch,
@@ -50,31 +54,6 @@ class Encoder(keras.layers.Layer):
         y, _ = self.first(x)
         y, _ = self.second(y)
         return y * x, ops.zeros((0, 4))
-
-
-@keras.saving.register_keras_serializable(package="jacverify_tests")
-class WindowMix(keras.layers.Layer):
-    """Splits each example's ``(4, 3)`` rows into 2 windows of 2 rows in the batch axis
-    (``batch * 2`` windows, the count computed in Python from the batch size), mixes each
-    window, and merges them back; adds a class token tiled to the batch size."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = keras.layers.Dense(3, dtype=self.dtype_policy)
-
-    def build(self, input_shape):
-        self.dense.build((None, 2, 3))
-        self.token = self.add_weight(shape=(1, 1, 3), initializer="random_normal")
-
-    def call(self, x):
-        batch = ops.shape(x)[0]
-        windows = ops.reshape(x, (batch * 2, 2, 3))
-        windows = ops.transpose(windows, (1, 0, 2))  # the batch axis moves
-        first, second = ops.unstack(windows, axis=0)
-        mixed = ops.stack([ops.tanh(self.dense(first)), first * second], axis=1)
-        merged = ops.reshape(mixed, (batch, 4, 3))
-        token = ops.tile(self.token, (batch, 1, 1))
-        return ops.concatenate([token, merged * merged], axis=1)
 
 
 class AttentionWithCache(keras.layers.MultiHeadAttention):
@@ -193,19 +172,9 @@ def test_whole_batch_rule_refuses_extra_jacobian_axes():
         rule([np.ones((2, 7, 3, 4), "float32"), x])
 
 
-class ReversedUnstack(BackwardUnstackKnownBatch):
-    """Wrong: stacks the slices' gradients in reverse order (same shape, wrong values)."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return super().call_on_reshaped_gradient(list(gradient)[::-1], input, training, mask)
-
-
-class TracedPerShapeWithReversedUnstack(BackwardTracedPerShape):
-    part_rules = {**KNOWN_BATCH_RULES, kcore.Unstack: ReversedUnstack}
-
-
 @pytest.mark.parametrize("rule, verdict", [
-    (BackwardTracedPerShape, "pass"), (TracedPerShapeWithReversedUnstack, "fail")])
+    (BackwardTracedPerShape, "pass"), (TracedPerShapeUnstackReversed, "fail"),
+    (TracedPerShapeTransposeNotInverted, "fail")])
 def test_the_checker_judges_a_layer_traced_per_shape(rule, verdict):
     result = check_layer(WindowMix(), rule, input_shape=(4, 3), seed=0, examples=10)
     assert result.verdict == verdict, str(result)
