@@ -117,7 +117,9 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
     Raises :class:`~jacverify.backward.tracing.TracingFailed` when the call cannot be traced,
     and the builder's errors when a part has no rule.
     """
-    from jacverify.backward.clone import clone_to_backward
+    # The package's public builder, as any rule that builds backward models of its own would
+    # use it (the builder module in turn gives layers this rule).
+    from jacverify import clone_to_backward
     from jacverify.backward.tracing import trace_layer_call
 
     def stand_in(tensor):
