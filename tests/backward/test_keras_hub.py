@@ -100,3 +100,25 @@ def test_gpt2_at_other_lengths_and_batch_sizes():
         g = np.random.default_rng(length).standard_normal((batch, length, 16)).astype("float32")
         expected = _embedding_gradient_by_autograd(model, embedding, inputs, g)
         assert _relative_error(backward([*inputs, g]), expected) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["DeiT", "Swin"])
+def test_float64_backbones_traced_per_shape(name):
+    """float64 backbones (built under floatx float64) against float64 autograd."""
+    from jacverify.backward.precision import float64_precision
+
+    keras.config.set_floatx("float64")
+    try:
+        model = image_model(build_backbone(name))
+    finally:
+        keras.config.set_floatx("float32")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *model.inputs[0].shape[1:]))
+    g = rng.standard_normal((2, *model.outputs[0].shape[1:]))
+    with float64_precision():  # the reference computes its products in float64 too
+        got = clone_to_backward(model)([x, g])
+        xt = torch.tensor(x, requires_grad=True)
+        (expected,) = torch.autograd.grad(model(xt), xt, torch.tensor(g))
+    assert keras.ops.convert_to_numpy(got).dtype == np.float64
+    assert _relative_error(got, expected.numpy()) < 1e-12
