@@ -14,6 +14,7 @@ from checks import (
     cases_plus_constant,
     cases_recurrent,
     cases_swish,
+    cases_traced_per_shape,
     cases_two_bugs,
     cases_vee,
 )
@@ -30,6 +31,7 @@ MODULES = (
     cases_native,
     cases_recurrent,
     cases_families,
+    cases_traced_per_shape,
     cases_two_bugs,
 )
 

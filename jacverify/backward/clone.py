@@ -457,22 +457,9 @@ _is_float = is_float_dtype
 def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
                fallbacks: list | None = None) -> BackwardLayer:
     try:
-        rule_class = get_backward_rule(step.operation, mapping)
+        rule_class = backward_rule_class(step, mapping)
     except MissingBackwardRuleError as error:
-        if fallback != "autograd" and step.trace_error is not None:
-            raise UntraceableLayerError(untraceable_message(
-                step.qualified_name, type(step.operation), step.trace_error)) from None
-        if fallback != "autograd":
-            where = f" (inside {'/'.join(step.path)})" if step.path else ""
-            raise MissingBackwardRuleError(
-                f"{error}{where} Or build with fallback='autograd' to differentiate it with "
-                "torch autograd (ties the backward model to the torch backend)."
-            ) from None
-        from jacverify.backward.rules.autograd_fallback import AutogradFallback
-
-        rule_class = AutogradFallback
-        if fallbacks is not None:
-            fallbacks.append(f"{step.qualified_name} ({type(step.operation).__name__})")
+        rule_class = _rule_without_registered_one(step, error, fallback, fallbacks)
     # A keras.ops operation has no dtype policy: the rule computes in its output's dtype, or
     # in the widest floating dtype of its inputs (Keras's symbolic dtype inference maps
     # float64 to float32 for some ops that compute in float64 on torch).
@@ -493,6 +480,77 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
         suffix += 1
     taken_names.add(rule.name)
     return rule
+
+
+def backward_rule_class(step: Step, mapping: Mapping[type, type] | None = None) -> type:
+    """The rule class the builder gives the call of ``step``: its layer's (from ``mapping`` or
+    the registry), else :class:`~jacverify.backward.rules.traced_per_shape.
+    BackwardTracedPerShape` for a layer that cannot be traced on symbolic inputs but can at
+    known sizes. Raises :class:`MissingBackwardRuleError` (:class:`UntraceableLayerError`
+    for a layer that cannot be traced at all) otherwise."""
+    try:
+        return get_backward_rule(step.operation, mapping)
+    except MissingBackwardRuleError:
+        if step.trace_error is None:
+            raise
+    if not step.known_sizes_tried:
+        step.known_sizes_error = _traceable_at_known_sizes(step)
+        step.known_sizes_tried = True
+    if step.known_sizes_error is None:
+        from jacverify.backward.rules.traced_per_shape import BackwardTracedPerShape
+
+        return BackwardTracedPerShape
+    raise UntraceableLayerError(untraceable_message(
+        step.qualified_name, type(step.operation),
+        f"{step.trace_error}; {step.known_sizes_error}"))
+
+
+def _rule_without_registered_one(step: Step, error: MissingBackwardRuleError, fallback,
+                                 fallbacks: list | None) -> type:
+    """The rule class of a call without one: the autograd fallback when asked for; raises
+    otherwise."""
+    if step.trace_error is not None and fallback != "autograd":
+        raise error from None
+    if fallback != "autograd":
+        where = f" (inside {'/'.join(step.path)})" if step.path else ""
+        raise MissingBackwardRuleError(
+            f"{error}{where} Or build with fallback='autograd' to differentiate it with "
+            "torch autograd (ties the backward model to the torch backend)."
+        ) from None
+    from jacverify.backward.rules.autograd_fallback import AutogradFallback
+
+    if fallbacks is not None:
+        fallbacks.append(f"{step.qualified_name} ({type(step.operation).__name__})")
+    return AutogradFallback
+
+
+def _traceable_at_known_sizes(step: Step) -> str | None:
+    """``None`` when the call of ``step`` (untraceable on symbolic inputs) can be traced, and
+    its backward built, at known sizes (the batch and other unknown sizes given, see
+    :mod:`jacverify.backward.rules.traced_per_shape`); else why not."""
+    from jacverify.backward.rules.traced_per_shape import (
+        PROBE_BATCH,
+        PROBE_SIZE,
+        build_backward_at,
+        probe_shape,
+    )
+
+    tensors = [*step.inputs, *[m for m in keras.tree.flatten(step.mask) if m is not None]]
+    if all(None not in tuple(t.shape) for t in tensors):
+        return "its input sizes are all known"
+
+    def probe(tensor):
+        return keras.KerasTensor(probe_shape(tensor.shape), dtype=tensor.dtype)
+
+    inputs = [probe(t) for t in step.inputs]
+    mask = keras.tree.map_structure(lambda m: None if m is None else probe(m), step.mask)
+    try:
+        build_backward_at(step.operation, step.call_arguments(), inputs, mask)
+    except Exception as error:  # the layer's own code, or a part without a rule
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return (f"nor at known sizes (batch {PROBE_BATCH}, other unknown sizes {PROBE_SIZE}: "
+                f"{type(error).__name__}: {text})")
+    return None
 
 
 def _operation_dtype(step: Step) -> str:

@@ -58,6 +58,10 @@ class Step:
     #: Why the call could not be traced (a layer without a rule whose ``call()`` could not be
     #: run on symbolic inputs); ``None`` for calls that were not tried.
     trace_error: str | None = None
+    #: For a call that could not be traced: why it cannot be traced at known sizes either
+    #: (``None`` when it can), once the builder has tried (see ``known_sizes_tried``).
+    known_sizes_error: str | None = None
+    known_sizes_tried: bool = False
 
     @property
     def input_structure(self):
@@ -167,6 +171,7 @@ def trace(model, mapping: Mapping[type, type] | None = None, *,
     walker.names = {op.name: id(op) for op in functional.operations}
     with float64_precision() if walker.replay else contextlib.nullcontext():
         walker.walk(functional, tensor_map, ())
+    walker.refuse_constants(functional.outputs, f"model '{model.name}' returns")
     outputs = [tensor_map[id(t)] for t in functional.outputs]
     return Graph(list(functional.inputs), outputs, walker.steps, walker.aliases)
 
@@ -230,6 +235,9 @@ class _Walker:
     masks: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)
     names: dict = field(default_factory=dict)
+    #: ``id(tensor)`` of the outputs of traced calls that are constants (they do not depend
+    #: on the call's tensor arguments) -> the traced layer's name.
+    constants: dict = field(default_factory=dict)
 
     def walk(self, functional, tensor_map, path) -> None:
         """Append the steps of ``functional`` (its inputs mapped by ``tensor_map``)."""
@@ -238,6 +246,7 @@ class _Walker:
                 continue
             operation = node.operation
             originals = list(node.arguments.keras_tensors)
+            self.refuse_constants(originals, f"'{operation.name}' uses")
             mapped = [tensor_map.get(id(t), t) for t in originals]
             if _is_model(operation):
                 inner = _functional_of(operation)
@@ -271,6 +280,17 @@ class _Walker:
             self.steps.append(step)
             _record_output_masks(step, self.masks)
 
+    def refuse_constants(self, tensors, what: str) -> None:
+        """Raise when one of ``tensors`` is a constant output of a traced call: the backward
+        model has no tensor for it."""
+        for tensor in tensors:
+            if id(tensor) in self.constants:
+                raise ValueError(
+                    f"{what} an output of traced layer '{self.constants[id(tensor)]}' that "
+                    "its call() computes without its tensor arguments (a constant); the "
+                    "backward model cannot use it. Write a rule for that layer."
+                )
+
     def _connect(self, outer_outputs, inner_outputs, inner_map, tensor_map) -> None:
         for outer, inner_out in zip(outer_outputs, inner_outputs, strict=True):
             tensor_map[id(outer)] = inner_map[id(inner_out)]
@@ -302,13 +322,19 @@ class _Walker:
         except TracingFailed as reason:
             return str(reason)
         inner = traced.functional
-        if len(inner.outputs) != len(node.outputs):
-            return (f"its call() returns {len(inner.outputs)} tensors when traced, "
+        positions = traced.output_positions
+        if len(positions) != len(node.outputs):
+            return (f"its call() returns {len(positions)} tensors when traced, "
                     f"{len(node.outputs)} in the model")
         inner_map = {id(i): o for i, o in zip(traced.inner_inputs, traced.outer_inputs,
                                               strict=True)}
         self.walk(inner, inner_map, (*path, layer.name))
-        self._connect(node.outputs, inner.outputs, inner_map, tensor_map)
+        variable = [(o, p) for o, p in zip(node.outputs, positions, strict=True) if p is not None]
+        self._connect([o for o, _ in variable], [inner.outputs[p] for _, p in variable],
+                      inner_map, tensor_map)
+        for output, position in zip(node.outputs, positions, strict=True):
+            if position is None:
+                self.constants[id(output)] = "/".join([*path, layer.name])
         return None
 
 

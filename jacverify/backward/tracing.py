@@ -5,13 +5,23 @@ also inside another layer's ``call()``. Running a layer's ``call()`` on fresh sy
 (at inference, ``training=False``) therefore gives a functional graph of its parts, which the
 graph walker inlines like a nested model, so that the parts' rules build the layer's backward.
 
+A call may return ``None`` among its outputs (an optional output left out, e.g. attention
+scores not asked for) and constant tensors (computed from shapes and weights only): neither
+carries a gradient. A sublayer called while tracing whose symbolic call fails, because its
+``call()`` returns ``None`` among its outputs (a Keras graph node has tensor outputs only) or
+because its own ``compute_output_spec`` does not take the arguments its ``call()`` takes (a
+subclass adding call arguments), gets its output spec from its ``call()`` itself, as Keras
+does by default; it is recorded as a node of its tensor outputs, and the enclosing call
+receives its outputs with their ``None``.
+
 What cannot be traced is reported, not guessed: Python control flow on tensor values, calls
 that assign to the layer's state, outputs that are not tensors or do not depend on the inputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -29,6 +39,10 @@ class TracedCall:
     functional: Functional
     inner_inputs: list
     outer_inputs: list
+    #: For each tensor the call returns (``None`` outputs left out, in ``tree.flatten``
+    #: order): its index in ``functional.outputs``, or ``None`` for a constant (a tensor that
+    #: does not depend on the call's tensor arguments, so carries no gradient).
+    output_positions: list = field(default_factory=list)
 
 
 class TracingFailed(Exception):  # noqa: N818 - a reason, not an error the user sees as such
@@ -54,7 +68,8 @@ def trace_layer_call(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Tr
         inner_kwargs["training"] = False
     before = _state_of(layer)
     try:
-        outputs = layer.call(*inner_args, **inner_kwargs)
+        with _sublayers_with_spec_from_call(layer):
+            outputs = layer.call(*inner_args, **inner_kwargs)
     except Exception as error:  # the layer's own code: any failure is a reason not to trace
         _restore_state(layer, before)
         raise TracingFailed(_explain(error)) from error
@@ -63,19 +78,103 @@ def trace_layer_call(layer: keras.layers.Layer, args: tuple, kwargs: dict) -> Tr
             "its call() changes the layer's state (assigns to a variable): a backward model "
             "describes a function of the inputs"
         )
-    flat = tree.flatten(outputs)
-    for value in flat:
-        if not isinstance(value, keras.KerasTensor):
-            raise TracingFailed(
-                f"its call() returns a {type(value).__name__}, not only tensors"
-            )
+    tensors, positions = _output_tensors(outputs)
     try:
-        functional = Functional(inner, flat, name=f"{layer.name}_traced")
+        functional = Functional(inner, tensors, name=f"{layer.name}_traced")
     except Exception as error:
         raise TracingFailed(
             f"its outputs are not a function of its tensor arguments ({error})"
         ) from error
-    return TracedCall(functional, inner, outer)
+    return TracedCall(functional, inner, outer, positions)
+
+
+def _output_tensors(outputs) -> tuple[list, list]:
+    """The symbolic tensors among a traced call's outputs, and for each output (``None``
+    left out) its index among them or ``None`` for a constant."""
+    tensors, positions = [], []
+    for value in tree.flatten(outputs):
+        if value is None:
+            continue
+        if isinstance(value, keras.KerasTensor):
+            positions.append(len(tensors))
+            tensors.append(value)
+        elif ops.is_tensor(value):
+            positions.append(None)
+        else:
+            raise TracingFailed(
+                f"its call() returns a {type(value).__name__}, not only tensors"
+            )
+    if not tensors:
+        raise TracingFailed("none of its outputs depends on its tensor arguments")
+    return tensors, positions
+
+
+_SPEC_FROM_CALL_CLASSES: dict[type, type] = {}
+
+
+def _spec_from_call_class(cls: type) -> type:
+    """A subclass of ``cls`` whose symbolic ``__call__``, when it fails, takes the output spec
+    from ``call()`` itself, records the call as a node of its tensor outputs only and returns
+    the outputs with their ``None`` (see the module docstring)."""
+    if cls not in _SPEC_FROM_CALL_CLASSES:
+        def __call__(self, *args, **kwargs):  # noqa: N807 - the dunder being overridden
+            try:
+                return cls.__call__(self, *args, **kwargs)
+            except Exception as error:
+                if not any(isinstance(t, keras.KerasTensor) for t in tree.flatten((args, kwargs))):
+                    raise
+                try:
+                    return _symbolic_call_from_call(self, cls, args, kwargs)
+                except Exception:
+                    raise error from None
+
+        _SPEC_FROM_CALL_CLASSES[cls] = type(cls.__name__, (cls,), {
+            "__call__": __call__, "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__})
+    return _SPEC_FROM_CALL_CLASSES[cls]
+
+
+def _symbolic_call_from_call(layer, cls, args, kwargs):
+    """The symbolic outputs of ``layer``'s call, their spec computed by running ``call()``,
+    recorded as a node of its tensor outputs."""
+    from keras.src.backend import compute_output_spec
+    from keras.src.ops.node import Node
+
+    structure = {}
+
+    def tensors_only(*call_args, **call_kwargs):
+        outputs = cls.call(layer, *call_args, **call_kwargs)
+        structure["outputs"] = outputs
+        return [v for v in tree.flatten(outputs) if v is not None]
+
+    if _accepts(layer, "training") and kwargs.get("training") is None:
+        kwargs = {**kwargs, "training": False}
+    specs = compute_output_spec(tensors_only, *args, **kwargs)
+    Node(operation=layer, call_args=args, call_kwargs=kwargs, outputs=specs)
+    remaining = iter(specs)
+    return tree.pack_sequence_as(
+        structure["outputs"],
+        [None if v is None else next(remaining) for v in tree.flatten(structure["outputs"])],
+    )
+
+
+@contextlib.contextmanager
+def _sublayers_with_spec_from_call(layer):
+    """While tracing ``layer``, its sublayers whose symbolic call fails get their output spec
+    from their ``call()`` (see :func:`_spec_from_call_class`); their classes are restored
+    afterwards."""
+    swapped = []
+    try:
+        for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+            cls = type(sublayer)
+            if cls in _SPEC_FROM_CALL_CLASSES.values():
+                continue
+            object.__setattr__(sublayer, "__class__", _spec_from_call_class(cls))
+            swapped.append((sublayer, cls))
+        yield
+    finally:
+        for sublayer, cls in swapped:
+            object.__setattr__(sublayer, "__class__", cls)
 
 
 def _explain(error: Exception) -> str:

@@ -21,10 +21,10 @@ import keras
 import numpy as np
 import torch
 
-from jacverify.backward.clone import clone_to_backward
+from jacverify.backward.clone import backward_rule_class, clone_to_backward
 from jacverify.backward.factory import is_float_dtype, widest_float_dtype
 from jacverify.backward.graph import INPUT_KEY, Step, trace
-from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
+from jacverify.backward.registry import MissingBackwardRuleError
 from jacverify.check.adapters import PackedCall
 from jacverify.check.call_selection import select_calls
 from jacverify.check.call_task import CallTask, coverage_key
@@ -160,7 +160,7 @@ def _missing_rules(steps: Sequence[Step], mapping) -> dict[int, str]:
         if not differentiable:
             continue
         try:
-            get_backward_rule(step.operation, mapping)
+            backward_rule_class(step, mapping)
         except MissingBackwardRuleError:
             cls = type(step.operation)
             missing[id(step)] = f"{cls.__name__} (module {cls.__module__})"
@@ -241,7 +241,7 @@ def _call_task(step: Step, label: str, mapping, activations: dict, *, examples: 
                seed: int, convention: str) -> CallTask | LayerCheck:
     """The task that checks one call in place, or the row of a call that is not checked."""
     try:
-        rule = get_backward_rule(step.operation, mapping)
+        rule = backward_rule_class(step, mapping)
     except Exception:  # noqa: BLE001 - the builder found one; a check must not raise anyway
         rule = None
     rule_name = rule.__name__ if rule is not None else None
