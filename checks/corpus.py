@@ -8,6 +8,7 @@ from checks import (
     cases_clip,
     cases_families,
     cases_linear_map,
+    cases_multi_output,
     cases_native,
     cases_pair_max,
     cases_pair_product,
@@ -29,6 +30,7 @@ MODULES = (
     cases_pair_product,
     cases_native,
     cases_recurrent,
+    cases_multi_output,
     cases_families,
     cases_two_bugs,
 )
