@@ -9,6 +9,7 @@ listed after the headline.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -104,11 +105,12 @@ def config_finding(rule: Any) -> Finding:
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
                        f"the rule's get_config() raised {exception_text(error)}",
                        examples=1, failing_examples=1)
-    layer_problem = _forward_layer_problem(config)
+    # Copies: some from_config methods pop from the config they are given (RNN's "cell").
+    layer_problem = _forward_layer_problem(copy.deepcopy(config))
     if layer_problem:
         return Finding(Probe.CONFIG.value, Verdict.SKIPPED.value, layer_problem)
     try:
-        again = type(rule).from_config(config).get_config()
+        again = type(rule).from_config(copy.deepcopy(config)).get_config()
     except Exception as error:  # noqa: BLE001 - a broken round trip is the finding
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
                        f"the rule's get_config/from_config round trip raised "
