@@ -15,7 +15,7 @@ kinds of calls need an adapter to look like that:
   :class:`PackedRule` splits the upstream gradient of that output back into one gradient per
   output (zeros for integer outputs, which carry no gradient) and calls the rule with the list,
   as the builder does (``rule([[g_0, g_1], x])``). Coordinates of the packed output are named
-  ``output 1, index (2,)`` (:meth:`OutputPacking.label`).
+  ``output 1, index [0, 2]`` (:meth:`OutputPacking.label`).
 
 Inputs of the same shape are stacked on a new axis after the batch axis (``x[b, i, ...]`` is
 input ``i``), so that neighbouring coordinates along it are the same position of different
@@ -37,7 +37,12 @@ from keras import ops
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.kinks import format_index
-from jacverify.check.references import ReferenceUnavailable, autograd_vjp, clone_layer
+from jacverify.check.references import (
+    ReferenceUnavailable,
+    autograd_vjp,
+    clone_layer,
+    effective_eps,
+)
 
 
 class RuleOutputError(Exception):
@@ -221,8 +226,8 @@ class OutputPacking:
         return pieces
 
     def label(self, flat: int, batch_index: int = 0) -> str:
-        """``output 1, index (2, 0)``: a coordinate of the packed output (batch row
-        ``batch_index``) named by the output it belongs to."""
+        """``output 1, index [0, 2, 0]``: a coordinate of the packed output (batch row
+        ``batch_index`` first) named by the output it belongs to."""
         offset = 0
         for position, shape, size in zip(self.positions, self.shapes, self.sizes, strict=True):
             if flat < offset + size:
@@ -472,9 +477,10 @@ def name_output_mismatch(
         weight = np.ones(n_out)
     difference = np.abs(got - reference)
     difference = np.where(np.isfinite(difference), difference, np.inf)
-    rows = weight * np.max(difference, axis=1, initial=0.0)
+    largest = np.max(difference, axis=1, initial=0.0)
+    rows = np.where(weight > 0, weight * np.where(np.isinf(largest), 1e300, largest), 0.0)
     scale = np.max(np.abs(reference), initial=0.0) + np.max(np.abs(got[np.isfinite(got)]),
                                                             initial=0.0)
-    if not np.any(rows > np.finfo(dtype).eps * max(scale, 1.0) * 64):
+    if not np.any(rows > effective_eps(dtype) * max(scale, 1.0) * 64):
         return None
     return outputs.label(int(np.argmax(rows)))
