@@ -36,9 +36,10 @@ def test_a_complex_intermediate_is_refused_naming_where_it_starts(fn):
 
 def test_a_complex_intermediate_inside_a_traced_block_names_the_block():
     x = keras.Input((3,))
-    model = keras.Model(x, keras.layers.Dense(2)(ComplexSquareModulus(name="modulus")(x)))
+    modulus = ComplexSquareModulus(name="modulus")(x)
+    model = keras.Model(x, keras.layers.Dense(2, name="head")(modulus))
     with pytest.raises(ValueError,
-                       match=r"'modulus/cast(_\d+)?' \(Cast\) makes a complex.*reaching 'dense'"):
+                       match=r"'modulus/cast(_\d+)?' \(Cast\) makes a complex.*reaching 'head'"):
         clone_to_backward(model)
 
 
