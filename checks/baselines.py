@@ -9,7 +9,9 @@
   layer's own dtype), compared with ``numpy.allclose`` at its default tolerances.
 
 Each returns whether the rule was flagged, and a short note. An exception raised while
-checking counts as flagged (that is what a user would see).
+checking counts as flagged (that is what a user would see). A layer with several outputs is
+presented to both as one output, as jacverify's checker presents it (its floating outputs
+flattened and concatenated; the rule gets one gradient per output).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 
 import jacverify
 from checks.case import Case
+from jacverify.check.adapters import PackedCall, PackedRule, Packing, single_output
 from jacverify.check.references import true_float64
 
 
@@ -46,17 +49,22 @@ def make_layer(case: Case, seed: int, dtype: str | None = None) -> keras.layers.
     layer = case.layer()
     _build(layer, case.shapes, case.multi_input, str(layer.compute_dtype))
     if dtype is None or dtype == str(layer.compute_dtype):
-        return layer
+        return single_output(layer, case.shapes)
     clone = type(layer).from_config({**layer.get_config(), "dtype": dtype})
     _build(clone, case.shapes, case.multi_input, dtype)
     for source, target in zip(layer.get_weights(), clone.weights, strict=True):
         target.assign(np.asarray(source).astype(target.dtype))
-    return clone
+    return single_output(clone, case.shapes)
 
 
 def make_rule(case: Case, layer: keras.layers.Layer, rule_class: type | None = None) -> Any:
     """An instance of the case's rule (or ``rule_class``) for ``layer``."""
     output = _build(layer, case.shapes, case.multi_input, str(layer.compute_dtype))
+    outputs = layer.output_packing if isinstance(layer, PackedCall) else None
+    if outputs is not None:  # several outputs, packed: the rule gets one gradient per output
+        rule = jacverify.make_rule(layer.operation, case.shapes, list(outputs.shapes),
+                                   rule=rule_class or case.rule)
+        return PackedRule(rule, Packing(tuple(case.shapes)), outputs=outputs)
     return jacverify.make_rule(
         layer, case.shapes, [tuple(int(d) for d in output.shape[1:])],
         rule=rule_class or case.rule,

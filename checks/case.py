@@ -26,6 +26,8 @@ CATEGORIES: dict[str, str] = {
     "shape": "wrong shape returned",
     "raises": "the rule raises",
     "two_bugs": "wrong in value and broken in another property (the value verdict wins)",
+    "several_outputs": "a call with several outputs: an output's gradient dropped or given to "
+                       "another output",
     "correct": "correct rule (must pass)",
 }
 

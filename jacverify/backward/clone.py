@@ -14,7 +14,12 @@ from keras import ops
 from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
-from jacverify.backward.factory import is_float_dtype, make_rule, widest_float_dtype
+from jacverify.backward.factory import (
+    is_complex_dtype,
+    is_float_dtype,
+    make_rule,
+    widest_float_dtype,
+)
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.precision import float64_precision
 from jacverify.backward.registry import (
@@ -313,6 +318,7 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
     for out, grad in zip(graph.outputs, grad_outputs, strict=False):
         contributions.setdefault(id(out), []).append(grad)
     found: dict[int, Any] = {}  # the gradients of the targets that steps produce
+    producers = {id(t): step for step in graph.steps for t in step.outputs}
 
     for index in reversed(range(len(graph.steps))):
         step = graph.steps[index]
@@ -321,6 +327,7 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
                       if id(o) in target_ids})
         if all(g is None for g in out_grads) or index not in reached:
             continue  # nothing downstream depends on it, or it does not depend on a target
+        _refuse_complex(step, producers)
         if not _is_differentiable(step):
             continue
         rule = _make_rule(step, mapping_keras2backward_classes, rule_names, fallback, fallbacks)
@@ -444,6 +451,40 @@ def _is_differentiable(step: Step) -> bool:
     return any(_is_float(t.dtype) for t in step.inputs) and any(
         _is_float(t.dtype) for t in step.outputs
     )
+
+
+def _refuse_complex(step: Step, producers: dict) -> None:
+    """Raise when a call on the path from the differentiated tensors to the outputs takes or
+    returns a complex tensor: rules carry real gradients only, and skipping the call would
+    silently drop the gradient that flows through it. The error names the call where the
+    complex values start (``producers``: the step that made each tensor, by id)."""
+    if not any(is_complex_dtype(t.dtype) for t in [*step.inputs, *step.outputs]):
+        return
+    origin = _complex_origin(step, producers)
+    dtypes = ", ".join(sorted({str(t.dtype) for t in [*origin.inputs, *origin.outputs]
+                               if is_complex_dtype(t.dtype)}))
+    met = "" if origin is step else f", reaching '{step.qualified_name}'"
+    raise ValueError(
+        f"'{origin.qualified_name}' ({type(origin.operation).__name__}) makes a complex "
+        f"tensor ({dtypes}) that depends on the differentiated inputs{met}: backward rules "
+        "carry real gradients only, so the gradient through complex values cannot be built. "
+        "Keep complex dtypes off the path from the inputs to the outputs (keras.ops.fft and "
+        "its kin take and return (real, imaginary) pairs of real tensors), or wrap the "
+        "computation in a layer of your own with a registered rule."
+    )
+
+
+def _complex_origin(step: Step, producers: dict) -> Step:
+    """The earliest call upstream of ``step`` (through complex tensors) that makes a complex
+    tensor from real ones."""
+    seen = set()
+    while True:
+        upstream = [producers.get(id(t)) for t in step.inputs if is_complex_dtype(t.dtype)]
+        upstream = [s for s in upstream if s is not None and id(s) not in seen]
+        if not upstream:
+            return step
+        step = upstream[0]
+        seen.add(id(step))
 
 
 def _gradient_dtype(tensor) -> str | None:

@@ -30,6 +30,11 @@ def is_float_dtype(dtype: Any) -> bool:
     return "float" in str(dtype)
 
 
+def is_complex_dtype(dtype: Any) -> bool:
+    """Whether ``dtype`` (a dtype, a dtype name, a tensor's dtype) is complex."""
+    return "complex" in str(dtype)
+
+
 def widest_float_dtype(dtypes: Sequence[Any], default: Any = "float32") -> str:
     """The widest floating dtype among ``dtypes`` (``default`` when none is floating)."""
     floats = [str(d) for d in dtypes if is_float_dtype(d)]

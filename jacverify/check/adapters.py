@@ -1,14 +1,21 @@
-"""Present any call the checker meets as one layer with one input, and its rule to match.
+"""Present any call the checker meets as one layer with one input and one output, and its
+rule to match.
 
-The checker judges ``x -> layer(x)`` for a single floating input. Two kinds of calls need an
-adapter to look like that:
+The checker judges ``x -> layer(x)`` for a single floating input and a single output. Three
+kinds of calls need an adapter to look like that:
 
 * a layer with several inputs (``Add``, ``Maximum``, ``Dot``, ``Attention`` ...) or any call
   recorded in a model's graph (a layer with keyword arguments, a ``keras.ops`` operation
   with constants such as the ``3.0`` of ``x + 3.0``, a whole model): :class:`PackedCall`
   takes one *packed* input and calls the operation with the call's own arguments;
 * its rule, called by the builder as ``rule([g, [x1, x2]])`` and returning one gradient per
-  input: :class:`PackedRule` maps a packed input to that structure and packs the gradients.
+  input: :class:`PackedRule` maps a packed input to that structure and packs the gradients;
+* a call with several outputs (``split``, ``top_k``, an RNN with ``return_state``):
+  :class:`OutputPacking` flattens its floating outputs and concatenates them into one output;
+  :class:`PackedRule` splits the upstream gradient of that output back into one gradient per
+  output (zeros for integer outputs, which carry no gradient) and calls the rule with the list,
+  as the builder does (``rule([[g_0, g_1], x])``). Coordinates of the packed output are named
+  ``output 1, index [0, 2]`` (:meth:`OutputPacking.label`).
 
 Inputs of the same shape are stacked on a new axis after the batch axis (``x[b, i, ...]`` is
 input ``i``), so that neighbouring coordinates along it are the same position of different
@@ -27,8 +34,15 @@ import keras
 import numpy as np
 from keras import ops
 
+from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.graph import INPUT_KEY
-from jacverify.check.references import clone_layer
+from jacverify.check.kinks import format_index
+from jacverify.check.references import (
+    ReferenceUnavailable,
+    autograd_vjp,
+    clone_layer,
+    effective_eps,
+)
 
 
 class RuleOutputError(Exception):
@@ -126,6 +140,103 @@ class Packing:
         return np.concatenate([np.asarray(p).reshape(len(p), -1) for p in parts], axis=1)
 
 
+@dataclass(frozen=True)
+class OutputPacking:
+    """How the outputs of a call with several outputs map to one flat output.
+
+    ``shapes``/``dtypes`` describe each output the rule gets a gradient for, in the order of
+    ``keras.tree.flatten(outputs)`` (``None`` outputs are left out: they have no shape and the
+    builder never sees them); ``positions`` is each one's place in that flattened structure
+    (how reports name it). The packed output is the floating outputs, each flattened, then
+    concatenated in that order; integer outputs carry no gradient (their rule gradient is
+    zeros) and take no place in it.
+    """
+
+    shapes: tuple  # one shape (tuple of ints, no batch axis) per output given to the rule
+    dtypes: tuple  # one dtype name per output
+    positions: tuple  # each output's index in keras.tree.flatten(outputs)
+
+    @classmethod
+    def of(cls, outputs: Any) -> OutputPacking | None:
+        """The packing of a call's (concrete) outputs, ``None`` for a call with one output."""
+        flat = keras.tree.flatten(outputs)
+        if len(flat) <= 1:
+            return None
+        kept = [(i, t) for i, t in enumerate(flat) if t is not None]
+        return cls(
+            shapes=tuple(tuple(int(d) for d in t.shape[1:]) for _, t in kept),
+            dtypes=tuple(str(keras.backend.standardize_dtype(t.dtype)) for _, t in kept),
+            positions=tuple(i for i, _ in kept),
+        )
+
+    @property
+    def carries(self) -> tuple:
+        """Per output: whether it is floating point (carries a gradient)."""
+        return tuple(is_float_dtype(d) for d in self.dtypes)
+
+    @property
+    def sizes(self) -> tuple:
+        """Per output: its values per example in the packed output (0 when it carries none)."""
+        return tuple(
+            math.prod(s) if c else 0 for s, c in zip(self.shapes, self.carries, strict=True)
+        )
+
+    @property
+    def shape(self) -> tuple:
+        """The packed output's shape, without the batch axis."""
+        return (sum(self.sizes),)
+
+    @property
+    def description(self) -> str:
+        """How to read a coordinate of the packed output."""
+        parts = []
+        for position, shape, size in zip(self.positions, self.shapes, self.sizes, strict=True):
+            parts.append(f"output {position} {tuple(shape)}" + ("" if size else
+                                                                 " (integer: no gradient)"))
+        return (
+            f"the call has {len(self.shapes)} outputs ({', '.join(parts)}): the floating ones "
+            "are flattened and concatenated into one output"
+        )
+
+    def join(self, outputs: Sequence[Any]) -> Any:
+        """The packed output ``(batch, total)`` of a call's flattened outputs."""
+        kept = [t for t in outputs if t is not None]
+        if len(kept) != len(self.shapes):
+            raise ValueError(
+                f"the call returned {len(kept)} tensors, {len(self.shapes)} when it was first run"
+            )
+        flat = [
+            ops.reshape(t, (ops.shape(t)[0], -1))
+            for t, carries in zip(kept, self.carries, strict=True) if carries
+        ]
+        return flat[0] if len(flat) == 1 else ops.concatenate(flat, axis=1)
+
+    def split(self, gradient: Any, lead: int) -> list:
+        """One upstream gradient per output from the packed output's gradient ``(*lead axes,
+        total)``: zeros (in the gradient's dtype) for outputs that carry none."""
+        lead_shape = tuple(int(d) for d in gradient.shape[:lead])
+        pieces, offset = [], 0
+        for shape, size in zip(self.shapes, self.sizes, strict=True):
+            if size:
+                piece = gradient[..., offset : offset + size]
+                pieces.append(ops.reshape(piece, (*lead_shape, *shape)))
+                offset += size
+            else:
+                pieces.append(ops.zeros((*lead_shape, *shape), dtype=gradient.dtype))
+        return pieces
+
+    def label(self, flat: int, batch_index: int = 0) -> str:
+        """``output 1, index [0, 2, 0]``: a coordinate of the packed output (batch row
+        ``batch_index`` first) named by the output it belongs to."""
+        offset = 0
+        for position, shape, size in zip(self.positions, self.shapes, self.sizes, strict=True):
+            if flat < offset + size:
+                index = format_index(flat - offset, shape, batch_index)[1:]
+                return f"output {position}, index {index}"
+            offset += size
+        raise IndexError(f"coordinate {flat} is beyond the packed output ({offset} values)")
+
+
 def _fill(template: Any, parts: Sequence[Any]) -> Any:
     """Replace each ``{INPUT_KEY: i}`` placeholder of a call-argument template by ``parts[i]``."""
     if isinstance(template, dict):
@@ -160,7 +271,8 @@ class PackedCall(keras.layers.Layer):
     ``args``/``kwargs`` are the call's arguments with ``{"__input__": i}`` where input ``i``
     goes (the format of :meth:`jacverify.backward.graph.Step.call_arguments`). Layers that
     take ``training`` are called with ``training=False`` unless the call says otherwise: the
-    checker judges the model at inference, as the backward model computes it.
+    checker judges the model at inference, as the backward model computes it. With
+    ``outputs`` (a call with several outputs), the call returns them packed into one tensor.
     """
 
     def __init__(
@@ -172,6 +284,7 @@ class PackedCall(keras.layers.Layer):
         *,
         label: str | None = None,
         dtype: Any = None,
+        outputs: OutputPacking | None = None,
         **layer_kwargs: Any,
     ) -> None:
         if dtype is None:
@@ -181,6 +294,7 @@ class PackedCall(keras.layers.Layer):
         self.packing = Packing(tuple(tuple(int(d) for d in s) for s in shapes))
         self.call_args = list(args)
         self.call_kwargs = dict(kwargs or {})
+        self.output_packing = outputs
         if (
             isinstance(operation, keras.layers.Layer)
             and accepts_training(operation)
@@ -196,7 +310,11 @@ class PackedCall(keras.layers.Layer):
         parts = self.packing.split(x)
         args = _fill(self.call_args, parts)
         kwargs = _fill(self.call_kwargs, parts)
-        return self.operation(*args, **kwargs)
+        result = self.operation(*args, **kwargs)
+        if self.output_packing is None:
+            return result
+        return self.output_packing.join(keras.tree.flatten(result))
+
 
     def get_config(self) -> dict:
         """The operation's config and the call's constants (where candidate kinks are read)."""
@@ -221,7 +339,7 @@ class PackedCall(keras.layers.Layer):
         # A keras.ops operation has no dtype: it computes in its inputs' dtype.
         clone = PackedCall(
             operation, self.packing.shapes, self.call_args, self.call_kwargs,
-            label=self.checked_name, dtype=dtype,
+            label=self.checked_name, dtype=dtype, outputs=self.output_packing,
         )
         clone.checked_class = self.checked_class
         return clone
@@ -261,14 +379,19 @@ class PackedRule:
     """
 
     def __init__(
-        self, rule: Any, packing: Packing, output_shape: Sequence[int] | None = None
+        self, rule: Any, packing: Packing, output_shape: Sequence[int] | None = None,
+        outputs: OutputPacking | None = None,
     ) -> None:
         self.rule = rule
         self.packing = packing
+        self.outputs = outputs
+        if outputs is not None:
+            output_shape = outputs.shape
         if output_shape is None:  # older callers: the rule's own record, when it has one
             output_shape = getattr(rule, "output_dim_wo_batch", ()) or ()
         self.output_shape = tuple(int(d) for d in output_shape)
-        self.is_linear = bool(getattr(rule, "is_linear", False))
+        # A rule of several outputs is always called rule([gradients, input]).
+        self.is_linear = outputs is None and bool(getattr(rule, "is_linear", False))
         self.supports_extra_axes = bool(getattr(rule, "supports_extra_axes", True))
 
     def __call__(self, inputs: Any) -> Any:
@@ -277,11 +400,15 @@ class PackedRule:
         else:
             gradient, packed = inputs, None
         n = len(self.packing.shapes)
+        upstream = gradient
+        if self.outputs is not None:
+            gradient = keras.ops.convert_to_tensor(gradient)
+            upstream = self.outputs.split(gradient, len(gradient.shape) - 1)
         if self.is_linear and packed is None:
-            out = self.rule(gradient)
+            out = self.rule(upstream)
         else:
             parts = self.packing.split(packed)
-            out = self.rule([gradient, parts if n > 1 else parts[0]])
+            out = self.rule([upstream, parts if n > 1 else parts[0]])
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         if len(outs) != n:
             raise RuleOutputError(
@@ -297,3 +424,63 @@ class PackedRule:
                     f"has shape {(*tuple(gradient.shape[:lead]), *shape)}"
                 )
         return self.packing.join(outs, lead)
+
+
+def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
+    """``target`` (a layer or a :class:`PackedCall`, already built) as a call with one output:
+    itself when it returns one tensor, else a :class:`PackedCall` whose output packs the
+    call's outputs (see :class:`OutputPacking`)."""
+    packing = target.packing if isinstance(target, PackedCall) else Packing(
+        tuple(tuple(int(d) for d in s) for s in shapes))
+    dtype = str(target.compute_dtype)
+    zeros = packing.join_array([np.zeros((1, *s), dtype=dtype) for s in packing.shapes])
+    outputs = OutputPacking.of(target(zeros))
+    if outputs is None or not any(outputs.carries):
+        return target  # one output, or none with a gradient (check_layer skips it)
+    if isinstance(target, PackedCall):
+        adapted = PackedCall(
+            target.operation, packing.shapes, target.call_args, target.call_kwargs,
+            label=target.checked_name, dtype=target.dtype_policy, outputs=outputs,
+        )
+        adapted.checked_class = target.checked_class
+        return adapted
+    return PackedCall(target, packing.shapes, outputs=outputs)
+
+
+def name_output_mismatch(
+    target: Any, rule: Any, x: np.ndarray, g: np.ndarray, max_rows: int = 4096
+) -> str | None:
+    """Where the rule of a call with several outputs goes wrong at ``x`` (one row) for the
+    upstream gradient ``g``: the output coordinate ``j`` whose Jacobian row, weighted by
+    ``|g_j|``, differs most between the rule and torch autograd, as ``output 1, index [0, 2]``.
+
+    ``None`` when ``target`` has one output, autograd is unavailable, the packed output has
+    more than ``max_rows`` values, or the rule agrees with autograd on every row.
+    """
+    outputs = getattr(target, "output_packing", None)
+    if not isinstance(outputs, OutputPacking):
+        return None
+    n_out = int(outputs.shape[0])
+    if not 0 < n_out <= max_rows:
+        return None
+    dtype = str(target.compute_dtype)
+    xs = np.repeat(np.asarray(x[:1], dtype=dtype), n_out, axis=0)
+    basis = np.eye(n_out, dtype=dtype)
+    try:
+        reference = autograd_vjp(target, xs, basis).reshape(n_out, -1).astype(np.float64)
+        got = rule([keras.ops.convert_to_tensor(basis), keras.ops.convert_to_tensor(xs)])
+    except (ReferenceUnavailable, RuleOutputError, ValueError, TypeError, RuntimeError):
+        return None
+    got = np.asarray(keras.ops.convert_to_numpy(got), dtype=np.float64).reshape(n_out, -1)
+    weight = np.abs(np.asarray(g, dtype=np.float64).reshape(-1)[:n_out])
+    if not np.any(weight):
+        weight = np.ones(n_out)
+    difference = np.abs(got - reference)
+    difference = np.where(np.isfinite(difference), difference, np.inf)
+    largest = np.max(difference, axis=1, initial=0.0)
+    rows = np.where(weight > 0, weight * np.where(np.isinf(largest), 1e300, largest), 0.0)
+    scale = np.max(np.abs(reference), initial=0.0) + np.max(np.abs(got[np.isfinite(got)]),
+                                                            initial=0.0)
+    if not np.any(rows > effective_eps(dtype) * max(scale, 1.0) * 64):
+        return None
+    return outputs.label(int(np.argmax(rows)))

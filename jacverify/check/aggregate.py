@@ -90,6 +90,16 @@ def _forward_layer_problem(config: dict) -> str:
     return ""
 
 
+def _structure_copy(value: Any) -> Any:
+    """A copy of the dicts and lists of a config, sharing its other values (which may be
+    objects that cannot be copied)."""
+    if isinstance(value, dict):
+        return {k: _structure_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_structure_copy(v) for v in value)
+    return value
+
+
 def config_finding(rule: Any) -> Finding:
     """The ``get_config`` round trip: ``type(rule).from_config(rule.get_config())`` gives a
     rule with the same config (what saving a backward model relies on)."""
@@ -104,11 +114,12 @@ def config_finding(rule: Any) -> Finding:
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
                        f"the rule's get_config() raised {exception_text(error)}",
                        examples=1, failing_examples=1)
-    layer_problem = _forward_layer_problem(config)
+    # Copies: some from_config methods pop from the config they are given (RNN's "cell").
+    layer_problem = _forward_layer_problem(_structure_copy(config))
     if layer_problem:
         return Finding(Probe.CONFIG.value, Verdict.SKIPPED.value, layer_problem)
     try:
-        again = type(rule).from_config(config).get_config()
+        again = type(rule).from_config(_structure_copy(config)).get_config()
     except Exception as error:  # noqa: BLE001 - a broken round trip is the finding
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
                        f"the rule's get_config/from_config round trip raised "

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jacverify.check.adapters import OutputPacking
 from jacverify.check.calls import call_rule, short_error
 from jacverify.check.kinks import config_kinks, format_index
 from jacverify.check.references import FDModel, ReferenceUnavailable, autograd_vjp
@@ -32,6 +33,16 @@ MAX_KINK_CANDIDATES = 12
 
 def _output_label(flat_index: int, shape: tuple) -> str:
     return "y" + format_index(flat_index, shape)[1:]
+
+
+def _output_labels(layer: Any, shape: tuple) -> list[str]:
+    """Labels of the output coordinates: ``y[0, 3]``, or ``output 1, index [0, 2]`` for a
+    call whose several outputs the checker packs into one."""
+    n_out = int(np.prod(shape, dtype=np.int64))
+    packing = getattr(layer, "output_packing", None)
+    if isinstance(packing, OutputPacking):
+        return [packing.label(j) for j in range(n_out)]
+    return [_output_label(j, shape) for j in range(n_out)]
 
 
 def _rule_rows(rule: Any, xs: np.ndarray, gs: np.ndarray) -> np.ndarray:
@@ -302,7 +313,7 @@ def _jacobian(
         "reference": None,
         "reference_name": "",
         "input_labels": [format_index(i, input_shape) for i in range(n)],
-        "output_labels": [_output_label(j, output_shape) for j in range(n_out)],
+        "output_labels": _output_labels(layer, output_shape),
         "x": x.reshape(-1).astype(np.float64),
         "notes": [],
     }

@@ -28,6 +28,7 @@ from typing import Any
 
 import keras
 
+from jacverify.check.adapters import name_output_mismatch
 from jacverify.check.aggregate import MIN_JUDGED_FRACTION, layer_check
 from jacverify.check.calls import call_rule
 from jacverify.check.evidence import evidence_for
@@ -118,10 +119,30 @@ def _check(
         explicit=kink_sweep(len(setup.kinks), examples // 4),
     )
     result = layer_check(setup, evaluator, found, start)
+    _name_the_output(setup, result)
     if settings.evidence:
         result.evidence = evidence_for(setup, result, found, result.notes)
     result.duration_s = time.perf_counter() - start
     return result
+
+
+def _name_the_output(setup: Any, result: LayerCheck) -> None:
+    """For a call with several outputs shown wrong in value: name the output (and the index in
+    it) whose gradient the rule gets wrong at the counterexample, in the reason, the
+    counterexample and the headline finding's coordinate."""
+    example = result.counterexample
+    if example is None or result.verdict not in (Verdict.FAIL, Verdict.BOUNDARY):
+        return
+    where = name_output_mismatch(setup.target, setup.rule, example.input,
+                                 example.upstream_gradient)
+    if where is None:
+        return
+    text = f"the rule's gradient differs most from autograd's through {where}"
+    result.reason = f"{result.reason} {text[0].upper()}{text[1:]}.".strip()
+    example.message = f"{example.message} ({text})"
+    if result.findings:
+        top = result.findings[0]
+        top.coordinate = where if not top.coordinate else f"{where}; {top.coordinate}"
 
 
 def check_layer(

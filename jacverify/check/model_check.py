@@ -136,10 +136,8 @@ def _skip_reason(step: Step) -> str | None:
         return (
             f"not differentiable in its input ({dtypes}): the backward model stops here"
         )
-    if not all(is_float_dtype(t.dtype) for t in step.outputs):
+    if not any(is_float_dtype(t.dtype) for t in step.outputs):
         return "its output is not floating point: no gradient flows through it"
-    if len(step.outputs) != 1:
-        return f"it returns {len(step.outputs)} tensors; rules handle calls with one output"
     if step.masks:
         names = ", ".join(sorted(step.masks))
         return f"the call carries Keras masks ({names}): it is checked end to end only"
@@ -154,7 +152,7 @@ def _missing_rules(steps: Sequence[Step], mapping) -> dict[int, str]:
     """``{id(step): class name}`` of the differentiable calls that have no backward rule."""
     missing = {}
     for step in steps:
-        differentiable = any(is_float_dtype(t.dtype) for t in step.inputs) and all(
+        differentiable = any(is_float_dtype(t.dtype) for t in step.inputs) and any(
             is_float_dtype(t.dtype) for t in step.outputs
         )
         if not differentiable:

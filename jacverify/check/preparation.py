@@ -23,7 +23,14 @@ from jacverify import keras_internals
 from jacverify.backward.factory import is_float_dtype, make_rule, rule_label
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import MissingBackwardRuleError, get_backward_rule
-from jacverify.check.adapters import PackedCall, PackedRule, Packing, RuleFactory, accepts_training
+from jacverify.check.adapters import (
+    PackedCall,
+    PackedRule,
+    Packing,
+    RuleFactory,
+    accepts_training,
+    single_output,
+)
 from jacverify.check.calls import exception_text
 from jacverify.check.compare import machine_eps
 from jacverify.check.kinks import KinkValue, config_kinks
@@ -270,12 +277,15 @@ def _instantiate(rule: Any, target: Any, packing: Packing, output_shape: tuple) 
         dtype = None
         if not isinstance(operation, keras.layers.Layer):
             dtype = str(target.compute_dtype)  # a keras.ops operation has no dtype policy
+        outputs = getattr(target, "output_packing", None)
+        output_shapes = [list(output_shape)] if outputs is None else [
+            list(s) for s in outputs.shapes]
         instance = make_rule(
-            operation, [list(s) for s in packing.shapes], [list(output_shape)], rule=rule,
+            operation, [list(s) for s in packing.shapes], output_shapes, rule=rule,
             call_arguments=call_arguments, dtype=dtype,
         )
     if isinstance(target, PackedCall):
-        instance = PackedRule(instance, packing, output_shape)
+        instance = PackedRule(instance, packing, output_shape, outputs=target.output_packing)
     return instance
 
 
@@ -319,7 +329,7 @@ def _output_shape(target: Any, shape: tuple, dtype: str) -> tuple[tuple | None, 
     """The layer's output shape without the batch axis, or why it cannot be checked."""
     out = target(np.zeros((1, *shape), dtype=dtype))
     if isinstance(out, (list, tuple)):
-        return None, "the layer returns several tensors"
+        return None, "the layer returns several tensors, none of them floating point"
     if not is_float_dtype(out.dtype):
         return None, f"the layer's output is {out.dtype}"
     return tuple(int(s) for s in out.shape[1:]), ""
@@ -358,12 +368,14 @@ def prepare(
     _build(layer, shapes)
     name = labels(layer)[0]
     notes: list[str] = []
-    target = _adapt(layer, shapes)
+    target = single_output(_adapt(layer, shapes), shapes)  # several outputs: packed into one
     packing = target.packing if isinstance(target, PackedCall) else Packing((shapes[0],))
     shape = packing.shape
     rows = base_rows(inputs, packing, name)
     if packing.description:
         notes.append(packing.description)
+    if getattr(target, "output_packing", None) is not None:
+        notes.append(target.output_packing.description)
     target, problem = _in_dtype(target, shape, settings, notes)
     common = dict(convention=settings.convention, input_shape=list(shape), seed=settings.seed)
     if problem is not None:

@@ -115,3 +115,49 @@ def test_registered_rules_win_over_the_fallback():
 def test_unknown_fallback_is_refused():
     with pytest.raises(ValueError, match="fallback"):
         clone_to_backward(_model(), fallback="finite-differences")
+
+
+@keras.saving.register_keras_serializable(package="jacverify_tests")
+class TorchSortAndSquare(keras.layers.Layer):
+    """Returns the sorted values, their (integer) positions, and x^2 (torch directly: it cannot
+    be traced, and has no rule)."""
+
+    def call(self, x):
+        import torch
+
+        values, positions = torch.sort(x, dim=-1)
+        return values, positions, x * x
+
+    def compute_output_spec(self, x):
+        return (keras.KerasTensor(x.shape, x.dtype), keras.KerasTensor(x.shape, "int64"),
+                keras.KerasTensor(x.shape, x.dtype))
+
+
+@pytest.mark.parametrize("use", ["all", "first", "last", "positions"])
+def test_fallback_with_several_outputs_matches_autograd(use, tmp_path):
+    """One upstream gradient per output (zeros for unused ones; integer positions carry none),
+    against torch autograd of the whole model, with extra Jacobian axes and a reload."""
+    x = keras.Input((4,))
+    h = keras.layers.Dense(4)(x)
+    values, positions, square = TorchSortAndSquare()(h)
+    out = {
+        "all": lambda: values * 2.0 + ops.sin(square) + ops.cast(positions, "float32"),
+        "first": lambda: ops.tanh(values),
+        "last": lambda: 3.0 * square,
+        "positions": lambda: values * ops.cast(positions, "float32"),
+    }[use]()
+    model = keras.Model(x, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backward = assert_model_matches_autograd(model, fallback="autograd", extra_axes=(2, 3),
+                                                 save_to=tmp_path / "several.keras")
+    (fallback,) = [b for b in backward.layers if isinstance(b, AutogradFallback)]
+    assert fallback.has_several_outputs and len(fallback.output_dim_wo_batch) == 3
+
+
+def test_fallback_with_several_outputs_refuses_a_wrong_count():
+    layer = TorchSortAndSquare()
+    rule = AutogradFallback(layer, input_dim_wo_batch=[3], output_dim_wo_batch=[[3], [3]])
+    x = np.ones((2, 3), "float32")
+    with pytest.raises(ValueError, match="returned 3 tensors, its rule was made for 2"):
+        rule([[x, x], x])

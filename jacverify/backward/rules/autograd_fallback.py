@@ -52,43 +52,56 @@ class AutogradFallback(CallArgumentsMixin, BackwardNonLinearLayer):
 
         several = _is_multi(self.input_dim_wo_batch)
         inputs = list(input) if several else [input]
-        gradient = ops.convert_to_tensor(gradient)
-        batch = int(gradient.shape[0])
+        gradients = [ops.convert_to_tensor(g) for g in (
+            gradient if self.has_several_outputs else [gradient])]
+        batch = int(gradients[0].shape[0])
         create_graph = torch.is_grad_enabled()
         with torch.enable_grad():
-            xs, leaves = [], []
-            for tensor in inputs:
-                tensor = ops.convert_to_tensor(tensor)
-                if tensor.is_floating_point() or tensor.is_complex():
-                    if not (create_graph and tensor.requires_grad):
-                        tensor = tensor.detach().requires_grad_(True)
-                    leaves.append(tensor)
-                xs.append(tensor)
+            xs, leaves = _leaves(inputs, create_graph)
             masks = _match_batch(mask, batch)
             args = fill_in(self.call_args, xs, masks)
             kwargs = fill_in(self.call_kwargs, xs, masks)
             if _takes_training(self.layer):
                 kwargs["training"] = False
-            outputs = keras.tree.flatten(self.layer(*args, **kwargs))
-            if len(outputs) != 1:
+            outputs = [t for t in keras.tree.flatten(self.layer(*args, **kwargs))
+                       if t is not None]
+            if len(outputs) != len(gradients):
                 raise ValueError(
-                    f"AutogradFallback: '{self.layer.name}' returned {len(outputs)} tensors; "
-                    "backward rules support one output."
+                    f"AutogradFallback: '{self.layer.name}' returned {len(outputs)} tensors, "
+                    f"its rule was made for {len(gradients)} (output_dim_wo_batch="
+                    f"{self.output_dim_wo_batch})."
                 )
-            output = outputs[0]
+            # Integer outputs (top_k's indices) and outputs that do not depend on the input
+            # carry no gradient.
+            pairs = [(y, g.to(y.dtype)) for y, g in zip(outputs, gradients, strict=True)
+                     if (y.is_floating_point() or y.is_complex()) and y.requires_grad]
             grads = torch.autograd.grad(
-                [output],
+                [y for y, _ in pairs],
                 leaves,
-                [gradient.to(output.dtype)],
+                [g for _, g in pairs],
                 allow_unused=True,
                 create_graph=create_graph,
-            ) if leaves and output.requires_grad else [None] * len(leaves)
+            ) if leaves and pairs else [None] * len(leaves)
         by_id = {id(leaf): g for leaf, g in zip(leaves, grads, strict=True)}
         results = []
         for x in xs:
             g = by_id.get(id(x))
-            results.append(torch.zeros_like(x, dtype=gradient.dtype) if g is None else g)
+            results.append(torch.zeros_like(x, dtype=gradients[0].dtype) if g is None else g)
         return results if several else results[0]
+
+
+def _leaves(inputs, create_graph: bool) -> tuple[list, list]:
+    """The inputs as tensors, and those autograd differentiates (floating or complex), made
+    leaves unless the result must stay differentiable through them."""
+    xs, leaves = [], []
+    for tensor in inputs:
+        tensor = ops.convert_to_tensor(tensor)
+        if tensor.is_floating_point() or tensor.is_complex():
+            if not (create_graph and tensor.requires_grad):
+                tensor = tensor.detach().requires_grad_(True)
+            leaves.append(tensor)
+        xs.append(tensor)
+    return xs, leaves
 
 
 def _takes_training(operation) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
+from keras.ops import convert_to_tensor
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules._call_arguments import fill_in
@@ -160,7 +161,9 @@ def packed(
     kwargs = dict(kwargs or {})
 
     def call(op, inputs) -> None:
-        parts = list(inputs) if multi else [inputs]
+        # Tensors, not arrays: a keras.ops operation called directly (not through a layer)
+        # does not convert its inputs (unstack calls the tensor's own methods).
+        parts = [convert_to_tensor(p) for p in (list(inputs) if multi else [inputs])]
         op(*fill_in(args, parts), **fill_in(kwargs, parts))
 
     finish(operation, shapes if multi else shapes[0], weight_seed, call=call)

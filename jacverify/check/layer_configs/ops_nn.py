@@ -16,6 +16,7 @@ from keras.src.ops import image as kimage
 from keras.src.ops import linalg as klinalg
 from keras.src.ops import math as kmath
 from keras.src.ops import nn as knn
+from keras.src.utils.python_utils import is_continuous_axis
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import (
@@ -136,11 +137,28 @@ def layer_norm(draw):
 
 @layer_strategy
 def rms_norm(draw):
+    """Trailing axes (torch's kernel), or any other set of axes given in any order and sign
+    (Keras normalizes them as given when they are not continuous); the scale is broadcast
+    against the trailing axes as Keras does (not reshaped to the normalized axes)."""
     shape = _shape(draw)
     rank = len(shape) + 1
-    axis = _trailing_axes(draw, rank)
-    size = tuple(shape[-1:]) if isinstance(axis, int) else tuple(shape[-2:])
-    scale = _constant(draw, size) if draw(st.booleans()) else None
+    if rank > 2 and draw(st.booleans()):
+        axes = sorted(draw(st.sets(st.integers(1, rank - 1), min_size=1)))
+        axis = tuple(draw(st.sampled_from([a, a - rank])) for a in axes)
+        if len(axis) > 1 and draw(st.booleans()):
+            axis = axis[::-1]
+        if is_continuous_axis(sorted(axis)):  # the kernel: the trailing axes
+            axis = _trailing_axes(draw, rank)
+    else:
+        axis = _trailing_axes(draw, rank)
+    count = 1 if isinstance(axis, int) else len(axis)
+    if is_continuous_axis(sorted(axis) if count > 1 else axis):
+        size = tuple(shape[-count:])  # the kernel's weight: exactly the trailing sizes
+        scale = _constant(draw, size) if draw(st.booleans()) else None
+    else:  # always a scale: how it broadcasts is what differs from the kernel's path
+        trailing = draw(st.integers(1, len(shape)))
+        size = tuple(s if draw(st.booleans()) else 1 for s in shape[-trailing:])
+        scale = _constant(draw, size)
     operation = knn.RMSNorm(axis=axis, epsilon=draw(st.sampled_from([1e-3, 1e-6])))
     return packed(operation, shape, args=[X, scale])
 

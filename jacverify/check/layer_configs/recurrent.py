@@ -1,12 +1,13 @@
 """Configurations of the recurrent layers: SimpleRNN, LSTM, GRU (``reset_after`` both ways),
-RNN over Keras cells (and stacks of them), Bidirectional (merge modes with one output),
-TimeDistributed and ConvLSTM1D/2D/3D, over go_backwards, return_sequences, unroll, use_bias
-and activations.
+RNN over Keras cells (and stacks of them), Bidirectional (every merge mode, ``None`` included),
+TimeDistributed and ConvLSTM1D/2D/3D, over go_backwards, return_sequences, return_state,
+unroll, use_bias and activations.
 
-A few time steps and units keep the Jacobians small. Not drawn here (tested against torch
-autograd in ``tests/backward/rules/test_recurrent.py``): masks (``check_layer`` calls a layer
-without one), ``return_state=True`` and ``Bidirectional(merge_mode=None)`` (several outputs,
-which ``check_layer`` does not compare yet), initial states given as inputs.
+With ``return_state=True`` (or ``merge_mode=None``) a layer has several outputs: the checker
+packs them into one and gives the rule one upstream gradient per output. A few time steps and
+units keep the Jacobians small. Not drawn here (tested against torch autograd in
+``tests/backward/rules/test_recurrent.py``): masks (``check_layer`` calls a layer without
+one), initial states given as inputs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def _run_options(draw, unroll: bool = True) -> dict:
     options = {
         "go_backwards": draw(st.booleans()),
         "return_sequences": draw(st.booleans()),
+        "return_state": draw(st.booleans()),
     }
     if unroll:
         options["unroll"] = draw(st.booleans())
@@ -122,9 +124,10 @@ def rnn(draw):
 def bidirectional(draw):
     kind = draw(st.sampled_from([L.LSTM, L.GRU, L.SimpleRNN]))
     options = draw(_cell_options(gates=kind is not L.SimpleRNN))
-    inner = kind(**options, return_sequences=draw(st.booleans()))
+    inner = kind(**options, return_sequences=draw(st.booleans()),
+                 return_state=draw(st.booleans()))
     layer = L.Bidirectional(inner, merge_mode=draw(st.sampled_from(
-        ["concat", "sum", "mul", "ave"])))
+        ["concat", "sum", "mul", "ave", None])))
     return finish_wrapper(layer, draw(_sequence_shape(max_steps=3)), draw(weight_seeds))
 
 

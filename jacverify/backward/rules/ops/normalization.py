@@ -105,10 +105,15 @@ class BackwardLayerNormOp(_BackwardNormalizationOp):
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRMSNormOp(_BackwardNormalizationOp):
     """``ops.rms_normalization(x, scale, axis, epsilon)``: ``x / sqrt(mean(x^2) + epsilon)``'s
-    VJP of ``g * scale``."""
+    VJP of ``g * scale``.
+
+    Unlike ``layer_normalization``'s ``gamma``, Keras does not reshape ``scale`` to the
+    normalized axes: it multiplies by it as given, broadcast against the input's trailing
+    axes (torch's ``F.rms_norm`` on continuous axes takes it as the weight of the trailing
+    normalized axes, which is the same product). So does the rule."""
 
     def vjp(self, gradient, x):
-        scale = self._weight(1, "scale", gradient, x)
+        scale = constant_operand(self, 1, "scale", gradient.dtype, required=False)
         if scale is not None:
             gradient = gradient * scale
         return rms_vjp(gradient, x, self._axes, _epsilon(self.layer.epsilon))

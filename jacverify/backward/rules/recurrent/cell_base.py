@@ -13,7 +13,11 @@ class UnsupportedCellError(ValueError):
 
 def _dot(x, kernel):
     """``x @ kernel`` over the last axis of ``x`` (an einsum: ``keras.ops.matmul`` computes
-    float64 products of 3-d tensors in float32 on the torch backend)."""
+    float64 products of 3-d tensors in float32 on the torch backend). A batch of vectors (the
+    states of one time step) takes the tensors' own ``@``: the same product, without the
+    einsum's parsing and Keras' dispatch at every step."""
+    if len(x.shape) == 2 and len(kernel.shape) == 2:
+        return x @ kernel
     return ops.einsum("...i,io->...o", x, kernel)
 
 
@@ -38,6 +42,13 @@ class CellMath:
         key = (name, str(dtype))
         if key not in self._weights:
             self._weights[key] = ops.cast(getattr(self.cell, name), dtype)
+        return self._weights[key]
+
+    def weight_transposed(self, name: str, dtype):
+        """The transpose of the 2-d weight ``name`` cast to ``dtype``, once per run."""
+        key = (name, str(dtype), "T")
+        if key not in self._weights:
+            self._weights[key] = ops.transpose(self.weight(name, dtype))
         return self._weights[key]
 
     @property

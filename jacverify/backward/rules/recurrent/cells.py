@@ -20,7 +20,7 @@ dtype of the tensors it is given (the weights are cast to it).
 from __future__ import annotations
 
 import keras
-from keras import ops
+from keras import activations, ops
 
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.recurrent.cell_base import (  # noqa: F401 - re-exported
@@ -45,6 +45,31 @@ def _vjp_of(activation, where: str):
 
 def _apply(activation, x):
     return x if activation is None else activation(x)
+
+
+def _derivative_from_output(activation):
+    """For ``sigmoid`` and ``tanh``: their derivative from their output ``y`` (``y (1 - y)``,
+    ``1 - y^2``, as torch autograd computes it), which the forward step already holds;
+    ``None`` for other activations (their derivative comes from the pre-activation)."""
+    if activation is activations.sigmoid:
+        return lambda y: y * (1.0 - y)
+    if activation is activations.tanh:
+        return lambda y: 1.0 - y * y
+    return None
+
+
+class _ActivationDerivative:
+    """``g * activation'(pre)``, from the activation's output when it is ``sigmoid`` or
+    ``tanh`` (elementwise, no recomputation), else by :func:`activation_vjp`."""
+
+    def __init__(self, activation, where: str) -> None:
+        self.from_output = _derivative_from_output(activation)
+        self.vjp = _vjp_of(activation, where)
+
+    def __call__(self, gradient, pre, post):
+        if self.from_output is not None:
+            return gradient * self.from_output(post)
+        return self.vjp(gradient, pre)
 
 
 def split_gates(z, count: int, axis: int = -1) -> list:
@@ -83,6 +108,11 @@ class LSTMCellMath(CellMath):
         where = f"cell of '{cell.name}'"
         self._activation_vjp = _vjp_of(cell.activation, where)
         self._gate_vjp = _vjp_of(cell.recurrent_activation, where)
+        self._activation_derivative = _ActivationDerivative(cell.activation, where)
+        self._gate_derivative = _ActivationDerivative(cell.recurrent_activation, where)
+        # An elementwise gate activation runs once over the four gates' pre-activations.
+        self._gates_at_once = cell.recurrent_activation in (activations.sigmoid,
+                                                            activations.tanh)
 
     #: The axis of ``z`` holding the four gates (the units, or the channels of a ConvLSTM).
     gate_axis = -1
@@ -92,17 +122,26 @@ class LSTMCellMath(CellMath):
         return _dot(h, self.weight("recurrent_kernel", h.dtype))
 
     def _recurrent_vjp(self, d_z, h):
+        if len(d_z.shape) == 2:
+            return d_z @ self.weight_transposed("recurrent_kernel", d_z.dtype)
         return _dot_transposed(d_z, self.weight("recurrent_kernel", d_z.dtype))
+
+    def _gates(self, z):
+        """``(z_i, z_f, z_c, z_o)`` and the activated ``(i, f, o)``."""
+        cell = self.cell
+        z_i, z_f, z_c, z_o = split_gates(z, 4, self.gate_axis)
+        if self._gates_at_once:
+            i, f, _, o = split_gates(cell.recurrent_activation(z), 4, self.gate_axis)
+        else:
+            i, f, o = (_apply(cell.recurrent_activation, a) for a in (z_i, z_f, z_o))
+        return (z_i, z_f, z_c, z_o), (i, f, o)
 
     def step(self, projection, states):
         h, c = states
         cell = self.cell
         z = projection + self._recurrent(h)
-        z_i, z_f, z_c, z_o = split_gates(z, 4, self.gate_axis)
-        i = _apply(cell.recurrent_activation, z_i)
-        f = _apply(cell.recurrent_activation, z_f)
+        (z_i, z_f, z_c, z_o), (i, f, o) = self._gates(z)
         candidate = _apply(cell.activation, z_c)
-        o = _apply(cell.recurrent_activation, z_o)
         new_c = f * c + i * candidate
         activated_c = _apply(cell.activation, new_c)
         new_h = o * activated_c
@@ -111,14 +150,15 @@ class LSTMCellMath(CellMath):
 
     def step_vjp(self, d_output, d_states, cache):
         h, c, z_i, z_f, z_c, z_o, i, f, candidate, o, new_c, activated_c = cache
+        gate, activation = self._gate_derivative, self._activation_derivative
         d_h = d_output + d_states[0]
-        d_c = d_states[1] + self._activation_vjp(d_h * o, new_c)
+        d_c = d_states[1] + activation(d_h * o, new_c, activated_c)
         d_z = ops.concatenate(
             [
-                self._gate_vjp(d_c * candidate, z_i),
-                self._gate_vjp(d_c * c, z_f),
-                self._activation_vjp(d_c * i, z_c),
-                self._gate_vjp(d_h * activated_c, z_o),
+                gate(d_c * candidate, z_i, i),
+                gate(d_c * c, z_f, f),
+                activation(d_c * i, z_c, candidate),
+                gate(d_h * activated_c, z_o, o),
             ],
             axis=self.gate_axis,
         )
@@ -136,6 +176,8 @@ class GRUCellMath(CellMath):
         where = f"cell of '{cell.name}'"
         self._activation_vjp = _vjp_of(cell.activation, where)
         self._gate_vjp = _vjp_of(cell.recurrent_activation, where)
+        self._activation_derivative = _ActivationDerivative(cell.activation, where)
+        self._gate_derivative = _ActivationDerivative(cell.recurrent_activation, where)
         self.units = int(cell.units)
 
     def _input_bias(self, dtype):
@@ -179,20 +221,21 @@ class GRUCellMath(CellMath):
     def step_vjp(self, d_output, d_states, cache):
         h, a_z, a_r, a_h, z, r, candidate, recurrent_h = cache
         n = self.units
-        kernel = self.weight("recurrent_kernel", h.dtype)
+        kernel_t = self.weight_transposed("recurrent_kernel", h.dtype)  # (3n, units)
+        gate = self._gate_derivative
         d_new = d_output + d_states[0]
-        d_a_h = self._activation_vjp(d_new * (1.0 - z), a_h)
-        d_a_z = self._gate_vjp(d_new * (h - candidate), a_z)
+        d_a_h = self._activation_derivative(d_new * (1.0 - z), a_h, candidate)
+        d_a_z = gate(d_new * (h - candidate), a_z, z)
         d_h = d_new * z
         if self.cell.reset_after:
-            d_a_r = self._gate_vjp(d_a_h * recurrent_h, a_r)
+            d_a_r = gate(d_a_h * recurrent_h, a_r, r)
             d_inner = ops.concatenate([d_a_z, d_a_r, d_a_h * r], axis=-1)
-            d_h = d_h + _dot_transposed(d_inner, kernel)
+            d_h = d_h + d_inner @ kernel_t
         else:
-            d_reset_h = _dot_transposed(d_a_h, kernel[:, 2 * n :])
-            d_a_r = self._gate_vjp(d_reset_h * h, a_r)
+            d_reset_h = d_a_h @ kernel_t[2 * n :]
+            d_a_r = gate(d_reset_h * h, a_r, r)
             d_inner = ops.concatenate([d_a_z, d_a_r], axis=-1)
-            d_h = d_h + d_reset_h * r + _dot_transposed(d_inner, kernel[:, : 2 * n])
+            d_h = d_h + d_reset_h * r + d_inner @ kernel_t[: 2 * n]
         return ops.concatenate([d_a_z, d_a_r, d_a_h], axis=-1), [d_h]
 
 
