@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(CustomScaleLayer)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCustomScaleLayer(BackwardLinearLayer):
     """``inputs[0] + inputs[1] * scale`` (the residual connection of InceptionResNetV2):
     ``[g, g * scale]``. Both inputs have the output's shape in the model."""

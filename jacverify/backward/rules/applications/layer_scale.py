@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 from keras.src.applications.convnext import LayerScale
 
@@ -11,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(LayerScale)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLayerScale(BackwardLinearLayer):
     """``x * gamma`` (``gamma`` one value per channel, on the last axis): ``g * gamma``."""
 

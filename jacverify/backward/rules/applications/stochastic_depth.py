@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 from keras.src.applications.convnext import StochasticDepth
 
 from jacverify.backward.registry import register_backward
@@ -10,7 +9,6 @@ from jacverify.backward.rules.regularization.base_identity import BackwardInfere
 
 
 @register_backward(StochasticDepth)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStochasticDepth(BackwardInferenceIdentity):
     """The identity: at inference ``StochasticDepth`` returns its input (it drops residual
     paths only in training)."""

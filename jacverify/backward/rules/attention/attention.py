@@ -73,7 +73,6 @@ class _BackwardDotAttentionBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.Attention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAttention(_BackwardDotAttentionBase):
     """Rule of ``keras.layers.Attention``: ``score_mode="dot"`` (``scale * q k^T``, ``scale``
     the learned scalar with ``use_scale``) or ``"concat"``
@@ -111,7 +110,6 @@ class BackwardAttention(_BackwardDotAttentionBase):
 
 
 @register_backward(keras.layers.AdditiveAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdditiveAttention(_BackwardDotAttentionBase):
     """Rule of ``keras.layers.AdditiveAttention``: scores ``sum_d scale_d tanh(q_d + k_d)``
     (``scale`` a learned vector with ``use_scale``, else 1)."""

@@ -180,14 +180,12 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.MultiHeadAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMultiHeadAttention(_BackwardMultiHeadBase):
     """Rule of ``keras.layers.MultiHeadAttention`` (any ``attention_axes``, ``use_gate``,
     ``sliding_window``, masks, causal mask)."""
 
 
 @register_backward(keras.layers.GroupQueryAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGroupQueryAttention(_BackwardMultiHeadBase):
     """Rule of ``keras.layers.GroupQueryAttention``: as multi-head attention, with each key and
     value head shared by ``num_repeats`` query heads (its gradient summed over them)."""

@@ -126,18 +126,15 @@ class BackwardConv(BackwardConvBase):
 
 
 @register_backward(keras.layers.Conv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv1D(BackwardConv):
     """Rule of ``keras.layers.Conv1D`` ('valid', 'same' or 'causal' padding)."""
 
 
 @register_backward(keras.layers.Conv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv2D(BackwardConv):
     """Rule of ``keras.layers.Conv2D``."""
 
 
 @register_backward(keras.layers.Conv3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv3D(BackwardConv):
     """Rule of ``keras.layers.Conv3D``."""

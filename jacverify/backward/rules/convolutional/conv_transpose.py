@@ -105,18 +105,15 @@ class BackwardConvTranspose(BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.Conv1DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv1DTranspose(BackwardConvTranspose):
     """Rule of ``keras.layers.Conv1DTranspose``."""
 
 
 @register_backward(keras.layers.Conv2DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv2DTranspose(BackwardConvTranspose):
     """Rule of ``keras.layers.Conv2DTranspose``."""
 
 
 @register_backward(keras.layers.Conv3DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConv3DTranspose(BackwardConvTranspose):
     """Rule of ``keras.layers.Conv3DTranspose``."""

@@ -59,12 +59,10 @@ class BackwardDepthwiseConv(BackwardConvBase):
 
 
 @register_backward(keras.layers.DepthwiseConv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDepthwiseConv1D(BackwardDepthwiseConv):
     """Rule of ``keras.layers.DepthwiseConv1D``."""
 
 
 @register_backward(keras.layers.DepthwiseConv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDepthwiseConv2D(BackwardDepthwiseConv):
     """Rule of ``keras.layers.DepthwiseConv2D``."""

@@ -52,12 +52,10 @@ class BackwardSeparableConv(BackwardConvBase):
 
 
 @register_backward(keras.layers.SeparableConv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSeparableConv1D(BackwardSeparableConv):
     """Rule of ``keras.layers.SeparableConv1D``."""
 
 
 @register_backward(keras.layers.SeparableConv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSeparableConv2D(BackwardSeparableConv):
     """Rule of ``keras.layers.SeparableConv2D``."""

@@ -5,7 +5,6 @@ own arguments (``negative_slope``, ``axis``, ``approximate``...)."""
 
 from __future__ import annotations
 
-import keras
 from keras.src.ops import nn as knn
 from keras.src.ops import numpy as knp
 
@@ -24,7 +23,6 @@ ACTIVATION_OPS = tuple(
 
 
 @register_backward(*ACTIVATION_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardActivationOp(BackwardOperation):
     """``activation_vjp`` of the operation (see
     :mod:`jacverify.backward.rules.activations.functions` for the conventions at kinks)."""

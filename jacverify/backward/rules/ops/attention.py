@@ -34,7 +34,6 @@ def _large_negative(dtype):
 
 
 @register_backward(knn.DotProductAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDotProductAttentionOp(BackwardOperation):
     """See the module docstring (the same kinks as softmax: none)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
 from keras.src.ops import numpy as knp
@@ -24,7 +23,6 @@ class _BackwardJoin(BackwardOperation):
 
 
 @register_backward(knp.Concatenate)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConcatenateOp(_BackwardJoin):
     """``ops.concatenate(xs, axis)``: ``g`` split along ``axis`` (constants among ``xs`` get
     nothing)."""
@@ -52,7 +50,6 @@ class BackwardConcatenateOp(_BackwardJoin):
 
 
 @register_backward(knp.Stack)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStackOp(_BackwardJoin):
     """``ops.stack(xs, axis)``: ``g`` unstacked along ``axis``."""
 

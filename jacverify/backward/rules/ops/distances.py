@@ -8,7 +8,6 @@ infinity norm's gradient is shared evenly between tied maxima.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 from keras.src.ops import linalg as klinalg
 from keras.src.ops import math as kmath
@@ -19,7 +18,6 @@ from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
 
 
 @register_backward(kmath.CDist)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCDistOp(BackwardOperation):
     """``d[p, r] = |x_p - y_r|``: with ``w = g / d`` (0 where ``d = 0``, a subgradient),
     ``dx_p = sum_r w (x_p - y_r)``, ``dy_r = sum_p w (y_r - x_p)``."""
@@ -83,7 +81,6 @@ def _vector_norm_derivative(x, order, axis, norm):
 
 
 @register_backward(klinalg.Norm)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNormOp(BackwardOperation):
     """``norm(x, ord, axis, keepdims)`` for vector norms (one axis: ``ord`` None/2, 1, inf,
     -inf, 0, any p) and the Frobenius (``None``/``'fro'``) and nuclear (``'nuc'``: ``U V^T``

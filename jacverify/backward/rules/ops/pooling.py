@@ -65,7 +65,6 @@ class _BackwardWindowPoolOp(_BackwardViaLayer):
 
 
 @register_backward(knn.MaxPool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxPoolOp(_BackwardWindowPoolOp):
     """``ops.max_pool``: each window's gradient to its maximum (the first on ties)."""
 
@@ -73,7 +72,6 @@ class BackwardMaxPoolOp(_BackwardWindowPoolOp):
 
 
 @register_backward(knn.AveragePool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAveragePoolOp(_BackwardWindowPoolOp):
     """``ops.average_pool``: each window's gradient spread evenly over the window."""
 
@@ -91,7 +89,6 @@ class _BackwardAdaptivePoolOp(_BackwardViaLayer):
 
 
 @register_backward(knn.AdaptiveMaxPool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveMaxPoolOp(_BackwardAdaptivePoolOp):
     """``ops.adaptive_max_pool``: each cell's gradient to its maxima (shared on ties)."""
 
@@ -99,7 +96,6 @@ class BackwardAdaptiveMaxPoolOp(_BackwardAdaptivePoolOp):
 
 
 @register_backward(knn.AdaptiveAveragePool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveAveragePoolOp(_BackwardAdaptivePoolOp):
     """``ops.adaptive_average_pool``: each cell's gradient spread evenly over its box."""
 

@@ -8,7 +8,6 @@ averages over every axis; the segment reductions reduce rows of the batch axis; 
 
 from __future__ import annotations
 
-import keras
 from keras.src.ops import core as kcore
 from keras.src.ops import math as kmath
 from keras.src.ops import nn as knn
@@ -47,7 +46,6 @@ REFUSED_OPS = {
 
 
 @register_backward(*REFUSED_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
 class RefusedOperation(BackwardOperation):
     """A refused operation: building its rule raises ``ValueError`` with the reason."""
 

@@ -4,7 +4,6 @@ gradients concatenated back along the split axis."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 from keras.src.ops import numpy as knp
 
@@ -30,12 +29,10 @@ class _BackwardSplitLike(BackwardOperation):
 
 
 @register_backward(knp.Split)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSplitOp(_BackwardSplitLike):
     """``ops.split(x, indices_or_sections, axis)`` (not along the batch axis)."""
 
 
 @register_backward(knp.ArraySplit)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArraySplitOp(_BackwardSplitLike):
     """``ops.array_split(x, indices_or_sections, axis)`` (not along the batch axis)."""

@@ -4,7 +4,6 @@ conditions are not differentiated (a boolean, or a float read as ``!= 0``)."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 from keras.src.ops import numpy as knp
 
@@ -40,7 +39,6 @@ class _BackwardChoice(BackwardOperation):
 
 
 @register_backward(knp.Where)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardWhereOp(_BackwardChoice):
     """``where(condition, x1, x2)``: ``g`` where the condition holds to ``x1``, elsewhere to
     ``x2`` (the operands broadcast NumPy-style, the gradient summed back)."""
@@ -65,7 +63,6 @@ class BackwardWhereOp(_BackwardChoice):
 
 
 @register_backward(knp.Select)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSelectOp(_BackwardChoice):
     """``select(condlist, choicelist, default)``: ``g`` to ``choicelist[i]`` where
     ``condlist[i]`` is the first condition that holds, to ``default`` where none does."""

@@ -141,36 +141,30 @@ def _interleave(outs, valids):
 
 
 @register_backward(keras.layers.AdaptiveAveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveAveragePooling1D(BackwardAdaptiveAveragePooling):
     """Rule of ``keras.layers.AdaptiveAveragePooling1D``."""
 
 
 @register_backward(keras.layers.AdaptiveAveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveAveragePooling2D(BackwardAdaptiveAveragePooling):
     """Rule of ``keras.layers.AdaptiveAveragePooling2D``."""
 
 
 @register_backward(keras.layers.AdaptiveAveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveAveragePooling3D(BackwardAdaptiveAveragePooling):
     """Rule of ``keras.layers.AdaptiveAveragePooling3D``."""
 
 
 @register_backward(keras.layers.AdaptiveMaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveMaxPooling1D(BackwardAdaptiveMaxPooling):
     """Rule of ``keras.layers.AdaptiveMaxPooling1D``."""
 
 
 @register_backward(keras.layers.AdaptiveMaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveMaxPooling2D(BackwardAdaptiveMaxPooling):
     """Rule of ``keras.layers.AdaptiveMaxPooling2D``."""
 
 
 @register_backward(keras.layers.AdaptiveMaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveMaxPooling3D(BackwardAdaptiveMaxPooling):
     """Rule of ``keras.layers.AdaptiveMaxPooling3D``."""

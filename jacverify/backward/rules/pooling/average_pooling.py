@@ -137,7 +137,6 @@ def _spread_axis(t, axis: int, k: int, s: int):
 
 
 @register_backward(keras.layers.AveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAveragePooling1D(_BackwardAveragePooling):
     """Rule for ``AveragePooling1D``."""
 
@@ -145,7 +144,6 @@ class BackwardAveragePooling1D(_BackwardAveragePooling):
 
 
 @register_backward(keras.layers.AveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAveragePooling2D(_BackwardAveragePooling):
     """Rule for ``AveragePooling2D``."""
 
@@ -153,7 +151,6 @@ class BackwardAveragePooling2D(_BackwardAveragePooling):
 
 
 @register_backward(keras.layers.AveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAveragePooling3D(_BackwardAveragePooling):
     """Rule for ``AveragePooling3D``."""
 

@@ -47,7 +47,6 @@ class _BackwardGlobalAveragePooling(BackwardLinearLayer):
 
 
 @register_backward(keras.layers.GlobalAveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalAveragePooling1D(_BackwardGlobalAveragePooling):
     """Rule for ``GlobalAveragePooling1D``, also with a mask over the steps: the forward
     layer averages over unmasked steps only, so the gradient is ``g * mask / sum(mask)``.
@@ -101,7 +100,6 @@ def _input_mask(mask):
 
 
 @register_backward(keras.layers.GlobalAveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalAveragePooling2D(_BackwardGlobalAveragePooling):
     """Rule for ``GlobalAveragePooling2D``."""
 
@@ -109,7 +107,6 @@ class BackwardGlobalAveragePooling2D(_BackwardGlobalAveragePooling):
 
 
 @register_backward(keras.layers.GlobalAveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalAveragePooling3D(_BackwardGlobalAveragePooling):
     """Rule for ``GlobalAveragePooling3D``."""
 

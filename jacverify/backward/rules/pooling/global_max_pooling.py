@@ -28,7 +28,6 @@ class _BackwardGlobalMaxPooling(BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.GlobalMaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalMaxPooling1D(_BackwardGlobalMaxPooling):
     """Rule for ``GlobalMaxPooling1D``."""
 
@@ -36,7 +35,6 @@ class BackwardGlobalMaxPooling1D(_BackwardGlobalMaxPooling):
 
 
 @register_backward(keras.layers.GlobalMaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalMaxPooling2D(_BackwardGlobalMaxPooling):
     """Rule for ``GlobalMaxPooling2D``."""
 
@@ -44,7 +42,6 @@ class BackwardGlobalMaxPooling2D(_BackwardGlobalMaxPooling):
 
 
 @register_backward(keras.layers.GlobalMaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGlobalMaxPooling3D(_BackwardGlobalMaxPooling):
     """Rule for ``GlobalMaxPooling3D``."""
 

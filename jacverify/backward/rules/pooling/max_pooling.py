@@ -81,7 +81,6 @@ class _BackwardMaxPooling(BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.MaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxPooling1D(_BackwardMaxPooling):
     """Rule for ``MaxPooling1D``."""
 
@@ -89,7 +88,6 @@ class BackwardMaxPooling1D(_BackwardMaxPooling):
 
 
 @register_backward(keras.layers.MaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxPooling2D(_BackwardMaxPooling):
     """Rule for ``MaxPooling2D``."""
 
@@ -97,7 +95,6 @@ class BackwardMaxPooling2D(_BackwardMaxPooling):
 
 
 @register_backward(keras.layers.MaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxPooling3D(_BackwardMaxPooling):
     """Rule for ``MaxPooling3D``."""
 

@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.Normalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNormalization(BackwardLinearLayer):
     """``(x - mean) / max(sqrt(variance), epsilon)``: ``g / max(sqrt(variance), epsilon)``;
     with ``invert=True``, ``mean + x * max(sqrt(variance), epsilon)``: ``g * max(...)``.

@@ -107,18 +107,15 @@ class BackwardConvLSTM(BackwardRecurrent):
 
 
 @register_backward(keras.layers.ConvLSTM1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvLSTM1D(BackwardConvLSTM):
     """Rule of ``keras.layers.ConvLSTM1D``."""
 
 
 @register_backward(keras.layers.ConvLSTM2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvLSTM2D(BackwardConvLSTM):
     """Rule of ``keras.layers.ConvLSTM2D``."""
 
 
 @register_backward(keras.layers.ConvLSTM3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvLSTM3D(BackwardConvLSTM):
     """Rule of ``keras.layers.ConvLSTM3D``."""

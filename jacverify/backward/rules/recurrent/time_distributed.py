@@ -14,7 +14,6 @@ from jacverify.backward.registry import (
 
 
 @register_backward(keras.layers.TimeDistributed)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTimeDistributed(BackwardLayer):
     """The inner layer's registered rule applied to every time step at once, the time axis
     folded into the batch axis (``TimeDistributed`` applies the inner layer to each step on

@@ -9,7 +9,6 @@ from jacverify.backward.rules.regularization.base_identity import BackwardInfere
 
 
 @register_backward(keras.layers.SpatialDropout2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSpatialDropout2D(BackwardInferenceIdentity):
     """The identity: returns ``g`` unchanged.
 

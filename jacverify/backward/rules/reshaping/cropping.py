@@ -31,7 +31,6 @@ class _BackwardCropping(BackwardLinearLayer):
 
 
 @register_backward(keras.layers.Cropping1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCropping1D(_BackwardCropping):
     """Rule for ``Cropping1D`` (always channels last)."""
 
@@ -45,7 +44,6 @@ class BackwardCropping1D(_BackwardCropping):
 
 
 @register_backward(keras.layers.Cropping2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCropping2D(_BackwardCropping):
     """Rule for ``Cropping2D``."""
 
@@ -53,7 +51,6 @@ class BackwardCropping2D(_BackwardCropping):
 
 
 @register_backward(keras.layers.Cropping3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCropping3D(_BackwardCropping):
     """Rule for ``Cropping3D``."""
 

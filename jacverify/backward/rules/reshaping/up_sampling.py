@@ -113,7 +113,6 @@ def _axis_filter(size: int, interpolation: str) -> _AxisFilter:
 
 
 @register_backward(keras.layers.UpSampling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUpSampling1D(BackwardLinearLayer):
     """Sum the gradient over each block of ``size`` steps."""
 
@@ -122,7 +121,6 @@ class BackwardUpSampling1D(BackwardLinearLayer):
 
 
 @register_backward(keras.layers.UpSampling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUpSampling2D(BackwardLinearLayer):
     """Block sums for ``interpolation="nearest"``; for ``"bilinear"`` and ``"bicubic"`` the
     transposed interpolation: a depthwise correlation with stride ``size`` whose kernel holds
@@ -182,7 +180,6 @@ class BackwardUpSampling2D(BackwardLinearLayer):
 
 
 @register_backward(keras.layers.UpSampling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUpSampling3D(BackwardLinearLayer):
     """Sum the gradient over each ``size`` block."""
 

@@ -28,7 +28,6 @@ class _BackwardZeroPadding(BackwardLinearLayer):
 
 
 @register_backward(keras.layers.ZeroPadding1D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardZeroPadding1D(_BackwardZeroPadding):
     """Rule for ``ZeroPadding1D``."""
 
@@ -39,7 +38,6 @@ class BackwardZeroPadding1D(_BackwardZeroPadding):
 
 
 @register_backward(keras.layers.ZeroPadding2D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardZeroPadding2D(_BackwardZeroPadding):
     """Rule for ``ZeroPadding2D``."""
 
@@ -47,7 +45,6 @@ class BackwardZeroPadding2D(_BackwardZeroPadding):
 
 
 @register_backward(keras.layers.ZeroPadding3D)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardZeroPadding3D(_BackwardZeroPadding):
     """Rule for ``ZeroPadding3D``."""
 
