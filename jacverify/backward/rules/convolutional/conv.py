@@ -92,6 +92,7 @@ class BackwardConvBase(BackwardNonLinearLayer):
         return self._linear_backward(gradient, self._input_sizes(input, gradient))
 
 
+@register_backward(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 class BackwardConv(BackwardConvBase):
     """Rule of a (possibly grouped) convolution: one transposed convolution with the same
     kernel, cropped to the input's size (``keras.ops.conv_transpose`` without groups; torch's
@@ -123,18 +124,3 @@ class BackwardConv(BackwardConvBase):
             data_format=layer.data_format,
             groups=layer.groups,
         )
-
-
-@register_backward(keras.layers.Conv1D)
-class BackwardConv1D(BackwardConv):
-    """Rule of ``keras.layers.Conv1D`` ('valid', 'same' or 'causal' padding)."""
-
-
-@register_backward(keras.layers.Conv2D)
-class BackwardConv2D(BackwardConv):
-    """Rule of ``keras.layers.Conv2D``."""
-
-
-@register_backward(keras.layers.Conv3D)
-class BackwardConv3D(BackwardConv):
-    """Rule of ``keras.layers.Conv3D``."""

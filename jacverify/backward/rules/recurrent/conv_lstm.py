@@ -102,20 +102,6 @@ class ConvLSTMCellMath(LSTMCellMath):
 register_cell_math(ConvLSTMCell, ConvLSTMCellMath)
 
 
+@register_backward(keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
 class BackwardConvLSTM(BackwardRecurrent):
     """Backward through time of a convolutional LSTM."""
-
-
-@register_backward(keras.layers.ConvLSTM1D)
-class BackwardConvLSTM1D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM1D``."""
-
-
-@register_backward(keras.layers.ConvLSTM2D)
-class BackwardConvLSTM2D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM2D``."""
-
-
-@register_backward(keras.layers.ConvLSTM3D)
-class BackwardConvLSTM3D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM3D``."""
