@@ -19,7 +19,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from keras.src.backend.common import dtypes as _keras_dtypes
+from jacverify.keras_internals import bit64_to_bit32_table
 
 _KEPT = {"float64": "float64", "complex128": "complex128"}
 _lock = threading.Lock()
@@ -31,7 +31,7 @@ _saved: dict = {}
 def float64_precision() -> Iterator[None]:
     """Within the block, Keras operations on float64 tensors compute and return float64."""
     global _depth
-    table = _keras_dtypes.BIT64_TO_BIT32_DTYPE
+    table = bit64_to_bit32_table()
     with _lock:
         if _depth == 0:
             _saved.clear()

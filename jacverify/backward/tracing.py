@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import ops
-from keras.src import tree
-from keras.src.models.functional import Functional
+from keras import ops, tree
+
+from jacverify.keras_internals import Functional
 
 
 @dataclass

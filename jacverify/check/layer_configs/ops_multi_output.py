@@ -8,9 +8,9 @@ models (``tests/backward/rules/test_multi_output_ops.py``).
 
 from __future__ import annotations
 
-from keras.src.ops import core as kcore
-from keras.src.ops import math as kmath
-from keras.src.ops import numpy as knp
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 _REASON = (
     "returns several tensors; check_layer compares calls with one output: check it inside a "

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import keras
-from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.keras_internals import CustomScaleLayer
 
 
 @register_backward(CustomScaleLayer)

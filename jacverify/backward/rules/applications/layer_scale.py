@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from keras import ops
-from keras.src.applications.convnext import LayerScale
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.keras_internals import LayerScale
 
 
 @register_backward(LayerScale)

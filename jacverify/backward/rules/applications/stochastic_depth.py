@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from keras.src.applications.convnext import StochasticDepth
-
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.regularization.base_identity import BackwardInferenceIdentity
+from jacverify.keras_internals import StochasticDepth
 
 
 @register_backward(StochasticDepth)

@@ -10,6 +10,7 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.core.dense import check_not_quantized
+from jacverify.keras_internals import private_member
 
 
 class BackwardConvBase(BackwardNonLinearLayer):
@@ -103,7 +104,7 @@ class BackwardConv(BackwardConvBase):
         kernel = ops.cast(layer.kernel, dtype)
         if layer.padding == "causal":  # Conv1D.call: pad on the left, then 'valid'
             return ops.conv(
-                ops.pad(input, layer._compute_causal_padding()),
+                ops.pad(input, private_member(layer, "compute_causal_padding")()),
                 kernel,
                 strides=list(layer.strides),
                 padding="valid",

@@ -5,12 +5,11 @@ own arguments (``negative_slope``, ``axis``, ``approximate``...)."""
 
 from __future__ import annotations
 
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
-
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import _OPS_CLASSES, activation_vjp
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
+from jacverify.keras_internals import ops_numpy as knp
 
 ACTIVATION_OPS = tuple(
     cls

@@ -10,11 +10,11 @@ summed over the axes along which it was broadcast.
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardBinary(BackwardOperation):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import core as kcore
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_core as kcore
 
 
 @register_backward(kcore.Cast)

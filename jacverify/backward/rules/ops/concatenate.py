@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardJoin(BackwardOperation):

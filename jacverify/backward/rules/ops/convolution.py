@@ -9,7 +9,6 @@ of the model is refused: it would carry the batch axis.
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional import _transpose
@@ -17,6 +16,7 @@ from jacverify.backward.rules.convolutional.conv_transpose import output_crops
 from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._arguments import constant_operand, data_format_of, per_axis
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardConvolutionOp(BackwardOperation):

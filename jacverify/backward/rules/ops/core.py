@@ -11,12 +11,12 @@ import keras
 import ml_dtypes
 import numpy as np
 from keras import ops
-from keras.src.ops import core as kcore
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops._arguments import accumulate
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_core as kcore
 
 
 class _BackwardLinearOp(BackwardOperation):

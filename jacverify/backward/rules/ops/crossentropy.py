@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_nn as knn
 
 
 def _clipped(p):

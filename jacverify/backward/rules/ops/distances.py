@@ -9,12 +9,12 @@ infinity norm's gradient is shared evenly between tied maxima.
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes, reduce_to_shape
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 
 @register_backward(kmath.CDist)

@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import math as kmath
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardUnary(BackwardOperation):

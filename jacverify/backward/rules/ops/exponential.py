@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
@@ -16,6 +15,7 @@ from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shap
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary
 from jacverify.backward.rules.ops.cumulative import inclusive_scan
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.Exp2)

@@ -4,11 +4,11 @@ with integers, slices (any positive step), ``None`` and ``...``."""
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.GetItem)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import numpy as np
 from keras import ops
-from keras.src.ops import image as kimage
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.backward.rules.preprocessing._resize import resize_vjp
+from jacverify.keras_internals import ops_image as kimage
 
 #: The channel weights of ``rgb_to_grayscale`` on torch (torchvision's).
 GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)

@@ -7,11 +7,11 @@ import string
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def expand_ellipsis(subscripts: str, ranks: list) -> tuple[list, str]:

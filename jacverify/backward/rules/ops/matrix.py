@@ -12,12 +12,12 @@ off-diagonal gradient between ``A[i, j]`` and ``A[j, i]`` describes the same der
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 
 def mT(a):  # noqa: N802 - the usual name of the matrix transpose

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.normalization._common import (
@@ -25,6 +24,7 @@ from jacverify.backward.rules.normalization._common import (
 from jacverify.backward.rules.normalization.unit_normalization import l2_normalize_vjp
 from jacverify.backward.rules.ops._arguments import constant_operand
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 def _epsilon(value) -> float:

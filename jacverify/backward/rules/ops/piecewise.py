@@ -13,13 +13,13 @@ value at 0), ``nextafter``.
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary, _BackwardExtremumOp
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 #: Float-valued operations whose derivative is zero wherever it exists (the ``*_like``
 #: operations depend on their input's shape only).

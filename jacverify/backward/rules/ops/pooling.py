@@ -10,11 +10,11 @@ ties, torch's convention), same divisors at "same" padding.
 from __future__ import annotations
 
 import keras
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import get_backward_rule, register_backward
 from jacverify.backward.rules.ops._arguments import data_format_of, per_axis
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardViaLayer(BackwardOperation):

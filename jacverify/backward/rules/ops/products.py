@@ -9,7 +9,6 @@ import string
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
@@ -19,6 +18,7 @@ from jacverify.backward.rules.ops._base import (
     reduce_to_shape,
 )
 from jacverify.backward.rules.ops.linalg import BackwardEinsumOp, _BackwardContraction
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardEinsumLike(_BackwardContraction):

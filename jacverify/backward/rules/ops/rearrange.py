@@ -10,11 +10,11 @@ other's rule; ``fold`` is the adjoint of ``unfold`` and ``unfold`` the adjoint o
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import data_format_of
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardLinearOp(BackwardOperation):

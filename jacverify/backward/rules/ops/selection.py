@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input
@@ -28,6 +27,7 @@ from jacverify.backward.rules.ops._base import (
     canonical_axes,
     reduce_to_shape,
 )
+from jacverify.keras_internals import ops_numpy as knp
 
 #: Keyword arguments whose value is written where the operation has no source (pad's fill).
 _FILL_ARGUMENTS = ("constant_values",)

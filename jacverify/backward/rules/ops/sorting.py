@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops.cumulative import _BackwardAlongAxis
 from jacverify.backward.rules.ops.statistics import AxesReduction
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def unsort(gradient_of_sorted, x, axis: int):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 
 from keras import ops
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_math as kmath
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 

@@ -5,10 +5,10 @@ gradients concatenated back along the split axis."""
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardSplitLike(BackwardOperation):

@@ -5,10 +5,10 @@ indices. Only the values carry a gradient: each goes back to the position it was
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_math as kmath
 
 
 @register_backward(kmath.TopK)

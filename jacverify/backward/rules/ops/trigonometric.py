@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.Sin)

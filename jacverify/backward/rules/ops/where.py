@@ -5,11 +5,11 @@ conditions are not differentiated (a boolean, or a float read as ``!= 0``)."""
 from __future__ import annotations
 
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardChoice(BackwardOperation):

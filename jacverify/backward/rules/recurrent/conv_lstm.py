@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional._transpose import conv_input_gradient, spatial_axes
 from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 from jacverify.backward.rules.recurrent.cells import LSTMCellMath, register_cell_math
+from jacverify.keras_internals import ConvLSTMCell
 
 
 def _fold_time(tensor):

@@ -11,6 +11,7 @@ from jacverify.backward.registry import (
     get_backward_rule,
     register_backward,
 )
+from jacverify.keras_internals import private_member
 
 
 @register_backward(keras.layers.TimeDistributed)
@@ -37,7 +38,7 @@ class BackwardTimeDistributed(BackwardLayer):
         # A helper, not a sublayer: the inner layer is saved once, as part of the wrapper.
         object.__setattr__(self, "_inner_rule", rule)
         self.is_linear = bool(rule.is_linear)
-        self._inner_takes_mask = bool(getattr(inner, "_call_has_mask_arg", False))
+        self._inner_takes_mask = bool(private_member(inner, "call_has_mask_arg", False))
 
     @staticmethod
     def _fold(tensor):
