@@ -9,6 +9,7 @@ listed after the headline.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -81,7 +82,8 @@ def _forward_layer_problem(config: dict) -> str:
     if not isinstance(config, dict) or not isinstance(config.get("layer"), dict):
         return ""
     try:
-        keras.saving.deserialize_keras_object(config["layer"])
+        # A copy: Keras' from_config may consume the dict (Wrapper.from_config pops "layer").
+        keras.saving.deserialize_keras_object(copy.deepcopy(config["layer"]))
     except Exception as error:  # noqa: BLE001
         return (
             f"the forward layer cannot be rebuilt from its config ({short_error(error)}): "
@@ -108,7 +110,7 @@ def config_finding(rule: Any) -> Finding:
     if layer_problem:
         return Finding(Probe.CONFIG.value, Verdict.SKIPPED.value, layer_problem)
     try:
-        again = type(rule).from_config(config).get_config()
+        again = type(rule).from_config(copy.deepcopy(config)).get_config()
     except Exception as error:  # noqa: BLE001 - a broken round trip is the finding
         return Finding(Probe.CONFIG.value, Verdict.ERROR.value,
                        f"the rule's get_config/from_config round trip raised "
