@@ -38,7 +38,7 @@ from jacverify.backward.rules.attention.multi_head_attention import (  # noqa: E
     BackwardMultiHeadAttention,
 )
 from jacverify.backward.rules.convolutional import _transpose  # noqa: E402
-from jacverify.backward.rules.convolutional.conv import BackwardConv2D  # noqa: E402
+from jacverify.backward.rules.convolutional.conv import BackwardConv  # noqa: E402
 from jacverify.backward.rules.core.dense import BackwardDense  # noqa: E402
 from jacverify.backward.rules.merging.subtract import BackwardSubtract  # noqa: E402
 from jacverify.backward.rules.normalization._common import mean  # noqa: E402
@@ -90,7 +90,7 @@ class DenseActivationDropped(BackwardDense):
 
 
 # --------------------------------------------------------------------------- convolutional
-class Conv2DCropOnTheWrongSide(BackwardConv2D):
+class Conv2DCropOnTheWrongSide(BackwardConv):
     """Assumes 'same' pads more on the left (the opposite of Keras) for even kernels."""
 
     def _linear_backward(self, gradient, in_sizes):

@@ -14,18 +14,18 @@ from jacverify.backward.rules.activations.elu import BackwardELU
 from jacverify.backward.rules.activations.leaky_relu import BackwardLeakyReLU
 from jacverify.backward.rules.activations.relu import BackwardReLU
 from jacverify.backward.rules.activations.softmax import BackwardSoftmax
-from jacverify.backward.rules.convolutional.conv import BackwardConv1D, BackwardConv2D
+from jacverify.backward.rules.convolutional.conv import BackwardConv
 from jacverify.backward.rules.core.dense import BackwardDense
 from jacverify.backward.rules.merging.maximum import BackwardMaximum
 from jacverify.backward.rules.merging.multiply import BackwardMultiply
-from jacverify.backward.rules.pooling.average_pooling import BackwardAveragePooling2D
+from jacverify.backward.rules.pooling.average_pooling import BackwardAveragePooling
 from jacverify.backward.rules.pooling.global_average_pooling import (
-    BackwardGlobalAveragePooling1D,
+    BackwardGlobalAveragePooling,
 )
-from jacverify.backward.rules.pooling.global_max_pooling import BackwardGlobalMaxPooling1D
-from jacverify.backward.rules.pooling.max_pooling import BackwardMaxPooling2D
+from jacverify.backward.rules.pooling.global_max_pooling import BackwardGlobalMaxPooling
+from jacverify.backward.rules.pooling.max_pooling import BackwardMaxPooling
 from jacverify.backward.rules.reshaping.flatten import BackwardFlatten
-from jacverify.backward.rules.reshaping.zero_padding import BackwardZeroPadding2D
+from jacverify.backward.rules.reshaping.zero_padding import BackwardZeroPadding
 
 L = keras.layers
 
@@ -152,14 +152,14 @@ class SoftmaxUnstable(BackwardSoftmax):
 
 
 # -------------------------------------------------------------------------- convolutions
-class ConvActivationDropped(BackwardConv2D):
+class ConvActivationDropped(BackwardConv):
     """The transposed convolution of ``g``: the activation's derivative is dropped."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         return conv_adjoint(gradient, _kernel(self.layer, gradient), self.layer.data_format)
 
 
-class ConvChannelsTransposed(BackwardConv2D):
+class ConvChannelsTransposed(BackwardConv):
     """The kernel's channel axes swapped (``W^T`` on a square 1x1 convolution)."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -167,7 +167,7 @@ class ConvChannelsTransposed(BackwardConv2D):
         return conv_adjoint(gradient, kernel, self.layer.data_format)
 
 
-class Conv1DKernelFlipped(BackwardConv1D):
+class Conv1DKernelFlipped(BackwardConv):
     """The kernel flipped along its spatial axis before the transposed convolution."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -175,7 +175,7 @@ class Conv1DKernelFlipped(BackwardConv1D):
         return conv_adjoint(gradient, kernel, self.layer.data_format)
 
 
-class Conv2DKernelFlipped(BackwardConv2D):
+class Conv2DKernelFlipped(BackwardConv):
     """The kernel flipped along both spatial axes before the transposed convolution."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -183,7 +183,7 @@ class Conv2DKernelFlipped(BackwardConv2D):
         return conv_adjoint(gradient, kernel, self.layer.data_format)
 
 
-class Conv2DShiftedByOne(BackwardConv2D):
+class Conv2DShiftedByOne(BackwardConv):
     """The result shifted up by one row (the last row zero)."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -191,7 +191,7 @@ class Conv2DShiftedByOne(BackwardConv2D):
         return ops.pad(full[:, 1:], ((0, 0), (0, 1), (0, 0), (0, 0)))
 
 
-class Conv1DSamePaddingSwapped(BackwardConv1D):
+class Conv1DSamePaddingSwapped(BackwardConv):
     """'same' padding with an even kernel: crops the full transposed convolution from the
     right padding's length instead of the left's (one position off)."""
 
@@ -203,14 +203,14 @@ class Conv1DSamePaddingSwapped(BackwardConv1D):
         return full[:, right : right + n]
 
 
-class Conv2DScaled(BackwardConv2D):
+class Conv2DScaled(BackwardConv):
     """The right value times ``1 + 1e-3``."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         return super().call_on_reshaped_gradient(gradient, input) * (1.0 + 1e-3)
 
 
-class ConvBiasChannelsLast(BackwardConv2D):
+class ConvBiasChannelsLast(BackwardConv):
     """Recomputes the pre-activation with the bias shaped ``(1, 1, 1, filters)``: right for
     channels_last; for channels_first it is added along the last spatial axis."""
 
@@ -224,7 +224,7 @@ class ConvBiasChannelsLast(BackwardConv2D):
         return conv_adjoint(gradient, kernel, layer.data_format)
 
 
-class Conv1DIgnoresDilation(BackwardConv1D):
+class Conv1DIgnoresDilation(BackwardConv):
     """The transposed convolution without the layer's ``dilation_rate``."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -232,7 +232,7 @@ class Conv1DIgnoresDilation(BackwardConv1D):
 
 
 # ------------------------------------------------------------------------------ pooling
-class MaxPoolTiesAll(BackwardMaxPooling2D):
+class MaxPoolTiesAll(BackwardMaxPooling):
     """``g`` to every element equal to its window's maximum (2x2 windows, stride 2)."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -243,7 +243,7 @@ class MaxPoolTiesAll(BackwardMaxPooling2D):
         return spread * _f(ops.equal(x, peak), gradient)
 
 
-class MaxPoolOverwrites(BackwardMaxPooling2D):
+class MaxPoolOverwrites(BackwardMaxPooling):
     """Routes each window's gradient to its maximum with ``scatter`` instead of
     ``scatter_add``: right for disjoint windows, wrong where windows overlap (stride < pool)."""
 
@@ -262,7 +262,7 @@ class MaxPoolOverwrites(BackwardMaxPooling2D):
         return ops.transpose(ops.reshape(result, x.shape), (0, 2, 3, 1))
 
 
-class AvgPoolFixedDivisor(BackwardAveragePooling2D):
+class AvgPoolFixedDivisor(BackwardAveragePooling):
     """Divides by the full window size everywhere; with 'same' padding Keras divides edge
     windows by the number of real elements (3x3 windows, stride 1)."""
 
@@ -273,7 +273,7 @@ class AvgPoolFixedDivisor(BackwardAveragePooling2D):
         return ops.depthwise_conv(gradient, kernel, strides=1, padding="same")
 
 
-class GlobalMaxPoolTiesAll(BackwardGlobalMaxPooling1D):
+class GlobalMaxPoolTiesAll(BackwardGlobalMaxPooling):
     """``g`` to every step equal to the maximum."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -282,7 +282,7 @@ class GlobalMaxPoolTiesAll(BackwardGlobalMaxPooling1D):
         return ops.expand_dims(gradient, 1) * hits
 
 
-class GlobalAvgPoolNotBroadcast(BackwardGlobalAveragePooling1D):
+class GlobalAvgPoolNotBroadcast(BackwardGlobalAveragePooling):
     """``g / steps`` without spreading it back over the steps."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -297,7 +297,7 @@ class FlattenNotReshaped(BackwardFlatten):
         return gradient
 
 
-class ZeroPaddingNotCropped(BackwardZeroPadding2D):
+class ZeroPaddingNotCropped(BackwardZeroPadding):
     """Returns the gradient of the padded tensor without cropping the padding off."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -379,31 +379,31 @@ CASES: list[Case] = [
     correct("tanh_correct", lambda: L.Activation("tanh"), (6,), BackwardActivation,
             "registered rule"),
     correct("softmax_correct", L.Softmax, (5,), BackwardSoftmax, "registered rule"),
-    correct("conv2d_correct", _conv2d, (6, 6, 2), BackwardConv2D, "registered rule, 3x3"),
-    correct("conv2d_tanh_correct", _conv2d_tanh, (5, 5, 2), BackwardConv2D,
+    correct("conv2d_correct", _conv2d, (6, 6, 2), BackwardConv, "registered rule, 3x3"),
+    correct("conv2d_tanh_correct", _conv2d_tanh, (5, 5, 2), BackwardConv,
             "registered rule, 3x3 with tanh"),
-    correct("conv1x1_correct", _conv1x1, (4, 4, 3), BackwardConv2D,
+    correct("conv1x1_correct", _conv1x1, (4, 4, 3), BackwardConv,
             "registered rule, 1x1, 3 -> 3 channels"),
-    correct("conv1d_correct", _conv1d, (7, 3), BackwardConv1D, "registered rule, width 3"),
-    correct("conv1d_same_even_correct", _conv1d_same_even, (8, 3), BackwardConv1D,
+    correct("conv1d_correct", _conv1d, (7, 3), BackwardConv, "registered rule, width 3"),
+    correct("conv1d_same_even_correct", _conv1d_same_even, (8, 3), BackwardConv,
             "registered rule, width 4, 'same'"),
-    correct("conv1d_dilated_correct", _conv1d_dilated, (9, 3), BackwardConv1D,
+    correct("conv1d_dilated_correct", _conv1d_dilated, (9, 3), BackwardConv,
             "registered rule, dilation 2"),
-    correct("conv2d_channels_first_correct", _conv_channels_first, CONV_FIRST, BackwardConv2D,
+    correct("conv2d_channels_first_correct", _conv_channels_first, CONV_FIRST, BackwardConv,
             "registered rule, channels_first, relu, random bias"),
-    correct("max_pool_correct", lambda: L.MaxPooling2D(2), (4, 4, 2), BackwardMaxPooling2D,
+    correct("max_pool_correct", lambda: L.MaxPooling2D(2), (4, 4, 2), BackwardMaxPooling,
             "registered rule, 2x2 stride 2"),
     correct("max_pool_stride1_correct", lambda: L.MaxPooling2D(2, strides=1), (4, 4, 2),
-            BackwardMaxPooling2D, "registered rule, 2x2 stride 1 (overlapping windows)"),
+            BackwardMaxPooling, "registered rule, 2x2 stride 1 (overlapping windows)"),
     correct("avg_pool_same_correct", lambda: L.AveragePooling2D(3, strides=1, padding="same"),
-            (5, 5, 2), BackwardAveragePooling2D, "registered rule, 3x3 stride 1 'same'"),
+            (5, 5, 2), BackwardAveragePooling, "registered rule, 3x3 stride 1 'same'"),
     correct("global_max_pool_correct", L.GlobalMaxPooling1D, (5, 3),
-            BackwardGlobalMaxPooling1D, "registered rule"),
+            BackwardGlobalMaxPooling, "registered rule"),
     correct("global_avg_pool_correct", L.GlobalAveragePooling1D, (5, 3),
-            BackwardGlobalAveragePooling1D, "registered rule"),
+            BackwardGlobalAveragePooling, "registered rule"),
     correct("flatten_correct", L.Flatten, (3, 4), BackwardFlatten, "registered rule"),
     correct("zero_padding_correct", lambda: L.ZeroPadding2D(1), (3, 3, 2),
-            BackwardZeroPadding2D, "registered rule"),
+            BackwardZeroPadding, "registered rule"),
     correct("maximum_correct", L.Maximum, [(4,), (4,)], BackwardMaximum,
             "registered rule, two inputs"),
     correct("multiply_correct", L.Multiply, [(4,), (4,)], BackwardMultiply,

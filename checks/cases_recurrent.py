@@ -15,7 +15,7 @@ from checks.case import Case, correct, wrong
 from jacverify.backward.rules.recurrent.base_recurrent import repeat_mask_to
 from jacverify.backward.rules.recurrent.bidirectional import BackwardBidirectional
 from jacverify.backward.rules.recurrent.cells import GRUCellMath, LSTMCellMath, SimpleRNNCellMath
-from jacverify.backward.rules.recurrent.conv_lstm import BackwardConvLSTM1D, ConvLSTMCellMath
+from jacverify.backward.rules.recurrent.conv_lstm import BackwardConvLSTM, ConvLSTMCellMath
 from jacverify.backward.rules.recurrent.gru import BackwardGRU
 from jacverify.backward.rules.recurrent.lstm import BackwardLSTM
 from jacverify.backward.rules.recurrent.simple_rnn import BackwardSimpleRNN
@@ -233,7 +233,7 @@ class _ConvLSTMRecurrentNotFlipped(ConvLSTMCellMath):
         return self._conv(d_z, swapped, recurrent=True)
 
 
-class ConvLSTMRecurrentNotFlipped(BackwardConvLSTM1D):
+class ConvLSTMRecurrentNotFlipped(BackwardConvLSTM):
     """The hidden state's gradient through the recurrent kernel not flipped in space."""
 
     def _cell_math(self, layer):
@@ -301,7 +301,7 @@ CASES: list[Case] = [
             "registered rule, concat, return_sequences"),
     correct("time_distributed_correct", _time_distributed, SEQUENCE, BackwardTimeDistributed,
             "registered rule over Dense(tanh)"),
-    correct("conv_lstm1d_correct", _conv_lstm1d, (3, 4, 2), BackwardConvLSTM1D,
+    correct("conv_lstm1d_correct", _conv_lstm1d, (3, 4, 2), BackwardConvLSTM,
             "registered rule, 'same' padding"),
     # ------------------------------------------------------------------ wrong rules
     wrong("lstm_forget_factor_dropped", _lstm, SEQUENCE, LSTMForgetFactorDropped, "fail",

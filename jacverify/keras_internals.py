@@ -1,51 +1,93 @@
-"""Every use of Keras internals (``keras.src``, private attributes) by the checker, the
-reports, the testing helpers and the pytest plugin, in one place.
+"""Every use of Keras internals (``keras.src``, private attributes) by jacverify, in one place.
 
 Keras 3 keeps some things jacverify needs out of its public API: the classes of ``keras.ops``
-operations, a few application layers, the table behind float64 -> float32 promotion, and the
-shapes a layer was built with. When Keras changes one of them, this module is the one place to
-change. (The builder, ``jacverify/backward/``, has its own uses still to move here.)
+operations, a few layer classes, the functional model's graph, the masks attached to symbolic
+tensors, the table behind float64 -> float32 promotion, and private members of some layers
+(the projections of ``MultiHeadAttention``...). When Keras changes one of them, this module is
+the one place to change: no other module imports ``keras.src`` or reads a private Keras
+attribute (``tests/test_layout.py`` enforces the first).
+
+Sections: module names; operation classes; layer classes Keras does not export; models and
+their graph; masks; dtypes and backends; private members of layers; utilities.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keras.src import backend as _backend
+from keras.src.activations import activations as keras_activations
 from keras.src.applications.convnext import LayerScale, StochasticDepth
 from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from keras.src.backend.common import dtypes as _dtypes
+from keras.src.backend.config import standardize_data_format
+from keras.src.layers.layer import CallSpec as _CallSpec
+from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
+from keras.src.models.functional import Functional, operation_fn
 from keras.src.ops import core as ops_core
+from keras.src.ops import einops as ops_einops
+from keras.src.ops import image as ops_image
 from keras.src.ops import linalg as ops_linalg
 from keras.src.ops import math as ops_math
 from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_numpy
+from keras.src.utils.python_utils import is_continuous_axis
 
 __all__ = [
+    "INTERNAL_PREFIX",
+    "OPS_FAMILY_MODULES",
+    "ConvLSTMCell",
     "CustomScaleLayer",
+    "Functional",
     "KerasGlobalState",
     "LayerScale",
     "StochasticDepth",
     "build_shapes",
+    "call_spec",
+    "compute_output_spec",
     "float64_not_downcast",
+    "get_keras_mask",
+    "inbound_nodes",
+    "is_continuous_axis",
+    "keras_activations",
+    "keras_history",
+    "nodes_by_depth",
+    "operation_fn",
+    "outside_call_context",
     "ops_core",
+    "ops_einops",
+    "ops_image",
     "ops_linalg",
     "ops_math",
     "ops_nn",
     "ops_numpy",
+    "record_node",
+    "private_member",
     "public_module",
+    "public_name",
+    "sequential_functional",
+    "standardize_data_format",
+    "to_torch_dtype",
 ]
 
+# ------------------------------------------------------------------------------ module names
 #: The prefix of Keras' internal module names.
 INTERNAL_PREFIX = "keras.src."
 
-
-def build_shapes(layer: Any) -> dict:
-    """The input shapes ``layer`` was built with, by ``build()`` argument name (``{}`` when
-    Keras did not record them)."""
-    return dict(getattr(layer, "_build_shapes_dict", None) or {})
+#: The ``keras.ops`` families and the internal modules defining their operation classes.
+OPS_FAMILY_MODULES = {
+    "numpy": "keras.src.ops.numpy",
+    "nn": "keras.src.ops.nn",
+    "math": "keras.src.ops.math",
+    "linalg": "keras.src.ops.linalg",
+    "image": "keras.src.ops.image",
+    "core": "keras.src.ops.core",
+    "einops": "keras.src.ops.einops",
+}
 
 
 def public_module(module: str) -> str:
@@ -54,6 +96,83 @@ def public_module(module: str) -> str:
     return module.removeprefix(INTERNAL_PREFIX)
 
 
+# ----------------------------------------------------------------- operation classes
+# ``ops_numpy``, ``ops_nn``, ``ops_math``, ``ops_linalg``, ``ops_image``, ``ops_core`` and
+# ``ops_einops`` hold the classes a functional model records ``keras.ops`` calls as
+# (``ops_numpy.Add``, ``ops_numpy.Mean``...); ``keras_activations`` the activation operation
+# classes (``keras_activations.ReLU``). Imported above.
+
+
+# ------------------------------------------------------- layer classes Keras does not export
+# ``LayerScale``, ``StochasticDepth`` (ConvNeXt), ``CustomScaleLayer`` (Inception-ResNet v2)
+# and ``ConvLSTMCell`` (the cell of ConvLSTM1D/2D/3D). Imported above.
+
+
+# --------------------------------------------------------------------- models and their graph
+def sequential_functional(model: Any) -> Any:
+    """The functional model a built ``Sequential`` model runs (``None`` when not built)."""
+    return getattr(model, "_functional", None)
+
+
+def nodes_by_depth(functional: Any) -> dict:
+    """A functional model's call nodes by depth (outputs at depth 0)."""
+    return functional._nodes_by_depth
+
+
+def inbound_nodes(operation: Any) -> list:
+    """The calls of ``operation`` recorded in functional graphs."""
+    return operation._inbound_nodes
+
+
+def keras_history(tensor: Any) -> Any:
+    """The ``(operation, node_index, tensor_index)`` history of a symbolic tensor (``None``
+    for a tensor no operation produced)."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def call_spec(layer: Any, args: Sequence, kwargs: dict) -> Any:
+    """How ``layer.call`` binds ``args`` and ``kwargs``: Keras' ``CallSpec`` (its
+    ``tensor_arguments_dict``, ``argument_names`` and ``first_arg``)."""
+    return _CallSpec(layer._call_signature, layer._call_context_args, tuple(args), kwargs)
+
+
+def compute_output_spec(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """The symbolic outputs of ``fn`` called on symbolic ``args`` (Keras' backend runs it on
+    placeholder tensors)."""
+    from keras.src.backend import compute_output_spec as compute
+
+    return compute(fn, *args, **kwargs)
+
+
+def record_node(operation: Any, call_args: Any, call_kwargs: dict, outputs: Any) -> None:
+    """Record a call of ``operation`` producing the symbolic ``outputs`` in the functional
+    graph (as Keras does inside ``Operation.__call__``)."""
+    from keras.src.ops.node import Node
+
+    Node(operation=operation, call_args=call_args, call_kwargs=call_kwargs, outputs=outputs)
+
+
+@contextlib.contextmanager
+def outside_call_context() -> Iterator[None]:
+    """Within the block, Keras sees no layer call running (a model built here does not take
+    the running call's ``training`` flag)."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    global_state.set_global_attribute("current_call_ctx", None)
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute("current_call_ctx", context)
+
+
+# ------------------------------------------------------------------------------------ masks
+def get_keras_mask(tensor: Any) -> Any:
+    """The Keras mask attached to a tensor (``None`` when it carries none)."""
+    return _backend.get_keras_mask(tensor)
+
+
+# ------------------------------------------------------------------------ dtypes and backends
 #: Keras' 64-bit -> 32-bit promotion entries that :func:`float64_not_downcast` keeps 64-bit.
 _KEPT_64_BIT = {"float64": "float64", "complex128": "complex128"}
 _promotion_lock = threading.Lock()
@@ -62,11 +181,7 @@ _promotion_saved: dict = {}
 
 
 def _promotion_table() -> dict | None:
-    try:
-        from keras.src.backend.common import dtypes
-    except ImportError:  # another Keras layout: nothing to patch
-        return None
-    table = getattr(dtypes, "BIT64_TO_BIT32_DTYPE", None)
+    table = getattr(_dtypes, "BIT64_TO_BIT32_DTYPE", None)
     return table if isinstance(table, dict) and "float64" in table else None
 
 
@@ -96,6 +211,19 @@ def float64_not_downcast() -> Iterator[bool]:
                 table.update(_promotion_saved)
 
 
+
+def to_torch_dtype(dtype: Any) -> Any:
+    """The torch dtype of a Keras dtype name (torch backend only)."""
+    from keras.src.backend.torch.core import to_torch_dtype as convert
+
+    return convert(dtype)
+
+
+# ``standardize_data_format(None)`` is Keras' default image data format, otherwise the
+# argument checked. Imported above.
+
+
+# ------------------------------------------------------------------------- process-wide state
 def _global_attribute(name: str) -> Any:
     from keras.src.backend.common import global_state
 
@@ -142,3 +270,69 @@ class KerasGlobalState:
         global_state.set_global_attribute("global_seed_generator", self.seed_generator)
         if self.seed_generator is not None:
             self.seed_generator.state.assign(self.seed_state)
+
+
+# -------------------------------------------------------------------- private members of layers
+#: The private members of Keras layers that rules read, by the name jacverify gives them.
+PRIVATE_MEMBERS = {
+    # MultiHeadAttention and GroupQueryAttention
+    "query_dense": "_query_dense",
+    "key_dense": "_key_dense",
+    "value_dense": "_value_dense",
+    "output_dense": "_output_dense",
+    "gate_dense": "_gate_dense",
+    "use_gate": "_use_gate",
+    "dot_product_equation": "_dot_product_equation",
+    "combine_equation": "_combine_equation",
+    "inverse_sqrt_key_dim": "_inverse_sqrt_key_dim",
+    "inverse_sqrt_head_dim": "_inverse_sqrt_head_dim",
+    "softmax": "_softmax",
+    "num_heads": "_num_heads",
+    "value_dim": "_value_dim",
+    "compute_attention_mask": "_compute_attention_mask",
+    "masked_softmax": "_masked_softmax",
+    # Attention and AdditiveAttention
+    "apply_scores": "_apply_scores",
+    "calculate_score_mask": "_calculate_score_mask",
+    # Conv1D with padding="causal"
+    "compute_causal_padding": "_compute_causal_padding",
+    # TimeDistributed's inner layer
+    "call_has_mask_arg": "_call_has_mask_arg",
+    # every layer: its sublayers, recursively
+    "flatten_layers": "_flatten_layers",
+    # the Normalization preprocessing layer
+    "keep_axis": "_keep_axis",
+    # keras.losses.LossFunctionWrapper
+    "fn_kwargs": "_fn_kwargs",
+}
+
+_NO_DEFAULT = object()
+
+
+def private_member(obj: Any, name: str, default: Any = _NO_DEFAULT) -> Any:
+    """The private Keras member that :data:`PRIVATE_MEMBERS` calls ``name`` (``default`` when
+    ``obj`` lacks it and a default is given)."""
+    attribute = PRIVATE_MEMBERS[name]
+    if default is _NO_DEFAULT:
+        return getattr(obj, attribute)
+    return getattr(obj, attribute, default)
+
+
+def build_shapes(layer: Any) -> dict:
+    """The input shapes ``layer`` was built with, by ``build()`` argument name (``{}`` when
+    Keras did not record them)."""
+    return dict(getattr(layer, "_build_shapes_dict", None) or {})
+
+
+# ---------------------------------------------------------------------------------- utilities
+def public_name(symbol: Any) -> str | None:
+    """The public ``keras.*`` name Keras exports ``symbol`` under (``None`` when it has none
+    or Keras cannot tell)."""
+    try:
+        from keras.src.api_export import get_name_from_symbol
+    except ImportError:
+        return None
+    return get_name_from_symbol(symbol)
+
+
+# ``is_continuous_axis(axes)``: whether sorted axes are consecutive. Imported above.

@@ -24,18 +24,11 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402
 
 from jacverify.backward.registry import registered_rules  # noqa: E402
+from jacverify.keras_internals import OPS_FAMILY_MODULES  # noqa: E402
 
 #: Family -> where its public functions are listed (a module, or ``keras.ops`` filtered by
 #: the defining module) and the module defining its operation classes.
-FAMILIES = {
-    "numpy": "keras.src.ops.numpy",
-    "nn": "keras.src.ops.nn",
-    "math": "keras.src.ops.math",
-    "linalg": "keras.src.ops.linalg",
-    "image": "keras.src.ops.image",
-    "core": "keras.src.ops.core",
-    "einops": "keras.src.ops.einops",
-}
+FAMILIES = OPS_FAMILY_MODULES
 
 _INT = "integer or boolean output (no gradient)"
 _CREATE = "no tensor input (creates a tensor)"

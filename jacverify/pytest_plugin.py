@@ -320,20 +320,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         from jacverify.verdicts import VERDICTS
 
         counts = {v: counts[v] for v in (*VERDICTS, *counts) if v in counts}
+    from jacverify.check import text
+
     terminalreporter.write_sep("-", "jacverify")
-    tally = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
-    n = len(state.records)
-    terminalreporter.write_line(
-        f"{n} {'check' if n == 1 else 'checks'} of backward rules: {tally or '-'}"
-    )
+    terminalreporter.write_line(text.session_tally_line(counts))
     others = [r for r in state.records if r["verdict"] != "pass"]
     for record in others[:_MAX_LISTED]:
-        status = "accepted" if record.get("accepted") else "failed"
-        terminalreporter.write_line(
-            f"  {record['verdict'].upper():12s} {status:8s} {record.get('label', '')}: "
-            f"{record.get('rule_class') or '-'} for '{record['layer_name']}' "
-            f"({record['layer_class']})"
-        )
+        terminalreporter.write_line(text.session_check_line(record))
     if len(others) > _MAX_LISTED:
         terminalreporter.write_line(f"  ... and {len(others) - _MAX_LISTED} more")
     for lost in state.lost_workers:

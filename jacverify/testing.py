@@ -15,7 +15,6 @@ Importing this module is cheap: the checker is imported on the first check.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -53,24 +52,6 @@ DEFAULT_EXAMPLES = 100
 MAX_REPLAYED_SEEDS = 3
 _DATABASE_PREFIX = b"jacverify.testing.assert_backward_correct:"
 
-_VERDICT_PHRASES = {
-    Verdict.PASS.value: "the rule is right",
-    Verdict.FAIL.value: "the rule is wrong",
-    Verdict.BOUNDARY.value: "the rule is wrong at or next to a kink",
-    Verdict.ERROR.value: "the rule raised, or returned the wrong shape or dtype",
-    Verdict.NO_RULE.value: "there is no rule",
-    Verdict.INCONCLUSIVE.value: "the rule could not be shown right",
-    Verdict.SKIPPED.value: "the rule was not checked",
-}
-_SEED_SOURCES = {
-    "argument": "given as seed=",
-    "marker": "from @pytest.mark.jacverify",
-    "option": "from --jacverify-seed",
-    "session": "this pytest session's seed",
-    "derandomize": "derived from the test's id: the Hypothesis profile sets derandomize=True",
-    "database": "a seed that failed before, replayed from the Hypothesis example database",
-    "random": "drawn at random",
-}
 # Layer config keys that the constructor call in a replay leaves out.
 _BASE_CONFIG_KEYS = ("name", "trainable", "dtype")
 
@@ -98,7 +79,7 @@ class CheckRecord:
     check: LayerCheck
     test_id: str = ""  # the pytest node id ("" outside a test)
     accepted: bool = False  # the assertion passed (verdict pass, or allowed)
-    seed_source: str = "argument"  # a key of _SEED_SOURCES: argument, marker, session ...
+    seed_source: str = "argument"  # a key of text.SEED_SOURCES: argument, marker, session ...
     examples_source: str = "argument"  # argument, marker, option, profile or default
     examples: int = 0  # the examples asked for (check.examples counts those judged)
     replay: str = ""  # a call that repeats the check
@@ -383,23 +364,17 @@ class _Run:
 # --------------------------------------------------------------------------- replay calls
 
 
-def _literal(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_literal(v) for v in value)
-    return False
-
-
 def _layer_constructor(layer: Any) -> str | None:
     """``Clip(vmin=0.0, vmax=2.0)``: a call that rebuilds ``layer``, or None when its config
     is not plain literals, it holds weights, or the call would not rebuild the same config."""
+    from jacverify.check import text
+
     try:
         if getattr(layer, "weights", None):
             return None
         config = layer.get_config()
         kwargs = {k: v for k, v in config.items() if k not in _BASE_CONFIG_KEYS}
-        if not all(_literal(v) for v in kwargs.values()):
+        if not all(text.is_literal(v) for v in kwargs.values()):
             return None
         rebuilt = type(layer)(**kwargs).get_config()
         if {k: v for k, v in rebuilt.items() if k != "name"} != {
@@ -408,27 +383,14 @@ def _layer_constructor(layer: Any) -> str | None:
             return None
     except Exception:  # noqa: BLE001 - no constructor call, the replay names `layer`
         return None
-    arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-    return f"{type(layer).__name__}({arguments})"
-
-
-def _option_text(options: dict, skip: Iterable[str] = ()) -> list[str]:
-    parts = []
-    for name, value in options.items():
-        if name in skip or (name == "convention" and value == "subgradient"):
-            continue
-        if name == "inputs":
-            parts.append("inputs=...")  # arrays: the same inputs as the test's
-            continue
-        if name == "input_shape" and isinstance(value, list) and _literal(value):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        parts.append(f"{name}={value!r}")
-    return parts
+    return text.call_text(type(layer).__name__, (f"{k}={v!r}" for k, v in kwargs.items()))
 
 
 def _add_replays(record: CheckRecord, layer: Any, rule: type | None, options: dict) -> None:
     """Fill the record's replay calls (``layer`` stands for the layer when it cannot be
     rebuilt from plain arguments, or from an input shape the call does not give)."""
+    from jacverify.check import text
+
     target = _layer_constructor(layer) if "input_shape" in options else None
     if target is None:
         weights = len(getattr(layer, "weights", None) or [])
@@ -436,75 +398,51 @@ def _add_replays(record: CheckRecord, layer: Any, rule: type | None, options: di
         record.layer_note = f"`layer` is the layer checked, {what}"
     head = [target or "layer"]
     rule_name = rule.__name__ if rule is not None else None
-    arguments = head + ([rule_name] if rule_name else []) + _option_text(options)
+    arguments = head + ([rule_name] if rule_name else []) + text.keyword_arguments(options)
     arguments.append(f"examples={record.examples}, seed={record.check.seed}")
-    record.replay = f"assert_backward_correct({', '.join(arguments)})"
+    record.replay = text.call_text("assert_backward_correct", arguments)
     cx = record.check.counterexample
     if cx is not None and cx.replay is not None and cx.replay.example:
         from jacverify.check.results import jsonable
 
         arguments = head + [rule_name or "None", repr(jsonable(cx.replay.example))]
-        arguments += _option_text(options, skip=("shrink_budget", "threads"))
-        record.example_replay = f"check_example({', '.join(arguments)})"
+        arguments += text.keyword_arguments(options, skip=("shrink_budget", "threads"))
+        record.example_replay = text.call_text("check_example", arguments)
 
 
 # --------------------------------------------------------------------------- messages
 
 
-def _details(check: LayerCheck, seed_source: str) -> list[str]:
-    summary = dataclasses.replace(check, counterexample=None).summary().splitlines()
-    source = _SEED_SOURCES.get(seed_source, seed_source)
-    head = (
-        f"check: {check.examples} examples judged, convention {check.convention!r}, "
-        f"{check.dtype}, seed {check.seed} ({source}), {check.duration_s:.2f} s"
-    )
-    return [head, *summary[2:]]
-
-
 def _replay_lines(check: LayerCheck, record: CheckRecord) -> list[str]:
-    lines = ["replay:"]
+    from jacverify.check import text
+
+    command = ""
     if record.test_id:
-        flags = []
-        if record.seed_source not in ("argument", "marker"):
-            flags.append(f"--jacverify-seed {check.seed}")
-        if record.examples_source not in ("argument", "marker"):
-            flags.append(f"--jacverify-examples {record.examples}")
-        lines.append("  " + " ".join([f"pytest '{record.test_id}'", *flags]))
-    if record.replay:
-        lines.append(f"  {record.replay}")
-    if record.example_replay:
-        lines.append(f"  {record.example_replay}  # this input alone (jacverify.check)")
-    if record.layer_note:
-        lines.append(f"  ({record.layer_note})")
-    return lines
+        command = text.pytest_command(
+            record.test_id,
+            seed=None if record.seed_source in ("argument", "marker") else check.seed,
+            examples=(
+                None if record.examples_source in ("argument", "marker") else record.examples
+            ),
+        )
+    return text.replay_lines(
+        command=command, call=record.replay, example_call=record.example_replay or "",
+        note=record.layer_note,
+    )
 
 
 def failure_message(check: LayerCheck, record: CheckRecord | None = None) -> str:
     """The text of a check that did not pass: verdict and reason, the counterexample (input,
-    upstream gradient, the rule's output, the expected output, the coordinates that differ,
-    the kink), the check's statistics, and how to replay it (from ``record``)."""
-    from jacverify.check.text import counterexample_lines, finding_lines
+    upstream gradient, the rule's output, the expected one, the coordinates that differ, the
+    kink), the check's statistics, and how to replay it (from ``record``)."""
+    from jacverify.check import text
 
     record = record or CheckRecord(check)
-    phrase = _VERDICT_PHRASES.get(check.verdict, check.verdict)
-    lines = [
-        f"{check.rule_class or 'no rule'} for layer '{check.layer_name}' "
-        f"({check.layer_class}): {check.verdict.upper()}, {phrase}",
-        check.reason,
-    ]
-    lines += finding_lines(check)
-    if check.verdict in ACCEPTABLE_VERDICTS:
-        lines.append(
-            f"(allow=({check.verdict!r},) or @pytest.mark.jacverify(allow=({check.verdict!r},)) "
-            "accepts this verdict)"
-        )
-    if check.counterexample is not None:
-        lines += ["", *counterexample_lines(check.counterexample)]
-    lines += ["", *_details(check, record.seed_source)]
     replay = _replay_lines(check, record) if check.verdict != Verdict.SKIPPED else []
-    if len(replay) > 1:
-        lines += ["", *replay]
-    return "\n".join(lines)
+    return text.failure_message(
+        check, accepts_allow=check.verdict in ACCEPTABLE_VERDICTS,
+        seed_source=record.seed_source, replay=replay,
+    )
 
 
 # --------------------------------------------------------------------------- parametrizing

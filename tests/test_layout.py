@@ -122,3 +122,47 @@ def test_no_long_function_in_the_checker(path):
             if lines > MAX_CHECK_FUNCTION_LINES:
                 long.append(f"{node.name} ({lines} lines)")
     assert not long, long
+
+
+#: The one module allowed to import Keras internals.
+KERAS_INTERNALS = "jacverify.keras_internals"
+
+
+def _keras_internal_imports(tree: ast.Module) -> list[str]:
+    """The ``keras.src`` modules a module imports (anywhere in it: lazy imports count)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found += [n for n in names[:1] if n == "keras.src" or n.startswith("keras.src.")]
+        if isinstance(node, ast.ImportFrom) and node.module == "keras":
+            found += [f"keras.{a.name}" for a in node.names if a.name == "src"]
+    return found
+
+
+def test_keras_internals_are_imported_in_one_module():
+    offenders = {
+        name: imports
+        for name, tree in _modules().items()
+        if name != KERAS_INTERNALS and (imports := _keras_internal_imports(tree))
+    }
+    assert not offenders, (
+        f"import Keras internals only in {KERAS_INTERNALS} (add what you need there): "
+        f"{offenders}"
+    )
+
+
+@pytest.mark.parametrize("source,expected", [
+    ("from keras.src.ops import numpy as knp", ["keras.src.ops"]),
+    ("def f():\n    from keras.src.layers.layer import CallSpec", ["keras.src.layers.layer"]),
+    ("import keras.src.backend", ["keras.src.backend"]),
+    ("from keras import src", ["keras.src"]),
+    ("import keras\nfrom keras import ops, tree", []),
+    ("from jacverify.keras_internals import ops_numpy", []),
+])
+def test_the_keras_internals_finder(source, expected):
+    assert _keras_internal_imports(ast.parse(source)) == expected

@@ -23,6 +23,7 @@ from jacverify.analysis.inputs import (
 )
 from jacverify.analysis.loss_gradients import cached_loss_models
 from jacverify.analysis.losses import resolve_loss
+from jacverify.keras_internals import keras_history
 
 #: Activations after which a model's output is taken for probabilities, not logits.
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
@@ -32,7 +33,7 @@ NORMS = {"inf": "inf", np.inf: "inf", 2: "2", "2": "2", "l2": "2", "linf": "inf"
 
 def outputs_probabilities(model: keras.Model) -> bool:
     """Whether the model's last layer ends with a softmax or sigmoid."""
-    history = getattr(model.outputs[0], "_keras_history", None)
+    history = keras_history(model.outputs[0])
     layer = history.operation if history else None
     if isinstance(layer, keras.layers.Softmax):
         return True

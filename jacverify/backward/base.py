@@ -59,6 +59,21 @@ def _infer_dims(layer: keras.layers.Layer, which: str):
     return _tensor_shapes_wo_batch(tensors)
 
 
+#: The Keras serialization package of jacverify's own rules (``"jacverify>BackwardDense"``).
+NATIVE_SERIALIZATION_PACKAGE = "jacverify"
+
+
+def serialization_package(rule_class: type) -> str:
+    """The package a rule class is registered under with Keras serialization: ``"jacverify"``
+    for classes defined in jacverify, the defining module's name for any other."""
+    module = rule_class.__module__
+    if module == NATIVE_SERIALIZATION_PACKAGE or module.startswith(
+        NATIVE_SERIALIZATION_PACKAGE + "."
+    ):
+        return NATIVE_SERIALIZATION_PACKAGE
+    return module
+
+
 class BackwardLayer(keras.layers.Layer):
     """A backward rule for one Keras layer: maps an upstream gradient to ``g^T J``.
 
@@ -71,6 +86,17 @@ class BackwardLayer(keras.layers.Layer):
     #: Whether the rule's result is independent of the forward input (a linear layer).
     #: Rules may override it per instance (a Dense layer is linear only without activation).
     is_linear: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Register every rule class with Keras serialization, so backward models holding it
+        save and load without a ``@keras.saving.register_keras_serializable`` decorator.
+
+        The package is ``"jacverify"`` for jacverify's own rules and the defining module's
+        name for any other class (``"my_rules>BackwardClip"``). An explicit decorator on the
+        class still works and its name wins.
+        """
+        super().__init_subclass__(**kwargs)
+        keras.saving.register_keras_serializable(package=serialization_package(cls))(cls)
 
     def __init__(
         self,

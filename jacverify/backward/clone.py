@@ -11,7 +11,6 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
-from keras.src.models.functional import Functional, operation_fn
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
 from jacverify.backward.factory import (
@@ -28,9 +27,16 @@ from jacverify.backward.registry import (
     get_backward_rule,
     untraceable_message,
 )
+from jacverify.keras_internals import (
+    Functional,
+    inbound_nodes,
+    keras_history,
+    nodes_by_depth,
+    operation_fn,
+    to_torch_dtype,
+)
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class ConstantGradient(keras.layers.Layer):
     """Emits a fixed upstream gradient, broadcast to the batch size of its input."""
 
@@ -57,7 +63,6 @@ class ConstantGradient(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class ZeroGradient(keras.layers.Layer):
     """The gradient of an input that no output depends on: zeros shaped like it, with the
     gradient's extra Jacobian axes (``extra_axes``) after the batch axis."""
@@ -81,7 +86,6 @@ class ZeroGradient(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class UnusedOutputGradient(keras.layers.Layer):
     """The upstream gradient of an output nothing uses, for a rule of a call with several
     outputs: zeros shaped like the output, with the batch and extra Jacobian axes of the
@@ -109,7 +113,6 @@ class UnusedOutputGradient(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class GradientSum(keras.layers.Layer):
     """The sum of the gradients a tensor receives from its consumers (one per path).
 
@@ -130,7 +133,6 @@ class GradientSum(keras.layers.Layer):
         return None
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardModel(Functional):
     """The Keras model ``clone_to_backward`` returns: a functional model that runs its backward
     rules without Keras's per-call bookkeeping when it is called eagerly.
@@ -183,7 +185,7 @@ def _variables_as_values(model):
         return np.asarray(ops.convert_to_numpy(v)) if isinstance(v, keras.Variable) else v
 
     changed = []
-    for nodes in model._nodes_by_depth.values():
+    for nodes in nodes_by_depth(model).values():
         for node in nodes:
             arguments = node.arguments
             flat = keras.tree.flatten((arguments.args, arguments.kwargs))
@@ -233,8 +235,6 @@ def _fast_call_info(operation):
         and operation.compute_dtype == operation.variable_dtype
         and operation.built
     ):
-        from keras.src.backend.torch.core import to_torch_dtype
-
         params = operation.call_signature_parameters
         torch_dtype = (
             to_torch_dtype(operation.compute_dtype) if operation.autocast else None
@@ -367,7 +367,7 @@ def resolve_wrt(graph, wrt, model) -> list:
         if isinstance(item, keras.layers.Layer):
             what = f"layer '{item.name}'"
             calls = [s for s in graph.steps if s.operation is item]
-            if not calls and len(item._inbound_nodes) == 1:  # a traced block: inlined
+            if not calls and len(inbound_nodes(item)) == 1:  # a traced block: inlined
                 calls = [Step(item, [], keras.tree.flatten(item.output))]
             if len(calls) != 1 or len(calls[0].outputs) != 1:
                 raise ValueError(
@@ -682,7 +682,7 @@ def _gradient_input_names(outputs):
     """``gradient_<name of the layer producing the output>``, made unique."""
     names = []
     for index, output in enumerate(outputs):
-        history = getattr(output, "_keras_history", None)
+        history = keras_history(output)
         base = history.operation.name if history and history.operation else f"output_{index}"
         name = f"gradient_{base}"
         if name in names:

@@ -20,12 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-from keras.src import backend as keras_backend
-from keras.src import tree
-from keras.src.models.functional import Functional
-from keras.src.models.sequential import Sequential
+from keras import Sequential, tree
 
 from jacverify.backward.precision import float64_precision
+from jacverify.keras_internals import (
+    Functional,
+    call_spec,
+    get_keras_mask,
+    nodes_by_depth,
+    ops_numpy,
+    sequential_functional,
+)
 
 #: Placeholder keys that stand for tensors in :meth:`Step.call_arguments`.
 INPUT_KEY = "__input__"
@@ -126,7 +131,7 @@ class Graph:
 
 def _functional_of(model):
     if isinstance(model, Sequential):
-        functional = getattr(model, "_functional", None)
+        functional = sequential_functional(model)
         if functional is None:
             raise ValueError(
                 f"Sequential model '{model.name}' is not built: give it an Input or call it "
@@ -147,7 +152,7 @@ def _is_model(operation) -> bool:
 
 
 def _nodes_in_order(functional):
-    by_depth = functional._nodes_by_depth
+    by_depth = nodes_by_depth(functional)
     for depth in sorted(by_depth, reverse=True):
         yield from by_depth[depth]
 
@@ -338,7 +343,6 @@ class _Walker:
         return None
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class NamedCall(keras.layers.Layer):
     """Calls a layer under another name: a layer of a traced block replayed in a graph where
     another layer has its name (keras_hub names the sublayers of every block alike), since
@@ -383,9 +387,7 @@ def _with_known_sizes(operation, args):
     batch size read with ``ops.shape`` while tracing, unknown then) the same reshape with
     ``-1`` there (and any other ``-1`` worked out from the input's per-example shape), which
     runs at every batch size."""
-    from keras.src.ops import numpy as knp
-
-    if type(operation) is not knp.Reshape:
+    if type(operation) is not ops_numpy.Reshape:
         return operation
     shape = list(operation.newshape) if isinstance(operation.newshape, (list, tuple)) else None
     if not shape or shape[0] is not None or None in shape[1:] or shape.count(-1) > 1:
@@ -397,7 +399,7 @@ def _with_known_sizes(operation, args):
             return operation
         size = math.prod(per_example) // max(math.prod(known), 1)
         shape = [size if d == -1 else d for d in shape]
-    return knp.Reshape([-1, *shape[1:]], name=operation.name)
+    return ops_numpy.Reshape([-1, *shape[1:]], name=operation.name)
 
 
 def _has_tensor(value) -> bool:
@@ -427,11 +429,9 @@ def _implicit_masks(layer, args, kwargs, known_masks=None) -> dict:
     pass them (and so the graph did not record them): ``mask`` for a layer called on one tensor
     argument, ``<name>_mask`` for each tensor argument ``<name>`` of a layer called on several.
     """
-    from keras.src.layers.layer import CallSpec
-
     plain = {k: v for k, v in kwargs.items() if not is_mask_argument(k)}
     try:
-        spec = CallSpec(layer._call_signature, layer._call_context_args, tuple(args), plain)
+        spec = call_spec(layer, args, plain)
     except (TypeError, AttributeError, ValueError):
         return {}
     found = {}
@@ -459,7 +459,7 @@ def _implicit_masks(layer, args, kwargs, known_masks=None) -> dict:
 def _mask_of(tensor, known_masks=None) -> Any:
     if tensor is None or not isinstance(tensor, keras.KerasTensor):
         return None
-    mask = keras_backend.get_keras_mask(tensor)
+    mask = get_keras_mask(tensor)
     if mask is None and known_masks:
         mask = known_masks.get(id(tensor))
     return mask
@@ -469,17 +469,15 @@ def _record_output_masks(step: Step, known_masks: dict) -> None:
     """Remember the Keras mask of each output of ``step``: the one Keras attached, or, when it
     is gone (a later layer cleared it), the one the layer computes again, as
     ``Layer._set_mask_metadata`` did when the model was built."""
-    missing = [t for t in step.outputs if keras_backend.get_keras_mask(t) is None]
+    missing = [t for t in step.outputs if get_keras_mask(t) is None]
     if not missing:
         return
     layer = step.operation
     if not isinstance(layer, keras.layers.Layer) or not getattr(layer, "supports_masking", False):
         return
-    from keras.src.layers.layer import CallSpec
-
     plain = {k: v for k, v in step.kwargs.items() if not is_mask_argument(k)}
     try:
-        spec = CallSpec(layer._call_signature, layer._call_context_args, tuple(step.args), plain)
+        spec = call_spec(layer, step.args, plain)
         first = spec.first_arg
         previous = step.masks.get("mask")
         if previous is None:
@@ -492,5 +490,5 @@ def _record_output_masks(step: Step, known_masks: dict) -> None:
     if computed is None:
         return
     for tensor, mask in zip(step.outputs, tree.flatten(computed), strict=False):
-        if mask is not None and keras_backend.get_keras_mask(tensor) is None:
+        if mask is not None and get_keras_mask(tensor) is None:
             known_masks[id(tensor)] = mask

@@ -25,9 +25,14 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
-from keras import ops
-from keras.src import tree
-from keras.src.models.functional import Functional
+from keras import ops, tree
+
+from jacverify.keras_internals import (
+    Functional,
+    compute_output_spec,
+    private_member,
+    record_node,
+)
 
 
 @dataclass
@@ -137,9 +142,6 @@ def _spec_from_call_class(cls: type) -> type:
 def _symbolic_call_from_call(layer, cls, args, kwargs):
     """The symbolic outputs of ``layer``'s call, their spec computed by running ``call()``,
     recorded as a node of its tensor outputs."""
-    from keras.src.backend import compute_output_spec
-    from keras.src.ops.node import Node
-
     structure = {}
 
     def tensors_only(*call_args, **call_kwargs):
@@ -150,7 +152,7 @@ def _symbolic_call_from_call(layer, cls, args, kwargs):
     if _accepts(layer, "training") and kwargs.get("training") is None:
         kwargs = {**kwargs, "training": False}
     specs = compute_output_spec(tensors_only, *args, **kwargs)
-    Node(operation=layer, call_args=args, call_kwargs=kwargs, outputs=specs)
+    record_node(layer, args, kwargs, specs)
     remaining = iter(specs)
     return tree.pack_sequence_as(
         structure["outputs"],
@@ -165,7 +167,7 @@ def _sublayers_with_spec_from_call(layer):
     afterwards."""
     swapped = []
     try:
-        for sublayer in layer._flatten_layers(include_self=False, recursive=True):
+        for sublayer in private_member(layer, "flatten_layers")(include_self=False, recursive=True):
             cls = type(sublayer)
             if cls in _SPEC_FROM_CALL_CLASSES.values():
                 continue

@@ -9,6 +9,7 @@ listed after the headline.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections import Counter
@@ -81,7 +82,8 @@ def _forward_layer_problem(config: dict) -> str:
     if not isinstance(config, dict) or not isinstance(config.get("layer"), dict):
         return ""
     try:
-        keras.saving.deserialize_keras_object(config["layer"])
+        # A copy: Keras' from_config may consume the dict (Wrapper.from_config pops "layer").
+        keras.saving.deserialize_keras_object(copy.deepcopy(config["layer"]))
     except Exception as error:  # noqa: BLE001
         return (
             f"the forward layer cannot be rebuilt from its config ({short_error(error)}): "

@@ -29,12 +29,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def class_name(cls: type) -> tuple[str, str]:
     """``("Dense", "keras.layers")``: a class and where it is imported from (Keras' public
     name when it has one, else its module)."""
-    try:
-        from keras.src.api_export import get_name_from_symbol
+    from jacverify.keras_internals import public_name
 
-        public = get_name_from_symbol(cls)
-    except ImportError:  # another Keras layout
-        public = None
+    public = public_name(cls)
     if public and public.rsplit(".", 1)[-1] == cls.__name__ and "." in public:
         return cls.__qualname__, public.rsplit(".", 1)[0]
     return cls.__qualname__, cls.__module__

@@ -15,8 +15,8 @@ from typing import Any
 
 import jinja2
 import markupsafe
-import numpy as np
 
+from jacverify.check import text
 from jacverify.report import plots
 from jacverify.report.atomic import write_text_atomic
 from jacverify.report.document import (
@@ -85,64 +85,20 @@ def _sort_key(value: Any) -> str:
 
 
 def array_preview(value: Any, limit: int = ARRAY_PREVIEW) -> str:
-    """``[0.1, -2, ...] (40 values, shape 1x40)``: the first ``limit`` values of a nested list."""
-    if value is None:
-        return "-"
-    array = np.array(
-        value if not isinstance(value, list) else _nones_to_nan(value), dtype=np.float64
-    )
-    flat = array.reshape(-1)
-    items = ", ".join(f"{v:.6g}" for v in flat[:limit])
-    shape = "\u00d7".join(str(s) for s in array.shape)
-    if flat.size > limit:
-        return f"[{items}, \u2026] ({flat.size} values, shape {shape})"
-    return f"[{items}] (shape {shape})"
-
-
-def _nones_to_nan(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_nones_to_nan(v) for v in value]
-    return np.nan if value is None else value
+    """``[0.1, -2, ...] (40 values, shape 1x40)``: the first ``limit`` values of a nested list
+    (:func:`jacverify.check.text.array_preview`)."""
+    return text.array_preview(value, limit)
 
 
 def _replay_code(check: Mapping, model: Mapping | None = None,
                  options: Mapping | None = None) -> str:
     """Python (and, for a model from a file, the command) that runs the check again."""
-    options = options or {}
     for key in ("replay_command", "replay_call"):  # a model check's, a test session's
         if check.get(key):
             return str(check[key])
     if model is not None:
-        examples = options.get("examples")
-        extra = f", examples={examples}" if examples is not None else ""
-        if options.get("convention", "subgradient") != "subgradient":
-            extra += f", convention={options['convention']!r}"
-        lines = [f"check_model(model, seed={model.get('seed')!r}{extra})"]
-        if options.get("model"):
-            command = f"jacverify check {shlex.quote(str(options['model']))}"
-            for spec in options.get("rules") or ():
-                command += f" --rules {shlex.quote(str(spec))}"
-            command += f" --seed {model.get('seed')}"
-            if examples is not None:
-                command += f" --examples {examples}"
-            if options.get("convention", "subgradient") != "subgradient":
-                command += f" --convention {options['convention']}"
-            lines.append(command)
-        return "\n".join(lines)
-    rule = check.get("rule_class") or "Rule"
-    arguments = []
-    if check.get("input_shape"):
-        arguments.append(f"input_shape={tuple(check['input_shape'])!r}")
-    if check.get("convention") and check["convention"] != "subgradient":
-        arguments.append(f"convention={check['convention']!r}")
-    extra = "".join(f", {a}" for a in arguments)
-    lines = [f"check_layer(layer, {rule}{extra}, seed={check.get('seed')!r})"]
-    replay = (check.get("counterexample") or {}).get("replay") or {}
-    if replay.get("example"):
-        lines.append(
-            f"check_example(layer, {rule}{extra}, example={json.dumps(replay['example'])})"
-        )
-    return "\n".join(lines)
+        return text.model_replay_code(model, options or {})
+    return text.layer_replay_code(check)
 
 
 def _detail(check: Mapping, anchor: str, replay: str, *, with_plots: bool) -> dict:

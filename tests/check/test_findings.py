@@ -184,3 +184,14 @@ def test_config_round_trip_finding():
     broken = make_rule(layer, [(4,)], [(4,)], rule=BrokenConfig)
     finding = config_finding(broken)
     assert finding.verdict == "error" and "no config" in finding.message
+
+
+def test_config_round_trip_of_a_wrapper_rule_passes():
+    """Keras' Wrapper.from_config consumes its config dict: the probe must judge a copy, so the
+    registered TimeDistributed rule (right, and saved fine) is not reported broken."""
+    layer = L.TimeDistributed(L.Dense(2, activation="tanh"))
+    layer.build((None, 3, 4))
+    rule = make_rule(layer, [(3, 4)], [(3, 2)])
+    config = rule.get_config()
+    assert config_finding(rule).verdict == "pass"
+    assert rule.get_config() == config

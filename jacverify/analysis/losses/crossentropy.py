@@ -89,7 +89,6 @@ def _clip_mask(values: Any) -> Any:
 
 
 @register_backward(CategoricalCrossentropyLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCategoricalCrossentropyLoss(BackwardPerExampleLoss):
     """Logits: ``softmax(y) sum(t) - t`` and ``-(1 - s) log_softmax(y)``. Probabilities
     ``p``, normalized ``q = p / sum(p)``, clipped ``c``: the chain through the clip (0 outside
@@ -112,7 +111,6 @@ class BackwardCategoricalCrossentropyLoss(BackwardPerExampleLoss):
 
 
 @register_backward(BinaryCrossentropyLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBinaryCrossentropyLoss(BackwardPerExampleLoss):
     """Logits: ``(sigmoid(y) - t) / n`` and ``-(1 - s) y / n``. Probabilities, clipped
     ``c``: ``((1 - t) / (1 - c) - t / c) / n`` inside the clip (0 outside) and

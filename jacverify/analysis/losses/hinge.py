@@ -52,7 +52,6 @@ class SquaredHingeLoss(PerExampleLoss):
 
 
 @register_backward(HingeLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardHingeLoss(BackwardPerExampleLoss):
     """``-t / n`` and ``-y_pred / n`` where the margin ``1 - t y_pred`` is positive, 0
     elsewhere (at a margin of exactly 0: 0, a subgradient)."""
@@ -64,7 +63,6 @@ class BackwardHingeLoss(BackwardPerExampleLoss):
 
 
 @register_backward(SquaredHingeLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSquaredHingeLoss(BackwardPerExampleLoss):
     """``-2 max(margin, 0) t / n`` and ``-2 max(margin, 0) y_pred / n``."""
 

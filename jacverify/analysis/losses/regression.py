@@ -66,7 +66,6 @@ def _errors_rule(derivative):
 
 
 @register_backward(MeanSquaredErrorLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMeanSquaredErrorLoss(BackwardPerExampleLoss):
     """``2 (y_pred - y_true) / n``, and its opposite for ``y_true``."""
 
@@ -74,7 +73,6 @@ class BackwardMeanSquaredErrorLoss(BackwardPerExampleLoss):
 
 
 @register_backward(MeanAbsoluteErrorLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMeanAbsoluteErrorLoss(BackwardPerExampleLoss):
     """``sign(y_pred - y_true) / n`` (0 where they are equal, a subgradient), and its
     opposite for ``y_true``."""
@@ -83,7 +81,6 @@ class BackwardMeanAbsoluteErrorLoss(BackwardPerExampleLoss):
 
 
 @register_backward(HuberLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardHuberLoss(BackwardPerExampleLoss):
     """The error clipped to ``[-delta, delta]``, over ``n``, and its opposite for ``y_true``."""
 
@@ -93,7 +90,6 @@ class BackwardHuberLoss(BackwardPerExampleLoss):
 
 
 @register_backward(LogCoshLoss)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogCoshLoss(BackwardPerExampleLoss):
     """``tanh(y_pred - y_true) / n``, and its opposite for ``y_true``."""
 

@@ -20,6 +20,7 @@ from jacverify.analysis.losses.regression import (
     MeanAbsoluteErrorLoss,
     MeanSquaredErrorLoss,
 )
+from jacverify.keras_internals import private_member
 
 K = keras.losses
 
@@ -79,7 +80,7 @@ def _function_and_options(loss: Any) -> tuple[Callable, dict]:
             ) from None
     if isinstance(loss, K.Loss) and callable(getattr(loss, "fn", None)):
         # The options the loss function is called with (Huber's delta is not in its config).
-        return loss.fn, dict(getattr(loss, "_fn_kwargs", None) or {})
+        return loss.fn, dict(private_member(loss, "fn_kwargs", None) or {})
     if callable(loss) and not isinstance(loss, K.Loss):
         return loss, {}
     raise ValueError(

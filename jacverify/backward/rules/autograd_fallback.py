@@ -15,7 +15,6 @@ from jacverify.backward.base import BackwardNonLinearLayer, _is_multi
 from jacverify.backward.rules._call_arguments import CallArgumentsMixin, fill_in
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class AutogradFallback(CallArgumentsMixin, BackwardNonLinearLayer):
     """``g^T J(x)`` by torch autograd of the forward call (``torch.autograd.grad``).
 

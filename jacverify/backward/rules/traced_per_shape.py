@@ -17,7 +17,6 @@ of input shapes (a few are kept); every call at those shapes reuses it. No autog
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 
 import keras
@@ -25,6 +24,7 @@ import keras
 from jacverify.backward.base import BackwardNonLinearLayer, _is_multi
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.rules._call_arguments import CallArgumentsMixin, fill_in
+from jacverify.keras_internals import outside_call_context
 
 #: The sizes the builder gives unknown axes when it checks that a layer can be traced at known
 #: sizes: the batch axis, and every other axis of unknown size.
@@ -32,7 +32,6 @@ PROBE_BATCH = 2
 PROBE_SIZE = 8
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
     """``g^T J(x)`` of a layer traced at the shapes of ``x`` (see the module docstring).
 
@@ -75,7 +74,7 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         from jacverify.backward.tracing import TracingFailed
 
         try:
-            with _outside_call_context():
+            with outside_call_context():
                 cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask,
                                                self.part_rules)
         except TracingFailed as reason:
@@ -89,19 +88,6 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
             cache.popitem(last=False)
         return cache[key]
 
-
-@contextlib.contextmanager
-def _outside_call_context():
-    """Build a model while a layer is being called as if no layer were (Keras would record
-    the running call's ``training`` flag in the new model's calls)."""
-    from keras.src.backend.common import global_state
-
-    context = global_state.get_global_attribute("current_call_ctx")
-    global_state.set_global_attribute("current_call_ctx", None)
-    try:
-        yield
-    finally:
-        global_state.set_global_attribute("current_call_ctx", context)
 
 
 def build_backward_at(layer, call_arguments: dict, inputs: list, mask,

@@ -12,12 +12,12 @@ subgradient.
 from __future__ import annotations
 
 from hypothesis import strategies as st
-from keras.src.ops import core as kcore
-from keras.src.ops import math as kmath
-from keras.src.ops import numpy as knp
 
 from jacverify.check.layer_configs._common import layer_strategy, packed
 from jacverify.check.layer_configs.ops import _axis, _shape
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def _split_shape(draw, low: int = 2):

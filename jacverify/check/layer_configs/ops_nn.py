@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
-from keras.src.ops import core as kcore
-from keras.src.ops import image as kimage
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
-from keras.src.ops import nn as knn
-from keras.src.utils.python_utils import is_continuous_axis
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import (
@@ -28,6 +22,12 @@ from jacverify.check.layer_configs._common import (
     sizes,
     weight_seeds,
 )
+from jacverify.keras_internals import is_continuous_axis
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_image as kimage
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_nn as knn
 
 X = {INPUT_KEY: 0}
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 from hypothesis import strategies as st
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import inputs_template, layer_strategy, packed
 from jacverify.check.layer_configs.ops import _axis, _shape, unary
+from jacverify.keras_internals import ops_numpy as knp
 
 X0, X1 = {INPUT_KEY: 0}, {INPUT_KEY: 1}
 

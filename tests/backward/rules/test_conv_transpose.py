@@ -83,6 +83,6 @@ def test_reference_rejects_a_flipped_kernel():
     layer = L.Conv2DTranspose(2, 3, padding="valid")
     x = _x((4, 4, 2))
     layer(x)
-    assert get_backward_rule(layer).__name__ == "BackwardConv2DTranspose"
+    assert get_backward_rule(layer).__name__ == "BackwardConvTranspose"
     with pytest.raises(AssertionError, match="Not equal"):
         assert_rule_matches_autograd(layer, x, rule_class=_FlippedKernel)

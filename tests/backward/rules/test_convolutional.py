@@ -374,11 +374,11 @@ def test_backward_model_of_every_conv_layer_saves_and_loads(tmp_path):
 
 
 @pytest.mark.parametrize("layer_class,rule_name", [
-    (L.Conv1D, "BackwardConv1D"), (L.Conv2D, "BackwardConv2D"), (L.Conv3D, "BackwardConv3D"),
-    (L.DepthwiseConv1D, "BackwardDepthwiseConv1D"),
-    (L.DepthwiseConv2D, "BackwardDepthwiseConv2D"),
-    (L.SeparableConv1D, "BackwardSeparableConv1D"),
-    (L.SeparableConv2D, "BackwardSeparableConv2D"),
+    (L.Conv1D, "BackwardConv"), (L.Conv2D, "BackwardConv"), (L.Conv3D, "BackwardConv"),
+    (L.DepthwiseConv1D, "BackwardDepthwiseConv"),
+    (L.DepthwiseConv2D, "BackwardDepthwiseConv"),
+    (L.SeparableConv1D, "BackwardSeparableConv"),
+    (L.SeparableConv2D, "BackwardSeparableConv"),
 ])
 def test_registered_natively(layer_class, rule_name):
     entry = registered_rules()[layer_class]
@@ -387,12 +387,12 @@ def test_registered_natively(layer_class, rule_name):
 
 
 # ----------------------------------------------------------------- wrong rules are rejected
-BackwardConv2D = get_backward_rule(L.Conv2D)
-BackwardDepthwiseConv2D = get_backward_rule(L.DepthwiseConv2D)
-BackwardSeparableConv1D = get_backward_rule(L.SeparableConv1D)
+BackwardConv = get_backward_rule(L.Conv2D)
+BackwardDepthwiseConv = get_backward_rule(L.DepthwiseConv2D)
+BackwardSeparableConv = get_backward_rule(L.SeparableConv1D)
 
 
-class _NotFlipped(BackwardConv2D):
+class _NotFlipped(BackwardConv):
     """A correlation with the same kernel instead of the transposed convolution."""
 
     def _linear_backward(self, gradient, in_sizes):
@@ -400,12 +400,12 @@ class _NotFlipped(BackwardConv2D):
         return ops.conv(gradient, kernel, padding="same")
 
 
-class _DroppedActivation(BackwardConv2D):
+class _DroppedActivation(BackwardConv):
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         return self._linear_backward(gradient, self._input_sizes(input, gradient))
 
 
-class _DepthMultiplierOrder(BackwardDepthwiseConv2D):
+class _DepthMultiplierOrder(BackwardDepthwiseConv):
     """Reads the depthwise kernel's (channel, multiplier) axes in the wrong order."""
 
     def _linear_backward(self, gradient, in_sizes):
@@ -423,7 +423,7 @@ class _DepthMultiplierOrder(BackwardDepthwiseConv2D):
         )
 
 
-class _PointwiseNotTransposed(BackwardSeparableConv1D):
+class _PointwiseNotTransposed(BackwardSeparableConv):
     def _pointwise_backward(self, gradient):
         pointwise = ops.cast(self.layer.pointwise_kernel, gradient.dtype)
         return ops.matmul(gradient, ops.reshape(pointwise, tuple(pointwise.shape)[-2:]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import tempfile
 
 import keras
@@ -47,7 +48,7 @@ def _input(spatial, channels=3, batch=2, data_format="channels_last", dtype="flo
 def test_pooling_rules_are_registered_natively():
     for layer_class in ALL_LAYERS:
         rule_class = get_backward_rule(layer_class)
-        assert rule_class.__name__ == f"Backward{layer_class.__name__}"
+        assert rule_class.__name__ == f"Backward{re.sub(r'[123]D$', '', layer_class.__name__)}"
         assert rule_class.__module__.startswith("jacverify.backward.rules.pooling.")
         expected_linear = "Average" in layer_class.__name__
         assert rule_class.is_linear == expected_linear

@@ -4,6 +4,7 @@ reference must reject."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import keras
@@ -35,7 +36,7 @@ def _x(*shape, dtype="float32", seed=0):
 def test_reshaping_rules_are_registered_natively_and_linear():
     for layer_class in ALL_LAYERS:
         rule_class = get_backward_rule(layer_class)
-        assert rule_class.__name__ == f"Backward{layer_class.__name__}"
+        assert rule_class.__name__ == f"Backward{re.sub(r'[123]D$', '', layer_class.__name__)}"
         assert rule_class.__module__.startswith("jacverify.backward.rules.reshaping.")
         assert rule_class.is_linear
 

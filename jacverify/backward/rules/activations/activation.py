@@ -10,7 +10,6 @@ from jacverify.backward.rules.activations.functions import activation_vjp
 
 
 @register_backward(keras.layers.Activation)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardActivation(BackwardNonLinearLayer):
     """``g * f'(x)`` (or the full vjp for softmax-like activations)."""
 

@@ -11,7 +11,6 @@ from jacverify.backward.rules.activations.functions import elu_derivative
 
 
 @register_backward(keras.layers.ELU)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardELU(BackwardNonLinearLayer):
     """``g`` where ``x > 0``, ``alpha * exp(x) * g`` elsewhere (torch: ``alpha`` at 0)."""
 

@@ -30,7 +30,8 @@ import math
 from collections.abc import Callable
 
 from keras import activations, layers, ops
-from keras.src.activations import activations as _keras_activations_impl
+
+from jacverify.keras_internals import OPS_FAMILY_MODULES, keras_activations
 
 Vjp = Callable[[object, object], object]
 
@@ -470,7 +471,7 @@ _OPS_CLASSES: dict[str, tuple] = {
     "Softmax": ("softmax", ("axis",)), "LogSoftmax": ("log_softmax", ("axis",)),
     "Sparsemax": ("sparsemax", ("axis",)), "Tanh": ("tanh", ()), "Exp": ("exponential", ()),
 }
-_OPS_MODULES = ("keras.src.ops.nn", "keras.src.ops.numpy")
+_OPS_MODULES = (OPS_FAMILY_MODULES["nn"], OPS_FAMILY_MODULES["numpy"])
 
 
 def _resolve(activation):
@@ -487,13 +488,13 @@ def _resolve(activation):
             )
         fn, kwargs = _resolve(activation.func)
         return fn, {**kwargs, **activation.keywords}
-    if isinstance(activation, _keras_activations_impl.ReLU):
+    if isinstance(activation, keras_activations.ReLU):
         return activations.relu, {
             "negative_slope": activation.negative_slope,
             "max_value": activation.max_value,
             "threshold": activation.threshold,
         }
-    mish_op = getattr(_keras_activations_impl, "Mish", None)
+    mish_op = getattr(keras_activations, "Mish", None)
     if mish_op is not None and isinstance(activation, mish_op):
         return activations.mish, {}
     if isinstance(activation, layers.Layer):

@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.LeakyReLU)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLeakyReLU(BackwardNonLinearLayer):
     """``g`` where ``x > 0``, ``negative_slope * g`` elsewhere (torch: the slope at 0)."""
 

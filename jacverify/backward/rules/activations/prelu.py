@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.PReLU)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPReLU(BackwardNonLinearLayer):
     """``g`` where ``x > 0``, ``alpha * g`` elsewhere (``alpha`` broadcast over the shared axes).
 

@@ -11,7 +11,6 @@ from jacverify.backward.rules.activations.functions import relu_derivative
 
 
 @register_backward(keras.layers.ReLU)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReLU(BackwardNonLinearLayer):
     """``g * relu'(x)`` for every ``max_value``, ``negative_slope`` and ``threshold``.
 

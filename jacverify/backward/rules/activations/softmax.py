@@ -11,7 +11,6 @@ from jacverify.backward.rules.activations.functions import _canonical_axes, soft
 
 
 @register_backward(keras.layers.Softmax)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSoftmax(BackwardNonLinearLayer):
     """``s * (g - <g, s>)`` along the layer's axis or axes (an int, negative or not, or a
     tuple/list of them; never the batch axis).

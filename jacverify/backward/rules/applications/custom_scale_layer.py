@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import keras
-from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.keras_internals import CustomScaleLayer
 
 
 @register_backward(CustomScaleLayer)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCustomScaleLayer(BackwardLinearLayer):
     """``inputs[0] + inputs[1] * scale`` (the residual connection of InceptionResNetV2):
     ``[g, g * scale]``. Both inputs have the output's shape in the model."""

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.applications.convnext import LayerScale
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.keras_internals import LayerScale
 
 
 @register_backward(LayerScale)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLayerScale(BackwardLinearLayer):
     """``x * gamma`` (``gamma`` one value per channel, on the last axis): ``g * gamma``."""
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import keras
-from keras.src.applications.convnext import StochasticDepth
-
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.regularization.base_identity import BackwardInferenceIdentity
+from jacverify.keras_internals import StochasticDepth
 
 
 @register_backward(StochasticDepth)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStochasticDepth(BackwardInferenceIdentity):
     """The identity: at inference ``StochasticDepth`` returns its input (it drops residual
     paths only in training)."""

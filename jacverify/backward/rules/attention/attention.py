@@ -10,6 +10,7 @@ from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import CallArgumentsMixin
 from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
+from jacverify.keras_internals import private_member
 
 
 def _layer_masks(mask):
@@ -57,8 +58,10 @@ class _BackwardDotAttentionBase(CallArgumentsMixin, BackwardNonLinearLayer):
         k = inputs[2] if len(inputs) > 2 else v
         q_mask, v_mask = match_batch(_layer_masks(mask), int(gradient.shape[0]))
         scores, scores_vjp = self._scores_and_vjp(q, k)
-        scores_mask = layer._calculate_score_mask(scores, v_mask, self._use_causal_mask)
-        _, probs = layer._apply_scores(scores, v, scores_mask=scores_mask, training=False)
+        score_mask = private_member(layer, "calculate_score_mask")
+        scores_mask = score_mask(scores, v_mask, self._use_causal_mask)
+        apply_scores = private_member(layer, "apply_scores")
+        _, probs = apply_scores(scores, v, scores_mask=scores_mask, training=False)
         probs = ops.cast(probs, dtype)
         if q_mask is not None:
             gradient = ops.where(ops.expand_dims(q_mask, -1), gradient,
@@ -73,7 +76,6 @@ class _BackwardDotAttentionBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.Attention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAttention(_BackwardDotAttentionBase):
     """Rule of ``keras.layers.Attention``: ``score_mode="dot"`` (``scale * q k^T``, ``scale``
     the learned scalar with ``use_scale``) or ``"concat"``
@@ -111,7 +113,6 @@ class BackwardAttention(_BackwardDotAttentionBase):
 
 
 @register_backward(keras.layers.AdditiveAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdditiveAttention(_BackwardDotAttentionBase):
     """Rule of ``keras.layers.AdditiveAttention``: scores ``sum_d scale_d tanh(q_d + k_d)``
     (``scale`` a learned vector with ``use_scale``, else 1)."""

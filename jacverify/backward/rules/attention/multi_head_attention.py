@@ -11,6 +11,7 @@ from jacverify.backward.rules._call_arguments import CallArgumentsMixin, input_i
 from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
 from jacverify.backward.rules.core.einsum_dense import BackwardEinsumDense
 from jacverify.backward.rules.ops.linalg import einsum_vjp, expand_ellipsis
+from jacverify.keras_internals import private_member
 
 
 class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
@@ -56,11 +57,11 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
         v_dims = dims_of(self._value)
         k_dims = dims_of(self._key, v_dims)
         rules = {
-            "query": (layer._query_dense, q_dims),
-            "key": (layer._key_dense, k_dims),
-            "value": (layer._value_dense, v_dims),
+            "query": (private_member(layer, "query_dense"), q_dims),
+            "key": (private_member(layer, "key_dense"), k_dims),
+            "value": (private_member(layer, "value_dense"), v_dims),
         }
-        gate = getattr(layer, "_gate_dense", None)
+        gate = private_member(layer, "gate_dense", None)
         if self._use_gate() and gate is not None:
             rules["gate"] = (gate, q_dims)
         projections = {}
@@ -72,13 +73,13 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
             )
         out_rule_in = list(self._attention_output_dims(q_dims))
         projections["output"] = BackwardEinsumDense(
-            layer._output_dense, input_dim_wo_batch=out_rule_in,
+            private_member(layer, "output_dense"), input_dim_wo_batch=out_rule_in,
             output_dim_wo_batch=list(self.output_dim_wo_batch), name=f"{self.name}_output",
         )
         # Not tracked by Keras: they are rebuilt from the layer, and hold no state.
         object.__setattr__(self, "_projections", projections)
-        dot = layer._dot_product_equation
-        combine = layer._combine_equation
+        dot = private_member(layer, "dot_product_equation")
+        combine = private_member(layer, "combine_equation")
         self._dot_terms, self._dot_out = expand_ellipsis(dot, [len(dot.split(",")[0])] * 2)
         self._combine_terms, self._combine_out = expand_ellipsis(
             combine, [len(t) for t in combine.split("->")[0].split(",")]
@@ -86,13 +87,13 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
     # ---------------------------------------------------------------- layer specifics
     def _use_gate(self) -> bool:
-        return bool(getattr(self.layer, "_use_gate", False))
+        return bool(private_member(self.layer, "use_gate", False))
 
     def _scale(self) -> float:
-        return self.layer._inverse_sqrt_key_dim
+        return private_member(self.layer, "inverse_sqrt_key_dim")
 
     def _softmax_axes(self, rank):
-        axis = self.layer._softmax.axis
+        axis = private_member(self.layer, "softmax").axis
         axes = axis if isinstance(axis, (list, tuple)) else (axis,)
         return tuple(int(a) % rank for a in axes)
 
@@ -102,10 +103,10 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
         return [*q_dims[:-1], self._heads(), value_dim]
 
     def _heads(self) -> int:
-        return int(self.layer._num_heads)
+        return int(private_member(self.layer, "num_heads"))
 
     def _projections_value_dim(self) -> int:
-        return int(self.layer._value_dim)
+        return int(private_member(self.layer, "value_dim"))
 
     def _expand_kv(self, tensor):
         return tensor
@@ -123,7 +124,7 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
         value = inputs[input_index(self._value)]
         key = inputs[input_index(self._key)] if is_input(self._key) else value
         masks = match_batch(mask if isinstance(mask, dict) else {}, int(gradient.shape[0]))
-        attention_mask = layer._compute_attention_mask(
+        attention_mask = private_member(layer, "compute_attention_mask")(
             query,
             value,
             query_mask=masks.get("query_mask"),
@@ -134,20 +135,21 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
         )
         p = self._projections
         # The projections' own call (not __call__): no Keras-mask bookkeeping on the inputs.
-        q = layer._query_dense.call(query)
-        k = self._expand_kv(layer._key_dense.call(key))
-        v = self._expand_kv(layer._value_dense.call(value))
+        q = private_member(layer, "query_dense").call(query)
+        k = self._expand_kv(private_member(layer, "key_dense").call(key))
+        v = self._expand_kv(private_member(layer, "value_dense").call(value))
         scale = self._scale()
         q_scaled = q * ops.cast(scale, q.dtype)
         operands = [k, q_scaled] if self.key_first else [q_scaled, k]
-        scores = ops.einsum(layer._dot_product_equation, *operands)
-        probs = ops.cast(layer._masked_softmax(scores, attention_mask), dtype)
-        attended = ops.einsum(layer._combine_equation, probs, v)
+        scores = ops.einsum(private_member(layer, "dot_product_equation"), *operands)
+        masked_softmax = private_member(layer, "masked_softmax")
+        probs = ops.cast(masked_softmax(scores, attention_mask), dtype)
+        attended = ops.einsum(private_member(layer, "combine_equation"), probs, v)
 
         g = p["output"].call_on_reshaped_gradient(gradient)
         g_query = None
         if "gate" in p:
-            gate = layer._gate_dense.call(query)
+            gate = private_member(layer, "gate_dense").call(query)
             g_query = p["gate"].call_on_reshaped_gradient(g * attended, input=query)
             g = g * gate
         g_probs = einsum_vjp(self._combine_terms, self._combine_out, [probs, v], g, 0)
@@ -180,14 +182,12 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.MultiHeadAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMultiHeadAttention(_BackwardMultiHeadBase):
     """Rule of ``keras.layers.MultiHeadAttention`` (any ``attention_axes``, ``use_gate``,
     ``sliding_window``, masks, causal mask)."""
 
 
 @register_backward(keras.layers.GroupQueryAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGroupQueryAttention(_BackwardMultiHeadBase):
     """Rule of ``keras.layers.GroupQueryAttention``: as multi-head attention, with each key and
     value head shared by ``num_repeats`` query heads (its gradient summed over them)."""
@@ -198,7 +198,7 @@ class BackwardGroupQueryAttention(_BackwardMultiHeadBase):
         return bool(getattr(self.layer, "use_gate", False))
 
     def _scale(self) -> float:
-        return self.layer._inverse_sqrt_head_dim
+        return private_member(self.layer, "inverse_sqrt_head_dim")
 
     def _heads(self) -> int:
         return int(self.layer.num_query_heads)

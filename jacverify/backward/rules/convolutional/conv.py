@@ -10,6 +10,7 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.core.dense import check_not_quantized
+from jacverify.keras_internals import private_member
 
 
 class BackwardConvBase(BackwardNonLinearLayer):
@@ -92,6 +93,7 @@ class BackwardConvBase(BackwardNonLinearLayer):
         return self._linear_backward(gradient, self._input_sizes(input, gradient))
 
 
+@register_backward(keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 class BackwardConv(BackwardConvBase):
     """Rule of a (possibly grouped) convolution: one transposed convolution with the same
     kernel, cropped to the input's size (``keras.ops.conv_transpose`` without groups; torch's
@@ -102,7 +104,7 @@ class BackwardConv(BackwardConvBase):
         kernel = ops.cast(layer.kernel, dtype)
         if layer.padding == "causal":  # Conv1D.call: pad on the left, then 'valid'
             return ops.conv(
-                ops.pad(input, layer._compute_causal_padding()),
+                ops.pad(input, private_member(layer, "compute_causal_padding")()),
                 kernel,
                 strides=list(layer.strides),
                 padding="valid",
@@ -123,21 +125,3 @@ class BackwardConv(BackwardConvBase):
             data_format=layer.data_format,
             groups=layer.groups,
         )
-
-
-@register_backward(keras.layers.Conv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv1D(BackwardConv):
-    """Rule of ``keras.layers.Conv1D`` ('valid', 'same' or 'causal' padding)."""
-
-
-@register_backward(keras.layers.Conv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv2D(BackwardConv):
-    """Rule of ``keras.layers.Conv2D``."""
-
-
-@register_backward(keras.layers.Conv3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv3D(BackwardConv):
-    """Rule of ``keras.layers.Conv3D``."""

@@ -52,6 +52,11 @@ def output_crops(kernel_size, strides, dilations, padding, output_padding):
     return crops
 
 
+@register_backward(
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
 class BackwardConvTranspose(BackwardNonLinearLayer):
     """``conv(uncrop(g * f'(z)), kernel, strides, 'valid', dilation)``; linear (no input needed)
     without activation: the input's size follows from the gradient's."""
@@ -102,21 +107,3 @@ class BackwardConvTranspose(BackwardNonLinearLayer):
             padding="valid", data_format=layer.data_format,
             dilation_rate=list(layer.dilation_rate),
         )
-
-
-@register_backward(keras.layers.Conv1DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv1DTranspose(BackwardConvTranspose):
-    """Rule of ``keras.layers.Conv1DTranspose``."""
-
-
-@register_backward(keras.layers.Conv2DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv2DTranspose(BackwardConvTranspose):
-    """Rule of ``keras.layers.Conv2DTranspose``."""
-
-
-@register_backward(keras.layers.Conv3DTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConv3DTranspose(BackwardConvTranspose):
-    """Rule of ``keras.layers.Conv3DTranspose``."""

@@ -30,6 +30,7 @@ def depthwise_input_gradient(gradient, depthwise_kernel, *, in_sizes, padding, s
     )
 
 
+@register_backward(keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 class BackwardDepthwiseConv(BackwardConvBase):
     """Rule of a depthwise convolution: one grouped transposed convolution (``groups`` = input
     channels), cropped to the input's size."""
@@ -56,15 +57,3 @@ class BackwardDepthwiseConv(BackwardConvBase):
             dilations=layer.dilation_rate,
             data_format=layer.data_format,
         )
-
-
-@register_backward(keras.layers.DepthwiseConv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardDepthwiseConv1D(BackwardDepthwiseConv):
-    """Rule of ``keras.layers.DepthwiseConv1D``."""
-
-
-@register_backward(keras.layers.DepthwiseConv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardDepthwiseConv2D(BackwardDepthwiseConv):
-    """Rule of ``keras.layers.DepthwiseConv2D``."""

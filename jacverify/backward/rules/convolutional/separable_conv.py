@@ -12,6 +12,7 @@ from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_inpu
 _LETTERS = "xyz"
 
 
+@register_backward(keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 class BackwardSeparableConv(BackwardConvBase):
     """Rule of a separable convolution (depthwise, then a 1x1 pointwise convolution):
     the pointwise kernel's transpose on the channel axis, then the depthwise rule."""
@@ -49,15 +50,3 @@ class BackwardSeparableConv(BackwardConvBase):
             dilations=layer.dilation_rate,
             data_format=layer.data_format,
         )
-
-
-@register_backward(keras.layers.SeparableConv1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardSeparableConv1D(BackwardSeparableConv):
-    """Rule of ``keras.layers.SeparableConv1D``."""
-
-
-@register_backward(keras.layers.SeparableConv2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardSeparableConv2D(BackwardSeparableConv):
-    """Rule of ``keras.layers.SeparableConv2D``."""

@@ -21,7 +21,6 @@ def check_not_quantized(layer) -> None:
 
 
 @register_backward(keras.layers.Dense)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDense(BackwardNonLinearLayer):
     """``(g * f'(x W + b)) W^T``; linear (no input needed) without activation.
 

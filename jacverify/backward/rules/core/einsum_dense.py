@@ -36,7 +36,6 @@ def explicit_equation(equation: str, input_ndim: int) -> tuple[str, str, str]:
 
 
 @register_backward(keras.layers.EinsumDense)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardEinsumDense(BackwardNonLinearLayer):
     """``einsum(O,W->I)(g * f'(z), W)`` for the forward ``z = einsum(I,W->O)(x, W) + b``.
 

@@ -11,7 +11,6 @@ from jacverify.backward.rules._call_arguments import CallArgumentsMixin
 
 
 @register_backward(keras.layers.Embedding)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardEmbedding(BackwardNonLinearLayer):
     """A lookup table indexed by integers: no gradient reaches the indices.
 
@@ -27,7 +26,6 @@ class BackwardEmbedding(BackwardNonLinearLayer):
 
 
 @register_backward(keras.layers.ReversibleEmbedding)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReversibleEmbedding(CallArgumentsMixin, BackwardNonLinearLayer):
     """``reverse=False``: a lookup (as :class:`BackwardEmbedding`). ``reverse=True``: logits
     ``x @ E^T`` (``tie_weights``) or ``x @ R`` (its ``reverse_embeddings``), optionally

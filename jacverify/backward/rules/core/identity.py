@@ -9,7 +9,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.Identity)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardIdentity(BackwardLinearLayer):
     """The gradient, unchanged."""
 

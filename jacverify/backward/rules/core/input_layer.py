@@ -13,7 +13,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.InputLayer)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardInputLayer(BackwardLinearLayer):
     """The gradient, unchanged."""
 

@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.Masking)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMasking(BackwardLinearLayer):
     """``where(any(x != mask_value, axis=-1), x, 0)``: ``g`` on the kept steps, 0 on the masked
     ones (whose features all equal ``mask_value``).

@@ -49,7 +49,6 @@ class _BackwardPrependedTokens(BackwardNonLinearLayer):
 
 
 @register_backward(ViTPatchingAndEmbedding)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardViTPatchingAndEmbedding(_BackwardPrependedTokens):
     """ViT: a class token (when ``use_class_token``) before the flattened convolution
     patches, plus position embeddings."""
@@ -70,7 +69,6 @@ class BackwardViTPatchingAndEmbedding(_BackwardPrependedTokens):
 
 
 @register_backward(DINOV2Embedding)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDINOV2Embedding(_BackwardPrependedTokens):
     """DINOV2: a class token and ``num_register_tokens`` register tokens before the patch
     tokens, plus (interpolated) position embeddings; dropout is the identity at inference and

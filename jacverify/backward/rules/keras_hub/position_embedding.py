@@ -3,7 +3,6 @@ depends on the shape of its input, not on its values."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 from keras_hub.layers import PositionEmbedding
 
@@ -12,7 +11,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(PositionEmbedding)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPositionEmbedding(BackwardNonLinearLayer):
     """Zeros shaped like the input (the layer is called on the token embeddings only to read
     their length). It takes the input only for its (possibly unknown) shape.

@@ -10,7 +10,6 @@ from jacverify.backward.rules.merging.base_merge import MergeRuleMixin
 
 
 @register_backward(keras.layers.Add)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdd(MergeRuleMixin, BackwardLinearLayer):
     """Each input receives ``g``, summed over the axes it was broadcast along."""
 

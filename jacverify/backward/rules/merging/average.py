@@ -10,7 +10,6 @@ from jacverify.backward.rules.merging.base_merge import MergeRuleMixin
 
 
 @register_backward(keras.layers.Average)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAverage(MergeRuleMixin, BackwardLinearLayer):
     """Each of the ``n`` inputs receives ``g / n``, summed over the axes it was broadcast
     along."""

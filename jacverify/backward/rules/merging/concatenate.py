@@ -11,7 +11,6 @@ from jacverify.backward.rules.merging.base_merge import MergeRuleMixin
 
 
 @register_backward(keras.layers.Concatenate)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConcatenate(MergeRuleMixin, BackwardLinearLayer):
     """Split ``g`` along the concatenation axis into one slice per input.
 

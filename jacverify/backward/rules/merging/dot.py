@@ -36,7 +36,6 @@ def _l2_normalize_vjp(gradient, normalized, inv_norm, weight, axis: int):
 
 
 @register_backward(keras.layers.Dot)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDot(MergeRuleMixin, BackwardNonLinearLayer):
     """``out[b, X, Y] = sum_k x[b, X, k] y[b, Y, k]`` (``k`` at each input's ``axes``):
     ``gx[b, X, k] = sum_Y g[b, X, Y] y[b, Y, k]`` and ``gy[b, Y, k] = sum_X g[b, X, Y]

@@ -10,7 +10,6 @@ from jacverify.backward.rules.merging.base_merge import BackwardExtremumMerge
 
 
 @register_backward(keras.layers.Maximum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaximum(BackwardExtremumMerge):
     """``g`` goes to the input holding the maximum, split equally between tied inputs
     (summed over the axes an input was broadcast along)."""

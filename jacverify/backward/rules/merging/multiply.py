@@ -11,7 +11,6 @@ from jacverify.backward.rules.merging.base_merge import MergeRuleMixin, expand_t
 
 
 @register_backward(keras.layers.Multiply)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMultiply(MergeRuleMixin, BackwardNonLinearLayer):
     """Input ``i`` receives ``g * prod_{j != i} x_j``, summed over the axes it was broadcast
     along (e.g. the spatial axes of the ``(batch, 1, 1, C)`` gate of a squeeze-and-excitation

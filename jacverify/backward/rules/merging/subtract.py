@@ -10,7 +10,6 @@ from jacverify.backward.rules.merging.base_merge import MergeRuleMixin
 
 
 @register_backward(keras.layers.Subtract)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSubtract(MergeRuleMixin, BackwardLinearLayer):
     """``x0 - x1``: ``g`` and ``-g``, each summed over the axes its input was broadcast along."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.utils.python_utils import is_continuous_axis
+
+from jacverify.keras_internals import is_continuous_axis
 
 
 def per_example_axes(axis, rank: int, what: str) -> list:

@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.BatchNormalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBatchNormalization(BackwardLinearLayer):
     """``g * gamma / sqrt(moving_variance + epsilon)``, broadcast along the layer's ``axis``
     (``gamma`` omitted when ``scale=False``; ``beta`` and the moving mean only shift the

@@ -11,7 +11,6 @@ from jacverify.backward.rules.normalization._common import standardize_vjp
 
 
 @register_backward(keras.layers.GroupNormalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGroupNormalization(BackwardNonLinearLayer):
     """The channels (``axis``) split into ``groups``; each group standardized over its channels
     and every other non-batch axis, then ``gamma``/``beta`` per channel: ``g * gamma`` goes

@@ -16,7 +16,6 @@ from jacverify.backward.rules.normalization._common import (
 
 
 @register_backward(keras.layers.LayerNormalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLayerNormalization(BackwardNonLinearLayer):
     """``y = gamma * (x - mean) / sqrt(var + epsilon) + beta`` over the layer's axes:
     ``g_x = r * (g_hat - mean(g_hat) - x_hat * mean(g_hat * x_hat))`` with ``g_hat = g * gamma``.

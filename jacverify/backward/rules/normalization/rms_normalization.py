@@ -14,7 +14,6 @@ from jacverify.backward.rules.normalization._common import (
 
 
 @register_backward(keras.layers.RMSNormalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRMSNormalization(BackwardNonLinearLayer):
     """``scale * x / sqrt(mean(x^2) + epsilon)`` over the layer's axes:
     ``r g_hat - r^3 x mean(g_hat x)`` with ``g_hat = g * scale``."""

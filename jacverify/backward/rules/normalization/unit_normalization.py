@@ -28,7 +28,6 @@ def l2_normalize_vjp(gradient, x, axes, epsilon):
 
 
 @register_backward(keras.layers.UnitNormalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUnitNormalization(BackwardNonLinearLayer):
     """``x / max(|x|_2, 1e-12)`` along the layer's axes (``ops.normalize``)."""
 

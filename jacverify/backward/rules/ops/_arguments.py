@@ -7,9 +7,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.config import standardize_data_format
 
 from jacverify.backward.rules._call_arguments import input_index, is_input
+from jacverify.keras_internals import standardize_data_format
 
 
 def constant_operand(rule, position: int | None, name: str, dtype, *, required: bool = True):

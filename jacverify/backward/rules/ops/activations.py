@@ -5,13 +5,11 @@ own arguments (``negative_slope``, ``axis``, ``approximate``...)."""
 
 from __future__ import annotations
 
-import keras
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
-
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import _OPS_CLASSES, activation_vjp
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
+from jacverify.keras_internals import ops_numpy as knp
 
 ACTIVATION_OPS = tuple(
     cls
@@ -24,7 +22,6 @@ ACTIVATION_OPS = tuple(
 
 
 @register_backward(*ACTIVATION_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardActivationOp(BackwardOperation):
     """``activation_vjp`` of the operation (see
     :mod:`jacverify.backward.rules.activations.functions` for the conventions at kinks)."""

@@ -9,13 +9,12 @@ summed over the axes along which it was broadcast.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardBinary(BackwardOperation):
@@ -64,7 +63,6 @@ class _BackwardBinary(BackwardOperation):
 
 
 @register_backward(knp.Add)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAddOp(_BackwardBinary):
     """``x1 + x2``: ``g`` to each tensor operand."""
 
@@ -75,7 +73,6 @@ class BackwardAddOp(_BackwardBinary):
 
 
 @register_backward(knp.Subtract)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSubtractOp(_BackwardBinary):
     """``x1 - x2``: ``g`` and ``-g``."""
 
@@ -86,7 +83,6 @@ class BackwardSubtractOp(_BackwardBinary):
 
 
 @register_backward(knp.Multiply)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMultiplyOp(_BackwardBinary):
     """``x1 * x2``: ``g * x2`` and ``g * x1`` (linear when one factor is a constant)."""
 
@@ -97,7 +93,6 @@ class BackwardMultiplyOp(_BackwardBinary):
 
 
 @register_backward(knp.Divide, knp.TrueDivide)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDivideOp(_BackwardBinary):
     """``x1 / x2``: ``g / x2`` and ``-g * x1 / x2**2`` (linear for a constant divisor)."""
 
@@ -113,7 +108,6 @@ class BackwardDivideOp(_BackwardBinary):
 
 
 @register_backward(knp.Power)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPowerOp(_BackwardBinary):
     """``x1 ** x2``: ``g * x2 * x1**(x2 - 1)`` and ``g * x1**x2 * log(x1)``.
 
@@ -154,7 +148,6 @@ class _BackwardExtremumOp(_BackwardBinary):
 
 
 @register_backward(knp.Maximum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaximumOp(_BackwardExtremumOp):
     """``maximum(x1, x2)`` (``ops.relu``-like clamps with a constant included)."""
 
@@ -163,7 +156,6 @@ class BackwardMaximumOp(_BackwardExtremumOp):
 
 
 @register_backward(knp.Minimum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMinimumOp(_BackwardExtremumOp):
     """``minimum(x1, x2)``."""
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input, is_mask
 from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_nn as knn
 
 _ARGUMENTS = ("query", "key", "value", "bias", "mask", "scale")
 
@@ -34,7 +34,6 @@ def _large_negative(dtype):
 
 
 @register_backward(knn.DotProductAttention)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDotProductAttentionOp(BackwardOperation):
     """See the module docstring (the same kinks as softmax: none)."""
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import core as kcore
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_core as kcore
 
 
 @register_backward(kcore.Cast)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCastOp(BackwardOperation):
     """``ops.cast(x, dtype)``: ``g`` cast back to ``x``'s dtype (the rule reads the input for
     its dtype). Casts from or to integers carry no gradient (the builder skips them)."""

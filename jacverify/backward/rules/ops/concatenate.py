@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardJoin(BackwardOperation):
@@ -24,7 +23,6 @@ class _BackwardJoin(BackwardOperation):
 
 
 @register_backward(knp.Concatenate)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConcatenateOp(_BackwardJoin):
     """``ops.concatenate(xs, axis)``: ``g`` split along ``axis`` (constants among ``xs`` get
     nothing)."""
@@ -52,7 +50,6 @@ class BackwardConcatenateOp(_BackwardJoin):
 
 
 @register_backward(knp.Stack)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStackOp(_BackwardJoin):
     """``ops.stack(xs, axis)``: ``g`` unstacked along ``axis``."""
 

@@ -8,9 +8,7 @@ of the model is refused: it would carry the batch axis.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional import _transpose
@@ -18,6 +16,7 @@ from jacverify.backward.rules.convolutional.conv_transpose import output_crops
 from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._arguments import constant_operand, data_format_of, per_axis
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardConvolutionOp(BackwardOperation):
@@ -44,7 +43,6 @@ class _BackwardConvolutionOp(BackwardOperation):
 
 
 @register_backward(knn.Conv)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvOp(_BackwardConvolutionOp):
     """``ops.conv(x, kernel, ...)``: the full transposed convolution of ``g`` with the same
     kernel, cropped to the input (groups as Keras infers them from the kernel)."""
@@ -61,7 +59,6 @@ class BackwardConvOp(_BackwardConvolutionOp):
 
 
 @register_backward(knn.DepthwiseConv)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDepthwiseConvOp(_BackwardConvolutionOp):
     """``ops.depthwise_conv(x, kernel, ...)``: a transposed convolution with one group per
     input channel, cropped to the input."""
@@ -75,7 +72,6 @@ class BackwardDepthwiseConvOp(_BackwardConvolutionOp):
 
 
 @register_backward(knn.SeparableConv)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSeparableConvOp(_BackwardConvolutionOp):
     """``ops.separable_conv(x, depthwise_kernel, pointwise_kernel, ...)``: the pointwise
     kernel's transpose on the channel axis, then the depthwise rule."""
@@ -98,7 +94,6 @@ class BackwardSeparableConvOp(_BackwardConvolutionOp):
 
 
 @register_backward(knn.ConvTranspose)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvTransposeOp(_BackwardConvolutionOp):
     """``ops.conv_transpose(x, kernel, ...)``: undo the window Keras keeps of the full
     transposed convolution (zeros where it cropped, a crop where it added zeros), then the

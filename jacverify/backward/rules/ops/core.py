@@ -11,12 +11,12 @@ import keras
 import ml_dtypes
 import numpy as np
 from keras import ops
-from keras.src.ops import core as kcore
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops._arguments import accumulate
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_core as kcore
 
 
 class _BackwardLinearOp(BackwardOperation):
@@ -26,7 +26,6 @@ class _BackwardLinearOp(BackwardOperation):
 
 
 @register_backward(kcore.StopGradient)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStopGradientOp(_BackwardLinearOp):
     """``ops.stop_gradient(x)``: its value is treated as a constant, so ``0``."""
 
@@ -35,7 +34,6 @@ class BackwardStopGradientOp(_BackwardLinearOp):
 
 
 @register_backward(kcore.ConvertToTensor)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardConvertToTensorOp(BackwardOperation):
     """``ops.convert_to_tensor(x, dtype)``: ``g`` in ``x``'s dtype."""
 
@@ -57,7 +55,6 @@ def saturation_limits(in_dtype: str, out_dtype: str) -> tuple:
 
 
 @register_backward(kcore.SaturateCast)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSaturateCastOp(BackwardOperation):
     """``ops.saturate_cast(x, dtype)`` between floating dtypes: ``g`` where ``x`` lies in the
     target's range (bounds included, torch's ``clip`` convention), 0 outside; cast back."""
@@ -95,7 +92,6 @@ def _window(starts: list, sizes: list) -> tuple:
 
 
 @register_backward(kcore.Slice)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSliceOp(_BackwardLinearOp):
     """``ops.slice(x, start_indices, shape)``: ``g`` in a window of zeros shaped like ``x``."""
 
@@ -113,7 +109,6 @@ class BackwardSliceOp(_BackwardLinearOp):
 
 
 @register_backward(kcore.SliceUpdate)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSliceUpdateOp(_BackwardLinearOp):
     """``ops.slice_update(x, start_indices, updates)``: ``x`` receives ``g`` with the window
     zeroed, ``updates`` the window of ``g``."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_nn as knn
 
 
 def _clipped(p):
@@ -42,7 +42,6 @@ class _BackwardCrossentropyOp(BackwardOperation):
 
 
 @register_backward(knn.BinaryCrossentropy)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBinaryCrossentropyOp(_BackwardCrossentropyOp):
     """Logits ``z``: ``d/dz = sigmoid(z) - t``, ``d/dt = -z``. Probabilities ``o`` (clipped to
     ``p``): ``d/do = [inside] (p - t) / (p (1 - p))``, ``d/dt = log(1 - p) - log(p)``."""
@@ -84,7 +83,6 @@ class _BackwardClassesOp(_BackwardCrossentropyOp):
 
 
 @register_backward(knn.CategoricalCrossentropy)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCategoricalCrossentropyOp(_BackwardClassesOp):
     """``-sum(t log p)`` over ``axis``: logits ``d/dz = softmax(z) sum(t) - t``; probabilities
     through the clip and the division by their sum; ``d/dt = -log p``."""
@@ -101,7 +99,6 @@ class BackwardCategoricalCrossentropyOp(_BackwardClassesOp):
 
 
 @register_backward(knn.SparseCategoricalCrossentropy)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSparseCategoricalCrossentropyOp(_BackwardClassesOp):
     """The categorical rule with the one-hot of the integer target (which gets no
     gradient)."""

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardAlongAxis(BackwardOperation):
@@ -48,7 +47,6 @@ def reverse_cumsum(gradient, axis: int):
 
 
 @register_backward(knp.Cumsum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCumsumOp(_BackwardAlongAxis):
     """``cumsum(x, axis)``: the reversed cumulative sum of ``g``."""
 
@@ -61,7 +59,6 @@ class BackwardCumsumOp(_BackwardAlongAxis):
 
 
 @register_backward(knp.Nancumsum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNancumsumOp(_BackwardAlongAxis):
     """``nancumsum(x, axis)``: as ``cumsum``, 0 at the NaN entries (they count as 0)."""
 
@@ -87,7 +84,6 @@ def cumprod_vjp(gradient, x, axis: int):
 
 
 @register_backward(knp.Cumprod)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCumprodOp(_BackwardAlongAxis):
     """``cumprod(x, axis)``: ``g_i' = sum_{j >= i} g_j prod_{k <= j, k != i} x_k`` (exact where
     ``x`` has zeros; memory quadratic in the axis' length)."""
@@ -97,7 +93,6 @@ class BackwardCumprodOp(_BackwardAlongAxis):
 
 
 @register_backward(knp.Nancumprod)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNancumprodOp(_BackwardAlongAxis):
     """``nancumprod(x, axis)``: as ``cumprod`` with NaN entries read as 1 (and 0 there)."""
 
@@ -116,7 +111,6 @@ def _pad_axis(x, axis: int, before: int, after: int):
 
 
 @register_backward(knp.Diff)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDiffOp(_BackwardAlongAxis):
     """``diff(x, n, axis)``: ``n`` times the transpose of one difference,
     ``g'_i = g_{i-1} - g_i`` (``g`` taken as 0 outside its range)."""
@@ -133,7 +127,6 @@ class BackwardDiffOp(_BackwardAlongAxis):
 
 
 @register_backward(knp.Trapezoid)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTrapezoidOp(_BackwardAlongAxis):
     """``trapezoid(y, x, dx, axis)``: ``g`` times each sample's weight, half the spacing on
     each side (spacings from the constant sample points ``x``, or ``dx``)."""

@@ -8,18 +8,16 @@ infinity norm's gradient is shared evenly between tied maxima.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes, reduce_to_shape
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 
 @register_backward(kmath.CDist)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCDistOp(BackwardOperation):
     """``d[p, r] = |x_p - y_r|``: with ``w = g / d`` (0 where ``d = 0``, a subgradient),
     ``dx_p = sum_r w (x_p - y_r)``, ``dy_r = sum_p w (y_r - x_p)``."""
@@ -83,7 +81,6 @@ def _vector_norm_derivative(x, order, axis, norm):
 
 
 @register_backward(klinalg.Norm)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNormOp(BackwardOperation):
     """``norm(x, ord, axis, keepdims)`` for vector norms (one axis: ``ord`` None/2, 1, inf,
     -inf, 0, any p) and the Frobenius (``None``/``'fro'``) and nuclear (``'nuc'``: ``U V^T``

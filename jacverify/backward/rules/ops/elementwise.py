@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import math as kmath
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardUnary(BackwardOperation):
@@ -25,7 +24,6 @@ class _BackwardUnary(BackwardOperation):
 
 
 @register_backward(knp.Negative)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNegativeOp(BackwardOperation):
     """``-x``: ``-g``."""
 
@@ -38,7 +36,6 @@ class BackwardNegativeOp(BackwardOperation):
 
 
 @register_backward(knp.Square)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSquareOp(_BackwardUnary):
     """``x**2``: ``2 x g``."""
 
@@ -47,7 +44,6 @@ class BackwardSquareOp(_BackwardUnary):
 
 
 @register_backward(knp.Sqrt)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSqrtOp(_BackwardUnary):
     """``sqrt(x)``: ``g / (2 sqrt(x))`` (``inf`` at 0, as torch)."""
 
@@ -56,7 +52,6 @@ class BackwardSqrtOp(_BackwardUnary):
 
 
 @register_backward(knp.Absolute, knp.Abs)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAbsOp(_BackwardUnary):
     """``|x|``: ``g * sign(x)`` (0 at 0, torch's value, a subgradient)."""
 
@@ -65,7 +60,6 @@ class BackwardAbsOp(_BackwardUnary):
 
 
 @register_backward(knp.Log)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogOp(_BackwardUnary):
     """``log(x)``: ``g / x``."""
 
@@ -74,7 +68,6 @@ class BackwardLogOp(_BackwardUnary):
 
 
 @register_backward(knp.Reciprocal)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReciprocalOp(_BackwardUnary):
     """``1 / x``: ``-g / x**2``."""
 
@@ -84,7 +77,6 @@ class BackwardReciprocalOp(_BackwardUnary):
 
 
 @register_backward(kmath.Rsqrt)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRsqrtOp(_BackwardUnary):
     """``1 / sqrt(x)``: ``-g / (2 x sqrt(x))``."""
 
@@ -94,7 +86,6 @@ class BackwardRsqrtOp(_BackwardUnary):
 
 
 @register_backward(knp.Clip)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardClipOp(_BackwardUnary):
     """``clip(x, x_min, x_max)``: ``g`` where ``x_min <= x <= x_max`` (torch passes the gradient
     at both bounds: a valid subgradient), 0 outside. With ``x_min >= x_max`` the result is

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
@@ -17,10 +15,10 @@ from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shap
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary
 from jacverify.backward.rules.ops.cumulative import inclusive_scan
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.Exp2)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardExp2Op(_BackwardUnary):
     """``2^x``: ``g 2^x ln 2``."""
 
@@ -29,7 +27,6 @@ class BackwardExp2Op(_BackwardUnary):
 
 
 @register_backward(knp.Expm1)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardExpm1Op(_BackwardUnary):
     """``exp(x) - 1``: ``g exp(x)``."""
 
@@ -38,7 +35,6 @@ class BackwardExpm1Op(_BackwardUnary):
 
 
 @register_backward(knp.Log1p)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLog1pOp(_BackwardUnary):
     """``log(1 + x)``: ``g / (1 + x)``."""
 
@@ -47,7 +43,6 @@ class BackwardLog1pOp(_BackwardUnary):
 
 
 @register_backward(knp.Log2)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLog2Op(_BackwardUnary):
     """``log2(x)``: ``g / (x ln 2)``."""
 
@@ -56,7 +51,6 @@ class BackwardLog2Op(_BackwardUnary):
 
 
 @register_backward(knp.Log10)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLog10Op(_BackwardUnary):
     """``log10(x)``: ``g / (x ln 10)``."""
 
@@ -65,7 +59,6 @@ class BackwardLog10Op(_BackwardUnary):
 
 
 @register_backward(knp.Cbrt)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCbrtOp(_BackwardUnary):
     """``cbrt(x)``: ``g / (3 cbrt(x)^2)`` (``inf`` at 0, where the slope is vertical)."""
 
@@ -75,7 +68,6 @@ class BackwardCbrtOp(_BackwardUnary):
 
 
 @register_backward(knp.Logaddexp)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogaddexpOp(_BackwardBinary):
     """``log(exp(x1) + exp(x2))``: ``g sigmoid(x1 - x2)`` and ``g sigmoid(x2 - x1)``."""
 
@@ -85,7 +77,6 @@ class BackwardLogaddexpOp(_BackwardBinary):
 
 
 @register_backward(knp.Logaddexp2)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogaddexp2Op(_BackwardBinary):
     """``log2(2^x1 + 2^x2)``: ``g sigmoid((x1 - x2) ln 2)`` and the complement."""
 
@@ -95,7 +86,6 @@ class BackwardLogaddexp2Op(_BackwardBinary):
 
 
 @register_backward(knp.Ldexp)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLdexpOp(BackwardOperation):
     """``ldexp(x1, x2) = x1 2^x2`` with an integer exponent ``x2``: ``g 2^x2`` to ``x1`` (the
     integer exponent gets no gradient)."""
@@ -116,7 +106,6 @@ class BackwardLdexpOp(BackwardOperation):
 
 
 @register_backward(knp.Vander)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardVanderOp(BackwardOperation):
     """``vander(x, N)`` of a model tensor of shape ``(batch,)`` (one value per example): row
     ``b`` holds the powers of ``x_b``; ``g'_b = sum_k g_bk p_k x_b^(p_k - 1)``. The powers are

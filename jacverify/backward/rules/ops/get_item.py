@@ -3,17 +3,15 @@ with integers, slices (any positive step), ``None`` and ``...``."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.GetItem)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGetItemOp(BackwardOperation):
     """``g`` scattered into zeros shaped like ``x`` at the positions the key selects: per axis,
     zeros interleaved for a step, then padding before and after (keras.ops only). The key must

@@ -11,16 +11,15 @@ places it), not re-derived.
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import image as kimage
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.backward.rules.preprocessing._resize import resize_vjp
+from jacverify.keras_internals import ops_image as kimage
 
 #: The channel weights of ``rgb_to_grayscale`` on torch (torchvision's).
 GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -48,7 +47,6 @@ class _BackwardImageOp(BackwardOperation):
 
 
 @register_backward(kimage.Resize)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardResizeOp(_BackwardImageOp):
     """``ops.image.resize``: ``R_h^T g R_w`` per channel with the crop or padding to the
     aspect ratio undone (the padding's fill value is a constant)."""
@@ -76,7 +74,6 @@ def window_offsets(operation, in_size: tuple, data_format: str) -> tuple:
 
 
 @register_backward(kimage.CropImages)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCropImagesOp(_BackwardImageOp):
     """``ops.image.crop_images``: ``g`` padded with zeros back to the image's size."""
 
@@ -93,7 +90,6 @@ class BackwardCropImagesOp(_BackwardImageOp):
 
 
 @register_backward(kimage.PadImages)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPadImagesOp(_BackwardImageOp):
     """``ops.image.pad_images``: the window of ``g`` where the image was put."""
 
@@ -110,7 +106,6 @@ class BackwardPadImagesOp(_BackwardImageOp):
 
 
 @register_backward(kimage.RGBToGrayscale)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRGBToGrayscaleOp(_BackwardImageOp):
     """``ops.image.rgb_to_grayscale``: three channels: ``g`` times each channel's weight; one
     channel: ``g``."""
@@ -141,7 +136,6 @@ def gaussian_kernel(kernel_size, sigma) -> np.ndarray:
 
 
 @register_backward(kimage.GaussianBlur)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGaussianBlurOp(_BackwardImageOp):
     """``ops.image.gaussian_blur``: a depthwise correlation with a fixed kernel after
     ``kernel_size[0] // 2`` zeros on each side of both spatial axes; its adjoint is the full
@@ -171,7 +165,6 @@ class BackwardGaussianBlurOp(_BackwardImageOp):
 
 
 @register_backward(kimage.ExtractPatches)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardExtractPatchesOp(_BackwardImageOp):
     """``ops.image.extract_patches`` (2-D): Keras computes it as a convolution with an identity
     kernel; the adjoint is that convolution's (each patch's gradient added back in place)."""
@@ -203,7 +196,6 @@ _SOBEL_X = _SOBEL_Y.T
 
 
 @register_backward(kimage.SobelEdges)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSobelEdgesOp(_BackwardImageOp):
     """``ops.image.sobel_edges``: two depthwise 3x3 correlations (``[..., 0]`` vertical,
     ``[..., 1]`` horizontal, one zero on each side); the sum of their adjoints."""

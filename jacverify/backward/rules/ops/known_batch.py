@@ -13,12 +13,11 @@ extra Jacobian axes), which is what the backward model of a graph of known sizes
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import core as kcore
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.base import BackwardNonLinearLayer
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _KnownBatchRule(BackwardNonLinearLayer):
@@ -40,7 +39,6 @@ class _KnownBatchRule(BackwardNonLinearLayer):
         return super().call(inputs, training=training, mask=mask)
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReshapeKnownBatch(_KnownBatchRule):
     """``ops.reshape(x, shape)`` with the batch size known: ``g`` reshaped to ``x``'s whole
     shape."""
@@ -49,7 +47,6 @@ class BackwardReshapeKnownBatch(_KnownBatchRule):
         return ops.reshape(gradient, tuple(ops.shape(input)))
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTransposeKnownBatch(_KnownBatchRule):
     """``ops.transpose(x, axes)`` with the batch size known: ``g`` through the inverse
     permutation (the batch axis may move)."""
@@ -61,7 +58,6 @@ class BackwardTransposeKnownBatch(_KnownBatchRule):
         return ops.transpose(gradient, [perm.index(i) for i in range(rank)])
 
 
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUnstackKnownBatch(_KnownBatchRule):
     """``ops.unstack(x, axis)`` with the batch size known (also along the batch axis):
     ``g_x = stack(g_i, axis)``."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import string
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def expand_ellipsis(subscripts: str, ranks: list) -> tuple[list, str]:
@@ -98,7 +97,6 @@ class _BackwardContraction(BackwardOperation):
 
 
 @register_backward(knp.Einsum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardEinsumOp(_BackwardContraction):
     """``ops.einsum(subscripts, *operands)``. Each tensor operand must keep the batch axis as
     its first letter and the output's first letter (no contraction over the batch)."""
@@ -129,7 +127,6 @@ class BackwardEinsumOp(_BackwardContraction):
 
 
 @register_backward(knp.Matmul)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMatmulOp(_BackwardContraction):
     """``ops.matmul(x1, x2)`` / ``x1 @ x2`` with NumPy semantics (1-D operands, broadcast
     leading axes), as einsums (``ops.matmul`` computes float64 products in float32 on the torch

@@ -11,14 +11,13 @@ off-diagonal gradient between ``A[i, j]`` and ``A[j, i]`` describes the same der
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import linalg as klinalg
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 
 def mT(a):  # noqa: N802 - the usual name of the matrix transpose
@@ -74,7 +73,6 @@ def inverse_transpose(a):
 
 
 @register_backward(klinalg.Det)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDetOp(BackwardOperation):
     """``det(A)``: ``g adj(A)^T`` (``= g det(A) A^{-T}`` for invertible ``A``; the adjugate
     is also the derivative at singular matrices)."""
@@ -85,7 +83,6 @@ class BackwardDetOp(BackwardOperation):
 
 
 @register_backward(kmath.Logdet)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogdetOp(BackwardOperation):
     """``log(det(A))`` (``det(A) > 0``): ``g A^{-T}`` (infinite at singular matrices)."""
 
@@ -95,7 +92,6 @@ class BackwardLogdetOp(BackwardOperation):
 
 
 @register_backward(klinalg.Inv)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardInvOp(BackwardOperation):
     """``X = A^{-1}``: ``-X^T G X^T``."""
 
@@ -139,7 +135,6 @@ class _BackwardSolveBase(BackwardOperation):
 
 
 @register_backward(klinalg.Solve)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSolveOp(_BackwardSolveBase):
     """``solve(a, b)``: see :class:`_BackwardSolveBase`."""
 
@@ -151,7 +146,6 @@ class BackwardSolveOp(_BackwardSolveBase):
 
 
 @register_backward(klinalg.SolveTriangular)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSolveTriangularOp(_BackwardSolveBase):
     """``solve_triangular(a, b, lower)``: only ``a``'s triangle is read, so ``A_bar`` is kept
     on that triangle."""
@@ -172,7 +166,6 @@ def _phi(m):
 
 
 @register_backward(klinalg.Cholesky)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCholeskyOp(BackwardOperation):
     """``A = L L^T``: with ``L_bar`` the (lower) gradient of ``L``,
     ``A_bar = sym(L^{-T} phi(L^T L_bar) L^{-1})``; ``upper=True`` returns ``U = L^T``."""
@@ -188,7 +181,6 @@ class BackwardCholeskyOp(BackwardOperation):
 
 
 @register_backward(klinalg.CholeskyInverse)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCholeskyInverseOp(BackwardOperation):
     """``Y = (L L^T)^{-1}`` from the triangle ``L`` (``upper``: ``(U^T U)^{-1}``):
     ``L_bar = -Y (G + G^T) Y L`` (``U_bar = -U Y (G + G^T) Y``), kept on the triangle read."""

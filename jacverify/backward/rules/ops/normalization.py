@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.normalization._common import (
@@ -25,6 +24,7 @@ from jacverify.backward.rules.normalization._common import (
 from jacverify.backward.rules.normalization.unit_normalization import l2_normalize_vjp
 from jacverify.backward.rules.ops._arguments import constant_operand
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 def _epsilon(value) -> float:
@@ -61,7 +61,6 @@ class _BackwardNormalizationOp(BackwardOperation):
 
 
 @register_backward(knn.BatchNorm)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBatchNormOp(BackwardOperation):
     """``ops.batch_normalization(x, mean, variance, axis, offset, scale, epsilon)`` with
     constant statistics: ``g * scale / sqrt(variance + epsilon)`` along ``axis`` (linear)."""
@@ -85,7 +84,6 @@ class BackwardBatchNormOp(BackwardOperation):
 
 
 @register_backward(knn.LayerNorm)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLayerNormOp(_BackwardNormalizationOp):
     """``ops.layer_normalization(x, gamma, beta, axis, epsilon, rms_scaling)``: the
     standardization's VJP of ``g * gamma`` (``x / sqrt(var + epsilon)``'s with
@@ -102,7 +100,6 @@ class BackwardLayerNormOp(_BackwardNormalizationOp):
 
 
 @register_backward(knn.RMSNorm)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRMSNormOp(_BackwardNormalizationOp):
     """``ops.rms_normalization(x, scale, axis, epsilon)``: ``x / sqrt(mean(x^2) + epsilon)``'s
     VJP of ``g * scale``.
@@ -120,7 +117,6 @@ class BackwardRMSNormOp(_BackwardNormalizationOp):
 
 
 @register_backward(knn.Normalize)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNormalizeOp(_BackwardNormalizationOp):
     """``ops.normalize(x, axis, order, epsilon)``. ``order=2``: ``x * min(rsqrt(sum x^2),
     1/epsilon)``; other orders: ``x / max(|x|_p, epsilon)``, whose VJP is

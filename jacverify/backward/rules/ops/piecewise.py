@@ -12,15 +12,14 @@ value at 0), ``nextafter``.
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary, _BackwardExtremumOp
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 #: Float-valued operations whose derivative is zero wherever it exists (the ``*_like``
 #: operations depend on their input's shape only).
@@ -31,7 +30,6 @@ ZERO_GRADIENT_OPS = (
 
 
 @register_backward(*ZERO_GRADIENT_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardZeroGradientOp(BackwardOperation):
     """A piecewise constant operation: a zero gradient for every input."""
 
@@ -50,7 +48,6 @@ class BackwardZeroGradientOp(BackwardOperation):
 
 
 @register_backward(knp.FullLike)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFullLikeOp(BackwardOperation):
     """``full_like(x, fill_value)``: 0 to ``x`` (only its shape matters), and ``g`` summed
     back to a ``fill_value`` that is a tensor of the model."""
@@ -72,7 +69,6 @@ class BackwardFullLikeOp(BackwardOperation):
 
 
 @register_backward(knp.Fabs)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFabsOp(_BackwardUnary):
     """``fabs(x)``: ``g sign(x)`` (0 at 0, a subgradient)."""
 
@@ -81,7 +77,6 @@ class BackwardFabsOp(_BackwardUnary):
 
 
 @register_backward(knp.NanToNum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNanToNumOp(_BackwardUnary):
     """``nan_to_num(x)``: ``g`` where ``x`` is finite, 0 where it was replaced."""
 
@@ -90,7 +85,6 @@ class BackwardNanToNumOp(_BackwardUnary):
 
 
 @register_backward(knp.Mod)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardModOp(_BackwardBinary):
     """``mod(x1, x2) = x1 - x2 floor(x1 / x2)``: ``g`` and ``-g floor(x1 / x2)`` (at the jumps,
     where ``x1 / x2`` is an integer, the value of the piece on the right)."""
@@ -100,7 +94,6 @@ class BackwardModOp(_BackwardBinary):
 
 
 @register_backward(knp.Fmod)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFmodOp(_BackwardBinary):
     """``fmod(x1, x2) = x1 - x2 trunc(x1 / x2)``: ``g`` and ``-g trunc(x1 / x2)``."""
 
@@ -109,7 +102,6 @@ class BackwardFmodOp(_BackwardBinary):
 
 
 @register_backward(knp.Fmax)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFmaxOp(_BackwardExtremumOp):
     """``fmax(x1, x2)``: as ``maximum`` (half to each on a tie), and all to the other operand
     where one is NaN."""
@@ -120,7 +112,6 @@ class BackwardFmaxOp(_BackwardExtremumOp):
 
 
 @register_backward(knp.Fmin)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFminOp(_BackwardExtremumOp):
     """``fmin(x1, x2)``: as ``minimum``, NaN operands ignored."""
 
@@ -130,7 +121,6 @@ class BackwardFminOp(_BackwardExtremumOp):
 
 
 @register_backward(knp.DivideNoNan)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDivideNoNanOp(_BackwardBinary):
     """``x1 / x2``, 0 where ``x2 == 0``: ``g / x2`` and ``-g x1 / x2^2``, both 0 there."""
 
@@ -143,7 +133,6 @@ class BackwardDivideNoNanOp(_BackwardBinary):
 
 
 @register_backward(knp.Heaviside)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardHeavisideOp(_BackwardBinary):
     """``heaviside(x1, x2)``: 0 in ``x1`` (a step), and ``g`` to ``x2`` where ``x1 == 0`` (the
     value there)."""
@@ -155,7 +144,6 @@ class BackwardHeavisideOp(_BackwardBinary):
 
 
 @register_backward(knp.Nextafter)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNextafterOp(_BackwardBinary):
     """``nextafter(x1, x2)``, ``x1`` moved one floating-point step towards ``x2``: ``g`` to
     ``x1`` (it follows ``x1`` up to one step) and 0 to ``x2``."""

@@ -10,11 +10,11 @@ ties, torch's convention), same divisors at "same" padding.
 from __future__ import annotations
 
 import keras
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import get_backward_rule, register_backward
 from jacverify.backward.rules.ops._arguments import data_format_of, per_axis
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardViaLayer(BackwardOperation):
@@ -65,7 +65,6 @@ class _BackwardWindowPoolOp(_BackwardViaLayer):
 
 
 @register_backward(knn.MaxPool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxPoolOp(_BackwardWindowPoolOp):
     """``ops.max_pool``: each window's gradient to its maximum (the first on ties)."""
 
@@ -73,7 +72,6 @@ class BackwardMaxPoolOp(_BackwardWindowPoolOp):
 
 
 @register_backward(knn.AveragePool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAveragePoolOp(_BackwardWindowPoolOp):
     """``ops.average_pool``: each window's gradient spread evenly over the window."""
 
@@ -91,7 +89,6 @@ class _BackwardAdaptivePoolOp(_BackwardViaLayer):
 
 
 @register_backward(knn.AdaptiveMaxPool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveMaxPoolOp(_BackwardAdaptivePoolOp):
     """``ops.adaptive_max_pool``: each cell's gradient to its maxima (shared on ties)."""
 
@@ -99,7 +96,6 @@ class BackwardAdaptiveMaxPoolOp(_BackwardAdaptivePoolOp):
 
 
 @register_backward(knn.AdaptiveAveragePool)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAdaptiveAveragePoolOp(_BackwardAdaptivePoolOp):
     """``ops.adaptive_average_pool``: each cell's gradient spread evenly over its box."""
 

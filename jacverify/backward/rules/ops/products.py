@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import string
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
@@ -20,6 +18,7 @@ from jacverify.backward.rules.ops._base import (
     reduce_to_shape,
 )
 from jacverify.backward.rules.ops.linalg import BackwardEinsumOp, _BackwardContraction
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardEinsumLike(_BackwardContraction):
@@ -49,7 +48,6 @@ def _letters(start: int, count: int) -> str:
 
 
 @register_backward(knp.Tensordot)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTensordotOp(_BackwardEinsumLike):
     """``tensordot(x1, x2, axes)``: contracts ``axes`` of ``x1`` with ``axes`` of ``x2``."""
 
@@ -73,7 +71,6 @@ class BackwardTensordotOp(_BackwardEinsumLike):
 
 
 @register_backward(knp.Dot)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDotOp(_BackwardEinsumLike):
     """``dot(x1, x2)``: the last axis of ``x1`` with the second-to-last of ``x2`` (its only
     axis when one-dimensional)."""
@@ -92,7 +89,6 @@ class BackwardDotOp(_BackwardEinsumLike):
 
 
 @register_backward(knp.Inner)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardInnerOp(_BackwardEinsumLike):
     """``inner(x1, x2)``: the last axes of both."""
 
@@ -103,7 +99,6 @@ class BackwardInnerOp(_BackwardEinsumLike):
 
 
 @register_backward(knp.Kron)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardKronOp(BackwardOperation):
     """``kron(x1, x2)``: block ``(i, j)`` of the output is ``x1[i] * x2``. With the operands'
     axes interleaved, the output is an outer product: each operand receives the gradient
@@ -158,7 +153,6 @@ class BackwardKronOp(BackwardOperation):
 
 
 @register_backward(knp.Cross)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCrossOp(BackwardOperation):
     """``cross(x1, x2)`` of 3-vectors along the last axis: ``b x g`` to ``x1`` and ``g x a``
     to ``x2`` (summed back over broadcast axes). Keras' torch backend takes no other axes."""
@@ -197,7 +191,6 @@ def _cross(u, v):
 
 
 @register_backward(knp.Trace)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTraceOp(BackwardOperation):
     """``trace(x, offset, axis1, axis2)``: ``g`` on the summed diagonal, 0 elsewhere."""
 

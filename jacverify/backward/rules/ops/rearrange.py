@@ -9,13 +9,12 @@ other's rule; ``fold`` is the adjoint of ``unfold`` and ``unfold`` the adjoint o
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import nn as knn
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._arguments import data_format_of
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_nn as knn
 
 
 class _BackwardLinearOp(BackwardOperation):
@@ -25,7 +24,6 @@ class _BackwardLinearOp(BackwardOperation):
 
 
 @register_backward(knn.DepthToSpace)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDepthToSpaceOp(_BackwardLinearOp):
     """``ops.depth_to_space``: ``space_to_depth`` of the gradient."""
 
@@ -37,7 +35,6 @@ class BackwardDepthToSpaceOp(_BackwardLinearOp):
 
 
 @register_backward(knn.SpaceToDepth)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSpaceToDepthOp(_BackwardLinearOp):
     """``ops.space_to_depth``: ``depth_to_space`` of the gradient."""
 
@@ -49,7 +46,6 @@ class BackwardSpaceToDepthOp(_BackwardLinearOp):
 
 
 @register_backward(knn.Unfold)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUnfoldOp(_BackwardLinearOp):
     """``ops.unfold(x, kernel_size, dilation, padding, stride)`` of ``x`` (N, C, H, W):
     ``fold`` of the gradient back to (H, W)."""
@@ -62,7 +58,6 @@ class BackwardUnfoldOp(_BackwardLinearOp):
 
 
 @register_backward(knn.Fold)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFoldOp(_BackwardLinearOp):
     """``ops.fold(x, output_size, kernel_size, ...)``: ``unfold`` of the gradient."""
 

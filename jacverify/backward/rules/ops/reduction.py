@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardReduction(BackwardOperation):
@@ -28,7 +27,6 @@ class _BackwardReduction(BackwardOperation):
 
 
 @register_backward(knp.Sum)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSumOp(_BackwardReduction):
     """``sum(x, axis)``: ``g`` broadcast back over the summed axes."""
 
@@ -49,7 +47,6 @@ class BackwardSumOp(_BackwardReduction):
 
 
 @register_backward(knp.Mean)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMeanOp(BackwardSumOp):
     """``mean(x, axis)``: ``g / n`` broadcast back over the ``n`` averaged positions."""
 
@@ -78,7 +75,6 @@ class _BackwardExtremumReduction(_BackwardReduction):
 
 
 @register_backward(knp.Max)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMaxOp(_BackwardExtremumReduction):
     """``max(x, axis)``."""
 
@@ -87,7 +83,6 @@ class BackwardMaxOp(_BackwardExtremumReduction):
 
 
 @register_backward(knp.Min)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMinOp(_BackwardExtremumReduction):
     """``min(x, axis)``."""
 

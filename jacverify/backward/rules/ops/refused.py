@@ -8,14 +8,12 @@ averages over every axis; the segment reductions reduce rows of the batch axis; 
 
 from __future__ import annotations
 
-import keras
-from keras.src.ops import core as kcore
-from keras.src.ops import math as kmath
-from keras.src.ops import nn as knn
-from keras.src.ops import numpy as knp
-
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_nn as knn
+from jacverify.keras_internals import ops_numpy as knp
 
 _COUPLES = ("its Jacobian couples the examples of a batch, which a backward rule cannot "
             "express")
@@ -47,7 +45,6 @@ REFUSED_OPS = {
 
 
 @register_backward(*REFUSED_OPS)
-@keras.saving.register_keras_serializable(package="jacverify")
 class RefusedOperation(BackwardOperation):
     """A refused operation: building its rule raises ``ValueError`` with the reason."""
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardReshapeLike(BackwardOperation):
@@ -38,13 +37,11 @@ class _BackwardReshapeLike(BackwardOperation):
 
 
 @register_backward(knp.Reshape)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReshapeOp(_BackwardReshapeLike):
     """``ops.reshape(x, newshape)`` (the batch axis kept first)."""
 
 
 @register_backward(knp.ExpandDims)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardExpandDimsOp(_BackwardReshapeLike):
     """``ops.expand_dims(x, axis)`` (not before the batch axis)."""
 
@@ -54,7 +51,6 @@ class BackwardExpandDimsOp(_BackwardReshapeLike):
 
 
 @register_backward(knp.Squeeze)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSqueezeOp(_BackwardReshapeLike):
     """``ops.squeeze(x, axis)`` (not the batch axis; ``axis=None`` squeezes only the known
     size-1 axes of the per-example shape)."""

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input
@@ -29,6 +27,7 @@ from jacverify.backward.rules.ops._base import (
     canonical_axes,
     reduce_to_shape,
 )
+from jacverify.keras_internals import ops_numpy as knp
 
 #: Keyword arguments whose value is written where the operation has no source (pad's fill).
 _FILL_ARGUMENTS = ("constant_values",)
@@ -114,7 +113,6 @@ def gather_back(gradient, source, n_inputs: int, dims: list):
     knp.Append, knp.Hstack, knp.Vstack, knp.Dstack, knp.Copy, knp.Real,
     knp.Conj, knp.Conjugate, knp.Ravel, knp.Array,
 )
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSelectionOp(BackwardOperation):
     """An operation that copies elements of its inputs (see the module docstring): each
     input's gradient collects the output gradient at the positions that copied its elements.
@@ -147,7 +145,6 @@ class BackwardSelectionOp(BackwardOperation):
 
 
 @register_backward(knp.Take)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTakeOp(BackwardSelectionOp):
     """``ops.take(x, indices, axis)`` with constant ``indices`` (indices that are a tensor of
     the model index every example with the whole batch's indices: refused)."""
@@ -162,7 +159,6 @@ class BackwardTakeOp(BackwardSelectionOp):
 
 
 @register_backward(knp.TakeAlongAxis)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTakeAlongAxisOp(BackwardOperation):
     """``ops.take_along_axis(x, indices, axis)``: each position of ``x`` receives the sum of the
     gradient at the output positions whose index points at it. Constant indices are read once
@@ -206,7 +202,6 @@ class BackwardTakeAlongAxisOp(BackwardOperation):
 
 
 @register_backward(knp.BroadcastTo)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBroadcastToOp(BackwardOperation):
     """``ops.broadcast_to(x, shape)``: ``g`` summed over the axes broadcasting added or
     stretched. The target shape names the batch size; it must keep the input's batch axis

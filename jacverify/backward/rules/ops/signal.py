@@ -4,16 +4,14 @@ the last axis. Linear; the adjoint adds each frame's gradient back at its offset
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_math as kmath
 
 
 @register_backward(kmath.ExtractSequences)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardExtractSequencesOp(BackwardOperation):
     """``g[..., n, :]`` added at ``[n * stride, n * stride + length)`` of the last axis."""
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
 from jacverify.backward.rules.ops.cumulative import _BackwardAlongAxis
 from jacverify.backward.rules.ops.statistics import AxesReduction
+from jacverify.keras_internals import ops_numpy as knp
 
 
 def unsort(gradient_of_sorted, x, axis: int):
@@ -28,7 +27,6 @@ def unsort(gradient_of_sorted, x, axis: int):
 
 
 @register_backward(knp.Sort)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSortOp(_BackwardAlongAxis):
     """``sort(x, axis)``: ``g`` permuted back by the inverse of the sorting permutation."""
 
@@ -78,7 +76,6 @@ def effective_method(layer, method: str) -> str:
 
 
 @register_backward(knp.Quantile, knp.Percentile, knp.Median)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardQuantileOp(AxesReduction):
     """``quantile(x, q, axis)`` / ``percentile`` / ``median`` with one constant ``q``: ``g``
     times each sorted value's weight in the quantile, sent back to the entries holding them.
@@ -116,7 +113,6 @@ class BackwardQuantileOp(AxesReduction):
 
 
 @register_backward(knp.Nanquantile, knp.Nanpercentile, knp.Nanmedian)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNanquantileOp(BackwardQuantileOp):
     """``nanquantile`` / ``nanpercentile`` / ``nanmedian``: as ``quantile`` over the non-NaN
     entries of each row, whose number varies from row to row (NaN entries get 0; a row of NaN

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_math as kmath
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
@@ -26,7 +25,6 @@ class _BackwardUnaryOp(BackwardOperation):
 
 
 @register_backward(kmath.Erf)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardErfOp(_BackwardUnaryOp):
     """``erf(x)``: ``2 / sqrt(pi) exp(-x^2)``."""
 
@@ -35,7 +33,6 @@ class BackwardErfOp(_BackwardUnaryOp):
 
 
 @register_backward(kmath.Erfc)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardErfcOp(_BackwardUnaryOp):
     """``erfc(x) = 1 - erf(x)``: ``-2 / sqrt(pi) exp(-x^2)``."""
 
@@ -44,7 +41,6 @@ class BackwardErfcOp(_BackwardUnaryOp):
 
 
 @register_backward(kmath.Erfinv)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardErfinvOp(_BackwardUnaryOp):
     """``erfinv(x)`` on (-1, 1): ``sqrt(pi) / 2 exp(erfinv(x)^2)`` (infinite at +-1)."""
 
@@ -53,7 +49,6 @@ class BackwardErfinvOp(_BackwardUnaryOp):
 
 
 @register_backward(kmath.Logsumexp)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLogsumexpOp(BackwardOperation):
     """``logsumexp(x, axis, keepdims)``: ``g * softmax(x)`` over ``axis`` (the gradient
     broadcast back along the reduced axes)."""

@@ -4,12 +4,11 @@ gradients concatenated back along the split axis."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardSplitLike(BackwardOperation):
@@ -30,12 +29,10 @@ class _BackwardSplitLike(BackwardOperation):
 
 
 @register_backward(knp.Split)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSplitOp(_BackwardSplitLike):
     """``ops.split(x, indices_or_sections, axis)`` (not along the batch axis)."""
 
 
 @register_backward(knp.ArraySplit)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArraySplitOp(_BackwardSplitLike):
     """``ops.array_split(x, indices_or_sections, axis)`` (not along the batch axis)."""

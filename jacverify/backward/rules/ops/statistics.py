@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
 from jacverify.backward.rules.ops.cumulative import inclusive_scan
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class AxesReduction(BackwardOperation):
@@ -54,7 +53,6 @@ class AxesReduction(BackwardOperation):
 
 
 @register_backward(knp.Var, knp.Nanvar)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardVarOp(AxesReduction):
     """``var(x, axis)`` (``ddof=0``): ``2 g (x - mean) / n``; ``nanvar`` over the non-NaN
     entries (0 at the NaN ones)."""
@@ -78,7 +76,6 @@ class BackwardVarOp(AxesReduction):
 
 
 @register_backward(knp.Std, knp.Nanstd)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardStdOp(BackwardVarOp):
     """``std(x, axis)``: ``g (x - mean) / (n std)``; 0 where ``std == 0`` (a subgradient: the
     standard deviation is a cone there)."""
@@ -103,7 +100,6 @@ def exclusive_products(x):
 
 
 @register_backward(knp.Prod, knp.Nanprod)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardProdOp(AxesReduction):
     """``prod(x, axis)``: ``g prod_{k != i} x_k`` (exact with zeros); ``nanprod`` reads NaN as 1
     (and gives it 0)."""
@@ -121,7 +117,6 @@ class BackwardProdOp(AxesReduction):
 
 
 @register_backward(knp.Nansum, knp.Nanmean)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNansumOp(AxesReduction):
     """``nansum``: ``g`` at the non-NaN entries; ``nanmean``: divided by their count."""
 
@@ -140,7 +135,6 @@ def extremum_share(x, extremum, axes):
 
 
 @register_backward(knp.Amax, knp.Amin, knp.Nanmax, knp.Nanmin)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAmaxOp(AxesReduction):
     """``amax``/``amin`` (and the NaN-ignoring ``nanmax``/``nanmin``): ``g`` split equally
     between the positions attaining the extremum (torch's convention, a subgradient)."""
@@ -157,7 +151,6 @@ class BackwardAmaxOp(AxesReduction):
 
 
 @register_backward(knp.Ptp)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPtpOp(AxesReduction):
     """``ptp(x, axis) = max - min``: ``g`` shared by the maxima, ``-g`` by the minima."""
 
@@ -170,7 +163,6 @@ class BackwardPtpOp(AxesReduction):
 
 
 @register_backward(knp.Average)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAverageOp(AxesReduction):
     """``average(x, axis, weights)`` over one axis: ``g w / sum(w)`` to ``x`` and
     ``g (x - average) / sum(w)`` to weights that are a tensor of the model. Weighted averages

@@ -4,16 +4,14 @@ indices. Only the values carry a gradient: each goes back to the position it was
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import math as kmath
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_math as kmath
 
 
 @register_backward(kmath.TopK)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTopKOp(BackwardOperation):
     """``ops.top_k(x, k, sorted)`` along the last axis: ``g_x[..., i] = g_values[..., j]``
     where ``indices[..., j] == i`` (the positions the forward call picked; at ties, the same

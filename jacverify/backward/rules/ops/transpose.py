@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardPermutation(BackwardOperation):
@@ -35,7 +34,6 @@ class _BackwardPermutation(BackwardOperation):
 
 
 @register_backward(knp.Transpose)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTransposeOp(_BackwardPermutation):
     """``ops.transpose(x, axes)`` (``axes=None`` reverses every axis, the batch axis too, and
     is refused for rank > 1)."""
@@ -46,7 +44,6 @@ class BackwardTransposeOp(_BackwardPermutation):
 
 
 @register_backward(knp.Swapaxes)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSwapaxesOp(_BackwardPermutation):
     """``ops.swapaxes(x, axis1, axis2)``."""
 
@@ -58,7 +55,6 @@ class BackwardSwapaxesOp(_BackwardPermutation):
 
 
 @register_backward(knp.Moveaxis)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardMoveaxisOp(_BackwardPermutation):
     """``ops.moveaxis(x, source, destination)``."""
 

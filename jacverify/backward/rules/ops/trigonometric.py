@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import math
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.backward.rules.ops.arithmetic import _BackwardBinary
 from jacverify.backward.rules.ops.elementwise import _BackwardUnary
+from jacverify.keras_internals import ops_numpy as knp
 
 
 @register_backward(knp.Sin)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSinOp(_BackwardUnary):
     """``sin(x)``: ``g cos(x)``."""
 
@@ -26,7 +24,6 @@ class BackwardSinOp(_BackwardUnary):
 
 
 @register_backward(knp.Cos)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCosOp(_BackwardUnary):
     """``cos(x)``: ``-g sin(x)``."""
 
@@ -35,7 +32,6 @@ class BackwardCosOp(_BackwardUnary):
 
 
 @register_backward(knp.Tan)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTanOp(_BackwardUnary):
     """``tan(x)``: ``g (1 + tan(x)^2)``."""
 
@@ -45,7 +41,6 @@ class BackwardTanOp(_BackwardUnary):
 
 
 @register_backward(knp.Arcsin)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArcsinOp(_BackwardUnary):
     """``arcsin(x)``: ``g / sqrt(1 - x^2)`` (``inf`` at ``|x| = 1``, NaN outside, as torch)."""
 
@@ -54,7 +49,6 @@ class BackwardArcsinOp(_BackwardUnary):
 
 
 @register_backward(knp.Arccos)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArccosOp(_BackwardUnary):
     """``arccos(x)``: ``-g / sqrt(1 - x^2)``."""
 
@@ -63,7 +57,6 @@ class BackwardArccosOp(_BackwardUnary):
 
 
 @register_backward(knp.Arctan)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArctanOp(_BackwardUnary):
     """``arctan(x)``: ``g / (1 + x^2)``."""
 
@@ -72,7 +65,6 @@ class BackwardArctanOp(_BackwardUnary):
 
 
 @register_backward(knp.Sinh)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSinhOp(_BackwardUnary):
     """``sinh(x)``: ``g cosh(x)``."""
 
@@ -81,7 +73,6 @@ class BackwardSinhOp(_BackwardUnary):
 
 
 @register_backward(knp.Cosh)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCoshOp(_BackwardUnary):
     """``cosh(x)``: ``g sinh(x)``."""
 
@@ -90,7 +81,6 @@ class BackwardCoshOp(_BackwardUnary):
 
 
 @register_backward(knp.Arcsinh)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArcsinhOp(_BackwardUnary):
     """``arcsinh(x)``: ``g / sqrt(x^2 + 1)``."""
 
@@ -99,7 +89,6 @@ class BackwardArcsinhOp(_BackwardUnary):
 
 
 @register_backward(knp.Arccosh)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArccoshOp(_BackwardUnary):
     """``arccosh(x)``: ``g / sqrt((x - 1)(x + 1))`` (``inf`` at 1, NaN below)."""
 
@@ -108,7 +97,6 @@ class BackwardArccoshOp(_BackwardUnary):
 
 
 @register_backward(knp.Arctanh)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArctanhOp(_BackwardUnary):
     """``arctanh(x)``: ``g / (1 - x^2)``."""
 
@@ -125,7 +113,6 @@ _SINC_SERIES = tuple(
 
 
 @register_backward(knp.Sinc)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSincOp(_BackwardUnary):
     """``sinc(x) = sin(pi x) / (pi x)``: ``g (cos(pi x) - sinc(x)) / x``; near 0, where that
     difference cancels, its Taylor series (0 at ``x = 0``)."""
@@ -156,7 +143,6 @@ class _BackwardScaleOp(BackwardOperation):
 
 
 @register_backward(knp.Deg2rad)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDeg2radOp(_BackwardScaleOp):
     """``deg2rad(x)``: ``g pi / 180``."""
 
@@ -164,7 +150,6 @@ class BackwardDeg2radOp(_BackwardScaleOp):
 
 
 @register_backward(knp.Rad2deg)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRad2degOp(_BackwardScaleOp):
     """``rad2deg(x)``: ``g 180 / pi``."""
 
@@ -172,7 +157,6 @@ class BackwardRad2degOp(_BackwardScaleOp):
 
 
 @register_backward(knp.Arctan2)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardArctan2Op(_BackwardBinary):
     """``arctan2(x1, x2)``: ``g x2 / r^2`` and ``-g x1 / r^2`` with ``r^2 = x1^2 + x2^2``,
     computed with both scaled by ``max(|x1|, |x2|)`` so that ``r^2`` does not underflow (0 at
@@ -191,7 +175,6 @@ class BackwardArctan2Op(_BackwardBinary):
 
 
 @register_backward(knp.Hypot)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardHypotOp(_BackwardBinary):
     """``hypot(x1, x2) = sqrt(x1^2 + x2^2)``: ``g x1 / h`` and ``g x2 / h`` (at most ``|g|``,
     computed with both scaled by ``max(|x1|, |x2|)``); 0 at the origin (a subgradient of the

@@ -3,16 +3,14 @@ slice, see docs/writing_rules.md); the gradient is the slices' gradients stacked
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import core as kcore
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import ops_core as kcore
 
 
 @register_backward(kcore.Unstack)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardUnstackOp(BackwardOperation):
     """``ops.unstack(x, num, axis)`` (not along the batch axis): ``g_x = stack(g_i, axis)``."""
 

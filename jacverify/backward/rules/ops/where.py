@@ -4,13 +4,12 @@ conditions are not differentiated (a boolean, or a float read as ``!= 0``)."""
 
 from __future__ import annotations
 
-import keras
 from keras import ops
-from keras.src.ops import numpy as knp
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import input_index, is_input
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
+from jacverify.keras_internals import ops_numpy as knp
 
 
 class _BackwardChoice(BackwardOperation):
@@ -40,7 +39,6 @@ class _BackwardChoice(BackwardOperation):
 
 
 @register_backward(knp.Where)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardWhereOp(_BackwardChoice):
     """``where(condition, x1, x2)``: ``g`` where the condition holds to ``x1``, elsewhere to
     ``x2`` (the operands broadcast NumPy-style, the gradient summed back)."""
@@ -65,7 +63,6 @@ class BackwardWhereOp(_BackwardChoice):
 
 
 @register_backward(knp.Select)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSelectOp(_BackwardChoice):
     """``select(condlist, choicelist, default)``: ``g`` to ``choicelist[i]`` where
     ``condlist[i]`` is the first condition that holds, to ``default`` where none does."""

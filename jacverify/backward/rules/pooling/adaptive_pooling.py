@@ -68,6 +68,11 @@ class _AdaptiveBase:
         return rank, axes, sizes, [int(o) for o in layer.output_size]
 
 
+@register_backward(
+    keras.layers.AdaptiveAveragePooling1D,
+    keras.layers.AdaptiveAveragePooling2D,
+    keras.layers.AdaptiveAveragePooling3D,
+)
 class BackwardAdaptiveAveragePooling(_AdaptiveBase, BackwardLinearLayer):
     """``g`` spread back evenly over each cell's window, axis by axis."""
 
@@ -88,6 +93,11 @@ class BackwardAdaptiveAveragePooling(_AdaptiveBase, BackwardLinearLayer):
         return gradient
 
 
+@register_backward(
+    keras.layers.AdaptiveMaxPooling1D,
+    keras.layers.AdaptiveMaxPooling2D,
+    keras.layers.AdaptiveMaxPooling3D,
+)
 class BackwardAdaptiveMaxPooling(_AdaptiveBase, BackwardNonLinearLayer):
     """``g`` to the maxima of each cell's box (split equally between tied maxima)."""
 
@@ -138,39 +148,3 @@ def _interleave(outs, valids):
     for o, valid in zip(outs, valids, strict=True):
         sizes += [o, valid.shape[1]]
     return sizes
-
-
-@register_backward(keras.layers.AdaptiveAveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveAveragePooling1D(BackwardAdaptiveAveragePooling):
-    """Rule of ``keras.layers.AdaptiveAveragePooling1D``."""
-
-
-@register_backward(keras.layers.AdaptiveAveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveAveragePooling2D(BackwardAdaptiveAveragePooling):
-    """Rule of ``keras.layers.AdaptiveAveragePooling2D``."""
-
-
-@register_backward(keras.layers.AdaptiveAveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveAveragePooling3D(BackwardAdaptiveAveragePooling):
-    """Rule of ``keras.layers.AdaptiveAveragePooling3D``."""
-
-
-@register_backward(keras.layers.AdaptiveMaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveMaxPooling1D(BackwardAdaptiveMaxPooling):
-    """Rule of ``keras.layers.AdaptiveMaxPooling1D``."""
-
-
-@register_backward(keras.layers.AdaptiveMaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveMaxPooling2D(BackwardAdaptiveMaxPooling):
-    """Rule of ``keras.layers.AdaptiveMaxPooling2D``."""
-
-
-@register_backward(keras.layers.AdaptiveMaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAdaptiveMaxPooling3D(BackwardAdaptiveMaxPooling):
-    """Rule of ``keras.layers.AdaptiveMaxPooling3D``."""

@@ -10,6 +10,7 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._spatial import spatial_rank
 from jacverify.backward.rules.pooling._common import (
     fit_axis,
     pad_axis,
@@ -21,7 +22,12 @@ from jacverify.backward.rules.pooling._common import (
 )
 
 
-class _BackwardAveragePooling(BackwardLinearLayer):
+@register_backward(
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.AveragePooling3D,
+)
+class BackwardAveragePooling(BackwardLinearLayer):
     """Transpose of average pooling: divide each window's gradient by the window's divisor and
     spread it evenly over the window, then undo the padding.
 
@@ -36,7 +42,10 @@ class _BackwardAveragePooling(BackwardLinearLayer):
     the rule then takes the input (``is_linear = False``) and reads the sizes from it.
     """
 
-    n_spatial = 0
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -134,27 +143,3 @@ def _spread_axis(t, axis: int, k: int, s: int):
     phases = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=axis + 1)
     shape[0] = -1
     return ops.reshape(phases, (*shape[:axis], blocks * s, *shape[axis + 1 :]))
-
-
-@register_backward(keras.layers.AveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAveragePooling1D(_BackwardAveragePooling):
-    """Rule for ``AveragePooling1D``."""
-
-    n_spatial = 1
-
-
-@register_backward(keras.layers.AveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAveragePooling2D(_BackwardAveragePooling):
-    """Rule for ``AveragePooling2D``."""
-
-    n_spatial = 2
-
-
-@register_backward(keras.layers.AveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardAveragePooling3D(_BackwardAveragePooling):
-    """Rule for ``AveragePooling3D``."""
-
-    n_spatial = 3

@@ -9,6 +9,7 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer, _is_multi
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._spatial import spatial_rank
 from jacverify.backward.rules.pooling._common import spatial_axes
 
 
@@ -20,39 +21,20 @@ def _expand_to_input(rule, gradient):
     return gradient
 
 
-class _BackwardGlobalAveragePooling(BackwardLinearLayer):
+@register_backward(
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalAveragePooling3D,
+)
+class BackwardGlobalAveragePooling(BackwardLinearLayer):
     """``g / N`` broadcast over the ``N`` spatial positions of each channel.
 
     With unknown (``None``) input dimensions the rule takes the input (``is_linear = False``)
     and reads them from it.
-    """
 
-    n_spatial = 0
-
-    def __init__(self, layer, **kwargs):
-        super().__init__(layer=layer, **kwargs)
-        dims = self.input_dim_wo_batch
-        if not _is_multi(dims) and any(d is None for d in dims):
-            self.is_linear = False
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        dims = self.input_dim_wo_batch
-        if any(d is None for d in dims):
-            dims = [int(d) for d in input.shape[1:]]
-        gradient = _expand_to_input(self, gradient)
-        axes = spatial_axes(self.n_spatial, self.layer.data_format)
-        count = math.prod(int(dims[a - 1]) for a in axes)
-        gradient = gradient * ops.cast(1.0 / count, gradient.dtype)
-        return ops.broadcast_to(gradient, (ops.shape(gradient)[0], *dims))
-
-
-@register_backward(keras.layers.GlobalAveragePooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalAveragePooling1D(_BackwardGlobalAveragePooling):
-    """Rule for ``GlobalAveragePooling1D``, also with a mask over the steps: the forward
-    layer averages over unmasked steps only, so the gradient is ``g * mask / sum(mask)``.
-
-    The mask reaches the rule in one of two ways:
+    ``GlobalAveragePooling1D`` also takes a mask over the steps: the forward layer averages
+    over unmasked steps only, so the gradient is ``g * mask / sum(mask)``. The mask reaches
+    the rule in one of two ways:
 
     * as the layer's second input: a functional model records ``layer(x, mask=m)`` (a mask
       propagated from ``Masking`` or ``Embedding(mask_zero=True)``) as a call on ``[x, m]``.
@@ -62,13 +44,17 @@ class BackwardGlobalAveragePooling1D(_BackwardGlobalAveragePooling):
       ``[gradient_mask, input_mask]`` that Keras' mask propagation passes.
     """
 
-    n_spatial = 1
-
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
-        self._mask_is_input = _is_multi(self.input_dim_wo_batch)
-        if self._mask_is_input:
+        dims = self.input_dim_wo_batch
+        self._mask_is_input = _is_multi(dims)
+        if self._mask_is_input or any(d is None for d in dims):
             self.is_linear = False
+
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         if self._mask_is_input:
@@ -78,11 +64,19 @@ class BackwardGlobalAveragePooling1D(_BackwardGlobalAveragePooling):
                 ops.zeros(ops.shape(step_mask), dtype=gradient.dtype),
             ]
         step_mask = _input_mask(mask)
-        if step_mask is None:
-            return super().call_on_reshaped_gradient(gradient, input=input, training=training)
-        return self._masked(gradient, step_mask)
+        if step_mask is not None:
+            return self._masked(gradient, step_mask)
+        dims = self.input_dim_wo_batch
+        if any(d is None for d in dims):
+            dims = [int(d) for d in input.shape[1:]]
+        gradient = _expand_to_input(self, gradient)
+        axes = spatial_axes(self.n_spatial, self.layer.data_format)
+        count = math.prod(int(dims[a - 1]) for a in axes)
+        gradient = gradient * ops.cast(1.0 / count, gradient.dtype)
+        return ops.broadcast_to(gradient, (ops.shape(gradient)[0], *dims))
 
     def _masked(self, gradient, step_mask):
+        """``g * mask / sum(mask)`` over the steps (``GlobalAveragePooling1D`` with a mask)."""
         step_mask = ops.cast(ops.cast(step_mask, "bool"), gradient.dtype)
         repeats = int(gradient.shape[0]) // int(step_mask.shape[0])
         if repeats > 1:  # extra Jacobian axes were folded into the batch axis
@@ -98,19 +92,3 @@ def _input_mask(mask):
     if isinstance(mask, (list, tuple)):
         return mask[-1] if len(mask) == 2 else None
     return mask
-
-
-@register_backward(keras.layers.GlobalAveragePooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalAveragePooling2D(_BackwardGlobalAveragePooling):
-    """Rule for ``GlobalAveragePooling2D``."""
-
-    n_spatial = 2
-
-
-@register_backward(keras.layers.GlobalAveragePooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalAveragePooling3D(_BackwardGlobalAveragePooling):
-    """Rule for ``GlobalAveragePooling3D``."""
-
-    n_spatial = 3

@@ -7,14 +7,23 @@ from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._spatial import spatial_rank
 from jacverify.backward.rules.pooling._common import spatial_axes
 
 
-class _BackwardGlobalMaxPooling(BackwardNonLinearLayer):
+@register_backward(
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.GlobalMaxPooling3D,
+)
+class BackwardGlobalMaxPooling(BackwardNonLinearLayer):
     """``g`` shared evenly by the maxima of each channel (``g / m`` on each of ``m`` tied
     maxima, zero elsewhere), which is torch's convention for ``amax``."""
 
-    n_spatial = 0
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         axes = spatial_axes(self.n_spatial, self.layer.data_format)
@@ -25,27 +34,3 @@ class _BackwardGlobalMaxPooling(BackwardNonLinearLayer):
             for axis in axes:
                 gradient = ops.expand_dims(gradient, axis)
         return gradient * weights
-
-
-@register_backward(keras.layers.GlobalMaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalMaxPooling1D(_BackwardGlobalMaxPooling):
-    """Rule for ``GlobalMaxPooling1D``."""
-
-    n_spatial = 1
-
-
-@register_backward(keras.layers.GlobalMaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalMaxPooling2D(_BackwardGlobalMaxPooling):
-    """Rule for ``GlobalMaxPooling2D``."""
-
-    n_spatial = 2
-
-
-@register_backward(keras.layers.GlobalMaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardGlobalMaxPooling3D(_BackwardGlobalMaxPooling):
-    """Rule for ``GlobalMaxPooling3D``."""
-
-    n_spatial = 3

@@ -9,6 +9,7 @@ from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._spatial import spatial_rank
 from jacverify.backward.rules.pooling._common import (
     pooling_geometry,
     spatial_sizes,
@@ -18,7 +19,8 @@ from jacverify.backward.rules.pooling._common import (
 )
 
 
-class _BackwardMaxPooling(BackwardNonLinearLayer):
+@register_backward(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
+class BackwardMaxPooling(BackwardNonLinearLayer):
     """Route each window's gradient to the window's maximum (the first one on ties, as torch
     does); overlapping windows add their gradients on shared elements.
 
@@ -28,7 +30,10 @@ class _BackwardMaxPooling(BackwardNonLinearLayer):
     Torch backend only.
     """
 
-    n_spatial = 0
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -78,27 +83,3 @@ class _BackwardMaxPooling(BackwardNonLinearLayer):
         if self._format == "channels_last":
             result = to_channels_last(result, nd)
         return result
-
-
-@register_backward(keras.layers.MaxPooling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardMaxPooling1D(_BackwardMaxPooling):
-    """Rule for ``MaxPooling1D``."""
-
-    n_spatial = 1
-
-
-@register_backward(keras.layers.MaxPooling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardMaxPooling2D(_BackwardMaxPooling):
-    """Rule for ``MaxPooling2D``."""
-
-    n_spatial = 2
-
-
-@register_backward(keras.layers.MaxPooling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardMaxPooling3D(_BackwardMaxPooling):
-    """Rule for ``MaxPooling3D``."""
-
-    n_spatial = 3

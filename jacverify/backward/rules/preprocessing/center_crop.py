@@ -12,7 +12,6 @@ from jacverify.backward.rules.preprocessing.resizing import spatial_size
 
 
 @register_backward(keras.layers.CenterCrop)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardCenterCrop(BackwardLinearLayer):
     """A centred crop when the image is at least the target size in both axes (``g`` padded
     back with zeros); otherwise Keras's ``smart_resize`` (crop to the target aspect ratio, then

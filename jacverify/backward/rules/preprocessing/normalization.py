@@ -7,10 +7,10 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.keras_internals import private_member
 
 
 @register_backward(keras.layers.Normalization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardNormalization(BackwardLinearLayer):
     """``(x - mean) / max(sqrt(variance), epsilon)``: ``g / max(sqrt(variance), epsilon)``;
     with ``invert=True``, ``mean + x * max(sqrt(variance), epsilon)``: ``g * max(...)``.
@@ -22,7 +22,7 @@ class BackwardNormalization(BackwardLinearLayer):
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
-        if 0 in getattr(layer, "_keep_axis", ()):
+        if 0 in private_member(layer, "keep_axis", ()):
             raise ValueError(
                 f"{type(self).__name__}: '{layer.name}' normalizes each batch position "
                 "separately (axis includes 0); not supported."

@@ -33,7 +33,6 @@ IDENTITY_AT_INFERENCE = tuple(
 
 
 @register_backward(*IDENTITY_AT_INFERENCE)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRandomAugmentation(BackwardInferenceIdentity):
     """The identity: a random augmentation layer returns its input unchanged at inference
     (``training=False``), which is what the backward model describes. Its training-time

@@ -11,7 +11,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.Rescaling)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRescaling(BackwardLinearLayer):
     """``x * scale + offset``: ``g * scale``.
 

@@ -15,7 +15,6 @@ def spatial_size(dims, data_format):
 
 
 @register_backward(keras.layers.Resizing)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardResizing(BackwardLinearLayer):
     """``R_h^T g R_w`` per channel, with the crop (``crop_to_aspect_ratio``: zeros outside the
     box) or the padding (``pad_to_aspect_ratio``: the padding dropped) undone; see

@@ -18,7 +18,6 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 
 @register_backward(keras.layers.Bidirectional)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardBidirectional(BackwardNonLinearLayer):
     """Backward through time of both directions, each from its own layer (``forward_layer``
     and ``backward_layer``: SimpleRNN, LSTM, GRU or RNN with a known cell), their upstream

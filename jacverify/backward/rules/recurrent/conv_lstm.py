@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import keras
 from keras import ops
-from keras.src.layers.rnn.conv_lstm import ConvLSTMCell
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional._transpose import conv_input_gradient, spatial_axes
 from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 from jacverify.backward.rules.recurrent.cells import LSTMCellMath, register_cell_math
+from jacverify.keras_internals import ConvLSTMCell
 
 
 def _fold_time(tensor):
@@ -102,23 +102,6 @@ class ConvLSTMCellMath(LSTMCellMath):
 register_cell_math(ConvLSTMCell, ConvLSTMCellMath)
 
 
+@register_backward(keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
 class BackwardConvLSTM(BackwardRecurrent):
     """Backward through time of a convolutional LSTM."""
-
-
-@register_backward(keras.layers.ConvLSTM1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConvLSTM1D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM1D``."""
-
-
-@register_backward(keras.layers.ConvLSTM2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConvLSTM2D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM2D``."""
-
-
-@register_backward(keras.layers.ConvLSTM3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardConvLSTM3D(BackwardConvLSTM):
-    """Rule of ``keras.layers.ConvLSTM3D``."""

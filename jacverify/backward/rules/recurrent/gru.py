@@ -9,6 +9,5 @@ from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 
 
 @register_backward(keras.layers.GRU)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardGRU(BackwardRecurrent):
     """Backward through time of the GRU recurrence, ``reset_after`` True or False."""

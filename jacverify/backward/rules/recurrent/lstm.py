@@ -9,7 +9,6 @@ from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 
 
 @register_backward(keras.layers.LSTM)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardLSTM(BackwardRecurrent):
     """Backward through time of the LSTM recurrence (states ``h`` and ``c``); Keras' fused
     and generic forward paths compute the same function."""

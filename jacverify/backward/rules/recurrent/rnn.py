@@ -9,7 +9,6 @@ from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 
 
 @register_backward(keras.layers.RNN)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRNN(BackwardRecurrent):
     """Backward through time of ``RNN(cell)``: ``SimpleRNNCell``, ``LSTMCell``, ``GRUCell``,
     ``ConvLSTMCell`` and cells described with

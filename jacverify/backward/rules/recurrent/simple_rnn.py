@@ -9,6 +9,5 @@ from jacverify.backward.rules.recurrent.base_recurrent import BackwardRecurrent
 
 
 @register_backward(keras.layers.SimpleRNN)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardSimpleRNN(BackwardRecurrent):
     """Backward through time of ``h_t = activation(x_t W + b + h_{t-1} U)``."""

@@ -11,10 +11,10 @@ from jacverify.backward.registry import (
     get_backward_rule,
     register_backward,
 )
+from jacverify.keras_internals import private_member
 
 
 @register_backward(keras.layers.TimeDistributed)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardTimeDistributed(BackwardLayer):
     """The inner layer's registered rule applied to every time step at once, the time axis
     folded into the batch axis (``TimeDistributed`` applies the inner layer to each step on
@@ -38,7 +38,7 @@ class BackwardTimeDistributed(BackwardLayer):
         # A helper, not a sublayer: the inner layer is saved once, as part of the wrapper.
         object.__setattr__(self, "_inner_rule", rule)
         self.is_linear = bool(rule.is_linear)
-        self._inner_takes_mask = bool(getattr(inner, "_call_has_mask_arg", False))
+        self._inner_takes_mask = bool(private_member(inner, "call_has_mask_arg", False))
 
     @staticmethod
     def _fold(tensor):

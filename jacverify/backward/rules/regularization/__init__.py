@@ -6,7 +6,5 @@ from jacverify.backward.rules.regularization import (  # noqa: F401
     dropout,
     gaussian_dropout,
     gaussian_noise,
-    spatial_dropout_1d,
-    spatial_dropout_2d,
-    spatial_dropout_3d,
+    spatial_dropout,
 )

@@ -9,7 +9,6 @@ from jacverify.backward.rules.regularization.base_identity import BackwardInfere
 
 
 @register_backward(keras.layers.ActivityRegularization)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardActivityRegularization(BackwardInferenceIdentity):
     """The identity: returns ``g`` unchanged.
 

@@ -9,7 +9,6 @@ from jacverify.backward.rules.regularization.base_identity import BackwardInfere
 
 
 @register_backward(keras.layers.AlphaDropout)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardAlphaDropout(BackwardInferenceIdentity):
     """The identity: returns ``g`` unchanged.
 

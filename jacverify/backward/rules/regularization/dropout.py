@@ -9,7 +9,6 @@ from jacverify.backward.rules.regularization.base_identity import BackwardInfere
 
 
 @register_backward(keras.layers.Dropout)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardDropout(BackwardInferenceIdentity):
     """The identity: returns ``g`` unchanged.
 

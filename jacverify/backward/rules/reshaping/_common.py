@@ -27,6 +27,14 @@ def spatial_axes(n_spatial: int, data_format: str) -> list:
     return list(range(1, 1 + n_spatial))
 
 
+def per_axis_pairs(amounts) -> list[tuple[int, int]]:
+    """``((before, after), ...)`` per spatial axis from a layer's cropping or padding: one
+    ``(before, after)`` pair (the 1D layers) or one pair per axis."""
+    if not isinstance(amounts[0], (list, tuple)):
+        return [tuple(int(a) for a in amounts)]
+    return [tuple(int(a) for a in pair) for pair in amounts]
+
+
 def take(t, axis: int, start: int, stop: int):
     """``t[..., start:stop, ...]`` along ``axis``."""
     index = [slice(None)] * len(t.shape)

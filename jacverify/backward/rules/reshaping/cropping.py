@@ -1,4 +1,4 @@
-"""Rules for ``keras.layers.Cropping1D``, ``Cropping2D`` and ``Cropping3D``."""
+"""Rule for ``keras.layers.Cropping1D``, ``Cropping2D`` and ``Cropping3D``."""
 
 from __future__ import annotations
 
@@ -7,20 +7,29 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
-from jacverify.backward.rules.reshaping._common import spatial_axes
+from jacverify.backward.rules._spatial import spatial_rank
+from jacverify.backward.rules.reshaping._common import per_axis_pairs, spatial_axes
 
 
-class _BackwardCropping(BackwardLinearLayer):
-    """Zero-pad the gradient by the cropped amounts (cropped elements get no gradient)."""
+@register_backward(keras.layers.Cropping1D, keras.layers.Cropping2D, keras.layers.Cropping3D)
+class BackwardCropping(BackwardLinearLayer):
+    """Zero-pad the gradient by the cropped amounts (cropped elements get no gradient).
 
-    n_spatial = 0
+    ``Cropping1D`` is always channels last and gives its cropping as one ``(before, after)``
+    pair; the 2D and 3D layers give one pair per spatial axis.
+    """
+
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
 
     def _crops(self):
         """``((before, after), ...)`` per spatial axis."""
-        return [tuple(int(c) for c in crop) for crop in self.layer.cropping]
+        return per_axis_pairs(self.layer.cropping)
 
     def _data_format(self):
-        return self.layer.data_format
+        return getattr(self.layer, "data_format", "channels_last")
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         widths = [(0, 0)] * len(gradient.shape)
@@ -28,33 +37,3 @@ class _BackwardCropping(BackwardLinearLayer):
         for axis, crop in zip(axes, self._crops(), strict=True):
             widths[axis] = crop
         return ops.pad(gradient, widths)
-
-
-@register_backward(keras.layers.Cropping1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardCropping1D(_BackwardCropping):
-    """Rule for ``Cropping1D`` (always channels last)."""
-
-    n_spatial = 1
-
-    def _crops(self):
-        return [tuple(int(c) for c in self.layer.cropping)]
-
-    def _data_format(self):
-        return "channels_last"
-
-
-@register_backward(keras.layers.Cropping2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardCropping2D(_BackwardCropping):
-    """Rule for ``Cropping2D``."""
-
-    n_spatial = 2
-
-
-@register_backward(keras.layers.Cropping3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardCropping3D(_BackwardCropping):
-    """Rule for ``Cropping3D``."""
-
-    n_spatial = 3

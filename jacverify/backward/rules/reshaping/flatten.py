@@ -11,7 +11,6 @@ from jacverify.backward.rules.reshaping._common import reshape_wo_batch
 
 
 @register_backward(keras.layers.Flatten)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardFlatten(BackwardLinearLayer):
     """Unflatten the gradient; with ``data_format="channels_first"`` the forward layer moves
     the channels last before flattening, so the gradient's channels are moved back first."""

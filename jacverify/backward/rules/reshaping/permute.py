@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.Permute)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardPermute(BackwardLinearLayer):
     """Transpose the gradient by the inverse permutation."""
 

@@ -10,7 +10,6 @@ from jacverify.backward.registry import register_backward
 
 
 @register_backward(keras.layers.RepeatVector)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardRepeatVector(BackwardLinearLayer):
     """Sum the gradient over the ``n`` copies."""
 

@@ -10,7 +10,6 @@ from jacverify.backward.rules.reshaping._common import reshape_wo_batch
 
 
 @register_backward(keras.layers.Reshape)
-@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardReshape(BackwardLinearLayer):
     """Reshape the gradient back to the input shape (row-major order is kept both ways)."""
 

@@ -1,4 +1,4 @@
-"""Rules for ``keras.layers.UpSampling1D``, ``UpSampling2D`` and ``UpSampling3D``.
+"""Rule for ``keras.layers.UpSampling1D``, ``UpSampling2D`` and ``UpSampling3D``.
 
 Nearest-neighbour upsampling (``ops.repeat``) copies each element ``size`` times along each
 axis: its backward sums the gradient over each block. ``UpSampling2D`` with
@@ -21,6 +21,7 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._spatial import spatial_rank
 from jacverify.backward.rules.reshaping._common import (
     fold_replicate,
     spatial_axes,
@@ -112,25 +113,18 @@ def _axis_filter(size: int, interpolation: str) -> _AxisFilter:
     return _AxisFilter(kernel, left, right, half)
 
 
-@register_backward(keras.layers.UpSampling1D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardUpSampling1D(BackwardLinearLayer):
-    """Sum the gradient over each block of ``size`` steps."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        return _sum_blocks(gradient, 1, int(self.layer.size))
-
-
-@register_backward(keras.layers.UpSampling2D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardUpSampling2D(BackwardLinearLayer):
-    """Block sums for ``interpolation="nearest"``; for ``"bilinear"`` and ``"bicubic"`` the
+@register_backward(
+    keras.layers.UpSampling1D, keras.layers.UpSampling2D, keras.layers.UpSampling3D
+)
+class BackwardUpSampling(BackwardLinearLayer):
+    """Block sums for ``interpolation="nearest"`` (every ``UpSampling1D`` and
+    ``UpSampling3D``); for ``UpSampling2D`` with ``"bilinear"`` and ``"bicubic"`` the
     transposed interpolation: a depthwise correlation with stride ``size`` whose kernel holds
     the interpolation weights, then the border clamping (a replicate padding) folded back."""
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
-        interpolation = layer.interpolation
+        interpolation = getattr(layer, "interpolation", "nearest")
         if interpolation not in ("nearest", "bilinear", "bicubic"):
             raise NotImplementedError(
                 f"{type(self).__name__}: no rule for interpolation='{interpolation}' "
@@ -140,13 +134,27 @@ class BackwardUpSampling2D(BackwardLinearLayer):
         if interpolation != "nearest":
             self._filters = [_axis_filter(int(f), interpolation) for f in layer.size]
 
+    @property
+    def n_spatial(self) -> int:
+        """The number of spatial axes (1, 2 or 3), from the shape the layer is built for."""
+        return spatial_rank(self.input_dim_wo_batch)
+
+    def _data_format(self) -> str:
+        return getattr(self.layer, "data_format", "channels_last")  # UpSampling1D has none
+
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        if self._filters is not None:
+            return self._interpolation_backward(gradient)
+        sizes = self.layer.size
+        sizes = sizes if isinstance(sizes, (list, tuple)) else [sizes]
+        axes = spatial_axes(self.n_spatial, self._data_format())
+        for axis, size in zip(axes, sizes, strict=True):
+            gradient = _sum_blocks(gradient, axis, int(size))
+        return gradient
+
+    def _interpolation_backward(self, gradient):
+        """The transposed bilinear or bicubic interpolation of ``UpSampling2D``."""
         channels_first = self.layer.data_format == "channels_first"
-        if self._filters is None:
-            axes = spatial_axes(2, self.layer.data_format)
-            for axis, size in zip(axes, self.layer.size, strict=True):
-                gradient = _sum_blocks(gradient, axis, int(size))
-            return gradient
         # One depthwise strided correlation (kernel: outer product of the two axes' filters),
         # then the replicate paddings folded back per axis. The zero padding is written in
         # (batch, height, width, channels) order and the correlation runs on its
@@ -178,16 +186,4 @@ class BackwardUpSampling2D(BackwardLinearLayer):
             gradient = fold_replicate(gradient, axis, half, half, n)
         if not channels_first:
             gradient = ops.transpose(gradient, (0, 2, 3, 1))
-        return gradient
-
-
-@register_backward(keras.layers.UpSampling3D)
-@keras.saving.register_keras_serializable(package="jacverify")
-class BackwardUpSampling3D(BackwardLinearLayer):
-    """Sum the gradient over each ``size`` block."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        axes = spatial_axes(3, self.layer.data_format)
-        for axis, size in zip(axes, self.layer.size, strict=True):
-            gradient = _sum_blocks(gradient, axis, int(size))
         return gradient
