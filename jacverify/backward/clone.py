@@ -37,6 +37,7 @@ from jacverify.keras_internals import (
 )
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class ConstantGradient(keras.layers.Layer):
     """Emits a fixed upstream gradient, broadcast to the batch size of its input."""
 
@@ -63,6 +64,7 @@ class ConstantGradient(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class ZeroGradient(keras.layers.Layer):
     """The gradient of an input that no output depends on: zeros shaped like it, with the
     gradient's extra Jacobian axes (``extra_axes``) after the batch axis."""
@@ -86,6 +88,7 @@ class ZeroGradient(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class UnusedOutputGradient(keras.layers.Layer):
     """The upstream gradient of an output nothing uses, for a rule of a call with several
     outputs: zeros shaped like the output, with the batch and extra Jacobian axes of the
@@ -113,6 +116,7 @@ class UnusedOutputGradient(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class GradientSum(keras.layers.Layer):
     """The sum of the gradients a tensor receives from its consumers (one per path).
 
@@ -133,6 +137,7 @@ class GradientSum(keras.layers.Layer):
         return None
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class BackwardModel(Functional):
     """The Keras model ``clone_to_backward`` returns: a functional model that runs its backward
     rules without Keras's per-call bookkeeping when it is called eagerly.

@@ -343,6 +343,7 @@ class _Walker:
         return None
 
 
+@keras.saving.register_keras_serializable(package="jacverify")
 class NamedCall(keras.layers.Layer):
     """Calls a layer under another name: a layer of a traced block replayed in a graph where
     another layer has its name (keras_hub names the sublayers of every block alike), since
