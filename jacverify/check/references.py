@@ -429,6 +429,20 @@ class _Ladder:
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
+    known: dict  # phi(t) - phi(0) at every point of the ladder, by the point's bytes
+
+
+def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
+    """``fd.forward(rows)``, each distinct row evaluated once (the ladder's ``h / 32`` on the
+    side of the smaller step is also its ``|J d|`` point)."""
+    first: dict[bytes, int] = {}
+    where = np.array([first.setdefault(row.tobytes(), len(first)) for row in rows],
+                     dtype=np.int64)
+    if len(first) == len(rows):
+        return fd.forward(rows)
+    unique = np.zeros(len(first), dtype=np.int64)
+    unique[where[::-1]] = np.arange(len(rows))[::-1]  # the first row of each point
+    return fd.forward(rows[unique])[where]
 
 
 def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left: np.ndarray,
@@ -443,7 +457,7 @@ def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left:
     ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)
     rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
     y0 = fd.forward(x[None, :])[0]
-    ys = fd.forward(rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
+    ys = _forward_once(fd, rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
     # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
     phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
     # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
@@ -464,6 +478,8 @@ def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left:
         rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
         resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
         / np.minimum(step_left, step_right),
+        known={row.tobytes(): value for row, value in zip(
+            rows.reshape(-1, x.size), phis.reshape(-1).tolist(), strict=True)},
     )
 
 
@@ -551,9 +567,13 @@ def _three_sided(
     initial = np.stack([step_left, np.minimum(step_left, step_right), step_right])  # (3, k)
     sides = np.repeat(np.array([-1, 0, 1]), k)
     rows_k = np.tile(np.arange(k), 3)
+    # Every row is a difference from the same f(x): a point the three estimates have in
+    # common (the central stencil's are the one-sided ones' when the steps are equal), or
+    # one the ladder has evaluated, is evaluated once.
     df, err, nit = _richardson(
         fd, np.broadcast_to(x, (3 * k, x.size)), d[rows_k], g,
         np.broadcast_to(lad.y0, (3 * k, lad.y0.size)), initial.reshape(-1), sides, scale,
+        shared=(np.zeros(3 * k, dtype=np.int64), dict(lad.known)),
     )
     df, err, nit = df.reshape(3, k), err.reshape(3, k), nit.reshape(3, k)
     smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
@@ -613,12 +633,18 @@ def _richardson(
     initial: np.ndarray,
     step_direction: np.ndarray,
     scale: float,
+    shared: tuple[np.ndarray, dict] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Derivatives at 0 of ``t -> <g, f(bases[i] + t directions[i]) - y_bases[i]>`` for every
     row i, one-sided (``step_direction`` -1 / +1) or central (0), by
     ``scipy.differentiate.derivative``; every iteration is one batched forward call.
-    Returns ``(df, error, nit)``."""
+
+    ``shared = (keys, known)``: rows with the same key have the same ``y_base``, so a point
+    (an input row) they have in common is evaluated once; for key 0, ``known`` maps points
+    (their bytes) to values already evaluated, and is filled. Returns ``(df, error, nit)``."""
     m = bases.shape[0]
+    keys, known = shared if shared is not None else (np.arange(m), {})
+    cache = {(0, point): value for point, value in known.items()}
 
     def phi(t, index):
         t, index = np.broadcast_arrays(t, index)
@@ -627,13 +653,25 @@ def _richardson(
         flat_i = np.rint(index.reshape(-1)).astype(np.int64)
         # Differences from f(base): scipy's stencil weights do not sum to exactly 0, so a
         # large phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h. phi(0) is 0
-        # by definition: only the other points are evaluated.
+        # by definition: only the other points are evaluated, each once.
         values = np.zeros(flat_t.shape)
-        moved = flat_t != 0
-        if np.any(moved):
-            rows = flat_i[moved]
-            batch = bases[rows] + flat_t[moved][:, None] * directions[rows]
-            values[moved] = (fd.forward(batch) - y_bases[rows]) @ g
+        moved = np.flatnonzero(flat_t != 0)
+        points = bases[flat_i[moved]] + flat_t[moved][:, None] * directions[flat_i[moved]]
+        wanted: dict[tuple, list[int]] = {}
+        for position, row, point in zip(moved.tolist(), flat_i[moved].tolist(), points,
+                                        strict=True):
+            key = (int(keys[row]), point.tobytes())
+            if key in cache:
+                values[position] = cache[key]
+            else:
+                wanted.setdefault(key, []).append(position)
+        if wanted:
+            first = np.array([positions[0] for positions in wanted.values()])
+            index = np.searchsorted(moved, first)
+            computed = (fd.forward(points[index]) - y_bases[flat_i[first]]) @ g
+            for (key, positions), value in zip(wanted.items(), computed.tolist(), strict=True):
+                cache[key] = value
+                values[positions] = value
         return values.reshape(shape)
 
     with np.errstate(all="ignore"):

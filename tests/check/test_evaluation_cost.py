@@ -182,3 +182,27 @@ def test_finite_differences_never_evaluate_phi_at_zero():
     np.testing.assert_allclose(directional.central, 3.0 / np.cosh(x) ** 2, rtol=1e-9)
     richardson_rows = np.concatenate(seen[2:])  # after f(x) and the ladder
     assert not np.any(np.all(richardson_rows == x[None, :], axis=1))
+
+
+def test_finite_differences_evaluate_each_point_of_a_direction_once():
+    x = np.random.default_rng(2).standard_normal(5)
+    seen = []
+
+    def forward(rows):
+        seen.append(np.array(rows))
+        return np.concatenate([np.tanh(rows), np.abs(rows) * 0.5], axis=1)
+
+    from jacverify.check.references import FDModel
+
+    fd = FDModel(forward=forward, dtype="float64", clone_ok=True, note="", input_shape=(5,),
+                 eps=float(np.finfo(np.float64).eps))
+    d = np.concatenate([np.eye(5), np.random.default_rng(3).standard_normal((3, 5))])
+    g = np.random.default_rng(4).standard_normal(10)
+    left, right, _ = fd_steps(x, d, [], fd.eps)
+    directional = directional_derivatives(fd, x, g, d, left, right)
+    rows = np.concatenate(seen)
+    assert len(np.unique(rows, axis=0)) == len(rows)
+    # and the derivatives are right: g^T J d with J = [diag(1 - tanh^2); diag(sign / 2)]
+    jacobian = np.concatenate([np.diag(1 - np.tanh(x) ** 2), np.diag(np.sign(x) * 0.5)])
+    np.testing.assert_allclose(directional.central, d @ (g @ jacobian), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(directional.left, directional.right, rtol=1e-8, atol=1e-10)
