@@ -99,7 +99,9 @@ class ValueJudge:
         verdict = Verdict.BOUNDARY if near else Verdict.FAIL
         return _value_finding(verdict, message, coordinate=where)
 
-    def _widen(self, example: Example, x0, g0, steps) -> Callable:
+    def widening(self, example: Example, x0, g0, steps) -> Callable:
+        """``widen(k, value, tol)``: the range of valid values along direction ``k`` at a
+        compound kink (see :func:`jacverify.check.references.kink_slope_range`)."""
         step_left, step_right = steps
 
         def widen(k: int, value: float, tol: float) -> tuple[float, float]:
@@ -121,7 +123,7 @@ class ValueJudge:
         )
         return directional, (step_left, step_right), at_kink
 
-    def _sensitivity(self, example: Example, x0, g0, directional) -> np.ndarray | None:
+    def sensitivity(self, example: Example, x0, g0, directional) -> np.ndarray | None:
         """How much ``g^T J`` moves under a rounding-size perturbation of x (see
         :func:`jacverify.check.references.rounding_sensitivity`)."""
         return rounding_sensitivity(
@@ -158,14 +160,14 @@ class ValueJudge:
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"judging the example raised {error!r}")
         try:
-            sensitivity = None if a0 is None else self._sensitivity(example, x0, g0,
+            sensitivity = None if a0 is None else self.sensitivity(example, x0, g0,
                                                                     directional)
         except Exception as error:  # noqa: BLE001
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"finite differences raised {error!r}")
         try:
             judgements = self._judge(**judge, sensitivity=sensitivity,
-                                     widen=self._widen(example, x0, g0, steps))
+                                     widen=self.widening(example, x0, g0, steps))
         except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"judging the example raised {error!r}")

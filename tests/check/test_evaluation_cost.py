@@ -104,7 +104,7 @@ def _judged_both_ways(layer, rule, input_shape, examples=20, seed=0):
             outcome.autograd_output[0].reshape(-1).astype(np.float64), g0,
             example.directions, example.n_basis, directional, rule_eps=judge.rule_eps,
             fd_eps=judge.fd.eps, near_mask=kink_or_tie_mask(x0, judge.kinks),
-            widen=judge._widen(example, x0, g0, (left, right)), at_kink=at_kink,
+            widen=judge.widening(example, x0, g0, (left, right)), at_kink=at_kink,
             sensitivity=sensitivity, jacobian_scale=setup.jacobian_scale,
         )
         pairs.append(([j.verdict for j in outcome.judgements], [j.verdict for j in full]))
@@ -136,13 +136,13 @@ def _count_sensitivity(monkeypatch) -> dict:
     from jacverify.check.value import ValueJudge
 
     counts = {"sensitivity": 0}
-    original = ValueJudge._sensitivity
+    original = ValueJudge.sensitivity
 
     def counted(self, *args, **kwargs):
         counts["sensitivity"] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(ValueJudge, "_sensitivity", counted)
+    monkeypatch.setattr(ValueJudge, "sensitivity", counted)
     return counts
 
 
