@@ -20,8 +20,17 @@ Every check runs with one torch thread (``--threads``). Float64 layers are evalu
 gradcheck with Keras' float64-to-float32 promotion switched off
 (``jacverify.check.references.true_float64``), so that its 1e-6 steps see float64 values.
 
+Whole jobs, opt-in (they take minutes): ``--registry`` times ``check_registry(seed=0)``
+family by family (the package of the rules: ``ops``, ``pooling``, ...; ``--registry all`` or a
+comma-separated list) and in total, and ``--models MobileNetV3Small,EfficientNetB0`` times
+``check_model(model at 32x32, examples=8, seed=0)`` (``--model-examples``). Times on a busy
+machine are not comparable between runs: each is also given in *units*, the median time of
+gradcheck's full mode on a float64 Dense(64) measured in the same process (``--unit-repeats``),
+so that two runs (two versions of the code) are compared by their ratios to it.
+
 Run: .venv/bin/python benchmarks/bench_checker.py [--repeats 5] [--examples 20]
      [--sizes 16,64,256,1024] [--conv-sizes 4x4x2,8x8x4,16x16x4,32x32x4] [--markdown]
+     [--no-layers] [--registry all|FAMILY,...] [--models NAME,...] [--model-examples 8]
 """
 
 from __future__ import annotations
@@ -280,17 +289,19 @@ def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
     print()
 
     header = ["layer", "input", "jv mode", "jv verdict", "jv examples", "jv layer calls",
-              "jv rows", "jv rows/example", "jv rule calls", "gc verdict", "gc layer calls",
+              "jv calls/example", "jv rows", "jv rows/example", "jv rule calls",
+              "jv rule calls/example", "gc verdict", "gc layer calls",
               "gc rows", "gc rule calls", "fast verdict", "fast layer calls", "fast rows",
               "fast rule calls"]
     rows = []
     for case in cases:
         jv, gc, fast = (case.results[tool] for tool in TOOLS)
         jc = jv["counts"]
+        per = max(1, jv["examples"])
         rows.append([
             case.family, case.label, jv["mode"], jv["verdict"], str(jv["examples"]),
-            str(jc.layer_calls), str(jc.layer_rows),
-            f"{jc.layer_rows / max(1, jv['examples']):.0f}", str(jc.rule_calls),
+            str(jc.layer_calls), f"{jc.layer_calls / per:.1f}", str(jc.layer_rows),
+            f"{jc.layer_rows / per:.0f}", str(jc.rule_calls), f"{jc.rule_calls / per:.1f}",
             gc["verdict"], str(gc["counts"].layer_calls), str(gc["counts"].layer_rows),
             str(gc["counts"].rule_calls),
             fast["verdict"], str(fast["counts"].layer_calls), str(fast["counts"].layer_rows),
@@ -299,6 +310,94 @@ def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
     print("Evaluations per check (one counted run): calls of the layer (all instances of its")
     print("class), input rows evaluated by those calls, calls of the rule")
     print(_table(header, rows, args.markdown))
+
+
+# ------------------------------------------------------------------------- whole jobs
+def time_unit(repeats: int) -> float:
+    """The median time of one gradcheck (full mode) of a float64 Dense(64)'s rule: the unit
+    whole jobs are also measured in."""
+    case = make_case("Dense", 64, None)
+    fn = layer_with_rule(case)
+    x = torch.tensor(np.random.default_rng(0).standard_normal((1, 64)), dtype=torch.float64,
+                     requires_grad=True)
+    run_gradcheck(case, fn, x, fast=False)  # warm-up
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        run_gradcheck(case, fn, x, fast=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def rule_family(rule_class: type) -> str:
+    """The package a native rule lives in: ``ops``, ``pooling``, ``losses``..."""
+    parts = rule_class.__module__.split(".")
+    return parts[parts.index("rules") + 1] if "rules" in parts else parts[-2]
+
+
+def registry_families(wanted: str) -> dict[str, list[type]]:
+    """Forward classes of the native rules, by family (``wanted``: ``all`` or names)."""
+    from jacverify.backward.registry import registered_rules
+
+    families: dict[str, list[type]] = {}
+    for entry in registered_rules().values():
+        if entry.source.split(":", 1)[0] == "native":
+            families.setdefault(rule_family(entry.rule_class), []).append(entry.keras_class)
+    if wanted != "all":
+        names = [w for w in wanted.split(",") if w]
+        unknown = [n for n in names if n not in families]
+        if unknown:
+            raise SystemExit(f"unknown rule families {unknown}: choose among {sorted(families)}")
+        families = {n: families[n] for n in names}
+    return dict(sorted(families.items()))
+
+
+def bench_registry(wanted: str, unit: float, markdown: bool) -> None:
+    """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
+    examples come from the seed and its class name, so the families add up to the whole
+    registry check), with the verdicts."""
+    from collections import Counter
+
+    rows, total, verdicts = [], 0.0, Counter()
+    for family, classes in registry_families(wanted).items():
+        start = time.perf_counter()
+        result = jacverify.check_registry(classes, seed=0, include=("native",))
+        elapsed = time.perf_counter() - start
+        total += elapsed
+        counted = Counter(c.check.verdict for c in result.checks)
+        verdicts.update(counted)
+        rows.append([family, str(len(classes)), str(len(result.checks)), f"{elapsed:.1f}",
+                     f"{elapsed / unit:.0f}",
+                     " ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
+    rows.append(["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
+                 f"{total:.1f}", f"{total / unit:.0f}",
+                 " ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
+    print("check_registry(seed=0), native rules, by family (s, and units)")
+    print(_table(["family", "rules", "checks", "s", "units", "verdicts"], rows, markdown))
+    print()
+
+
+def bench_models(names: str, examples: int, unit: float, markdown: bool) -> None:
+    """Time ``check_model`` of keras.applications models at their smallest input size."""
+    from collections import Counter
+
+    from jacverify.examples.applications import build_application
+
+    rows = []
+    for name in [n for n in names.split(",") if n]:
+        keras.utils.set_random_seed(0)
+        model, size = build_application(name)
+        start = time.perf_counter()
+        result = jacverify.check_model(model, examples=examples, seed=0)
+        elapsed = time.perf_counter() - start
+        counted = Counter(c.verdict for c in result.layers)
+        rows.append([name, f"{size}x{size}", str(examples), str(len(result.layers)),
+                     f"{elapsed:.1f}", f"{elapsed / unit:.0f}",
+                     " ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
+    print("check_model(model, examples=E, seed=0) of keras.applications models (s, and units)")
+    print(_table(["model", "input", "examples", "checks", "s", "units", "verdicts"], rows,
+                 markdown))
+    print()
 
 
 def _conv_size(text: str) -> tuple[int, ...]:
@@ -322,19 +421,40 @@ def main() -> None:
                         help="jacverify's max_full_jacobian")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for every check")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="skip the Dense/Conv2D tables (only the whole jobs asked for)")
+    parser.add_argument("--registry", metavar="FAMILIES", default=None,
+                        help="time check_registry(seed=0): 'all' or rule families, "
+                        "comma-separated (ops, pooling, ...)")
+    parser.add_argument("--models", metavar="NAMES", default=None,
+                        help="time check_model on these keras.applications models at 32x32 "
+                        "(e.g. MobileNetV3Small,EfficientNetB0)")
+    parser.add_argument("--model-examples", type=int, default=8,
+                        help="examples per layer of --models")
+    parser.add_argument("--unit-repeats", type=int, default=15,
+                        help="gradchecks timed for the unit of whole jobs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keras.utils.set_random_seed(0)
-    dense = [int(s) for s in args.sizes.split(",") if s]
-    conv = [_conv_size(s) for s in args.conv_sizes.split(",") if s]
     print(f"torch {torch.__version__}, keras {keras.__version__}, {args.threads} thread(s), "
           f"float64, jacverify {args.examples} examples (seed 0), gradcheck default tolerances, "
           f"median of {args.repeats}")
-    cases = [make_case("Dense", s, args.activation) for s in dense]
-    cases += [make_case("Conv2D", s, args.activation) for s in conv]
-    for case in cases:
-        bench_case(case, args)
-    print_tables(cases, args)
+    if not args.no_layers:
+        dense = [int(s) for s in args.sizes.split(",") if s]
+        conv = [_conv_size(s) for s in args.conv_sizes.split(",") if s]
+        cases = [make_case("Dense", s, args.activation) for s in dense]
+        cases += [make_case("Conv2D", s, args.activation) for s in conv]
+        for case in cases:
+            bench_case(case, args)
+        print_tables(cases, args)
+        print()
+    if args.registry or args.models:
+        unit = time_unit(args.unit_repeats)
+        print(f"unit: gradcheck full mode on a float64 Dense(64), median {unit * 1e3:.2f} ms")
+        if args.registry:
+            bench_registry(args.registry, unit, args.markdown)
+        if args.models:
+            bench_models(args.models, args.model_examples, unit, args.markdown)
 
 
 if __name__ == "__main__":

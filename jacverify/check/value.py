@@ -32,6 +32,10 @@ from jacverify.verdicts import Probe, Verdict
 
 __all__ = ["ValueJudge"]
 
+#: Direction verdicts the allowances cannot change: a pass stays a pass with a wider
+#: tolerance, and an unjudged direction (a jump, noise) is unjudged before any tolerance.
+_DECIDED = (Verdict.PASS.value, Verdict.UNJUDGED.value)
+
 
 def _value_finding(verdict: str, message: str = "", coordinate: str | None = None) -> Finding:
     failing = int(str(verdict) in (Verdict.FAIL, Verdict.BOUNDARY))
@@ -95,7 +99,9 @@ class ValueJudge:
         verdict = Verdict.BOUNDARY if near else Verdict.FAIL
         return _value_finding(verdict, message, coordinate=where)
 
-    def _widen(self, example: Example, x0, g0, steps) -> Callable:
+    def widening(self, example: Example, x0, g0, steps) -> Callable:
+        """``widen(k, value, tol)``: the range of valid values along direction ``k`` at a
+        compound kink (see :func:`jacverify.check.references.kink_slope_range`)."""
         step_left, step_right = steps
 
         def widen(k: int, value: float, tol: float) -> tuple[float, float]:
@@ -107,47 +113,78 @@ class ValueJudge:
 
         return widen
 
-    def _references(self, example: Example, outcome, x0, g0):
-        """Finite differences along every direction, and the rounding sensitivity."""
+    def _references(self, example: Example, x0, g0):
+        """Finite differences along every direction, their steps, and which directions move
+        a coordinate sitting on a candidate kink."""
         step_left, step_right, at_kink = fd_steps(x0, example.directions, self.kinks,
                                                   self.fd.eps)
         directional = directional_derivatives(
             self.fd, x0, g0, example.directions, step_left, step_right
         )
-        sensitivity = None
-        if outcome.autograd_output is not None:
-            sensitivity = rounding_sensitivity(
-                self.fd, x0, g0, self.rule_eps, np.random.default_rng([example.spec.seed, 5]),
-                forward_rounding=self.forward(example.x[:1])[0] - directional.output,
-            )
-        return directional, (step_left, step_right), at_kink, sensitivity
+        return directional, (step_left, step_right), at_kink
+
+    def sensitivity(self, example: Example, x0, g0, directional) -> np.ndarray | None:
+        """How much ``g^T J`` moves under a rounding-size perturbation of x (see
+        :func:`jacverify.check.references.rounding_sensitivity`)."""
+        return rounding_sensitivity(
+            self.fd, x0, g0, self.rule_eps, np.random.default_rng([example.spec.seed, 5]),
+            forward_rounding=self.forward(example.x[:1])[0] - directional.output,
+        )
 
     def directions(self, example: Example, rule64: np.ndarray, outcome) -> Finding:
-        """Judge a finite rule output direction by direction."""
+        """Judge a finite rule output direction by direction.
+
+        With autograd available, the directions are first judged without the two allowances
+        that cost evaluations of their own (the rounding sensitivity, the range of a compound
+        kink): both only ever widen a tolerance, so when every direction passes (or is
+        unjudged) without them, it passes with them, and they are not computed. Otherwise the
+        example is judged again with both, exactly as if they had been computed at once.
+        """
         x0 = example.x[0].reshape(-1).astype(np.float64)
         g0 = example.g[0].reshape(-1).astype(np.float64)
         try:
-            directional, steps, at_kink, sensitivity = self._references(
-                example, outcome, x0, g0
-            )
+            directional, steps, at_kink = self._references(example, x0, g0)
         except Exception as error:  # noqa: BLE001
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"finite differences raised {error!r}")
         autograd = outcome.autograd_output
         a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
+        judge = dict(example=example, rule=rule64[0].reshape(-1), autograd=a0, x0=x0, g0=g0,
+                     directional=directional, at_kink=at_kink)
         try:
-            judgements = judge_directions(
-                rule64[0].reshape(-1), a0, g0, example.directions, example.n_basis,
-                directional, rule_eps=self.rule_eps, fd_eps=self.fd.eps,
-                near_mask=kink_or_tie_mask(x0, self.kinks),
-                convention=self.setup.settings.convention,
-                widen=self._widen(example, x0, g0, steps), at_kink=at_kink,
-                sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
-            )
+            if a0 is not None:
+                judgements = self._judge(**judge, sensitivity=None, widen=None)
+                if all(j.verdict in _DECIDED for j in judgements):
+                    return self._finding(example, judgements, outcome, x0)
+        except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
+            return _value_finding(Verdict.INCONCLUSIVE,
+                                  f"judging the example raised {error!r}")
+        try:
+            sensitivity = None if a0 is None else self.sensitivity(example, x0, g0,
+                                                                    directional)
+        except Exception as error:  # noqa: BLE001
+            return _value_finding(Verdict.INCONCLUSIVE,
+                                  f"finite differences raised {error!r}")
+        try:
+            judgements = self._judge(**judge, sensitivity=sensitivity,
+                                     widen=self.widening(example, x0, g0, steps))
         except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"judging the example raised {error!r}")
         return self._finding(example, judgements, outcome, x0)
+
+    def _judge(
+        self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, sensitivity,
+        widen,
+    ) -> list:
+        """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`)."""
+        return judge_directions(
+            rule, autograd, g0, example.directions, example.n_basis, directional,
+            rule_eps=self.rule_eps, fd_eps=self.fd.eps,
+            near_mask=kink_or_tie_mask(x0, self.kinks),
+            convention=self.setup.settings.convention, widen=widen, at_kink=at_kink,
+            sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
+        )
 
     def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:
         outcome.judgements = judgements
