@@ -16,6 +16,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     distances,
     elementwise,
     exponential,
+    fourier,
     get_item,
     image,
     linalg,

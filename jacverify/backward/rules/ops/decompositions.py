@@ -1,7 +1,8 @@
-"""Rules of the matrix decompositions of ``keras.ops`` (``linalg``, and ``numpy.slogdet``) on per-example matrices (the
-last two axes, the batch axis first), each a call with several outputs (one upstream gradient
-per output, see docs/writing_rules.md): ``slogdet``, ``eigh``, ``svd``, ``qr``, ``lu_factor``,
-and ``pinv`` (one output), with the standard matrix-calculus adjoints.
+"""Rules of the matrix decompositions of ``keras.ops`` (``linalg``, and ``numpy.slogdet``)
+on per-example matrices (the last two axes, the batch axis first), each a call with several
+outputs (one upstream gradient per output, see docs/writing_rules.md): ``slogdet``, ``eigh``,
+``svd``, ``qr``, ``lu_factor``, and ``pinv`` (one output), with the standard matrix-calculus
+adjoints.
 
 Where each holds: ``slogdet`` at invertible matrices; ``eigh`` at distinct eigenvalues and
 ``svd`` at distinct non-zero singular values (at a repeated one the eigenvectors, singular
