@@ -19,6 +19,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     fourier,
     get_item,
     image,
+    image_color,
     linalg,
     matrix,
     moments,
