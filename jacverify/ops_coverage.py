@@ -145,7 +145,7 @@ def coverage_rows() -> list[Row]:
         for function in public_functions(family):
             operation = operation_class(family, function)
             entry = rules.get(operation) if operation is not None else None
-            if entry is not None:
+            if entry is not None and function not in NOT_DIFFERENTIABLE:
                 status = getattr(entry.rule_class, "coverage", "rule")
                 rule = entry.rule_class.__name__
             else:
