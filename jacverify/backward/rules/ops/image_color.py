@@ -4,7 +4,9 @@ computes it, applied to the gradient of the three channels.
 
 Both are piecewise smooth. ``rgb_to_hsv`` takes the pieces the forward call takes (the
 channel it reads as the maximum, and as the minimum, picked red first, then green, then blue,
-at ties; channels within one machine epsilon of 0 are read as 0 and have a zero gradient);
+at ties; the forward reads channels within one machine epsilon of 0 as 0, and the rule
+differentiates through that clean-up: the derivative at any scale above epsilon, where torch
+autograd gives 0 on the band);
 ``hsv_to_rgb``'s clipped ramps pass the gradient at their bounds (torch's ``clip``
 convention) and its ``|.|`` has slope 0 at 0 (torch's). At a tie or a bound these are one of
 the one-sided derivatives: a valid subgradient.
@@ -64,8 +66,7 @@ class BackwardRGBToHSVOp(_BackwardColorConversion):
 
     def vjp(self, channels, gradient):
         eps = float(np.finfo(keras.backend.standardize_dtype(channels.dtype)).eps)
-        kept = ops.cast(ops.abs(channels) >= eps, channels.dtype)
-        x = channels * kept
+        x = ops.where(ops.abs(channels) < eps, 0.0, channels)
         value, minimum = ops.max(x, axis=-1), ops.min(x, axis=-1)
         d_value, d_minimum = _first_match(x, value), _first_match(x, minimum)
         spread = value - minimum
@@ -87,7 +88,7 @@ class BackwardRGBToHSVOp(_BackwardColorConversion):
             ops.square(safe_value)
         d_saturation = ops.where(ops.expand_dims(positive_value, -1), d_saturation, 0.0)
         g_h, g_s, g_v = (ops.expand_dims(gradient[..., i], -1) for i in range(3))
-        return (g_h * d_hue + g_s * d_saturation + g_v * d_value) * kept
+        return g_h * d_hue + g_s * d_saturation + g_v * d_value
 
 
 def _ramp_slope(distance, rising: bool, x):
