@@ -40,4 +40,5 @@ UNSUPPORTED = {
     kmath.FFT2: _REASON,
     kmath.IFFT2: _REASON,
     kmath.RFFT: _REASON,
+    kmath.STFT: _REASON,
 }

@@ -355,6 +355,25 @@ def irfft(draw):
 
 
 @layer_strategy
+def istft(draw):
+    """Frames of a pair (real, imag): torch's istft (``sequence_length == fft_length``,
+    centred, a window) or Keras' own, cut to a length or not."""
+    fft_length = draw(st.sampled_from([4, 6, 8]))
+    sequence_length = draw(st.sampled_from([fft_length, fft_length - 2]))
+    frames = draw(st.integers(2, 4))
+    # Keras needs stride >= fft_length / frames; torch's envelope must not vanish inside.
+    stride = draw(st.integers(-(-fft_length // frames), fft_length // 2))
+    center = draw(st.booleans())
+    window = draw(st.sampled_from(["hann", "hamming"]))
+    total = fft_length + stride * (frames - 1) - (2 * (fft_length // 2) if center else 0)
+    length = draw(st.sampled_from([None, max(1, total - 1)]))
+    shape = (frames, fft_length // 2 + 1)
+    operation = kmath.ISTFT(sequence_length, stride, fft_length, length=length, window=window,
+                            center=center)
+    return packed(operation, [shape, shape], args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])
+
+
+@layer_strategy
 def color_conversion(draw, cls):
     data_format = draw(data_formats)
     spatial = draw(sizes(2, budget=9, high=3))
@@ -383,6 +402,7 @@ def perspective_transform(draw):
 
 STRATEGIES = {
     kmath.IRFFT: irfft,
+    kmath.ISTFT: istft,
     kimage.HSVToRGB: lambda: color_conversion(kimage.HSVToRGB),
     kimage.PerspectiveTransform: perspective_transform,
     kimage.SobelEdges: sobel_edges,

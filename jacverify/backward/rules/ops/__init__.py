@@ -36,6 +36,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     signal,
     sorting,
     special,
+    spectrogram,
     split,
     statistics,
     top_k,
