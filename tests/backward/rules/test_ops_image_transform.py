@@ -67,3 +67,55 @@ def test_perspective_transform(data_format, interpolation, dtype):
         data_format=data_format), [shape], dtype=dtype)
     assert_model_matches_autograd(model, _images(shape, 4, dtype), extra_axes=(2,),
                                   **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_ssim(data_format):
+    """Both images tensors of the model, against torch autograd of the model (float32)."""
+    shape = (7, 8, 2) if data_format == "channels_last" else (2, 7, 8)
+    model = functional(lambda a, b: ops.image.ssim(a, b, max_val=2.0, filter_size=3,
+                                                   data_format=data_format), [shape, shape])
+    xs = [_images(shape, 5, "float32"), _images(shape, 6, "float32")]
+    assert_model_matches_autograd(model, xs, extra_axes=(2,), **TOLERANCES["float32"])
+
+
+def _ssim_float64(a, b, size, sigma, max_val):
+    """SSIM computed in float64 with torch (Keras 3.15 computes it in float32 even for float64
+    images, so autograd of Keras' own call is only float32-precise)."""
+    import torch
+
+    x = np.arange(size) - (size - 1) / 2.0
+    gauss = np.exp(-(x ** 2) / (2.0 * sigma ** 2))
+    kernel = torch.tensor(np.outer(gauss, gauss) / gauss.sum() ** 2)[None, None]
+    planes = [t.permute(0, 3, 1, 2).reshape(-1, 1, *t.shape[1:3]) for t in (a, b)]
+
+    def conv(t):
+        return torch.nn.functional.conv2d(t, kernel)
+
+    m1, m2 = conv(planes[0]), conv(planes[1])
+    s1 = conv(planes[0] ** 2) - m1 ** 2
+    s2 = conv(planes[1] ** 2) - m2 ** 2
+    s12 = conv(planes[0] * planes[1]) - m1 * m2
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    ssim_map = (2 * m1 * m2 + c1) * (2 * s12 + c2) / ((m1 ** 2 + m2 ** 2 + c1) * (s1 + s2 + c2))
+    return ssim_map.reshape(a.shape[0], -1).mean(-1)
+
+
+def test_ssim_float64_against_a_float64_reference():
+    import torch
+
+    model = functional(lambda a, b: ops.image.ssim(a, b, max_val=2.0, filter_size=3),
+                       [(7, 8, 2), (7, 8, 2)], dtype="float64")
+    xs = [_images((7, 8, 2), 5, "float64"), _images((7, 8, 2), 6, "float64")]
+    g = np.random.default_rng(8).standard_normal(3)
+    got = [ops.convert_to_numpy(r) for r in clone_to_backward(model)([*xs, g])]
+    leaves = [torch.tensor(x, requires_grad=True) for x in xs]
+    expected = torch.autograd.grad(_ssim_float64(*leaves, 3, 1.5, 2.0), leaves, torch.tensor(g))
+    for a, e in zip(got, expected, strict=True):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, e.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_ssim_of_an_image_with_itself():
+    model = functional(lambda a: ops.image.ssim(a, ops.tanh(a), filter_size=3), [(6, 6, 1)])
+    assert_model_matches_autograd(model, _images((6, 6, 1), 7, "float32"))

@@ -20,6 +20,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     get_item,
     image,
     image_color,
+    image_quality,
     image_transform,
     linalg,
     matrix,
