@@ -13,6 +13,7 @@ from checks import (
     cases_pair_product,
     cases_plus_constant,
     cases_recurrent,
+    cases_signal_image,
     cases_swish,
     cases_two_bugs,
     cases_vee,
@@ -30,6 +31,7 @@ MODULES = (
     cases_native,
     cases_recurrent,
     cases_families,
+    cases_signal_image,
     cases_two_bugs,
 )
 
