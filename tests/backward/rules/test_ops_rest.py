@@ -75,3 +75,29 @@ def test_refused_operations_say_why(fn, shapes, reason):
         pytest.skip(f"Keras cannot build this graph: {error}")
     with pytest.raises(ValueError, match=reason):
         clone_to_backward(model)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pattern, shape, lengths", [
+    ("b h w -> b w h", (3, 4), {}),
+    ("b h w c -> b (h w) c", (2, 3, 2), {}),
+    ("b (h w) -> b w h", (6,), {"h": 2}),
+    ("b h (w c) -> b (c h) w", (2, 6), {"c": 3}),
+])
+def test_rearrange(pattern, shape, lengths, dtype):
+    """Keras traces rearrange only at a known batch size."""
+    import keras
+
+    x_in = keras.Input(shape, batch_size=3, dtype=dtype)
+    model = keras.Model(x_in, ops.tanh(ops.rearrange(x_in, pattern, **lengths)))
+    assert_model_matches_autograd(model, _inputs(shape, dtype), extra_axes=None,
+                                  **TOLERANCES[dtype])
+
+
+def test_rearrange_moving_the_batch_axis_is_refused():
+    import keras
+
+    x_in = keras.Input((4,), batch_size=3)
+    model = keras.Model(x_in, ops.rearrange(x_in, "b h -> h b"))
+    with pytest.raises(ValueError, match="batch axis"):
+        clone_to_backward(model)
