@@ -449,6 +449,8 @@ UNSUPPORTED = {
     kmath.Logdet: "log(det) is NaN or -inf on the matrices the checker draws with det <= 0 "
     "(zero, ties); the rule is tested in models on positive definite matrices",
     klinalg.Inv: _DOMAIN,
+    kimage.ScaleAndTranslate: "its output_shape argument names the batch size, which the "
+    "checker varies; the rule is tested in models at a fixed batch size",
     keinops.Rearrange: "Keras 3.15 traces rearrange only at a known batch size (its symbolic "
     "shape multiplies the batch axis's size), which the checker varies; the rule is tested in "
     "models at a fixed batch size",

@@ -1,8 +1,9 @@
-"""Rules of the geometric image transforms ``keras.ops.image.affine_transform`` and
-``perspective_transform``: each output pixel samples the input image at transformed
-coordinates (see :mod:`jacverify.backward.rules.ops.sampling`); the gradient goes back to the
-pixels each sample read, and, for ``affine_transform``, to the transform through the
-coordinates.
+"""Rules of the geometric image transforms ``keras.ops.image.affine_transform``,
+``perspective_transform`` and ``scale_and_translate``. In the first two each output pixel
+samples the input image at transformed coordinates (see
+:mod:`jacverify.backward.rules.ops.sampling`): the gradient goes back to the pixels each
+sample read. ``scale_and_translate`` applies a fixed resampling matrix along each spatial
+axis: the gradient goes back through their transposes.
 
 Coordinates are computed as Keras 3.15's torch backend computes them: ``affine_transform``
 reads output pixel ``(i, j, c)`` at row ``b0 j + b1 i + b2 + c0 c`` and column
@@ -22,6 +23,8 @@ from keras.src.ops import image as kimage
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
+from jacverify.backward.rules.ops._base import BackwardOperation, dtype_of
+from jacverify.backward.rules.ops.fourier import contract
 from jacverify.backward.rules.ops.image import _BackwardImageOp
 from jacverify.backward.rules.ops.sampling import sampling_vjp
 
@@ -102,9 +105,10 @@ class BackwardAffineTransformOp(_BackwardSampledImage):
 def homography_matrix(start_points, end_points, dtype: str) -> np.ndarray:
     """The 8 entries ``(a0, ..., a7)`` of the homography mapping output points
     ``end_points`` to input points ``start_points`` (each ``(4, 2)`` or ``(n, 4, 2)``, as
-    ``(x, y)``): the same 8 equations as Keras, built and solved in ``dtype`` as the forward
-    call does (Keras 3.15 solves in the default float type, float32 unless configured
-    otherwise, whatever the images' dtype): ``(n, 8)`` float64."""
+    ``(x, y)``): the same 8 equations as Keras, built and solved in ``dtype``, the images'
+    dtype, as the forward call does in a backward model (under
+    :func:`jacverify.float64_precision`; outside it Keras 3.15 solves float64 systems in
+    float32): ``(n, 8)`` float64."""
     start = np.asarray(start_points).astype(dtype).reshape(-1, 4, 2)
     end = np.asarray(end_points).astype(dtype).reshape(-1, 4, 2)
     rows, targets = [], []
@@ -134,15 +138,12 @@ class BackwardPerspectiveTransformOp(_BackwardSampledImage):
                 "of the model; the rule covers constant points only (the gradient with "
                 "respect to the points has no rule)."
             )
-        #: The float type the forward call solves for the homography in (read here, where
-        #: no layer's dtype scope applies).
-        self._solve_dtype = keras.config.floatx()
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         images = self._channels_last(ops.cast(self._inputs(input)[0], gradient.dtype))
         g = self._channels_last(gradient)
         batch, height, width, channels = (int(d) for d in images.shape)
-        homography = homography_matrix(*self.call_args[1:3], self._solve_dtype)
+        homography = homography_matrix(*self.call_args[1:3], dtype_of(images))
         if batch % homography.shape[0]:
             raise ValueError(
                 f"PerspectiveTransform '{self.layer.name}': {homography.shape[0]} sets of "
@@ -166,3 +167,58 @@ class BackwardPerspectiveTransformOp(_BackwardSampledImage):
             with_coordinates=False)
         g_images = ops.moveaxis(ops.reshape(g_images, (batch, channels, height, width)), 1, -1)
         return self._pack([self._back(g_images)])
+
+
+def resampling_matrix(operation, size: int, index: int, output_size: int, scale, translation,
+                      dtype: str) -> np.ndarray:
+    """The ``(size, output_size)`` matrix ``scale_and_translate`` applies along its
+    ``index``-th spatial axis: read from Keras' own function run on the identity (row ``i``
+    is where input position ``i`` goes), with the same constants as the forward call."""
+    scale = np.asarray(scale)
+    translation = np.asarray(translation)
+    matrix = kimage.scale_and_translate(
+        np.eye(size, dtype=dtype), (size, output_size), scale[index: index + 1],
+        translation[index: index + 1], spatial_dims=(1,), method=operation.method,
+        antialias=operation.antialias)
+    return np.asarray(ops.convert_to_numpy(matrix), dtype="float64")
+
+
+@register_backward(kimage.ScaleAndTranslate)
+@keras.saving.register_keras_serializable(package="jacverify")
+class BackwardScaleAndTranslateOp(BackwardOperation):
+    """``scale_and_translate(images, output_shape, scale, translation, spatial_dims, method,
+    antialias)`` with constant scales and translations: a fixed resampling matrix ``W_d`` per
+    spatial axis, applied one axis after the other; the adjoint applies each ``W_d^T``."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        if any(is_input(v) for v in self.call_args[1:]):
+            raise ValueError(
+                f"ScaleAndTranslate '{layer.name}': its scale or translation is a tensor of "
+                "the model; the rule covers constants only (the gradient with respect to "
+                "them has no rule)."
+            )
+        rank = len(self._input_dims()[0]) + 1
+        axes = [int(d) % rank for d in layer.spatial_dims]
+        if 0 in axes:
+            raise ValueError(
+                f"ScaleAndTranslate '{layer.name}': it resamples the first axis, the batch "
+                "axis: its Jacobian couples the examples of a batch, which a backward rule "
+                "cannot express."
+            )
+        self._axes = axes
+        self.is_linear = self._dims_known()
+        self._matrices = self._resampling(self._input_dims()[0]) if self._dims_known() \
+            else None
+
+    def _resampling(self, dims) -> list:
+        output_shape, scale, translation = self.call_args[1:4]
+        return [resampling_matrix(self.layer, int(dims[axis - 1]), index,
+                                  int(output_shape[axis]), scale, translation, "float64")
+                for index, axis in enumerate(self._axes)]
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        matrices = self._matrices or self._resampling(self._runtime_dims(input)[0])
+        for axis, matrix in reversed(list(zip(self._axes, matrices, strict=True))):
+            gradient = contract(gradient, matrix, axis)
+        return gradient
