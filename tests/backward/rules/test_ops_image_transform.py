@@ -13,6 +13,7 @@ from keras import ops
 from jacverify import clone_to_backward
 from tests.backward.model_reference import assert_model_matches_autograd, functional
 
+
 def _precision(dtype):
     """Keras 3.15 solves the homography and builds the resampling matrices of float64 calls
     in float32 (its type promotion); backward models replay the forward under
