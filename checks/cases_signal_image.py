@@ -1,6 +1,5 @@
 """Wrong rules of ``keras.ops`` functions whose gradients carry masks: ``hsv_to_rgb`` (clipped
-colour ramps), ``irfft`` (the weights of the zero and Nyquist frequencies) and
-``perspective_transform`` (samples outside the image read the fill value, not a pixel)."""
+colour ramps) and ``irfft`` (the weights of the zero and Nyquist frequencies)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from checks.case import Case, correct, wrong
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules.ops.fourier import BackwardIRFFTOp, contract, dft_cos_sin
 from jacverify.backward.rules.ops.image_color import BackwardHSVToRGBOp
-from jacverify.backward.rules.ops.image_transform import BackwardPerspectiveTransformOp
 from jacverify.check.layer_configs._common import packed
 
 
@@ -52,25 +50,6 @@ class IRFFTWithoutEdgeWeights(BackwardIRFFTOp):
                                contract(gradient, -sin * weights[:, None], -1))
 
 
-class PerspectiveTransformReadsTheEdge(BackwardPerspectiveTransformOp):
-    """Samples outside the image sent their gradient to the nearest edge pixel (as if the
-    fill mode were "nearest"): forgets that they read the constant fill value."""
-
-    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        from jacverify.backward.rules.ops import image_transform
-
-        original = image_transform.sampling_vjp
-
-        def nearest_fill(*args, **kwargs):
-            return original(*args, **{**kwargs, "fill_mode": "nearest"})
-
-        image_transform.sampling_vjp = nearest_fill
-        try:
-            return super().call_on_reshaped_gradient(gradient, input)
-        finally:
-            image_transform.sampling_vjp = original
-
-
 def _hsv_to_rgb():
     return packed(kimage.HSVToRGB(), (2, 3, 3))[0]
 
@@ -79,17 +58,6 @@ def _irfft():
     shape = (5,)
     return packed(kmath.IRFFT(fft_length=8), [shape, shape],
                   args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])[0]
-
-
-_END = np.array([[0, 0], [3, 0], [0, 2], [3, 2]], dtype="float32")
-
-
-def _perspective():
-    """Output pixels read a quarter pixel up and left, and half as far: the first row and
-    column sample outside the image."""
-    start = (_END * 0.5 - 0.75).astype("float32")
-    return packed(kimage.PerspectiveTransform(fill_value=0.5), (3, 4, 1),
-                  args=[{INPUT_KEY: 0}, start, _END])[0]
 
 
 CASES: list[Case] = [
@@ -101,10 +69,4 @@ CASES: list[Case] = [
     wrong("irfft_without_edge_weights", _irfft, [(5,), (5,)], IRFFTWithoutEdgeWeights, "fail",
           "scale", "keras.ops.irfft: the zero and Nyquist frequencies weighted 2 / n, not 1 / n"),
     correct("irfft_correct", _irfft, [(5,), (5,)], BackwardIRFFTOp, "the native irfft rule"),
-    wrong("perspective_transform_reads_the_edge", _perspective, (3, 4, 1),
-          PerspectiveTransformReadsTheEdge, "fail", "mask_outside",
-          "keras.ops.image.perspective_transform: out-of-image samples' gradient sent to the "
-          "edge pixels (they read the fill value)"),
-    correct("perspective_transform_correct", _perspective, (3, 4, 1),
-            BackwardPerspectiveTransformOp, "the native perspective_transform rule"),
 ]
