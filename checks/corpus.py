@@ -14,6 +14,7 @@ from checks import (
     cases_pair_product,
     cases_plus_constant,
     cases_recurrent,
+    cases_signal_image,
     cases_swish,
     cases_traced_per_shape,
     cases_two_bugs,
@@ -34,6 +35,7 @@ MODULES = (
     cases_multi_output,
     cases_families,
     cases_traced_per_shape,
+    cases_signal_image,
     cases_two_bugs,
 )
 

@@ -450,11 +450,12 @@ def _recursion_limit(limit: int):
 
 
 def _is_differentiable(step: Step) -> bool:
-    """Some input and some output are floating point (integer inputs, such as a mask or
-    token ids, get no gradient; integer outputs, such as the indices of ``top_k``, carry
-    none)."""
-    return any(_is_float(t.dtype) for t in step.inputs) and any(
-        _is_float(t.dtype) for t in step.outputs
+    """Some input and some output are floating point or complex (integer inputs, such as a
+    mask or token ids, get no gradient; integer outputs, such as the indices of ``top_k``,
+    carry none; complex values do vary with their inputs, so a step making or reading them
+    needs a rule, which refuses them)."""
+    return any(_varies(t.dtype) for t in step.inputs) and any(
+        _varies(t.dtype) for t in step.outputs
     )
 
 
@@ -490,6 +491,10 @@ def _complex_origin(step: Step, producers: dict) -> Step:
             return step
         step = upstream[0]
         seen.add(id(step))
+
+
+def _varies(dtype) -> bool:
+    return _is_float(dtype) or "complex" in str(dtype)
 
 
 def _gradient_dtype(tensor) -> str | None:

@@ -1,5 +1,6 @@
 """Configurations of the ``keras.ops`` operations with several outputs (``split``,
-``array_split``, ``unstack``, ``top_k``).
+``array_split``, ``hsplit``, ``dsplit``, ``unstack``, ``top_k``, ``moments``, the matrix
+decompositions, the Fourier transforms returning a pair (real, imag)).
 
 ``check_layer`` packs a call's floating outputs into one (see
 :class:`jacverify.check.adapters.OutputPacking`) and gives the rule one upstream gradient per
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 from jacverify.check.layer_configs._common import layer_strategy, packed
 from jacverify.check.layer_configs.ops import _axis, _shape
 from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_nn as knn
 from jacverify.keras_internals import ops_numpy as knp
 
 
@@ -70,4 +73,25 @@ STRATEGIES: dict = {
     kmath.TopK: top_k,
 }
 
-UNSUPPORTED: dict = {}
+_REASON = (
+    "no registry configuration yet: its rule is compared with torch autograd in "
+    "tests/backward/rules (float32 and float64); check_layer can judge it (several outputs "
+    "are packed into one)"
+)
+
+UNSUPPORTED: dict = {
+    knp.Hsplit: _REASON,
+    knp.Dsplit: _REASON,
+    knp.Vsplit: "it splits along the first axis, the batch axis: the rule refuses it",
+    knn.Moments: _REASON,
+    knp.Slogdet: _REASON,
+    klinalg.Eigh: _REASON,
+    klinalg.SVD: _REASON,
+    klinalg.Qr: _REASON,
+    klinalg.LuFactor: _REASON,
+    kmath.FFT: _REASON,
+    kmath.FFT2: _REASON,
+    kmath.IFFT2: _REASON,
+    kmath.RFFT: _REASON,
+    kmath.STFT: _REASON,
+}

@@ -24,6 +24,7 @@ from jacverify.check.layer_configs._common import (
 )
 from jacverify.keras_internals import is_continuous_axis
 from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_einops as keinops
 from jacverify.keras_internals import ops_image as kimage
 from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
@@ -359,7 +360,70 @@ def sobel_edges(draw):
                   image_shape(spatial, draw(st.integers(1, 2)), data_format))
 
 
+@layer_strategy
+def irfft(draw):
+    """The pair (real, imag) of ``m`` frequencies, ``fft_length`` default, shorter or
+    longer than ``2 (m - 1)``."""
+    frequencies = draw(st.integers(1, 5))
+    fft_length = draw(st.sampled_from([None, 1, 2, 3, 4, 6, 8, 9]))
+    if fft_length is None and frequencies == 1:
+        fft_length = 2
+    shape = (*draw(sizes(draw(st.integers(0, 1)), budget=3, high=3)), frequencies)
+    return packed(kmath.IRFFT(fft_length=fft_length), [shape, shape],
+                  args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])
+
+
+@layer_strategy
+def istft(draw):
+    """Frames of a pair (real, imag): torch's istft (``sequence_length == fft_length``,
+    centred, a window) or Keras' own, cut to a length or not."""
+    fft_length = draw(st.sampled_from([4, 6, 8]))
+    sequence_length = draw(st.sampled_from([fft_length, fft_length - 2]))
+    frames = draw(st.integers(2, 4))
+    # Keras needs stride >= fft_length / frames; torch's envelope must not vanish inside.
+    stride = draw(st.integers(-(-fft_length // frames), fft_length // 2))
+    center = draw(st.booleans())
+    window = draw(st.sampled_from(["hann", "hamming"]))
+    total = fft_length + stride * (frames - 1) - (2 * (fft_length // 2) if center else 0)
+    length = draw(st.sampled_from([None, max(1, total - 1)]))
+    shape = (frames, fft_length // 2 + 1)
+    operation = kmath.ISTFT(sequence_length, stride, fft_length, length=length, window=window,
+                            center=center)
+    return packed(operation, [shape, shape], args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])
+
+
+@layer_strategy
+def color_conversion(draw, cls):
+    data_format = draw(data_formats)
+    spatial = draw(sizes(2, budget=9, high=3))
+    return packed(cls(data_format=data_format), image_shape(spatial, 3, data_format))
+
+
+@layer_strategy
+def perspective_transform(draw):
+    """Corner points scaled and shifted by dyadic amounts (a homography whose coordinates
+    float32 and float64 compute alike: the forward solves for it in float32, so a general
+    homography's coordinates differ between the float32 call and its float64 clone by more
+    than the checker's tolerance), bilinear or nearest."""
+    data_format = draw(data_formats)
+    height, width = draw(sizes(2, low=[2, 2], budget=16, high=5))
+    end = np.array([[0, 0], [width - 1, 0], [0, height - 1], [width - 1, height - 1]],
+                   dtype="float32")
+    scale = draw(st.sampled_from([1.0, 0.5, 0.75]))
+    shift = np.array([draw(st.sampled_from([-0.75, -0.25, 0.0, 0.5])) for _ in range(2)])
+    start = (end * scale + shift).astype("float32")
+    operation = kimage.PerspectiveTransform(
+        interpolation=draw(st.sampled_from(["bilinear", "nearest"])),
+        fill_value=draw(st.sampled_from([0.0, 0.5])), data_format=data_format)
+    shape = image_shape((height, width), draw(st.integers(1, 2)), data_format)
+    return packed(operation, shape, args=[X, start, end])
+
+
 STRATEGIES = {
+    kmath.IRFFT: irfft,
+    kmath.ISTFT: istft,
+    kimage.HSVToRGB: lambda: color_conversion(kimage.HSVToRGB),
+    kimage.PerspectiveTransform: perspective_transform,
     kimage.SobelEdges: sobel_edges,
     kimage.GaussianBlur: gaussian_blur,
     kimage.ExtractPatches: extract_patches,
@@ -403,6 +467,25 @@ UNSUPPORTED = {
     kmath.Logdet: "log(det) is NaN or -inf on the matrices the checker draws with det <= 0 "
     "(zero, ties); the rule is tested in models on positive definite matrices",
     klinalg.Inv: _DOMAIN,
+    kimage.ScaleAndTranslate: "its output_shape argument names the batch size, which the "
+    "checker varies; the rule is tested in models at a fixed batch size",
+    keinops.Rearrange: "Keras 3.15 traces rearrange only at a known batch size (its symbolic "
+    "shape multiplies the batch axis's size), which the checker varies; the rule is tested in "
+    "models at a fixed batch size",
+    kimage.SSIM: "Keras 3.15 computes ssim in float32 even for float64 images (its "
+    "result_type(float64, float) is float32), so the checker's float64 finite differences "
+    "carry float32 noise through the variances' cancellation; the rule is tested against "
+    "torch autograd and a float64 reference in tests/backward/rules",
+    kimage.RGBToHSV: "the hue jumps from 0 to 1 where a red maximum has green = blue (it "
+    "wraps around the colour circle), and the checker's ties and near-kink points straddle "
+    "that jump; the rule is tested in models and at ties in "
+    "tests/backward/rules/test_ops_image_color.py",
+    klinalg.Pinv: "pinv jumps where the rank of the matrix changes, and the checker draws "
+    "matrices of every rank (zero, repeated rows); the rule holds at locally constant rank "
+    "and is tested in models on full-rank matrices",
+    kimage.AffineTransform: "its transform must be a constant with one row per image (Keras "
+    "3.15's torch backend needs (batch, 8) and rewrites a tensor transform in place), which "
+    "fixes the batch size the checker varies; the rule is tested in models",
     klinalg.Solve: _DOMAIN,
     klinalg.Cholesky: _DOMAIN,
     klinalg.CholeskyInverse: _DOMAIN,
@@ -420,6 +503,11 @@ UNSUPPORTED = {
     kcore.Slice: "its shape argument fixes the batch size: check it inside a model",
     kcore.SliceUpdate: "its start indices and update shape fix the batch size: check it "
     "inside a model",
+    **{cls: "refused when the backward model is built (see "
+       "jacverify.backward.rules.ops.refused)" for cls in (
+        klinalg.Lstsq, klinalg.Eig, kimage.MapCoordinates, kimage.ElasticTransform, knn.Polar,
+        kmath.ViewAsComplex, kmath.ViewAsReal,
+    )},
     **{cls: "its rule refuses it (the Jacobian couples the examples of a batch)" for cls in (
         kcore.Scatter, kcore.ScatterUpdate, kmath.SegmentSum, kmath.SegmentMax,
         kmath.SegmentMin, kmath.SegmentProd, knn.PSNR,

@@ -31,7 +31,7 @@ _UNARY = (
     knp.Arcsinh, knp.Arccosh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
     knp.Expm1, knp.Log1p, knp.Log2, knp.Log10, knp.Fabs, knp.NanToNum, knp.Sign,
     knp.Floor, knp.Ceil, knp.Trunc, knp.Angle, knp.ZerosLike, knp.OnesLike, knp.Copy,
-    knp.Real, knp.Conj, knp.Conjugate, knp.Array,
+    knp.Real, knp.Conj, knp.Conjugate, knp.Array, knp.I0,
 )
 
 
@@ -394,6 +394,7 @@ UNSUPPORTED = {
     knp.Diag: _BATCH,
     knp.Diagflat: _BATCH,
     knp.View: _REFUSED,
+    knp.Meshgrid: _REFUSED,
     knp.Outer: _REFUSED,
     knp.Vdot: _REFUSED,
     knp.Corrcoef: _REFUSED,

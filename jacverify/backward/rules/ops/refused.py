@@ -4,19 +4,28 @@ operations that always mix the examples of a batch (``outer``, ``vdot``, ``corrc
 ``correlate`` flatten or correlate along the batch axis; ``linspace``, ``logspace``,
 ``geomspace`` of tensor endpoints put their samples before the batch axis on torch; ``psnr``
 averages over every axis; the segment reductions reduce rows of the batch axis; ``scatter`` and
-``scatter_update`` address elements by index tuples that include the batch coordinate)."""
+``scatter_update`` address elements by index tuples that include the batch coordinate;
+``meshgrid`` takes one-dimensional tensors, ``lstsq`` a two-dimensional matrix, and
+``map_coordinates`` coordinates for every axis: in a model each of these is the batch axis),
+the operations on complex tensors (``eig``, ``polar``, ``view_as_complex``, ``view_as_real``:
+a backward model carries real gradients), and ``elastic_transform`` (its displacement field
+is drawn anew at every call)."""
 
 from __future__ import annotations
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.keras_internals import ops_core as kcore
+from jacverify.keras_internals import ops_image as kimage
+from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
 from jacverify.keras_internals import ops_nn as knn
 from jacverify.keras_internals import ops_numpy as knp
 
 _COUPLES = ("its Jacobian couples the examples of a batch, which a backward rule cannot "
             "express")
+_COMPLEX = ("it {} complex tensors; a backward model carries real gradients (split complex "
+            "values into real and imaginary parts, as keras.ops.fft does)")
 
 #: Refused operations, with the reason.
 REFUSED_OPS = {
@@ -41,6 +50,21 @@ REFUSED_OPS = {
         (kcore.Scatter, kcore.ScatterUpdate),
         f"its indices address the batch axis too (full index tuples): {_COUPLES}",
     ),
+    knp.Meshgrid: f"the torch backend takes one-dimensional tensors only, which in a model "
+                  f"are the batch axis: {_COUPLES}",
+    klinalg.Lstsq: f"its matrix a must be two-dimensional, so the rows of a and b are the "
+                   f"batch axis: {_COUPLES}",
+    kimage.MapCoordinates: f"its coordinates address every axis of the input, the batch axis "
+                           f"included: {_COUPLES}",
+    klinalg.Eig: _COMPLEX.format("returns") + "; at repeated eigenvalues no derivative "
+                 "exists either (use eigh for symmetric matrices)",
+    knn.Polar: _COMPLEX.format("returns"),
+    kmath.ViewAsComplex: _COMPLEX.format("returns"),
+    kmath.ViewAsReal: _COMPLEX.format("takes"),
+    kimage.ElasticTransform: "its displacement field is drawn from the global random "
+                             "generator at every call (the torch backend uses the seed only "
+                             "on the meta device), so no rule can know the field the forward "
+                             "call used",
 }
 
 

@@ -1,15 +1,17 @@
-"""Rules of the special functions of ``keras.ops.math``: ``erf``, ``erfc``, ``erfinv``
+"""Rules of the special functions of ``keras.ops``: ``erf``, ``erfc``, ``erfinv``, ``i0``
 (elementwise) and ``logsumexp`` over per-example axes."""
 
 from __future__ import annotations
 
 import math
 
+import keras
 from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
 from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_numpy as knp
 
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
@@ -66,3 +68,19 @@ class BackwardLogsumexpOp(BackwardOperation):
         peak = ops.max(x, axis=self._axes, keepdims=True)
         weights = ops.exp(x - peak)
         return gradient * weights / ops.sum(weights, axis=self._axes, keepdims=True)
+
+
+@register_backward(knp.I0)
+class BackwardI0Op(_BackwardUnaryOp):
+    """``i0(x)``, the modified Bessel function of order 0: ``I0' = I1``, the modified Bessel
+    function of order 1 (keras.ops has no ``i1``: torch's ``special.i1``)."""
+
+    def derivative(self, x):
+        if keras.backend.backend() != "torch":
+            raise NotImplementedError(
+                f"{type(self).__name__} needs the torch backend (it uses torch.special.i1); "
+                f"the current Keras backend is '{keras.backend.backend()}'."
+            )
+        import torch
+
+        return torch.special.i1(x)
