@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jacverify.lazy_exports import lazy_exports
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -83,17 +85,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'jacverify' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    # BackwardModel and the native rules register themselves with Keras (saved backward models
-    # refer to them).
-    importlib.import_module("jacverify.backward")
-    return value
+# BackwardModel and the native rules register themselves with Keras (saved backward models
+# refer to them) whenever an export is first read.
+__getattr__, __dir__ = lazy_exports(
+    "jacverify", _EXPORTS, globals(), lambda: importlib.import_module("jacverify.backward")
+)
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))

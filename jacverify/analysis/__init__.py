@@ -10,8 +10,9 @@ per step for the whole batch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jacverify.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "loss_gradient_model": "jacverify.analysis.loss_gradients",
@@ -52,14 +53,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from jacverify.analysis.loss_gradients import loss_gradient_model, loss_model
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'jacverify.analysis' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports('jacverify.analysis', _EXPORTS, globals())

@@ -15,9 +15,10 @@ Example (``Clip`` and its rules from the tutorial)::
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from jacverify.lazy_exports import lazy_exports
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -107,14 +108,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'jacverify.check' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports('jacverify.check', _EXPORTS, globals())
