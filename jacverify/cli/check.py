@@ -40,41 +40,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "traceback).",
     )
     check.add_argument("model", metavar="MODEL", help="the model, saved with model.save('x.keras')")
-    check.add_argument(
-        "--rules", action="append", default=[], metavar="PATH_OR_MODULE",
-        help="a .py file or a dotted module defining custom layers and registering their rules "
-        "(@jacverify.register_backward); imported before the model loads; repeatable",
-    )
-    check.add_argument(
-        "--inputs", metavar="FILE",
-        help="check around these model inputs instead of sampled ones: a .npy file (batch "
-        "first), or a .npz file with one array per model input (named like the inputs, or in "
-        "their order)",
-    )
-    check.add_argument(
-        "--fallback", choices=FALLBACKS, default="none",
-        help="autograd: build the backward model with torch autograd for calls without a rule "
-        "(listed as skipped, not checked), so the end-to-end check runs (default none: such "
-        "calls are 'no rule' and the end-to-end check is skipped)",
-    )
-    check.add_argument(
-        "--layers", action="append", default=[], metavar="NAME",
-        help="check only these calls: layer names (paths in nested models), or layer class "
-        "names; repeatable or comma-separated (default: every call)",
-    )
-    check.add_argument(
-        "--only", choices=ONLY, default=None,
-        help="custom: check only the calls whose rule does not ship with jacverify (yours and "
-        "installed packages'; jacverify's own rules are covered by its registry check), and "
-        "the calls without a rule",
-    )
-    check.add_argument(
-        "--jobs", type=int, default=None, metavar="N",
-        help="processes checking at once: this one and N-1 worker processes, one torch "
-        "thread each, started only when the checks left would outlast their start-up; the "
-        "verdicts equal a --jobs 1 run's (default: the machine's cores, "
-        f"{os.cpu_count() or 1} here)",
-    )
+    _add_input_options(check)
+    _add_selection_options(check)
     check.add_argument("--allow-no-rule", action="store_true",
                        help="calls without a rule do not fail the exit status (still listed)")
     check.add_argument("--examples", type=int, default=50, metavar="N",
@@ -103,6 +70,49 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "for files you trust)",
     )
     check.set_defaults(func=run)
+
+
+def _add_input_options(check: argparse.ArgumentParser) -> None:
+    """What is loaded besides the model: rule modules, inputs, the fallback."""
+    check.add_argument(
+        "--rules", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="a .py file or a dotted module defining custom layers and registering their rules "
+        "(@jacverify.register_backward); imported before the model loads; repeatable",
+    )
+    check.add_argument(
+        "--inputs", metavar="FILE",
+        help="check around these model inputs instead of sampled ones: a .npy file (batch "
+        "first), or a .npz file with one array per model input (named like the inputs, or in "
+        "their order)",
+    )
+    check.add_argument(
+        "--fallback", choices=FALLBACKS, default="none",
+        help="autograd: build the backward model with torch autograd for calls without a rule "
+        "(listed as skipped, not checked), so the end-to-end check runs (default none: such "
+        "calls are 'no rule' and the end-to-end check is skipped)",
+    )
+
+
+def _add_selection_options(check: argparse.ArgumentParser) -> None:
+    """Which calls are checked, and by how many processes."""
+    check.add_argument(
+        "--layers", action="append", default=[], metavar="NAME",
+        help="check only these calls: layer names (paths in nested models), or layer class "
+        "names; repeatable or comma-separated (default: every call)",
+    )
+    check.add_argument(
+        "--only", choices=ONLY, default=None,
+        help="custom: check only the calls whose rule does not ship with jacverify (yours and "
+        "installed packages'; jacverify's own rules are covered by its registry check), and "
+        "the calls without a rule",
+    )
+    check.add_argument(
+        "--jobs", type=int, default=None, metavar="N",
+        help="processes checking at once: this one and N-1 worker processes, one torch "
+        "thread each, started only when the checks left would outlast their start-up; the "
+        "verdicts equal a --jobs 1 run's (default: the machine's cores, "
+        f"{os.cpu_count() or 1} here)",
+    )
 
 
 def replay_command(args: argparse.Namespace, seed: int) -> str:
