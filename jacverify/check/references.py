@@ -624,6 +624,45 @@ def directional_derivatives(
     )
 
 
+class _LineValues:
+    """``phi(t, i) = <g, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t`` and
+    row indices ``i``, each distinct input point evaluated once (rows with the same key share
+    their points; ``cache`` maps ``(key, point bytes)`` to values already known)."""
+
+    def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
+                 y_bases: np.ndarray, keys: np.ndarray, cache: dict) -> None:
+        self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
+        self.y_bases, self.keys, self.cache = y_bases, keys, cache
+
+    def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
+        t, index = np.broadcast_arrays(t, index)
+        shape = t.shape
+        flat_t = t.reshape(-1)
+        flat_i = np.rint(index.reshape(-1)).astype(np.int64)
+        # Differences from f(base): scipy's stencil weights do not sum to exactly 0, so a
+        # large phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h. phi(0) is 0
+        # by definition: only the other points are evaluated, each once.
+        values = np.zeros(flat_t.shape)
+        moved = np.flatnonzero(flat_t != 0)
+        rows = flat_i[moved]
+        points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
+        wanted: dict[tuple, list[int]] = {}
+        for position, row, point in zip(moved.tolist(), rows.tolist(), points, strict=True):
+            key = (int(self.keys[row]), point.tobytes())
+            if key in self.cache:
+                values[position] = self.cache[key]
+            else:
+                wanted.setdefault(key, []).append(position)
+        if wanted:
+            first = np.array([positions[0] for positions in wanted.values()])
+            computed = (self.fd.forward(points[np.searchsorted(moved, first)])
+                        - self.y_bases[flat_i[first]]) @ self.g
+            for (key, positions), value in zip(wanted.items(), computed.tolist(), strict=True):
+                self.cache[key] = value
+                values[positions] = value
+        return values.reshape(shape)
+
+
 def _richardson(
     fd: FDModel,
     bases: np.ndarray,
@@ -641,38 +680,12 @@ def _richardson(
 
     ``shared = (keys, known)``: rows with the same key have the same ``y_base``, so a point
     (an input row) they have in common is evaluated once; for key 0, ``known`` maps points
-    (their bytes) to values already evaluated, and is filled. Returns ``(df, error, nit)``."""
+    (their bytes) to values already evaluated (it is not changed). Returns ``(df, error,
+    nit)``."""
     m = bases.shape[0]
     keys, known = shared if shared is not None else (np.arange(m), {})
-    cache = {(0, point): value for point, value in known.items()}
-
-    def phi(t, index):
-        t, index = np.broadcast_arrays(t, index)
-        shape = t.shape
-        flat_t = t.reshape(-1)
-        flat_i = np.rint(index.reshape(-1)).astype(np.int64)
-        # Differences from f(base): scipy's stencil weights do not sum to exactly 0, so a
-        # large phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h. phi(0) is 0
-        # by definition: only the other points are evaluated, each once.
-        values = np.zeros(flat_t.shape)
-        moved = np.flatnonzero(flat_t != 0)
-        points = bases[flat_i[moved]] + flat_t[moved][:, None] * directions[flat_i[moved]]
-        wanted: dict[tuple, list[int]] = {}
-        for position, row, point in zip(moved.tolist(), flat_i[moved].tolist(), points,
-                                        strict=True):
-            key = (int(keys[row]), point.tobytes())
-            if key in cache:
-                values[position] = cache[key]
-            else:
-                wanted.setdefault(key, []).append(position)
-        if wanted:
-            first = np.array([positions[0] for positions in wanted.values()])
-            index = np.searchsorted(moved, first)
-            computed = (fd.forward(points[index]) - y_bases[flat_i[first]]) @ g
-            for (key, positions), value in zip(wanted.items(), computed.tolist(), strict=True):
-                cache[key] = value
-                values[positions] = value
-        return values.reshape(shape)
+    phi = _LineValues(fd, bases, directions, g, y_bases, keys,
+                      {(0, point): value for point, value in known.items()})
 
     with np.errstate(all="ignore"):
         res = derivative(
