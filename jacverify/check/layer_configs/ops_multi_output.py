@@ -1,14 +1,19 @@
 """Configurations of the ``keras.ops`` operations with several outputs (``split``,
-``array_split``, ``hsplit``, ``dsplit``, ``unstack``, ``top_k``, ``moments``, the matrix
-decompositions, the Fourier transforms returning a pair (real, imag)).
+``array_split``, ``hsplit``, ``dsplit``, ``unstack``, ``top_k``, ``moments``, ``slogdet``, the
+Fourier transforms taking or returning a pair (real, imag): ``fft``, ``fft2``, ``ifft2``,
+``rfft``, ``stft``).
 
 ``check_layer`` packs a call's floating outputs into one (see
 :class:`jacverify.check.adapters.OutputPacking`) and gives the rule one upstream gradient per
 output, as the builder does; ``top_k``'s integer indices carry no gradient. Axis arguments
 count the batch axis (axis 0) and never name it. ``top_k``'s inputs meet ties: the checker puts
 neighbouring coordinates equal, where the rule must route the gradient to a valid
-subgradient.
-"""
+subgradient. ``slogdet``'s inputs are drawn anywhere: at a singular matrix ``log|det|`` is
+``-inf`` and the checker judges the points where it is defined.
+
+The matrix decompositions (``eigh``, ``svd``, ``qr``, ``lu_factor``) have derivatives only away
+from repeated eigenvalues or singular values and rank loss, where the checker's own inputs
+(zeros, ties, values next to 0) go: they stay in ``UNSUPPORTED``, each with its reason."""
 
 from __future__ import annotations
 
@@ -160,16 +165,29 @@ STRATEGIES: dict = {
     kmath.TopK: top_k,
 }
 
-_REASON = (
-    "no registry configuration yet: its rule is compared with torch autograd in "
-    "tests/backward/rules (float32 and float64); check_layer can judge it (several outputs "
-    "are packed into one)"
+_DRAWN_INPUTS = (
+    "the checker draws its own inputs (zeros, ties, values next to 0), and check_registry "
+    "cannot yet give it inputs inside the domain; "
 )
 
 UNSUPPORTED: dict = {
     knp.Vsplit: "it splits along the first axis, the batch axis: the rule refuses it",
-    klinalg.Eigh: _REASON,
-    klinalg.SVD: _REASON,
-    klinalg.Qr: _REASON,
-    klinalg.LuFactor: _REASON,
+    klinalg.Eigh: "torch autograd of eigh assumes a symmetric input (its gradient is "
+    "symmetric) while the forward reads the lower triangle only, as the rule and finite "
+    "differences do: at the non-symmetric inputs the checker draws the two references "
+    "disagree; and in float32 near-repeated eigenvalues put the eigenvectors' gradient out of "
+    "tolerance. The rule is compared with float64 central differences and, on symmetrized "
+    "inputs, with torch autograd in tests/backward/rules/test_ops_decompositions.py",
+    klinalg.SVD: _DRAWN_INPUTS + "at nearly repeated or vanishing singular values the "
+    "derivatives of U and V blow up and the references disagree, and with full_matrices=True "
+    "the extra columns of a non-square matrix's U or V are any basis of a complement (no "
+    "derivative). The rule is compared with torch autograd in tests/backward/rules",
+    klinalg.Qr: _DRAWN_INPUTS + "at rank loss (a zero matrix, a coordinate next to 0 of a "
+    "1 x n matrix) R is singular and the rule's float32 gradient leaves the one-sided "
+    "derivatives; of wide matrices the float32 gradient also differs from float64 finite "
+    "differences by up to 4e-4 (relative) at smooth points, beyond the tolerance. The rule is "
+    "compared with torch autograd in tests/backward/rules",
+    klinalg.LuFactor: "the forward raises on singular matrices (torch's lu_factor refuses a "
+    "zero pivot), and the checker calls every operation on zeros to learn its outputs. The "
+    "rule is compared with torch autograd in tests/backward/rules",
 }
