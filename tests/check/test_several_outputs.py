@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 from keras.src.ops import core as kcore
 from keras.src.ops import math as kmath
+from keras.src.ops import nn as knn
 from keras.src.ops import numpy as knp
 
 from checks.cases_multi_output import (
@@ -18,13 +19,19 @@ from checks.cases_multi_output import (
     TopKTiesAll,
 )
 from jacverify import check_layer, check_model, check_registry
+from jacverify.backward.graph import INPUT_KEY
+from jacverify.backward.rules.ops.fourier import BackwardFFTOp
+from jacverify.backward.rules.ops.moments import BackwardMomentsOp
+from jacverify.backward.rules.ops.split import BackwardHsplitOp
 from jacverify.check.adapters import OutputPacking, PackedCall, PackedRule, Packing
 from jacverify.check.layer_configs._common import packed
 from jacverify.check.references import autograd_vjp
 from tests.backward.model_reference import functional
 
 L = keras.layers
-MULTI_OUTPUT_OPS = (knp.Split, knp.ArraySplit, kcore.Unstack, kmath.TopK)
+MULTI_OUTPUT_OPS = (knp.Split, knp.ArraySplit, kcore.Unstack, kmath.TopK, knp.Hsplit, knp.Dsplit,
+                    knn.Moments, kmath.FFT, kmath.FFT2, kmath.IFFT2, kmath.RFFT, kmath.STFT,
+                    knp.Slogdet)
 MULTI_OUTPUT_LAYERS = (L.SimpleRNN, L.LSTM, L.GRU, L.RNN, L.Bidirectional, L.ConvLSTM1D)
 
 
@@ -107,6 +114,63 @@ def test_a_dropped_output_is_caught_and_named():
     assert "output 1, index" in check.counterexample.message
     labels = check.evidence["jacobian"]["output_labels"]
     assert labels == [f"output {i}, index [0, {j}]" for i in (0, 1) for j in (0, 1)]
+
+
+class HsplitSecondPieceDropped(BackwardHsplitOp):
+    """The second piece's gradient replaced by zeros."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        pieces = list(gradient)
+        pieces[1] = ops.zeros_like(pieces[1])
+        return super().call_on_reshaped_gradient(pieces, input)
+
+
+class MomentsVarianceDropped(BackwardMomentsOp):
+    """Forgets the variance's gradient: ``g_mean / n``."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        g_mean, g_var = gradient
+        return super().call_on_reshaped_gradient([g_mean, ops.zeros_like(g_var)], input)
+
+
+class MomentsVarianceHalved(BackwardMomentsOp):
+    """The variance's derivative without its factor 2: ``(g_mean + g_var (x - mean)) / n``."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        g_mean, g_var = gradient
+        return super().call_on_reshaped_gradient([g_mean, 0.5 * g_var], input)
+
+
+class FFTImaginaryDropped(BackwardFFTOp):
+    """Forgets the gradient of the imaginary part of the transform."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        g_real, g_imag = gradient
+        return super().call_on_reshaped_gradient([g_real, ops.zeros_like(g_imag)], input)
+
+
+def _fft(shape):
+    return packed(kmath.FFT(), [shape, shape], args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])
+
+
+@pytest.mark.parametrize("make, right, wrong", [
+    (lambda: packed(knp.Hsplit(2), (4, 3)), BackwardHsplitOp, HsplitSecondPieceDropped),
+    (lambda: packed(knn.Moments([2]), (3, 4)), BackwardMomentsOp, MomentsVarianceDropped),
+    (lambda: packed(knn.Moments([1, 2], keepdims=True), (3, 2)), BackwardMomentsOp,
+     MomentsVarianceHalved),
+    (lambda: _fft((5,)), BackwardFFTOp, FFTImaginaryDropped),
+], ids=["hsplit_piece_dropped", "moments_variance_dropped", "moments_variance_halved",
+        "fft_imaginary_dropped"])
+def test_a_wrong_second_output_gradient_is_caught(make, right, wrong):
+    """The registered rule passes and its twin that mishandles the second output's gradient
+    fails, with the second output named."""
+    layer, shape = make()
+    check = check_layer(layer, right, input_shape=shape, examples=20, seed=0)
+    assert check.verdict == "pass", check.summary()
+    layer, shape = make()
+    check = check_layer(layer, wrong, input_shape=shape, examples=20, seed=0)
+    assert check.verdict == "fail", check.summary()
+    assert "through output 1, index" in check.reason
 
 
 def test_top_k_wrong_at_ties_is_a_boundary():

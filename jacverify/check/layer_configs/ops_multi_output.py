@@ -1,21 +1,29 @@
 """Configurations of the ``keras.ops`` operations with several outputs (``split``,
-``array_split``, ``hsplit``, ``dsplit``, ``unstack``, ``top_k``, ``moments``, the matrix
-decompositions, the Fourier transforms returning a pair (real, imag)).
+``array_split``, ``hsplit``, ``dsplit``, ``unstack``, ``top_k``, ``moments``, ``slogdet``, the
+Fourier transforms taking or returning a pair (real, imag): ``fft``, ``fft2``, ``ifft2``,
+``rfft``, ``stft``).
 
 ``check_layer`` packs a call's floating outputs into one (see
 :class:`jacverify.check.adapters.OutputPacking`) and gives the rule one upstream gradient per
 output, as the builder does; ``top_k``'s integer indices carry no gradient. Axis arguments
 count the batch axis (axis 0) and never name it. ``top_k``'s inputs meet ties: the checker puts
 neighbouring coordinates equal, where the rule must route the gradient to a valid
-subgradient.
-"""
+subgradient. ``slogdet``'s inputs are drawn anywhere: at a singular matrix ``log|det|`` is
+``-inf`` and the checker judges the points where it is defined.
+
+The matrix decompositions (``eigh``, ``svd``, ``qr``, ``lu_factor``) have derivatives only away
+from repeated eigenvalues or singular values and rank loss, where the checker's own inputs
+(zeros, ties, values next to 0) go: they stay in ``UNSUPPORTED``, each with its reason."""
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import strategies as st
 
-from jacverify.check.layer_configs._common import layer_strategy, packed
-from jacverify.check.layer_configs.ops import _axis, _shape
+from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.layer_configs._common import layer_strategy, packed, sizes
+from jacverify.check.layer_configs.ops import _axes, _axis, _shape
 from jacverify.keras_internals import ops_core as kcore
 from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
@@ -29,6 +37,81 @@ def _split_shape(draw, low: int = 2):
     axis = _axis(draw, len(shape) + 1)
     shape[axis - 1 if axis > 0 else axis] = draw(st.integers(low, 5))
     return tuple(shape), axis
+
+
+def _sections(draw, size: int):
+    """Equal sections (a divisor of ``size``, at least 2 pieces) or sorted split indices."""
+    if draw(st.booleans()):
+        return draw(st.sampled_from([d for d in range(2, size + 1) if size % d == 0]))
+    return sorted(draw(st.sets(st.integers(1, size - 1), min_size=1, max_size=2)))
+
+
+@layer_strategy
+def hsplit(draw):
+    """Along axis 1 (the first after the batch axis), of size 2 to 5."""
+    rest = draw(sizes(draw(st.integers(0, 2)), budget=6, high=3))
+    size = draw(st.integers(2, 5))
+    return packed(knp.Hsplit(_sections(draw, size)), (size, *rest))
+
+
+@layer_strategy
+def dsplit(draw):
+    """Along axis 2 (the second after the batch axis), of size 2 to 5."""
+    first = draw(st.integers(1, 3))
+    rest = draw(sizes(draw(st.integers(0, 1)), budget=3, high=3))
+    size = draw(st.integers(2, 5))
+    return packed(knp.Dsplit(_sections(draw, size)), (first, size, *rest))
+
+
+@layer_strategy
+def moments(draw):
+    """The mean and variance over one or several non-batch axes, kept or not, of at least 2
+    values: over one value the variance is 0 for every input, and Keras computes it as
+    ``E[x^2] - E[x]^2``, whose float32 autograd is then rounding noise (the references
+    disagree, an inconclusive check that says nothing of the rule)."""
+    shape = list(draw(_shape(1, 3, budget=16)))
+    axes = _axes(draw, len(shape) + 1)
+    axes = list(axes) if isinstance(axes, tuple) else [axes]
+    reduced = [a - 1 if a > 0 else a for a in axes]
+    if math.prod(shape[a] for a in reduced) < 2:
+        shape[reduced[0]] = draw(st.integers(2, 4))
+    return packed(knn.Moments(axes, keepdims=draw(st.booleans())), tuple(shape))
+
+
+@layer_strategy
+def complex_transform(draw, cls, axes: int):
+    """The pair (real, imag), transformed along its last ``axes`` axes (of sizes 1 to 5)."""
+    shape = draw(sizes(draw(st.integers(axes, axes + 1)), budget=12, high=5))
+    return packed(cls(), [shape, shape], args=[({INPUT_KEY: 0}, {INPUT_KEY: 1})])
+
+
+@layer_strategy
+def rfft(draw):
+    """A real signal of 1 to 9 samples, ``fft_length`` default, shorter or longer."""
+    shape = (*draw(sizes(draw(st.integers(0, 1)), budget=3, high=3)), draw(st.integers(1, 9)))
+    fft_length = draw(st.sampled_from([None, 1, 2, 4, 7, 10]))
+    return packed(kmath.RFFT(fft_length=fft_length), shape)
+
+
+@layer_strategy
+def stft(draw):
+    """Frames of ``sequence_length`` (at most ``fft_length``), a stride, a window or none,
+    centred (reflection padding: a signal longer than ``fft_length // 2``) or not."""
+    fft_length = draw(st.sampled_from([4, 6, 8]))
+    sequence_length = draw(st.sampled_from([fft_length, fft_length - 1, fft_length - 2]))
+    stride = draw(st.integers(1, fft_length))
+    center = draw(st.booleans())
+    window = draw(st.sampled_from(["hann", "hamming", None]))
+    samples = draw(st.integers(fft_length, fft_length + 3 * stride))
+    operation = kmath.STFT(sequence_length, stride, fft_length, window=window, center=center)
+    return packed(operation, (samples,))
+
+
+@layer_strategy
+def slogdet(draw):
+    """Square matrices of size 1 to 3 (the sign's gradient is zero)."""
+    n = draw(st.integers(1, 3))
+    return packed(knp.Slogdet(), (n, n))
 
 
 @layer_strategy
@@ -68,30 +151,43 @@ def top_k(draw):
 
 STRATEGIES: dict = {
     knp.Split: split,
+    knp.Hsplit: hsplit,
+    knp.Dsplit: dsplit,
+    knn.Moments: moments,
+    kmath.FFT: lambda: complex_transform(kmath.FFT, 1),
+    kmath.FFT2: lambda: complex_transform(kmath.FFT2, 2),
+    kmath.IFFT2: lambda: complex_transform(kmath.IFFT2, 2),
+    kmath.RFFT: rfft,
+    kmath.STFT: stft,
+    knp.Slogdet: slogdet,
     knp.ArraySplit: array_split,
     kcore.Unstack: unstack,
     kmath.TopK: top_k,
 }
 
-_REASON = (
-    "no registry configuration yet: its rule is compared with torch autograd in "
-    "tests/backward/rules (float32 and float64); check_layer can judge it (several outputs "
-    "are packed into one)"
+_DRAWN_INPUTS = (
+    "the checker draws its own inputs (zeros, ties, values next to 0), and check_registry "
+    "cannot yet give it inputs inside the domain; "
 )
 
 UNSUPPORTED: dict = {
-    knp.Hsplit: _REASON,
-    knp.Dsplit: _REASON,
     knp.Vsplit: "it splits along the first axis, the batch axis: the rule refuses it",
-    knn.Moments: _REASON,
-    knp.Slogdet: _REASON,
-    klinalg.Eigh: _REASON,
-    klinalg.SVD: _REASON,
-    klinalg.Qr: _REASON,
-    klinalg.LuFactor: _REASON,
-    kmath.FFT: _REASON,
-    kmath.FFT2: _REASON,
-    kmath.IFFT2: _REASON,
-    kmath.RFFT: _REASON,
-    kmath.STFT: _REASON,
+    klinalg.Eigh: "torch autograd of eigh assumes a symmetric input (its gradient is "
+    "symmetric) while the forward reads the lower triangle only, as the rule and finite "
+    "differences do: at the non-symmetric inputs the checker draws the two references "
+    "disagree; and in float32 near-repeated eigenvalues put the eigenvectors' gradient out of "
+    "tolerance. The rule is compared with float64 central differences and, on symmetrized "
+    "inputs, with torch autograd in tests/backward/rules/test_ops_decompositions.py",
+    klinalg.SVD: _DRAWN_INPUTS + "at nearly repeated or vanishing singular values the "
+    "derivatives of U and V blow up and the references disagree, and with full_matrices=True "
+    "the extra columns of a non-square matrix's U or V are any basis of a complement (no "
+    "derivative). The rule is compared with torch autograd in tests/backward/rules",
+    klinalg.Qr: _DRAWN_INPUTS + "at rank loss (a zero matrix, a coordinate next to 0 of a "
+    "1 x n matrix) R is singular and the rule's float32 gradient leaves the one-sided "
+    "derivatives; of wide matrices the float32 gradient also differs from float64 finite "
+    "differences by up to 4e-4 (relative) at smooth points, beyond the tolerance. The rule is "
+    "compared with torch autograd in tests/backward/rules",
+    klinalg.LuFactor: "the forward raises on singular matrices (torch's lu_factor refuses a "
+    "zero pivot), and the checker calls every operation on zeros to learn its outputs. The "
+    "rule is compared with torch autograd in tests/backward/rules",
 }
