@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from jacverify.check.seeded_draws import draws_from_seed_alone
 from jacverify.check.storage import hypothesis_storage
 
 S = TypeVar("S", bound=Hashable)
@@ -72,7 +73,7 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
     test = _settings(count, phases)(test)
     test = hypothesis_seed(seed)(test)
     try:
-        with hypothesis_storage():
+        with hypothesis_storage(), draws_from_seed_alone():
             test()
     except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
         if isinstance(error, (KeyboardInterrupt, SystemExit)):

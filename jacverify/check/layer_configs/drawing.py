@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from jacverify.check.seeded_draws import draws_from_seed_alone
 from jacverify.check.storage import hypothesis_storage
 
 
@@ -38,6 +39,6 @@ def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
     def collect(value) -> None:
         found.append(value)
 
-    with hypothesis_storage():
+    with hypothesis_storage(), draws_from_seed_alone():
         collect()
     return found[:n]

@@ -65,7 +65,7 @@ def test_i0_derivative_by_central_differences():
     (lambda x: ops.meshgrid(x, x)[0], [(3,)], "one-dimensional tensors only"),
     (lambda x: ops.image.map_coordinates(x, np.zeros((3, 2, 2)), 1), [(4, 4)],
      "coordinates address every axis"),
-    (lambda x: ops.view_as_real(ops.view_as_complex(x)), [(3, 2)], "complex tensors"),
+    (lambda x: ops.view_as_real(ops.view_as_complex(x)), [(3, 2)], "complex tensor"),
     (lambda x: ops.image.elastic_transform(x, seed=1), [(6, 6, 1)], "displacement field"),
 ])
 def test_refused_operations_say_why(fn, shapes, reason):
