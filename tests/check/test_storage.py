@@ -78,7 +78,10 @@ def test_failed_seeds_go_to_the_cache_unless_the_profile_sets_a_database(
 ):
     monkeypatch.setattr(testing, "_listeners", [])  # not a check of this session's report
     layer = Clip(0.0, 2.0)
-    profile()  # a profile without a database: Hypothesis' default .hypothesis/examples
+    # A profile with Hypothesis' default database, .hypothesis/examples (named explicitly:
+    # under CI, Hypothesis' own default profile has no database).
+    default = storage_directory("examples", intent_to_write=False).path
+    profile(database=DirectoryBasedExampleDatabase(default))
     with pytest.raises(BackwardCheckFailed):
         assert_backward_correct(layer, BackwardClip, input_shape=(5,), examples=5)
     stored = list((project / "cache" / "hypothesis" / "examples").rglob("*"))
