@@ -14,7 +14,6 @@ their graph; masks; dtypes and backends; private members of layers; utilities.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,8 @@ from keras.src.ops import math as ops_math
 from keras.src.ops import nn as ops_nn
 from keras.src.ops import numpy as ops_numpy
 from keras.src.utils.python_utils import is_continuous_axis
+
+from jacverify.shared_switch import SharedSwitch
 
 __all__ = [
     "INTERNAL_PREFIX",
@@ -175,14 +176,21 @@ def get_keras_mask(tensor: Any) -> Any:
 # ------------------------------------------------------------------------ dtypes and backends
 #: Keras' 64-bit -> 32-bit promotion entries that :func:`float64_not_downcast` keeps 64-bit.
 _KEPT_64_BIT = {"float64": "float64", "complex128": "complex128"}
-_promotion_lock = threading.Lock()
-_promotion_depth = 0
-_promotion_saved: dict = {}
 
 
 def _promotion_table() -> dict | None:
     table = getattr(_dtypes, "BIT64_TO_BIT32_DTYPE", None)
     return table if isinstance(table, dict) and "float64" in table else None
+
+
+def _keep_64_bit() -> dict:
+    table = _promotion_table()
+    saved = {k: table[k] for k in _KEPT_64_BIT if k in table}
+    table.update({k: v for k, v in _KEPT_64_BIT.items() if k in saved})
+    return saved
+
+
+_float64_kept = SharedSwitch(_keep_64_bit, lambda saved: _promotion_table().update(saved))
 
 
 @contextlib.contextmanager
@@ -191,24 +199,11 @@ def float64_not_downcast() -> Iterator[bool]:
     64 bits (on torch and JAX it maps them to 32 bits). Yields whether the table could be
     patched. Nested and concurrent blocks share one patch: the table is restored when the last
     block ends, whatever order threads leave in."""
-    global _promotion_depth
-    table = _promotion_table()
-    if table is None:
+    if _promotion_table() is None:
         yield False
         return
-    with _promotion_lock:
-        if _promotion_depth == 0:
-            _promotion_saved.clear()
-            _promotion_saved.update({k: table[k] for k in _KEPT_64_BIT if k in table})
-            table.update({k: v for k, v in _KEPT_64_BIT.items() if k in _promotion_saved})
-        _promotion_depth += 1
-    try:
+    with _float64_kept():
         yield True
-    finally:
-        with _promotion_lock:
-            _promotion_depth -= 1
-            if _promotion_depth == 0:
-                table.update(_promotion_saved)
 
 
 

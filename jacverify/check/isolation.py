@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,13 +31,9 @@ import torch
 from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.storage import hypothesis_storage
 from jacverify.keras_internals import KerasGlobalState
+from jacverify.shared_switch import SharedSwitch
 
 __all__ = ["check_isolation", "preserved_random_and_names"]
-
-
-_lock = threading.Lock()
-_depth = 0
-_saved: list = []
 
 
 def _capture() -> list:
@@ -54,27 +49,17 @@ def _restore(saved: list) -> None:
     keras_state.restore()
 
 
-@contextlib.contextmanager
-def preserved_random_and_names() -> Iterator[None]:
+_random_and_names = SharedSwitch(_capture, _restore)
+
+
+def preserved_random_and_names() -> contextlib.AbstractContextManager[None]:
     """Restore the global random generators and Keras' name counters when the block ends.
 
     Only the outermost block captures and restores: inside a model check, the checks of its
     calls draw names and seeds one after the other (no two objects built during the outer
     check get the same automatic name), and everything is put back when the model check ends.
     """
-    global _depth
-    with _lock:
-        if _depth == 0:
-            _saved[:] = _capture()
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _restore(_saved)
-                _saved.clear()
+    return _random_and_names()
 
 
 @contextlib.contextmanager

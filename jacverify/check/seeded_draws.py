@@ -12,16 +12,12 @@ outside checks. Every use of Hypothesis internals by the checker is in this modu
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
+from jacverify.shared_switch import SharedSwitch
+
 __all__ = ["draws_from_seed_alone"]
-
-_lock = threading.Lock()
-_depth = 0
-_saved: dict[str, Any] = {}
-
 
 def _providers() -> Any:
     try:
@@ -37,27 +33,30 @@ def _forget_permitted_constants(providers: Any) -> None:
     getattr(cache, "cache", cache).clear()
 
 
+def _no_local_constants() -> Any:
+    providers = _providers()
+    saved = providers._get_local_constants
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    _forget_permitted_constants(providers)
+    return saved
+
+
+def _local_constants_again(saved: Any) -> None:
+    providers = _providers()
+    providers._get_local_constants = saved
+    _forget_permitted_constants(providers)
+
+
+_seed_alone = SharedSwitch(_no_local_constants, _local_constants_again)
+
+
 @contextlib.contextmanager
 def draws_from_seed_alone() -> Iterator[None]:
     """Within the block, Hypothesis draws no constants from local source files (nested and
     concurrent blocks share one switch, restored when the last ends)."""
-    global _depth
-    providers = _providers()
-    if providers is None:
+    if _providers() is None:
         yield
         return
-    with _lock:
-        if _depth == 0:
-            _saved["get"] = providers._get_local_constants
-            empty = providers.Constants()
-            providers._get_local_constants = lambda: empty
-            _forget_permitted_constants(providers)
-        _depth += 1
-    try:
+    with _seed_alone():
         yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                providers._get_local_constants = _saved.pop("get")
-                _forget_permitted_constants(providers)
