@@ -273,6 +273,8 @@ class PackedCall(keras.layers.Layer):
     take ``training`` are called with ``training=False`` unless the call says otherwise: the
     checker judges the model at inference, as the backward model computes it. With
     ``outputs`` (a call with several outputs), the call returns them packed into one tensor.
+    With ``domain`` (a :class:`jacverify.check.domain.DomainMap` of the packed input), the
+    call is ``operation(domain(x))``: the checker judges the operation inside its domain.
     """
 
     def __init__(
@@ -285,6 +287,7 @@ class PackedCall(keras.layers.Layer):
         label: str | None = None,
         dtype: Any = None,
         outputs: OutputPacking | None = None,
+        domain: Any = None,
         **layer_kwargs: Any,
     ) -> None:
         if dtype is None:
@@ -295,6 +298,7 @@ class PackedCall(keras.layers.Layer):
         self.call_args = list(args)
         self.call_kwargs = dict(kwargs or {})
         self.output_packing = outputs
+        self.domain = domain
         if (
             isinstance(operation, keras.layers.Layer)
             and accepts_training(operation)
@@ -307,6 +311,8 @@ class PackedCall(keras.layers.Layer):
         self.built = True  # no weights of its own; the operation is built or builds itself
 
     def call(self, x):
+        if self.domain is not None:
+            x = self.domain(x)
         parts = self.packing.split(x)
         args = _fill(self.call_args, parts)
         kwargs = _fill(self.call_kwargs, parts)
@@ -322,10 +328,13 @@ class PackedCall(keras.layers.Layer):
             config = self.operation.get_config()
         except Exception:  # noqa: BLE001 - some operations have no usable config
             config = {}
-        return {
+        config = {
             **config,
             "call": {"args": _constants(self.call_args), "kwargs": _constants(self.call_kwargs)},
         }
+        if self.domain is not None:
+            config["domain"] = self.domain.description
+        return config
 
     def clone_to_dtype(self, dtype: str) -> PackedCall:
         """The same call on a copy of the operation computing in ``dtype`` (see
@@ -337,9 +346,10 @@ class PackedCall(keras.layers.Layer):
             shapes = self.packing.shapes
             operation = clone_layer(operation, dtype, shapes[0] if len(shapes) == 1 else shapes)
         # A keras.ops operation has no dtype: it computes in its inputs' dtype.
+        domain = None if self.domain is None else self.domain.clone_to_dtype(dtype)
         clone = PackedCall(
             operation, self.packing.shapes, self.call_args, self.call_kwargs,
-            label=self.checked_name, dtype=dtype, outputs=self.output_packing,
+            label=self.checked_name, dtype=dtype, outputs=self.output_packing, domain=domain,
         )
         clone.checked_class = self.checked_class
         return clone
@@ -375,23 +385,27 @@ class PackedRule:
     :class:`RuleOutputError` when the rule returns the wrong number of gradients or one of the
     wrong shape (naming the input). ``output_shape`` is the checked operation's output shape
     without the batch axis (taken from the layer, never from the rule): the axes of the
-    gradient before it are the lead axes (the batch, and extra Jacobian axes).
+    gradient before it are the lead axes (the batch, and extra Jacobian axes). With ``domain``
+    (the call's :class:`jacverify.check.domain.DomainMap`), the rule is called on the mapped
+    input and its gradient pulled back through the map's backward model.
     """
 
     def __init__(
         self, rule: Any, packing: Packing, output_shape: Sequence[int] | None = None,
-        outputs: OutputPacking | None = None,
+        outputs: OutputPacking | None = None, domain: Any = None,
     ) -> None:
         self.rule = rule
         self.packing = packing
         self.outputs = outputs
+        self.domain = domain
         if outputs is not None:
             output_shape = outputs.shape
         if output_shape is None:  # older callers: the rule's own record, when it has one
             output_shape = getattr(rule, "output_dim_wo_batch", ()) or ()
         self.output_shape = tuple(int(d) for d in output_shape)
         # A rule of several outputs is always called rule([gradients, input]).
-        self.is_linear = outputs is None and bool(getattr(rule, "is_linear", False))
+        self.is_linear = (outputs is None and domain is None
+                          and bool(getattr(rule, "is_linear", False)))
         self.supports_extra_axes = bool(getattr(rule, "supports_extra_axes", True))
 
     def __call__(self, inputs: Any) -> Any:
@@ -404,6 +418,9 @@ class PackedRule:
         if self.outputs is not None:
             gradient = keras.ops.convert_to_tensor(gradient)
             upstream = self.outputs.split(gradient, len(gradient.shape) - 1)
+        drawn = packed
+        if self.domain is not None:
+            packed = self.domain(keras.ops.convert_to_tensor(packed))
         if self.is_linear and packed is None:
             out = self.rule(upstream)
         else:
@@ -423,7 +440,10 @@ class PackedRule:
                     f"the rule returned shape {tuple(part.shape)} for {which}, whose gradient "
                     f"has shape {(*tuple(gradient.shape[:lead]), *shape)}"
                 )
-        return self.packing.join(outs, lead)
+        joined = self.packing.join(outs, lead)
+        if self.domain is None:
+            return joined
+        return self.domain.pull_back(keras.ops.convert_to_tensor(drawn), joined)
 
 
 def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
@@ -434,13 +454,14 @@ def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
         tuple(tuple(int(d) for d in s) for s in shapes))
     dtype = str(target.compute_dtype)
     zeros = packing.join_array([np.zeros((1, *s), dtype=dtype) for s in packing.shapes])
-    outputs = OutputPacking.of(target(zeros))
+    outputs = OutputPacking.of(target(zeros))  # through the call's domain map, if any
     if outputs is None or not any(outputs.carries):
         return target  # one output, or none with a gradient (check_layer skips it)
     if isinstance(target, PackedCall):
         adapted = PackedCall(
             target.operation, packing.shapes, target.call_args, target.call_kwargs,
             label=target.checked_name, dtype=target.dtype_policy, outputs=outputs,
+            domain=target.domain,
         )
         adapted.checked_class = target.checked_class
         return adapted

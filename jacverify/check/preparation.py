@@ -285,7 +285,8 @@ def _instantiate(rule: Any, target: Any, packing: Packing, output_shape: tuple) 
             call_arguments=call_arguments, dtype=dtype,
         )
     if isinstance(target, PackedCall):
-        instance = PackedRule(instance, packing, output_shape, outputs=target.output_packing)
+        instance = PackedRule(instance, packing, output_shape, outputs=target.output_packing,
+                              domain=target.domain)
     return instance
 
 

@@ -91,6 +91,8 @@ def describe_layer(layer: Any) -> dict:
         }
         if constants:
             described["call"] = constants
+        if layer.domain is not None:
+            described["domain"] = layer.domain.description
         return described
     try:
         return describe_config(layer.get_config())

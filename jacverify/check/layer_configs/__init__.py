@@ -25,6 +25,7 @@ from jacverify.check.layer_configs import (
     merging,
     normalization,
     ops,
+    ops_decompositions,
     ops_multi_output,
     ops_nn,
     ops_numpy,
@@ -59,7 +60,7 @@ FAMILIES = {
 }
 
 #: Further modules of a family (family name, module).
-_MORE_MODULES = [("ops", ops_multi_output)]
+_MORE_MODULES = [("ops", ops_multi_output), ("ops", ops_decompositions)]
 
 _FACTORIES: dict[type, Callable[[], st.SearchStrategy]] = {}
 _UNSUPPORTED: dict[type, str] = {}

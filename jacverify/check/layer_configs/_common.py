@@ -16,6 +16,7 @@ from keras.ops import convert_to_tensor
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules._call_arguments import fill_in
 from jacverify.check.adapters import PackedCall
+from jacverify.check.domain import DomainMap
 
 #: A drawn configuration: a built layer and its input shape without the batch axis (a list of
 #: shapes for a layer with several inputs).
@@ -145,12 +146,15 @@ def inputs_template(n: int) -> list:
 
 
 def packed(
-    operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None
+    operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None,
+    domain: DomainMap | None = None,
 ) -> Drawn:
     """Build ``operation`` as it is called (``args``/``kwargs``: the call's arguments with
     ``{"__input__": i}`` placeholders; default: the inputs as positional arguments), give it
     seeded weights, and return it wrapped in the checker's :class:`PackedCall` adapter (one
     packed input; layers taking ``training`` run at inference), with its input shape(s).
+    ``domain``: a map of the drawn (packed) inputs into the operation's domain, applied before
+    every call (see :mod:`jacverify.check.domain`).
 
     For calls check_layer cannot make by itself: ``keras.ops`` operations, layers taking
     several tensors as separate arguments, layers whose call defaults to ``training=True``.
@@ -164,8 +168,15 @@ def packed(
         # Tensors, not arrays: a keras.ops operation called directly (not through a layer)
         # does not convert its inputs (unstack calls the tensor's own methods).
         parts = [convert_to_tensor(p) for p in (list(inputs) if multi else [inputs])]
+        if domain is not None:  # one packed input: the map's shape is the operation's
+            parts = [domain(parts[0])]
         op(*fill_in(args, parts), **fill_in(kwargs, parts))
 
+    if domain is not None and (multi or tuple(domain.shape) != shapes[0]):
+        raise ValueError(
+            f"a domain map of shape {domain.shape} given for inputs {shapes}: it maps the "
+            "single input of a one-input call, and keeps its shape"
+        )
     finish(operation, shapes if multi else shapes[0], weight_seed, call=call)
-    adapter = PackedCall(operation, shapes, args, kwargs)
+    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain)
     return adapter, (shapes if multi else shapes[0])

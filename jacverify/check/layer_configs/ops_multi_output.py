@@ -11,9 +11,8 @@ neighbouring coordinates equal, where the rule must route the gradient to a vali
 subgradient. ``slogdet``'s inputs are drawn anywhere: at a singular matrix ``log|det|`` is
 ``-inf`` and the checker judges the points where it is defined.
 
-The matrix decompositions (``eigh``, ``svd``, ``qr``, ``lu_factor``) have derivatives only away
-from repeated eigenvalues or singular values and rank loss, where the checker's own inputs
-(zeros, ties, values next to 0) go: they stay in ``UNSUPPORTED``, each with its reason."""
+The matrix decompositions (``eigh``, ``svd``, ``qr``, ``lu_factor``) are checked inside their
+domain: see :mod:`jacverify.check.layer_configs.ops_decompositions`."""
 
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import layer_strategy, packed, sizes
 from jacverify.check.layer_configs.ops import _axes, _axis, _shape
 from jacverify.keras_internals import ops_core as kcore
-from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
 from jacverify.keras_internals import ops_nn as knn
 from jacverify.keras_internals import ops_numpy as knp
@@ -165,29 +163,6 @@ STRATEGIES: dict = {
     kmath.TopK: top_k,
 }
 
-_DRAWN_INPUTS = (
-    "the checker draws its own inputs (zeros, ties, values next to 0), and check_registry "
-    "cannot yet give it inputs inside the domain; "
-)
-
 UNSUPPORTED: dict = {
     knp.Vsplit: "it splits along the first axis, the batch axis: the rule refuses it",
-    klinalg.Eigh: "torch autograd of eigh assumes a symmetric input (its gradient is "
-    "symmetric) while the forward reads the lower triangle only, as the rule and finite "
-    "differences do: at the non-symmetric inputs the checker draws the two references "
-    "disagree; and in float32 near-repeated eigenvalues put the eigenvectors' gradient out of "
-    "tolerance. The rule is compared with float64 central differences and, on symmetrized "
-    "inputs, with torch autograd in tests/backward/rules/test_ops_decompositions.py",
-    klinalg.SVD: _DRAWN_INPUTS + "at nearly repeated or vanishing singular values the "
-    "derivatives of U and V blow up and the references disagree, and with full_matrices=True "
-    "the extra columns of a non-square matrix's U or V are any basis of a complement (no "
-    "derivative). The rule is compared with torch autograd in tests/backward/rules",
-    klinalg.Qr: _DRAWN_INPUTS + "at rank loss (a zero matrix, a coordinate next to 0 of a "
-    "1 x n matrix) R is singular and the rule's float32 gradient leaves the one-sided "
-    "derivatives; of wide matrices the float32 gradient also differs from float64 finite "
-    "differences by up to 4e-4 (relative) at smooth points, beyond the tolerance. The rule is "
-    "compared with torch autograd in tests/backward/rules",
-    klinalg.LuFactor: "the forward raises on singular matrices (torch's lu_factor refuses a "
-    "zero pivot), and the checker calls every operation on zeros to learn its outputs. The "
-    "rule is compared with torch autograd in tests/backward/rules",
 }

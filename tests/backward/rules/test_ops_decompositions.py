@@ -11,7 +11,11 @@ import pytest
 from keras import ops
 
 from jacverify import clone_to_backward
-from tests.backward.model_reference import assert_model_matches_autograd, functional
+from tests.backward.model_reference import (
+    assert_model_matches_autograd,
+    functional,
+    model_autograd_vjp,
+)
 
 TOLERANCES = {"float32": {"rtol": 2e-4, "atol": 2e-5}, "float64": {"rtol": 1e-9, "atol": 1e-11}}
 
@@ -125,3 +129,21 @@ def test_lu_factor(dtype):
 @pytest.mark.parametrize("shape", [(3, 2), (2, 3), (3, 3)])
 def test_pinv(shape, dtype):
     _check(lambda a: ops.pinv(a), [shape], [_matrices(shape, 9)], dtype, extra_axes=(2,))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (2, 4)])
+def test_qr_of_a_wide_matrix_is_as_precise_as_autograd_in_float32(shape):
+    """A small pivot of the leading square block (``R_X``): the float32 rule stays within a
+    few float32 roundings of float64 autograd, as torch's own float32 autograd does (the
+    square adjoint applied to ``[X | Y]`` lost up to 5e-4 relative here)."""
+    rows = shape[0]
+    x = _matrices(shape, seed=11)
+    x[:, rows - 1, :rows] *= 1e-3  # the last pivot of X is about 1e-3
+    model = functional(lambda a: ops.qr(a), [shape], dtype="float32")
+    model64 = functional(lambda a: ops.qr(a), [shape], dtype="float64")
+    rng = np.random.default_rng(12)
+    gs = [rng.standard_normal((3, rows, rows)), rng.standard_normal((3, *shape))]
+    expected = model_autograd_vjp(model64, x, gs)[0]
+    got = clone_to_backward(model)([x.astype("float32"), *(g.astype("float32") for g in gs)])
+    error = np.max(np.abs(np.asarray(got, dtype=np.float64) - expected))
+    assert error <= 2e-6 * np.max(np.abs(expected))

@@ -138,12 +138,30 @@ def _qr_square_vjp(q, r, g_q, g_r):
     return mT(ops.solve_triangular(r, mT(b), lower=False))
 
 
+def qr_wide_vjp(q, r, g_q, g_r):
+    """``A_bar`` of ``A = QR`` with ``Q`` m x m, ``R`` m x n (``m < n``), its leading block
+    ``R_X`` (m x m) invertible: with ``W = Q^T g_Q - g_R R^T``,
+    ``A_bar = Q g_R + [Q tril(W - W^T, -1) R_X^{-T} | 0]``.
+
+    From ``Q^T dA = C R + dR`` (``C = Q^T dQ`` skew): the first m columns give
+    ``C = L - L^T`` with ``L`` the strictly lower part of ``Q^T dX R_X^{-1}``. Only ``L``
+    is divided by ``R_X``: no sum that cancels is divided (the square adjoint applied to
+    ``[X | Y]`` would divide ``g_Q + Y g_V^T - Q diag(...)``, whose terms cancel, by
+    ``R_X``: in float32 it lost up to 5e-4 relative where ``R_X`` has a small pivot)."""
+    rows = int(q.shape[-1])
+    w = mm(mT(q), g_q) - mm(g_r, mT(r))
+    lower = mm(q, ops.tril(w - mT(w), -1))
+    g_x = mT(ops.solve_triangular(r[..., :rows], mT(lower), lower=False))
+    g_x = ops.concatenate([g_x, ops.zeros_like(r[..., rows:])], axis=-1)
+    return mm(q, g_r) + g_x
+
+
 @register_backward(klinalg.Qr)
 class BackwardQrOp(BackwardOperation):
     """``(Q, R) = qr(A)``, ``mode="reduced"`` (or ``"complete"`` for square and wide
     matrices, where it is the same): for ``m >= n`` the adjoint of ``A = QR``; for ``m < n``
-    (``A = [X | Y]``, ``X = Q U``, ``Y = Q V``) the square adjoint with ``g_Q + Y g_V^T`` for
-    ``X`` and ``Q g_V`` for ``Y``. Needs full rank (``R`` invertible)."""
+    (``A = [X | Y]``) the adjoint of ``A = QR`` through the leading square block ``X = Q R_X``
+    (see :func:`qr_wide_vjp`). Needs full rank (``R``, ``R_X`` invertible)."""
 
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
@@ -162,10 +180,7 @@ class BackwardQrOp(BackwardOperation):
         rows, cols = int(a.shape[-2]), int(a.shape[-1])
         if rows >= cols:
             return _qr_square_vjp(q, r, g_q, g_r)
-        y = a[..., rows:]
-        g_v = g_r[..., rows:]
-        g_x = _qr_square_vjp(q, r[..., :rows], g_q + mm(y, mT(g_v)), g_r[..., :rows])
-        return ops.concatenate([g_x, mm(q, g_v)], axis=-1)
+        return qr_wide_vjp(q, r, g_q, g_r)
 
 
 def _swap(n: int, pivot, i: int, dtype):
