@@ -40,6 +40,7 @@ from jacverify.check.kinks import format_index
 from jacverify.check.references import (
     ReferenceUnavailable,
     autograd_vjp,
+    call_on_probe,
     clone_layer,
     effective_eps,
 )
@@ -453,8 +454,8 @@ def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
     packing = target.packing if isinstance(target, PackedCall) else Packing(
         tuple(tuple(int(d) for d in s) for s in shapes))
     dtype = str(target.compute_dtype)
-    zeros = packing.join_array([np.zeros((1, *s), dtype=dtype) for s in packing.shapes])
-    outputs = OutputPacking.of(target(zeros))  # through the call's domain map, if any
+    # Through the call's domain map, if any.
+    outputs = OutputPacking.of(call_on_probe(target, [packing.shape], dtype))
     if outputs is None or not any(outputs.carries):
         return target  # one output, or none with a gradient (check_layer skips it)
     if isinstance(target, PackedCall):

@@ -38,6 +38,7 @@ from jacverify.check.references import (
     FDModel,
     ReferenceUnavailable,
     autograd_vjp,
+    call_on_probe,
     clone_layer,
     effective_eps,
     make_fd_model,
@@ -328,7 +329,7 @@ def _in_dtype(
 
 def _output_shape(target: Any, shape: tuple, dtype: str) -> tuple[tuple | None, str]:
     """The layer's output shape without the batch axis, or why it cannot be checked."""
-    out = target(np.zeros((1, *shape), dtype=dtype))
+    out = call_on_probe(target, [shape], dtype)
     if isinstance(out, (list, tuple)):
         return None, "the layer returns several tensors, none of them floating point"
     if not is_float_dtype(out.dtype):
@@ -337,10 +338,9 @@ def _output_shape(target: Any, shape: tuple, dtype: str) -> tuple[tuple | None, 
 
 
 def _autograd_note(target: Any, shape: tuple, output_shape: tuple, dtype: str) -> str:
+    gradient = np.ones((1, *output_shape), dtype=dtype)
     try:
-        autograd_vjp(
-            target, np.zeros((1, *shape), dtype=dtype), np.ones((1, *output_shape), dtype=dtype)
-        )
+        call_on_probe(lambda x: autograd_vjp(target, x, gradient), [shape], dtype)
     except ReferenceUnavailable as error:
         return f"autograd unavailable: {error}"
     return ""
@@ -348,9 +348,7 @@ def _autograd_note(target: Any, shape: tuple, output_shape: tuple, dtype: str) -
 
 def _build(layer: Any, shapes: list[tuple]) -> None:
     if not layer.built:
-        dtype = str(layer.compute_dtype)
-        zeros = [np.zeros((1, *s), dtype=dtype) for s in shapes]
-        layer(zeros if len(shapes) > 1 else zeros[0])
+        call_on_probe(layer, shapes, str(layer.compute_dtype))
 
 
 def prepare(

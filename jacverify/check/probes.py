@@ -145,6 +145,16 @@ class Evaluator:
             outcome.verdict, outcome.message, outcome.probe = top.verdict, top.message, top.probe
         return outcome
 
+    def outside_domain(self, example: Example) -> str | None:
+        """Why the example is outside the operation's domain (its forward call raises there,
+        as ``lu_factor`` does at a singular matrix), or ``None``: a rule that raises where the
+        operation itself raises is not judged there."""
+        try:
+            self.setup.target(example.x)
+        except Exception as error:  # noqa: BLE001 - any refusal of the forward call
+            return f"the operation itself raises at this input: {exception_text(error)}"
+        return None
+
     # ------------------------------------------------------------------------ probes
     def structure(self, example: Example) -> tuple[np.ndarray | None, Finding]:
         """Call the rule; its output when it has the input's shape."""
@@ -155,6 +165,9 @@ class Evaluator:
             return None, _finding(Probe.STRUCTURE, Verdict.ERROR, str(error), examples=1,
                                   failing_examples=1)
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
+            outside = self.outside_domain(example)
+            if outside is not None:
+                return None, _finding(Probe.STRUCTURE, Verdict.UNJUDGED, outside)
             message = f"the rule raised {exception_text(error)}"
             return None, _finding(Probe.STRUCTURE, Verdict.ERROR, message, examples=1,
                                   failing_examples=1)
@@ -221,6 +234,9 @@ class Evaluator:
         try:
             both = call_rule(self.rule, stacked, example.x)
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
+            outside = self.outside_domain(example)
+            if outside is not None:
+                return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED, outside)
             return _finding(Probe.EXTRA_AXES, Verdict.ERROR,
                             f"the rule raised {exception_text(error)} {context}",
                             examples=1, failing_examples=1)

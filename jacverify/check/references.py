@@ -97,6 +97,23 @@ def autograd_vjp(layer: keras.layers.Layer, x: np.ndarray, g: np.ndarray) -> np.
     return grad.detach().cpu().numpy()
 
 
+# ----------------------------------------------------------------------- probe calls
+def call_on_probe(function: Callable[[Any], Any], shapes: Sequence, dtype: str) -> Any:
+    """``function`` called on one example of inputs of ``shapes`` (without the batch axis; a
+    list of inputs when there are several) to learn what it returns: zeros, or, where the
+    call refuses zeros (``lu_factor`` of a singular matrix raises), seeded standard normal
+    values. Raises what the second call raises."""
+    def inputs(make):
+        parts = [make((1, *s)).astype(dtype) for s in shapes]
+        return parts if len(parts) > 1 else parts[0]
+
+    try:
+        return function(inputs(np.zeros))
+    except Exception:  # noqa: BLE001 - any refusal of zeros: try values in general position
+        rng = np.random.default_rng(0)
+        return function(inputs(rng.standard_normal))
+
+
 # ----------------------------------------------------------------------- float64 clone
 def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
     """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtype replaced,
@@ -107,10 +124,8 @@ def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
         return layer.clone_to_dtype(dtype)
     config = {**layer.get_config(), "dtype": dtype}
     clone = type(layer).from_config(config)
-    if input_shape and isinstance(input_shape[0], (list, tuple)):
-        clone([np.zeros((1, *s), dtype=dtype) for s in input_shape])  # builds it
-    else:
-        clone(np.zeros((1, *input_shape), dtype=dtype))
+    several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
+    call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)  # builds it
     source, target = layer.get_weights(), clone.weights
     if len(source) != len(target):
         raise ValueError(

@@ -9,7 +9,7 @@ import pytest
 import torch
 from keras import ops
 
-from jacverify import check_layer, check_registry
+from jacverify import check_layer, check_model, check_registry
 from jacverify.backward.rules.ops.decompositions import (
     BackwardEighOp,
     BackwardLuFactorOp,
@@ -182,3 +182,28 @@ def test_decompositions_pass_at_three_seeds(seed):
     failing = [(c.keras_class, c.config, c.check.reason) for c in result.checks
                if c.check.verdict != "pass"]
     assert not failing, failing
+
+
+# ------------------------------------------------- operations that refuse some inputs
+def test_lu_factor_in_a_model_is_checked_though_zeros_are_singular():
+    """lu_factor raises on singular matrices (zeros, the checker's ties): the checker learns
+    the call's outputs on other values, and does not judge the rule where the operation
+    itself raises; the rule passes in place and end to end."""
+    x = keras.Input((3, 3))
+    model = keras.Model(x, ops.lu_factor(x)[0])
+    rng = np.random.default_rng(0)
+    inputs = (rng.standard_normal((4, 3, 3)) + 3 * np.eye(3)).astype("float32")
+    result = check_model(model, inputs=inputs, examples=8, seed=0)
+    assert [c.verdict for c in result.layers] == ["pass"], result.layers[0].summary()
+    assert result.end_to_end.verdict == "pass", result.end_to_end.summary()
+    layer, _ = packed(klinalg.LuFactor(), (3, 3))  # builds without a domain map too
+    assert layer.built
+
+
+def test_a_rule_raising_where_the_operation_works_is_still_an_error():
+    class RaisingLu(BackwardLuFactorOp):
+        def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+            raise RuntimeError("no gradient today")
+
+    check = check_layer(*_lu()[:1], RaisingLu, input_shape=(3, 3), examples=5, seed=0)
+    assert check.verdict == "error" and "no gradient today" in check.reason, check.summary()

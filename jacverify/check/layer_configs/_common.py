@@ -41,10 +41,6 @@ activations = st.sampled_from(ACTIVATIONS)
 _BUILD_BATCH = 2
 
 
-def _zeros(shape: Sequence[int], dtype: str) -> np.ndarray:
-    return np.zeros((_BUILD_BATCH, *shape), dtype=dtype)
-
-
 def is_multi(shape: Any) -> bool:
     """Whether ``shape`` is a list of shapes (a layer with several inputs)."""
     return bool(shape) and isinstance(shape[0], (list, tuple))
@@ -52,16 +48,23 @@ def is_multi(shape: Any) -> bool:
 
 def build(layer, input_shape, call: Callable | None = None) -> None:
     """Build ``layer`` by calling it on zeros of ``input_shape`` (a list of shapes: a list of
-    inputs), or with ``call(layer, inputs)`` for layers taking their inputs otherwise."""
+    inputs), or with ``call(layer, inputs)`` for layers taking their inputs otherwise; where
+    the call refuses zeros (``lu_factor`` of a singular matrix), on seeded normal values."""
     dtype = getattr(layer, "compute_dtype", "float32") or "float32"
-    if is_multi(input_shape):
-        inputs = [_zeros(s, dtype) for s in input_shape]
-    else:
-        inputs = _zeros(input_shape, dtype)
-    if call is not None:
-        call(layer, inputs)
-    else:
-        layer(inputs)
+    shapes = list(input_shape) if is_multi(input_shape) else [input_shape]
+
+    def run(make) -> None:
+        parts = [make((_BUILD_BATCH, *s)).astype(dtype) for s in shapes]
+        inputs = parts if is_multi(input_shape) else parts[0]
+        if call is not None:
+            call(layer, inputs)
+        else:
+            layer(inputs)
+
+    try:
+        run(np.zeros)
+    except Exception:  # noqa: BLE001 - any refusal of zeros: try values in general position
+        run(np.random.default_rng(0).standard_normal)
 
 
 def randomize_weights(layer, seed: int, positive: Sequence[str] = ("variance",)) -> None:

@@ -52,3 +52,30 @@ def test_image_op_rule_matches_autograd(name, dtype, tmp_path):
     # Keras builds the blur kernel from float32 sigmas: its float64 forward is float32-precise.
     check_case(CASES[name], dtype, save_to=save if dtype == "float32" else None,
                keras_float32_inside=name.startswith("gaussian_blur"))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_resize_to_one_column_with_antialias_follows_the_forward(interpolation, data_format):
+    """Torch's anti-aliased resize to a width of 1 repeats the first output row (its autograd
+    interpolates each row): the rule is the derivative of the forward as computed, compared
+    with float64 central differences of it (the op is linear: exact up to rounding)."""
+    import numpy as np
+
+    from jacverify import clone_to_backward
+    from tests.backward.model_reference import functional
+
+    shape = (5, 2, 2) if data_format == "channels_last" else (2, 5, 2)
+    resize = lambda x: ops.image.resize(  # noqa: E731
+        x, (4, 1), interpolation=interpolation, antialias=True, crop_to_aspect_ratio=True,
+        data_format=data_format)
+    model = functional(resize, [shape], dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *shape))
+    g = rng.standard_normal(tuple(model(x).shape))
+    got = np.asarray(clone_to_backward(model)([x, g]))
+    steps = np.eye(x.size).reshape(x.size, *x.shape)  # one batch per coordinate
+    up = np.asarray(model((x + steps).reshape(-1, *shape))).reshape(x.size, *g.shape)
+    down = np.asarray(model((x - steps).reshape(-1, *shape))).reshape(x.size, *g.shape)
+    expected = np.sum(g * (up - down), axis=tuple(range(1, g.ndim + 1))).reshape(x.shape)
+    np.testing.assert_allclose(got, expected / 2.0, rtol=1e-10, atol=1e-10)

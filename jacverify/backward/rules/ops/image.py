@@ -46,13 +46,55 @@ class _BackwardImageOp(BackwardOperation):
         return (1, 2) if self._format == "channels_last" else (2, 3)
 
 
+def repeats_first_row(operation, dims: tuple, data_format: str) -> bool:
+    """Whether ``operation`` (a ``Resize``), as the backend computes it, gives every output
+    row the values of the first, read from its output on a ramp image of shape ``dims``
+    (without the batch axis; every value different).
+
+    Torch's anti-aliased bilinear and bicubic interpolation (torch 2.13, CPU) does so when the
+    output is one pixel wide and its height differs from the input's, for images laid out
+    channels first in memory (Keras passes channels-first images as they are, and
+    channels-last ones as a permuted view, which torch computes right when there are several
+    channels): its forward repeats the first row while its backward follows the
+    interpolation, so that torch autograd is not the derivative of the forward there. The rule
+    differentiates the forward as computed on this layout."""
+    if int(operation.size[0]) < 2:
+        return False
+    image = np.arange(int(np.prod(dims)), dtype="float32").reshape(1, *dims) + 1.0
+    out = np.asarray(ops.convert_to_numpy(operation(ops.convert_to_tensor(image))))[0]
+    h_axis = 0 if data_format == "channels_last" else 1
+    first = np.take(out, [0], axis=h_axis)
+    return bool(np.all(out == first))
+
+
+def _gather_rows_into_first(gradient, h_axis: int):
+    """The gradient of a function that copies its first row into every row: each row's
+    gradient summed into the first, zeros in the others (``h_axis`` counted from the end)."""
+    total = ops.sum(gradient, axis=h_axis, keepdims=True)
+    rest = int(gradient.shape[h_axis]) - 1
+    zeros_shape = list(gradient.shape)
+    zeros_shape[h_axis] = rest
+    zeros = ops.zeros(tuple(zeros_shape), dtype=gradient.dtype)
+    return ops.concatenate([total, zeros], axis=h_axis)
+
+
 @register_backward(kimage.Resize)
 class BackwardResizeOp(_BackwardImageOp):
     """``ops.image.resize``: ``R_h^T g R_w`` per channel with the crop or padding to the
-    aspect ratio undone (the padding's fill value is a constant)."""
+    aspect ratio undone (the padding's fill value is a constant). Where the backend's forward
+    repeats the first output row (see :func:`repeats_first_row`), the gradient of every row
+    goes to the first."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(layer=layer, **kwargs)
+        self._first_row_only = self._dims_known() and repeats_first_row(
+            layer, tuple(self._input_dims()[0]), self._format)
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         op = self.layer
+        if self._first_row_only:
+            gradient = _gather_rows_into_first(
+                gradient, -3 if self._format == "channels_last" else -2)
         return resize_vjp(
             gradient, in_size=self._spatial(self._runtime_dims(input)[0]),
             out_size=tuple(op.size), interpolation=op.interpolation, antialias=op.antialias,
