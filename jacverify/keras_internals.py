@@ -319,6 +319,21 @@ def build_shapes(layer: Any) -> dict:
     return dict(getattr(layer, "_build_shapes_dict", None) or {})
 
 
+def give_automatic_config(operation: Any, arguments: dict) -> None:
+    """Give a ``keras.ops`` operation created with an argument Keras cannot serialize (a numpy
+    array of ``trapezoid``'s sample points), whose ``get_config()`` then raises, the
+    configuration Keras would have recorded for ``arguments`` (its constructor's arguments
+    as plain Python values): the operation, and models holding it, save and load again."""
+    from keras.src.saving import serialization_lib
+
+    locked = getattr(operation, "_lock", False)
+    operation._lock = False
+    try:
+        operation._auto_config = serialization_lib.SerializableDict(**arguments)
+    finally:
+        operation._lock = locked
+
+
 # ---------------------------------------------------------------------------------- utilities
 def public_name(symbol: Any) -> str | None:
     """The public ``keras.*`` name Keras exports ``symbol`` under (``None`` when it has none

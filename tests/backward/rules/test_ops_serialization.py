@@ -31,3 +31,27 @@ def test_backward_model_saves_and_loads(name, tmp_path):
     fn, shapes = CASES[name]
     assert_model_matches_autograd(functional(fn, shapes), save_to=tmp_path / f"{name}.keras",
                                   extra_axes=())
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def test_every_rule_class_has_its_own_serialization_name():
+    """Keras finds a saved rule by its registered name: two classes under one name would load
+    as whichever registered last (the abstract bases of the core and rearrangement ops once
+    shared one)."""
+    import collections
+
+    import keras
+
+    from jacverify import registered_rules
+    from jacverify.backward.base import BackwardLayer
+
+    registered_rules()  # every native rule module imported
+    names = collections.Counter(
+        keras.saving.get_registered_name(c) for c in set(_subclasses(BackwardLayer))
+        if c.__module__.startswith("jacverify."))
+    assert [name for name, count in names.items() if count > 1] == []

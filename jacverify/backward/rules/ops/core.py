@@ -20,6 +20,9 @@ from jacverify.keras_internals import ops_core as kcore
 
 
 class _BackwardLinearOp(BackwardOperation):
+    """Base of the linear rules of ``keras.ops.core`` operations (linear once the input
+    shapes are known)."""
+
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self.is_linear = self._dims_known()

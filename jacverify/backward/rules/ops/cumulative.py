@@ -8,6 +8,7 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.ops._base import BackwardOperation, canonical_axes
+from jacverify.keras_internals import give_automatic_config
 from jacverify.keras_internals import ops_numpy as knp
 
 
@@ -136,12 +137,18 @@ class BackwardTrapezoidOp(_BackwardAlongAxis):
         self.is_linear = True
         n = int(self._input_dims()[0][self._axis - 1])
         if layer.x is not None:
-            spacing = np.diff(np.asarray(ops.convert_to_numpy(layer.x), dtype="float64"))
+            points = np.asarray(ops.convert_to_numpy(layer.x), dtype="float64")
+            spacing = np.diff(points)
             if spacing.ndim != 1:
                 raise NotImplementedError(
                     f"Trapezoid '{layer.name}': only one-dimensional sample points x are "
                     "supported."
                 )
+            if not isinstance(layer.x, (list, tuple)):
+                # Keras' config of the operation raises for an array x, so the backward
+                # model (which holds the operation) could not be saved: record x as a list.
+                give_automatic_config(
+                    layer, {"x": points.tolist(), "dx": layer.dx, "axis": layer.axis})
         else:
             spacing = np.full(max(n - 1, 0), float(layer.dx))
         weights = np.zeros(n)

@@ -21,14 +21,17 @@ from jacverify.keras_internals import ops_einops as keinops
 from jacverify.keras_internals import ops_nn as knn
 
 
-class _BackwardLinearOp(BackwardOperation):
+class _BackwardRearrangementOp(BackwardOperation):
+    """Base of the rules of rearrangements (linear: their Jacobian is a fixed permutation or
+    its transpose)."""
+
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         self.is_linear = self._dims_known()
 
 
 @register_backward(knn.DepthToSpace)
-class BackwardDepthToSpaceOp(_BackwardLinearOp):
+class BackwardDepthToSpaceOp(_BackwardRearrangementOp):
     """``ops.depth_to_space``: ``space_to_depth`` of the gradient."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -39,7 +42,7 @@ class BackwardDepthToSpaceOp(_BackwardLinearOp):
 
 
 @register_backward(knn.SpaceToDepth)
-class BackwardSpaceToDepthOp(_BackwardLinearOp):
+class BackwardSpaceToDepthOp(_BackwardRearrangementOp):
     """``ops.space_to_depth``: ``depth_to_space`` of the gradient."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
@@ -50,7 +53,7 @@ class BackwardSpaceToDepthOp(_BackwardLinearOp):
 
 
 @register_backward(knn.Unfold)
-class BackwardUnfoldOp(_BackwardLinearOp):
+class BackwardUnfoldOp(_BackwardRearrangementOp):
     """``ops.unfold(x, kernel_size, dilation, padding, stride)`` of ``x`` (N, C, H, W):
     ``fold`` of the gradient back to (H, W)."""
 
@@ -62,7 +65,7 @@ class BackwardUnfoldOp(_BackwardLinearOp):
 
 
 @register_backward(knn.Fold)
-class BackwardFoldOp(_BackwardLinearOp):
+class BackwardFoldOp(_BackwardRearrangementOp):
     """``ops.fold(x, output_size, kernel_size, ...)``: ``unfold`` of the gradient."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
