@@ -9,6 +9,7 @@ import pytest
 import torch
 from keras import ops
 
+import jacverify
 from jacverify import check_layer, check_model, check_registry
 from jacverify.backward.rules.ops.decompositions import (
     BackwardEighOp,
@@ -19,6 +20,7 @@ from jacverify.backward.rules.ops.decompositions import (
     row_permutation,
 )
 from jacverify.backward.rules.ops.matrix import mm
+from jacverify.check.adapters import PackedCall
 from jacverify.check.domain import DomainMap, domain_map
 from jacverify.check.layer_configs._common import packed
 from jacverify.check.layer_configs.ops_decompositions import (
@@ -207,3 +209,30 @@ def test_a_rule_raising_where_the_operation_works_is_still_an_error():
 
     check = check_layer(*_lu()[:1], RaisingLu, input_shape=(3, 3), examples=5, seed=0)
     assert check.verdict == "error" and "no gradient today" in check.reason, check.summary()
+
+
+class LogLayer(keras.layers.Layer):
+    def call(self, x):
+        return ops.log(x)
+
+
+class BackwardLog(jacverify.BackwardNonLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient / input
+
+
+class BackwardLogWrong(jacverify.BackwardNonLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        return gradient / (input + 0.1)
+
+
+def test_a_users_layer_with_a_domain_map_as_the_docs_show():
+    """docs/checker.md: a layer of the user's, defined for positive inputs only, checked
+    through PackedCall with a map; a wrong rule is caught."""
+    positive = domain_map((3,), lambda x: ops.exp(x), "exp(x): positive")
+    right = check_layer(PackedCall(LogLayer(), [(3,)], domain=positive), BackwardLog,
+                        input_shape=(3,), examples=15, seed=0)
+    assert right.verdict == "pass", right.summary()
+    wrong = check_layer(PackedCall(LogLayer(), [(3,)], domain=positive), BackwardLogWrong,
+                        input_shape=(3,), examples=15, seed=0)
+    assert wrong.verdict == "fail", wrong.summary()

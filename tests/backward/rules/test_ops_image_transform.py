@@ -149,3 +149,13 @@ def test_scale_and_translate(method, antialias, dtype):
     with _precision(dtype):
         assert_model_matches_autograd(model, _images((5, 6, 2), 9, dtype), extra_axes=None,
                                       **TOLERANCES[dtype])
+
+
+def test_perspective_transform_of_tensor_points_is_refused():
+    """Points that are tensors of the model (the model would differentiate through them):
+    one clear error naming the operation and the argument."""
+    model = functional(lambda x, start, end: ops.image.perspective_transform(x, start, end),
+                       [(4, 4, 1), (4, 2), (4, 2)])
+    with pytest.raises(ValueError, match="PerspectiveTransform '.*': its start or end points "
+                                         "are tensors of the model"):
+        clone_to_backward(model)
