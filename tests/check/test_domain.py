@@ -24,14 +24,19 @@ from jacverify.check.adapters import PackedCall
 from jacverify.check.domain import DomainMap, domain_map
 from jacverify.check.layer_configs._common import packed
 from jacverify.check.layer_configs.ops_decompositions import (
+    cholesky_factor,
     columns_reflected,
     pivots_fixed,
+    positive_definite,
     singular_values_apart,
     symmetric_apart,
 )
 from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 DECOMPOSITIONS = (klinalg.Eigh, klinalg.SVD, klinalg.Qr, klinalg.LuFactor)
+#: Matrix functions defined on invertible or positive definite matrices only.
+MATRIX_FUNCTIONS = (klinalg.Inv, kmath.Logdet, klinalg.Cholesky, klinalg.CholeskyInverse)
 
 
 # ------------------------------------------------------------------------- the map
@@ -171,8 +176,9 @@ def test_the_wide_qr_adjoint_of_one_row():
 
 # --------------------------------------------------------------------- the registry
 def test_decompositions_have_configurations():
-    result = check_registry(DECOMPOSITIONS, configs=1, examples=10, seed=0)
-    assert [c.check.verdict for c in result.checks] == ["pass"] * len(DECOMPOSITIONS), [
+    classes = (*DECOMPOSITIONS, *MATRIX_FUNCTIONS)
+    result = check_registry(classes, configs=1, examples=10, seed=0)
+    assert [c.check.verdict for c in result.checks] == ["pass"] * len(classes), [
         c.check.reason for c in result.checks]
     assert all("domain" in c.config for c in result.checks)
 
@@ -180,7 +186,8 @@ def test_decompositions_have_configurations():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_decompositions_pass_at_three_seeds(seed):
-    result = check_registry(DECOMPOSITIONS, configs=3, examples=30, seed=seed)
+    result = check_registry((*DECOMPOSITIONS, *MATRIX_FUNCTIONS), configs=3, examples=30,
+                            seed=seed)
     failing = [(c.keras_class, c.config, c.check.reason) for c in result.checks
                if c.check.verdict != "pass"]
     assert not failing, failing
@@ -236,3 +243,22 @@ def test_a_users_layer_with_a_domain_map_as_the_docs_show():
     wrong = check_layer(PackedCall(LogLayer(), [(3,)], domain=positive), BackwardLogWrong,
                         input_shape=(3,), examples=15, seed=0)
     assert wrong.verdict == "fail", wrong.summary()
+
+
+@pytest.mark.parametrize("cls, make_domain", [
+    (klinalg.Inv, lambda n: singular_values_apart(n, n)),
+    (kmath.Logdet, positive_definite),
+    (klinalg.Cholesky, positive_definite),
+    (klinalg.CholeskyInverse, cholesky_factor),
+], ids=["inv", "logdet", "cholesky", "cholesky_inverse"])
+def test_matrix_functions_wrong_sign_is_caught_inside_the_domain(cls, make_domain):
+    """The map does not hide a wrong rule: the registered rule with its sign flipped fails."""
+    from jacverify.backward.registry import get_backward_rule
+
+    right = get_backward_rule(cls)
+    flipped = type(f"Flipped{right.__name__}", (right,), {
+        "call_on_reshaped_gradient": lambda self, gradient, input=None, training=None,
+        mask=None: -right.call_on_reshaped_gradient(self, gradient, input)})
+    layer, shape = packed(cls(), (2, 2), domain=make_domain(2))
+    check = check_layer(layer, flipped, input_shape=shape, examples=10, seed=0)
+    assert check.verdict == "fail", check.summary()

@@ -1,5 +1,7 @@
 """Configurations of the matrix decompositions of ``keras.ops.linalg`` (``eigh``, ``svd``,
-``qr``, ``lu_factor``), checked inside their domain.
+``qr``, ``lu_factor``) and of the matrix functions defined on invertible or positive definite
+matrices only (``inv``, ``logdet``, ``cholesky``, ``cholesky_inverse``), checked inside their
+domain.
 
 Each decomposition has a derivative only on part of its input space (distinct eigenvalues,
 distinct non-zero singular values, full rank, no tie in the pivot search), while the checker
@@ -29,7 +31,10 @@ the rules of ``m``'s operations:
 * ``lu_factor``: ``m(x) = P D + s tanh(x)`` with a drawn permutation ``P``: each column's pivot
   is the entry of ``P D`` by a margin, so the row permutation is ``P`` and never jumps.
 
-With ``s = 0.2`` and matrices of at most 3 x 3 every other margin exceeds 0.8.
+With ``s = 0.2`` and matrices of at most 3 x 3 every other margin exceeds 0.8. ``inv`` takes
+the map of ``svd`` (invertible); ``logdet`` and ``cholesky`` a symmetric one with eigenvalues
+near ``2, 6, 10`` (positive definite); ``cholesky_inverse`` a lower triangular one with
+``2, 4, 6`` on its diagonal (a Cholesky factor).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from keras import ops
 from jacverify.check.domain import domain_map
 from jacverify.check.layer_configs._common import layer_strategy, packed
 from jacverify.keras_internals import ops_linalg as klinalg
+from jacverify.keras_internals import ops_math as kmath
 
 #: The size of the bounded perturbation each domain map adds to its well-conditioned centre.
 SPREAD = 0.2
@@ -102,6 +108,29 @@ def pivots_fixed(permutation: tuple):
     )
 
 
+def positive_definite(n: int):
+    """The domain map of ``logdet`` and ``cholesky`` on ``n x n`` matrices: symmetric, with
+    eigenvalues near ``2, 6, 10`` (positive definite)."""
+    centre = (np.diag(2.0 + 4.0 * np.arange(n)) + 0.5 * (1.0 - np.eye(n))).astype("float32")
+    return domain_map(
+        (n, n),
+        lambda x: ops.add(SPREAD * ops.tanh(x + ops.transpose(x, (0, 2, 1))), centre),
+        f"diag(2, 6, ...) + 0.5 off the diagonal + {SPREAD} tanh(x + x^T): symmetric "
+        "positive definite",
+    )
+
+
+def cholesky_factor(n: int):
+    """The domain map of ``cholesky_inverse`` on ``n x n`` matrices: lower triangular with a
+    positive diagonal (a Cholesky factor)."""
+    centre = _diagonal(n, n)
+    return domain_map(
+        (n, n),
+        lambda x: ops.add(ops.tril(SPREAD * ops.tanh(x)), centre),
+        f"diag(2, 4, ...) + tril({SPREAD} tanh(x)): a Cholesky factor",
+    )
+
+
 def _matrix(draw) -> tuple:
     return draw(st.integers(1, 3)), draw(st.integers(1, 3))
 
@@ -141,7 +170,18 @@ def lu_factor(draw):
     return packed(klinalg.LuFactor(), (n, n), domain=pivots_fixed(permutation))
 
 
+@layer_strategy
+def square(draw, cls, make_domain):
+    """``cls()`` on square matrices of 1 to 3 rows, inside ``make_domain(n)``."""
+    n = draw(st.integers(1, 3))
+    return packed(cls(), (n, n), domain=make_domain(n))
+
+
 STRATEGIES: dict = {
+    klinalg.Inv: lambda: square(klinalg.Inv, lambda n: singular_values_apart(n, n)),
+    kmath.Logdet: lambda: square(kmath.Logdet, positive_definite),
+    klinalg.Cholesky: lambda: square(klinalg.Cholesky, positive_definite),
+    klinalg.CholeskyInverse: lambda: square(klinalg.CholeskyInverse, cholesky_factor),
     klinalg.Eigh: eigh,
     klinalg.SVD: svd,
     klinalg.Qr: qr,

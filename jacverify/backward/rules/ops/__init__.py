@@ -11,6 +11,7 @@ from jacverify.backward.rules.ops import (  # noqa: F401
     convolution,
     core,
     crossentropy,
+    ctc,
     cumulative,
     decompositions,
     distances,
