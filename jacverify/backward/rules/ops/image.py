@@ -67,7 +67,7 @@ def repeats_first_row(operation, dims: tuple, data_format: str) -> bool:
     return bool(np.all(out == first))
 
 
-def _gather_rows_into_first(gradient, h_axis: int):
+def gather_rows_into_first(gradient, h_axis: int):
     """The gradient of a function that copies its first row into every row: each row's
     gradient summed into the first, zeros in the others (``h_axis`` counted from the end)."""
     total = ops.sum(gradient, axis=h_axis, keepdims=True)
@@ -93,7 +93,7 @@ class BackwardResizeOp(_BackwardImageOp):
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         op = self.layer
         if self._first_row_only:
-            gradient = _gather_rows_into_first(
+            gradient = gather_rows_into_first(
                 gradient, -3 if self._format == "channels_last" else -2)
         return resize_vjp(
             gradient, in_size=self._spatial(self._runtime_dims(input)[0]),
