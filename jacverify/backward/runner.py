@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -94,7 +94,7 @@ def runner_of(model: Any) -> GraphRunner:
 def _compile(value, leaf: Callable) -> tuple[Callable, bool] | None:
     """``(build(values), has_tensor)`` rebuilding ``value`` with each symbolic tensor replaced
     by ``leaf(values[id(tensor)])``, containers made afresh as Keras' ``fill_in`` does;
-    ``None`` for structures it leaves to Keras (dicts, named tuples and other containers)."""
+    ``None`` for structures it leaves to Keras (named tuples and other containers)."""
     if isinstance(value, keras.KerasTensor):
         key = id(value)
         return (lambda values: leaf(values[key])), True
@@ -105,6 +105,13 @@ def _compile(value, leaf: Callable) -> tuple[Callable, bool] | None:
         builders = [b for b, _ in parts]
         kind = type(value)
         return (lambda values: kind([b(values) for b in builders])), any(h for _, h in parts)
+    if type(value) is dict:  # Keras' fill_in keeps the keys' order
+        parts = [(k, _compile(v, leaf)) for k, v in value.items()]
+        if any(p is None for _, p in parts):
+            return None
+        items = [(k, p[0]) for k, p in parts]
+        return ((lambda values: {k: b(values) for k, b in items}),
+                any(p[1] for _, p in parts))
     if tree.is_nested(value):
         return None
     return (lambda values: value), False
@@ -185,15 +192,21 @@ def _layer_is_direct(layer, node) -> bool:
         or keras_internals.remat_mode(layer)
         or getattr(layer.dtype_policy, "quantization_mode", None) is not None
         or layer.compute_dtype != layer.variable_dtype
-        or layer.activity_regularizer is not None
+        or not _still_direct(layer, layer.dtype_policy)
         or keras_internals.call_context_arguments(layer) != {"training"}
-        or keras_internals.has_torch_module_hooks(layer)
         or not _mask_free(layer)
         or not _constants_are_plain(node)
     ):
         return False
     sublayers = keras_internals.private_member(layer, "flatten_layers")(include_self=False)
     return all(sublayer.built for sublayer in sublayers)
+
+
+def _still_direct(layer, policy) -> bool:
+    """What may change on a layer after the plan and is checked at each call: its dtype
+    policy (``quantize()`` replaces it), activity regularizer and torch hooks."""
+    return (layer.dtype_policy is policy and layer.activity_regularizer is None
+            and not keras_internals.has_torch_module_hooks(layer))
 
 
 def _filled_masks(layer, node) -> dict:
@@ -245,8 +258,11 @@ class _Step:
     operation: Any
     arguments: _Arguments
     output_ids: list
-    #: For a direct call: ``(call, arguments with casts, extra keyword arguments, masks)``.
+    #: For a direct call: ``(operation whose call is made, arguments with casts, extra
+    #: keyword arguments, masks filled in)``.
     direct: tuple | None = None
+    #: The layers the direct call skips ``__call__`` of, with their dtype policies.
+    layers: list = field(default_factory=list)
     is_layer: bool = False
     #: A rule supplying this call's outputs (``provide_forward``) and its arguments.
     provider: Any = None
@@ -259,11 +275,14 @@ def _plan_step(node) -> _Step:
     if isinstance(operation, NamedCall):
         step.is_layer = True
         step.direct = _named_call_plan(operation, node)
+        step.layers = [(operation, operation.dtype_policy),
+                       (operation.layer, operation.layer.dtype_policy)]
     elif isinstance(operation, keras.layers.Layer):
         step.is_layer = True
         step.direct = _layer_plan(operation, node, node, _identity, override_training=True)
+        step.layers = [(operation, operation.dtype_policy)]
     elif _operation_is_direct(operation):
-        step.direct = (operation.call, step.arguments, {}, {})
+        step.direct = (operation, step.arguments, {}, {})
     return step
 
 
@@ -292,7 +311,7 @@ def _layer_plan(layer, node, call, outer_cast: Callable, override_training: bool
     arguments = _Arguments.of(call, cast)
     if arguments.build is None:
         return None
-    return layer.call, arguments, extra, masks
+    return layer, arguments, extra, masks
 
 
 def _named_call_plan(wrapper: NamedCall, node):
@@ -392,8 +411,11 @@ class GraphRunner:
         """The call's outputs by a direct call; ``None`` when it must go through Keras."""
         if step.direct is None:
             return None
-        call, arguments, extra, masks = step.direct
-        if step.is_layer and not _unmasked_tensors(values, step.arguments.tensor_ids):
+        target, arguments, extra, masks = step.direct
+        if step.is_layer and not (
+            _unmasked_tensors(values, step.arguments.tensor_ids)
+            and all(_still_direct(layer, policy) for layer, policy in step.layers)
+        ):
             return None
         args, kwargs = arguments.build(values)
         for name, value in extra.items():
@@ -403,7 +425,7 @@ class GraphRunner:
                 kwargs[name] = value
         for name, structure in masks.items():
             kwargs[name] = _copy_nones(structure)
-        return call(*args, **kwargs)
+        return target.call(*args, **kwargs)
 
     def _provided(self, step: _Step, values: dict, training):
         provider_args, provider_kwargs = step.provider_arguments.fill(values)
