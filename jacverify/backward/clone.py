@@ -282,11 +282,29 @@ def clone_to_backward(
     if fallback not in (None, "autograd"):
         raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
     with float64_precision():
-        return _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt)
+        return _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt)[0]
+
+
+def clone_with_forward(model: keras.Model, mapping_keras2backward_classes=None, *,
+                       wrt: Any = None) -> tuple[keras.Model, keras.Model]:
+    """``clone_to_backward(model, mapping_keras2backward_classes, wrt=wrt)``, and a functional
+    model of ``model``'s forward pass made of the backward model's own forward calls (traced
+    layers inlined as in the backward model, with the same symbolic tensors).
+
+    Running the forward model with :meth:`~jacverify.backward.runner.GraphRunner.run`
+    (``keep=True``) gives the model's outputs and every forward activation the backward model
+    reads, by symbolic tensor, which :meth:`BackwardModel.call_reusing` then does not compute
+    again."""
+    with float64_precision():
+        backward, graph = _build(model, mapping_keras2backward_classes, None, None, None, wrt)
+        with _recursion_limit(1000 + 8 * len(graph.steps)):
+            forward = Functional(graph.inputs, graph.outputs, name=f"{model.name}_forward")
+    return backward, forward
 
 
 def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
-           ) -> keras.Model:
+           ) -> tuple[keras.Model, Any]:
+    """The backward model, and the graph it was built from."""
     graph = trace(model, mapping_keras2backward_classes)
     targets = graph.inputs if wrt is None else resolve_wrt(graph, wrt, model)
     target_ids = {id(t) for t in targets}
@@ -334,11 +352,12 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
     # Keras maps a functional graph recursively (one frame per node along the longest path);
     # the backward model is about twice as deep as the model.
     with _recursion_limit(1000 + 8 * len(graph.steps)):
-        return BackwardModel(
+        backward = BackwardModel(
             inputs=model_inputs[0] if len(model_inputs) == 1 else model_inputs,
             outputs=outputs[0] if len(outputs) == 1 else outputs,
             name=name or f"{model.name}_backward",
         )
+    return backward, graph
 
 
 def resolve_wrt(graph, wrt, model) -> list:

@@ -45,8 +45,8 @@ class _AtShape:
     backward: Any
     feeds: list
     float_inputs: list
-    #: The layer's call traced at these shapes (its forward graph).
-    traced: Any
+    #: The layer's call traced at these shapes, as the backward model's forward calls.
+    forward: Any
     #: Whether the traced graph's output equals the layer's own call bit for bit (``None``
     #: until checked, on the first call at these shapes through :meth:`provide_forward`).
     reproduces: bool | None = None
@@ -109,7 +109,7 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         if at.reproduces is False:
             return call_layer()
         values = [*inputs, *masks]
-        outputs, activations = runner_of(at.traced).run(
+        outputs, activations = runner_of(at.forward).run(
             [values[i] for i in at.feeds], False, keep=True)
         output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         if at.reproduces is None:
@@ -174,17 +174,18 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
     ``keras.KerasTensor`` of known shapes) and build its backward model (with ``part_rules``,
     by default the whole-batch rules, before the registry's).
 
-    Returns ``(backward, feeds, float_inputs, traced)``: ``backward`` takes the traced graph's
+    Returns ``(backward, feeds, float_inputs, forward)``: ``backward`` takes the traced graph's
     inputs then the upstream gradients; ``feeds[j]`` is the index, in ``[*inputs, *masks]``
     (masks in ``keras.tree.flatten`` order), of the value for its ``j``-th input;
-    ``float_inputs`` the indices of the inputs it returns gradients for, in order; ``traced``
-    the traced call (a functional model, fed like ``backward`` without the gradients).
+    ``float_inputs`` the indices of the inputs it returns gradients for, in order; ``forward``
+    the traced call as a functional model of the backward model's own forward calls (fed like
+    ``backward`` without the gradients; see
+    :func:`~jacverify.backward.clone.clone_with_forward`).
     Raises :class:`~jacverify.backward.tracing.TracingFailed` when the call cannot be traced,
     and the builder's errors when a part has no rule.
     """
-    # The package's public builder, as any rule that builds backward models of its own would
-    # use it (the builder module in turn gives layers this rule).
-    from jacverify import clone_to_backward
+    # The builder module in turn gives layers this rule: imported when it runs.
+    from jacverify.backward.clone import clone_with_forward
     from jacverify.backward.tracing import trace_layer_call
 
     def stand_in(tensor):
@@ -213,8 +214,8 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
 
     rules = KNOWN_BATCH_RULES if part_rules is None else part_rules
     wrt = [inner_of[id(data[i])] for i in float_inputs]
-    backward = clone_to_backward(traced.functional, rules, wrt=wrt)
-    return backward, feeds, float_inputs, traced.functional
+    backward, forward = clone_with_forward(traced.functional, rules, wrt=wrt)
+    return backward, feeds, float_inputs, forward
 
 
 def probe_shape(shape, batch: int = PROBE_BATCH, size: int = PROBE_SIZE) -> tuple:
