@@ -188,6 +188,25 @@ class BackwardModel(Functional):
             return unpack_singleton(runner.run(self._standardize_inputs(inputs), False,
                                                known=known))
 
+    def forward_model(self) -> keras.Model | None:
+        """A functional model of the differentiated model's forward pass made of this backward
+        model's own forward calls (traced layers inlined alike, the same symbolic tensors);
+        ``None`` for a loaded backward model.
+
+        Running it with :meth:`~jacverify.backward.runner.GraphRunner.run` (``keep=True``)
+        gives the model's outputs and every forward activation this backward model reads, by
+        symbolic tensor, which :meth:`call_reusing` then does not compute again."""
+        tensors = self.__dict__.get("_forward_tensors")
+        if tensors is None:
+            return None
+        forward = self.__dict__.get("_forward_model")
+        if forward is None:
+            inputs, outputs = tensors
+            with _recursion_limit(1000 + 8 * len(self.operations)):
+                forward = Functional(inputs, outputs, name=f"{self.name}_forward")
+            object.__setattr__(self, "_forward_model", forward)
+        return forward
+
     def _direct_runner(self, inputs, training, mask, kwargs) -> GraphRunner | None:
         """The graph runner making direct calls for this call, or ``None`` for Keras' path."""
         if kwargs or not direct_calls_enabled():
@@ -282,29 +301,11 @@ def clone_to_backward(
     if fallback not in (None, "autograd"):
         raise ValueError(f"fallback must be None or 'autograd', got {fallback!r}.")
     with float64_precision():
-        return _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt)[0]
-
-
-def clone_with_forward(model: keras.Model, mapping_keras2backward_classes=None, *,
-                       wrt: Any = None) -> tuple[keras.Model, keras.Model]:
-    """``clone_to_backward(model, mapping_keras2backward_classes, wrt=wrt)``, and a functional
-    model of ``model``'s forward pass made of the backward model's own forward calls (traced
-    layers inlined as in the backward model, with the same symbolic tensors).
-
-    Running the forward model with :meth:`~jacverify.backward.runner.GraphRunner.run`
-    (``keep=True``) gives the model's outputs and every forward activation the backward model
-    reads, by symbolic tensor, which :meth:`BackwardModel.call_reusing` then does not compute
-    again."""
-    with float64_precision():
-        backward, graph = _build(model, mapping_keras2backward_classes, None, None, None, wrt)
-        with _recursion_limit(1000 + 8 * len(graph.steps)):
-            forward = Functional(graph.inputs, graph.outputs, name=f"{model.name}_forward")
-    return backward, forward
+        return _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt)
 
 
 def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
-           ) -> tuple[keras.Model, Any]:
-    """The backward model, and the graph it was built from."""
+           ) -> keras.Model:
     graph = trace(model, mapping_keras2backward_classes)
     targets = graph.inputs if wrt is None else resolve_wrt(graph, wrt, model)
     target_ids = {id(t) for t in targets}
@@ -357,7 +358,8 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
             outputs=outputs[0] if len(outputs) == 1 else outputs,
             name=name or f"{model.name}_backward",
         )
-    return backward, graph
+    object.__setattr__(backward, "_forward_tensors", (list(graph.inputs), list(graph.outputs)))
+    return backward
 
 
 def resolve_wrt(graph, wrt, model) -> list:

@@ -180,12 +180,13 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
     ``float_inputs`` the indices of the inputs it returns gradients for, in order; ``forward``
     the traced call as a functional model of the backward model's own forward calls (fed like
     ``backward`` without the gradients; see
-    :func:`~jacverify.backward.clone.clone_with_forward`).
+    :meth:`~jacverify.backward.clone.BackwardModel.forward_model`).
     Raises :class:`~jacverify.backward.tracing.TracingFailed` when the call cannot be traced,
     and the builder's errors when a part has no rule.
     """
-    # The builder module in turn gives layers this rule: imported when it runs.
-    from jacverify.backward.clone import clone_with_forward
+    # The package's public builder, as any rule that builds backward models of its own would
+    # use it (the builder module in turn gives layers this rule).
+    from jacverify import clone_to_backward
     from jacverify.backward.tracing import trace_layer_call
 
     def stand_in(tensor):
@@ -214,8 +215,8 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
 
     rules = KNOWN_BATCH_RULES if part_rules is None else part_rules
     wrt = [inner_of[id(data[i])] for i in float_inputs]
-    backward, forward = clone_with_forward(traced.functional, rules, wrt=wrt)
-    return backward, feeds, float_inputs, forward
+    backward = clone_to_backward(traced.functional, rules, wrt=wrt)
+    return backward, feeds, float_inputs, backward.forward_model()
 
 
 def probe_shape(shape, batch: int = PROBE_BATCH, size: int = PROBE_SIZE) -> tuple:
