@@ -238,8 +238,9 @@ def autocast_scope() -> Any:
 def has_torch_module_hooks(layer: Any) -> bool:
     """Whether hooks are registered on a layer as a torch module (its ``__call__`` runs
     them)."""
-    return any(getattr(layer, name, None) for name in (
-        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+    attributes = layer.__dict__
+    return bool(attributes.get("_forward_hooks") or attributes.get("_forward_pre_hooks")
+                or attributes.get("_backward_hooks") or attributes.get("_backward_pre_hooks"))
 
 
 def torch_global_module_hooks() -> bool:

@@ -98,6 +98,16 @@ def _compile(value, leaf: Callable) -> tuple[Callable, bool] | None:
     if isinstance(value, keras.KerasTensor):
         key = id(value)
         return (lambda values: leaf(values[key])), True
+    if type(value) in (list, tuple) and not any(tree.is_nested(v) for v in value):
+        # Tensors and constants only (the common case): one comprehension.
+        kind = type(value)
+        items = [(isinstance(v, keras.KerasTensor), id(v) if isinstance(v, keras.KerasTensor)
+                  else v) for v in value]
+        if leaf is _identity:
+            return ((lambda values: kind([values[k] if t else k for t, k in items])),
+                    any(t for t, _ in items))
+        return ((lambda values: kind([leaf(values[k]) if t else k for t, k in items])),
+                any(t for t, _ in items))
     if type(value) in (list, tuple):
         parts = [_compile(v, leaf) for v in value]
         if any(p is None for p in parts):
