@@ -282,6 +282,15 @@ class _Step:
 def _plan_step(node) -> _Step:
     operation = node.operation
     step = _Step(node, operation, _Arguments.of(node), [id(t) for t in node.outputs])
+    try:
+        _plan_direct_call(step)
+    except (TypeError, ValueError, AttributeError):  # unreadable: the call keeps __call__
+        step.direct, step.layers = None, []
+    return step
+
+
+def _plan_direct_call(step: _Step) -> None:
+    node, operation = step.node, step.operation
     if isinstance(operation, NamedCall):
         step.is_layer = True
         step.direct = _named_call_plan(operation, node)
@@ -293,7 +302,6 @@ def _plan_step(node) -> _Step:
         step.layers = [(operation, operation.dtype_policy)]
     elif _operation_is_direct(operation):
         step.direct = (operation, step.arguments, {}, {})
-    return step
 
 
 def _layer_plan(layer, node, call, outer_cast: Callable, override_training: bool):
