@@ -32,7 +32,7 @@ keras.applications models, keras_hub backbones and float64 models). :func:`direc
 switches the direct calls off, to compare or time both paths.
 
 A call may also have its outputs supplied by a *forward provider*: an operation of the same
-graph (a rule) with a ``provide_forward(inputs, mask, call_operation)`` method and a ``layer``
+graph (a rule) with a ``provide_forward(inputs, mask, call_layer)`` method and a ``layer``
 attribute; see :class:`~jacverify.backward.rules.traced_per_shape.BackwardTracedPerShape`.
 """
 
