@@ -171,8 +171,20 @@ class _Arguments:
 
 # ------------------------------------------------------------------------------ direct calls
 def _constants_are_plain(node) -> bool:
-    leaves = tree.flatten((node.arguments.args, node.arguments.kwargs))
-    return all(isinstance(v, keras.KerasTensor) or type(v) in _PLAIN_CONSTANTS for v in leaves)
+    """Whether every argument of the call is a symbolic tensor or a plain Python value, in
+    lists, tuples and dicts (other containers and array-likes: ``__call__`` may convert
+    them)."""
+    return _is_plain((node.arguments.args, node.arguments.kwargs))
+
+
+def _is_plain(value) -> bool:
+    if isinstance(value, keras.KerasTensor) or type(value) in _PLAIN_CONSTANTS:
+        return True
+    if type(value) in (list, tuple):
+        return all(_is_plain(v) for v in value)
+    if type(value) is dict:
+        return all(_is_plain(v) for v in value.values())
+    return False
 
 
 def _mask_free(layer) -> bool:
