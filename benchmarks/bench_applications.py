@@ -15,9 +15,10 @@ accepts), prints:
   (below 1: the backward model is faster); a slow spell on a shared machine then hits both
   sides of a ratio alike;
 - ``rel err``: max |backward - autograd| / max |autograd|;
-- with ``--keras-call``, ``keras ms``: the same backward graph run as a plain Keras functional
-  model (every rule through ``Layer.__call__``), to show what the backward model's direct rule
-  calls save.
+- with ``--keras-call``, ``keras ms``: the same backward model run through Keras' path (every
+  call through ``__call__``, ``jacverify.backward.runner.direct_calls(False)``), to show what
+  the backward model's direct calls save, and ``same``: whether both paths give the same
+  output bit for bit.
 
 Timings alternate between the two (one backward call, one autograd call, ...) so that both see
 the same machine state.
@@ -40,7 +41,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from jacverify import clone_to_backward
+from jacverify import clone_to_backward  # noqa: E402
+from jacverify.backward.runner import direct_calls  # noqa: E402
 from jacverify.examples.applications import ARCHITECTURES, build_application  # noqa: E402
 
 
@@ -66,11 +68,9 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2, keras_call: bool
     def backward_plain():
         return backward([x, g])
 
-    plain_functional = keras.Model(backward.inputs, backward.outputs)
-
     def backward_keras_call():
-        with torch.no_grad():
-            return plain_functional([x, g], training=False)
+        with torch.no_grad(), direct_calls(False):
+            return backward([x, g])
 
     expected = autograd()
     got = backward_no_grad()
@@ -78,9 +78,10 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2, keras_call: bool
     for _ in range(warmup):
         autograd(), backward_no_grad(), backward_plain()
     runs = [("autograd", autograd), ("no_grad", backward_no_grad), ("plain", backward_plain)]
+    identical = None
     if keras_call:
         runs.append(("keras", backward_keras_call))
-        backward_keras_call()
+        identical = bool(torch.equal(got, backward_keras_call()))
     times = {key: [] for key, _ in runs}
     for _ in range(repeats):
         for key, fn in runs:
@@ -97,6 +98,7 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2, keras_call: bool
         "ratio": statistics.median(ratios), "ratio_plain": statistics.median(ratios_plain),
         "rel_err": rel,
         "keras_ms": 1e3 * statistics.median(times["keras"]) if keras_call else None,
+        "identical": identical,
     }
 
 
@@ -114,10 +116,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
-          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
+          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}, load "
+          f"average {os.getloadavg()[0]:.1f}")
     header = (f"{'model':<18}{'input':>6}{'build s':>9}{'layers':>8}{'backward ms':>13}"
               f"{'autograd ms':>13}{'ratio':>7}{'plain ms':>10}{'ratio':>7}{'rel err':>10}"
-              + (f"{'keras ms':>10}" if args.keras_call else ""))
+              + (f"{'keras ms':>10}{'same':>6}" if args.keras_call else ""))
     print(header)
     results = []
     for name in args.archs:
@@ -126,7 +129,8 @@ def main() -> None:
         print(f"{r['model']:<18}{r['input']:>6}{r['build_s']:>9.2f}{r['layers']:>8}"
               f"{r['backward_ms']:>13.1f}{r['autograd_ms']:>13.1f}{r['ratio']:>7.2f}"
               f"{r['plain_ms']:>10.1f}{r['ratio_plain']:>7.2f}{r['rel_err']:>10.1e}"
-              + (f"{r['keras_ms']:>10.1f}" if args.keras_call else ""), flush=True)
+              + (f"{r['keras_ms']:>10.1f}{str(r['identical']):>6}" if args.keras_call else ""),
+              flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

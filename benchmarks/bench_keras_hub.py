@@ -4,10 +4,13 @@ For each image backbone of ``jacverify.examples.keras_hub_backbones`` (random we
 inputs) and BERT and GPT-2 (the gradient with respect to the token embedding, ``wrt=``),
 prints the build time, the time of the first call (which builds the backward of the layers
 traced per input shape), the median time of the backward model on ``[x, g]`` under
-``torch.no_grad()``, the median time of torch autograd on the same model (forward with
-``requires_grad``, backward, read the gradient), measured alternately in the same run, the
-median over repeats of their ratio (backward / autograd), and the relative error between the
-two. A backbone the builder cannot build without the fallback is listed with the reason.
+``torch.no_grad()`` with direct calls (the default, see ``jacverify.backward.runner``) and
+through Keras' ``__call__`` everywhere (``direct_calls(False)``), the median time of torch
+autograd on the same model (forward with ``requires_grad``, backward, read the gradient), the
+three measured alternately in the same run, the median over repeats of the ratios (backward /
+autograd, for each path), whether both paths give the same outputs bit for bit, and the
+relative error against autograd. A backbone the builder cannot build without the fallback is
+listed with the reason.
 
 Needs keras-hub (``pip install --no-deps keras-hub==0.32.0`` and the ``hub`` extra).
 
@@ -29,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from jacverify import MissingBackwardRuleError, clone_to_backward  # noqa: E402
+from jacverify.backward.runner import direct_calls  # noqa: E402
 from jacverify.examples.keras_hub_backbones import (  # noqa: E402
     IMAGE_BACKBONES,
     TEXT_BACKBONES,
@@ -99,28 +103,42 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
         with torch.no_grad():
             return backward([*inputs, g])
 
+    def backward_through_keras():
+        with torch.no_grad(), direct_calls(False):
+            return backward([*inputs, g])
+
     # The first call builds the backward of layers traced per input shape (Swin, DeiT's
     # embedding, GPT-2's decoders): its time is reported apart.
     start = time.perf_counter()
     got = backward_no_grad()
     first_call = time.perf_counter() - start
+    identical = bool(torch.equal(got, backward_through_keras()))
     expected = autograd()
     rel = float((got - expected).abs().max() / expected.abs().max())
+    runs = (("autograd", autograd), ("direct", backward_no_grad),
+            ("keras", backward_through_keras))
     for _ in range(warmup):
-        autograd(), backward_no_grad()
-    times = {"autograd": [], "backward": []}
+        for _, fn in runs:
+            fn()
+    times = {key: [] for key, _ in runs}
     for _ in range(repeats):
-        for key, fn in (("autograd", autograd), ("backward", backward_no_grad)):
+        for key, fn in runs:
             t0 = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
-    ratios = [b / a for b, a in zip(times["backward"], times["autograd"], strict=True)]
+
+    def ratio(key):
+        return statistics.median(
+            b / a for b, a in zip(times[key], times["autograd"], strict=True))
+
     return {
         "model": name, "build_s": build, "first_call_s": first_call,
         "layers": len(backward.layers),
-        "backward_ms": 1e3 * statistics.median(times["backward"]),
+        "backward_ms": 1e3 * statistics.median(times["direct"]),
+        "keras_ms": 1e3 * statistics.median(times["keras"]),
         "autograd_ms": 1e3 * statistics.median(times["autograd"]),
-        "ratio": statistics.median(ratios), "rel_err": rel,
+        "ratio": ratio("direct"), "keras_ratio": ratio("keras"), "identical": identical,
+        "rel_err": rel,
     }
 
 
@@ -134,16 +152,21 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
-          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}")
+          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}, load "
+          f"average {os.getloadavg()[0]:.1f}")
     print(f"{'backbone':<24}{'build s':>9}{'1st s':>7}{'layers':>8}{'backward ms':>13}"
-          f"{'autograd ms':>13}{'ratio':>7}{'rel err':>10}")
+          f"{'keras path ms':>15}{'autograd ms':>13}{'ratio':>7}{'keras ratio':>13}"
+          f"{'same':>6}{'rel err':>10}")
     for name in args.backbones:
         r = bench(name, args.batch, args.repeats)
         if "error" in r:
             print(f"{name:<24}does not build: {r['error']}", flush=True)
             continue
-        print(f"{name:<24}{r['build_s']:>9.2f}{r['first_call_s']:>7.2f}{r['layers']:>8}{r['backward_ms']:>13.1f}"
-              f"{r['autograd_ms']:>13.1f}{r['ratio']:>7.2f}{r['rel_err']:>10.1e}", flush=True)
+        print(f"{name:<24}{r['build_s']:>9.2f}{r['first_call_s']:>7.2f}{r['layers']:>8}"
+              f"{r['backward_ms']:>13.1f}{r['keras_ms']:>15.1f}{r['autograd_ms']:>13.1f}"
+              f"{r['ratio']:>7.2f}{r['keras_ratio']:>13.2f}{str(r['identical']):>6}"
+              f"{r['rel_err']:>10.1e}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -47,11 +47,15 @@ __all__ = [
     "KerasGlobalState",
     "LayerScale",
     "StochasticDepth",
+    "autocast_scope",
     "build_shapes",
+    "call_context_arguments",
     "call_spec",
     "compute_output_spec",
+    "current_call_context",
     "float64_not_downcast",
     "get_keras_mask",
+    "has_torch_module_hooks",
     "inbound_nodes",
     "is_continuous_axis",
     "keras_activations",
@@ -68,11 +72,13 @@ __all__ = [
     "ops_numpy",
     "record_node",
     "private_member",
+    "remat_mode",
     "public_module",
     "public_name",
     "sequential_functional",
     "standardize_data_format",
     "to_torch_dtype",
+    "torch_global_module_hooks",
 ]
 
 # ------------------------------------------------------------------------------ module names
@@ -153,6 +159,23 @@ def record_node(operation: Any, call_args: Any, call_kwargs: dict, outputs: Any)
     Node(operation=operation, call_args=call_args, call_kwargs=call_kwargs, outputs=outputs)
 
 
+def current_call_context() -> Any:
+    """The call context of the layer call running now (``None`` outside any): what
+    ``Layer.__call__`` resolves ``training`` from (``get_value`` / ``set_value``)."""
+    return _global_attribute("current_call_ctx")
+
+
+def call_context_arguments(layer: Any) -> set:
+    """The arguments ``Layer.__call__`` takes from the call context (``{"training"}`` unless
+    the layer registered more)."""
+    return set(layer._call_context_args)
+
+
+def remat_mode(operation: Any) -> Any:
+    """The operation's rematerialization mode (``None`` when it is not rematerialized)."""
+    return getattr(operation, "_remat_mode", None)
+
+
 @contextlib.contextmanager
 def outside_call_context() -> Iterator[None]:
     """Within the block, Keras sees no layer call running (a model built here does not take
@@ -205,6 +228,29 @@ def float64_not_downcast() -> Iterator[bool]:
     with _float64_kept():
         yield True
 
+
+
+def autocast_scope() -> Any:
+    """Keras' active autocast scope (``None`` when none is)."""
+    return _backend.get_autocast_scope()
+
+
+def has_torch_module_hooks(layer: Any) -> bool:
+    """Whether hooks are registered on a layer as a torch module (its ``__call__`` runs
+    them)."""
+    attributes = layer.__dict__
+    return bool(attributes.get("_forward_hooks") or attributes.get("_forward_pre_hooks")
+                or attributes.get("_backward_hooks") or attributes.get("_backward_pre_hooks"))
+
+
+def torch_global_module_hooks() -> bool:
+    """Whether hooks are registered for every torch module
+    (``torch.nn.modules.module.register_module_forward_hook`` and its kin)."""
+    import torch.nn.modules.module as torch_module
+
+    return any(getattr(torch_module, name, None) for name in (
+        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+        "_global_backward_pre_hooks"))
 
 
 def to_torch_dtype(dtype: Any) -> Any:

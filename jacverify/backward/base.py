@@ -29,6 +29,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from jacverify.backward.runner import returns_no_mask
+
 Shape = list  # a shape without the batch axis, e.g. [10] or [28, 28, 3]
 
 
@@ -209,6 +211,7 @@ class BackwardLayer(keras.layers.Layer):
             )
         return list(gradient)
 
+    @returns_no_mask
     def compute_mask(self, inputs, previous_mask=None):
         return None  # gradients carry no Keras mask
 

@@ -27,13 +27,18 @@ from jacverify.backward.registry import (
     get_backward_rule,
     untraceable_message,
 )
+from jacverify.backward.runner import (
+    GraphRunner,
+    direct_calls_enabled,
+    returns_no_mask,
+    runner_of,
+)
 from jacverify.keras_internals import (
     Functional,
+    get_keras_mask,
     inbound_nodes,
     keras_history,
     nodes_by_depth,
-    operation_fn,
-    to_torch_dtype,
 )
 
 
@@ -107,6 +112,7 @@ class UnusedOutputGradient(keras.layers.Layer):
         used, output = input_shape
         return tuple(used[: 1 + self.n_extra]) + tuple(output[1:])
 
+    @returns_no_mask
     def compute_mask(self, inputs, previous_mask=None):
         return None
 
@@ -133,23 +139,25 @@ class GradientSum(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0])
 
+    @returns_no_mask
     def compute_mask(self, inputs, previous_mask=None):
         return None
 
 
 @keras.saving.register_keras_serializable(package="jacverify")
 class BackwardModel(Functional):
-    """The Keras model ``clone_to_backward`` returns: a functional model that runs its backward
-    rules without Keras's per-call bookkeeping when it is called eagerly.
+    """The Keras model ``clone_to_backward`` returns: a functional model that, called eagerly,
+    runs its graph without Keras's per-call bookkeeping where that changes nothing.
 
-    ``Layer.__call__`` spends ~150 microseconds per call on a list input (structure
-    traversals, mask propagation, call-context and dtype handling) before the rule's ``call``
-    runs, which adds up to tens of milliseconds in backward models of hundreds of rules. When
-    the model runs on concrete tensors, each rule's ``call`` is invoked directly instead, after
-    the one conversion ``__call__`` would make (floating inputs cast to the rule's compute
-    dtype). Rules that override ``__call__``, rules with an activity regularizer and rules
-    under a mixed dtype policy keep the full ``__call__``, as do the forward layers the model
-    contains and every symbolic call. Save and load it like any Keras model.
+    ``Layer.__call__`` spends 0.1 to 0.2 ms per call (structure traversals, mask
+    propagation, call contexts, dtype handling) before and after the layer's ``call`` runs,
+    more than the work of most calls in a backward model. Called on concrete tensors at
+    inference, the model runs its graph with :class:`~jacverify.backward.runner.GraphRunner`:
+    every rule, forward layer and ``keras.ops`` call whose ``call`` provably gives what its
+    ``__call__`` gives is called directly, the others through ``__call__``; the outputs equal
+    those of Keras' own ``Functional.call`` bit for bit. Symbolic calls, calls with masks or
+    ``training=True``, and calls inside ``jacverify.backward.runner.direct_calls(False)`` take
+    Keras' path. Save and load it like any Keras model.
 
     Called without ``training``, it runs its forward layers with ``training=False``: rules
     describe the model at inference (dropout and noise are the identity, batch normalization
@@ -159,29 +167,71 @@ class BackwardModel(Functional):
     def call(self, inputs, training=None, mask=None, **kwargs):
         # float64 models compute in float64 throughout (Keras would round products to float32).
         with float64_precision():
-            return self._call(inputs, training=training, mask=mask, **kwargs)
+            # The backward model describes the model at inference: its forward layers run
+            # with training=False unless told otherwise (random augmentation layers default to
+            # True).
+            if training is None:
+                training = False
+            runner = self._direct_runner(inputs, training, mask, kwargs)
+            if runner is None:
+                return super().call(inputs, training=training, mask=mask, **kwargs)
+            return unpack_singleton(runner.run(self._standardize_inputs(inputs), training))
 
-    def _call(self, inputs, training=None, mask=None, **kwargs):
-        # The backward model describes the model at inference: its forward layers run with
-        # training=False unless told otherwise (random augmentation layers default to True).
-        if training is None:
-            training = False
+    def call_reusing(self, inputs: list, known: dict) -> Any:
+        """The model's outputs on ``inputs`` (a flat list, at inference), with the calls whose
+        outputs are all in ``known`` (values by ``id`` of the model's symbolic tensors, as
+        computed by the same calls on the same inputs) left out. Equals ``self(inputs)``."""
+        with float64_precision():
+            runner = self._direct_runner(inputs, False, None, {})
+            if runner is None:
+                return self(inputs)
+            return unpack_singleton(runner.run(self._standardize_inputs(inputs), False,
+                                               known=known))
+
+    def forward_model(self) -> keras.Model | None:
+        """A functional model of the differentiated model's forward pass made of this backward
+        model's own forward calls (traced layers inlined alike, the same symbolic tensors);
+        ``None`` for a loaded backward model.
+
+        Running it with :meth:`~jacverify.backward.runner.GraphRunner.run` (``keep=True``)
+        gives the model's outputs and every forward activation this backward model reads, by
+        symbolic tensor, which :meth:`call_reusing` then does not compute again."""
+        tensors = self.__dict__.get("_forward_tensors")
+        if tensors is None:
+            return None
+        forward = self.__dict__.get("_forward_model")
+        if forward is None:
+            inputs, outputs = tensors
+            with _recursion_limit(1000 + 8 * len(self.operations)):
+                forward = Functional(inputs, outputs, name=f"{self.name}_forward")
+            object.__setattr__(self, "_forward_model", forward)
+        return forward
+
+    def _direct_runner(self, inputs, training, mask, kwargs) -> GraphRunner | None:
+        """The graph runner making direct calls for this call, or ``None`` for Keras' path."""
+        if kwargs or not direct_calls_enabled():
+            return None
+        if mask is not None and any(m is not None for m in keras.tree.flatten(mask)):
+            return None
         flat = keras.tree.flatten(inputs)
-        has_mask = mask is not None and any(m is not None for m in keras.tree.flatten(mask))
-        if kwargs or has_mask or any(isinstance(t, keras.KerasTensor) for t in flat):
-            return super().call(inputs, training=training, mask=mask, **kwargs)
-        inputs = self._standardize_inputs(inputs)
-        outputs = self._run_through_graph(
-            inputs, operation_fn=lambda op: _runner(op, training)
-        )
-        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
-
+        if any(isinstance(t, keras.KerasTensor) or get_keras_mask(t) is not None
+               for t in flat):
+            return None
+        runner = runner_of(self)
+        return runner if runner.can_run_directly(training) else None
 
     def get_config(self):
         # A traced layer's own weight used in a keras.ops call (``x * self.w``) is an argument
         # of that call in the graph: it is saved as its value (the saved model's weights).
         with _variables_as_values(self):
             return super().get_config()
+
+
+def unpack_singleton(outputs):
+    """A list or tuple of one output as that output (as Keras' functional models return)."""
+    if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+        return outputs[0]
+    return outputs
 
 
 @contextlib.contextmanager
@@ -203,59 +253,6 @@ def _variables_as_values(model):
     finally:
         for arguments, args, kwargs in changed:
             arguments.args, arguments.kwargs = args, kwargs
-
-
-def _runner(operation, training):
-    fast = _fast_call_info(operation)
-    if fast is None:
-        return operation_fn(operation, training=training)
-    torch_dtype, pass_training, pass_mask = fast
-    call = operation.call
-
-    def run(inputs, mask=None):
-        if torch_dtype is not None:
-            inputs = _cast_floats(inputs, torch_dtype)
-        kwargs = {}
-        if pass_training:
-            kwargs["training"] = training
-        if pass_mask and mask is not None:
-            kwargs["mask"] = mask
-        return call(inputs, **kwargs)
-
-    return run
-
-
-def _fast_call_info(operation):
-    """``(torch dtype to cast floating inputs to, pass training, pass mask)`` for a layer whose
-    ``call`` may run without ``Layer.__call__``; ``None`` for the others. Cached on the layer."""
-    info = operation.__dict__.get("_jacverify_fast_call", False)
-    if info is not False:
-        return info
-    info = None
-    if (
-        isinstance(operation, (BackwardLayer, GradientSum))
-        and keras.backend.backend() == "torch"
-        and type(operation).__call__ is keras.layers.Layer.__call__
-        and operation.activity_regularizer is None
-        and operation.compute_dtype == operation.variable_dtype
-        and operation.built
-    ):
-        params = operation.call_signature_parameters
-        torch_dtype = (
-            to_torch_dtype(operation.compute_dtype) if operation.autocast else None
-        )
-        info = (torch_dtype, "training" in params, "mask" in params)
-    object.__setattr__(operation, "_jacverify_fast_call", info)
-    return info
-
-
-def _cast_floats(value, torch_dtype):
-    if isinstance(value, (list, tuple)):
-        return [_cast_floats(v, torch_dtype) for v in value]
-    if hasattr(value, "is_floating_point") and value.is_floating_point():
-        if value.dtype != torch_dtype:
-            return value.to(torch_dtype)
-    return value
 
 
 def clone_to_backward(
@@ -356,11 +353,13 @@ def _build(model, mapping_keras2backward_classes, gradient, name, fallback, wrt
     # Keras maps a functional graph recursively (one frame per node along the longest path);
     # the backward model is about twice as deep as the model.
     with _recursion_limit(1000 + 8 * len(graph.steps)):
-        return BackwardModel(
+        backward = BackwardModel(
             inputs=model_inputs[0] if len(model_inputs) == 1 else model_inputs,
             outputs=outputs[0] if len(outputs) == 1 else outputs,
             name=name or f"{model.name}_backward",
         )
+    object.__setattr__(backward, "_forward_tensors", (list(graph.inputs), list(graph.outputs)))
+    return backward
 
 
 def resolve_wrt(graph, wrt, model) -> list:

@@ -357,7 +357,12 @@ class NamedCall(keras.layers.Layer):
         self.built = True
 
     def call(self, *args, **kwargs):
-        return self.layer(*args, **self._accepted(kwargs), **self.call_kwargs)
+        return self.layer(*args, **self.layer_kwargs(kwargs))
+
+    def layer_kwargs(self, kwargs: dict) -> dict:
+        """The keyword arguments ``call`` passes the wrapped layer for a call with
+        ``kwargs``."""
+        return {**self._accepted(kwargs), **self.call_kwargs}
 
     def compute_output_spec(self, *args, **kwargs):
         return self.layer.compute_output_spec(

@@ -17,13 +17,19 @@ of input shapes (a few are kept); every call at those shapes reuses it. No autog
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import keras
+import torch
 
 from jacverify.backward.base import BackwardNonLinearLayer, _is_multi
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.rules._call_arguments import CallArgumentsMixin, fill_in
+from jacverify.backward.runner import runner_of
 from jacverify.keras_internals import outside_call_context
 
 #: The sizes the builder gives unknown axes when it checks that a layer can be traced at known
@@ -32,12 +38,31 @@ PROBE_BATCH = 2
 PROBE_SIZE = 8
 
 
+@dataclass
+class _AtShape:
+    """The backward of the layer at one set of input shapes."""
+
+    backward: Any
+    feeds: list
+    float_inputs: list
+    #: The layer's call traced at these shapes, as the backward model's forward calls.
+    forward: Any
+    #: Whether the traced graph's output equals the layer's own call bit for bit (``None``
+    #: until checked, on the first call at these shapes through :meth:`provide_forward`).
+    reproduces: bool | None = None
+
+
 class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
     """``g^T J(x)`` of a layer traced at the shapes of ``x`` (see the module docstring).
 
     The first call at new input shapes traces the layer and builds a backward model (about
     as long as building the layer's part of the backward model); later calls at those shapes
     cost what that backward model costs. At most ``max_shapes`` backward models are kept.
+
+    In a backward model run by :class:`~jacverify.backward.runner.GraphRunner`, the forward
+    call of the layer is made by :meth:`provide_forward`: the traced graph computes the
+    layer's output and keeps its activations, which the rule's call on the same tensors then
+    reuses instead of running the graph's forward part again.
     """
 
     max_shapes = 8
@@ -48,25 +73,65 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
     def __init__(self, layer, **kwargs):
         super().__init__(layer=layer, **kwargs)
         object.__setattr__(self, "_backward_by_shape", OrderedDict())
+        # The traced graph's activations from provide_forward, by thread, until the rule's
+        # call on the same tensors takes them.
+        object.__setattr__(self, "_activations", {})
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         several = _is_multi(self.input_dim_wo_batch)
         inputs = list(input) if several else [input]
         gradients = list(gradient) if isinstance(gradient, (list, tuple)) else [gradient]
-        masks = [m for m in keras.tree.flatten(mask) if m is not None] if mask is not None else []
-        key = tuple((tuple(t.shape), str(t.dtype)) for t in [*inputs, *masks])
-        backward, feeds, float_inputs = self._backward_at(key, inputs, mask)
+        masks = _flat_masks(mask)
+        at = self._backward_at(inputs, masks, mask)
         values = [*inputs, *masks]
-        result = backward([*[values[i] for i in feeds], *gradients])
+        feed = [*[values[i] for i in at.feeds], *gradients]
+        known = self._take_activations(values)
+        result = at.backward(feed) if known is None else at.backward.call_reusing(feed, known)
         result = list(result) if isinstance(result, (list, tuple)) else [result]
-        by_input = dict(zip(float_inputs, result, strict=True))
+        by_input = dict(zip(at.float_inputs, result, strict=True))
         grads = [
             by_input[i] if i in by_input else keras.ops.zeros_like(x, dtype=gradients[0].dtype)
             for i, x in enumerate(inputs)
         ]
         return grads if several else grads[0]
 
-    def _backward_at(self, key, inputs, mask):
+    def provide_forward(self, inputs: list, mask, call_layer: Callable) -> Any:
+        """The layer's output on ``inputs`` (the call's data tensors; ``mask`` its masks, as the
+        rule receives them), computed by the layer's graph traced at their shapes, whose
+        activations the next call of this rule on the same tensors (in this thread) reuses.
+
+        ``call_layer()`` makes the layer's own call. It runs once per set of shapes, to check
+        that the traced graph gives its output bit for bit; where it does not, the layer's own
+        call is used at those shapes and nothing is kept.
+        """
+        masks = _flat_masks(mask)
+        at = self._backward_at(inputs, masks, mask)
+        if at.reproduces is False:
+            return call_layer()
+        values = [*inputs, *masks]
+        outputs, activations = runner_of(at.forward).run(
+            [values[i] for i in at.feeds], False, keep=True)
+        output = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        if at.reproduces is None:
+            expected = call_layer()
+            flat = keras.tree.flatten(expected)
+            if len(flat) != 1 or not _identical(flat[0], output):
+                at.reproduces = False
+                return expected
+            at.reproduces = True
+        self._activations[threading.get_ident()] = (values, activations)
+        return output
+
+    def _take_activations(self, values: list) -> dict | None:
+        """The activations kept by :meth:`provide_forward` for exactly these tensors."""
+        kept = self._activations.pop(threading.get_ident(), None)
+        if kept is None or len(kept[0]) != len(values) or any(
+                a is not b for a, b in zip(kept[0], values, strict=True)):
+            return None
+        return kept[1]
+
+    def _backward_at(self, inputs, masks, mask) -> _AtShape:
+        key = tuple((tuple(t.shape), str(t.dtype)) for t in [*inputs, *masks])
         cache = self._backward_by_shape
         if key in cache:
             cache.move_to_end(key)
@@ -75,8 +140,8 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
 
         try:
             with outside_call_context():
-                cache[key] = build_backward_at(self.layer, self.call_arguments, inputs, mask,
-                                               self.part_rules)
+                cache[key] = _AtShape(*build_backward_at(
+                    self.layer, self.call_arguments, inputs, mask, self.part_rules))
         except TracingFailed as reason:
             shapes = ", ".join(str(shape) for shape, _ in key)
             raise ValueError(
@@ -89,6 +154,19 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         return cache[key]
 
 
+def _flat_masks(mask) -> list:
+    return [m for m in keras.tree.flatten(mask) if m is not None] if mask is not None else []
+
+
+def _identical(expected, got) -> bool:
+    """Whether two tensors are equal bit for bit (NaN where the other has NaN)."""
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
+        return False
+    if expected.dtype != got.dtype or expected.shape != got.shape:
+        return False
+    return torch.equal(expected.isnan(), got.isnan()) and torch.equal(
+        expected.nan_to_num(), got.nan_to_num())
+
 
 def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
                       part_rules: dict | None = None) -> tuple:
@@ -96,10 +174,13 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
     ``keras.KerasTensor`` of known shapes) and build its backward model (with ``part_rules``,
     by default the whole-batch rules, before the registry's).
 
-    Returns ``(backward, feeds, float_inputs)``: ``backward`` takes the traced graph's inputs
-    then the upstream gradients; ``feeds[j]`` is the index, in ``[*inputs, *masks]`` (masks in
-    ``keras.tree.flatten`` order), of the value for its ``j``-th input; ``float_inputs`` the
-    indices of the inputs it returns gradients for, in order.
+    Returns ``(backward, feeds, float_inputs, forward)``: ``backward`` takes the traced graph's
+    inputs then the upstream gradients; ``feeds[j]`` is the index, in ``[*inputs, *masks]``
+    (masks in ``keras.tree.flatten`` order), of the value for its ``j``-th input;
+    ``float_inputs`` the indices of the inputs it returns gradients for, in order; ``forward``
+    the traced call as a functional model of the backward model's own forward calls (fed like
+    ``backward`` without the gradients; see
+    :meth:`~jacverify.backward.clone.BackwardModel.forward_model`).
     Raises :class:`~jacverify.backward.tracing.TracingFailed` when the call cannot be traced,
     and the builder's errors when a part has no rule.
     """
@@ -135,7 +216,7 @@ def build_backward_at(layer, call_arguments: dict, inputs: list, mask,
     rules = KNOWN_BATCH_RULES if part_rules is None else part_rules
     wrt = [inner_of[id(data[i])] for i in float_inputs]
     backward = clone_to_backward(traced.functional, rules, wrt=wrt)
-    return backward, feeds, float_inputs
+    return backward, feeds, float_inputs, backward.forward_model()
 
 
 def probe_shape(shape, batch: int = PROBE_BATCH, size: int = PROBE_SIZE) -> tuple:

@@ -1,0 +1,311 @@
+"""The graph runner of backward models: with direct calls (``call`` without ``__call__``) the
+outputs equal Keras' own path (``direct_calls(False)``) bit for bit, on keras.applications
+models, keras_hub backbones, float64 models and layers traced per input shape; calls that
+need ``__call__`` (masks, mixed dtype policies, activity regularizers, torch hooks, training)
+keep it; and the backward still equals torch autograd."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import torch
+from keras import ops
+
+from checks.cases_traced_per_shape import WindowMix
+from jacverify import clone_to_backward
+from jacverify.backward.precision import float64_precision
+from jacverify.backward.runner import GraphRunner, direct_calls, direct_calls_enabled, runner_of
+from jacverify.examples.applications import ARCHITECTURES, build_application
+from tests.backward.model_reference import functional, model_autograd_vjp
+
+
+@pytest.fixture
+def direct_call_count(monkeypatch):
+    """Counts the calls the runner makes directly (without ``__call__``)."""
+    counter = {"direct": 0}
+    original = GraphRunner._call_directly
+
+    def counting(step, values):
+        outputs = original(step, values)
+        counter["direct"] += outputs is not None
+        return outputs
+
+    monkeypatch.setattr(GraphRunner, "_call_directly", staticmethod(counting))
+    return counter
+
+
+def _both_paths(backward, inputs, **kwargs):
+    with torch.no_grad():
+        direct = backward(inputs, **kwargs)
+        with direct_calls(False):
+            through_keras = backward(inputs, **kwargs)
+    return direct, through_keras
+
+
+def assert_bit_identical(got, expected) -> None:
+    got, expected = keras.tree.flatten(got), keras.tree.flatten(expected)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        assert a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape)
+        assert torch.equal(a, b), float((a - b).abs().max())
+
+
+def _assert_direct_equals_keras_path(backward, inputs, counter, min_direct=0.8) -> None:
+    direct, through_keras = _both_paths(backward, inputs)
+    assert_bit_identical(direct, through_keras)
+    steps = runner_of(backward).steps
+    assert counter["direct"] >= min_direct * len(steps), (counter["direct"], len(steps))
+
+
+# ----------------------------------------------------------------------- keras.applications
+APPLICATIONS_DEFAULT = ["MobileNetV3Small", "EfficientNetB0"]
+
+
+def _check_application(name, counter):
+    keras.utils.set_random_seed(0)
+    model, size = build_application(name)
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((2, size, size, 3)), dtype=torch.float32)
+    g = torch.tensor(rng.standard_normal((2, *model.output_shape[1:])), dtype=torch.float32)
+    _assert_direct_equals_keras_path(clone_to_backward(model), [x, g], counter)
+
+
+@pytest.mark.parametrize("name", APPLICATIONS_DEFAULT)
+def test_applications(name, direct_call_count):
+    _check_application(name, direct_call_count)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(ARCHITECTURES) - set(APPLICATIONS_DEFAULT)))
+def test_all_applications(name, direct_call_count):
+    _check_application(name, direct_call_count)
+
+
+# ------------------------------------------------------------------------ keras_hub backbones
+HUB_IMAGE_DEFAULT = ["VGG"]
+HUB_IMAGE = ["ViT", "DeiT", "DINOV2", "Swin", "MiT", "VGG", "ResNet", "ResNetPreActBottleneck",
+             "DenseNet", "Xception"]
+
+
+def _check_image_backbone(name, counter):
+    hub = pytest.importorskip("keras_hub")
+    del hub
+    from jacverify.examples.keras_hub_backbones import build_backbone, image_model
+
+    keras.utils.set_random_seed(0)
+    model = image_model(build_backbone(name))
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((2, *model.inputs[0].shape[1:])), dtype=torch.float32)
+    g = torch.tensor(rng.standard_normal((2, *model.outputs[0].shape[1:])), dtype=torch.float32)
+    backward = clone_to_backward(model)
+    _assert_direct_equals_keras_path(backward, [x, g], counter)
+    return backward
+
+
+@pytest.mark.parametrize("name", HUB_IMAGE_DEFAULT)
+def test_keras_hub_image_backbones(name, direct_call_count):
+    _check_image_backbone(name, direct_call_count)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in HUB_IMAGE if n not in HUB_IMAGE_DEFAULT])
+def test_all_keras_hub_image_backbones(name, direct_call_count):
+    backward = _check_image_backbone(name, direct_call_count)
+    if name == "Swin":  # its blocks are traced per input shape: their forward is provided
+        provided = [s for s in runner_of(backward).steps if s.provider is not None]
+        assert len(provided) == 4
+        assert all(at.reproduces for s in provided
+                   for at in s.provider._backward_by_shape.values())
+
+
+@pytest.mark.parametrize("name", ["BERT", pytest.param("GPT2", marks=pytest.mark.slow)])
+def test_keras_hub_text_backbones_wrt_the_embedding(name, direct_call_count):
+    pytest.importorskip("keras_hub")
+    from jacverify.examples.keras_hub_backbones import build_backbone, text_inputs
+
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone(name)
+    output = backbone.output
+    model = keras.Model(backbone.inputs,
+                        output["sequence_output"] if isinstance(output, dict) else output)
+    backward = clone_to_backward(model, wrt=backbone.get_layer("token_embedding"))
+    inputs = [torch.tensor(a) for a in text_inputs(backbone, batch=2)]
+    g = torch.tensor(np.random.default_rng(1).standard_normal((2, 8, 16)), dtype=torch.float32)
+    _assert_direct_equals_keras_path(backward, [*inputs, g], direct_call_count)
+
+
+# ---------------------------------------------------------------------------- float64 models
+def _float64_model():
+    x = keras.Input((6, 4), dtype="float64")
+    h = keras.layers.Dense(8, activation="gelu", dtype="float64")(x)
+    h = keras.layers.LayerNormalization(dtype="float64")(h)
+    a = keras.layers.MultiHeadAttention(2, 4, dtype="float64")(h, h)
+    h = keras.layers.Dropout(0.3, dtype="float64")(a + h)
+    h = keras.layers.Conv1D(5, 3, padding="same", dtype="float64")(h)
+    h = keras.layers.BatchNormalization(dtype="float64")(h)
+    h = ops.sin(h) * 2.0 + ops.cumsum(h, axis=1)
+    return keras.Model(x, keras.layers.Dense(3, dtype="float64")(h))
+
+
+def test_float64_model(direct_call_count):
+    keras.utils.set_random_seed(0)
+    model = _float64_model()
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 6, 4)), rng.standard_normal((3, 6, 3))
+    backward = clone_to_backward(model)
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    with torch.no_grad():
+        got = backward(inputs)
+    assert got.dtype == torch.float64
+    with float64_precision():
+        (expected,) = model_autograd_vjp(model, x, g)
+    error = np.max(np.abs(got.numpy() - expected)) / np.max(np.abs(expected))
+    assert error < 1e-12
+
+
+# --------------------------------------------------------------- layers traced per input shape
+def test_layer_traced_per_shape_runs_its_forward_once(direct_call_count):
+    """The per-shape rule provides the layer's forward from its traced graph and reuses the
+    graph's activations: the same outputs as Keras' path, which runs the forward twice."""
+    keras.utils.set_random_seed(0)
+    # tanh's rule needs WindowMix's output: the backward model computes it.
+    model = functional(lambda x: keras.layers.Dense(3, activation="tanh")(WindowMix()(x)),
+                       [(4, 3)])
+    backward = clone_to_backward(model)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 3)).astype("float32")
+    g = rng.standard_normal((2, 5, 3)).astype("float32")
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    (step,) = [s for s in runner_of(backward).steps if s.provider is not None]
+    rule = step.provider
+    calls = {"reused": 0}
+    take = rule._take_activations
+
+    def counting_take(values):
+        known = take(values)
+        calls["reused"] += known is not None
+        return known
+
+    object.__setattr__(rule, "_take_activations", counting_take)
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    assert calls["reused"] == 1  # the direct run reused; Keras' path recomputed
+    assert [at.reproduces for at in rule._backward_by_shape.values()] == [True]
+    assert rule._activations == {}  # nothing kept once the rule has run
+    (expected,) = model_autograd_vjp(model, x, g)
+    with torch.no_grad():
+        got = backward(inputs).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+class TracedUnlikeCalled(WindowMix):
+    """A per-shape layer whose call computes differently on concrete tensors than when
+    traced: its traced graph does not reproduce its own output."""
+
+    def call(self, x):
+        y = super().call(x)
+        return y if isinstance(x, keras.KerasTensor) else y + 1.0
+
+
+def test_a_traced_graph_that_does_not_reproduce_the_layer_is_not_used_for_its_forward():
+    keras.utils.set_random_seed(0)
+    model = functional(
+        lambda x: keras.layers.Dense(3, activation="tanh")(TracedUnlikeCalled()(x)), [(4, 3)])
+    backward = clone_to_backward(model)
+    rng = np.random.default_rng(0)
+    inputs = [torch.tensor(rng.standard_normal((2, 4, 3)), dtype=torch.float32),
+              torch.tensor(rng.standard_normal((2, 5, 3)), dtype=torch.float32)]
+    direct, through_keras = _both_paths(backward, inputs)
+    assert_bit_identical(direct, through_keras)
+    (step,) = [s for s in runner_of(backward).steps if s.provider is not None]
+    assert [at.reproduces for at in step.provider._backward_by_shape.values()] == [False]
+    with torch.no_grad():
+        assert_bit_identical(backward(inputs), through_keras)  # later calls too
+
+
+# ------------------------------------------------------------------ calls that keep __call__
+def _token_model():
+    tokens = keras.Input((5,), dtype="int32")
+    embedded = keras.layers.Embedding(7, 4, mask_zero=True, name="embedding")(tokens)
+    h = keras.layers.Dense(4, activation="tanh")(embedded)
+    pooled = keras.layers.GlobalAveragePooling1D()(h)  # its call takes the mask
+    return keras.Model(tokens, keras.layers.Dense(2, activation="tanh")(pooled))
+
+
+def test_masked_calls_equal_keras_path():
+    """Embedding(mask_zero=True) computes a Keras mask (its call keeps __call__) and the
+    pooling takes it (an explicit argument of its call in the graph, which keeps __call__ too:
+    its compute_mask is its own): the pooling averages over unmasked steps only, as in Keras'
+    path."""
+    keras.utils.set_random_seed(0)
+    model = _token_model()
+    backward = clone_to_backward(model, wrt=model.get_layer("embedding"))
+    tokens = torch.tensor([[1, 2, 0, 0, 0], [3, 4, 5, 6, 0]], dtype=torch.int32)
+    g = torch.tensor(np.random.default_rng(0).standard_normal((2, 2)), dtype=torch.float32)
+    direct, through_keras = _both_paths(backward, [tokens, g])
+    assert_bit_identical(direct, through_keras)
+    assert torch.all(direct[0, 2:] == 0) and torch.all(direct[1, 4:] == 0)
+    assert torch.all(direct[0, :2] != 0) and torch.all(direct[1, :4] != 0)
+
+
+def _dense_model(**dense_kwargs):
+    x = keras.Input((4,))
+    h = keras.layers.Dense(5, activation="tanh", name="special", **dense_kwargs)(x)
+    # the second tanh's rule needs the first layer's output: the backward model calls it
+    return keras.Model(x, keras.layers.Dense(2, activation="tanh")(h))
+
+
+@pytest.mark.parametrize("dense_kwargs", [{"dtype": "mixed_bfloat16"},
+                                          {"activity_regularizer": "l2"}],
+                         ids=["mixed-policy", "activity-regularizer"])
+def test_layers_that_need_call_keep_it(dense_kwargs, direct_call_count):
+    keras.utils.set_random_seed(0)
+    model = _dense_model(**dense_kwargs)
+    backward = clone_to_backward(model)
+    layer = model.get_layer("special")
+    (forward,) = [s for s in runner_of(backward).steps if s.operation is layer]
+    assert forward.direct is None
+    inputs = [torch.randn(3, 4), torch.randn(3, 2)]
+    direct, through_keras = _both_paths(backward, inputs)
+    assert_bit_identical(direct, through_keras)
+    assert direct_call_count["direct"] > 0  # the other calls are direct
+
+
+def test_a_torch_hook_added_after_the_first_call_still_runs():
+    keras.utils.set_random_seed(0)
+    model = _dense_model()
+    backward = clone_to_backward(model)
+    inputs = [torch.randn(3, 4), torch.randn(3, 2)]
+    with torch.no_grad():
+        backward(inputs)  # the plan is made
+    seen = []
+    handle = model.get_layer("special").register_forward_hook(
+        lambda module, args, output: seen.append(output.shape))
+    try:
+        with torch.no_grad():
+            backward(inputs)
+    finally:
+        handle.remove()
+    assert seen == [(3, 5)]
+
+
+def test_training_and_the_switch_take_keras_path(direct_call_count):
+    keras.utils.set_random_seed(0)
+    backward = clone_to_backward(_dense_model())
+    inputs = [torch.randn(3, 4), torch.randn(3, 2)]
+    with torch.no_grad():
+        trained = backward(inputs, training=True)
+        assert direct_call_count["direct"] == 0
+        with direct_calls(False):
+            assert not direct_calls_enabled()
+            with direct_calls(True):
+                assert direct_calls_enabled()
+            assert not direct_calls_enabled()
+            plain = backward(inputs)
+        assert direct_call_count["direct"] == 0
+        assert direct_calls_enabled()
+        direct = backward(inputs)
+    assert direct_call_count["direct"] > 0
+    assert_bit_identical(direct, plain)
+    assert_bit_identical(trained, plain)  # no layer here depends on training
