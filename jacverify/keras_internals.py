@@ -52,6 +52,7 @@ __all__ = [
     "compute_output_spec",
     "float64_not_downcast",
     "get_keras_mask",
+    "in_autocast_scope",
     "inbound_nodes",
     "is_continuous_axis",
     "keras_activations",
@@ -205,6 +206,11 @@ def float64_not_downcast() -> Iterator[bool]:
     with _float64_kept():
         yield True
 
+
+
+def in_autocast_scope() -> bool:
+    """Whether a Keras autocast scope is active (layers called in it cast their variables)."""
+    return _backend.get_autocast_scope() is not None
 
 
 def to_torch_dtype(dtype: Any) -> Any:
