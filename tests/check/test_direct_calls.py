@@ -161,3 +161,4 @@ def test_verdicts_and_findings_equal_through_keras(layer, rule, shape, verdict):
                            evidence=False)
     assert fast.verdict == verdict
     assert _summary(fast) == _summary(slow)
+
