@@ -369,14 +369,10 @@ def check_model(
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
     result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
-    whole = None
-    if end_to_end and backward is not None:
-        whole = EndToEndTask(
-            label=f"{model.name} (end to end)", model=model, mapping=mapping, fallback=fallback,
-            model_inputs=model_inputs, examples=examples,
-            seed=(seed + len(graph.steps)) % (2**32), convention=convention,
-            backward=backward, graph=graph,
-        )
+    whole = None if not end_to_end or backward is None else EndToEndTask(
+        label=f"{model.name} (end to end)", model=model, mapping=mapping, fallback=fallback,
+        model_inputs=model_inputs, examples=examples, convention=convention,
+        seed=(seed + len(graph.steps)) % (2**32), backward=backward, graph=graph)
     result.layers, result.end_to_end = _run_calls(rows, whole, progress, jobs=jobs,
                                                   executor=executor)
     if end_to_end and whole is None:
