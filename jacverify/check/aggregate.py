@@ -110,18 +110,18 @@ _round_trips: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _ROUND_TRIPS_PER_CLASS = 256
 
 
-def _without_names(config: Any) -> Any:
-    """A config's JSON text without the names of the rule and its forward layer (``None``
-    when it is not plain data)."""
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "name"}
-        if isinstance(value, (list, tuple)):
-            return [strip(v) for v in value]
-        return value
-
+def _without_names(config: Any) -> str | None:
+    """A rule config's JSON text without the rule's name and its forward layer's name
+    (``None`` when it is not plain data). Every other value, nested names included, stays."""
+    data = jsonable(config)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "name"}
+        layer = data.get("layer")
+        if isinstance(layer, dict) and isinstance(layer.get("config"), dict):
+            inner = {k: v for k, v in layer["config"].items() if k != "name"}
+            data["layer"] = {**layer, "config": inner}
     try:
-        return json.dumps(strip(jsonable(config)), sort_keys=True)
+        return json.dumps(data, sort_keys=True)
     except (TypeError, ValueError):
         return None
 

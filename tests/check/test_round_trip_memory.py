@@ -43,3 +43,29 @@ def test_the_round_trip_is_remembered_per_config_not_per_name():
     assert (again.verdict, again.message) == (first.verdict, first.message)
     assert again is not first  # a copy: a check may annotate its own
     assert config_finding(rule(1.0, "second_b")).verdict == "pass"
+
+
+class _ForgetsScaleIn64(_ForgetsScale):
+    """Drops ``scale`` in the round trip only when the rule computes in float64."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "float64" in str(config.get("dtype")):
+            config.pop("scale")
+        scale = config.pop("scale", 1.0)
+        rule = BackwardNonLinearLayer.from_config.__func__(cls, config)
+        rule.scale = scale
+        return rule
+
+
+def test_only_the_names_are_left_out_of_what_is_remembered():
+    def rule(dtype: str, name: str) -> _ForgetsScaleIn64:
+        layer = L.Activation("linear", name=name, dtype=dtype)
+        return _ForgetsScaleIn64(layer, [3], [3], scale=2.0, name=f"{name}_backward")
+
+    assert config_finding(rule("float32", "p")).verdict == "pass"
+    # the dtype policy's own "name" is a value of the config, not a layer's name: a float64
+    # rule is not taken for the float32 one
+    assert config_finding(rule("float64", "q")).verdict == "error"
+    assert config_finding(rule("float32", "r")).verdict == "pass"
