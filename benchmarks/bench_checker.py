@@ -28,9 +28,20 @@ machine are not comparable between runs: each is also given in *units*, the medi
 gradcheck's full mode on a float64 Dense(64) measured in the same process (``--unit-repeats``),
 so that two runs (two versions of the code) are compared by their ratios to it.
 
+``--overhead`` times, in the same process, the fixed costs of a check around the evaluation of
+its examples, for a few layers: the set-up before the search (``prepare``: the rule, the float64
+clone, its precision probe, the Jacobian scale), building the example strategy, Hypothesis
+drawing 30 example specs (the engine with our strategy, and the engine alone with a plain
+integer strategy), and one call of the rule through Keras' ``__call__`` against the direct
+path of :mod:`jacverify.check.direct_calls`. ``--keras-call`` runs ``--registry`` and
+``--models`` twice, the second time with every rule called through Keras' ``__call__``
+(the path before the direct calls), for a same-run ratio. ``--jobs N`` runs them with N
+processes.
+
 Run: .venv/bin/python benchmarks/bench_checker.py [--repeats 5] [--examples 20]
      [--sizes 16,64,256,1024] [--conv-sizes 4x4x2,8x8x4,16x16x4,32x32x4] [--markdown]
      [--no-layers] [--registry all|FAMILY,...] [--models NAME,...] [--model-examples 8]
+     [--overhead] [--keras-call] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -352,7 +363,8 @@ def registry_families(wanted: str) -> dict[str, list[type]]:
     return dict(sorted(families.items()))
 
 
-def bench_registry(wanted: str, unit: float, markdown: bool) -> None:
+def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1,
+                   title: str = "") -> None:
     """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
     examples come from the seed and its class name, so the families add up to the whole
     registry check), with the verdicts."""
@@ -361,7 +373,7 @@ def bench_registry(wanted: str, unit: float, markdown: bool) -> None:
     rows, total, verdicts = [], 0.0, Counter()
     for family, classes in registry_families(wanted).items():
         start = time.perf_counter()
-        result = jacverify.check_registry(classes, seed=0, include=("native",))
+        result = jacverify.check_registry(classes, seed=0, include=("native",), jobs=jobs)
         elapsed = time.perf_counter() - start
         total += elapsed
         counted = Counter(c.check.verdict for c in result.checks)
@@ -372,12 +384,13 @@ def bench_registry(wanted: str, unit: float, markdown: bool) -> None:
     rows.append(["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
                  f"{total:.1f}", f"{total / unit:.0f}",
                  " ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
-    print("check_registry(seed=0), native rules, by family (s, and units)")
+    print(f"check_registry(seed=0, jobs={jobs}), native rules, by family (s, and units){title}")
     print(_table(["family", "rules", "checks", "s", "units", "verdicts"], rows, markdown))
     print()
 
 
-def bench_models(names: str, examples: int, unit: float, markdown: bool) -> None:
+def bench_models(names: str, examples: int, unit: float, markdown: bool, jobs: int = 1,
+                 title: str = "") -> None:
     """Time ``check_model`` of keras.applications models at their smallest input size."""
     from collections import Counter
 
@@ -388,15 +401,99 @@ def bench_models(names: str, examples: int, unit: float, markdown: bool) -> None
         keras.utils.set_random_seed(0)
         model, size = build_application(name)
         start = time.perf_counter()
-        result = jacverify.check_model(model, examples=examples, seed=0)
+        result = jacverify.check_model(model, examples=examples, seed=0, jobs=jobs)
         elapsed = time.perf_counter() - start
         counted = Counter(c.verdict for c in result.layers)
         rows.append([name, f"{size}x{size}", str(examples), str(len(result.layers)),
                      f"{elapsed:.1f}", f"{elapsed / unit:.0f}",
                      " ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
-    print("check_model(model, examples=E, seed=0) of keras.applications models (s, and units)")
+    print(f"check_model(model, examples=E, seed=0, jobs={jobs}) of keras.applications models "
+          f"(s, and units){title}")
     print(_table(["model", "input", "examples", "checks", "s", "units", "verdicts"], rows,
                  markdown))
+    print()
+
+
+
+# ----------------------------------------------------------------------------- overhead
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def _overhead_layers() -> list[tuple[str, Any, Any]]:
+    layers = keras.layers
+    return [
+        ("Dense(16)", layers.Dense(16), (16,)),
+        ("Conv2D(4, 3)", layers.Conv2D(4, 3, padding="same"), (8, 8, 4)),
+        ("ReLU(max_value=6)", layers.ReLU(max_value=6.0), (32,)),
+        ("BatchNormalization", layers.BatchNormalization(), (8, 8, 4)),
+        ("Add", layers.Add(), [(16,), (16,)]),
+    ]
+
+
+def _search_ms(strategy: Any, repeats: int) -> float:
+    from jacverify.check.runner import search
+
+    def run() -> None:
+        search(strategy, lambda spec: "pass", lambda outcome: outcome, examples=30, seed=0,
+               shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
+
+    return _median_ms(run, repeats)
+
+
+def _overhead_row(label: str, layer: Any, shape: Any, repeats: int, engine: float) -> list:
+    """One row of :func:`bench_overhead`."""
+    from hypothesis import strategies as st
+
+    from jacverify.check.calls import call_rule
+    from jacverify.check.direct_calls import through_keras_call
+    from jacverify.check.preparation import prepare
+    from jacverify.check.settings import CheckSettings
+    from jacverify.check.strategies import KINDS, example_specs, kind_specs
+
+    settings = CheckSettings(seed=0)
+    setup = prepare(layer, None, settings, input_shape=shape)
+    setup_ms = _median_ms(lambda: prepare(layer, None, settings, input_shape=shape), repeats)
+    n, k = setup.n, len(setup.kinks)
+    build_ms = _median_ms(lambda: st.one_of([kind_specs(kind, n, k) for kind in KINDS]),
+                          repeats)
+    draw_ms = _search_ms(example_specs(n, k), repeats)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *setup.input_shape)).astype(setup.dtype)
+    g = rng.standard_normal((2, *setup.output_shape)).astype(setup.dtype)
+    call_rule(setup.rule, g, x)  # the direct path is decided on the first call
+
+    def hundred_calls() -> None:
+        for _ in range(100):
+            call_rule(setup.rule, g, x)
+
+    direct = _median_ms(hundred_calls, repeats) / 100
+    with through_keras_call():
+        keras_ms = _median_ms(hundred_calls, repeats) / 100
+    return [label, f"{setup_ms:.1f}", f"{build_ms:.1f}", f"{draw_ms:.0f}", f"{engine:.0f}",
+            f"{keras_ms:.3f}", f"{direct:.3f}", f"{keras_ms / direct:.1f}"]
+
+
+def bench_overhead(repeats: int, markdown: bool) -> None:
+    """The fixed costs of a check around its evaluations (see the module doc), in ms."""
+    from hypothesis import strategies as st
+
+    from jacverify.check.isolation import check_isolation
+
+    with check_isolation():
+        engine = _search_ms(st.integers(0, 2**32 - 1), repeats)
+        rows = [_overhead_row(label, layer, shape, repeats, engine)
+                for label, layer, shape in _overhead_layers()]
+    print(f"fixed costs of a check (ms, median of {repeats}): set-up before the search, "
+          "building the example strategy, Hypothesis drawing 30 specs (our strategy; a plain "
+          "integer), one rule call through Keras' __call__ and directly")
+    print(_table(["layer", "set-up", "strategy", "30 draws", "30 integers", "rule call keras",
+                  "rule call direct", "ratio"], rows, markdown))
     print()
 
 
@@ -433,6 +530,13 @@ def main() -> None:
                         help="examples per layer of --models")
     parser.add_argument("--unit-repeats", type=int, default=15,
                         help="gradchecks timed for the unit of whole jobs")
+    parser.add_argument("--overhead", action="store_true",
+                        help="time the fixed costs of a check (set-up, drawing, rule calls)")
+    parser.add_argument("--keras-call", action="store_true",
+                        help="run --registry/--models again with rules called through "
+                        "Keras' __call__ (the path before the direct calls)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="processes for --registry and --models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keras.utils.set_random_seed(0)
@@ -448,13 +552,23 @@ def main() -> None:
             bench_case(case, args)
         print_tables(cases, args)
         print()
+    if args.overhead:
+        bench_overhead(args.repeats, args.markdown)
     if args.registry or args.models:
         unit = time_unit(args.unit_repeats)
         print(f"unit: gradcheck full mode on a float64 Dense(64), median {unit * 1e3:.2f} ms")
-        if args.registry:
-            bench_registry(args.registry, unit, args.markdown)
-        if args.models:
-            bench_models(args.models, args.model_examples, unit, args.markdown)
+        paths = [("", contextlib.nullcontext)]
+        if args.keras_call:
+            from jacverify.check.direct_calls import through_keras_call
+
+            paths.append((", rules through Keras' __call__", through_keras_call))
+        for title, path in paths:
+            with path():
+                if args.registry:
+                    bench_registry(args.registry, unit, args.markdown, args.jobs, title)
+                if args.models:
+                    bench_models(args.models, args.model_examples, unit, args.markdown,
+                                 args.jobs, title)
 
 
 if __name__ == "__main__":

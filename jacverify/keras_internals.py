@@ -56,6 +56,7 @@ __all__ = [
     "float64_not_downcast",
     "get_keras_mask",
     "has_torch_module_hooks",
+    "in_autocast_scope",
     "inbound_nodes",
     "is_continuous_axis",
     "keras_activations",
@@ -251,6 +252,11 @@ def torch_global_module_hooks() -> bool:
     return any(getattr(torch_module, name, None) for name in (
         "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
         "_global_backward_pre_hooks"))
+
+
+def in_autocast_scope() -> bool:
+    """Whether a Keras autocast scope is active (layers called in it cast their variables)."""
+    return autocast_scope() is not None
 
 
 def to_torch_dtype(dtype: Any) -> Any:

@@ -36,6 +36,7 @@ from keras import ops
 
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.direct_calls import invoke
 from jacverify.check.kinks import format_index
 from jacverify.check.references import (
     ReferenceUnavailable,
@@ -423,10 +424,10 @@ class PackedRule:
         if self.domain is not None:
             packed = self.domain(keras.ops.convert_to_tensor(packed))
         if self.is_linear and packed is None:
-            out = self.rule(upstream)
+            out = invoke(self.rule, upstream)
         else:
             parts = self.packing.split(packed)
-            out = self.rule([upstream, parts if n > 1 else parts[0]])
+            out = invoke(self.rule, [upstream, parts if n > 1 else parts[0]])
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
         if len(outs) != n:
             raise RuleOutputError(

@@ -10,8 +10,10 @@ listed after the headline.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -102,10 +104,49 @@ def _structure_copy(value: Any) -> Any:
     return value
 
 
+#: Round-trip findings per rule class, by the rule's config without names: the calls of a
+#: model with one configuration and different weights (or names) make one round trip.
+_round_trips: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ROUND_TRIPS_PER_CLASS = 256
+
+
+def _without_names(config: Any) -> str | None:
+    """A rule config's JSON text without the rule's name and its forward layer's name
+    (``None`` when it is not plain data). Every other value, nested names included, stays."""
+    data = jsonable(config)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if k != "name"}
+        layer = data.get("layer")
+        if isinstance(layer, dict) and isinstance(layer.get("config"), dict):
+            inner = {k: v for k, v in layer["config"].items() if k != "name"}
+            data["layer"] = {**layer, "config": inner}
+    try:
+        return json.dumps(data, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
 def config_finding(rule: Any) -> Finding:
     """The ``get_config`` round trip: ``type(rule).from_config(rule.get_config())`` gives a
-    rule with the same config (what saving a backward model relies on)."""
-    rule = _inner_rule(rule)
+    rule with the same config (what saving a backward model relies on). Made once per rule
+    class and config (names aside) in a process."""
+    inner = _inner_rule(rule)
+    try:
+        key = _without_names(inner.get_config())
+        known = _round_trips.setdefault(type(inner), {})
+    except Exception:  # noqa: BLE001 - no config, or a class that cannot be a key: no memory
+        return _round_trip(inner)
+    if key is None:
+        return _round_trip(inner)
+    if key not in known:
+        if len(known) >= _ROUND_TRIPS_PER_CLASS:
+            known.clear()
+        known[key] = _round_trip(inner)
+    return dataclasses.replace(known[key])
+
+
+def _round_trip(rule: Any) -> Finding:
+    """:func:`config_finding` made now."""
     if not (callable(getattr(rule, "get_config", None))
             and callable(getattr(type(rule), "from_config", None))):
         return Finding(Probe.CONFIG.value, Verdict.SKIPPED.value,

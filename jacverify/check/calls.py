@@ -1,7 +1,9 @@
 """Calling a rule as the builder does, and saying in one line what went wrong when it raised.
 
 The lowest layer of the checker: probes, explanations and plot data all call rules through
-:func:`call_rule`; nothing here imports another checker module but the adapters' error type.
+:func:`call_rule`; nothing here imports another checker module but the adapters' error type
+and :mod:`jacverify.check.direct_calls` (which skips Keras' per-call bookkeeping when that
+changes nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import keras
 import numpy as np
 
 from jacverify.check.adapters import RuleOutputError
+from jacverify.check.direct_calls import invoke
 
 __all__ = ["RuleOutputError", "call_rule", "exception_text", "short_error"]
 
@@ -23,13 +26,15 @@ def call_rule(rule: Any, gradient: np.ndarray, layer_input: np.ndarray) -> np.nd
     """Call a rule as the builder does and return its output as an array.
 
     Raises whatever the rule raises, and :class:`RuleOutputError` for a structure other than
-    one tensor (or a list of one).
+    one tensor (or a list of one). A built Keras rule is called through its ``call`` method
+    once that has been shown to give what Keras' ``__call__`` gives
+    (:func:`jacverify.check.direct_calls.invoke`).
     """
     g = keras.ops.convert_to_tensor(gradient)
     if getattr(rule, "is_linear", False):
-        out = rule(g)
+        out = invoke(rule, g)
     else:
-        out = rule([g, keras.ops.convert_to_tensor(layer_input)])
+        out = invoke(rule, [g, keras.ops.convert_to_tensor(layer_input)])
     if isinstance(out, (list, tuple)):
         if len(out) != 1:
             raise RuleOutputError(

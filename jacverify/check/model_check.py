@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -21,23 +20,20 @@ import keras
 import numpy as np
 import torch
 
-from jacverify.backward.clone import backward_rule_class, clone_to_backward
+from jacverify.backward.clone import backward_rule_class
 from jacverify.backward.factory import is_float_dtype, widest_float_dtype
-from jacverify.backward.graph import INPUT_KEY, Step, trace
+from jacverify.backward.graph import Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError
-from jacverify.check.adapters import PackedCall
 from jacverify.check.call_selection import select_calls
 from jacverify.check.call_task import CallTask, coverage_key
+from jacverify.check.end_to_end import EndToEndTask, build_backward
 from jacverify.check.isolation import check_isolation
-from jacverify.check.layer_check import check_layer
 from jacverify.check.parallel import run_tasks
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
 #: Rows of sampled inputs when ``inputs`` is not given.
 SAMPLED_ROWS = 4
-#: The end-to-end check judges at most this many examples (each evaluates the whole model).
-END_TO_END_EXAMPLES = 20
 #: Where users read how to write a rule.
 WRITING_RULES_DOC = "docs/writing_rules.md"
 
@@ -216,25 +212,6 @@ def replay_call(
     return f"check_model({', '.join(arguments)})"
 
 
-class _BackwardModelRule:
-    """The whole backward model, called with the rule convention ``rule([g, x])``."""
-
-    is_linear = False
-    label = "BackwardModel"  # the rule's name in results
-    #: The backward model was built for gradients shaped like the output, without extra axes.
-    supports_extra_axes = False
-
-    def __init__(self, backward: keras.Model, n_inputs: int, output_shape: Sequence[int]):
-        self.backward = backward
-        self.n_inputs = n_inputs
-        self.output_dim_wo_batch = list(output_shape)
-
-    def __call__(self, inputs):
-        gradient, x = inputs
-        xs = list(x) if self.n_inputs > 1 else [x]
-        return self.backward([*xs, gradient], training=False)
-
-
 def _call_task(step: Step, label: str, mapping, activations: dict, *, examples: int,
                seed: int, convention: str) -> CallTask | LayerCheck:
     """The task that checks one call in place, or the row of a call that is not checked."""
@@ -294,44 +271,6 @@ def _covered_row(task: CallTask, check: LayerCheck) -> LayerCheck:
     )
 
 
-def _end_to_end(
-    model: keras.Model,
-    backward: keras.Model,
-    graph,
-    model_inputs: list[np.ndarray],
-    *,
-    examples: int,
-    seed: int,
-    convention: str,
-) -> LayerCheck:
-    name = model.name
-    if len(graph.outputs) != 1:
-        return LayerCheck(
-            verdict="skipped",
-            reason=f"the model has {len(graph.outputs)} outputs; the end-to-end check takes "
-            "models with one output",
-            layer_name=name, layer_class=type(model).__name__, rule_class="BackwardModel",
-        )
-    if not all(is_float_dtype(t.dtype) for t in graph.inputs):
-        return LayerCheck(
-            verdict="skipped",
-            reason="the model takes integer inputs: it is not differentiable in them",
-            layer_name=name, layer_class=type(model).__name__, rule_class="BackwardModel",
-        )
-    shapes = [tuple(int(d) for d in a.shape[1:]) for a in model_inputs]
-    n = len(shapes)
-    args = ([{INPUT_KEY: i} for i in range(n)],) if n > 1 else ({INPUT_KEY: 0},)
-    adapter = PackedCall(model, shapes, args, label=name)
-    adapter.checked_class = type(model).__name__
-    output_shape = [int(d) for d in graph.outputs[0].shape[1:]]
-    rule = _BackwardModelRule(backward, n, output_shape)
-    return check_layer(
-        adapter, rule, input_shape=shapes if n > 1 else shapes[0],
-        inputs=model_inputs if n > 1 else model_inputs[0],
-        examples=min(examples, END_TO_END_EXAMPLES), seed=seed, convention=convention,
-    )
-
-
 @check_isolation()
 def check_model(
     model: keras.Model,
@@ -380,11 +319,12 @@ def check_model(
             such as ``"dense (call 2)"``), class names or classes; ``None`` checks every call.
         only: ``"custom"`` checks only the calls whose rule does not ship with jacverify (the
             user's and installed packages') and the calls without a rule.
-        jobs: worker processes for the in-place checks (1: in this process); each worker
-            uses one torch thread, and the results equal the serial run's.
-        executor: a :class:`concurrent.futures.Executor` to run the in-place checks on
-            instead (a ``dask.distributed`` client's ``get_executor()``, say); see
-            :mod:`jacverify.check.parallel` for what is sent to it.
+        jobs: processes for the in-place checks and the end-to-end check (1: all in this
+            process); each worker uses one torch thread, the end-to-end check (the longest)
+            runs beside the in-place checks, and the results equal the serial run's.
+        executor: a :class:`concurrent.futures.Executor` to run the in-place checks and the
+            end-to-end check on instead (a ``dask.distributed`` client's
+            ``get_executor()``, say); see :mod:`jacverify.check.parallel` for what is sent.
 
     Returns:
         A :class:`ModelCheck`: one :class:`LayerCheck` per selected call in graph order (calls
@@ -424,21 +364,20 @@ def check_model(
                           only=only, mapping=mapping, without_rule=frozenset(missing))
     backward = None
     if not missing or fallback == "autograd":
-        with warnings.catch_warnings():  # the fallback's calls are listed as not checked
-            warnings.simplefilter("ignore", UserWarning)
-            backward = clone_to_backward(model, mapping, fallback=fallback)
+        backward = build_backward(model, mapping, fallback)
     model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
     result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
-    result.layers, total = _run_calls(rows, progress, end_to_end, jobs=jobs, executor=executor)
-    if end_to_end:
-        if progress is not None and backward is not None:
-            progress(total - 1, total, f"{model.name} (end to end)")
-        result.end_to_end = _end_to_end_check(
-            model, backward, graph, model_inputs, result.layers, examples=examples,
-            seed=(seed + len(graph.steps)) % (2**32), convention=convention,
-        )
+    whole = None if not end_to_end or backward is None else EndToEndTask(
+        label=f"{model.name} (end to end)", model=model, mapping=mapping, fallback=fallback,
+        model_inputs=model_inputs, examples=examples, convention=convention,
+        seed=(seed + len(graph.steps)) % (2**32), backward=backward, graph=graph)
+    result.layers, result.end_to_end = _run_calls(rows, whole, progress, jobs=jobs,
+                                                  executor=executor)
+    if end_to_end and whole is None:
+        result.end_to_end = _end_to_end_not_built(
+            model, [c.layer_name for c in result.layers if c.verdict == NO_RULE])
     _attach_replay(result, replay_call(seed, examples, convention, mapping=bool(mapping),
                                        inputs=inputs is not None, fallback=fallback))
     result.duration_s = time.perf_counter() - start
@@ -478,14 +417,28 @@ def _call_rows(graph, labels: list, chosen: list, missing: dict, mapping, model_
     ]
 
 
-def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs: int,
-               executor: Executor | None) -> tuple[list[LayerCheck], int]:
-    """Run the call tasks among ``rows`` (one per group of calls a check covers); one
-    LayerCheck per row, in order, and the number of checks progress counts."""
+def _with_end_to_end(run: list, whole: EndToEndTask | None, jobs: int,
+                     executor: Executor | None) -> tuple[list, int | None]:
+    """The tasks to run, and where the end-to-end task is among them. It is the longest
+    check: with local workers it goes second, so that the first worker to start takes it
+    while this process checks calls (this process runs the first task itself before any
+    worker starts); otherwise last, after the calls, as it is reported."""
+    if whole is None:
+        return list(run), None
+    position = min(1, len(run)) if int(jobs) > 1 and executor is None else len(run)
+    return [*run[:position], whole, *run[position:]], position
+
+
+def _run_calls(rows: list, whole: EndToEndTask | None, progress: Progress | None, *,
+               jobs: int, executor: Executor | None) -> tuple[list[LayerCheck], Any]:
+    """Run the call tasks among ``rows`` (one per group of calls a check covers) and the
+    end-to-end task (beside them); one LayerCheck per row, in order, and the end-to-end
+    check (``None`` without its task)."""
     tasks = [r for r in rows if isinstance(r, CallTask)]
     run, covered = _share(tasks)
-    total = len(run) + (1 if end_to_end else 0)
-    results = run_tasks(run, jobs=jobs, executor=executor, progress=progress, total=total)
+    everything, position = _with_end_to_end(run, whole, jobs, executor)
+    results = run_tasks(everything, jobs=jobs, executor=executor, progress=progress)
+    end_to_end = None if position is None else results.pop(position)
     checks = {id(task): check for task, check in zip(run, results)}
     for task in run:
         if task.covers:
@@ -498,24 +451,4 @@ def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs:
         first = covered.get(index)
         by_task[id(task)] = (checks[id(task)] if first is None
                              else _covered_row(task, checks[id(first)]))
-    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], total
-
-
-def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,
-                      seed: int, convention: str) -> LayerCheck:
-    """The whole backward model's check; ``skipped`` when it was not built (calls without a
-    rule), ``inconclusive`` when it could not run."""
-    if backward is None:
-        return _end_to_end_not_built(
-            model, [c.layer_name for c in layers if c.verdict == NO_RULE]
-        )
-    try:
-        return _end_to_end(model, backward, graph, model_inputs, examples=examples, seed=seed,
-                           convention=convention)
-    except Exception as error:  # noqa: BLE001 - the per-layer checks stand on their own
-        return LayerCheck(
-            verdict="inconclusive",
-            reason=f"The end-to-end check could not run: {type(error).__name__}: {error}",
-            layer_name=model.name, layer_class=type(model).__name__,
-            rule_class="BackwardModel",
-        )
+    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], end_to_end

@@ -22,6 +22,7 @@ for a fraction of the examples). Each special coordinate gets a readable mark su
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -100,23 +101,63 @@ class _Draws:
     everywhere: st.SearchStrategy  # True in one example of five: every coordinate
     kink: st.SearchStrategy  # a candidate kink's index
     offset: st.SearchStrategy  # ("ulp", n, sign) or ("tol", relative, sign)
+    tie_value: st.SearchStrategy  # -1 (the source's own value) or a candidate kink's index
+
+
+#: Signs of saturated coordinates, and the patterns of ties.
+_SIGN = st.sampled_from((1, -1))
+_TIE_PATTERN = st.sampled_from(("some", "neighbours", "all"))
 
 
 def _draws(n_coordinates: int, n_kinks: int) -> _Draws:
     n = max(1, int(n_coordinates))
     coordinate = st.integers(0, n - 1)
+    kink = st.integers(0, max(1, int(n_kinks)) - 1)
     return _Draws(
         coordinate=coordinate,
         some=st.lists(coordinate, min_size=1, max_size=min(n, MAX_SPECIAL_COORDINATES),
                       unique=True),
         everywhere=st.integers(0, 4).map(lambda v: v == 4),
-        kink=st.integers(0, max(1, int(n_kinks)) - 1),
+        kink=kink,
         offset=st.one_of(
-            st.tuples(st.just("ulp"), st.sampled_from(ULP_OFFSETS), st.sampled_from((1, -1))),
-            st.tuples(st.just("tol"), st.sampled_from(TOLERANCE_OFFSETS),
-                      st.sampled_from((1, -1))),
+            st.tuples(st.just("ulp"), st.sampled_from(ULP_OFFSETS), _SIGN),
+            st.tuples(st.just("tol"), st.sampled_from(TOLERANCE_OFFSETS), _SIGN),
         ),
+        tie_value=st.one_of(st.just(-1), kink),
     )
+
+
+# The picks of each kind are composite strategies defined once (defining a composite
+# compiles a function: a few milliseconds that every check would otherwise pay again).
+@st.composite
+def _exact_kink_draw(draw, draws: _Draws) -> tuple:
+    if draw(draws.everywhere):
+        return ((-1, draw(draws.kink)),)
+    return tuple((i, draw(draws.kink)) for i in draw(draws.some))
+
+
+@st.composite
+def _near_kink_draw(draw, draws: _Draws) -> tuple:
+    if draw(draws.everywhere):
+        return ((-1, draw(draws.kink), *draw(draws.offset)),)
+    return tuple((i, draw(draws.kink), *draw(draws.offset)) for i in draw(draws.some))
+
+
+@st.composite
+def _tie_draw(draw, draws: _Draws) -> tuple:
+    pattern = draw(_TIE_PATTERN)
+    source = draw(draws.coordinate)
+    value_from = draw(draws.tie_value)
+    targets = tuple(draw(draws.some)) if pattern == "some" else ()
+    return ((source, pattern, value_from, *targets),)
+
+
+@st.composite
+def _saturation_draw(draw, draws: _Draws) -> tuple:
+    magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
+    if draw(draws.everywhere):
+        return ((-1, magnitude, 1),)
+    return tuple((i, magnitude, draw(_SIGN)) for i in draw(draws.some))
 
 
 def _no_picks(draws: _Draws) -> st.SearchStrategy:
@@ -125,45 +166,22 @@ def _no_picks(draws: _Draws) -> st.SearchStrategy:
 
 def _exact_kink_picks(draws: _Draws) -> st.SearchStrategy:
     """``((coordinate, kink), ...)``; coordinate -1: every coordinate."""
-    @st.composite
-    def picks(draw):
-        if draw(draws.everywhere):
-            return ((-1, draw(draws.kink)),)
-        return tuple((i, draw(draws.kink)) for i in draw(draws.some))
-    return picks()
+    return _exact_kink_draw(draws)
 
 
 def _near_kink_picks(draws: _Draws) -> st.SearchStrategy:
     """``((coordinate, kink, how, amount, sign), ...)``."""
-    @st.composite
-    def picks(draw):
-        if draw(draws.everywhere):
-            return ((-1, draw(draws.kink), *draw(draws.offset)),)
-        return tuple((i, draw(draws.kink), *draw(draws.offset)) for i in draw(draws.some))
-    return picks()
+    return _near_kink_draw(draws)
 
 
 def _tie_picks(draws: _Draws) -> st.SearchStrategy:
     """``((source, pattern, kink_or_-1, *targets),)``."""
-    @st.composite
-    def picks(draw):
-        pattern = draw(st.sampled_from(("some", "neighbours", "all")))
-        source = draw(draws.coordinate)
-        value_from = draw(st.one_of(st.just(-1), draws.kink))
-        targets = tuple(draw(draws.some)) if pattern == "some" else ()
-        return ((source, pattern, value_from, *targets),)
-    return picks()
+    return _tie_draw(draws)
 
 
 def _saturation_picks(draws: _Draws) -> st.SearchStrategy:
     """``((coordinate, magnitude, sign), ...)``."""
-    @st.composite
-    def picks(draw):
-        magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
-        if draw(draws.everywhere):
-            return ((-1, magnitude, 1),)
-        return tuple((i, magnitude, draw(st.sampled_from((1, -1)))) for i in draw(draws.some))
-    return picks()
+    return _saturation_draw(draws)
 
 
 def kind_specs(kind: str, n_coordinates: int, n_kinks: int) -> st.SearchStrategy[ExampleSpec]:
@@ -180,8 +198,15 @@ def example_specs(
 ) -> st.SearchStrategy[ExampleSpec]:
     """Hypothesis strategy of :class:`ExampleSpec` for an input of ``n_coordinates`` values
     and ``n_kinks`` candidate kink values: one strategy per kind, combined with ``one_of``.
-    Shrinks towards ``random`` examples at scale 1 with few special coordinates."""
-    return st.one_of([kind_specs(kind, n_coordinates, n_kinks) for kind in kinds])
+    Shrinks towards ``random`` examples at scale 1 with few special coordinates. The same
+    arguments give the same strategy object (strategies are immutable): Hypothesis validates
+    it and computes its labels once per process, not once per check."""
+    return _example_specs(max(1, int(n_coordinates)), max(1, int(n_kinks)), tuple(kinds))
+
+
+@functools.lru_cache(maxsize=256)
+def _example_specs(n: int, n_kinks: int, kinds: tuple) -> st.SearchStrategy[ExampleSpec]:
+    return st.one_of([kind_specs(kind, n, n_kinks) for kind in kinds])
 
 
 #: Relative offset of the deterministic near-kink examples of :func:`kink_sweep`.

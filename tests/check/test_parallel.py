@@ -18,6 +18,7 @@ from jacverify import check_model, check_registry
 from jacverify.backward.registry import rule_source
 from jacverify.check import parallel
 from jacverify.check.call_task import CallTask, coverage_key
+from jacverify.check.end_to_end import EndToEndTask
 from jacverify.check.parallel import run_tasks
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect, Clip
 
@@ -181,6 +182,29 @@ def test_model_check_on_two_processes_equals_the_serial_run(twins, pool):
     assert _without_timings(shared.to_dict()) == expected
     assert _without_timings(remote.to_dict()) == expected
     assert serial.verdict == "fail"  # the comparison covers a counterexample and its replay
+
+
+def test_the_end_to_end_task_travels_and_checks_the_same(twins):
+    model_inputs = np.random.default_rng(0).standard_normal((4, 6)).astype("float32")
+    task = EndToEndTask(label="twins (end to end)", model=twins,
+                        mapping={Clip: BackwardClipCorrect}, fallback=None,
+                        model_inputs=[model_inputs], examples=5, seed=3,
+                        convention="subgradient")
+    copy = pickle.loads(pickle.dumps(task))
+    assert copy.model is not twins and copy.backward is None
+    for a, b in zip(copy.model.get_weights(), twins.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    here, there = task.run(), copy.run()
+    assert here.verdict == "pass"
+    assert _without_timings(there.to_dict()) == _without_timings(here.to_dict())
+
+
+def test_model_check_with_end_to_end_on_workers_equals_the_serial_run(twins, pool):
+    kwargs = dict(examples=5, seed=2, end_to_end=True)
+    serial = check_model(twins, {Clip: BackwardClip}, **kwargs)
+    remote = check_model(twins, {Clip: BackwardClip}, executor=pool, **kwargs)  # all in workers
+    assert serial.verdict == "fail" and serial.end_to_end.verdict in ("pass", "fail")
+    assert _without_timings(remote.to_dict()) == _without_timings(serial.to_dict())
 
 
 def test_registry_check_on_workers_equals_the_serial_run(pool):
