@@ -26,6 +26,7 @@ from hypothesis.strategies import SearchStrategy
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
 from jacverify.backward.rules._call_arguments import is_input
+from jacverify.check import task_cost
 from jacverify.check.adapters import PackedCall
 from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
@@ -227,6 +228,16 @@ class ConfigTask:
         """The check of the rule on this configuration."""
         return _check_one(self.keras_class, self.rule_class, self.layer, self.shape,
                           examples=self.examples, seed=self.seed, convention=self.convention)
+
+    @property
+    def cost_key(self) -> str:
+        """Names this check for the durations of earlier runs (see
+        :mod:`jacverify.check.task_cost`)."""
+        return task_cost.cost_key(self.layer, self.rule_class, self.shape, self.examples)
+
+    def estimated_seconds(self) -> float:
+        """A guess of this check's seconds from its configuration."""
+        return task_cost.estimate_seconds(self.layer, self.shape, self.examples)
 
     def failed(self, error: BaseException) -> LayerCheck:
         """``inconclusive``: the check could not run, and why."""
