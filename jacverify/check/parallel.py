@@ -263,9 +263,9 @@ class _SharedRun:
 
     This process starts checking at once, and starts the workers (in a thread of their own,
     which waits for the worker server when it is still importing) once the tasks left would
-    take it longer than starting them. The workers hold at most two tasks each (one running,
-    one waiting) and get the next task as soon as they return one, whatever this process is
-    doing. A task lost with a worker that died runs here."""
+    take it longer than starting them. A worker holds one task at a time and gets the next
+    as soon as it returns one, whatever this process is doing (so no task waits in a busy
+    worker while another process is free). A task lost with a worker that died runs here."""
 
     def __init__(self, tasks: Sequence[Any], progress: Progress | None, offset: int,
                  total: int) -> None:
@@ -332,7 +332,7 @@ class _SharedRun:
 
     def _start(self, workers: int) -> None:
         """Start the worker server if need be, wait until it is ready (or the run is over),
-        then start the workers with two tasks each."""
+        then start the workers with a task each."""
         if start_worker_server():
             deadline = time.monotonic() + SERVER_READY_TIMEOUT
             while not server_ready() and time.monotonic() < deadline:
@@ -345,7 +345,7 @@ class _SharedRun:
                 workers, mp_context=worker_context(), initializer=_worker_init,
                 initargs=(_hypothesis_home(),),
             )
-            self.slots = 2 * workers
+            self.slots = workers
             self._hand_out()
 
     def _hand_out(self) -> None:

@@ -8,9 +8,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from jacverify.check.worker_server import start_worker_server
 from jacverify.cli.common import EXIT_FAILED, EXIT_OK, UsageError, console, first_line
 from jacverify.cli.inputs import (
     check_model_file,
+    count_layers,
     import_rules,
     load_model,
     match_inputs,
@@ -23,6 +25,9 @@ from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mo
 FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
 ONLY = ("custom",)
+#: Layers (the model counted) from which a check with ``--jobs`` above 1 starts the worker
+#: server before it imports Keras: a model and two layers give two checks to share.
+WORKERS_FROM_LAYERS = 3
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -213,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", model_path)
     html_path = output_path(args.html, "--html", model_path)
     arrays = read_inputs(args.inputs)
+    if jobs(args) > 1 and count_layers(model_path) >= WORKERS_FROM_LAYERS:
+        start_worker_server()  # imports the checker on another core while this one does
     for spec in args.rules:
         import_rules(spec, reload=getattr(args, "reload_rules", False))
     result = _check(model_path, args, arrays)

@@ -166,7 +166,7 @@ def test_workers_get_tasks_while_this_process_runs_a_long_one(server, tmp_path, 
     done.mkdir()
     me = os.getpid()
     # the long task starts first, here; it ends only once a worker ran the 8 short ones (a
-    # worker holds 2 at a time: the others reach it while this process is busy)
+    # worker holds one at a time: the others reach it while this process is busy)
     tasks = [_WaitsForWorkers(f"short{i}", done, me, 0, 0.1) for i in range(8)]
     tasks.insert(3, _WaitsForWorkers("long", done, me, 8, 50.0))
     results = run_tasks(tasks, jobs=2)
