@@ -3,6 +3,7 @@ the checker (the modules whose tasks travel to workers, and the native rules). I
 the server process only; it then creates the file that says the server is ready (see
 :mod:`jacverify.check.worker_server`)."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -17,4 +18,5 @@ from jacverify.check.worker_server import READY_FILE_ENV  # noqa: E402
 
 _ready = os.environ.get(READY_FILE_ENV)
 if _ready:
-    Path(_ready).touch()
+    with contextlib.suppress(OSError):  # the process that started the server has ended
+        Path(_ready).touch()

@@ -20,6 +20,7 @@ import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -78,7 +79,17 @@ def start_worker_server() -> bool:
         finally:
             server.set_forkserver_preload(previous)  # only for a server started later
         _ready_file = ready
+        atexit.register(_stop_unready_server, server)
     return True
+
+
+def _stop_unready_server(server: object) -> None:
+    """At exit: end a server still importing (it would only finish its imports and exit;
+    a ready one exits by itself when this process ends)."""
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is not None and not server_ready():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def server_ready() -> bool:
