@@ -5,11 +5,17 @@ Runs ``check_registry(seed=S, configs=C, examples=E, jobs=J)`` for each ``J`` of
 thread each) and prints, per ``J``, the wall time, the speed-up over ``J = 1``, the CPU time
 of this process and its workers together, the verdict counts, and whether the result equals
 the ``J = 1`` run apart from timings (it must). Worker start-up (each worker imports torch and
-Keras) is part of both times. On a busy machine the wall times say little: compare the CPU
-times, whose difference is what the workers cost.
+Keras) is part of both times, and so is the worker server's (each J > 1 run starts its own).
+On a busy machine the wall times say little: compare the CPU times, whose difference is what
+the workers cost.
+
+Checks start longest first, by the durations jacverify remembers from earlier runs (in its
+cache directory: ``$JACVERIFY_CACHE_DIR``, default ``~/.cache/jacverify``), else by an
+estimate from the configuration: the ``J = 1`` run gives the ``J = 2`` run the durations of
+every check. ``--forget`` runs with an empty cache directory of its own (estimates only).
 
 Run: .venv/bin/python benchmarks/bench_parallel.py [--jobs 1,2] [--seed 0] [--configs 3]
-     [--examples 30] [--classes Dense,ReLU,...] [--markdown]
+     [--examples 30] [--classes Dense,ReLU,...] [--forget] [--markdown]
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from jacverify import check_registry  # noqa: E402
+from jacverify.check.worker_server import stop_worker_server  # noqa: E402
 
 
 def _without_timings(data):
@@ -56,14 +64,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classes", default=None,
                         help="comma-separated forward class names (default: every rule)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--forget", action="store_true",
+                        help="start without remembered durations (a fresh cache directory)")
     args = parser.parse_args(argv)
+    if args.forget:
+        os.environ["JACVERIFY_CACHE_DIR"] = tempfile.mkdtemp(prefix="jacverify-bench-")
     classes = args.classes.split(",") if args.classes else None
     rows, reference = [], None
     for jobs in [int(j) for j in args.jobs.split(",")]:
         start, cpu = time.perf_counter(), _cpu_seconds()
         result = check_registry(classes, configs=args.configs, examples=args.examples,
                                 seed=args.seed, jobs=jobs)
-        wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
+        wall = time.perf_counter() - start
+        stop_worker_server()  # its CPU time, and its workers', then counts as a child's
+        cpu = _cpu_seconds() - cpu
         data = _comparable(result)
         reference = reference or (wall, data)
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))

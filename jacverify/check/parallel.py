@@ -44,6 +44,7 @@ __all__ = [
     "expected_seconds",
     "operation_from_state",
     "operation_state",
+    "prepare_workers",
     "run_payload",
     "run_tasks",
     "run_timed_payload",
@@ -57,6 +58,9 @@ WORKER_START_SECONDS = 5.0
 #: About what starting a worker costs once the worker server has those modules loaded
 #: (:mod:`jacverify.check.worker_server`): a fork, and the first check's own set-up.
 WARM_WORKER_START_SECONDS = 0.5
+#: Checks from which a run with several jobs starts the worker server before it prepares
+#: them (:func:`prepare_workers`).
+EARLY_SERVER_TASKS = 30
 #: Expected seconds of a task that says nothing of its cost.
 DEFAULT_TASK_SECONDS = 1.0
 #: How long the workers wait at most for the worker server to finish its imports.
@@ -98,6 +102,14 @@ def operation_from_state(state: dict) -> Any:
 def default_jobs() -> int:
     """The machine's cores (``os.cpu_count()``), at least 1."""
     return max(1, os.cpu_count() or 1)
+
+
+def prepare_workers(jobs: int, tasks: int) -> None:
+    """Start the worker server now (see :mod:`jacverify.check.worker_server`) when ``tasks``
+    checks are coming, at least :data:`EARLY_SERVER_TASKS`, for ``jobs`` above 1: it imports
+    the checker while this process prepares them."""
+    if int(jobs) > 1 and tasks >= EARLY_SERVER_TASKS:
+        start_worker_server()
 
 
 def run_payload(payload: bytes) -> Any:

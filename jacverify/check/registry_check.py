@@ -35,7 +35,12 @@ from jacverify.check.layer_configs import (
     native_example_strategy,
     native_skip_reason,
 )
-from jacverify.check.parallel import operation_from_state, operation_state, run_tasks
+from jacverify.check.parallel import (
+    operation_from_state,
+    operation_state,
+    prepare_workers,
+    run_tasks,
+)
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
 from jacverify.verdicts import Verdict
 
@@ -329,6 +334,8 @@ def check_registry(
     if int(jobs) < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     entries = _select(registered_rules(), classes, tuple(include))
+    if executor is None:
+        prepare_workers(jobs, len(entries) * int(configs))
     result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
                            convention=convention)
     rows: list = []

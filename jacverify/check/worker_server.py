@@ -31,6 +31,7 @@ __all__ = [
     "READY_FILE_ENV",
     "server_ready",
     "start_worker_server",
+    "stop_worker_server",
     "worker_context",
 ]
 
@@ -79,17 +80,28 @@ def start_worker_server() -> bool:
         finally:
             server.set_forkserver_preload(previous)  # only for a server started later
         _ready_file = ready
-        atexit.register(_stop_unready_server, server)
+        atexit.register(stop_worker_server)
     return True
 
 
-def _stop_unready_server(server: object) -> None:
-    """At exit: end a server still importing (it would only finish its imports and exit;
-    a ready one exits by itself when this process ends)."""
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid is not None and not server_ready():
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
+def stop_worker_server() -> None:
+    """End the worker server (one still importing at once) and wait for it: the time it and
+    its workers took is then counted as this process' children's. Done at exit; a later
+    :func:`start_worker_server` starts a new one."""
+    global _ready_file
+    from multiprocessing import forkserver
+
+    with _lock:
+        if _ready_file is None:
+            return
+        server = forkserver._forkserver
+        pid = getattr(server, "_forkserver_pid", None)
+        if pid is not None and not _ready_file.exists():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(Exception):  # a stdlib without it: the server ends at exit
+            server._stop()
+        _ready_file = None
 
 
 def server_ready() -> bool:

@@ -196,3 +196,13 @@ def _without(data, drop):
     if isinstance(data, list):
         return [_without(v, drop) for v in data]
     return data
+
+
+def test_the_server_starts_early_only_for_many_checks_on_several_jobs(monkeypatch):
+    started = []
+    monkeypatch.setattr(parallel, "start_worker_server", lambda: started.append(True))
+    parallel.prepare_workers(1, 10_000)
+    parallel.prepare_workers(2, parallel.EARLY_SERVER_TASKS - 1)
+    assert started == []
+    parallel.prepare_workers(2, parallel.EARLY_SERVER_TASKS)
+    assert started == [True]
