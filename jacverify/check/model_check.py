@@ -431,10 +431,15 @@ def check_model(
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
     result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
-    result.layers, total = _run_calls(rows, progress, end_to_end, jobs=jobs, executor=executor)
-    if end_to_end:
-        if progress is not None and backward is not None:
-            progress(total - 1, total, f"{model.name} (end to end)")
+    whole = None
+    if end_to_end and backward is not None:
+        whole = _EndToEndTask(f"{model.name} (end to end)", dict(
+            model=model, backward=backward, graph=graph, model_inputs=model_inputs, layers=[],
+            examples=examples, seed=(seed + len(graph.steps)) % (2**32), convention=convention,
+        ))
+    result.layers, result.end_to_end = _run_calls(rows, progress, end_to_end, whole,
+                                                  jobs=jobs, executor=executor)
+    if end_to_end and backward is None:
         result.end_to_end = _end_to_end_check(
             model, backward, graph, model_inputs, result.layers, examples=examples,
             seed=(seed + len(graph.steps)) % (2**32), convention=convention,
@@ -478,14 +483,43 @@ def _call_rows(graph, labels: list, chosen: list, missing: dict, mapping, model_
     ]
 
 
-def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs: int,
-               executor: Executor | None) -> tuple[list[LayerCheck], int]:
-    """Run the call tasks among ``rows`` (one per group of calls a check covers); one
-    LayerCheck per row, in order, and the number of checks progress counts."""
+class _EndToEndTask:
+    """The end-to-end check as a task that runs in this process (it holds the whole model
+    and its backward model), beside the call checks that run in workers."""
+
+    local = True
+
+    def __init__(self, label: str, arguments: dict) -> None:
+        self.label, self.arguments = label, arguments
+
+    def estimated_seconds(self) -> float:
+        return 0.0  # runs here, whatever its cost: nothing to order it by
+
+    def run(self) -> LayerCheck:
+        return _end_to_end_check(**self.arguments)
+
+    def failed(self, error: BaseException) -> LayerCheck:
+        model = self.arguments["model"]
+        return LayerCheck(
+            verdict="inconclusive",
+            reason=f"The end-to-end check could not run: {type(error).__name__}: {error}",
+            layer_name=model.name, layer_class=type(model).__name__,
+            rule_class="BackwardModel",
+        )
+
+
+def _run_calls(rows: list, progress: Progress | None, end_to_end: bool,
+               whole: _EndToEndTask | None, *, jobs: int, executor: Executor | None
+               ) -> tuple[list[LayerCheck], LayerCheck | None]:
+    """Run the call tasks among ``rows`` (one per group of calls a check covers), and the
+    end-to-end check ``whole`` beside them; one LayerCheck per row, in order, and the
+    end-to-end check's."""
     tasks = [r for r in rows if isinstance(r, CallTask)]
     run, covered = _share(tasks)
     total = len(run) + (1 if end_to_end else 0)
-    results = run_tasks(run, jobs=jobs, executor=executor, progress=progress, total=total)
+    results = run_tasks([*run, *([whole] if whole else [])], jobs=jobs, executor=executor,
+                        progress=progress, total=total)
+    whole_check = results.pop() if whole else None
     checks = {id(task): check for task, check in zip(run, results)}
     for task in run:
         if task.covers:
@@ -498,7 +532,7 @@ def _run_calls(rows: list, progress: Progress | None, end_to_end: bool, *, jobs:
         first = covered.get(index)
         by_task[id(task)] = (checks[id(task)] if first is None
                              else _covered_row(task, checks[id(first)]))
-    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], total
+    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], whole_check
 
 
 def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,

@@ -7,7 +7,9 @@ calling process: Keras layers and operations travel as their configuration and w
 way Keras pickles them), rule and layer classes by reference (so they must be importable in
 the worker: defined in a module, not in an interactive session), arrays as arrays. What comes
 back is the result, a plain dataclass. A task that cannot be pickled, or that a worker cannot
-unpickle, runs in the calling process instead, so no check is lost to the transport.
+unpickle, runs in the calling process instead, so no check is lost to the transport; so does
+a task marked ``local = True`` (a model's end-to-end check, which holds the whole model), beside
+the tasks the workers take.
 
 A task may also say what it costs: ``cost_key`` (a string naming the check, under which its
 duration is remembered for the next run, see :mod:`jacverify.check.task_cost`) and
@@ -207,6 +209,10 @@ def _worker_init(hypothesis_home: str | None = None) -> None:
 
 
 def _pickled(task: Any) -> bytes | None:
+    """The task pickled, or ``None`` for a task that runs here (``local``, or that cannot be
+    pickled)."""
+    if getattr(task, "local", False):
+        return None
     try:
         return pickle.dumps(task)
     except Exception:  # noqa: BLE001 - such a task runs in this process
@@ -302,7 +308,8 @@ class _SharedRun:
     def run(self, workers: int) -> list:
         try:
             for index, payload in self.payloads.items():
-                if payload is None:
+                if payload is None:  # beside the first tasks the workers take
+                    self._consider_workers(workers)
                     self._here(index)
             while True:
                 self._collect(block=False)

@@ -63,12 +63,14 @@ MAX_REMEMBERED = 20_000
 def cost_key(operation: Any, rule: type, shapes: Any, examples: int) -> str:
     """A digest naming one check for the timings of earlier runs: the operation's class and
     configuration (its name aside), the rule class, the input shapes and the examples."""
+    target = getattr(operation, "operation", operation)  # a call through an adapter
     try:
-        config = {k: v for k, v in operation.get_config().items() if k != "name"}
+        config = {k: v for k, v in target.get_config().items() if k != "name"}
         described = json.dumps(config, sort_keys=True, default=repr)
     except Exception:  # noqa: BLE001 - no configuration: the class stands for it
         described = ""
-    text = "|".join([_qualified(type(operation)), _qualified(rule), described,
+    call = repr(getattr(operation, "call_kwargs", ""))
+    text = "|".join([_qualified(type(target)), _qualified(rule), described, call,
                      repr(_plain(shapes)), str(int(examples))])
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

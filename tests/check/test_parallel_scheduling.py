@@ -206,3 +206,46 @@ def test_the_server_starts_early_only_for_many_checks_on_several_jobs(monkeypatc
     assert started == []
     parallel.prepare_workers(2, parallel.EARLY_SERVER_TASKS)
     assert started == [True]
+
+
+class _Where:
+    """Returns the process that ran it."""
+
+    def __init__(self, label, local=False):
+        self.label, self.local = label, local
+
+    def estimated_seconds(self):
+        return 1.0
+
+    def run(self):
+        return self.label, os.getpid()
+
+    def failed(self, error):
+        return self.label, repr(error)
+
+
+def test_a_local_task_runs_here_beside_the_workers(server, monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    tasks = [_Where(f"t{i}") for i in range(6)] + [_Where("whole", local=True)]
+    results = run_tasks(tasks, jobs=2)
+    assert [label for label, _ in results] == [t.label for t in tasks]
+    assert results[-1][1] == os.getpid()
+
+
+def test_model_check_with_its_end_to_end_check_equals_the_serial_run(server):
+    import keras
+
+    from jacverify import check_model
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation="relu"),
+                              L.Dense(5, activation="tanh"), L.Dense(2)], name="three")
+    serial = check_model(model, examples=8, seed=5, jobs=1)
+    seen = []
+    shared = check_model(model, examples=8, seed=5, jobs=2,
+                         progress=lambda i, n, label: seen.append((i, n, label)))
+    assert _without(shared.to_dict(), ("duration_s",)) == _without(serial.to_dict(),
+                                                                  ("duration_s",))
+    assert shared.end_to_end.verdict == "pass"
+    assert sorted(seen) == [(i, 4, seen[i][2]) for i in range(4)]
+    assert "three (end to end)" in [label for _, _, label in seen]
