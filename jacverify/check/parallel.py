@@ -306,6 +306,14 @@ class _SharedRun:
         self.here = [0.0, 0.0]  # seconds and expected seconds of the tasks run here
 
     def run(self, workers: int) -> list:
+        """Run every task; this process with one torch thread, as the workers (the cores are
+        theirs too)."""
+        from jacverify.check.settings import torch_threads
+
+        with torch_threads(1):
+            return self._run(workers)
+
+    def _run(self, workers: int) -> list:
         try:
             for index, payload in self.payloads.items():
                 if payload is None:  # beside the first tasks the workers take
