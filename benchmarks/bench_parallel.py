@@ -16,6 +16,7 @@ every check. ``--forget`` runs with an empty cache directory of its own (estimat
 
 Run: .venv/bin/python benchmarks/bench_parallel.py [--jobs 1,2] [--seed 0] [--configs 3]
      [--examples 30] [--classes Dense,ReLU,...] [--forget] [--markdown]
+     .venv/bin/python benchmarks/bench_parallel.py --worker-start
 """
 
 from __future__ import annotations
@@ -25,11 +26,17 @@ import os
 import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from jacverify import check_registry  # noqa: E402
-from jacverify.check.worker_server import stop_worker_server  # noqa: E402
+from jacverify.check.worker_server import (  # noqa: E402
+    server_ready,
+    start_worker_server,
+    stop_worker_server,
+    worker_context,
+)
 
 
 def _without_timings(data):
@@ -55,6 +62,43 @@ def _cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
+def _first_result(context) -> float:
+    """Seconds from a new one-worker pool to the result of a task that loads the checker."""
+    start = time.perf_counter()
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        pool.submit(_load_checker).result()
+    return time.perf_counter() - start
+
+
+def _load_checker() -> bool:
+    import jacverify.check.model_check  # noqa: F401 - what a check task's unpickling loads
+
+    return True
+
+
+def worker_start(repeats: int = 3) -> list[tuple[str, float, float]]:
+    """Wall and CPU seconds until a new worker returns its first task (the checker loaded):
+    a fresh ``spawn`` worker, the worker server's start (wall: to ready; CPU: its own and its
+    forked workers'), a worker forked from it (its CPU counts in the server's)."""
+    import multiprocessing
+
+    rows = []
+    for _ in range(repeats):
+        cpu = _cpu_seconds()
+        wall = _first_result(multiprocessing.get_context("spawn"))
+        rows.append(("fresh worker (spawn)", wall, _cpu_seconds() - cpu))
+    cpu, start = _cpu_seconds(), time.perf_counter()
+    start_worker_server()
+    while not server_ready():
+        time.sleep(0.01)
+    ready = time.perf_counter() - start
+    forks = [_first_result(worker_context()) for _ in range(repeats)]
+    stop_worker_server()
+    rows.append((f"worker server (+{repeats} forks)", ready, _cpu_seconds() - cpu))
+    rows += [("worker forked from the server", wall, float("nan")) for wall in forks]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", default="1,2", help="comma-separated jobs values")
@@ -66,7 +110,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--forget", action="store_true",
                         help="start without remembered durations (a fresh cache directory)")
+    parser.add_argument("--worker-start", action="store_true",
+                        help="only measure what starting a worker costs, fresh and forked "
+                        "from the worker server")
     args = parser.parse_args(argv)
+    if args.worker_start:
+        for what, wall, cpu in worker_start():
+            print(f"{what:32s} wall {wall:6.2f} s  CPU {cpu:6.2f} s")
+        return
     if args.forget:
         os.environ["JACVERIFY_CACHE_DIR"] = tempfile.mkdtemp(prefix="jacverify-bench-")
     classes = args.classes.split(",") if args.classes else None
