@@ -16,12 +16,15 @@ every check. ``--forget`` runs with an empty cache directory of its own (estimat
 
 Run: .venv/bin/python benchmarks/bench_parallel.py [--jobs 1,2] [--seed 0] [--configs 3]
      [--examples 30] [--classes Dense,ReLU,...] [--forget] [--markdown]
+     [--save-timings PATH]
      .venv/bin/python benchmarks/bench_parallel.py --worker-start
+     .venv/bin/python benchmarks/bench_parallel.py --simulate PATH
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import tempfile
@@ -31,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from jacverify import check_registry  # noqa: E402
+from jacverify.check.task_cost import estimate_class_seconds  # noqa: E402
 from jacverify.check.worker_server import (  # noqa: E402
     server_ready,
     start_worker_server,
@@ -60,6 +64,61 @@ def _cpu_seconds() -> float:
     """CPU time of this process and of its children that ended."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def save_timings(result, path: str) -> None:
+    """Write each check's seconds, forward class, input shape and examples, in run order."""
+    rows = [{"seconds": c.check.duration_s, "class": c.keras_class.rsplit(".", 1)[-1],
+             "input_shape": c.input_shape, "examples": c.check.examples} for c in result.checks]
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(rows, file)
+
+
+def makespan(seconds: list[float], order: list[int], ready: float, holds_two: bool = False
+             ) -> float:
+    """When the last of two processes ends: this one from 0 s, a worker from ``ready``,
+    the tasks taken in ``order``. A worker gets a task as soon as it is free, unless
+    ``holds_two``: the former scheme, where this process handed out tasks only between its
+    own, two at a time."""
+    if not holds_two:
+        free = [0.0, ready]
+        for index in order:
+            first = free.index(min(free))
+            free[first] += seconds[index]
+        return max(free)
+    todo, here, worker, queued = list(order), 0.0, ready, []
+    while todo:
+        queued = [t for t in queued if t > here]
+        while here >= ready and len(queued) < 2 and todo:
+            worker = max(worker, here) + seconds[todo.pop(0)]
+            queued.append(worker)
+        if todo:
+            here += seconds[todo.pop(0)]
+    return max(here, worker)
+
+
+def simulate(path: str, ready_values=(0.5, 5.0)) -> list[tuple]:
+    """Makespans on two processes of a serial run's checks (``--save-timings``): in the run's
+    order, longest first by estimate, longest first by the measured seconds (as the next
+    run, with remembered durations), each with a worker ready after ``ready`` seconds."""
+    with open(path, encoding="utf-8") as file:
+        rows = json.load(file)
+    seconds = [float(r["seconds"]) for r in rows]
+    guessed = [estimate_class_seconds(r["class"], [tuple(s) for s in r["input_shape"]]
+               if r["input_shape"] and isinstance(r["input_shape"][0], list)
+               else tuple(r["input_shape"] or ()), r["examples"]) for r in rows]
+    orders = {
+        "run order": list(range(len(rows))),
+        "longest first (estimates)": sorted(range(len(rows)), key=lambda i: -guessed[i]),
+        "longest first (remembered)": sorted(range(len(rows)), key=lambda i: -seconds[i]),
+    }
+    found = []
+    for ready in ready_values:
+        bound = (sum(seconds) + ready) / 2
+        for name, order in orders.items():
+            found.append((ready, name, makespan(seconds, order, ready),
+                          makespan(seconds, order, ready, holds_two=True), bound))
+    return found
 
 
 def _first_result(context) -> float:
@@ -113,7 +172,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-start", action="store_true",
                         help="only measure what starting a worker costs, fresh and forked "
                         "from the worker server")
+    parser.add_argument("--save-timings", metavar="PATH",
+                        help="write the jobs=1 run's per-check seconds to PATH (JSON)")
+    parser.add_argument("--simulate", metavar="PATH",
+                        help="only compute two-process makespans of a --save-timings file")
     args = parser.parse_args(argv)
+    if args.simulate:
+        print("worker ready at | order | makespan s | former scheme s | lower bound s")
+        for ready, name, span, former, bound in simulate(args.simulate):
+            print(f"{ready:.1f} s | {name} | {span:.1f} | {former:.1f} | {bound:.1f}")
+        return
     if args.worker_start:
         for what, wall, cpu in worker_start():
             print(f"{what:32s} wall {wall:6.2f} s  CPU {cpu:6.2f} s")
@@ -130,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
         stop_worker_server()  # its CPU time, and its workers', then counts as a child's
         cpu = _cpu_seconds() - cpu
         data = _comparable(result)
+        if jobs == 1 and args.save_timings:
+            save_timings(result, args.save_timings)
         reference = reference or (wall, data)
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
         rows.append((jobs, wall, reference[0] / wall, cpu, len(result.checks), counts,

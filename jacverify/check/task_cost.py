@@ -32,6 +32,7 @@ __all__ = [
     "SECONDS_PER_EXAMPLE",
     "TIMINGS_FILE",
     "cost_key",
+    "estimate_class_seconds",
     "estimate_seconds",
     "remember_seconds",
     "remembered_seconds",
@@ -86,7 +87,12 @@ def estimate_seconds(operation: Any, shapes: Any, examples: int) -> float:
     examples times :data:`SECONDS_PER_EXAMPLE`, times the family's factor
     (:data:`FAMILY_FACTORS`), times ``1 + size / SIZE_SCALE`` for the input's elements."""
     name = type(getattr(operation, "operation", operation)).__name__
-    factor = next((f for part, f in FAMILY_FACTORS if part in name), 1.0)
+    return estimate_class_seconds(name, shapes, examples)
+
+
+def estimate_class_seconds(class_name: str, shapes: Any, examples: int) -> float:
+    """:func:`estimate_seconds` for a class known by its name."""
+    factor = next((f for part, f in FAMILY_FACTORS if part in class_name), 1.0)
     size = sum(_elements(shape) for shape in _shape_list(shapes))
     return max(1, int(examples)) * SECONDS_PER_EXAMPLE * factor * (1.0 + size / SIZE_SCALE)
 
