@@ -289,9 +289,10 @@ class _SharedRun:
                  total: int) -> None:
         self.tasks, self.progress, self.offset, self.total = tasks, progress, offset, total
         self.results: list = [None] * len(tasks)
-        self.payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
         self.expected = expected_seconds(tasks, _remembered(tasks))
-        travel = [i for i, p in self.payloads.items() if p is not None]
+        self.local = [i for i, t in enumerate(tasks) if getattr(t, "local", False)]
+        local = set(self.local)
+        travel = [i for i in range(len(tasks)) if i not in local]
         self.todo = deque(_longest_first(travel, self.expected))
         self.arrived: queue.Queue = queue.Queue()
         self.lock = threading.RLock()
@@ -315,10 +316,9 @@ class _SharedRun:
 
     def _run(self, workers: int) -> list:
         try:
-            for index, payload in self.payloads.items():
-                if payload is None:  # beside the first tasks the workers take
-                    self._consider_workers(workers)
-                    self._here(index)
+            for index in self.local:  # beside the first tasks the workers take
+                self._consider_workers(workers)
+                self._here(index)
             while True:
                 self._collect(block=False)
                 with self.lock:
@@ -373,20 +373,32 @@ class _SharedRun:
                 initargs=(_hypothesis_home(),),
             )
             self.slots = workers
-            self._hand_out()
+        self._hand_out()
 
     def _hand_out(self) -> None:
-        """Send the next tasks to the free slots (with the lock held)."""
-        while self.slots > 0 and self.todo and self.pool is not None and not self.broken:
-            index = self.todo.popleft()
-            try:
-                future = self.pool.submit(run_timed_payload, self.payloads[index])
-            except (BrokenProcessPool, RuntimeError):
-                self.todo.appendleft(index)
-                self.broken = True
-                return
-            self.slots -= 1
-            self.busy += 1
+        """Send the next tasks to the free slots. A task is pickled only here, as it leaves
+        (outside the lock: this process goes on checking meanwhile); one that cannot be
+        pickled, or sent, comes back to this process through :meth:`_collect`."""
+        while True:
+            with self.lock:
+                if (self.slots <= 0 or not self.todo or self.pool is None or self.broken
+                        or self.closing.is_set()):
+                    return
+                index = self.todo.popleft()
+                self.slots -= 1
+                self.busy += 1  # until collected, whatever happens to it
+            payload = _pickled(self.tasks[index])
+            with self.lock:
+                future = None
+                if payload is not None and self.pool is not None and not self.broken:
+                    try:
+                        future = self.pool.submit(run_timed_payload, payload)
+                    except (BrokenProcessPool, RuntimeError):
+                        self.broken = True
+                if future is None:
+                    self.slots += 1
+                    self.arrived.put((index, None))
+                    continue
             future.add_done_callback(partial(self._arrive, index))
 
     def _arrive(self, index: int, future: Future) -> None:
@@ -397,7 +409,7 @@ class _SharedRun:
                 self.broken = True
                 return
             self.slots += 1
-            self._hand_out()
+        self._hand_out()
 
     def _collect(self, block: bool) -> None:
         """Record what came back from the workers (wait for something when ``block``)."""
@@ -409,6 +421,9 @@ class _SharedRun:
             block = False
             with self.lock:
                 self.busy -= 1
+            if future is None:  # it could not be sent
+                self._here(index)
+                continue
             error = None if future.cancelled() else future.exception()
             if future.cancelled() or isinstance(error, (TaskTransferError, BrokenProcessPool)):
                 self._here(index)
