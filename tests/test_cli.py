@@ -494,6 +494,7 @@ def test_the_worker_server_starts_early_only_for_checks_worth_sharing(files, mon
 
     started = []
     monkeypatch.setattr(check_command, "start_worker_server", lambda: started.append(True))
+    monkeypatch.setattr(check_command, "idle_core", lambda: True)
 
     def stop(*args):
         raise UsageError("stopped before checking")
@@ -505,6 +506,9 @@ def test_the_worker_server_starts_early_only_for_checks_worth_sharing(files, mon
     for examples, jobs in (("3", "2"), ("50", "1")):
         assert main(["check", "mlp.keras", "--examples", examples, "--jobs", jobs]) == 2
     assert started == []
+    assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert started == [True]
+    monkeypatch.setattr(check_command, "idle_core", lambda: False)  # a busy machine
     assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
     assert started == [True]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 __all__ = [
     "PRELOADED_MODULES",
+    "idle_core",
     "READY_FILE_ENV",
     "server_ready",
     "start_worker_server",
@@ -102,6 +103,17 @@ def stop_worker_server() -> None:
         with contextlib.suppress(Exception):  # a stdlib without it: the server ends at exit
             server._stop()
         _ready_file = None
+
+
+def idle_core() -> bool:
+    """Whether the machine seems to have a core to spare: its 1-minute load average is below
+    its cores (``True`` where the platform does not say). A worker server started on a
+    machine without one only adds its imports to the work."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return True
+    return load < (os.cpu_count() or 1)
 
 
 def server_ready() -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jacverify.check.task_cost import SECONDS_PER_EXAMPLE
-from jacverify.check.worker_server import start_worker_server
+from jacverify.check.worker_server import idle_core, start_worker_server
 from jacverify.cli.common import EXIT_FAILED, EXIT_OK, UsageError, console, first_line
 from jacverify.cli.inputs import (
     check_model_file,
@@ -227,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", model_path)
     html_path = output_path(args.html, "--html", model_path)
     arrays = read_inputs(args.inputs)
-    if jobs(args) > 1 and expected_check_seconds(model_path, args.examples) >= SERVER_FROM_SECONDS:
+    if (jobs(args) > 1 and expected_check_seconds(model_path, args.examples)
+            >= SERVER_FROM_SECONDS and idle_core()):
         start_worker_server()  # imports the checker on another core while this one does
     for spec in args.rules:
         import_rules(spec, reload=getattr(args, "reload_rules", False))
