@@ -431,19 +431,12 @@ def check_model(
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
     result = ModelCheck(model_name=model.name, notes=notes, seed=seed)
-    whole = None
-    if end_to_end and backward is not None:
-        whole = _EndToEndTask(f"{model.name} (end to end)", dict(
-            model=model, backward=backward, graph=graph, model_inputs=model_inputs, layers=[],
-            examples=examples, seed=(seed + len(graph.steps)) % (2**32), convention=convention,
-        ))
-    result.layers, result.end_to_end = _run_calls(rows, progress, end_to_end, whole,
-                                                  jobs=jobs, executor=executor)
-    if end_to_end and backward is None:
-        result.end_to_end = _end_to_end_check(
-            model, backward, graph, model_inputs, result.layers, examples=examples,
-            seed=(seed + len(graph.steps)) % (2**32), convention=convention,
-        )
+    whole = _EndToEndTask(f"{model.name} (end to end)", dict(
+        model=model, backward=backward, graph=graph, model_inputs=model_inputs, layers=[],
+        examples=examples, seed=(seed + len(graph.steps)) % (2**32), convention=convention,
+    )) if end_to_end else None
+    result.layers, result.end_to_end = _run_calls(rows, progress, whole, jobs=jobs,
+                                                  executor=executor)
     _attach_replay(result, replay_call(seed, examples, convention, mapping=bool(mapping),
                                        inputs=inputs is not None, fallback=fallback))
     result.duration_s = time.perf_counter() - start
@@ -508,18 +501,20 @@ class _EndToEndTask:
         )
 
 
-def _run_calls(rows: list, progress: Progress | None, end_to_end: bool,
-               whole: _EndToEndTask | None, *, jobs: int, executor: Executor | None
+def _run_calls(rows: list, progress: Progress | None, whole: _EndToEndTask | None, *,
+               jobs: int, executor: Executor | None
                ) -> tuple[list[LayerCheck], LayerCheck | None]:
     """Run the call tasks among ``rows`` (one per group of calls a check covers), and the
-    end-to-end check ``whole`` beside them; one LayerCheck per row, in order, and the
-    end-to-end check's."""
+    end-to-end check ``whole`` beside them (after them when the backward model was not built:
+    it says which calls have no rule); one LayerCheck per row, in order, and the end-to-end
+    check's."""
     tasks = [r for r in rows if isinstance(r, CallTask)]
     run, covered = _share(tasks)
-    total = len(run) + (1 if end_to_end else 0)
-    results = run_tasks([*run, *([whole] if whole else [])], jobs=jobs, executor=executor,
+    total = len(run) + (1 if whole else 0)
+    beside = whole if whole is not None and whole.arguments["backward"] is not None else None
+    results = run_tasks([*run, *([beside] if beside else [])], jobs=jobs, executor=executor,
                         progress=progress, total=total)
-    whole_check = results.pop() if whole else None
+    whole_check = results.pop() if beside else None
     checks = {id(task): check for task, check in zip(run, results)}
     for task in run:
         if task.covers:
@@ -532,7 +527,10 @@ def _run_calls(rows: list, progress: Progress | None, end_to_end: bool,
         first = covered.get(index)
         by_task[id(task)] = (checks[id(task)] if first is None
                              else _covered_row(task, checks[id(first)]))
-    return [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows], whole_check
+    checked = [by_task[id(r)] if isinstance(r, CallTask) else r for r in rows]
+    if whole is not None and beside is None:
+        whole_check = _end_to_end_check(**{**whole.arguments, "layers": checked})
+    return checked, whole_check
 
 
 def _end_to_end_check(model, backward, graph, model_inputs, layers, *, examples: int,
