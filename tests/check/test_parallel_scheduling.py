@@ -249,3 +249,19 @@ def test_model_check_with_its_end_to_end_check_equals_the_serial_run(server):
     assert shared.end_to_end.verdict == "pass"
     assert sorted(seen) == [(i, 4, seen[i][2]) for i in range(4)]
     assert "three (end to end)" in [label for _, _, label in seen]
+
+
+class _Unpicklable(_Where):
+    """A task that cannot travel (it holds a lock)."""
+
+    def __init__(self, label):
+        super().__init__(label)
+        self.lock = __import__("threading").Lock()
+
+
+def test_tasks_that_cannot_travel_come_back_here(server, monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    tasks = [_Unpicklable(f"u{i}") if i % 2 else _Where(f"t{i}") for i in range(8)]
+    results = run_tasks(tasks, jobs=2)
+    assert [label for label, _ in results] == [t.label for t in tasks]
+    assert all(pid == os.getpid() for label, pid in results if label.startswith("u"))
