@@ -6,14 +6,19 @@ beside it: on a busy machine the wall time grows with the load, the CPU time muc
 
 - ``jacverify --help``;
 - ``jacverify check missing.keras``: a bad path (exit status 2);
-- ``jacverify check mlp.keras --seed 0``: a saved 3-layer model (Input, Dense 8 relu,
-  Dense 2), checked with the default examples; the model is saved first, in a temporary
-  directory;
+- ``jacverify check mlp.keras --seed 0``: a saved 3-layer model (``Input(8) -> Dense(16,
+  relu) -> Dense(8, tanh) -> Dense(2)``), checked with the default examples and jobs (the
+  machine's cores: on 2 cores, a worker forked from the worker server shares the checks);
+  the model is saved first, in a temporary directory;
+- the same with ``--jobs 1`` (every check in the command's process, no worker server);
 - ``jacverify example``: the bundled example (three checks, JSON and HTML reports).
 
 The first run of each command is a warm-up (not counted) unless ``--no-warmup``: it fills
 Python's bytecode cache and jacverify's Hypothesis cache, as any earlier run on the machine
 would.
+
+The CPU time counts the command's process and every process it waited for: its worker
+server and the workers forked from it.
 
 Run: .venv/bin/python benchmarks/bench_cli.py [--repeats 3] [--skip-example] [--markdown]
 """
@@ -34,8 +39,8 @@ from pathlib import Path
 #: A 3-layer model, saved by a subprocess (so this process never imports Keras).
 SAVE_MODEL = """
 import keras
-model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu",
-    name="hidden"), keras.layers.Dense(2, name="out")], name="mlp")
+model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(2)], name="mlp")
 model.save("mlp.keras")
 """
 
@@ -91,6 +96,8 @@ def commands(python: str, workdir: Path, skip_example: bool) -> list[tuple[str, 
         ("bad path", [*cli, "check", "missing.keras"]),
         ("check, 3-layer model", [*cli, "check", "mlp.keras", "--seed", "0", "--progress",
                                   "none"]),
+        ("check, 3-layer model, --jobs 1", [*cli, "check", "mlp.keras", "--seed", "0",
+                                            "--progress", "none", "--jobs", "1"]),
     ]
     if not skip_example:
         found.append(("example", [*cli, "example", "--output", str(workdir / "example")]))

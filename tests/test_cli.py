@@ -488,6 +488,31 @@ def test_jobs_2_gives_the_verdicts_of_jobs_1(user_files, monkeypatch, capsys):
     assert documents[0] == documents[1]
 
 
+def test_the_worker_server_starts_early_only_for_checks_worth_sharing(files, monkeypatch):
+    from jacverify.cli import check as check_command
+    from jacverify.cli.common import UsageError
+
+    started = []
+    monkeypatch.setattr(check_command, "start_worker_server", lambda: started.append(True))
+    monkeypatch.setattr(check_command, "idle_core", lambda: True)
+
+    def stop(*args):
+        raise UsageError("stopped before checking")
+
+    monkeypatch.setattr(check_command, "_check", stop)
+    monkeypatch.chdir(files)
+    assert check_command.expected_check_seconds(files / "mlp.keras", 50) == pytest.approx(
+        2 * 50 * check_command.SECONDS_PER_EXAMPLE)  # two Dense layers
+    for examples, jobs in (("3", "2"), ("50", "1")):
+        assert main(["check", "mlp.keras", "--examples", examples, "--jobs", jobs]) == 2
+    assert started == []
+    assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert started == [True]
+    monkeypatch.setattr(check_command, "idle_core", lambda: False)  # a busy machine
+    assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert started == [True]
+
+
 @pytest.mark.parametrize(
     ("inputs", "status", "message"),
     [

@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from jacverify.check import task_cost
 from jacverify.check.adapters import PackedCall
 from jacverify.check.layer_check import check_layer
 from jacverify.check.parallel import operation_from_state, operation_state
@@ -107,6 +108,16 @@ class CallTask:
             inputs=self.inputs[0] if single else self.inputs, examples=self.examples,
             seed=self.seed, convention=self.convention,
         )
+
+    @property
+    def cost_key(self) -> str:
+        """Names this check for the durations of earlier runs (see
+        :mod:`jacverify.check.task_cost`)."""
+        return task_cost.cost_key(self.operation, self.rule, self.shapes, self.examples)
+
+    def estimated_seconds(self) -> float:
+        """A guess of this check's seconds from its configuration."""
+        return task_cost.estimate_seconds(self.operation, self.shapes, self.examples)
 
     def failed(self, error: BaseException) -> LayerCheck:
         """``inconclusive``: the check could not run, and why."""

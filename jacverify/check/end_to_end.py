@@ -109,6 +109,13 @@ class EndToEndTask:
     #: worker builds its own from the model).
     backward: keras.Model | None = field(default=None, repr=False)
     graph: Any = field(default=None, repr=False)
+    #: Expected seconds (every example runs the whole model: about what its calls' checks
+    #: cost together), by which tasks are ordered longest first.
+    estimate: float = 0.0
+
+    def estimated_seconds(self) -> float:
+        """What the check is expected to take (see :attr:`estimate`)."""
+        return self.estimate
 
     def run(self) -> LayerCheck:
         """The end-to-end check; ``inconclusive`` when it cannot run."""

@@ -28,7 +28,7 @@ from jacverify.check.call_selection import select_calls
 from jacverify.check.call_task import CallTask, coverage_key
 from jacverify.check.end_to_end import EndToEndTask, build_backward
 from jacverify.check.isolation import check_isolation
-from jacverify.check.parallel import run_tasks
+from jacverify.check.parallel import expected_seconds, run_tasks
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
@@ -417,18 +417,6 @@ def _call_rows(graph, labels: list, chosen: list, missing: dict, mapping, model_
     ]
 
 
-def _with_end_to_end(run: list, whole: EndToEndTask | None, jobs: int,
-                     executor: Executor | None) -> tuple[list, int | None]:
-    """The tasks to run, and where the end-to-end task is among them. It is the longest
-    check: with local workers it goes second, so that the first worker to start takes it
-    while this process checks calls (this process runs the first task itself before any
-    worker starts); otherwise last, after the calls, as it is reported."""
-    if whole is None:
-        return list(run), None
-    position = min(1, len(run)) if int(jobs) > 1 and executor is None else len(run)
-    return [*run[:position], whole, *run[position:]], position
-
-
 def _run_calls(rows: list, whole: EndToEndTask | None, progress: Progress | None, *,
                jobs: int, executor: Executor | None) -> tuple[list[LayerCheck], Any]:
     """Run the call tasks among ``rows`` (one per group of calls a check covers) and the
@@ -436,9 +424,11 @@ def _run_calls(rows: list, whole: EndToEndTask | None, progress: Progress | None
     check (``None`` without its task)."""
     tasks = [r for r in rows if isinstance(r, CallTask)]
     run, covered = _share(tasks)
-    everything, position = _with_end_to_end(run, whole, jobs, executor)
+    if whole is not None:  # every example runs the whole model: about what its calls cost
+        whole.estimate = float(sum(expected_seconds(run)))
+    everything = [*run, whole] if whole is not None else list(run)
     results = run_tasks(everything, jobs=jobs, executor=executor, progress=progress)
-    end_to_end = None if position is None else results.pop(position)
+    end_to_end = results.pop() if whole is not None else None
     checks = {id(task): check for task, check in zip(run, results)}
     for task in run:
         if task.covers:

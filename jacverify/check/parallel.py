@@ -7,41 +7,66 @@ calling process: Keras layers and operations travel as their configuration and w
 way Keras pickles them), rule and layer classes by reference (so they must be importable in
 the worker: defined in a module, not in an interactive session), arrays as arrays. What comes
 back is the result, a plain dataclass. A task that cannot be pickled, or that a worker cannot
-unpickle, runs in the calling process instead, so no check is lost to the transport.
+unpickle, runs in the calling process instead, so no check is lost to the transport; so does
+a task marked ``local = True`` (a model's end-to-end check, which holds the whole model), beside
+the tasks the workers take.
+
+A task may also say what it costs: ``cost_key`` (a string naming the check, under which its
+duration is remembered for the next run, see :mod:`jacverify.check.task_cost`) and
+``estimated_seconds()`` (a guess from its configuration). Tasks start longest first, so that
+no long check is left to run alone at the end; the results come back in the tasks' order.
 
 Workers run each task with one torch thread (the checker's many small calls run fastest
 that way), and a task's result depends only on the task (its seed included), so the results
-equal the serial run's whatever the number of workers or machines.
+equal the serial run's whatever the number of workers or machines, and whatever the order
+the tasks ran in.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any, Protocol
+
+from jacverify.check import task_cost
+from jacverify.check.worker_server import server_ready, start_worker_server, worker_context
 
 __all__ = [
     "CheckTask",
     "TaskTransferError",
     "default_jobs",
+    "expected_seconds",
     "operation_from_state",
     "operation_state",
+    "prepare_workers",
     "run_payload",
     "run_tasks",
+    "run_timed_payload",
 ]
 
 Progress = Callable[[int, int, str], None]
 
-#: About what starting a worker costs (it imports torch and Keras): local workers start only
-#: when the tasks left would take this process longer.
+#: About what starting a fresh worker costs (it imports torch, Keras and jacverify): local
+#: workers start only when the tasks left would take this process longer.
 WORKER_START_SECONDS = 5.0
+#: About what starting a worker costs once the worker server has those modules loaded
+#: (:mod:`jacverify.check.worker_server`): a fork, and the first check's own set-up.
+WARM_WORKER_START_SECONDS = 0.5
+#: Checks from which a run with several jobs starts the worker server before it prepares
+#: them (:func:`prepare_workers`).
+EARLY_SERVER_TASKS = 30
+#: Expected seconds of a task that says nothing of its cost.
+DEFAULT_TASK_SECONDS = 1.0
+#: How long the workers wait at most for the worker server to finish its imports.
+SERVER_READY_TIMEOUT = 120.0
 
 
 class CheckTask(Protocol):
@@ -81,6 +106,14 @@ def default_jobs() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def prepare_workers(jobs: int, tasks: int) -> None:
+    """Start the worker server now (see :mod:`jacverify.check.worker_server`) when ``tasks``
+    checks are coming, at least :data:`EARLY_SERVER_TASKS`, for ``jobs`` above 1: it imports
+    the checker while this process prepares them."""
+    if int(jobs) > 1 and tasks >= EARLY_SERVER_TASKS:
+        start_worker_server()
+
+
 def run_payload(payload: bytes) -> Any:
     """Unpickle a task and run it with one torch thread: the function workers execute.
 
@@ -99,6 +132,57 @@ def run_payload(payload: bytes) -> Any:
         return task.run()
     finally:
         torch.set_num_threads(previous)
+
+
+def run_timed_payload(payload: bytes) -> tuple[Any, float]:
+    """:func:`run_payload`, and the seconds the task's run took."""
+    start = time.perf_counter()
+    result = run_payload(payload)
+    return result, time.perf_counter() - start
+
+
+def expected_seconds(tasks: Sequence[Any], remembered: dict[str, float] | None = None
+                     ) -> list[float]:
+    """Each task's expected seconds: its remembered duration (by ``cost_key``, from
+    ``remembered``), else its ``estimated_seconds()``, else :data:`DEFAULT_TASK_SECONDS`."""
+    remembered = remembered or {}
+    found = []
+    for task in tasks:
+        key = getattr(task, "cost_key", None)
+        if key in remembered:
+            found.append(remembered[key])
+            continue
+        try:
+            found.append(float(task.estimated_seconds()))
+        except Exception:  # noqa: BLE001 - a task that cannot say: the default
+            found.append(DEFAULT_TASK_SECONDS)
+    return found
+
+
+def _timings_directory():
+    from jacverify.check.storage import cache_directory
+
+    return cache_directory()
+
+
+def _remembered(tasks: Sequence[Any]) -> dict[str, float]:
+    """The remembered durations, read only when some task has a ``cost_key``."""
+    if not any(getattr(t, "cost_key", None) for t in tasks):
+        return {}
+    return task_cost.remembered_seconds(_timings_directory())
+
+
+def _remember(tasks: Sequence[Any], seconds: dict[int, float]) -> None:
+    """Keep the durations of the tasks that have a ``cost_key`` for the next run."""
+    keyed = {getattr(tasks[i], "cost_key", None): s for i, s in seconds.items()}
+    keyed.pop(None, None)
+    if keyed:
+        task_cost.remember_seconds(_timings_directory(), keyed)
+
+
+def _longest_first(indices: Sequence[int], expected: Sequence[float]) -> list[int]:
+    """``indices`` by expected seconds, longest first; equal ones in the tasks' order."""
+    return sorted(indices, key=lambda i: -expected[i])
 
 
 def _hypothesis_home() -> str | None:
@@ -125,6 +209,10 @@ def _worker_init(hypothesis_home: str | None = None) -> None:
 
 
 def _pickled(task: Any) -> bytes | None:
+    """The task pickled, or ``None`` for a task that runs here (``local``, or that cannot be
+    pickled)."""
+    if getattr(task, "local", False):
+        return None
     try:
         return pickle.dumps(task)
     except Exception:  # noqa: BLE001 - such a task runs in this process
@@ -152,14 +240,16 @@ def run_tasks(
     Args:
         tasks: :class:`CheckTask` objects.
         jobs: processes checking at once when ``executor`` is not given: this one and
-            ``jobs - 1`` local worker processes. Workers start fresh (each imports torch and
-            Keras first), and only once the tasks left would take this process longer than
-            that (:data:`WORKER_START_SECONDS`); this process checks all along and takes
-            whatever the workers have not taken. 1 runs every task here, one after the
-            other.
+            ``jobs - 1`` local worker processes. Tasks start longest first (see the module
+            doc). Workers start only once the tasks left would take this process longer
+            than starting them: :data:`WORKER_START_SECONDS` for fresh workers (each
+            imports torch and Keras), :data:`WARM_WORKER_START_SECONDS` once the worker
+            server is ready (:mod:`jacverify.check.worker_server`). This process checks all
+            along, the workers join when they are ready. 1 runs every task here, one after
+            the other.
         executor: any :class:`concurrent.futures.Executor` (a ``ProcessPoolExecutor``, a
-            ``dask.distributed`` client's ``get_executor()``, ...) to submit every task to;
-            it is not shut down.
+            ``dask.distributed`` client's ``get_executor()``, ...) to submit every task to,
+            longest first; it is not shut down.
         progress: called as ``progress(index, total, label)`` before each task run here, and
             as each result arrives from a worker.
         offset, total: where these tasks sit in a larger run, for ``progress``.
@@ -168,120 +258,218 @@ def run_tasks(
     if executor is not None:
         return _run_on(executor, tasks, progress, offset, total)
     if int(jobs) <= 1 or len(tasks) <= 1:
-        results = []
-        for index, task in enumerate(tasks):
-            if progress is not None:
-                progress(offset + index, total, task.label)
-            results.append(_run_here(task))
-        return results
+        return _run_serially(tasks, progress, offset, total)
     return _SharedRun(tasks, progress, offset, total).run(min(int(jobs), len(tasks)) - 1)
 
 
+def _run_serially(tasks: Sequence[Any], progress: Progress | None, offset: int,
+                  total: int) -> list:
+    """Every task here, in order (their durations remembered)."""
+    results, seconds = [], {}
+    for index, task in enumerate(tasks):
+        if progress is not None:
+            progress(offset + index, total, task.label)
+        start = time.perf_counter()
+        results.append(_run_here(task))
+        seconds[index] = time.perf_counter() - start
+    _remember(tasks, seconds)
+    return results
+
+
 class _SharedRun:
-    """Tasks shared between this process and local worker processes. This process starts
-    checking at once, and starts the workers only when the tasks left would take it longer
-    than :data:`WORKER_START_SECONDS` (judged by the tasks done so far): small runs never pay
-    for them. The workers hold at most two tasks each (one running, one waiting); this
-    process hands out more between its own tasks. A task lost with a worker that died runs
-    here."""
+    """Tasks shared between this process and local worker processes, longest first.
+
+    This process starts checking at once, and starts the workers (in a thread of their own,
+    which waits for the worker server when it is still importing) once the tasks left would
+    take it longer than starting them. A worker holds one task at a time and gets the next
+    as soon as it returns one, whatever this process is doing (so no task waits in a busy
+    worker while another process is free). A task lost with a worker that died runs here."""
 
     def __init__(self, tasks: Sequence[Any], progress: Progress | None, offset: int,
                  total: int) -> None:
         self.tasks, self.progress, self.offset, self.total = tasks, progress, offset, total
         self.results: list = [None] * len(tasks)
-        self.payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
-        self.todo = deque(i for i, p in self.payloads.items() if p is not None)
+        self.expected = expected_seconds(tasks, _remembered(tasks))
+        self.local = [i for i, t in enumerate(tasks) if getattr(t, "local", False)]
+        local = set(self.local)
+        travel = [i for i in range(len(tasks)) if i not in local]
+        self.todo = deque(_longest_first(travel, self.expected))
         self.arrived: queue.Queue = queue.Queue()
+        self.lock = threading.RLock()
+        self.closing = threading.Event()
+        self.starter: threading.Thread | None = None
         self.pool: ProcessPoolExecutor | None = None
+        self.broken = False
         self.slots = 0  # tasks the workers can take now
-        self.busy = 0  # tasks sent and not back
+        self.busy = 0  # tasks sent and not collected
         self.reported = 0
+        self.seconds: dict[int, float] = {}
+        self.here = [0.0, 0.0]  # seconds and expected seconds of the tasks run here
 
     def run(self, workers: int) -> list:
+        """Run every task; this process with one torch thread, as the workers (the cores are
+        theirs too)."""
+        from jacverify.check.settings import torch_threads
+
+        with torch_threads(1):
+            return self._run(workers)
+
+    def _run(self, workers: int) -> list:
         try:
-            for index, payload in self.payloads.items():
-                if payload is None:
-                    self._here(index)
-            start, done = time.perf_counter(), 0
-            while self.todo:
+            for index in self.local:  # beside the first tasks the workers take
+                self._consider_workers(workers)
+                self._here(index)
+            while True:
                 self._collect(block=False)
-                if not self.todo:
+                with self.lock:
+                    index = self.todo.popleft() if self.todo else None
+                if index is None:
                     break
-                self._here(self.todo.popleft())
-                done += 1
-                left = (time.perf_counter() - start) / done * len(self.todo)
-                if self.pool is None and left > WORKER_START_SECONDS:
-                    self._start(workers)
-            while self.busy:
+                self._consider_workers(workers)
+                self._here(index)
+            while self._busy():
                 self._collect(block=True)
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
+            self._stop()
+        _remember(self.tasks, self.seconds)
         return self.results
 
+    def _busy(self) -> int:
+        with self.lock:
+            return self.busy
+
+    def _left_seconds(self) -> float:
+        """The expected seconds of the tasks not handed out yet, scaled by how the tasks run
+        here compared with their expectation."""
+        with self.lock:
+            left = sum(self.expected[i] for i in self.todo)
+        seconds, expected = self.here
+        scale = seconds / expected if seconds > 0 and expected > 0 else 1.0
+        return left * min(max(scale, 0.1), 10.0)
+
+    def _consider_workers(self, workers: int) -> None:
+        """Start the workers when the tasks left would outlast their start."""
+        if self.starter is not None:
+            return
+        left = self._left_seconds()
+        if left > WORKER_START_SECONDS or (server_ready() and left > WARM_WORKER_START_SECONDS):
+            self.starter = threading.Thread(target=self._start, args=(workers,), daemon=True,
+                                            name="jacverify-worker-start")
+            self.starter.start()
+
     def _start(self, workers: int) -> None:
-        """Start the workers with two tasks each (one to run, one waiting)."""
-        context = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                        initargs=(_hypothesis_home(),))
-        self.slots = 2 * workers
+        """Start the worker server if need be, wait until it is ready (or the run is over),
+        then start the workers with a task each."""
+        if start_worker_server():
+            deadline = time.monotonic() + SERVER_READY_TIMEOUT
+            while not server_ready() and time.monotonic() < deadline:
+                if self.closing.wait(0.05):
+                    return
+        with self.lock:
+            if self.closing.is_set() or not self.todo:
+                return
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=worker_context(), initializer=_worker_init,
+                initargs=(_hypothesis_home(),),
+            )
+            self.slots = workers
         self._hand_out()
 
     def _hand_out(self) -> None:
-        """Send tasks to the free slots."""
-        while self.slots > 0 and self.todo:
-            self.slots -= 1
-            index = self.todo.popleft()
-            future = self.pool.submit(run_payload, self.payloads[index])
-            self.busy += 1
-            future.add_done_callback(lambda f, i=index: self.arrived.put((i, f)))
+        """Send the next tasks to the free slots. A task is pickled only here, as it leaves
+        (outside the lock: this process goes on checking meanwhile); one that cannot be
+        pickled, or sent, comes back to this process through :meth:`_collect`."""
+        while True:
+            with self.lock:
+                if (self.slots <= 0 or not self.todo or self.pool is None or self.broken
+                        or self.closing.is_set()):
+                    return
+                index = self.todo.popleft()
+                self.slots -= 1
+                self.busy += 1  # until collected, whatever happens to it
+            payload = _pickled(self.tasks[index])
+            with self.lock:
+                future = None
+                if payload is not None and self.pool is not None and not self.broken:
+                    try:
+                        future = self.pool.submit(run_timed_payload, payload)
+                    except (BrokenProcessPool, RuntimeError):
+                        self.broken = True
+                if future is None:
+                    self.slots += 1
+                    self.arrived.put((index, None))
+                    continue
+            future.add_done_callback(partial(self._arrive, index))
+
+    def _arrive(self, index: int, future: Future) -> None:
+        """A worker returned a task (in the pool's thread): note it, hand out the next."""
+        with self.lock:
+            self.arrived.put((index, future))
+            if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+                self.broken = True
+                return
+            self.slots += 1
+        self._hand_out()
 
     def _collect(self, block: bool) -> None:
-        """Record what came back from the workers (wait for something when ``block``), and
-        hand out tasks to the free slots."""
-        while self.busy:
+        """Record what came back from the workers (wait for something when ``block``)."""
+        while True:
             try:
                 index, future = self.arrived.get(block=block)
             except queue.Empty:
-                break
+                return
             block = False
-            self.busy -= 1
-            error = future.exception()
-            if isinstance(error, (TaskTransferError, BrokenProcessPool)):
-                self.slots = 0 if isinstance(error, BrokenProcessPool) else self.slots + 1
+            with self.lock:
+                self.busy -= 1
+            if future is None:  # it could not be sent
                 self._here(index)
                 continue
-            self.slots += 1
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled() or isinstance(error, (TaskTransferError, BrokenProcessPool)):
+                self._here(index)
+                continue
             self._report(index)
-            self.results[index] = future.result() if error is None else \
-                self.tasks[index].failed(error)
-        if self.pool is not None:
-            self._hand_out()
+            if error is not None:
+                self.results[index] = self.tasks[index].failed(error)
+                continue
+            self.results[index], self.seconds[index] = future.result()
 
     def _here(self, index: int) -> None:
         self._report(index)
+        start = time.perf_counter()
         self.results[index] = _run_here(self.tasks[index])
+        self.seconds[index] = time.perf_counter() - start
+        self.here[0] += self.seconds[index]
+        self.here[1] += self.expected[index]
 
     def _report(self, index: int) -> None:
         if self.progress is not None:
             self.progress(self.offset + self.reported, self.total, self.tasks[index].label)
         self.reported += 1
 
+    def _stop(self) -> None:
+        """End the starting thread and the workers."""
+        self.closing.set()
+        if self.starter is not None:
+            self.starter.join()
+        with self.lock:
+            pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
 
 def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None, offset: int,
             total: int) -> list:
-    """Submit every picklable task, run the others here, gather results in order."""
+    """Submit every picklable task (longest first), run the others here, gather results in
+    order."""
     results: list = [None] * len(tasks)
+    expected = expected_seconds(tasks, _remembered(tasks))
+    payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
     futures: dict[Future, int] = {}
-    local = []
-    for index, task in enumerate(tasks):
-        payload = _pickled(task)
-        if payload is None:
-            local.append(index)
-        else:
-            futures[executor.submit(run_payload, payload)] = index
-    done = 0
-    for index in local:
+    for index in _longest_first([i for i, p in payloads.items() if p is not None], expected):
+        futures[executor.submit(run_timed_payload, payloads[index])] = index
+    done, seconds = 0, {}
+    for index in [i for i, p in payloads.items() if p is None]:
         if progress is not None:
             progress(offset + done, total, tasks[index].label)
         results[index] = _run_here(tasks[index])
@@ -292,9 +480,10 @@ def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None,
             progress(offset + done, total, tasks[index].label)
         done += 1
         try:
-            results[index] = future.result()
+            results[index], seconds[index] = future.result()
         except TaskTransferError:
             results[index] = _run_here(tasks[index])
         except Exception as error:  # noqa: BLE001 - a lost worker must not lose the others
             results[index] = tasks[index].failed(error)
+    _remember(tasks, seconds)
     return results

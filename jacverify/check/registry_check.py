@@ -26,6 +26,7 @@ from hypothesis.strategies import SearchStrategy
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.registry import RuleEntry, registered_rules
 from jacverify.backward.rules._call_arguments import is_input
+from jacverify.check import task_cost
 from jacverify.check.adapters import PackedCall
 from jacverify.check.isolation import check_isolation
 from jacverify.check.layer_check import check_layer
@@ -34,7 +35,12 @@ from jacverify.check.layer_configs import (
     native_example_strategy,
     native_skip_reason,
 )
-from jacverify.check.parallel import operation_from_state, operation_state, run_tasks
+from jacverify.check.parallel import (
+    operation_from_state,
+    operation_state,
+    prepare_workers,
+    run_tasks,
+)
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
 from jacverify.verdicts import Verdict
 
@@ -230,6 +236,16 @@ class ConfigTask:
         return _check_one(self.keras_class, self.rule_class, self.layer, self.shape,
                           examples=self.examples, seed=self.seed, convention=self.convention)
 
+    @property
+    def cost_key(self) -> str:
+        """Names this check for the durations of earlier runs (see
+        :mod:`jacverify.check.task_cost`)."""
+        return task_cost.cost_key(self.layer, self.rule_class, self.shape, self.examples)
+
+    def estimated_seconds(self) -> float:
+        """A guess of this check's seconds from its configuration."""
+        return task_cost.estimate_seconds(self.layer, self.shape, self.examples)
+
     def failed(self, error: BaseException) -> LayerCheck:
         """``inconclusive``: the check could not run, and why."""
         reason = f"the check could not run: {type(error).__name__}: {str(error)[:300]}"
@@ -320,6 +336,8 @@ def check_registry(
     if int(jobs) < 1:
         raise ValueError(f"jobs must be at least 1, got {jobs!r}")
     entries = _select(registered_rules(), classes, tuple(include))
+    if executor is None:
+        prepare_workers(jobs, len(entries) * int(configs))
     result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
                            convention=convention)
     rows: list = []

@@ -8,9 +8,12 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from jacverify.check.task_cost import SECONDS_PER_EXAMPLE
+from jacverify.check.worker_server import idle_core, start_worker_server
 from jacverify.cli.common import EXIT_FAILED, EXIT_OK, UsageError, console, first_line
 from jacverify.cli.inputs import (
     check_model_file,
+    count_layers,
     import_rules,
     load_model,
     match_inputs,
@@ -23,6 +26,17 @@ from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mo
 FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
 ONLY = ("custom",)
+#: Expected seconds of checking from which ``--jobs`` above 1 starts the worker server before
+#: Keras is imported: the checks it would share must outweigh its start.
+SERVER_FROM_SECONDS = 2.0
+
+
+def expected_check_seconds(model_path: Path, examples: int) -> float:
+    """A guess, before Keras is imported, of the seconds the model's checks take: its layers
+    (from the archive's configuration) times the examples times a small layer's seconds per
+    example."""
+    layers = max(0, count_layers(model_path) - 1)  # the model itself checks end to end
+    return layers * examples * SECONDS_PER_EXAMPLE
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -213,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", model_path)
     html_path = output_path(args.html, "--html", model_path)
     arrays = read_inputs(args.inputs)
+    if (jobs(args) > 1 and expected_check_seconds(model_path, args.examples)
+            >= SERVER_FROM_SECONDS and idle_core()):
+        start_worker_server()  # imports the checker on another core while this one does
     for spec in args.rules:
         import_rules(spec, reload=getattr(args, "reload_rules", False))
     result = _check(model_path, args, arrays)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from jacverify.check.worker_server import idle_core, start_worker_server
 from jacverify.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 
 #: Where the example writes by default (created; outside the repository's tracked files).
@@ -64,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create {models}: {error}") from error
+    if (os.cpu_count() or 1) > 1 and idle_core():
+        start_worker_server()  # imports the checker on another core while this one does
     _save_models(models, args.seed)
     parser = build_parser()
     unexpected = []

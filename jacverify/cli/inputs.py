@@ -118,6 +118,28 @@ def check_model_file(path: Path) -> None:
         raise UsageError(f"{path}: corrupt .keras archive ({first_line(str(error))})") from error
 
 
+def count_layers(path: Path) -> int:
+    """The layers (models included) a ``.keras`` archive's configuration describes, read
+    without Keras: the entries whose configuration says whether they are trainable. 0 when
+    the archive cannot be read."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json").decode("utf-8"))
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError):
+        return 0
+    found, stack = 0, [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            inner = item.get("config")
+            if "class_name" in item and isinstance(inner, dict) and "trainable" in inner:
+                found += 1
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def load_model(path: Path, *, unsafe: bool) -> Any:
     """``keras.saving.load_model(path, compile=False, safe_mode=not unsafe)``; Keras' errors
     become one-line :class:`UsageError` messages saying how to fix them."""

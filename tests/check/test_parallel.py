@@ -240,8 +240,12 @@ class _GateTask:
     """Returns the process that ran it. In the calling process, the gate task waits until a
     worker has run another task (which leaves a marker file)."""
 
-    def __init__(self, label, marker, parent, gate):
+    def __init__(self, label, marker, parent, gate, seconds=1.0):
         self.label, self.marker, self.parent, self.gate = label, str(marker), parent, gate
+        self.seconds = seconds
+
+    def estimated_seconds(self):
+        return self.seconds
 
     def run(self):
         if os.getpid() != self.parent:
@@ -301,7 +305,9 @@ def test_tasks_lost_with_a_dead_worker_run_here(monkeypatch):
 
 def test_small_runs_start_no_worker(tmp_path):
     marker, me = tmp_path / "marker", os.getpid()
-    results = run_tasks([_GateTask(f"t{i}", marker, me, gate=False) for i in range(3)], jobs=2)
+    # expected to take less than even a warm worker's start
+    tasks = [_GateTask(f"t{i}", marker, me, gate=False, seconds=0.01) for i in range(3)]
+    results = run_tasks(tasks, jobs=2)
     assert [pid for _, pid, _ in results] == [me, me, me] and not marker.exists()
 
 
