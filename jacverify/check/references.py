@@ -429,7 +429,7 @@ class _Ladder:
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
-    known: dict  # phi(t) - phi(0) at every point of the ladder, by the point's bytes
+    known: tuple  # (points, values): phi(t) - phi(0) at every point of the ladder
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
@@ -495,8 +495,7 @@ def _ladder_from_values(
         rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
         resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
         / np.minimum(step_left, step_right),
-        known={row.tobytes(): value for row, value in zip(
-            rows.reshape(-1, x.size), phis.reshape(-1).tolist(), strict=True)},
+        known=(rows.reshape(-1, x.size), phis.reshape(-1)),
     )
 
 
@@ -541,7 +540,7 @@ class LineRows:
     y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
 
     Rows with the same key have the same ``y_base``, so a point they have in common is
-    evaluated once; ``known`` maps ``(key, point bytes)`` to values already evaluated."""
+    evaluated once; ``known`` holds ``(keys, points, values)`` already evaluated."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -549,7 +548,7 @@ class LineRows:
     initial: np.ndarray
     sides: np.ndarray
     keys: np.ndarray
-    known: dict
+    known: tuple
 
 
 def _far_request(
@@ -586,7 +585,8 @@ def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
     """The Richardson rows of a :func:`_far_request` (``y_bases``: f at its bases)."""
     _, kk_idx, signs, h_k, bases = request
     return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
-                    sides=signs.astype(int), keys=np.arange(len(kk_idx)), known={})
+                    sides=signs.astype(int), keys=np.arange(len(kk_idx)),
+                    known=_no_points(bases.shape[1]))
 
 
 def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -633,7 +633,7 @@ def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.
         y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
         initial=_initial_steps(step_left, step_right).reshape(-1),
         sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
-        known={(0, point): value for point, value in lad.known.items()},
+        known=(np.zeros(len(lad.known[1]), dtype=np.int64), *lad.known),
     )
 
 
@@ -780,21 +780,45 @@ def directional_derivatives_many(
     return out
 
 
+def _no_points(n: int) -> tuple:
+    """No known values: ``(keys, points, values)`` of none."""
+    return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
+
+
+def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One opaque record per (key, point), equal when the key and the point's bytes are."""
+    rows = np.empty((len(points), points.shape[1] + 1))
+    rows[:, 0] = keys
+    rows[:, 1:] = points
+    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
+
+
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
     and row indices ``i``, each distinct input point evaluated once (rows with the same key
-    share their points; ``cache`` maps ``(key, point bytes)`` to values already known).
+    share their points; ``known = (keys, points, values)`` are values already known).
     ``g`` is one vector for every row, or one per row."""
 
     def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
-                 y_bases: np.ndarray, keys: np.ndarray, cache: dict) -> None:
+                 y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
         self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
-        self.y_bases, self.keys, self.cache = y_bases, keys, cache
+        self.y_bases, self.keys = y_bases, keys
+        records = _records(known[0], known[1])
+        records, first = np.unique(records, return_index=True)
+        self.records, self.values = records, np.asarray(known[2], dtype=np.float64)[first]
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
+
+    def _known(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which records are known, and their values (0 where not)."""
+        if not self.records.size:
+            return np.zeros(records.shape, dtype=bool), np.zeros(records.shape)
+        where = np.minimum(np.searchsorted(self.records, records), self.records.size - 1)
+        found = self.records[where] == records
+        return found, np.where(found, self.values[where], 0.0)
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -808,22 +832,24 @@ class _LineValues:
         moved = np.flatnonzero(flat_t != 0)
         rows = flat_i[moved]
         points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
-        wanted: dict[tuple, list[int]] = {}
-        for position, row, point in zip(moved.tolist(), rows.tolist(), points, strict=True):
-            key = (int(self.keys[row]), point.tobytes())
-            if key in self.cache:
-                values[position] = self.cache[key]
-            else:
-                wanted.setdefault(key, []).append(position)
-        if wanted:
-            first = np.array([positions[0] for positions in wanted.values()])
-            computed = self._project(
-                self.fd.forward(points[np.searchsorted(moved, first)])
-                - self.y_bases[flat_i[first]], flat_i[first],
+        records = _records(self.keys[rows], points)
+        found, known = self._known(records)
+        values[moved] = known
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            unique, first, inverse = np.unique(records[missing], return_index=True,
+                                               return_inverse=True)
+            order = np.argsort(first)  # evaluated in the order first met
+            chosen = missing[first[order]]
+            computed = np.empty(unique.size)
+            computed[order] = self._project(
+                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
             )
-            for (key, positions), value in zip(wanted.items(), computed.tolist(), strict=True):
-                self.cache[key] = value
-                values[positions] = value
+            values[moved[missing]] = computed[inverse.reshape(-1)]
+            merged = np.concatenate([self.records, unique])
+            arranged = np.argsort(merged, kind="stable")
+            self.records = merged[arranged]
+            self.values = np.concatenate([self.values, computed])[arranged]
         return values.reshape(shape)
 
 
@@ -839,7 +865,7 @@ def _richardson(
     their figures by rounding only). Returns ``(df, error, nit)``."""
     m = rows.bases.shape[0]
     phi = _LineValues(fd, rows.bases, rows.directions, g, rows.y_bases, rows.keys,
-                      dict(rows.known))
+                      rows.known)
     unit_atol = 1e-3 * math.sqrt(fd.eps)
     if np.ndim(scale) == 0:
         function, atol, unit = phi, max(unit_atol * float(scale), 1e-300), None
@@ -878,8 +904,9 @@ def _richardson_many(
     sizes = [len(p.bases) for p in parts]
     offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
                                               for p in parts])])
-    known = {(int(offsets[i]) + key, point): value
-             for i, p in enumerate(parts) for (key, point), value in p.known.items()}
+    known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
+             np.concatenate([p.known[1] for p in parts]),
+             np.concatenate([p.known[2] for p in parts]))
     rows = LineRows(
         bases=np.concatenate([p.bases for p in parts]),
         directions=np.concatenate([p.directions for p in parts]),
