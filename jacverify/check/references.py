@@ -433,16 +433,18 @@ class _Ladder:
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
-    """``fd.forward(rows)``, each distinct row evaluated once (the ladder's ``h / 32`` on the
-    side of the smaller step is also its ``|J d|`` point)."""
-    first: dict[bytes, int] = {}
-    where = np.array([first.setdefault(row.tobytes(), len(first)) for row in rows],
-                     dtype=np.int64)
-    if len(first) == len(rows):
+    """``fd.forward(rows)``, each distinct row evaluated once, in the order first met (the
+    ladder's ``h / 32`` on the side of the smaller step is also its ``|J d|`` point)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    records = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
+    unique, first, inverse = np.unique(records, return_index=True, return_inverse=True)
+    if unique.size == len(rows):
         return fd.forward(rows)
-    unique = np.zeros(len(first), dtype=np.int64)
-    unique[where[::-1]] = np.arange(len(rows))[::-1]  # the first row of each point
-    return fd.forward(rows[unique])[where]
+    order = np.argsort(first)
+    values = fd.forward(rows[first[order]])
+    arranged = np.empty_like(values)
+    arranged[order] = values
+    return arranged[inverse.reshape(-1)]
 
 
 def _ladder_points(x: np.ndarray, d: np.ndarray, step_left: np.ndarray,

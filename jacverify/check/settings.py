@@ -51,10 +51,6 @@ class CheckSettings:
     shrink_budget: int | None = None
     threads: int | None = 1
     evidence: bool = True
-    #: Evaluate the explored examples in groups (the rule's calls, autograd and finite
-    #: differences of many examples at once); False evaluates them one by one, the
-    #: reference path (the same verdicts, figures equal up to rounding).
-    grouped: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "convention", check_convention(self.convention))

@@ -1,0 +1,180 @@
+"""Examples evaluated in groups are judged exactly as one by one.
+
+The one-by-one path (``Evaluator.__call__``) is the reference. For right rules and wrong ones
+from ``checks/`` (wrong in value, at kinks, in ties; mixing the batch; broken on extra Jacobian
+axes; raising; returning the wrong shape), every explored example gets the same verdict,
+headline probe, finding per probe, coordinate and direction verdicts both ways, and the
+messages of findings that are not passes name the same places and figures (to the digits they
+are printed with).
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+from checks.corpus import all_cases, by_name
+from jacverify.check.example_group import group_calls, group_size
+from jacverify.check.preparation import prepare
+from jacverify.check.probes import Evaluator, search_label, search_severity
+from jacverify.check.runner import search
+from jacverify.check.settings import CheckSettings
+from jacverify.check.strategies import example_specs, kink_sweep
+from tests.check.tutorial_layers import BackwardClipCorrect, Clip
+
+#: A fast selection: right and wrong rules of custom and native layers, one or two inputs.
+FAST_CASES = (
+    "clip_correct",
+    "clip_wrong_at_vmax",
+    "clip_tutorial",
+    "linear_map_3x4_untransposed",
+    "vee_correct",
+    "pair_max_correct",
+    "swish_batch_mean",
+    "vee_first_example",
+    "dense_relu_fold_order",
+    "plus_constant_drops_extra_axes",
+    "swish_attribute_typo",
+    "vee_flattened",
+    "relu_max0_no_extra_axes",
+)
+
+#: Figures are printed with 6 significant digits.
+_NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def _evaluator(case, seed: int = 0) -> Evaluator:
+    keras.utils.set_random_seed(seed)
+    settings = CheckSettings(examples=12, seed=seed, **case.options)
+    setup = prepare(case.layer(), case.rule, settings, input_shape=case.input_shape)
+    return Evaluator(setup)
+
+
+def _explored_both_ways(evaluator: Evaluator, examples: int = 12, seed: int = 0):
+    """Each explored spec's outcome one by one and in groups (as the search draws them)."""
+    setup = evaluator.setup
+    grouped: dict = {}
+
+    def evaluate_many(specs):
+        outcomes = evaluator.evaluate_many(specs)
+        grouped.update(zip(specs, outcomes, strict=True))
+        return outcomes
+
+    search(example_specs(setup.n, len(setup.kinks)), evaluator, search_label,
+           examples=examples, seed=seed, shrink_verdicts=(), severity=search_severity,
+           shrink_budget=0, explicit=kink_sweep(len(setup.kinks), examples // 4),
+           evaluate_many=evaluate_many)
+    return [(spec, evaluator(spec), outcome) for spec, outcome in grouped.items()]
+
+
+def _same_message(one: str, other: str) -> None:
+    assert _NUMBER.sub("#", one) == _NUMBER.sub("#", other), (one, other)
+    for a, b in zip(_NUMBER.findall(one), _NUMBER.findall(other), strict=True):
+        np.testing.assert_allclose(float(a), float(b), rtol=1e-4, atol=0, err_msg=one)
+
+
+def _assert_same_outcome(one, other) -> None:
+    assert (one.verdict, one.probe) == (other.verdict, other.probe)
+    assert sorted(one.findings) == sorted(other.findings)
+    for probe, finding in one.findings.items():
+        twin = other.findings[probe]
+        assert (finding.verdict, finding.coordinate) == (twin.verdict, twin.coordinate), probe
+        if finding.verdict not in ("pass", "unjudged"):
+            # (A passing example names the direction closest to its tolerance, which among
+            # errors of rounding size is any of them.)
+            _same_message(finding.message, twin.message)
+    assert [(j.location, j.verdict) for j in one.judgements] == [
+        (j.location, j.verdict) for j in other.judgements
+    ]
+    for j, twin in zip(one.judgements, other.judgements, strict=True):
+        np.testing.assert_allclose(j.rule, twin.rule, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(j.reference, twin.reference, rtol=1e-6,
+                                   atol=1e-9 * (abs(j.reference) + j.tolerance))
+
+
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_grouped_examples_are_judged_as_one_by_one(name):
+    case = by_name(name)
+    pairs = _explored_both_ways(_evaluator(case))
+    assert len(pairs) >= 10
+    for _spec, one, grouped in pairs:
+        _assert_same_outcome(one, grouped)
+    if case.wrong:  # the wrong rule is caught in the groups too
+        assert any(o.verdict in case.accepted for _, _, o in pairs)
+    else:
+        assert all(o.verdict in ("pass", "unjudged") for _, _, o in pairs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [c.name for c in all_cases()])
+def test_every_corpus_case_is_judged_as_one_by_one(name):
+    case = by_name(name)
+    for _spec, one, grouped in _explored_both_ways(_evaluator(case)):
+        _assert_same_outcome(one, grouped)
+
+
+def test_a_rule_mixing_the_batch_is_evaluated_one_by_one():
+    """The group's calls are refused when a rule's rows depend on the other rows: the rows of
+    the first example alone differ from its rows in the group."""
+    evaluator = _evaluator(by_name("swish_batch_mean"))
+    examples = [evaluator.materialize(s) for s in _some_specs(evaluator, 4)]
+    calls = group_calls(evaluator.rule, evaluator.layer, evaluator.setup.fd, evaluator.kinks,
+                        examples, eps=evaluator.rule_eps, extra_axes=True, autograd=True)
+    assert calls is None
+
+
+def test_a_row_independent_rule_is_evaluated_in_groups():
+    evaluator = _evaluator(by_name("clip_correct"))
+    examples = [evaluator.materialize(s) for s in _some_specs(evaluator, 5)]
+    calls = group_calls(evaluator.rule, evaluator.layer, evaluator.setup.fd, evaluator.kinks,
+                        examples, eps=evaluator.rule_eps, extra_axes=True, autograd=True)
+    assert calls is not None and len(calls) == 5
+    for example, call in zip(examples, calls, strict=True):
+        one = evaluator.evaluate(example)
+        np.testing.assert_allclose(call.rule_out, one.rule_output, rtol=1e-6)
+        np.testing.assert_allclose(call.autograd, one.autograd_output, rtol=1e-6)
+        assert call.references is not None
+
+
+def test_groups_fit_the_memory_bound():
+    small = group_size(16, 16, 20)
+    large = group_size(64 * 64 * 3, 64 * 64 * 3, 8)
+    assert small >= 100
+    assert 1 <= large < 10
+    assert group_size(10**8, 1, 8) == 1
+
+
+def test_a_clip_check_gives_the_same_result_grouped_and_one_by_one(monkeypatch):
+    """The whole check: the same verdict, counterexample and tallies."""
+    from jacverify import check_layer
+
+    def check():
+        keras.utils.set_random_seed(0)
+        return check_layer(Clip(vmin=-1.0, vmax=1.0), BackwardClipCorrect, input_shape=(5,),
+                           examples=20, seed=3, evidence=False)
+
+    grouped = check()
+    monkeypatch.setattr(Evaluator, "evaluate_many",
+                        lambda self, specs: [self(spec) for spec in specs])
+    one_by_one = check()
+    assert grouped.verdict == one_by_one.verdict == "pass"
+    assert [(f.probe, f.verdict, f.examples) for f in grouped.findings] == [
+        (f.probe, f.verdict, f.examples) for f in one_by_one.findings
+    ]
+
+
+def _some_specs(evaluator: Evaluator, count: int) -> list:
+    specs: list = []
+
+    def keep(many):
+        specs.extend(many)
+        return [None] * len(many)
+
+    setup = evaluator.setup
+    search(example_specs(setup.n, len(setup.kinks)), evaluator, lambda outcome: "pass",
+           examples=count, seed=1, shrink_verdicts=(), severity=lambda label: 0,
+           shrink_budget=0, evaluate_many=keep)
+    return specs[:count]
