@@ -268,13 +268,18 @@ def _clone_problem(clone, probe: np.ndarray, reference: np.ndarray, eps: float) 
     return ""
 
 
+#: Input values per forward call of the references: batches of convolutions much larger than
+#: this run slower per row on one core (their work no longer fits the caches).
+FORWARD_CHUNK_VALUES = 2**16
+
+
 def make_fd_model(
     layer: keras.layers.Layer, input_shape: Sequence[int], rng: np.random.Generator
 ) -> FDModel:
     """The float64 clone of ``layer`` (verified against the layer on a random input), or the
     layer itself in its own dtype when cloning fails (the note says why)."""
     input_shape = tuple(int(s) for s in input_shape)
-    max_rows = max(1, 2**21 // max(1, math.prod(input_shape)))
+    max_rows = max(1, FORWARD_CHUNK_VALUES // max(1, math.prod(input_shape)))
     layer_dtype = str(layer.compute_dtype)
     probe = rng.standard_normal((2, *input_shape)).astype(layer_dtype)
     reference = _to_numpy(layer(probe)).astype(np.float64)
