@@ -90,9 +90,12 @@ def _assert_same_outcome(one, other) -> None:
         (j.location, j.verdict) for j in other.judgements
     ]
     for j, twin in zip(one.judgements, other.judgements, strict=True):
-        np.testing.assert_allclose(j.rule, twin.rule, rtol=1e-6, atol=1e-12)
-        np.testing.assert_allclose(j.reference, twin.reference, rtol=1e-6,
-                                   atol=1e-9 * (abs(j.reference) + j.tolerance))
+        # Rounding moves the rule (a float32 rule summing in another order) and the
+        # references far less than the tolerance they are judged with.
+        if np.isfinite(j.tolerance):
+            for ours, theirs in ((j.rule, twin.rule), (j.reference, twin.reference)):
+                same = ours == theirs or (np.isnan(ours) and np.isnan(theirs))
+                assert same or abs(ours - theirs) <= 0.25 * j.tolerance, (j, twin)
 
 
 @pytest.mark.parametrize("name", FAST_CASES)
