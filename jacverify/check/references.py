@@ -222,29 +222,45 @@ def _batched(fn, input_shape, max_rows, float64: bool = False):
     return forward
 
 
+def _same_tensor(expected: Any, got: Any) -> bool:
+    """Two tensors of the same dtype, shape, values and NaNs."""
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
+        return False
+    if expected.dtype != got.dtype or expected.shape != got.shape:
+        return False
+    same_nans = torch.equal(torch.isnan(expected), torch.isnan(got))
+    return same_nans and torch.equal(torch.nan_to_num(expected), torch.nan_to_num(got))
+
+
 def direct_call(
     layer: keras.layers.Layer, probe: torch.Tensor, *, float64: bool = False
 ) -> Callable[[torch.Tensor], Any]:
-    """The fastest way to evaluate ``layer`` on tensors without gradients: its ``call``
-    method when that gives exactly what ``layer(...)`` gives on ``probe`` (Keras'
-    ``__call__`` adds per-call bookkeeping, a quarter of a millisecond, that the references
-    do not need), else the layer itself. ``float64``: compare inside :func:`true_float64`,
-    as the references run the clone."""
-    context = true_float64() if float64 else contextlib.nullcontext()
+    """The fastest way to evaluate ``layer`` on tensors without gradients: without Keras'
+    ``__call__`` (per-call bookkeeping, a quarter of a millisecond, that the references do not
+    need) when that gives exactly what ``layer(...)`` gives on ``probe``, else the layer
+    itself. Tried in turn: the layer's ``call_operation_directly`` (an adapter calling the
+    layer it wraps through that layer's ``call``), then its ``call``. ``float64``: compare
+    inside :func:`true_float64`, as the references run the clone."""
+    def context():
+        return true_float64() if float64 else contextlib.nullcontext()
+
+    candidates = [getattr(layer, "call_operation_directly", None), layer.call]
     try:
-        with torch.no_grad(), context:
+        with torch.no_grad(), context():
             expected = layer(probe)
-            got = layer.call(probe)
-    except Exception:  # noqa: BLE001 - a call that needs Keras' own __call__
+    except Exception:  # noqa: BLE001 - the layer is then called as it is, and reports it
         return layer
-    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
-        return layer
-    if expected.dtype != got.dtype or expected.shape != got.shape:
-        return layer
-    same_nans = torch.equal(torch.isnan(expected), torch.isnan(got))
-    if not (same_nans and torch.equal(torch.nan_to_num(expected), torch.nan_to_num(got))):
-        return layer
-    return layer.call
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            with torch.no_grad(), context():
+                got = candidate(probe)
+        except Exception:  # noqa: BLE001 - a call that needs Keras' own __call__
+            continue
+        if _same_tensor(expected, got):
+            return candidate
+    return layer
 
 
 def _clone_problem(clone, probe: np.ndarray, reference: np.ndarray, eps: float) -> str:
