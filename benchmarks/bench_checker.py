@@ -38,10 +38,15 @@ path of :mod:`jacverify.check.direct_calls`. ``--keras-call`` runs ``--registry`
 (the path before the direct calls), for a same-run ratio. ``--jobs N`` runs them with N
 processes.
 
+``--per-example`` also runs every jacverify check with its explored examples evaluated one by
+one (the reference path; by default they are evaluated in groups), in the same process and
+taking turns with the grouped runs, and prints the ratios: a before/after comparison that the
+machine's load does not skew.
+
 Run: .venv/bin/python benchmarks/bench_checker.py [--repeats 5] [--examples 20]
      [--sizes 16,64,256,1024] [--conv-sizes 4x4x2,8x8x4,16x16x4,32x32x4] [--markdown]
      [--no-layers] [--registry all|FAMILY,...] [--models NAME,...] [--model-examples 8]
-     [--overhead] [--keras-call] [--jobs 1]
+     [--overhead] [--keras-call] [--jobs 1] [--per-example]
 """
 
 from __future__ import annotations
@@ -65,7 +70,24 @@ import torch  # noqa: E402
 
 import jacverify  # noqa: E402
 from jacverify.check.layer_check import MAX_FULL_JACOBIAN  # noqa: E402
+from jacverify.check.probes import Evaluator  # noqa: E402
 from jacverify.check.references import true_float64  # noqa: E402
+
+
+@contextlib.contextmanager
+def one_by_one() -> Iterator[None]:
+    """While the block runs, checks evaluate their explored examples one by one (the
+    reference path) instead of in groups."""
+    grouped = Evaluator.evaluate_many
+
+    def each(self: Evaluator, specs: Sequence) -> list:
+        return [self(spec) for spec in specs]
+
+    Evaluator.evaluate_many = each
+    try:
+        yield
+    finally:
+        Evaluator.evaluate_many = grouped
 
 
 # ----------------------------------------------------------------------------- counting
@@ -161,12 +183,15 @@ def make_case(family: str, size: Any, activation: str | None) -> Case:
 
 
 # ------------------------------------------------------------------------------- tools
-def run_jacverify(case: Case, examples: int, max_full: int, threads: int) -> dict:
-    """One check by jacverify; its verdict and what it explored."""
-    check = jacverify.check_layer(
-        case.layer, input_shape=case.input_shape, dtype="float64", examples=examples, seed=0,
-        max_full_jacobian=max_full, threads=threads,
-    )
+def run_jacverify(case: Case, examples: int, max_full: int, threads: int,
+                  grouped: bool = True) -> dict:
+    """One check by jacverify (its examples evaluated in groups, or one by one); its verdict
+    and what it explored."""
+    with contextlib.nullcontext() if grouped else one_by_one():
+        check = jacverify.check_layer(
+            case.layer, input_shape=case.input_shape, dtype="float64", examples=examples,
+            seed=0, max_full_jacobian=max_full, threads=threads,
+        )
     return {
         "verdict": check.verdict,
         "examples": check.examples + check.shrink_evaluations,
@@ -206,6 +231,8 @@ def run_gradcheck(case: Case, fn: Callable, x: torch.Tensor, fast: bool) -> dict
 
 
 TOOLS = ("jacverify", "gradcheck", "gradcheck fast")
+#: jacverify with its examples evaluated one by one (``--per-example``).
+ONE_BY_ONE = "jacverify one by one"
 
 
 def bench_case(case: Case, args: argparse.Namespace) -> None:
@@ -222,6 +249,9 @@ def bench_case(case: Case, args: argparse.Namespace) -> None:
         "gradcheck": lambda: run_gradcheck(case, fn, x, fast=False),
         "gradcheck fast": lambda: run_gradcheck(case, fn, x, fast=True),
     }
+    if args.per_example:
+        calls[ONE_BY_ONE] = lambda: run_jacverify(case, args.examples, args.max_full_jacobian,
+                                                  args.threads, grouped=False)
     for tool, call in calls.items():  # the counted run doubles as the warm-up
         with counting(type(case.layer), case.rule_class) as counts:
             info = call()
@@ -231,7 +261,7 @@ def bench_case(case: Case, args: argparse.Namespace) -> None:
             start = time.perf_counter()
             call()
             case.results[tool]["times"].append(time.perf_counter() - start)
-    for tool in TOOLS:
+    for tool in calls:
         case.results[tool]["median"] = statistics.median(case.results[tool]["times"])
 
 
@@ -321,6 +351,32 @@ def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
     print("Evaluations per check (one counted run): calls of the layer (all instances of its")
     print("class), input rows evaluated by those calls, calls of the rule")
     print(_table(header, rows, args.markdown))
+    if args.per_example:
+        print()
+        print_grouping(cases, args.markdown)
+
+
+def print_grouping(cases: list[Case], markdown: bool) -> None:
+    """jacverify with its examples in groups against one by one: time and calls."""
+    header = ["layer", "input", "verdicts", "grouped s", "one by one s", "ratio",
+              "calls/example", "calls/example 1x1", "rows/example", "rows/example 1x1",
+              "rule calls/example", "rule calls/example 1x1"]
+    rows = []
+    for case in cases:
+        grouped, single = case.results["jacverify"], case.results[ONE_BY_ONE]
+        per, per_1 = max(1, grouped["examples"]), max(1, single["examples"])
+        g, o = grouped["counts"], single["counts"]
+        rows.append([
+            case.family, case.label, f"{grouped['verdict']}/{single['verdict']}",
+            f"{grouped['median']:.3f}", f"{single['median']:.3f}",
+            f"{single['median'] / grouped['median']:.2f}",
+            f"{g.layer_calls / per:.1f}", f"{o.layer_calls / per_1:.1f}",
+            f"{g.layer_rows / per:.0f}", f"{o.layer_rows / per_1:.0f}",
+            f"{g.rule_calls / per:.2f}", f"{o.rule_calls / per_1:.1f}",
+        ])
+    print("jacverify with its explored examples evaluated in groups and one by one (median s,")
+    print("ratio = one by one / grouped; per example of the check, shrinking included)")
+    print(_table(header, rows, markdown))
 
 
 # ------------------------------------------------------------------------- whole jobs
@@ -363,29 +419,45 @@ def registry_families(wanted: str) -> dict[str, list[type]]:
     return dict(sorted(families.items()))
 
 
-def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1,
-                   title: str = "") -> None:
-    """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
-    examples come from the seed and its class name, so the families add up to the whole
-    registry check), with the verdicts."""
-    from collections import Counter
-
-    rows, total, verdicts = [], 0.0, Counter()
-    for family, classes in registry_families(wanted).items():
+def _registry_run(classes: list[type], grouped: bool, jobs: int) -> tuple[float, Any]:
+    with contextlib.nullcontext() if grouped else one_by_one():
         start = time.perf_counter()
         result = jacverify.check_registry(classes, seed=0, include=("native",), jobs=jobs)
-        elapsed = time.perf_counter() - start
+        return time.perf_counter() - start, result
+
+
+def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1, title: str = "",
+                   per_example: bool = False) -> None:
+    """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
+    examples come from the seed and its class name, so the families add up to the whole
+    registry check), with the verdicts; with ``per_example``, also with the examples evaluated
+    one by one (right after, on the same family) and the ratio."""
+    from collections import Counter
+
+    rows, total, total_1, verdicts = [], 0.0, 0.0, Counter()
+    for family, classes in registry_families(wanted).items():
+        elapsed, result = _registry_run(classes, True, jobs)
         total += elapsed
         counted = Counter(c.check.verdict for c in result.checks)
         verdicts.update(counted)
-        rows.append([family, str(len(classes)), str(len(result.checks)), f"{elapsed:.1f}",
-                     f"{elapsed / unit:.0f}",
-                     " ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
-    rows.append(["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
-                 f"{total:.1f}", f"{total / unit:.0f}",
-                 " ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
+        row = [family, str(len(classes)), str(len(result.checks)), f"{elapsed:.1f}",
+               f"{elapsed / unit:.0f}"]
+        if per_example:
+            single, result_1 = _registry_run(classes, False, jobs)
+            total_1 += single
+            same = [c.check.verdict for c in result.checks] == [
+                c.check.verdict for c in result_1.checks]
+            row += [f"{single:.1f}", f"{single / elapsed:.2f}", "yes" if same else "NO"]
+        rows.append(row + [" ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
+    last = ["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
+            f"{total:.1f}", f"{total / unit:.0f}"]
+    header = ["family", "rules", "checks", "s", "units"]
+    if per_example:
+        last += [f"{total_1:.1f}", f"{total_1 / max(total, 1e-9):.2f}", ""]
+        header += ["s one by one", "ratio", "same verdicts"]
+    rows.append(last + [" ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
     print(f"check_registry(seed=0, jobs={jobs}), native rules, by family (s, and units){title}")
-    print(_table(["family", "rules", "checks", "s", "units", "verdicts"], rows, markdown))
+    print(_table(header + ["verdicts"], rows, markdown))
     print()
 
 
@@ -528,6 +600,9 @@ def main() -> None:
                         "(e.g. MobileNetV3Small,EfficientNetB0)")
     parser.add_argument("--model-examples", type=int, default=8,
                         help="examples per layer of --models")
+    parser.add_argument("--per-example", action="store_true",
+                        help="also run jacverify with its examples evaluated one by one (the "
+                        "reference path), and print the ratios")
     parser.add_argument("--unit-repeats", type=int, default=15,
                         help="gradchecks timed for the unit of whole jobs")
     parser.add_argument("--overhead", action="store_true",
@@ -565,7 +640,8 @@ def main() -> None:
         for title, path in paths:
             with path():
                 if args.registry:
-                    bench_registry(args.registry, unit, args.markdown, args.jobs, title)
+                    bench_registry(args.registry, unit, args.markdown, args.jobs, title,
+                                   args.per_example)
                 if args.models:
                     bench_models(args.models, args.model_examples, unit, args.markdown,
                                  args.jobs, title)

@@ -323,6 +323,20 @@ class PackedCall(keras.layers.Layer):
             return result
         return self.output_packing.join(keras.tree.flatten(result))
 
+    def call_operation_directly(self, x):
+        """What :meth:`call` computes, with a layer operation called through its own ``call``
+        (without Keras' per-call bookkeeping): for references without gradients, which use it
+        only where it gives exactly what :meth:`call` gives (see
+        :func:`jacverify.check.references.direct_call`)."""
+        operation = self.operation
+        if not isinstance(operation, keras.layers.Layer):
+            return self.call(x)
+        parts = self.packing.split(x)
+        result = operation.call(*_fill(self.call_args, parts), **_fill(self.call_kwargs, parts))
+        if self.output_packing is None:
+            return result
+        return self.output_packing.join(keras.tree.flatten(result))
+
 
     def get_config(self) -> dict:
         """The operation's config and the call's constants (where candidate kinks are read)."""

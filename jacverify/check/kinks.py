@@ -106,12 +106,21 @@ def _fmt(value: float) -> str:
     return f"{value:.9g}"
 
 
+def _ulp_key(value: np.floating) -> int:
+    """An integer that counts the floats of ``value``'s type in order (0 for +-0)."""
+    bits = int(np.array(value).view(f"i{value.dtype.itemsize}"))
+    return bits if bits >= 0 else -(bits & ((1 << (8 * value.dtype.itemsize - 1)) - 1))
+
+
 def ulps_between(a: float, b: float, dtype: str) -> int | None:
     """How many ``dtype`` ulps separate a and b (None if more than 64)."""
     t = np.dtype(dtype).type
     a_t, b_t = t(a), t(b)
     if a_t == b_t:
         return 0
+    if np.isfinite(a_t) and np.isfinite(b_t):
+        n = abs(_ulp_key(b_t) - _ulp_key(a_t))
+        return n if n <= 64 else None
     step = t(np.inf) if b_t > a_t else t(-np.inf)
     current = a_t
     for n in range(1, 65):

@@ -19,6 +19,7 @@ with its wrong value first.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,13 @@ import numpy as np
 
 from jacverify.check.calls import RuleOutputError, call_rule, exception_text
 from jacverify.check.compare import DirectionJudgement
+from jacverify.check.example_group import (
+    ExampleCalls,
+    chunks,
+    group_calls,
+    group_size,
+    second_gradient,
+)
 from jacverify.check.kinks import describe_coordinate
 from jacverify.check.preparation import Setup
 from jacverify.check.references import effective_eps
@@ -114,9 +122,15 @@ class Evaluator:
         return text if row == 0 else text.replace("x[0", f"x[{row}", 1)
 
     def __call__(self, spec: ExampleSpec) -> ExampleOutcome:
+        """Evaluate one example on its own (the reference path, and the shrink phase's)."""
+        example = self.materialize(spec)
+        return example if isinstance(example, ExampleOutcome) else self.evaluate(example)
+
+    def materialize(self, spec: ExampleSpec) -> Example | ExampleOutcome:
+        """The arrays of ``spec``, or an inconclusive outcome when building them raised."""
         setup = self.setup
         try:
-            example = materialize(
+            return materialize(
                 spec, self.input_shape, self.output_shape, self.dtype, self.kinks,
                 n_random_directions=setup.random_directions, basis=setup.basis,
                 forward64=setup.fd.forward, fd_eps=setup.fd.eps, base=setup.base_rows,
@@ -126,18 +140,56 @@ class Evaluator:
             finding = _finding(Probe.VALUE, Verdict.INCONCLUSIVE, message, examples=1)
             return ExampleOutcome(None, Verdict.INCONCLUSIVE.value, message, [],
                                   findings={Probe.VALUE.value: finding})
-        return self.evaluate(example)
 
-    def evaluate(self, example: Example) -> ExampleOutcome:
-        """Run every probe at ``example``; the outcome's verdict is the headline's."""
-        rule_out, structure = self.structure(example)
+    @property
+    def group_size(self) -> int:
+        """How many examples :meth:`evaluate_many` evaluates together at most."""
+        setup = self.setup
+        directions = setup.random_directions + (setup.n if setup.basis else 0)
+        return group_size(setup.n, int(math.prod(self.output_shape)), directions)
+
+    def evaluate_many(self, specs: Sequence[ExampleSpec]) -> list[ExampleOutcome]:
+        """The outcomes of ``specs``, as :meth:`__call__` gives them one by one (up to
+        rounding), with the rule's calls, autograd and finite differences made for groups of
+        examples at once (:mod:`jacverify.check.example_group`). A group that cannot be
+        evaluated together, and an example whose batch or extra-axis probe does not pass in
+        the group, are evaluated one by one."""
+        built = [self.materialize(spec) for spec in specs]
+        outcomes = [b if isinstance(b, ExampleOutcome) else None for b in built]
+        todo = [i for i, b in enumerate(built) if not isinstance(b, ExampleOutcome)]
+        extra_axes = bool(getattr(self.rule, "supports_extra_axes", True))
+        for chunk in chunks(todo, self.group_size):
+            examples = [built[i] for i in chunk]
+            calls = group_calls(
+                self.rule, self.layer, self.setup.fd, self.kinks, examples, eps=self.rule_eps,
+                extra_axes=extra_axes, autograd=True,
+            ) or [None] * len(examples)
+            for i, example, call in zip(chunk, examples, calls, strict=True):
+                outcomes[i] = self._evaluate_in_group(example, call)
+        return outcomes
+
+    def _evaluate_in_group(self, example: Example, calls: ExampleCalls | None) -> ExampleOutcome:
+        if calls is None:
+            return self.evaluate(example)
+        outcome = self.evaluate(example, calls)
+        for probe in (Probe.BATCH, Probe.EXTRA_AXES):
+            finding = outcome.findings.get(probe.value)
+            if finding is not None and finding.verdict not in (Verdict.PASS, Verdict.SKIPPED):
+                return self.evaluate(example)  # its own calls say exactly what is wrong
+        return outcome
+
+    def evaluate(self, example: Example, calls: ExampleCalls | None = None) -> ExampleOutcome:
+        """Run every probe at ``example``; the outcome's verdict is the headline's.
+        ``calls``: the example's slices of its group's calls, used instead of making them."""
+        rule_out, structure = self.structure(example, calls)
         outcome = ExampleOutcome(example, Verdict.UNJUDGED.value, "", [], rule_output=rule_out)
         outcome.findings[Probe.STRUCTURE.value] = structure
         if rule_out is not None:
-            self.value.judge(example, rule_out, outcome)
+            self.value.judge(example, rule_out, outcome, calls)
             outcome.findings[Probe.DTYPE.value] = self.dtype_probe(example, rule_out)
-            outcome.findings[Probe.BATCH.value] = self.batch(example, rule_out)
-        outcome.findings[Probe.EXTRA_AXES.value] = self.extra_axes(example)
+            swapped = None if calls is None else calls.swapped
+            outcome.findings[Probe.BATCH.value] = self.batch(example, rule_out, swapped)
+        outcome.findings[Probe.EXTRA_AXES.value] = self.extra_axes(example, calls)
         for finding in outcome.findings.values():
             finding.kind = example.kind
         top = headline(outcome.findings)
@@ -156,9 +208,14 @@ class Evaluator:
         return None
 
     # ------------------------------------------------------------------------ probes
-    def structure(self, example: Example) -> tuple[np.ndarray | None, Finding]:
-        """Call the rule; its output when it has the input's shape."""
+    def structure(
+        self, example: Example, calls: ExampleCalls | None = None
+    ) -> tuple[np.ndarray | None, Finding]:
+        """Call the rule (or take its group's call); its output when it has the input's
+        shape."""
         x = example.x
+        if calls is not None:
+            return calls.rule_out, _finding(Probe.STRUCTURE, Verdict.PASS, examples=1)
         try:
             out = call_rule(self.rule, example.g, x)
         except RuleOutputError as error:
@@ -191,16 +248,22 @@ class Evaluator:
         )
         return _finding(Probe.DTYPE, Verdict.ERROR, message, examples=1, failing_examples=1)
 
-    def batch(self, example: Example, rule_out: np.ndarray) -> Finding:
+    def batch(
+        self, example: Example, rule_out: np.ndarray, swapped: np.ndarray | None = None
+    ) -> Finding:
         """Call the rule on the batch in reverse order: each example's result must not
-        depend on the others (nor on its position)."""
-        try:
-            swapped = call_rule(self.rule, example.g[::-1].copy(), example.x[::-1].copy())
-        except Exception:  # noqa: BLE001 - the first call worked; this one is only a probe
-            return _finding(Probe.BATCH, Verdict.UNJUDGED)
-        if swapped.shape != rule_out.shape:
-            return _finding(Probe.BATCH, Verdict.UNJUDGED)
-        swapped = swapped[::-1].astype(np.float64)
+        depend on the others (nor on its position). ``swapped``: that call's output (in the
+        batch's row order) when it was made with the example's group."""
+        if swapped is None:
+            try:
+                swapped = call_rule(self.rule, example.g[::-1].copy(),
+                                    example.x[::-1].copy())
+            except Exception:  # noqa: BLE001 - the first call worked; this one is a probe
+                return _finding(Probe.BATCH, Verdict.UNJUDGED)
+            if swapped.shape != rule_out.shape:
+                return _finding(Probe.BATCH, Verdict.UNJUDGED)
+            swapped = swapped[::-1]
+        swapped = swapped.astype(np.float64)
         ours = rule_out.astype(np.float64)
         bad = self.mismatch(swapped, ours, nan_counts=False)
         if bad is None:
@@ -215,7 +278,7 @@ class Evaluator:
         return _finding(Probe.BATCH, Verdict.FAIL, message, coordinate=where, examples=1,
                         failing_examples=1)
 
-    def extra_axes(self, example: Example) -> Finding:
+    def extra_axes(self, example: Example, calls: ExampleCalls | None = None) -> Finding:
         """Call the rule with a gradient carrying an extra Jacobian axis (two upstream
         gradients per example, as backward models built with ``gradient=keras.Input((k,
         *output_shape))`` pass them): each slice must give what the rule gives for the same
@@ -224,13 +287,15 @@ class Evaluator:
             return _finding(Probe.EXTRA_AXES, Verdict.SKIPPED,
                             "the rule declares supports_extra_axes = False")
         g = example.g
-        other = np.random.default_rng([example.spec.seed, 7]).standard_normal(g.shape)
-        stacked = np.stack([g, other.astype(g.dtype)], axis=1)
+        stacked = second_gradient(example)
         context = (
             f"when the upstream gradient carries an extra Jacobian axis (shape "
             f"{tuple(stacked.shape)}, as in backward models built with gradient=keras.Input("
             f"(k, *output_shape)))"
         )
+        if calls is not None and calls.both is not None:
+            return self._extra_axes_values(example, stacked, calls.both, context,
+                                           calls.folded)
         try:
             both = call_rule(self.rule, stacked, example.x)
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
@@ -251,17 +316,19 @@ class Evaluator:
         return self._extra_axes_values(example, stacked, both, context)
 
     def _extra_axes_values(
-        self, example: Example, stacked: np.ndarray, both: np.ndarray, context: str
+        self, example: Example, stacked: np.ndarray, both: np.ndarray, context: str,
+        folded: np.ndarray | None = None,
     ) -> Finding:
         """Compare the slices with the same gradients given as a batch (each example's input
-        repeated, as the base class folds extra axes: the same rounding at kinks)."""
+        repeated, as the base class folds extra axes: the same rounding at kinks); ``folded``
+        is that call's output when it was made with the example's group."""
         g = example.g
-        try:
-            folded = call_rule(
-                self.rule, stacked.reshape(-1, *g.shape[1:]), np.repeat(example.x, 2, axis=0)
-            )
-        except Exception:  # noqa: BLE001 - only a probe; the main call worked
-            return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED)
+        if folded is None:
+            try:
+                folded = call_rule(self.rule, stacked.reshape(-1, *g.shape[1:]),
+                                   np.repeat(example.x, 2, axis=0))
+            except Exception:  # noqa: BLE001 - only a probe; the main call worked
+                return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED)
         if folded.shape != (2 * g.shape[0], *example.x.shape[1:]):
             return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED)
         expected = folded.reshape(both.shape).astype(np.float64)

@@ -237,29 +237,45 @@ def _batched(fn, input_shape, max_rows, float64: bool = False):
     return forward
 
 
+def _same_tensor(expected: Any, got: Any) -> bool:
+    """Two tensors of the same dtype, shape, values and NaNs."""
+    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
+        return False
+    if expected.dtype != got.dtype or expected.shape != got.shape:
+        return False
+    same_nans = torch.equal(torch.isnan(expected), torch.isnan(got))
+    return same_nans and torch.equal(torch.nan_to_num(expected), torch.nan_to_num(got))
+
+
 def direct_call(
     layer: keras.layers.Layer, probe: torch.Tensor, *, float64: bool = False
 ) -> Callable[[torch.Tensor], Any]:
-    """The fastest way to evaluate ``layer`` on tensors without gradients: its ``call``
-    method when that gives exactly what ``layer(...)`` gives on ``probe`` (Keras'
-    ``__call__`` adds per-call bookkeeping, a quarter of a millisecond, that the references
-    do not need), else the layer itself. ``float64``: compare inside :func:`true_float64`,
-    as the references run the clone."""
-    context = true_float64() if float64 else contextlib.nullcontext()
+    """The fastest way to evaluate ``layer`` on tensors without gradients: without Keras'
+    ``__call__`` (per-call bookkeeping, a quarter of a millisecond, that the references do not
+    need) when that gives exactly what ``layer(...)`` gives on ``probe``, else the layer
+    itself. Tried in turn: the layer's ``call_operation_directly`` (an adapter calling the
+    layer it wraps through that layer's ``call``), then its ``call``. ``float64``: compare
+    inside :func:`true_float64`, as the references run the clone."""
+    def context():
+        return true_float64() if float64 else contextlib.nullcontext()
+
+    candidates = [getattr(layer, "call_operation_directly", None), layer.call]
     try:
-        with torch.no_grad(), context:
+        with torch.no_grad(), context():
             expected = layer(probe)
-            got = layer.call(probe)
-    except Exception:  # noqa: BLE001 - a call that needs Keras' own __call__
+    except Exception:  # noqa: BLE001 - the layer is then called as it is, and reports it
         return layer
-    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
-        return layer
-    if expected.dtype != got.dtype or expected.shape != got.shape:
-        return layer
-    same_nans = torch.equal(torch.isnan(expected), torch.isnan(got))
-    if not (same_nans and torch.equal(torch.nan_to_num(expected), torch.nan_to_num(got))):
-        return layer
-    return layer.call
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        try:
+            with torch.no_grad(), context():
+                got = candidate(probe)
+        except Exception:  # noqa: BLE001 - a call that needs Keras' own __call__
+            continue
+        if _same_tensor(expected, got):
+            return candidate
+    return layer
 
 
 def _clone_problem(clone, probe: np.ndarray, reference: np.ndarray, eps: float) -> str:
@@ -283,13 +299,18 @@ def _clone_problem(clone, probe: np.ndarray, reference: np.ndarray, eps: float) 
     return ""
 
 
+#: Input values per forward call of the references: batches of convolutions much larger than
+#: this run slower per row on one core (their work no longer fits the caches).
+FORWARD_CHUNK_VALUES = 2**16
+
+
 def make_fd_model(
     layer: keras.layers.Layer, input_shape: Sequence[int], rng: np.random.Generator
 ) -> FDModel:
     """The float64 clone of ``layer`` (verified against the layer on a random input), or the
     layer itself in its own dtype when cloning fails (the note says why)."""
     input_shape = tuple(int(s) for s in input_shape)
-    max_rows = max(1, 2**21 // max(1, math.prod(input_shape)))
+    max_rows = max(1, FORWARD_CHUNK_VALUES // max(1, math.prod(input_shape)))
     layer_dtype = str(layer.compute_dtype)
     probe = rng.standard_normal((2, *input_shape)).astype(layer_dtype)
     reference = _to_numpy(layer(probe)).astype(np.float64)
@@ -444,35 +465,54 @@ class _Ladder:
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
-    known: dict  # phi(t) - phi(0) at every point of the ladder, by the point's bytes
+    known: tuple  # (points, values): phi(t) - phi(0) at every point of the ladder
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
-    """``fd.forward(rows)``, each distinct row evaluated once (the ladder's ``h / 32`` on the
-    side of the smaller step is also its ``|J d|`` point)."""
-    first: dict[bytes, int] = {}
-    where = np.array([first.setdefault(row.tobytes(), len(first)) for row in rows],
-                     dtype=np.int64)
-    if len(first) == len(rows):
+    """``fd.forward(rows)``, each distinct row evaluated once, in the order first met (the
+    ladder's ``h / 32`` on the side of the smaller step is also its ``|J d|`` point)."""
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    records = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
+    unique, first, inverse = np.unique(records, return_index=True, return_inverse=True)
+    if unique.size == len(rows):
         return fd.forward(rows)
-    unique = np.zeros(len(first), dtype=np.int64)
-    unique[where[::-1]] = np.arange(len(rows))[::-1]  # the first row of each point
-    return fd.forward(rows[unique])[where]
+    order = np.argsort(first)
+    values = fd.forward(rows[first[order]])
+    arranged = np.empty_like(values)
+    arranged[order] = values
+    return arranged[inverse.reshape(-1)]
+
+
+def _ladder_points(x: np.ndarray, d: np.ndarray, step_left: np.ndarray,
+                  step_right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of the jump ladders on both sides and of ``f(x +- h d)`` for ``|J d|``:
+    ``(t_left, t_right, rows)`` with rows of shape (k, 2L + 2, n)."""
+    ladder = np.asarray(JUMP_LADDER)
+    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
+    t_right = step_right[:, None] * ladder[None, :]
+    h_abs = np.minimum(step_left, step_right) / 32
+    ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)
+    return t_left, t_right, x[None, None, :] + ts[:, :, None] * d[:, None, :]
 
 
 def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left: np.ndarray,
             step_right: np.ndarray) -> _Ladder:
     """f(x), the jump ladders on both sides, and f(x +- h d) for |J d|, in one batched call."""
-    k = d.shape[0]
-    ladder = np.asarray(JUMP_LADDER)
-    n_l = ladder.size
-    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
-    t_right = step_right[:, None] * ladder[None, :]
-    h_abs = np.minimum(step_left, step_right) / 32
-    ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)
-    rows = x[None, None, :] + ts[:, :, None] * d[:, None, :]
+    t_left, t_right, rows = _ladder_points(x, d, step_left, step_right)
     y0 = fd.forward(x[None, :])[0]
-    ys = _forward_once(fd, rows.reshape(-1, x.size)).reshape(k, ts.shape[1], -1)
+    ys = _forward_once(fd, rows.reshape(-1, x.size)).reshape(*rows.shape[:2], -1)
+    return _ladder_from_values(fd, x, g, step_left, step_right, (t_left, t_right, rows), y0, ys)
+
+
+def _ladder_from_values(
+    fd: FDModel, x: np.ndarray, g: np.ndarray, step_left: np.ndarray, step_right: np.ndarray,
+    points: tuple, y0: np.ndarray, ys: np.ndarray,
+) -> _Ladder:
+    """The ladder read from the values ``ys`` (k, 2L + 2, n_out) of ``f`` at the
+    :func:`_ladder_points` ``points``, and ``y0 = f(x)``."""
+    t_left, t_right, rows = points
+    n_l = t_left.shape[1]
+    h_abs = np.minimum(step_left, step_right) / 32
     # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
     phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
     # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
@@ -493,8 +533,7 @@ def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left:
         rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
         resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
         / np.minimum(step_left, step_right),
-        known={row.tobytes(): value for row, value in zip(
-            rows.reshape(-1, x.size), phis.reshape(-1).tolist(), strict=True)},
+        known=(rows.reshape(-1, x.size), phis.reshape(-1)),
     )
 
 
@@ -533,16 +572,30 @@ def _tiny_quotients(
     return q_min, error
 
 
-def _far_slopes(
-    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray,
-    err: np.ndarray, near: tuple, scale: float,
-) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class LineRows:
+    """The rows of one Richardson call: ``phi_i(t) = <g, f(bases[i] + t directions[i]) -
+    y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
+
+    Rows with the same key have the same ``y_base``, so a point they have in common is
+    evaluated once; ``known`` holds ``(keys, points, values)`` already evaluated."""
+
+    bases: np.ndarray
+    directions: np.ndarray
+    y_bases: np.ndarray
+    initial: np.ndarray
+    sides: np.ndarray
+    keys: np.ndarray
+    known: tuple
+
+
+def _far_request(
+    x: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray, err: np.ndarray, near: tuple,
+) -> tuple | None:
     """Where Richardson's one-sided estimate disagrees with the tiny-step quotient, a kink
     lies inside its steps: the largest ladder step whose quotient still disagrees bounds its
-    distance; the slope beyond it is measured from a point past it (nan elsewhere)."""
-    k = d.shape[0]
-    far = np.full((2, k), np.nan)
-    far_err = np.full((2, k), np.nan)
+    distance. ``(side, direction, signs, h, bases)`` of the lines to measure the slope beyond
+    it on, from a point past it (None when there is none)."""
     wanted = []
     sides = ((lad.t_left, lad.phi_left, -1, 0), (lad.t_right, lad.phi_right, 1, 2))
     for side_i, (side_t, side_phi, sign, f_row) in enumerate(sides):
@@ -557,43 +610,147 @@ def _far_slopes(
             if bad_m.size:
                 wanted.append((side_i, int(kk), sign, float(np.abs(side_t[kk, bad_m.max()]))))
     if not wanted:
-        return far, far_err
+        return None
     side_idx = np.array([w[0] for w in wanted])
     kk_idx = np.array([w[1] for w in wanted])
     signs = np.array([w[2] for w in wanted], dtype=np.float64)
     h_k = np.array([w[3] for w in wanted])
     bases = x[None, :] + (2 * signs * h_k)[:, None] * d[kk_idx]
-    f_df, f_err, _ = _richardson(
-        fd, bases, d[kk_idx], g, fd.forward(bases), h_k / 2, signs.astype(int), scale
-    )
+    return side_idx, kk_idx, signs, h_k, bases
+
+
+def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
+    """The Richardson rows of a :func:`_far_request` (``y_bases``: f at its bases)."""
+    _, kk_idx, signs, h_k, bases = request
+    return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
+                    sides=signs.astype(int), keys=np.arange(len(kk_idx)),
+                    known=_no_points(bases.shape[1]))
+
+
+def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
+                f_err: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The slopes past a kink (rows: left, right; nan where none was measured)."""
+    far = np.full((2, k), np.nan)
+    far_err = np.full((2, k), np.nan)
+    if request is None:
+        return far, far_err
+    side_idx, kk_idx, _, h_k, _ = request
     far[side_idx, kk_idx] = f_df
     far_err[side_idx, kk_idx] = np.maximum(f_err, 8 * lad.rounding_moving[kk_idx] / (h_k / 64))
     return far, far_err
+
+
+def _far_slopes(
+    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray,
+    err: np.ndarray, near: tuple, scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The slope past a kink closer than Richardson's steps, per side (see
+    :func:`_far_request`; nan elsewhere)."""
+    request = _far_request(x, d, lad, df, err, near)
+    if request is None:
+        return _far_result(d.shape[0], lad, None, None, None)
+    rows = _far_rows(d, request, fd.forward(request[4]))
+    f_df, f_err, _ = _richardson(fd, rows, g, scale)
+    return _far_result(d.shape[0], lad, request, f_df, f_err)
+
+
+def _initial_steps(step_left: np.ndarray, step_right: np.ndarray) -> np.ndarray:
+    """Richardson's first steps: left, central, right (3, k)."""
+    return np.stack([step_left, np.minimum(step_left, step_right), step_right])
+
+
+def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.ndarray,
+                      step_right: np.ndarray) -> LineRows:
+    """Every row is a difference from the same f(x): a point the three estimates have in
+    common (the central stencil's are the one-sided ones' when the steps are equal), or one
+    the ladder has evaluated, is evaluated once."""
+    k = d.shape[0]
+    rows_k = np.tile(np.arange(k), 3)
+    return LineRows(
+        bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
+        y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
+        initial=_initial_steps(step_left, step_right).reshape(-1),
+        sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
+        known=(np.zeros(len(lad.known[1]), dtype=np.int64), *lad.known),
+    )
+
+
+def _three_sided_result(
+    df: np.ndarray, err: np.ndarray, nit: np.ndarray, lad: _Ladder, step_left: np.ndarray,
+    step_right: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Richardson's left, central and right derivatives (rows 0, 1, 2) and their errors,
+    floored by the rounding of phi divided by the smallest step used (scipy's estimate only
+    compares successive extrapolations)."""
+    initial = _initial_steps(step_left, step_right)
+    df, err, nit = df.reshape(initial.shape), err.reshape(initial.shape), nit.reshape(
+        initial.shape)
+    smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
+    err = np.maximum(err, 4 * lad.rounding_moving[None, :] / smallest + lad.resolution[None, :])
+    return df, err
 
 
 def _three_sided(
     fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder,
     step_left: np.ndarray, step_right: np.ndarray, scale: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Richardson's left, central and right derivatives (rows 0, 1, 2) and their errors,
-    floored by the rounding of phi divided by the smallest step used (scipy's estimate only
-    compares successive extrapolations)."""
-    k = d.shape[0]
-    initial = np.stack([step_left, np.minimum(step_left, step_right), step_right])  # (3, k)
-    sides = np.repeat(np.array([-1, 0, 1]), k)
-    rows_k = np.tile(np.arange(k), 3)
-    # Every row is a difference from the same f(x): a point the three estimates have in
-    # common (the central stencil's are the one-sided ones' when the steps are equal), or
-    # one the ladder has evaluated, is evaluated once.
-    df, err, nit = _richardson(
-        fd, np.broadcast_to(x, (3 * k, x.size)), d[rows_k], g,
-        np.broadcast_to(lad.y0, (3 * k, lad.y0.size)), initial.reshape(-1), sides, scale,
-        shared=(np.zeros(3 * k, dtype=np.int64), dict(lad.known)),
-    )
-    df, err, nit = df.reshape(3, k), err.reshape(3, k), nit.reshape(3, k)
-    smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
-    err = np.maximum(err, 4 * lad.rounding_moving[None, :] / smallest + lad.resolution[None, :])
-    return df, err
+    """Richardson's left, central and right derivatives and their errors, in one call."""
+    rows = _three_sided_rows(x, d, lad, step_left, step_right)
+    df, err, nit = _richardson(fd, rows, g, scale)
+    return _three_sided_result(df, err, nit, lad, step_left, step_right)
+
+
+@dataclass
+class _Line:
+    """One example's finite differences between their stages (see
+    :func:`directional_derivatives`)."""
+
+    x: np.ndarray
+    g: np.ndarray
+    d: np.ndarray
+    step_left: np.ndarray
+    step_right: np.ndarray
+    lad: _Ladder | None = None
+    jumps: tuple = ()
+    near: tuple = ()
+    scale: float = 1.0
+    df: np.ndarray | None = None
+    err: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, x, g, directions, step_left, step_right) -> _Line:
+        return cls(
+            x=np.asarray(x, dtype=np.float64).reshape(-1),
+            g=np.asarray(g, dtype=np.float64).reshape(-1),
+            d=np.asarray(directions, dtype=np.float64),
+            step_left=np.asarray(step_left, dtype=np.float64),
+            step_right=np.asarray(step_right, dtype=np.float64),
+        )
+
+    def read_ladder(self, fd: FDModel, lad: _Ladder) -> None:
+        """Jumps, tiny-step quotients and the scale of the terms, from the ladder."""
+        self.lad = lad
+        self.jumps = (_jumps(lad.phi_left, lad.noise), _jumps(lad.phi_right, lad.noise))
+        floor = fd.eps**0.6 * max(1.0, float(np.max(np.abs(self.x), initial=0.0)))
+        self.near = (_tiny_quotients(lad.phi_left, lad.t_left, floor, lad),
+                     _tiny_quotients(lad.phi_right, lad.t_right, floor, lad))
+        scale = float(np.median(lad.abs_scale)) if self.d.shape[0] else 1.0
+        # A NaN output somewhere (a domain edge): unit scale.
+        self.scale = scale if math.isfinite(scale) else 1.0
+
+    def directional(self, far: np.ndarray, far_err: np.ndarray) -> Directional:
+        lad, df, err = self.lad, self.df, self.err
+        (jump_left, size_left), (jump_right, size_right) = self.jumps
+        (near_left, near_err_left), (near_right, near_err_right) = self.near
+        return Directional(
+            left=df[0], right=df[2], central=df[1], err_left=err[0], err_right=err[2],
+            err_central=err[1], jump_left=jump_left, jump_right=jump_right,
+            jump_size=np.maximum(size_left, size_right), abs_scale=lad.abs_scale,
+            step_left=self.step_left, step_right=self.step_right, output=lad.y0,
+            out_scale=lad.out_scale, near_left=near_left, near_right=near_right,
+            near_err_left=near_err_left, near_err_right=near_err_right, far_left=far[0],
+            far_right=far[1], far_err_left=far_err[0], far_err_right=far_err[1],
+        )
 
 
 def directional_derivatives(
@@ -610,44 +767,96 @@ def directional_derivatives(
     ``x`` (n,) and ``g`` (n_out,) are float64; every evaluation of a call is one batched
     forward call of ``fd``.
     """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    g = np.asarray(g, dtype=np.float64).reshape(-1)
-    d = np.asarray(directions, dtype=np.float64)
-    lad = _ladder(fd, x, g, d, step_left, step_right)
-    jump_left, size_left = _jumps(lad.phi_left, lad.noise)
-    jump_right, size_right = _jumps(lad.phi_right, lad.noise)
-    floor = fd.eps**0.6 * max(1.0, float(np.max(np.abs(x), initial=0.0)))
-    near_left, near_err_left = _tiny_quotients(lad.phi_left, lad.t_left, floor, lad)
-    near_right, near_err_right = _tiny_quotients(lad.phi_right, lad.t_right, floor, lad)
-    scale = float(np.median(lad.abs_scale)) if d.shape[0] else 1.0
-    if not math.isfinite(scale):  # a NaN output somewhere (a domain edge): unit scale
-        scale = 1.0
-    df, err = _three_sided(fd, x, g, d, lad, step_left, step_right, scale)
-    far, far_err = _far_slopes(
-        fd, x, g, d, lad, df, err,
-        ((near_left, near_err_left), (near_right, near_err_right)), scale,
-    )
-    return Directional(
-        left=df[0], right=df[2], central=df[1], err_left=err[0], err_right=err[2],
-        err_central=err[1], jump_left=jump_left, jump_right=jump_right,
-        jump_size=np.maximum(size_left, size_right), abs_scale=lad.abs_scale,
-        step_left=np.asarray(step_left, dtype=np.float64),
-        step_right=np.asarray(step_right, dtype=np.float64), output=lad.y0,
-        out_scale=lad.out_scale, near_left=near_left, near_right=near_right,
-        near_err_left=near_err_left, near_err_right=near_err_right, far_left=far[0],
-        far_right=far[1], far_err_left=far_err[0], far_err_right=far_err[1],
-    )
+    line = _Line.of(x, g, directions, step_left, step_right)
+    line.read_ladder(fd, _ladder(fd, line.x, line.g, line.d, line.step_left, line.step_right))
+    line.df, line.err = _three_sided(fd, line.x, line.g, line.d, line.lad, line.step_left,
+                                     line.step_right, line.scale)
+    far, far_err = _far_slopes(fd, line.x, line.g, line.d, line.lad, line.df, line.err,
+                               line.near, line.scale)
+    return line.directional(far, far_err)
+
+
+def directional_derivatives_many(
+    fd: FDModel, lines: Sequence[tuple[np.ndarray, ...]]
+) -> list[Directional]:
+    """:func:`directional_derivatives` of several examples at once: ``lines`` holds each
+    example's ``(x, g, directions, step_left, step_right)``.
+
+    Each stage evaluates every example's points in one batched forward call, and Richardson
+    extrapolation runs once for all examples' directions (``scipy.differentiate.derivative``
+    is elementwise): the same derivatives as one example at a time, up to rounding.
+    """
+    group = [_Line.of(*line) for line in lines]
+    if not group:
+        return []
+    points = [_ladder_points(ln.x, ln.d, ln.step_left, ln.step_right) for ln in group]
+    flat = [ln.x[None, :] for ln in group] + [p[2].reshape(-1, ln.x.size)
+                                               for ln, p in zip(group, points, strict=True)]
+    values = np.split(_forward_once(fd, np.concatenate(flat)),
+                      np.cumsum([len(f) for f in flat])[:-1])
+    for i, (ln, p) in enumerate(zip(group, points, strict=True)):
+        ys = values[len(group) + i].reshape(*p[2].shape[:2], -1)
+        ln.read_ladder(fd, _ladder_from_values(fd, ln.x, ln.g, ln.step_left, ln.step_right, p,
+                                              values[i][0], ys))
+    three = [_three_sided_rows(ln.x, ln.d, ln.lad, ln.step_left, ln.step_right)
+             for ln in group]
+    for ln, (df, err, nit) in zip(group, _richardson_many(fd, three, group), strict=True):
+        ln.df, ln.err = _three_sided_result(df, err, nit, ln.lad, ln.step_left, ln.step_right)
+    requests = [_far_request(ln.x, ln.d, ln.lad, ln.df, ln.err, ln.near) for ln in group]
+    asked = [(ln, r) for ln, r in zip(group, requests, strict=True) if r is not None]
+    far_values: dict[int, tuple] = {}
+    if asked:
+        bases = np.split(fd.forward(np.concatenate([r[4] for _, r in asked])),
+                         np.cumsum([len(r[4]) for _, r in asked])[:-1])
+        rows = [_far_rows(ln.d, r, y) for (ln, r), y in zip(asked, bases, strict=True)]
+        results = _richardson_many(fd, rows, [ln for ln, _ in asked])
+        far_values = {id(ln): res for (ln, _), res in zip(asked, results, strict=True)}
+    out = []
+    for ln, request in zip(group, requests, strict=True):
+        f_df, f_err, _ = far_values.get(id(ln), (None, None, None))
+        out.append(ln.directional(*_far_result(ln.d.shape[0], ln.lad, request, f_df, f_err)))
+    return out
+
+
+def _no_points(n: int) -> tuple:
+    """No known values: ``(keys, points, values)`` of none."""
+    return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
+
+
+def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One opaque record per (key, point), equal when the key and the point's bytes are."""
+    rows = np.empty((len(points), points.shape[1] + 1))
+    rows[:, 0] = keys
+    rows[:, 1:] = points
+    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
 
 
 class _LineValues:
-    """``phi(t, i) = <g, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t`` and
-    row indices ``i``, each distinct input point evaluated once (rows with the same key share
-    their points; ``cache`` maps ``(key, point bytes)`` to values already known)."""
+    """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
+    and row indices ``i``, each distinct input point evaluated once (rows with the same key
+    share their points; ``known = (keys, points, values)`` are values already known).
+    ``g`` is one vector for every row, or one per row."""
 
     def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
-                 y_bases: np.ndarray, keys: np.ndarray, cache: dict) -> None:
+                 y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
         self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
-        self.y_bases, self.keys, self.cache = y_bases, keys, cache
+        self.y_bases, self.keys = y_bases, keys
+        records = _records(known[0], known[1])
+        records, first = np.unique(records, return_index=True)
+        self.records, self.values = records, np.asarray(known[2], dtype=np.float64)[first]
+
+    def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        if self.g.ndim == 1:
+            return differences @ self.g
+        return np.einsum("ij,ij->i", differences, self.g[rows])
+
+    def _known(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which records are known, and their values (0 where not)."""
+        if not self.records.size:
+            return np.zeros(records.shape, dtype=bool), np.zeros(records.shape)
+        where = np.minimum(np.searchsorted(self.records, records), self.records.size - 1)
+        found = self.records[where] == records
+        return found, np.where(found, self.values[where], 0.0)
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -661,66 +870,97 @@ class _LineValues:
         moved = np.flatnonzero(flat_t != 0)
         rows = flat_i[moved]
         points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
-        wanted: dict[tuple, list[int]] = {}
-        for position, row, point in zip(moved.tolist(), rows.tolist(), points, strict=True):
-            key = (int(self.keys[row]), point.tobytes())
-            if key in self.cache:
-                values[position] = self.cache[key]
-            else:
-                wanted.setdefault(key, []).append(position)
-        if wanted:
-            first = np.array([positions[0] for positions in wanted.values()])
-            computed = (self.fd.forward(points[np.searchsorted(moved, first)])
-                        - self.y_bases[flat_i[first]]) @ self.g
-            for (key, positions), value in zip(wanted.items(), computed.tolist(), strict=True):
-                self.cache[key] = value
-                values[positions] = value
+        records = _records(self.keys[rows], points)
+        found, known = self._known(records)
+        values[moved] = known
+        missing = np.flatnonzero(~found)
+        if missing.size:
+            unique, first, inverse = np.unique(records[missing], return_index=True,
+                                               return_inverse=True)
+            order = np.argsort(first)  # evaluated in the order first met
+            chosen = missing[first[order]]
+            computed = np.empty(unique.size)
+            computed[order] = self._project(
+                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
+            )
+            values[moved[missing]] = computed[inverse.reshape(-1)]
+            merged = np.concatenate([self.records, unique])
+            arranged = np.argsort(merged, kind="stable")
+            self.records = merged[arranged]
+            self.values = np.concatenate([self.values, computed])[arranged]
         return values.reshape(shape)
 
 
 def _richardson(
-    fd: FDModel,
-    bases: np.ndarray,
-    directions: np.ndarray,
-    g: np.ndarray,
-    y_bases: np.ndarray,
-    initial: np.ndarray,
-    step_direction: np.ndarray,
-    scale: float,
-    shared: tuple[np.ndarray, dict] | None = None,
+    fd: FDModel, rows: LineRows, g: np.ndarray, scale: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Derivatives at 0 of ``t -> <g, f(bases[i] + t directions[i]) - y_bases[i]>`` for every
-    row i, one-sided (``step_direction`` -1 / +1) or central (0), by
+    """Derivatives at 0 of every row's ``phi`` (see :class:`LineRows`) by
     ``scipy.differentiate.derivative``; every iteration is one batched forward call.
 
-    ``shared = (keys, known)``: rows with the same key have the same ``y_base``, so a point
-    (an input row) they have in common is evaluated once; for key 0, ``known`` maps points
-    (their bytes) to values already evaluated (it is not changed). Returns ``(df, error,
-    nit)``."""
-    m = bases.shape[0]
-    keys, known = shared if shared is not None else (np.arange(m), {})
-    phi = _LineValues(fd, bases, directions, g, y_bases, keys,
-                      {(0, point): value for point, value in known.items()})
+    ``g`` is one upstream gradient for every row or one per row, ``scale`` the size of the
+    terms the absolute tolerance is relative to, one for every row or one per row (scipy's
+    tolerances are scalars: rows of several scales are divided by their own, which changes
+    their figures by rounding only). Returns ``(df, error, nit)``."""
+    m = rows.bases.shape[0]
+    phi = _LineValues(fd, rows.bases, rows.directions, g, rows.y_bases, rows.keys,
+                      rows.known)
+    unit_atol = 1e-3 * math.sqrt(fd.eps)
+    if np.ndim(scale) == 0:
+        function, atol, unit = phi, max(unit_atol * float(scale), 1e-300), None
+    else:
+        unit = np.maximum(unit_atol * np.asarray(scale, dtype=np.float64), 1e-300) / unit_atol
 
+        def function(t, index):
+            return phi(t, index) / unit[np.rint(index).astype(np.int64)]
+
+        atol = unit_atol
     with np.errstate(all="ignore"):
         res = derivative(
-            phi,
+            function,
             np.zeros(m),
             args=(np.arange(m, dtype=np.float64),),
-            step_direction=np.asarray(step_direction, dtype=int),
-            initial_step=np.asarray(initial, dtype=np.float64),
+            step_direction=np.asarray(rows.sides, dtype=int),
+            initial_step=np.asarray(rows.initial, dtype=np.float64),
             order=FD_ORDER,
             maxiter=FD_MAXITER,
             step_factor=FD_STEP_FACTOR,
-            tolerances={
-                "atol": max(1e-3 * math.sqrt(fd.eps) * scale, 1e-300),
-                "rtol": 1e-2 * math.sqrt(fd.eps),
-            },
+            tolerances={"atol": atol, "rtol": 1e-2 * math.sqrt(fd.eps)},
         )
     df = np.asarray(res.df, dtype=np.float64).reshape(m)
     err = np.asarray(res.error, dtype=np.float64).reshape(m)
+    if unit is not None:
+        df, err = df * unit, err * unit
     err = np.where(np.isfinite(err), err, np.inf)
     return df, err, np.asarray(res.nit).reshape(m)
+
+
+def _richardson_many(
+    fd: FDModel, parts: Sequence[LineRows], lines: Sequence[_Line]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`_richardson` of several examples' rows in one call (each part with its line's
+    g and scale; keys kept apart), split back by part."""
+    sizes = [len(p.bases) for p in parts]
+    offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
+                                              for p in parts])])
+    known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
+             np.concatenate([p.known[1] for p in parts]),
+             np.concatenate([p.known[2] for p in parts]))
+    rows = LineRows(
+        bases=np.concatenate([p.bases for p in parts]),
+        directions=np.concatenate([p.directions for p in parts]),
+        y_bases=np.concatenate([p.y_bases for p in parts]),
+        initial=np.concatenate([p.initial for p in parts]),
+        sides=np.concatenate([p.sides for p in parts]),
+        keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
+        known=known,
+    )
+    g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
+                        for ln, s in zip(lines, sizes, strict=True)])
+    scale = np.concatenate([np.full(s, ln.scale) for ln, s in zip(lines, sizes, strict=True)])
+    df, err, nit = _richardson(fd, rows, g, scale)
+    bounds = np.cumsum(sizes)[:-1]
+    return list(zip(np.split(df, bounds), np.split(err, bounds), np.split(nit, bounds),
+                    strict=True))
 
 
 #: Scans tried in turn to split a compound kink: (points on the line, shift as a fraction of

@@ -1,7 +1,10 @@
 """Drive Hypothesis from inside the checker: explore, then shrink the worst failure.
 
 1. **Explore**: run ``examples`` examples of a strategy with a seeded Hypothesis engine
-   (no database), evaluating each and never raising, so every example is counted and judged.
+   (no database), never raising, so every example is counted and judged. Outcomes never
+   steer the generation here, so with a batched ``evaluate_many`` Hypothesis only draws the
+   specs (the same ones for the same seed) and they are evaluated afterwards, together;
+   without it, each is evaluated as it is drawn.
 2. **Shrink**: if the worst verdict found is a failure, run the same engine again with the same
    seed, raising for examples with that verdict: Hypothesis meets the same failure (outcomes
    are cached, so replays are free) and shrinks it to a minimal example, which it reports with
@@ -128,24 +131,37 @@ def search(
     severity: Callable[[str], int],
     shrink_budget: int,
     explicit: Sequence[S] = (),
+    evaluate_many: Callable[[list[S]], list[Out]] | None = None,
 ) -> SearchResult[S, Out]:
     """Explore the ``explicit`` specs, then Hypothesis' until ``examples`` in all, and shrink
-    the worst outcome whose verdict is in ``shrink_verdicts`` (lower ``severity`` is worse)."""
+    the worst outcome whose verdict is in ``shrink_verdicts`` (lower ``severity`` is worse).
+
+    ``evaluate_many(specs)``, when given, evaluates the explored specs together (the same
+    outcomes as ``evaluate`` one by one, in order); the shrink phase evaluates its new specs
+    with ``evaluate``."""
     cache: dict = {}
     result: SearchResult = SearchResult(explored={})
-
-    def explore(spec):
-        if spec not in cache:
-            cache[spec] = evaluate(spec)
-            result.explored[spec] = cache[spec]
-
     explicit = list(explicit)[: max(0, int(examples) - 1)]
-    for spec in explicit:
-        explore(spec)
+    drawn: list = []
+    if evaluate_many is None:
+        def explore(spec):
+            if spec not in cache:
+                cache[spec] = evaluate(spec)
+                result.explored[spec] = cache[spec]
+
+        for spec in explicit:
+            explore(spec)
+    else:
+        def explore(spec):
+            drawn.append(spec)
     error = _run(strategy, explore, (Phase.generate,), max(1, int(examples) - len(explicit)),
                  seed)
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
+    if evaluate_many is not None:
+        specs = list(dict.fromkeys([*explicit, *drawn]))
+        for spec, outcome in zip(specs, evaluate_many(specs), strict=True):
+            cache[spec] = result.explored[spec] = outcome
     if not result.explored:
         return result
     worst = min((verdict_of(o) for o in result.explored.values()), key=severity)

@@ -61,20 +61,26 @@ class ValueJudge:
             y = keras.ops.convert_to_numpy(self.layer(x))
         return np.asarray(y, dtype=np.float64).reshape(x.shape[0], -1)
 
-    def judge(self, example: Example, rule_out: np.ndarray, outcome) -> None:
-        """Fill ``outcome`` (an ExampleOutcome) with the value's judgements and finding."""
+    def judge(self, example: Example, rule_out: np.ndarray, outcome, calls=None) -> None:
+        """Fill ``outcome`` (an ExampleOutcome) with the value's judgements and finding.
+        ``calls`` (an :class:`~jacverify.check.example_group.ExampleCalls`): autograd and
+        the finite differences made with the example's group, where they were."""
         x, g = example.x, example.g
-        try:
-            outcome.autograd_output = autograd_vjp(self.layer, x, g)
-        except ReferenceUnavailable as error:
-            outcome.autograd_note = f"autograd unavailable: {error}"
+        if calls is not None and calls.autograd is not None:
+            outcome.autograd_output = calls.autograd
+        else:
+            try:
+                outcome.autograd_output = autograd_vjp(self.layer, x, g)
+            except ReferenceUnavailable as error:
+                outcome.autograd_note = f"autograd unavailable: {error}"
         rule64 = rule_out.astype(np.float64)
         if not np.all(np.isfinite(rule64)):
             outcome.findings[Probe.VALUE.value] = self.non_finite(
                 example, rule64, outcome.autograd_output
             )
             return
-        finding = self.directions(example, rule64, outcome)
+        references = None if calls is None else calls.references
+        finding = self.directions(example, rule64, outcome, references)
         outcome.findings[Probe.VALUE.value] = finding
 
     def non_finite(
@@ -131,7 +137,9 @@ class ValueJudge:
             forward_rounding=self.forward(example.x[:1])[0] - directional.output,
         )
 
-    def directions(self, example: Example, rule64: np.ndarray, outcome) -> Finding:
+    def directions(
+        self, example: Example, rule64: np.ndarray, outcome, references: tuple | None = None
+    ) -> Finding:
         """Judge a finite rule output direction by direction.
 
         With autograd available, the directions are first judged without the two allowances
@@ -139,11 +147,13 @@ class ValueJudge:
         kink): both only ever widen a tolerance, so when every direction passes (or is
         unjudged) without them, it passes with them, and they are not computed. Otherwise the
         example is judged again with both, exactly as if they had been computed at once.
+        ``references``: the finite differences ``(directional, steps, at_kink)`` when they
+        were computed with the example's group.
         """
         x0 = example.x[0].reshape(-1).astype(np.float64)
         g0 = example.g[0].reshape(-1).astype(np.float64)
         try:
-            directional, steps, at_kink = self._references(example, x0, g0)
+            directional, steps, at_kink = references or self._references(example, x0, g0)
         except Exception as error:  # noqa: BLE001
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"finite differences raised {error!r}")

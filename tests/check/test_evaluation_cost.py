@@ -206,3 +206,28 @@ def test_finite_differences_evaluate_each_point_of_a_direction_once():
     jacobian = np.concatenate([np.diag(1 - np.tanh(x) ** 2), np.diag(np.sign(x) * 0.5)])
     np.testing.assert_allclose(directional.central, d @ (g @ jacobian), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(directional.left, directional.right, rtol=1e-8, atol=1e-10)
+
+
+def test_an_adapter_calls_the_layer_it_wraps_through_its_call_when_equal():
+    from jacverify.check.adapters import PackedCall
+
+    dense = L.Dense(3, activation="relu", dtype="float64")
+    dense.build((None, 4))
+    packed = PackedCall(dense, [(4,)], dtype="float64")
+    probe = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 4)))
+    call = direct_call(packed, probe, float64=True)
+    assert call == packed.call_operation_directly
+    x = torch.from_numpy(np.random.default_rng(1).standard_normal((5, 4)))
+    with torch.no_grad():
+        assert torch.equal(call(x), dense(x))
+
+
+def test_an_adapter_keeps_keras_call_of_a_layer_whose_call_differs():
+    from jacverify.check.adapters import PackedCall
+
+    packed = PackedCall(_Shifted(dtype="float64"), [(4,)], dtype="float64")
+    probe = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 4)))
+    call = direct_call(packed, probe)
+    assert call == packed.call  # its operation through Keras' __call__, which adds 1
+    with torch.no_grad():
+        np.testing.assert_array_equal(call(probe).numpy(), 2.0 * probe.numpy() + 1.0)
