@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.layer_configs import elementwise_domains as domains
 from jacverify.check.layer_configs._common import (
     data_formats,
     image_shape,
@@ -452,7 +453,7 @@ STRATEGIES = {
     knn.CategoricalCrossentropy: categorical_crossentropy,
     kmath.Erf: lambda: unary(kmath.Erf),
     kmath.Erfc: lambda: unary(kmath.Erfc),
-    kmath.Erfinv: lambda: unary(kmath.Erfinv),
+    kmath.Erfinv: domains.strategy(kmath.Erfinv, domains.inside_unit_interval),
     kmath.Logsumexp: logsumexp,
     kmath.ExtractSequences: extract_sequences,
     kmath.CDist: cdist,
