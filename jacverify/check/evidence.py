@@ -71,10 +71,10 @@ def _fd_slopes(
     """Left, right and central difference quotients of ``<g, f(x + s d)>`` at each ``s``."""
     ts = np.concatenate([s - h, s, s + h])
     rows = x0[None, :] + ts[:, None] * d[None, :]
-    phi = fd.forward(rows) @ g0
     m = s.size
-    before, at, after = phi[:m], phi[m : 2 * m], phi[2 * m :]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # NaN where the function has none
+        phi = fd.forward(rows) @ g0
+        before, at, after = phi[:m], phi[m : 2 * m], phi[2 * m :]
         left = (at - before) / h
         right = (after - at) / h
         central = (after - before) / (2 * h)
@@ -94,7 +94,8 @@ def _pick_direction(
     try:
         rule_row = _rule_rows(rule, x[:1], g[:1])[0]
         ref_row, _ = _reference_vjp(layer, fd, x[:1], g[:1], dtype)
-        diff = np.abs(rule_row - ref_row[0])
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN where a reference has none
+            diff = np.abs(rule_row - ref_row[0])
         diff = np.where(np.isfinite(diff), diff, np.inf)
         worst = int(np.argmax(diff))
         if diff[worst] > 0:
@@ -279,19 +280,21 @@ def _fill_line(line: dict, layer: Any, rule: Any, fd: FDModel, x0: np.ndarray,
     """The rule's, autograd's and finite differences' values along the line (notes for
     whatever could not be computed)."""
     s, h, m = line["s"], line["fd_step"], xs.shape[0]
-    try:
-        line["rule"] = _rule_rows(rule, xs, gs) @ d
-    except Exception as error:  # noqa: BLE001 - a failing rule is what the report shows
-        line["notes"].append(f"the rule raised {short_error(error)}")
-    try:
-        line["autograd"] = autograd_vjp(layer, xs, gs).reshape(m, -1).astype(np.float64) @ d
-    except ReferenceUnavailable as error:
-        line["notes"].append(f"autograd unavailable: {error}")
-    try:
-        left, right, central = _fd_slopes(fd, x0, g0, d, s, h)
-        line["finite_differences"], line["fd_left"], line["fd_right"] = central, left, right
-    except Exception as error:  # noqa: BLE001
-        line["notes"].append(f"finite differences raised {short_error(error)}")
+    # NaN outside the function's domain is expected there: numpy stays silent about it
+    with np.errstate(invalid="ignore", over="ignore"):
+        try:
+            line["rule"] = _rule_rows(rule, xs, gs) @ d
+        except Exception as error:  # noqa: BLE001 - a failing rule is what the report shows
+            line["notes"].append(f"the rule raised {short_error(error)}")
+        try:
+            line["autograd"] = autograd_vjp(layer, xs, gs).reshape(m, -1).astype(np.float64) @ d
+        except ReferenceUnavailable as error:
+            line["notes"].append(f"autograd unavailable: {error}")
+        try:
+            left, right, central = _fd_slopes(fd, x0, g0, d, s, h)
+            line["finite_differences"], line["fd_left"], line["fd_right"] = central, left, right
+        except Exception as error:  # noqa: BLE001
+            line["notes"].append(f"finite differences raised {short_error(error)}")
 
 
 def _jacobian(

@@ -15,6 +15,7 @@ import math
 from hypothesis import strategies as st
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.layer_configs import elementwise_domains as domains
 from jacverify.check.layer_configs._common import (
     inputs_template,
     layer_strategy,
@@ -242,9 +243,9 @@ _ACTIVATION_CLASSES = tuple(
 STRATEGIES = {
     **{cls: (lambda cls=cls: activation_op(cls)) for cls in _ACTIVATION_CLASSES},
     **{cls: _no_args(cls) for cls in (
-        knp.Abs, knp.Absolute, knp.Exp, knp.Log, knp.Negative, knp.Reciprocal, knp.Sqrt,
-        knp.Square, knp.Tanh, kmath.Rsqrt,
+        knp.Abs, knp.Absolute, knp.Exp, knp.Negative, knp.Reciprocal, knp.Square, knp.Tanh,
     )},
+    **{cls: domains.strategy(cls, domains.positive) for cls in (knp.Log, knp.Sqrt, kmath.Rsqrt)},
     knp.Clip: clip,
     **{cls: (lambda cls=cls: reduction(cls)) for cls in (knp.Sum, knp.Mean, knp.Max, knp.Min)},
     knp.ExpandDims: expand_dims,

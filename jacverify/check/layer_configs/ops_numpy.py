@@ -5,8 +5,8 @@ modules ``trigonometric``, ``exponential``, ``piecewise``, ``selection``, ``wher
 
 Each operation comes wrapped in the checker's ``PackedCall`` adapter with the arguments of its
 call (constants included); axis arguments count the batch axis (axis 0) and never name it.
-Inputs of functions defined on part of the line (``arcsin``, ``log2``...) are drawn anywhere:
-outside the domain the function is NaN, and the checker judges the points where it is defined.
+Functions defined on part of the line (``arcsin``, ``log2``...) are checked inside their
+domain (:mod:`jacverify.check.layer_configs.elementwise_domains`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.layer_configs import elementwise_domains as domains
 from jacverify.check.layer_configs._common import inputs_template, layer_strategy, packed
 from jacverify.check.layer_configs.ops import _axis, _shape, unary
 from jacverify.keras_internals import ops_numpy as knp
@@ -27,9 +28,9 @@ def _plain(cls):
 
 
 _UNARY = (
-    knp.Sin, knp.Cos, knp.Tan, knp.Arcsin, knp.Arccos, knp.Arctan, knp.Sinh, knp.Cosh,
-    knp.Arcsinh, knp.Arccosh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
-    knp.Expm1, knp.Log1p, knp.Log2, knp.Log10, knp.Fabs, knp.NanToNum, knp.Sign,
+    knp.Sin, knp.Cos, knp.Tan, knp.Arctan, knp.Sinh, knp.Cosh,
+    knp.Arcsinh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
+    knp.Expm1, knp.Log1p, knp.Fabs, knp.NanToNum, knp.Sign,
     knp.Floor, knp.Ceil, knp.Trunc, knp.Angle, knp.ZerosLike, knp.OnesLike, knp.Copy,
     knp.Real, knp.Conj, knp.Conjugate, knp.Array, knp.I0,
 )
@@ -328,6 +329,10 @@ def trace(draw):
 
 STRATEGIES = {
     **{cls: _plain(cls) for cls in _UNARY},
+    **{cls: domains.strategy(cls, domains.positive) for cls in (knp.Log2, knp.Log10)},
+    **{cls: domains.strategy(cls, domains.inside_unit_interval)
+       for cls in (knp.Arcsin, knp.Arccos)},
+    knp.Arccosh: domains.strategy(knp.Arccosh, domains.above_one),
     knp.Round: lambda: unary(lambda draw, rank: knp.Round(draw(st.sampled_from([0, 1, -1])))),
     **{cls: (lambda cls=cls: binary(cls)) for cls in (
         knp.Arctan2, knp.Hypot, knp.Logaddexp, knp.Logaddexp2, knp.Mod, knp.Fmod, knp.Fmax,

@@ -139,3 +139,26 @@ def test_reference_rejects_a_resize_without_antialias():
     assert_rule_matches_autograd(layer, x)
     with pytest.raises(AssertionError, match="Not equal"):
         assert_rule_matches_autograd(layer, x, rule_class=_ResizeIgnoringAntialias)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_resizing_to_one_column_with_antialias_follows_the_forward(interpolation, data_format):
+    """Torch's anti-aliased resize to a width of 1 repeats the first output row while its
+    autograd interpolates each row: the rule is the derivative of the forward as computed,
+    compared with float64 central differences of it (the layer is linear: exact up to
+    rounding)."""
+    shape = (5, 2, 2) if data_format == "channels_last" else (2, 5, 2)
+    layer = L.Resizing(4, 1, interpolation=interpolation, antialias=True,
+                       crop_to_aspect_ratio=True, data_format=data_format, dtype="float64")
+    x_in = keras.Input(shape, dtype="float64")
+    model = keras.Model(x_in, layer(x_in))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *shape))
+    g = rng.standard_normal(tuple(model(x).shape))
+    got = np.asarray(clone_to_backward(model)([x, g]))
+    steps = np.eye(x.size).reshape(x.size, *x.shape)  # one batch per coordinate
+    up = np.asarray(model((x + steps).reshape(-1, *shape))).reshape(x.size, *g.shape)
+    down = np.asarray(model((x - steps).reshape(-1, *shape))).reshape(x.size, *g.shape)
+    expected = np.sum(g * (up - down), axis=tuple(range(1, g.ndim + 1))).reshape(x.shape)
+    np.testing.assert_allclose(got, expected / 2.0, rtol=1e-10, atol=1e-10)

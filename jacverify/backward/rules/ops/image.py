@@ -18,7 +18,11 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.convolutional.depthwise_conv import depthwise_input_gradient
 from jacverify.backward.rules.ops._base import BackwardOperation
-from jacverify.backward.rules.preprocessing._resize import resize_vjp
+from jacverify.backward.rules.preprocessing._resize import (
+    gather_rows_into_first,
+    repeats_first_row,
+    resize_vjp,
+)
 from jacverify.keras_internals import ops_image as kimage
 
 #: The channel weights of ``rgb_to_grayscale`` on torch (torchvision's).
@@ -44,38 +48,6 @@ class _BackwardImageOp(BackwardOperation):
 
     def _spatial_axes(self) -> tuple:
         return (1, 2) if self._format == "channels_last" else (2, 3)
-
-
-def repeats_first_row(operation, dims: tuple, data_format: str) -> bool:
-    """Whether ``operation`` (a ``Resize``), as the backend computes it, gives every output
-    row the values of the first, read from its output on a ramp image of shape ``dims``
-    (without the batch axis; every value different).
-
-    Torch's anti-aliased bilinear and bicubic interpolation (torch 2.13, CPU) does so when the
-    output is one pixel wide and its height differs from the input's, for images laid out
-    channels first in memory (Keras passes channels-first images as they are, and
-    channels-last ones as a permuted view, which torch computes right when there are several
-    channels): its forward repeats the first row while its backward follows the
-    interpolation, so that torch autograd is not the derivative of the forward there. The rule
-    differentiates the forward as computed on this layout."""
-    if int(operation.size[0]) < 2:
-        return False
-    image = np.arange(int(np.prod(dims)), dtype="float32").reshape(1, *dims) + 1.0
-    out = np.asarray(ops.convert_to_numpy(operation(ops.convert_to_tensor(image))))[0]
-    h_axis = 0 if data_format == "channels_last" else 1
-    first = np.take(out, [0], axis=h_axis)
-    return bool(np.all(out == first))
-
-
-def gather_rows_into_first(gradient, h_axis: int):
-    """The gradient of a function that copies its first row into every row: each row's
-    gradient summed into the first, zeros in the others (``h_axis`` counted from the end)."""
-    total = ops.sum(gradient, axis=h_axis, keepdims=True)
-    rest = int(gradient.shape[h_axis]) - 1
-    zeros_shape = list(gradient.shape)
-    zeros_shape[h_axis] = rest
-    zeros = ops.zeros(tuple(zeros_shape), dtype=gradient.dtype)
-    return ops.concatenate([total, zeros], axis=h_axis)
 
 
 @register_backward(kimage.Resize)
