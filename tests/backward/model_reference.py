@@ -37,6 +37,15 @@ def model_autograd_vjp(model, xs, gs):
     return result
 
 
+def linear_model_vjp(model, x, g):
+    """``g^T J`` of a model linear in its one input, by central differences with unit steps
+    along every coordinate (exact up to rounding for a linear model)."""
+    steps = np.eye(x.size).reshape(x.size, *x.shape)  # one batch per coordinate
+    up = np.asarray(model((x + steps).reshape(-1, *x.shape[1:]))).reshape(x.size, *g.shape)
+    down = np.asarray(model((x - steps).reshape(-1, *x.shape[1:]))).reshape(x.size, *g.shape)
+    return np.sum(g * (up - down), axis=tuple(range(1, g.ndim + 1))).reshape(x.shape) / 2.0
+
+
 def functional(fn, shapes, dtype="float32", input_dtypes=None):
     """``keras.Model(inputs, fn(*inputs))`` for inputs of the given per-example shapes."""
     input_dtypes = input_dtypes or [dtype] * len(shapes)
