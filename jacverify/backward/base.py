@@ -76,6 +76,29 @@ def serialization_package(rule_class: type) -> str:
     return module
 
 
+def deserialize_forward_layer(serialized: Any) -> Any:
+    """The forward layer (or operation) a rule's config holds, as it was serialized, build
+    record included.
+
+    Keras builds a layer that has no ``build()`` of its own (``ReLU``, ``Activation``,
+    ``Softmax``, pooling...) when it is constructed, and then skips the ``build_config`` it was
+    saved with: such a layer built with ``layer.build(shape)`` would come back without its
+    build shapes, and the rule's config would change in a save and load. The record is given
+    back to a layer that comes back built, without weights and without one.
+    """
+    build_config = serialized.get("build_config") if isinstance(serialized, dict) else None
+    layer = keras.saving.deserialize_keras_object(serialized)
+    if (
+        build_config
+        and isinstance(layer, keras.layers.Layer)
+        and layer.built
+        and not layer.weights
+        and layer.get_build_config() is None
+    ):
+        layer.build_from_config(build_config)
+    return layer
+
+
 class BackwardLayer(keras.layers.Layer):
     """A backward rule for one Keras layer: maps an upstream gradient to ``g^T J``.
 
@@ -244,7 +267,7 @@ class BackwardLayer(keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict):
         config = dict(config)
-        layer = keras.saving.deserialize_keras_object(config.pop("layer"))
+        layer = deserialize_forward_layer(config.pop("layer"))
         if not getattr(layer, "built", True):  # keras.ops operations need no build
             shape = config["input_dim_wo_batch"]
             if _is_multi(shape):

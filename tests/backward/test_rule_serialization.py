@@ -2,11 +2,15 @@
 a user's undecorated rule, or the tutorial's explicitly decorated rules save to ``.keras`` and
 load back computing the same ``g^T J`` as torch autograd."""
 
+import json
+
 import keras
 import numpy as np
+import pytest
 
 from jacverify import clone_to_backward
 from jacverify.backward.base import BackwardNonLinearLayer, serialization_package
+from jacverify.backward.factory import make_rule
 from jacverify.backward.registry import get_backward_rule
 from jacverify.examples.tutorial import BackwardClipCorrect, BackwardPlusConstant, Clip
 from jacverify.examples.tutorial import PlusConstant as TutorialPlusConstant
@@ -82,3 +86,41 @@ def test_native_rules_round_trip_without_their_decorators(tmp_path):
                               keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
                               keras.layers.Dense(2, activation="tanh")])
     _round_trip_matches_autograd(model, None, tmp_path, "native")
+
+
+# Layers without a build() of their own are built when constructed, and Keras' deserialization
+# then skips the build_config they were saved with: the rule's from_config gives it back.
+BUILT_AT_CONSTRUCTION = [
+    (lambda: keras.layers.Activation("tanh"), (5,)),
+    (lambda: keras.layers.ReLU(max_value=6.0), (5,)),
+    (lambda: keras.layers.Softmax(), (5,)),
+    (lambda: keras.layers.MaxPooling2D(), (4, 4, 2)),
+]
+
+
+@pytest.mark.parametrize(("make", "shape"), BUILT_AT_CONSTRUCTION)
+def test_a_layer_built_with_build_keeps_its_build_record_in_the_rule_round_trip(make, shape):
+    layer = make()
+    layer.build((None, *shape))
+    output_shape = layer.compute_output_shape((None, *shape))[1:]
+    rule = make_rule(layer, [shape], [output_shape])
+    config = rule.get_config()
+    assert config["layer"]["build_config"] == {"input_shape": (None, *shape)}
+    again = type(rule).from_config(json.loads(json.dumps(config)))
+    assert again.layer.get_build_config() == {"input_shape": [None, *shape]}
+    assert json.dumps(again.get_config(), sort_keys=True) == json.dumps(config, sort_keys=True)
+    # the rebuilt rule computes what the original does
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, *shape)).astype("float32")
+    g = rng.normal(size=(2, *output_shape)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(again([g, x])),
+                                  keras.ops.convert_to_numpy(rule([g, x])))
+
+
+def test_a_layer_with_weights_is_not_built_again_by_the_rule_round_trip():
+    layer = keras.layers.Dense(3)
+    layer.build((None, 4))
+    rule = make_rule(layer, [(4,)], [(3,)])
+    again = type(rule).from_config(json.loads(json.dumps(rule.get_config())))
+    assert again.layer.get_build_config() == {"input_shape": [None, 4]}
+    assert len(again.layer.weights) == len(layer.weights) == 2

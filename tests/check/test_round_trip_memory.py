@@ -32,8 +32,7 @@ class _ForgetsScale(BackwardNonLinearLayer):
 
 def test_the_round_trip_is_remembered_per_config_not_per_name():
     def rule(scale: float, name: str) -> _ForgetsScale:
-        layer = L.Activation("linear", name=name)  # not built (a built Activation's build_config
-        # does not survive the forward layer's round trip)
+        layer = L.Activation("linear", name=name)
         return _ForgetsScale(layer, [3], [3], scale=scale, name=f"{name}_backward")
 
     first = config_finding(rule(2.0, "first_a"))
