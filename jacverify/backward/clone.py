@@ -14,9 +14,13 @@ from keras import ops
 
 from jacverify.backward.base import BackwardLayer, _shape_wo_batch
 from jacverify.backward.factory import (
+    RuleConstructionError,
+    describe_operation,
     is_complex_dtype,
     is_float_dtype,
     make_rule,
+    refuse_non_rule,
+    rule_label,
     widest_float_dtype,
 )
 from jacverify.backward.graph import Step, trace
@@ -510,18 +514,29 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
         rule_class = backward_rule_class(step, mapping)
     except MissingBackwardRuleError as error:
         rule_class = _rule_without_registered_one(step, error, fallback, fallbacks)
+    refuse_non_rule(step.operation, rule_class)
     # A keras.ops operation has no dtype policy: the rule computes in its output's dtype, or
     # in the widest floating dtype of its inputs (Keras's symbolic dtype inference maps
     # float64 to float32 for some ops that compute in float64 on torch).
-    rule = make_rule(
-        step.operation,
-        [_shape_wo_batch(t.shape) for t in step.inputs],
-        [_shape_wo_batch(t.shape) for t in step.outputs],
-        rule=rule_class,
-        call_arguments=step.call_arguments()
-        if getattr(rule_class, "uses_call_arguments", False) else None,
-        dtype=None if isinstance(step.operation, keras.layers.Layer) else _operation_dtype(step),
-    )
+    try:
+        rule = make_rule(
+            step.operation,
+            [_shape_wo_batch(t.shape) for t in step.inputs],
+            [_shape_wo_batch(t.shape) for t in step.outputs],
+            rule=rule_class,
+            call_arguments=step.call_arguments()
+            if getattr(rule_class, "uses_call_arguments", False) else None,
+            dtype=None if isinstance(step.operation, keras.layers.Layer)
+            else _operation_dtype(step),
+        )
+    except TypeError as error:  # called against its signature; a rule's own refusals pass
+        raise RuleConstructionError(
+            f"Making the backward rule {rule_label(rule_class)} for "
+            f"{describe_operation(step.operation)} raised {_first_line(error)}. The builder "
+            f"calls a rule class as Rule(layer=..., input_dim_wo_batch=..., "
+            f"output_dim_wo_batch=...) (see docs/writing_rules.md): fix the rule, or map the "
+            f"layer's class to another one."
+        ) from error
     # A layer called several times (shared, or inside a nested model used twice) gets one rule
     # per call; Keras needs distinct names.
     base, suffix = rule.name, 1
@@ -530,6 +545,12 @@ def _make_rule(step: Step, mapping, taken_names: set, fallback=None,
         suffix += 1
     taken_names.add(rule.name)
     return rule
+
+
+def _first_line(error: BaseException) -> str:
+    """``TypeError: message``: an error's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
 
 
 def backward_rule_class(step: Step, mapping: Mapping[type, type] | None = None) -> type:

@@ -22,7 +22,73 @@ from typing import Any
 
 from jacverify.backward.registry import get_backward_rule
 
-__all__ = ["is_float_dtype", "make_rule", "rule_label", "widest_float_dtype"]
+__all__ = [
+    "RuleConstructionError",
+    "describe_operation",
+    "is_float_dtype",
+    "make_rule",
+    "refuse_non_rule",
+    "rule_label",
+    "widest_float_dtype",
+]
+
+#: What to pass as a rule, for the messages.
+RULE_HINT = (
+    "pass a class written to the calling convention of jacverify.BackwardLayer (a subclass "
+    "of jacverify.BackwardNonLinearLayer or BackwardLinearLayer, see docs/writing_rules.md) "
+    "or a rule object already made"
+)
+
+
+class RuleConstructionError(TypeError):
+    """A rule class could not be constructed with the calling convention's arguments for an
+    operation (the message names the operation, the rule and the original ``TypeError``,
+    which is the ``__cause__``)."""
+
+
+def describe_operation(operation: Any) -> str:
+    """``layer 'dense' (Dense)`` or ``operation 'add' (Add)``: how messages name a call's
+    operation."""
+    import keras  # deferred: importing this module does not import Keras
+
+    kind = "layer" if isinstance(operation, keras.layers.Layer) else "operation"
+    name = getattr(operation, "checked_name", None) or getattr(operation, "name", "?")
+    class_name = getattr(operation, "checked_class", None) or type(operation).__name__
+    return f"{kind} '{name}' ({class_name})"
+
+
+def _is_forward_class(cls: type, operation: Any) -> bool:
+    """Whether ``cls`` is a forward layer class rather than a rule: the operation's own
+    class, or a class Keras defines (Keras has no backward rules)."""
+    import keras
+
+    from jacverify.backward.base import BackwardLayer
+
+    if not issubclass(cls, keras.layers.Layer) or issubclass(cls, BackwardLayer):
+        return False
+    own = getattr(operation, "operation", operation)  # through the checker's adapter
+    return cls is type(own) or cls.__module__.split(".")[0] == "keras"
+
+
+def refuse_non_rule(operation: Any, rule: Any) -> None:
+    """Raise ``TypeError`` naming ``operation`` when ``rule`` cannot be its rule: it is not
+    callable, or it is a forward layer class or instance (the operation's own, or Keras')."""
+    where = describe_operation(operation)
+    if not callable(rule):
+        raise TypeError(
+            f"The rule for {where} must be a rule class or a callable rule object, got "
+            f"{type(rule).__name__} {str(rule)[:60]!r}: {RULE_HINT}"
+        )
+    cls = rule if isinstance(rule, type) else type(rule)
+    if _is_forward_class(cls, operation):
+        from jacverify.keras_internals import public_name
+
+        what = "class" if isinstance(rule, type) else "instance"
+        qualified = public_name(cls) or f"{cls.__module__}.{cls.__qualname__}"
+        raise TypeError(
+            f"The rule for {where} is the forward layer {what} {qualified}, not a backward "
+            f"rule: {RULE_HINT}"
+        )
 
 
 def is_float_dtype(dtype: Any) -> bool:
@@ -79,16 +145,13 @@ def make_rule(
 
     Raises:
         MissingBackwardRuleError: ``rule`` is ``None`` and no rule is registered or mapped.
-        TypeError: ``rule`` is not callable.
+        TypeError: ``rule`` is not callable, or is a forward layer class or instance.
+        Exception: what the rule class raises when constructed.
     """
     if rule is None:
         rule = get_backward_rule(operation, mapping)
+    refuse_non_rule(operation, rule)
     if not isinstance(rule, type):
-        if not callable(rule):
-            raise TypeError(
-                f"rule must be a rule class or a callable rule object, got {rule!r}: pass a "
-                "class written to the calling convention of jacverify.BackwardLayer"
-            )
         return rule
     kwargs: dict = {}
     if call_arguments is not None and getattr(rule, "uses_call_arguments", False):

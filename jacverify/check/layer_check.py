@@ -39,6 +39,7 @@ from jacverify.check.results import LayerCheck
 from jacverify.check.runner import search
 from jacverify.check.settings import MAX_FULL_JACOBIAN, CheckSettings, torch_threads
 from jacverify.check.strategies import ExampleSpec, example_specs, kink_sweep
+from jacverify.check.usage import refuse_bad_arguments
 from jacverify.verdicts import Convention, Verdict
 
 __all__ = [
@@ -77,6 +78,7 @@ def check_example(
     ``check.counterexample.replay.example`` (pass the same options as to check_layer)."""
     if example is None:
         raise ValueError("check_example() needs an example (an ExampleSpec or its dict)")
+    refuse_bad_arguments(layer, rule, input_shape)
     spec = example if isinstance(example, ExampleSpec) else ExampleSpec.from_dict(example)
     settings = CheckSettings(
         seed=0, convention=convention, dtype=dtype, kinks=tuple(kinks or ()),
@@ -94,6 +96,7 @@ def check_with(
     input_shape: Sequence | None = None, inputs: Any = None,
 ) -> LayerCheck:
     """:func:`check_layer` with its options as one :class:`CheckSettings`."""
+    refuse_bad_arguments(layer, rule, input_shape)
     with torch_threads(settings.threads):
         return _check(layer, rule, settings.with_seed(), input_shape, inputs)
 
@@ -205,6 +208,12 @@ def check_layer(
         returned the wrong shape or dtype, broke on extra Jacobian axes or in a
         ``get_config`` round trip; ``fail``: it mixes the batch or the extra axes),
         ``inconclusive`` or ``pass``; ``skipped`` when nothing could be checked.
+
+    Raises:
+        TypeError: ``layer`` is not a Keras layer instance (a class, say), or ``rule`` is not
+            callable or is a forward layer class (the layer's own, or one of Keras').
+        ValueError: the input shape cannot be told (pass ``input_shape=``), or the layer
+            cannot be called on inputs of ``input_shape``.
     """
     settings = CheckSettings(
         examples=examples, seed=seed, convention=convention, dtype=dtype,

@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 from jacverify.backward.clone import backward_rule_class
-from jacverify.backward.factory import is_float_dtype, widest_float_dtype
+from jacverify.backward.factory import (
+    RuleConstructionError,
+    is_float_dtype,
+    widest_float_dtype,
+)
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError
 from jacverify.check.call_selection import select_calls
@@ -186,7 +190,14 @@ def _without_rule(step: Step, label: str, what: str, fallback: str | None) -> La
     )
 
 
-def _end_to_end_not_built(model: keras.Model, labels: Sequence[str]) -> LayerCheck:
+def _end_to_end_not_built(model: keras.Model, labels: Sequence[str], why: str = ""
+                          ) -> LayerCheck:
+    if why:
+        return LayerCheck(
+            verdict="skipped", reason=f"not run: the backward model could not be built: {why}",
+            layer_name=model.name, layer_class=type(model).__name__,
+            rule_class="BackwardModel",
+        )
     shown = ", ".join(labels[:5]) + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
     return LayerCheck(
         verdict="skipped",
@@ -362,9 +373,12 @@ def check_model(
     labels = _call_labels(graph.steps)
     chosen = select_calls(graph.steps, labels, model_name=model.name, layers=layers,
                           only=only, mapping=mapping, without_rule=frozenset(missing))
-    backward = None
+    backward, not_built = None, ""
     if not missing or fallback == "autograd":
-        backward = build_backward(model, mapping, fallback)
+        try:
+            backward = build_backward(model, mapping, fallback)
+        except RuleConstructionError as error:  # that call's own check says so too
+            not_built = str(error)
     model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
@@ -377,7 +391,7 @@ def check_model(
                                                   executor=executor)
     if end_to_end and whole is None:
         result.end_to_end = _end_to_end_not_built(
-            model, [c.layer_name for c in result.layers if c.verdict == NO_RULE])
+            model, [c.layer_name for c in result.layers if c.verdict == NO_RULE], not_built)
     _attach_replay(result, replay_call(seed, examples, convention, mapping=bool(mapping),
                                        inputs=inputs is not None, fallback=fallback))
     result.duration_s = time.perf_counter() - start

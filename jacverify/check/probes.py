@@ -291,13 +291,17 @@ class Evaluator:
         context = (
             f"when the upstream gradient carries an extra Jacobian axis (shape "
             f"{tuple(stacked.shape)}, as in backward models built with gradient=keras.Input("
-            f"(k, *output_shape)))"
+            f"(k, *output_shape)); jacverify's base classes fold such axes into the batch, and "
+            f"a rule that does not take them declares supports_extra_axes = False)"
         )
         if calls is not None and calls.both is not None:
             return self._extra_axes_values(example, stacked, calls.both, context,
                                            calls.folded)
         try:
             both = call_rule(self.rule, stacked, example.x)
+        except RuleOutputError as error:  # the rule returned, with the wrong structure
+            return _finding(Probe.EXTRA_AXES, Verdict.ERROR, f"{error} {context}",
+                            examples=1, failing_examples=1)
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
             outside = self.outside_domain(example)
             if outside is not None:
