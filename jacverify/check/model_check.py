@@ -190,6 +190,16 @@ def _without_rule(step: Step, label: str, what: str, fallback: str | None) -> La
     )
 
 
+def _backward_or_why(model: keras.Model, mapping: Any, fallback: str | None
+                     ) -> tuple[keras.Model | None, str]:
+    """The backward model, or ``None`` and why when a rule class cannot be constructed (that
+    call's own check says so too)."""
+    try:
+        return build_backward(model, mapping, fallback), ""
+    except RuleConstructionError as error:
+        return None, str(error)
+
+
 def _end_to_end_not_built(model: keras.Model, labels: Sequence[str], why: str = ""
                           ) -> LayerCheck:
     if why:
@@ -375,10 +385,7 @@ def check_model(
                           only=only, mapping=mapping, without_rule=frozenset(missing))
     backward, not_built = None, ""
     if not missing or fallback == "autograd":
-        try:
-            backward = build_backward(model, mapping, fallback)
-        except RuleConstructionError as error:  # that call's own check says so too
-            not_built = str(error)
+        backward, not_built = _backward_or_why(model, mapping, fallback)
     model_inputs, notes = _model_inputs(inputs, graph, np.random.default_rng(seed))
     rows = _call_rows(graph, labels, chosen, missing, mapping, model_inputs, notes,
                       examples=examples, seed=seed, convention=convention, fallback=fallback)
