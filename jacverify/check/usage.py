@@ -15,7 +15,7 @@ from typing import Any
 import keras
 
 from jacverify.backward.factory import describe_operation, refuse_non_rule
-from jacverify.check.adapters import PackedCall, RuleFactory
+from jacverify.check.adapters import PackedCall, RuleFactory, accepts_training
 from jacverify.check.calls import short_error
 from jacverify.check.preparation import input_shapes, non_float_reason
 from jacverify.check.references import call_on_probe
@@ -51,8 +51,10 @@ def _refuse_unfit_shape(layer: keras.layers.Layer, input_shape: Sequence | None)
     shapes = input_shapes(layer, input_shape)
     if len(shapes) != 1:
         return  # several inputs: the checker's adapter calls them (see preparation)
+    # As the check calls it: at inference (an augmentation layer would draw otherwise).
+    call = (lambda x: layer(x, training=False)) if accepts_training(layer) else layer
     try:
-        call_on_probe(layer, shapes, str(layer.compute_dtype))
+        call_on_probe(call, shapes, str(layer.compute_dtype))
     except Exception as error:  # noqa: BLE001 - any refusal is the user's shape or layer
         raise ValueError(
             f"input_shape={shapes[0]} does not fit {describe_operation(layer)}, which raised "
