@@ -88,11 +88,28 @@ def _forward_layer_problem(config: dict) -> str:
         # A copy: Keras' from_config may consume the dict (Wrapper.from_config pops "layer").
         keras.saving.deserialize_keras_object(copy.deepcopy(config["layer"]))
     except Exception as error:  # noqa: BLE001
+        return _why_not_rebuilt(config["layer"], error)
+    return ""
+
+
+def _why_not_rebuilt(serialized: dict, error: Exception) -> str:
+    """The forward layer could not be deserialized: an unregistered class, or a config its
+    own constructor refuses (then the cause, from Keras' message)."""
+    text = str(error)
+    if "Could not locate class" in text:
         return (
             f"the forward layer cannot be rebuilt from its config ({short_error(error)}): "
             "register it with keras.saving.register_keras_serializable to save backward models"
         )
-    return ""
+    causes = [line.split("Exception encountered:", 1)[1].strip()
+              for line in text.splitlines() if "Exception encountered:" in line]
+    cause = causes[-1] if causes else ""  # the innermost
+    name = serialized.get("class_name", "the forward layer")
+    return (
+        f"{name} cannot be rebuilt from its own get_config() "
+        f"({cause[:200] or short_error(error)}): a saved backward model holding it does not "
+        "load, whatever the rule"
+    )
 
 
 def _structure_copy(value: Any) -> Any:

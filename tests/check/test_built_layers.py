@@ -140,3 +140,35 @@ def test_the_registered_rules_config_round_trip_keeps_the_build_record():
     rule = make_rule(layer, [(5,)], [(5,)])
     again = type(rule).from_config(rule.get_config())
     assert again.layer.get_build_config() == layer.get_build_config()
+
+
+@keras.saving.register_keras_serializable(package="jacverify_tests_built_layers")
+class RefusesItsOwnConfig(L.Layer):
+    """Saves ``factor`` negated; its constructor refuses a negative factor."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        if factor < 0:
+            raise ValueError(f"factor must be positive, got {factor}")
+        super().__init__(**kwargs)
+        self.factor = factor
+
+    def call(self, x):
+        return self.factor * x
+
+    def get_config(self):
+        return {**super().get_config(), "factor": -self.factor}
+
+
+class Unregistered(L.Layer):
+    def call(self, x):
+        return x
+
+
+def test_a_forward_layer_that_cannot_be_rebuilt_says_why():
+    refuses = config_finding(PlainKerasReLURule(RefusesItsOwnConfig(2.0), [3], [3]))
+    assert refuses.verdict == "skipped"
+    assert refuses.message.startswith("RefusesItsOwnConfig cannot be rebuilt from its own "
+                                      "get_config() (factor must be positive, got -2.0)")
+    unknown = config_finding(PlainKerasReLURule(Unregistered(), [3], [3]))
+    assert unknown.verdict == "skipped"
+    assert "register it with keras.saving.register_keras_serializable" in unknown.message
