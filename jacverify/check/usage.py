@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 
+from jacverify import keras_internals
 from jacverify.backward.factory import describe_operation, refuse_non_rule
 from jacverify.check.adapters import PackedCall, RuleFactory, accepts_training
 from jacverify.check.calls import short_error
@@ -43,14 +44,23 @@ def _refuse_bad_rule(layer: keras.layers.Layer, rule: Any) -> None:
     refuse_non_rule(layer, rule)
 
 
+def _built_on(layer: keras.layers.Layer) -> tuple | None:
+    """The one input shape (without the batch axis) Keras recorded building ``layer`` on."""
+    recorded = list(keras_internals.build_shapes(layer).values())
+    if len(recorded) != 1 or not isinstance(recorded[0], (list, tuple)):
+        return None
+    shape = tuple(recorded[0])[1:]
+    return shape if all(isinstance(d, int) for d in shape) else None
+
+
 def _refuse_unfit_shape(layer: keras.layers.Layer, input_shape: Sequence | None) -> None:
     """Call a one-input layer once on the given shape (as the check would first do), and
     turn a refusal into a message that names the layer and the shape."""
     if input_shape is None or isinstance(layer, PackedCall) or non_float_reason(layer):
         return
     shapes = input_shapes(layer, input_shape)
-    if len(shapes) != 1:
-        return  # several inputs: the checker's adapter calls them (see preparation)
+    if len(shapes) != 1 or _built_on(layer) == shapes[0]:
+        return  # several inputs (the adapter calls them), or the shape it was built on
     # As the check calls it: at inference (an augmentation layer would draw otherwise).
     call = (lambda x: layer(x, training=False)) if accepts_training(layer) else layer
     try:
