@@ -239,3 +239,25 @@ def test_normalize_along_an_axis_of_one_entry_has_a_zero_jacobian(order):
     np.testing.assert_allclose(np.asarray(model(x)), np.sign(x), rtol=1e-6)
     got = np.asarray(clone_to_backward(model)([x, g]))
     np.testing.assert_allclose(got, 0.0, atol=1e-5 * np.max(np.abs(g / x)))
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_attention_over_equal_keys_and_values_has_exactly_zero_query_gradient(is_causal):
+    """Where every key and value is equal, attention returns the value whatever the query:
+    the query and key gradients are exactly 0, as torch autograd gives them, not float32
+    rounding of a cancelled sum (``sum(dp * p)`` computed from the probabilities)."""
+    from tests.backward.reference import autograd_vjp
+
+    def attention(q, k, v):
+        return ops.dot_product_attention(q, k, v, scale=2.0, is_causal=is_causal)
+
+    model = functional(attention, [(3, 2, 1)] * 3)
+    xs = [np.full((1, 3, 2, 1), 1.99999797, dtype="float32") for _ in range(3)]
+    g = np.array([0.533354, 1.24225, 0.181877, 0.218654, 0.567932, 0.232724],
+                 dtype="float32").reshape(1, 3, 2, 1)
+    got = [ops.convert_to_numpy(t) for t in clone_to_backward(model)(xs + [g])]
+    expected = autograd_vjp(model, xs, g)
+    for name, rule, reference in zip(("query", "key"), got[:2], expected[:2], strict=True):
+        np.testing.assert_array_equal(reference, 0.0, err_msg=f"autograd, {name}")
+        np.testing.assert_array_equal(rule, 0.0, err_msg=f"rule, {name}")
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-6)

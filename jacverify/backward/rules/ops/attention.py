@@ -3,7 +3,8 @@ is_causal)``.
 
 With ``s = scale * q k^T + a`` (``a``: the bias, or 0 / a large negative number where the mask
 or the causal triangle hides a key, as Keras adds them), ``p = softmax(s)`` over the keys and
-``o = p v``: ``dv = p^T g``, ``dp = g v^T``, ``ds = p * (dp - sum(dp * p))``,
+``o = p v``: ``dv = p^T g``, ``dp = g v^T``, ``ds = p * (dp - g . o)`` (``g . o`` equals
+``sum(dp * p)`` over the keys, and is exact where the values attended to are equal),
 ``dq = scale * ds k``, ``dk = scale * ds^T q``, and the bias (a tensor of the model) receives
 ``ds`` summed over the axes it was broadcast along. Keys and values with fewer heads than the
 queries (grouped-query attention) receive the sum over the query heads that share them.
@@ -19,7 +20,7 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input, is_mask
-from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
+from jacverify.backward.rules.attention._common import match_batch
 from jacverify.backward.rules.ops._arguments import accumulate, optional_operand
 from jacverify.backward.rules.ops._base import BackwardOperation, reduce_to_shape
 from jacverify.keras_internals import ops_nn as knn
@@ -77,9 +78,17 @@ class BackwardDotProductAttentionOp(BackwardOperation):
             logits = logits + ops.where(hidden, zero, _large_negative(dtype))
         if bias is not None:
             logits = logits + match_batch(bias, shape[0])
-        probs = ops.softmax(logits, axis=-1)
+        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+        total = ops.sum(weights, axis=-1, keepdims=True)
+        probs = weights / total
         d_values = ops.einsum("bnts,btnh->bsnh", probs, gradient)
-        d_logits = softmax_vjp(ops.einsum("btnh,bsnh->bnts", gradient, v_all), probs, (-1,))
+        # sum(dp * p) over the keys is g . o, with o = (e v) / sum(e) as the forward computes
+        # it: where the values attended to are equal, o is exactly them, and dp - g . o is
+        # exactly 0, as the derivative is.
+        outputs = ops.einsum("bnts,bsnh->btnh", weights, v_all) / ops.expand_dims(
+            ops.transpose(ops.squeeze(total, -1), (0, 2, 1)), -1)
+        centre = ops.expand_dims(ops.transpose(ops.sum(gradient * outputs, axis=-1), (0, 2, 1)), -1)
+        d_logits = probs * (ops.einsum("btnh,bsnh->bnts", gradient, v_all) - centre)
         d_query = ops.einsum("bnts,bsnh->btnh", d_logits, k_all) * scale
         d_keys = ops.einsum("bnts,btnh->bsnh", d_logits, q) * scale
         accumulate(results, iq, d_query)
