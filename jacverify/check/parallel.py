@@ -122,13 +122,13 @@ def run_payload(payload: bytes) -> Any:
     """
     import torch
 
-    try:
-        task = pickle.loads(payload)
-    except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer problem
-        raise TaskTransferError(f"{type(error).__name__}: {error}") from None
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
+        try:
+            task = pickle.loads(payload)
+        except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer problem
+            raise TaskTransferError(f"{type(error).__name__}: {error}") from None
         return task.run()
     finally:
         torch.set_num_threads(previous)
