@@ -40,6 +40,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from jacverify.check import task_cost
+from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.worker_server import server_ready, start_worker_server, worker_context
 
 __all__ = [
@@ -120,6 +121,11 @@ def prepare_workers(jobs: int, tasks: int) -> None:
 def run_payload(payload: bytes) -> Any:
     """Unpickle a task and run it with one torch thread: the function workers execute.
 
+    Library warnings are silenced as in a check (:mod:`jacverify.check.library_warnings`),
+    unpickling included: Keras warns about some configurations it rebuilds (a
+    ``LayerNormalization`` with ``rms_scaling=True``), and a worker's warnings reach the
+    terminal of the process that started it.
+
     The thread count is set before anything else, unpickling included (which builds layers:
     an LSTM's orthogonal initializer runs a QR decomposition). A worker forked (``fork``
     start method) from a process whose torch already ran OpenMP threads has a copy of that
@@ -134,11 +140,12 @@ def run_payload(payload: bytes) -> Any:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        try:
-            task = pickle.loads(payload)
-        except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer problem
-            raise TaskTransferError(f"{type(error).__name__}: {error}") from None
-        return task.run()
+        with library_warnings_silenced():  # Keras' warnings about a layer it rebuilds
+            try:
+                task = pickle.loads(payload)
+            except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer
+                raise TaskTransferError(f"{type(error).__name__}: {error}") from None
+            return task.run()
     finally:
         torch.set_num_threads(previous)
 

@@ -538,6 +538,7 @@ def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left:
     return _ladder_from_values(fd, x, g, step_left, step_right, (t_left, t_right, rows), y0, ys)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _ladder_from_values(
     fd: FDModel, x: np.ndarray, g: np.ndarray, step_left: np.ndarray, step_right: np.ndarray,
     points: tuple, y0: np.ndarray, ys: np.ndarray,
@@ -584,6 +585,7 @@ def _jumps(side_phis: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.nda
     return flag, np.where(flag, delta[:, -1], 0.0)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _tiny_quotients(
     side_phis: np.ndarray, side_t: np.ndarray, floor: float, lad: _Ladder
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -623,6 +625,7 @@ class LineRows:
     known: tuple
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _far_request(
     x: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray, err: np.ndarray, near: tuple,
 ) -> tuple | None:
