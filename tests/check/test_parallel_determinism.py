@@ -71,7 +71,8 @@ _FORKED_RUN = textwrap.dedent("""
                       "threads": torch.get_num_threads()}))
 """)
 
-#: Seconds the forked run may take (about 10 s on 2 idle cores; it hung before).
+#: Seconds the forked run may take (22 to 42 s measured on 2 cores loaded 10 times over; it
+#: hung before).
 FORKED_RUN_TIMEOUT = 240
 
 
