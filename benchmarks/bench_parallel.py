@@ -4,8 +4,9 @@ Runs ``check_registry(seed=S, configs=C, examples=E, jobs=J)`` for each ``J`` of
 (1: every check in this process; J > 1: this process and J - 1 worker processes, one torch
 thread each) and prints, per ``J``, the wall time, the speed-up over ``J = 1``, the CPU time
 of this process and its workers together, the verdict counts, and whether the result equals
-the ``J = 1`` run apart from timings (it must). Worker start-up (each worker imports torch and
-Keras) is part of both times, and so is the worker server's (each J > 1 run starts its own).
+the ``J = 1`` run apart from timings (it must; the checks that differ are listed on standard
+error). Worker start-up (each worker imports torch and Keras) is part of both times, and so is
+the worker server's (each J > 1 run starts its own).
 On a busy machine the wall times say little: compare the CPU times, whose difference is what
 the workers cost.
 
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -58,6 +60,23 @@ def _comparable(result) -> dict:
     for check in data["checks"]:
         check["check"].pop("layer_name", None)
     return data
+
+
+def differing_checks(data: dict, reference: dict) -> list[str]:
+    """One line per check whose data differs from the reference run's: its position, class,
+    input shape and the two verdicts and error-to-tolerance ratios."""
+    lines = []
+    for index, (got, expected) in enumerate(zip(data["checks"], reference["checks"],
+                                                strict=True)):
+        if got == expected:
+            continue
+        mine, theirs = got["check"], expected["check"]
+        lines.append(
+            f"check {index} {got['keras_class'].rsplit('.', 1)[-1]} {got['input_shape']}: "
+            f"{mine['verdict']} ({mine.get('error_to_tolerance')}) where jobs=1 gave "
+            f"{theirs['verdict']} ({theirs.get('error_to_tolerance')})"
+        )
+    return lines
 
 
 def _cpu_seconds() -> float:
@@ -201,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
         if jobs == 1 and args.save_timings:
             save_timings(result, args.save_timings)
         reference = reference or (wall, data)
+        for line in differing_checks(data, reference[1]):
+            print(f"jobs {jobs}: {line}", file=sys.stderr)
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
         rows.append((jobs, wall, reference[0] / wall, cpu, len(result.checks), counts,
                      data == reference[1]))

@@ -43,6 +43,7 @@ from jacverify.check.references import (
     autograd_vjp,
     call_on_probe,
     clone_layer,
+    config_in_dtype,
     effective_eps,
 )
 
@@ -378,7 +379,7 @@ def clone_model_to_dtype(model: keras.Model, dtype: str) -> keras.Model:
     def clone_function(layer):
         if not isinstance(layer, keras.layers.Layer):
             return layer  # a keras.ops operation: stateless, computes in its inputs' dtype
-        return type(layer).from_config({**layer.get_config(), "dtype": dtype})
+        return type(layer).from_config(config_in_dtype(layer.get_config(), dtype))
 
     inputs = [keras.Input(shape=tuple(t.shape[1:]), dtype=dtype) for t in model.inputs]
     clone = keras.models.clone_model(

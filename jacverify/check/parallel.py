@@ -17,9 +17,12 @@ duration is remembered for the next run, see :mod:`jacverify.check.task_cost`) a
 no long check is left to run alone at the end; the results come back in the tasks' order.
 
 Workers run each task with one torch thread (the checker's many small calls run fastest
-that way), and a task's result depends only on the task (its seed included), so the results
-equal the serial run's whatever the number of workers or machines, and whatever the order
-the tasks ran in.
+that way; set before the task is unpickled, so a worker forked from a process that ran torch
+with several threads works too), and a task's result depends only on the task (its seed
+included), so the results equal the serial run's whatever the number of workers or machines,
+and whatever the order the tasks ran in. What a task carries must therefore be all that its
+check uses: a layer travels as Keras pickles it (its configuration and weights), so anything
+attached to the layer object alone does not reach a worker.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from jacverify.check import task_cost
+from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.worker_server import server_ready, start_worker_server, worker_context
 
 __all__ = [
@@ -117,19 +121,31 @@ def prepare_workers(jobs: int, tasks: int) -> None:
 def run_payload(payload: bytes) -> Any:
     """Unpickle a task and run it with one torch thread: the function workers execute.
 
+    Library warnings are silenced as in a check (:mod:`jacverify.check.library_warnings`),
+    unpickling included: Keras warns about some configurations it rebuilds (a
+    ``LayerNormalization`` with ``rms_scaling=True``), and a worker's warnings reach the
+    terminal of the process that started it.
+
+    The thread count is set before anything else, unpickling included (which builds layers:
+    an LSTM's orthogonal initializer runs a QR decomposition). A worker forked (``fork``
+    start method) from a process whose torch already ran OpenMP threads has a copy of that
+    thread pool without its threads, and its first multi-threaded operation waits for them
+    for ever; with one thread, no operation uses the pool.
+
     Raises:
         TaskTransferError: the task could not be unpickled here.
     """
     import torch
 
-    try:
-        task = pickle.loads(payload)
-    except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer problem
-        raise TaskTransferError(f"{type(error).__name__}: {error}") from None
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return task.run()
+        with library_warnings_silenced():  # Keras' warnings about a layer it rebuilds
+            try:
+                task = pickle.loads(payload)
+            except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer
+                raise TaskTransferError(f"{type(error).__name__}: {error}") from None
+            return task.run()
     finally:
         torch.set_num_threads(previous)
 

@@ -115,15 +115,49 @@ def call_on_probe(function: Callable[[Any], Any], shapes: Sequence, dtype: str) 
 
 
 # ----------------------------------------------------------------------- float64 clone
+#: Dtype names (and dtype policy names) of floating layers, which a clone's inner layers move
+#: to the clone's dtype.
+FLOATING_DTYPES = frozenset(
+    {"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"}
+)
+
+
+def _floating(dtype: Any) -> bool:
+    """Whether a config's ``dtype`` entry (a name, or a serialized dtype policy) is
+    floating."""
+    if isinstance(dtype, dict) and "DTypePolicy" in str(dtype.get("class_name", "")):
+        dtype = (dtype.get("config") or {}).get("name")
+    return isinstance(dtype, str) and dtype in FLOATING_DTYPES
+
+
+def _floating_dtypes_replaced(config: Any, dtype: str) -> Any:
+    if isinstance(config, dict):
+        return {
+            key: dtype if key == "dtype" and _floating(value)
+            else _floating_dtypes_replaced(value, dtype)
+            for key, value in config.items()
+        }
+    if isinstance(config, (list, tuple)):
+        return type(config)(_floating_dtypes_replaced(v, dtype) for v in config)
+    return config
+
+
+def config_in_dtype(config: dict, dtype: str) -> dict:
+    """A layer's ``config`` for a copy computing in ``dtype``: its own ``dtype`` and the
+    floating dtypes of the layers it holds (an RNN's cells, a wrapper's layer, an activation
+    given as a layer) replaced. Replacing only the outer one would leave the inner layers
+    computing in their own dtype (a float64 RNN over float32 cells rounds to float32)."""
+    return {**_floating_dtypes_replaced(config, dtype), "dtype": dtype}
+
+
 def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
-    """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtype replaced,
-    built on ``input_shape`` (without batch axis; a list of shapes for a layer with several
-    inputs), weights copied. Layers that know how to copy themselves (``clone_to_dtype``) do
-    so. Raises on any failure."""
+    """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtypes replaced
+    (:func:`config_in_dtype`), built on ``input_shape`` (without batch axis; a list of shapes
+    for a layer with several inputs), weights copied. Layers that know how to copy themselves
+    (a ``clone_to_dtype`` method) do so. Raises on any failure."""
     if hasattr(layer, "clone_to_dtype"):
         return layer.clone_to_dtype(dtype)
-    config = {**layer.get_config(), "dtype": dtype}
-    clone = type(layer).from_config(config)
+    clone = type(layer).from_config(config_in_dtype(layer.get_config(), dtype))
     several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
     call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)  # builds it
     source, target = layer.get_weights(), clone.weights
@@ -504,6 +538,7 @@ def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left:
     return _ladder_from_values(fd, x, g, step_left, step_right, (t_left, t_right, rows), y0, ys)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _ladder_from_values(
     fd: FDModel, x: np.ndarray, g: np.ndarray, step_left: np.ndarray, step_right: np.ndarray,
     points: tuple, y0: np.ndarray, ys: np.ndarray,
@@ -550,6 +585,7 @@ def _jumps(side_phis: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.nda
     return flag, np.where(flag, delta[:, -1], 0.0)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _tiny_quotients(
     side_phis: np.ndarray, side_t: np.ndarray, floor: float, lad: _Ladder
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -589,6 +625,7 @@ class LineRows:
     known: tuple
 
 
+@np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _far_request(
     x: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray, err: np.ndarray, near: tuple,
 ) -> tuple | None:

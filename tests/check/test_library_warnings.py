@@ -5,6 +5,10 @@ recorded as pytest records them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import keras
@@ -69,3 +73,32 @@ def test_a_check_shows_its_users_warnings_and_not_keras_numpy_conversions():
     assert "the user's rule says hello" in messages
     inside = [w for w in seen if "copy keyword" in str(w.message)]
     assert len(inside) <= 1  # the one made after the check, if this NumPy/torch raises it
+
+
+_REGISTRY_RUN = textwrap.dedent("""
+    import multiprocessing, warnings
+    from concurrent.futures import ProcessPoolExecutor
+    from jacverify import check_registry
+
+    if __name__ == "__main__":
+        options = dict(configs=3, examples=30, seed=0)
+        check_registry(["Power", "LayerNormalization"], **options)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            check_registry(["Power", "LayerNormalization"], executor=pool, **options)
+        warnings.warn("the user's own warning", UserWarning)
+""")
+
+
+def test_a_registry_run_here_and_in_a_worker_warns_only_the_user(tmp_path):
+    # Every warning shown (PYTHONWARNINGS reaches the worker too). Power's saturation examples
+    # overflow (NaN arithmetic in the finite differences' bookkeeping); the registry's
+    # LayerNormalization(rms_scaling=True) makes Keras warn where a worker rebuilds it.
+    script = tmp_path / "registry_run.py"
+    script.write_text(_REGISTRY_RUN)
+    environment = {**os.environ, "PYTHONWARNINGS": "always", "KERAS_BACKEND": "torch"}
+    finished = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                              timeout=600, env=environment, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    warned = [line for line in finished.stderr.splitlines() if "Warning: " in line]
+    assert warned == [f"{script}:12: UserWarning: the user's own warning"]

@@ -13,7 +13,6 @@ one), initial states given as inputs.
 from __future__ import annotations
 
 import keras
-import numpy as np
 from hypothesis import strategies as st
 
 from jacverify.check.layer_configs._common import finish, layer_strategy, weight_seeds
@@ -84,40 +83,12 @@ def _keras_cell(draw):
     return L.GRUCell(**draw(_cell_options(gates=True)), reset_after=draw(st.booleans()))
 
 
-def _with_dtype(config, dtype: str):
-    """``config`` with every ``dtype`` entry, nested layers' included, set to ``dtype``."""
-    if isinstance(config, dict):
-        return {k: dtype if k == "dtype" else _with_dtype(v, dtype) for k, v in config.items()}
-    if isinstance(config, (list, tuple)):
-        return type(config)(_with_dtype(v, dtype) for v in config)
-    return config
-
-
-def finish_wrapper(layer, input_shape, weight_seed: int):
-    """:func:`finish` for a layer holding other layers (a cell, a wrapped layer), which also
-    teaches it to copy itself to another dtype with its inner layers (``clone_to_dtype``, the
-    hook the checker's float64 clone looks for): ``from_config`` with only the outer dtype
-    replaced leaves the inner layers in float32, and finite differences in float64 through
-    them would see float32 rounding."""
-    layer, shape = finish(layer, input_shape, weight_seed)
-
-    def clone_to_dtype(dtype: str):
-        clone = type(layer).from_config(_with_dtype(layer.get_config(), dtype))
-        clone(np.zeros((1, *shape), dtype=dtype))
-        for source, target in zip(layer.weights, clone.weights, strict=True):
-            target.assign(np.asarray(source.numpy()).astype(str(target.dtype)))
-        return clone
-
-    object.__setattr__(layer, "clone_to_dtype", clone_to_dtype)
-    return layer, shape
-
-
 @layer_strategy
 def rnn(draw):
     """``RNN`` over one Keras cell or a stack of two."""
     cells = [draw(_keras_cell()) for _ in range(draw(st.integers(1, 2)))]
     layer = L.RNN(cells if len(cells) > 1 else cells[0], **draw(_run_options()))
-    return finish_wrapper(layer, draw(_sequence_shape(max_steps=3)), draw(weight_seeds))
+    return finish(layer, draw(_sequence_shape(max_steps=3)), draw(weight_seeds))
 
 
 @layer_strategy
@@ -128,7 +99,7 @@ def bidirectional(draw):
                  return_state=draw(st.booleans()))
     layer = L.Bidirectional(inner, merge_mode=draw(st.sampled_from(
         ["concat", "sum", "mul", "ave", None])))
-    return finish_wrapper(layer, draw(_sequence_shape(max_steps=3)), draw(weight_seeds))
+    return finish(layer, draw(_sequence_shape(max_steps=3)), draw(weight_seeds))
 
 
 @layer_strategy
@@ -143,7 +114,7 @@ def time_distributed(draw):
         inner = L.Conv1D(draw(st.integers(1, 2)), draw(st.integers(1, 2)),
                          activation=draw(st.sampled_from(["relu", "tanh", None])))
         shape = (steps, draw(st.integers(2, 4)), draw(st.integers(1, 2)))
-    return finish_wrapper(L.TimeDistributed(inner), shape, draw(weight_seeds))
+    return finish(L.TimeDistributed(inner), shape, draw(weight_seeds))
 
 
 @st.composite
