@@ -15,7 +15,7 @@ import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
 from jacverify.check.explain import describe_judgement
-from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask
+from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
 from jacverify.check.references import (
     ReferenceUnavailable,
@@ -187,7 +187,10 @@ class ValueJudge:
         self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, sensitivity,
         widen,
     ) -> list:
-        """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`)."""
+        """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
+        A direction that moves tied coordinates apart is judged as a (possibly compound)
+        kink, like one that moves a coordinate sitting on a candidate kink."""
+        at_kink = np.asarray(at_kink, dtype=bool) | tie_directions(x0, example.directions)
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
             rule_eps=self.rule_eps, fd_eps=self.fd.eps,
