@@ -189,14 +189,14 @@ class ValueJudge:
     ) -> list:
         """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
         A direction that moves tied coordinates apart is judged as a (possibly compound)
-        kink, like one that moves a coordinate sitting on a candidate kink."""
-        at_kink = np.asarray(at_kink, dtype=bool) | tie_directions(x0, example.directions)
+        kink (see :func:`jacverify.check.kinks.tie_directions`)."""
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
             rule_eps=self.rule_eps, fd_eps=self.fd.eps,
             near_mask=kink_or_tie_mask(x0, self.kinks),
             convention=self.setup.settings.convention, widen=widen, at_kink=at_kink,
             sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
+            at_tie=tie_directions(x0, example.directions),
         )
 
     def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:
