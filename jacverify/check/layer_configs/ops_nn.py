@@ -235,11 +235,12 @@ def ctc_loss(draw):
     classes = draw(st.integers(2, 4))
     blank = draw(st.sampled_from([0, classes - 1]))
     labels = [c for c in range(classes) if c != blank]
-    steps = draw(st.integers(1, 6))
-    width = draw(st.integers(1, 3))
+    steps = draw(st.integers(2, 6))
+    width = draw(st.sampled_from([3, 2, 1]))
     target = np.array([draw(st.sampled_from(labels)) for _ in range(width)], "int32")
-    # The labels used, cut to a length some path of ``steps`` steps can emit.
-    length = draw(st.integers(1, width))
+    # The labels used (all of them first), cut to a length some path of ``steps`` steps can
+    # emit.
+    length = draw(st.sampled_from(list(range(width, 0, -1))))
     while length and length + int(np.sum(target[1:length] == target[: length - 1])) > steps:
         length -= 1
     needed = length + int(np.sum(target[1:length] == target[: max(length - 1, 0)]))
