@@ -286,7 +286,8 @@ def _unjudged(dirn: _Direction, location: str, note: str, tolerance: float,
 
 
 def _classify(ex: _Example, dirn: _Direction) -> str:
-    """``kink``, ``unresolved`` (a kink inside the steps), ``smooth`` or ``noisy``.
+    """``kink``, ``unresolved`` (a kink inside the steps), ``tie`` (smooth by the finite
+    differences, but moving tied coordinates apart), ``smooth`` or ``noisy``.
 
     Richardson's one-sided estimates are clean when their error is small and the one-sided
     quotients at a tiny step (~1e-9 of it) agree with them; otherwise a kink lies inside the
@@ -312,7 +313,8 @@ def _classify(ex: _Example, dirn: _Direction) -> str:
         # A slope change below what the rule may be off by does not matter.
         is_kink = abs(t.left - t.right) > C_FD * (t.err_l + t.err_r) + t.margin
         is_kink = is_kink or (ex.at_kink is not None and bool(ex.at_kink[t.k]))
-        is_kink = is_kink or (ex.at_tie is not None and bool(ex.at_tie[t.k]))
+        if not is_kink and ex.at_tie is not None and bool(ex.at_tie[t.k]):
+            return "tie"
         return "kink" if is_kink else "smooth"
     if max(t.near_err_l, t.near_err_r) > (
         1e-2 * (t.s + max(abs(t.q_l), abs(t.q_r)) + t.quiet) + t.unit
@@ -465,7 +467,15 @@ def judge_direction(ex: _Example, k: int) -> DirectionJudgement:
                          "locate a kink", t.base_tol)
     if shape in ("kink", "unresolved"):
         return _judge_kink(ex, t, is_kink=shape == "kink")
-    return _judge_smooth(ex, t)
+    smooth = _judge_smooth(ex, t)
+    if shape == "tie" and smooth.verdict != Verdict.PASS and smooth.error > smooth.tolerance:
+        # A compound kink the one-sided derivatives cannot show: a rule that differs from
+        # them passes if it lies in the range of the orderings' slopes; any other verdict
+        # stays the smooth point's (a tie only ever widens what is accepted).
+        at_tie = _judge_kink(ex, t, is_kink=True)
+        if at_tie.verdict == Verdict.PASS:
+            return at_tie
+    return smooth
 
 
 def judge_directions(
@@ -498,9 +508,10 @@ def judge_directions(
     compound) kink even when the one-sided derivatives agree, since kinks of several
     coordinates may cancel along the direction while a rule's choices do not.
     ``at_tie[k]`` says direction k moves tied coordinates apart (see
-    :func:`jacverify.check.kinks.tie_directions`): judged as a kink too (an order statistic's
-    pieces meet there), but not as a *known* one: an error there is ``boundary`` whichever
-    coordinates it is blamed on (a tie of ``|x|`` is not a tie of ``x``).
+    :func:`jacverify.check.kinks.tie_directions`): where the finite differences see no kink
+    along it, it is judged as a smooth point, except that a rule differing from the
+    finite differences passes if it lies in the range of a compound kink (an order
+    statistic's orderings meet there).
     ``sensitivity`` (flat) is how much each coordinate of ``g^T J`` moves under a rounding-size
     perturbation of x (see :func:`jacverify.check.references.rounding_sensitivity`); the
     tolerance grows by ``C_COND`` times its projection on the direction.
