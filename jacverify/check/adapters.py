@@ -381,7 +381,14 @@ class PackedCall(keras.layers.Layer):
             operation = clone_model_to_dtype(operation, dtype)
         elif isinstance(operation, keras.layers.Layer):
             shapes = self.packing.shapes
-            operation = clone_layer(operation, dtype, shapes[0] if len(shapes) == 1 else shapes)
+            build = None
+            if self.companions is not None:  # called with its companions, as this call is
+                def build(clone: Any) -> Any:
+                    call = PackedCall(clone, shapes, self.call_args, self.call_kwargs,
+                                      dtype=dtype, companions=self.companions)
+                    return call_on_probe(call, [self.packing.shape], dtype)
+            operation = clone_layer(operation, dtype, shapes[0] if len(shapes) == 1 else shapes,
+                                    build=build)
         # A keras.ops operation has no dtype: it computes in its inputs' dtype.
         domain = None if self.domain is None else self.domain.clone_to_dtype(dtype)
         clone = PackedCall(

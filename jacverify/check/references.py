@@ -115,17 +115,24 @@ def call_on_probe(function: Callable[[Any], Any], shapes: Sequence, dtype: str) 
 
 
 # ----------------------------------------------------------------------- float64 clone
-def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
+def clone_layer(
+    layer: keras.layers.Layer, dtype: str, input_shape: Sequence,
+    build: Callable[[Any], Any] | None = None,
+):
     """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtype replaced,
     built on ``input_shape`` (without batch axis; a list of shapes for a layer with several
-    inputs), weights copied. Layers that know how to copy themselves (``clone_to_dtype``) do
-    so. Raises on any failure."""
+    inputs) or by ``build(clone)`` (a call that builds it, for a layer called with more than
+    floating inputs), weights copied. Layers that know how to copy themselves
+    (``clone_to_dtype``) do so. Raises on any failure."""
     if hasattr(layer, "clone_to_dtype"):
         return layer.clone_to_dtype(dtype)
     config = {**layer.get_config(), "dtype": dtype}
     clone = type(layer).from_config(config)
-    several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
-    call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)  # builds it
+    if build is not None:
+        build(clone)
+    else:
+        several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
+        call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)
     source, target = layer.get_weights(), clone.weights
     if len(source) != len(target):
         raise ValueError(

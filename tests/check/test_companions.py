@@ -4,13 +4,16 @@ where the builder would give them. Checked on ``keras.ops.ctc_loss``: the adapte
 equals torch's own float64 ``ctc_loss`` at every batch size, the registered rule passes at
 three seeds, and a twin that drops the blank class's gradient is caught."""
 
+import keras
 import numpy as np
 import pytest
 import torch
 from keras import ops
 
-from jacverify import check_layer, check_registry
+from jacverify import BackwardNonLinearLayer, check_layer, check_registry
+from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules.ops.ctc import BackwardCTCLossOp
+from jacverify.check.adapters import PackedCall
 from jacverify.check.companions import CompanionInputs
 from jacverify.check.layer_configs._common import packed
 from jacverify.keras_internals import ops_nn as knn
@@ -123,3 +126,44 @@ def test_ctc_loss_registry_configurations_pass(seed):
     verdicts = [c.check.verdict for c in result.checks]
     assert verdicts == ["pass"] * 3, [c.check.reason for c in result.checks]
     assert all("companions" in c.config for c in result.checks)
+
+
+# ------------------------------------------------------------------ a user's layer
+class PickLogit(keras.layers.Layer):
+    """``logits[b, labels[b]]``: a floating input and an integer one."""
+
+    def call(self, logits, labels):
+        return ops.take_along_axis(logits, labels[:, None], axis=1)[:, 0]
+
+
+class BackwardPickLogit(BackwardNonLinearLayer):
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        logits, labels = input
+        one_hot = ops.one_hot(labels, logits.shape[-1], dtype=gradient.dtype)
+        return [one_hot * gradient[:, None], ops.zeros(ops.shape(labels), dtype=gradient.dtype)]
+
+
+class PickLogitWrongColumn(BackwardPickLogit):
+    """Wrong: the gradient goes to the next column."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        grads = super().call_on_reshaped_gradient(gradient, input)
+        return [ops.roll(grads[0], 1, axis=1), grads[1]]
+
+
+def _pick_logit() -> PackedCall:
+    return PackedCall(PickLogit(), [(4,)], [{INPUT_KEY: 0}, {INPUT_KEY: 1}],
+                      companions=CompanionInputs({1: np.array(2, "int32")}))
+
+
+def test_a_users_layer_with_an_integer_input_is_checked_on_its_float64_clone():
+    check = check_layer(_pick_logit(), BackwardPickLogit, input_shape=(4,), seed=0,
+                        examples=EXAMPLES)
+    assert check.verdict == "pass", check.summary()
+    assert check.reference.float64_clone, check.reference.clone_note
+
+
+def test_a_users_wrong_rule_with_an_integer_input_is_caught():
+    check = check_layer(_pick_logit(), PickLogitWrongColumn, input_shape=(4,), seed=0,
+                        examples=EXAMPLES)
+    assert check.verdict == "fail", check.summary()
