@@ -2,7 +2,9 @@
 per configuration, repeated along every batch the call is evaluated on and handed to the rule
 where the builder would give them. Checked on ``keras.ops.ctc_loss``: the adapter's forward
 equals torch's own float64 ``ctc_loss`` at every batch size, the registered rule passes at
-three seeds, and a twin that drops the blank class's gradient is caught."""
+three seeds, and a twin that drops the blank class's gradient is caught; the same for
+``sparse_categorical_crossentropy``'s integer target and a user's layer with an integer
+input."""
 
 import keras
 import numpy as np
@@ -12,6 +14,7 @@ from keras import ops
 
 from jacverify import BackwardNonLinearLayer, check_layer, check_registry
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.backward.rules.ops.crossentropy import BackwardSparseCategoricalCrossentropyOp
 from jacverify.backward.rules.ops.ctc import BackwardCTCLossOp
 from jacverify.check.adapters import PackedCall
 from jacverify.check.companions import CompanionInputs
@@ -165,5 +168,35 @@ def test_a_users_layer_with_an_integer_input_is_checked_on_its_float64_clone():
 
 def test_a_users_wrong_rule_with_an_integer_input_is_caught():
     check = check_layer(_pick_logit(), PickLogitWrongColumn, input_shape=(4,), seed=0,
+                        examples=EXAMPLES)
+    assert check.verdict == "fail", check.summary()
+
+
+# ------------------------------------------------- sparse_categorical_crossentropy
+class SparseCrossentropyWithoutSoftmax(BackwardSparseCategoricalCrossentropyOp):
+    """Wrong: ``-onehot(t) g`` (forgets the softmax term ``softmax(z) g``)."""
+
+    def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        results = super().call_on_reshaped_gradient(gradient, input)
+        logits = ops.cast(input[1], gradient.dtype)
+        results[1] = results[1] - gradient[..., None] * ops.softmax(logits, axis=-1)
+        return results
+
+
+def _sparse_crossentropy():
+    target = np.array([2, 0, 3], "int32")
+    return packed(knn.SparseCategoricalCrossentropy(from_logits=True, axis=-1), (3, 4),
+                  companions=CompanionInputs({0: target}))
+
+
+def test_sparse_crossentropy_rule_passes_with_its_integer_target():
+    layer, shape = _sparse_crossentropy()
+    check = check_layer(layer, input_shape=shape, seed=0, examples=EXAMPLES)
+    assert check.verdict == "pass", check.summary()
+
+
+def test_sparse_crossentropy_without_softmax_is_caught():
+    layer, shape = _sparse_crossentropy()
+    check = check_layer(layer, SparseCrossentropyWithoutSoftmax, input_shape=shape, seed=0,
                         examples=EXAMPLES)
     assert check.verdict == "fail", check.summary()

@@ -227,6 +227,20 @@ def categorical_crossentropy(draw):
 
 
 @layer_strategy
+def sparse_categorical_crossentropy(draw):
+    """From logits on the last axis; the integer class indices are a companion input fixed
+    for the configuration (see :mod:`jacverify.check.companions`)."""
+    shape = list(_shape(draw, budget=12))
+    shape[-1] = max(shape[-1], 2)
+    rng = np.random.default_rng(draw(weight_seeds))
+    target = rng.integers(0, shape[-1], size=shape[:-1]).astype("int32")
+    companions = CompanionInputs({0: target}, description=f"target {target.tolist()} for "
+                                 "every example")
+    return packed(knn.SparseCategoricalCrossentropy(from_logits=True, axis=-1), tuple(shape),
+                  companions=companions)
+
+
+@layer_strategy
 def ctc_loss(draw):
     """``ctc_loss(target, output, target_length, output_length, mask_index)``: the logits
     ``output`` are drawn; the labels and both lengths are companion inputs fixed for the
@@ -486,6 +500,7 @@ STRATEGIES = {
     knn.BinaryCrossentropy: binary_crossentropy,
     knn.CategoricalCrossentropy: categorical_crossentropy,
     knn.CTCLoss: ctc_loss,
+    knn.SparseCategoricalCrossentropy: sparse_categorical_crossentropy,
     kmath.Erf: lambda: unary(kmath.Erf),
     kmath.Erfc: lambda: unary(kmath.Erfc),
     kmath.Erfinv: domains.strategy(kmath.Erfinv, domains.inside_unit_interval),
@@ -532,8 +547,6 @@ UNSUPPORTED = {
     knn.ConvTranspose: "keras.ops.conv_transpose's operation passes output_padding where the "
     "backend expects padding (Keras 3.15): it cannot be called as an operation; the rule is "
     "tested on the eager function",
-    knn.SparseCategoricalCrossentropy: "its target is an integer class index: the checker "
-    "packs the inputs into one float tensor",
     kcore.Slice: "its shape argument fixes the batch size: check it inside a model",
     kcore.SliceUpdate: "its start indices and update shape fix the batch size: check it "
     "inside a model",
