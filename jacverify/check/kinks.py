@@ -190,7 +190,9 @@ def tie_directions(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
     (max, median, quantile, sort) has a compound kink: each ordering of the tied values is a
     piece of its own, and along a direction that moves only one of them the pieces' slopes
     may cancel (the median of three tied values does not move when one of them does, yet a
-    rule may give that value's gradient to it). Such a direction is judged as a kink.
+    rule may give that value's gradient to it). Along such a direction a rule that differs
+    from the finite differences may still be right: the checker then asks whether it lies in
+    the range of a compound kink (see :func:`jacverify.check.compare.judge_directions`).
     """
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
     d = np.asarray(directions, dtype=np.float64)

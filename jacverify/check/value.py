@@ -219,8 +219,9 @@ class ValueJudge:
         widen,
     ) -> list:
         """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
-        A direction that moves tied coordinates apart is judged as a (possibly compound)
-        kink (see :func:`jacverify.check.kinks.tie_directions`)."""
+        Along a direction that moves tied coordinates apart, a rule differing from the finite
+        differences passes if it lies in the range of a compound kink (see
+        :func:`jacverify.check.kinks.tie_directions`)."""
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
             rule_eps=self.rule_eps, fd_eps=self.fd.eps,
