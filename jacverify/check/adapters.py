@@ -17,6 +17,11 @@ kinds of calls need an adapter to look like that:
   as the builder does (``rule([[g_0, g_1], x])``). Coordinates of the packed output are named
   ``output 1, index [0, 2]`` (:meth:`OutputPacking.label`).
 
+Inputs that are not differentiated but have a batch axis (integer labels and lengths) are
+*companion inputs* (:class:`jacverify.check.companions.CompanionInputs`): fixed per
+configuration, repeated along every batch the call is evaluated on, and given to the rule
+where the builder would give them; only the floating inputs are packed.
+
 Inputs of the same shape are stacked on a new axis after the batch axis (``x[b, i, ...]`` is
 input ``i``), so that neighbouring coordinates along it are the same position of different
 inputs: the checker's ties between neighbours become ties across ``Maximum``'s inputs. Inputs
@@ -36,6 +41,7 @@ from keras import ops
 
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.companions import CompanionInputs
 from jacverify.check.direct_calls import invoke
 from jacverify.check.kinks import format_index
 from jacverify.check.references import (
@@ -278,6 +284,9 @@ class PackedCall(keras.layers.Layer):
     ``outputs`` (a call with several outputs), the call returns them packed into one tensor.
     With ``domain`` (a :class:`jacverify.check.domain.DomainMap` of the packed input), the
     call is ``operation(domain(x))``: the checker judges the operation inside its domain.
+    With ``companions`` (:class:`jacverify.check.companions.CompanionInputs`), the inputs at
+    their positions are fixed arrays repeated along the batch, and ``shapes`` are those of the
+    other (drawn, packed) inputs.
     """
 
     def __init__(
@@ -291,6 +300,7 @@ class PackedCall(keras.layers.Layer):
         dtype: Any = None,
         outputs: OutputPacking | None = None,
         domain: Any = None,
+        companions: CompanionInputs | None = None,
         **layer_kwargs: Any,
     ) -> None:
         if dtype is None:
@@ -302,6 +312,7 @@ class PackedCall(keras.layers.Layer):
         self.call_kwargs = dict(kwargs or {})
         self.output_packing = outputs
         self.domain = domain
+        self.companions = companions if companions else None
         if (
             isinstance(operation, keras.layers.Layer)
             and accepts_training(operation)
@@ -313,10 +324,18 @@ class PackedCall(keras.layers.Layer):
         self.checked_class = type(operation).__name__
         self.built = True  # no weights of its own; the operation is built or builds itself
 
+    def call_inputs(self, x: Any) -> list:
+        """Every input of the call, in order, for the packed input ``x`` (companions repeated
+        along its batch)."""
+        parts = self.packing.split(x)
+        if self.companions is None:
+            return parts
+        return self.companions.merge_batch(parts, int(x.shape[0]))
+
     def call(self, x):
         if self.domain is not None:
             x = self.domain(x)
-        parts = self.packing.split(x)
+        parts = self.call_inputs(x)
         args = _fill(self.call_args, parts)
         kwargs = _fill(self.call_kwargs, parts)
         result = self.operation(*args, **kwargs)
@@ -332,7 +351,7 @@ class PackedCall(keras.layers.Layer):
         operation = self.operation
         if not isinstance(operation, keras.layers.Layer):
             return self.call(x)
-        parts = self.packing.split(x)
+        parts = self.call_inputs(x)
         result = operation.call(*_fill(self.call_args, parts), **_fill(self.call_kwargs, parts))
         if self.output_packing is None:
             return result
@@ -351,6 +370,8 @@ class PackedCall(keras.layers.Layer):
         }
         if self.domain is not None:
             config["domain"] = self.domain.description
+        if self.companions is not None:
+            config["companions"] = self.companions.description
         return config
 
     def clone_to_dtype(self, dtype: str) -> PackedCall:
@@ -361,12 +382,20 @@ class PackedCall(keras.layers.Layer):
             operation = clone_model_to_dtype(operation, dtype)
         elif isinstance(operation, keras.layers.Layer):
             shapes = self.packing.shapes
-            operation = clone_layer(operation, dtype, shapes[0] if len(shapes) == 1 else shapes)
+            build = None
+            if self.companions is not None:  # called with its companions, as this call is
+                def build(clone: Any) -> Any:
+                    call = PackedCall(clone, shapes, self.call_args, self.call_kwargs,
+                                      dtype=dtype, companions=self.companions)
+                    return call_on_probe(call, [self.packing.shape], dtype)
+            operation = clone_layer(operation, dtype, shapes[0] if len(shapes) == 1 else shapes,
+                                    build=build)
         # A keras.ops operation has no dtype: it computes in its inputs' dtype.
         domain = None if self.domain is None else self.domain.clone_to_dtype(dtype)
         clone = PackedCall(
             operation, self.packing.shapes, self.call_args, self.call_kwargs,
             label=self.checked_name, dtype=dtype, outputs=self.output_packing, domain=domain,
+            companions=self.companions,
         )
         clone.checked_class = self.checked_class
         return clone
@@ -404,24 +433,28 @@ class PackedRule:
     without the batch axis (taken from the layer, never from the rule): the axes of the
     gradient before it are the lead axes (the batch, and extra Jacobian axes). With ``domain``
     (the call's :class:`jacverify.check.domain.DomainMap`), the rule is called on the mapped
-    input and its gradient pulled back through the map's backward model.
+    input and its gradient pulled back through the map's backward model. With ``companions``
+    (the call's :class:`jacverify.check.companions.CompanionInputs`), the rule gets them among
+    its inputs, repeated along the batch, and the gradients it returns for them are dropped.
     """
 
     def __init__(
         self, rule: Any, packing: Packing, output_shape: Sequence[int] | None = None,
         outputs: OutputPacking | None = None, domain: Any = None,
+        companions: CompanionInputs | None = None,
     ) -> None:
         self.rule = rule
         self.packing = packing
         self.outputs = outputs
         self.domain = domain
+        self.companions = companions if companions else None
         if outputs is not None:
             output_shape = outputs.shape
         if output_shape is None:  # older callers: the rule's own record, when it has one
             output_shape = getattr(rule, "output_dim_wo_batch", ()) or ()
         self.output_shape = tuple(int(d) for d in output_shape)
         # A rule of several outputs is always called rule([gradients, input]).
-        self.is_linear = (outputs is None and domain is None
+        self.is_linear = (outputs is None and domain is None and self.companions is None
                           and bool(getattr(rule, "is_linear", False)))
         self.supports_extra_axes = bool(getattr(rule, "supports_extra_axes", True))
 
@@ -431,6 +464,7 @@ class PackedRule:
         else:
             gradient, packed = inputs, None
         n = len(self.packing.shapes)
+        n_call = n + (len(self.companions) if self.companions is not None else 0)
         upstream = gradient
         if self.outputs is not None:
             gradient = keras.ops.convert_to_tensor(gradient)
@@ -442,12 +476,16 @@ class PackedRule:
             out = invoke(self.rule, upstream)
         else:
             parts = self.packing.split(packed)
-            out = invoke(self.rule, [upstream, parts if n > 1 else parts[0]])
+            if self.companions is not None:
+                parts = self.companions.merge_batch(parts, int(packed.shape[0]))
+            out = invoke(self.rule, [upstream, parts if n_call > 1 else parts[0]])
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        if len(outs) != n:
+        if len(outs) != n_call:
             raise RuleOutputError(
-                f"the rule returned {len(outs)} gradient(s) for a call with {n} input(s)"
+                f"the rule returned {len(outs)} gradient(s) for a call with {n_call} input(s)"
             )
+        if self.companions is not None:
+            outs = self.companions.drawn_only(outs)
         lead = max(1, len(gradient.shape) - len(self.output_shape))
         for i, (part, shape) in enumerate(zip(outs, self.packing.shapes, strict=True)):
             got = tuple(part.shape[lead:])
@@ -478,7 +516,7 @@ def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
         adapted = PackedCall(
             target.operation, packing.shapes, target.call_args, target.call_kwargs,
             label=target.checked_name, dtype=target.dtype_policy, outputs=outputs,
-            domain=target.domain,
+            domain=target.domain, companions=target.companions,
         )
         adapted.checked_class = target.checked_class
         return adapted

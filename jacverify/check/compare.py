@@ -157,6 +157,7 @@ class _Example:
     convention: str
     widen: Callable[[int, float, float], tuple[float, float]] | None
     at_kink: np.ndarray | None
+    at_tie: np.ndarray | None
     c: float  # rounding factor
     r_dir: np.ndarray  # <rule, d>
     a_dir: np.ndarray | None  # <autograd, d>
@@ -196,7 +197,7 @@ def _unit_floor(
 def _example(
     rule: np.ndarray, autograd: np.ndarray | None, g: np.ndarray, directions: np.ndarray,
     n_basis: int, fd: Directional, *, rule_eps: float, fd_eps: float, near_mask: np.ndarray,
-    convention: str, widen, at_kink, sensitivity, jacobian_scale: float,
+    convention: str, widen, at_kink, sensitivity, jacobian_scale: float, at_tie=None,
 ) -> _Example:
     """The shared quantities of one example (see :func:`judge_directions`)."""
     if autograd is not None and not np.all(np.isfinite(autograd)):
@@ -218,7 +219,8 @@ def _example(
         conditioning = C_COND * (abs_d @ np.asarray(sensitivity, dtype=np.float64))
     return _Example(
         rule=rule, autograd=autograd, d=d, n_basis=n_basis, fd=fd, rule_eps=rule_eps,
-        near_mask=near_mask, convention=convention, widen=widen, at_kink=at_kink, c=c,
+        near_mask=near_mask, convention=convention, widen=widen, at_kink=at_kink,
+        at_tie=at_tie, c=c,
         r_dir=d @ rule, a_dir=d @ autograd if autograd is not None else None, size=size,
         unit=_unit_floor(rule_eps, fd, d, g, size, c, jacobian_scale), quiet=quiet,
         conditioning=conditioning, lr_floor=4 * math.sqrt(fd_eps),
@@ -284,7 +286,8 @@ def _unjudged(dirn: _Direction, location: str, note: str, tolerance: float,
 
 
 def _classify(ex: _Example, dirn: _Direction) -> str:
-    """``kink``, ``unresolved`` (a kink inside the steps), ``smooth`` or ``noisy``.
+    """``kink``, ``unresolved`` (a kink inside the steps), ``tie`` (smooth by the finite
+    differences, but moving tied coordinates apart), ``smooth`` or ``noisy``.
 
     Richardson's one-sided estimates are clean when their error is small and the one-sided
     quotients at a tiny step (~1e-9 of it) agree with them; otherwise a kink lies inside the
@@ -310,6 +313,8 @@ def _classify(ex: _Example, dirn: _Direction) -> str:
         # A slope change below what the rule may be off by does not matter.
         is_kink = abs(t.left - t.right) > C_FD * (t.err_l + t.err_r) + t.margin
         is_kink = is_kink or (ex.at_kink is not None and bool(ex.at_kink[t.k]))
+        if not is_kink and ex.at_tie is not None and bool(ex.at_tie[t.k]):
+            return "tie"
         return "kink" if is_kink else "smooth"
     if max(t.near_err_l, t.near_err_r) > (
         1e-2 * (t.s + max(abs(t.q_l), abs(t.q_r)) + t.quiet) + t.unit
@@ -462,7 +467,15 @@ def judge_direction(ex: _Example, k: int) -> DirectionJudgement:
                          "locate a kink", t.base_tol)
     if shape in ("kink", "unresolved"):
         return _judge_kink(ex, t, is_kink=shape == "kink")
-    return _judge_smooth(ex, t)
+    smooth = _judge_smooth(ex, t)
+    if shape == "tie" and smooth.verdict != Verdict.PASS and smooth.error > smooth.tolerance:
+        # A compound kink the one-sided derivatives cannot show: a rule that differs from
+        # them passes if it lies in the range of the orderings' slopes; any other verdict
+        # stays the smooth point's (a tie only ever widens what is accepted).
+        at_tie = _judge_kink(ex, t, is_kink=True)
+        if at_tie.verdict == Verdict.PASS:
+            return at_tie
+    return smooth
 
 
 def judge_directions(
@@ -481,6 +494,7 @@ def judge_directions(
     at_kink: np.ndarray | None = None,
     sensitivity: np.ndarray | None = None,
     jacobian_scale: float = 0.0,
+    at_tie: np.ndarray | None = None,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
@@ -493,6 +507,11 @@ def judge_directions(
     coordinate sitting on a candidate kink: there the point is judged as a (possibly
     compound) kink even when the one-sided derivatives agree, since kinks of several
     coordinates may cancel along the direction while a rule's choices do not.
+    ``at_tie[k]`` says direction k moves tied coordinates apart (see
+    :func:`jacverify.check.kinks.tie_directions`): where the finite differences see no kink
+    along it, it is judged as a smooth point, except that a rule differing from the
+    finite differences passes if it lies in the range of a compound kink (an order
+    statistic's orderings meet there).
     ``sensitivity`` (flat) is how much each coordinate of ``g^T J`` moves under a rounding-size
     perturbation of x (see :func:`jacverify.check.references.rounding_sensitivity`); the
     tolerance grows by ``C_COND`` times its projection on the direction.
@@ -503,7 +522,7 @@ def judge_directions(
     ex = _example(
         rule, autograd, g, directions, n_basis, fd, rule_eps=rule_eps, fd_eps=fd_eps,
         near_mask=near_mask, convention=str(convention), widen=widen, at_kink=at_kink,
-        sensitivity=sensitivity, jacobian_scale=jacobian_scale,
+        sensitivity=sensitivity, jacobian_scale=jacobian_scale, at_tie=at_tie,
     )
     return [judge_direction(ex, k) for k in range(ex.d.shape[0])]
 

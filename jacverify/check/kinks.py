@@ -183,6 +183,31 @@ def tie_mask(x: np.ndarray) -> np.ndarray:
     return (counts[inverse] > 1).reshape(np.shape(x))
 
 
+def tie_directions(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """Whether each direction moves tied coordinates of ``x`` apart.
+
+    ``x`` is flat (n,), ``directions`` (k, n). Where coordinates are tied, an order statistic
+    (max, median, quantile, sort) has a compound kink: each ordering of the tied values is a
+    piece of its own, and along a direction that moves only one of them the pieces' slopes
+    may cancel (the median of three tied values does not move when one of them does, yet a
+    rule may give that value's gradient to it). Along such a direction a rule that differs
+    from the finite differences may still be right: the checker then asks whether it lies in
+    the range of a compound kink (see :func:`jacverify.check.compare.judge_directions`).
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    d = np.asarray(directions, dtype=np.float64)
+    if flat.size == 0 or d.shape[0] == 0:
+        return np.zeros(d.shape[0], dtype=bool)
+    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse.reshape(-1), kind="stable")
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    grouped = d[:, order]
+    spread = np.maximum.reduceat(grouped, starts, axis=1) - np.minimum.reduceat(
+        grouped, starts, axis=1
+    )
+    return np.any((spread > 0) & (counts > 1)[None, :], axis=1)
+
+
 def kink_or_tie_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
     """Coordinates on or next to a candidate kink, or tied with another coordinate: an error
     blamed only on them is a ``boundary`` error."""

@@ -281,13 +281,17 @@ def _instantiate(rule: Any, target: Any, packing: Packing, output_shape: tuple) 
         outputs = getattr(target, "output_packing", None)
         output_shapes = [list(output_shape)] if outputs is None else [
             list(s) for s in outputs.shapes]
+        input_shapes = list(packing.shapes)
+        companions = getattr(target, "companions", None)
+        if companions is not None:
+            input_shapes = companions.all_shapes(input_shapes)
         instance = make_rule(
-            operation, [list(s) for s in packing.shapes], output_shapes, rule=rule,
+            operation, [list(s) for s in input_shapes], output_shapes, rule=rule,
             call_arguments=call_arguments, dtype=dtype,
         )
     if isinstance(target, PackedCall):
         instance = PackedRule(instance, packing, output_shape, outputs=target.output_packing,
-                              domain=target.domain)
+                              domain=target.domain, companions=target.companions)
     return instance
 
 

@@ -150,16 +150,23 @@ def config_in_dtype(config: dict, dtype: str) -> dict:
     return {**_floating_dtypes_replaced(config, dtype), "dtype": dtype}
 
 
-def clone_layer(layer: keras.layers.Layer, dtype: str, input_shape: Sequence):
+def clone_layer(
+    layer: keras.layers.Layer, dtype: str, input_shape: Sequence,
+    build: Callable[[Any], Any] | None = None,
+):
     """A copy of ``layer`` computing in ``dtype``: ``from_config`` with the dtypes replaced
     (:func:`config_in_dtype`), built on ``input_shape`` (without batch axis; a list of shapes
-    for a layer with several inputs), weights copied. Layers that know how to copy themselves
-    (a ``clone_to_dtype`` method) do so. Raises on any failure."""
+    for a layer with several inputs) or by ``build(clone)`` (a call that builds it, for a layer
+    called with more than floating inputs), weights copied. Layers that know how to copy
+    themselves (a ``clone_to_dtype`` method) do so. Raises on any failure."""
     if hasattr(layer, "clone_to_dtype"):
         return layer.clone_to_dtype(dtype)
     clone = type(layer).from_config(config_in_dtype(layer.get_config(), dtype))
-    several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
-    call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)  # builds it
+    if build is not None:
+        build(clone)
+    else:
+        several = bool(input_shape) and isinstance(input_shape[0], (list, tuple))
+        call_on_probe(clone, list(input_shape) if several else [input_shape], dtype)
     source, target = layer.get_weights(), clone.weights
     if len(source) != len(target):
         raise ValueError(

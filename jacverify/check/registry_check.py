@@ -99,6 +99,8 @@ def describe_layer(layer: Any) -> dict:
             described["call"] = constants
         if layer.domain is not None:
             described["domain"] = layer.domain.description
+        if layer.companions is not None:
+            described["companions"] = layer.companions.description
         return described
     try:
         return describe_config(layer.get_config())

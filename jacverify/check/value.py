@@ -15,7 +15,7 @@ import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
 from jacverify.check.explain import describe_judgement
-from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask
+from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
 from jacverify.check.references import (
     ReferenceUnavailable,
@@ -176,24 +176,59 @@ class ValueJudge:
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"finite differences raised {error!r}")
         try:
-            judgements = self._judge(**judge, sensitivity=sensitivity,
-                                     widen=self.widening(example, x0, g0, steps))
+            widen = self.widening(example, x0, g0, steps)
+            judgements = self._judge(**judge, sensitivity=sensitivity, widen=widen)
+            judgements = self._second_opinion(judgements, judge, sensitivity, widen, outcome)
         except Exception as error:  # noqa: BLE001 - a failing reference must not end the check
             return _value_finding(Verdict.INCONCLUSIVE,
                                   f"judging the example raised {error!r}")
         return self._finding(example, judgements, outcome, x0)
 
+    def _second_opinion(self, judgements: list, judge: dict, sensitivity, widen,
+                        outcome) -> list:
+        """Where only the references' disagreement stops a pass, and autograd ran in a
+        lower precision than the finite differences: the example judged again with autograd
+        of the float64 clone (the finite differences' own function). The new judgements are
+        kept only when every direction then passes (or is unjudged): autograd's float32
+        rounding (``sinc`` near 0, a normalized dot product at cos = 1) then explains the
+        disagreement, and a rule matching both float64 references is right. Any other
+        outcome keeps the first judgements."""
+        fd = self.fd
+        if (
+            fd.vjp is None or not fd.clone_ok or self.setup.dtype == fd.dtype
+            or not any(j.verdict == Verdict.INCONCLUSIVE.value for j in judgements)
+            or not all(j.verdict in (*_DECIDED, Verdict.INCONCLUSIVE.value)
+                       for j in judgements)
+        ):
+            return judgements
+        autograd64 = fd.vjp(judge["x0"][None, :], judge["g0"][None, :])[0]
+        if not np.all(np.isfinite(autograd64)):
+            return judgements
+        again = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
+                            widen=widen)
+        if not all(j.verdict in _DECIDED for j in again):
+            return judgements
+        outcome.autograd_note = (
+            f"where torch autograd in {self.setup.dtype} disagreed with the finite differences "
+            "and autograd of the float64 clone agreed with them, the latter was the reference"
+        )
+        return again
+
     def _judge(
         self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, sensitivity,
         widen,
     ) -> list:
-        """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`)."""
+        """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
+        Along a direction that moves tied coordinates apart, a rule differing from the finite
+        differences passes if it lies in the range of a compound kink (see
+        :func:`jacverify.check.kinks.tie_directions`)."""
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
             rule_eps=self.rule_eps, fd_eps=self.fd.eps,
             near_mask=kink_or_tie_mask(x0, self.kinks),
             convention=self.setup.settings.convention, widen=widen, at_kink=at_kink,
             sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
+            at_tie=tie_directions(x0, example.directions),
         )
 
     def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:

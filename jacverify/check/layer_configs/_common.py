@@ -16,6 +16,7 @@ from keras.ops import convert_to_tensor
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules._call_arguments import fill_in
 from jacverify.check.adapters import PackedCall
+from jacverify.check.companions import CompanionInputs
 from jacverify.check.domain import DomainMap
 
 #: A drawn configuration: a built layer and its input shape without the batch axis (a list of
@@ -150,21 +151,24 @@ def inputs_template(n: int) -> list:
 
 def packed(
     operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None,
-    domain: DomainMap | None = None,
+    domain: DomainMap | None = None, companions: CompanionInputs | None = None,
 ) -> Drawn:
     """Build ``operation`` as it is called (``args``/``kwargs``: the call's arguments with
     ``{"__input__": i}`` placeholders; default: the inputs as positional arguments), give it
     seeded weights, and return it wrapped in the checker's :class:`PackedCall` adapter (one
     packed input; layers taking ``training`` run at inference), with its input shape(s).
     ``domain``: a map of the drawn (packed) inputs into the operation's domain, applied before
-    every call (see :mod:`jacverify.check.domain`).
+    every call (see :mod:`jacverify.check.domain`). ``companions``: the call's inputs that are
+    not differentiated (integer labels, lengths), fixed for the configuration; ``input_shape``
+    then gives the shapes of the other inputs (see :mod:`jacverify.check.companions`).
 
     For calls check_layer cannot make by itself: ``keras.ops`` operations, layers taking
     several tensors as separate arguments, layers whose call defaults to ``training=True``.
     """
     multi = is_multi(input_shape)
     shapes = [tuple(s) for s in input_shape] if multi else [tuple(input_shape)]
-    args = list(inputs_template(len(shapes)) if args is None else args)
+    n_call = len(shapes) + (len(companions) if companions else 0)
+    args = list(inputs_template(n_call) if args is None else args)
     kwargs = dict(kwargs or {})
 
     def call(op, inputs) -> None:
@@ -173,6 +177,8 @@ def packed(
         parts = [convert_to_tensor(p) for p in (list(inputs) if multi else [inputs])]
         if domain is not None:  # one packed input: the map's shape is the operation's
             parts = [domain(parts[0])]
+        if companions:
+            parts = companions.merge_batch(parts, int(parts[0].shape[0]))
         op(*fill_in(args, parts), **fill_in(kwargs, parts))
 
     if domain is not None and (multi or tuple(domain.shape) != shapes[0]):
@@ -181,5 +187,5 @@ def packed(
             "single input of a one-input call, and keeps its shape"
         )
     finish(operation, shapes if multi else shapes[0], weight_seed, call=call)
-    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain)
+    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain, companions=companions)
     return adapter, (shapes if multi else shapes[0])

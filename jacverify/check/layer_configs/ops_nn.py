@@ -13,6 +13,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.companions import CompanionInputs
 from jacverify.check.layer_configs import elementwise_domains as domains
 from jacverify.check.layer_configs._common import (
     data_formats,
@@ -223,6 +224,47 @@ def categorical_crossentropy(draw):
     shape = list(_shape(draw, budget=12))
     shape[-1] = max(shape[-1], 2)
     return packed(knn.CategoricalCrossentropy(from_logits=True, axis=-1), [shape, shape])
+
+
+@layer_strategy
+def sparse_categorical_crossentropy(draw):
+    """From logits on the last axis; the integer class indices are a companion input fixed
+    for the configuration (see :mod:`jacverify.check.companions`)."""
+    shape = list(_shape(draw, budget=12))
+    shape[-1] = max(shape[-1], 2)
+    rng = np.random.default_rng(draw(weight_seeds))
+    target = rng.integers(0, shape[-1], size=shape[:-1]).astype("int32")
+    companions = CompanionInputs({0: target}, description=f"target {target.tolist()} for "
+                                 "every example")
+    return packed(knn.SparseCategoricalCrossentropy(from_logits=True, axis=-1), tuple(shape),
+                  companions=companions)
+
+
+@layer_strategy
+def ctc_loss(draw):
+    """``ctc_loss(target, output, target_length, output_length, mask_index)``: the logits
+    ``output`` are drawn; the labels and both lengths are companion inputs fixed for the
+    configuration (see :mod:`jacverify.check.companions`), with repeated labels (which need a
+    blank between them) and output lengths from the shortest that fits the labels up."""
+    classes = draw(st.integers(2, 4))
+    blank = draw(st.sampled_from([0, classes - 1]))
+    labels = [c for c in range(classes) if c != blank]
+    steps = draw(st.integers(2, 6))
+    width = draw(st.sampled_from([3, 2, 1]))
+    target = np.array([draw(st.sampled_from(labels)) for _ in range(width)], "int32")
+    # The labels used (all of them first), cut to a length some path of ``steps`` steps can
+    # emit.
+    length = draw(st.sampled_from(list(range(width, 0, -1))))
+    while length and length + int(np.sum(target[1:length] == target[: length - 1])) > steps:
+        length -= 1
+    needed = length + int(np.sum(target[1:length] == target[: max(length - 1, 0)]))
+    output_length = draw(st.integers(max(needed, 1), steps))
+    companions = CompanionInputs(
+        {0: target, 2: np.array(length, "int32"), 3: np.array(output_length, "int32")},
+        description=f"target {target.tolist()}, target_length {length}, output_length "
+        f"{output_length} for every example",
+    )
+    return packed(knn.CTCLoss(mask_index=blank), (steps, classes), companions=companions)
 
 
 # ------------------------------------------------------------------ math, linalg, core
@@ -457,6 +499,8 @@ STRATEGIES = {
     knn.DotProductAttention: attention,
     knn.BinaryCrossentropy: binary_crossentropy,
     knn.CategoricalCrossentropy: categorical_crossentropy,
+    knn.CTCLoss: ctc_loss,
+    knn.SparseCategoricalCrossentropy: sparse_categorical_crossentropy,
     kmath.Erf: lambda: unary(kmath.Erf),
     kmath.Erfc: lambda: unary(kmath.Erfc),
     kmath.Erfinv: domains.strategy(kmath.Erfinv, domains.inside_unit_interval),
@@ -474,10 +518,6 @@ _DOMAIN = ("the forward raises on the matrices the checker draws (zero, singular
            "definite); the rule is tested in models on valid matrices")
 
 UNSUPPORTED = {
-    knn.CTCLoss: "its labels and lengths are integer tensors with a batch axis, while the "
-    "checker packs a call's inputs into one float tensor and varies the batch size; the rule "
-    "is compared with torch autograd (float32) and torch's float64 ctc_loss in "
-    "tests/backward/rules/test_ops_ctc.py",
     kimage.ScaleAndTranslate: "its output_shape argument names the batch size, which the "
     "checker varies; the rule is tested in models at a fixed batch size",
     keinops.Rearrange: "Keras 3.15 traces rearrange only at a known batch size (its symbolic "
@@ -507,8 +547,6 @@ UNSUPPORTED = {
     knn.ConvTranspose: "keras.ops.conv_transpose's operation passes output_padding where the "
     "backend expects padding (Keras 3.15): it cannot be called as an operation; the rule is "
     "tested on the eager function",
-    knn.SparseCategoricalCrossentropy: "its target is an integer class index: the checker "
-    "packs the inputs into one float tensor",
     kcore.Slice: "its shape argument fixes the batch size: check it inside a model",
     kcore.SliceUpdate: "its start indices and update shape fix the batch size: check it "
     "inside a model",
