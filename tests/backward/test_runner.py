@@ -310,6 +310,57 @@ def test_a_pre_activation_unlike_the_forward_is_not_used():
         assert_bit_identical(backward(inputs), through_keras)  # later calls too
 
 
+def _attention_model(**call_kwargs):
+    x = keras.Input((5, 4))
+    h = keras.layers.Dense(4)(x)  # the attention's forward is needed by the next rule
+    h = keras.layers.MultiHeadAttention(2, 3, name="mha")(h, h, **call_kwargs)
+    return keras.Model(x, keras.layers.Dense(2, activation="tanh")(h))
+
+
+@pytest.mark.parametrize("call_kwargs,reused", [({}, True), ({"use_causal_mask": True}, False)],
+                         ids=["no-mask", "causal"])
+def test_attention_rule_reuses_the_projections_of_the_forward_call(call_kwargs, reused,
+                                                                   direct_call_count):
+    """MultiHeadAttention without masks: the rule makes the forward call and reuses its query,
+    key and value projections; with a mask the layer's own call is made. Either way, the
+    outputs of Keras' path bit for bit, and equal to autograd."""
+    keras.utils.set_random_seed(0)
+    model = _attention_model(**call_kwargs)
+    backward = clone_to_backward(model)
+    (rule,) = [s.provider for s in runner_of(backward).steps
+               if s.provider is not None and s.provider.layer.name == "mha"]
+    calls = {"projections": 0, "reused": 0}
+    projections, kept = rule._projections_of, rule._kept_projections
+
+    def counting_projections(*args):
+        calls["projections"] += 1
+        return projections(*args)
+
+    def counting_kept(*args):
+        found = kept(*args)
+        calls["reused"] += found is not None
+        return found
+
+    object.__setattr__(rule, "_projections_of", counting_projections)
+    object.__setattr__(rule, "_kept_projections", counting_kept)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    g = rng.standard_normal((3, 5, 2)).astype("float32")
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    with torch.no_grad():
+        backward(inputs)  # the first call also checks the layer's own forward call
+        calls.update(projections=0, reused=0)
+        got = backward(inputs)
+    # Computed once either way: by the forward call (and reused), or by the rule.
+    assert calls == {"projections": 1, "reused": int(reused)}
+    state = rule._forward_state
+    assert list(state["reproduces"].values()) == ([True] if reused else [])
+    assert state["kept"] == {}
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    (expected,) = model_autograd_vjp(model, x, g)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ calls that keep __call__
 def _token_model():
     tokens = keras.Input((5,), dtype="int32")
