@@ -310,6 +310,49 @@ def test_a_pre_activation_unlike_the_forward_is_not_used():
         assert_bit_identical(backward(inputs), through_keras)  # later calls too
 
 
+@pytest.mark.parametrize("pool_kwargs,data_format", [
+    ({}, "channels_last"),
+    ({"pool_size": 3, "strides": 2, "padding": "same"}, "channels_last"),  # replicated pads
+    ({"pool_size": 3, "strides": 1, "padding": "same"}, "channels_first"),  # implicit pads
+])
+def test_max_pooling_rule_reuses_the_indices_of_the_forward_call(pool_kwargs, data_format,
+                                                                 direct_call_count):
+    """The max pooling rule makes the layer's forward call from torch's pooling with indices
+    and reuses them: one pooling per call instead of two, the outputs of Keras' path bit for
+    bit, equal to autograd."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((7, 6, 3) if data_format == "channels_last" else (3, 7, 6))
+    h = keras.layers.MaxPooling2D(data_format=data_format, name="pool", **pool_kwargs)(x_in)
+    h = keras.layers.Conv2D(4, 2, activation="tanh", data_format=data_format)(h)
+    model = keras.Model(x_in, keras.layers.Flatten()(h))
+    backward = clone_to_backward(model)
+    (rule,) = [s.provider for s in runner_of(backward).steps
+               if s.provider is not None and s.provider.layer.name == "pool"]
+    calls = {"pool": 0}
+    original = rule._pool
+
+    def counting(*args):
+        calls["pool"] += 1
+        return original(*args)
+
+    object.__setattr__(rule, "_pool", counting)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *x_in.shape[1:])).astype("float32")
+    x[0, :2, :2] = 1.0  # ties inside windows: the first maximum gets the gradient
+    g = rng.standard_normal((3, *model.output_shape[1:])).astype("float32")
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    with torch.no_grad():
+        backward(inputs)  # the first call also checks the layer's own forward call
+        calls["pool"] = 0
+        got = backward(inputs)
+    assert calls["pool"] == 1
+    assert list(rule._forward_state["reproduces"].values()) == [True]
+    assert rule._forward_state["kept"] == {}
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    (expected,) = model_autograd_vjp(model, x, g)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
 def _attention_model(**call_kwargs):
     x = keras.Input((5, 4))
     h = keras.layers.Dense(4)(x)  # the attention's forward is needed by the next rule
