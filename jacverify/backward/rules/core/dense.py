@@ -7,6 +7,7 @@ from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
 from jacverify.backward.registry import register_backward
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.pre_activation import PreActivationProvider
 
@@ -28,8 +29,8 @@ class BackwardDense(PreActivationProvider, BackwardNonLinearLayer):
     The pre-activation is the forward call's when the backward model lets the rule make that
     call (see :mod:`jacverify.backward.rules.pre_activation`), else recomputed as
     ``Dense.call`` computes it (so that a kink is on the same side as in the forward pass);
-    the product with ``W^T`` is an einsum because ``keras.ops.matmul`` computes float64
-    products in float32 on the torch backend.
+    the product with ``W^T`` is torch's on torch tensors, else an einsum because
+    ``keras.ops.matmul`` computes float64 products in float32 on the torch backend.
     """
 
     def __init__(self, layer, **kwargs):
@@ -48,4 +49,7 @@ class BackwardDense(PreActivationProvider, BackwardNonLinearLayer):
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         if self._vjp is not None:
             gradient = self._vjp(gradient, self.pre_activation(input, gradient.dtype))
-        return ops.einsum("...o,io->...i", gradient, ops.cast(self.layer.kernel, gradient.dtype))
+        kernel = ops.cast(self.layer.kernel, gradient.dtype)
+        if is_torch_tensor(gradient):
+            return gradient @ kernel.T  # (torch's einsum adds its parsing to the same product)
+        return ops.einsum("...o,io->...i", gradient, kernel)

@@ -103,16 +103,5 @@ def reduce_to_shape(gradient, dims_wo_batch):
     return gradient
 
 
-def is_torch_tensor(value) -> bool:
-    """Whether ``value`` is a concrete torch tensor on the torch backend: a rule may then use
-    torch's own functions, which cost a few microseconds per call where a ``keras.ops`` call
-    costs tens (its dispatch: symbolic checks, conversions, dtype standardization)."""
-    if keras.backend.backend() != "torch":
-        return False
-    import torch
-
-    return isinstance(value, torch.Tensor)
-
-
 def dtype_of(tensor) -> str:
     return keras.backend.standardize_dtype(tensor.dtype)

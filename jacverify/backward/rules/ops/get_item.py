@@ -7,7 +7,8 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
-from jacverify.backward.rules.ops._base import BackwardOperation, is_torch_tensor
+from jacverify.backward.rules._tensors import is_torch_tensor
+from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.keras_internals import ops_numpy as knp
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
-from jacverify.backward.rules.ops._base import is_torch_tensor
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.keras_internals import ops_core as kcore
 from jacverify.keras_internals import ops_numpy as knp
 

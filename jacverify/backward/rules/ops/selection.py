@@ -22,10 +22,10 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.backward.rules.ops._base import (
     BackwardOperation,
     canonical_axes,
-    is_torch_tensor,
     reduce_to_shape,
 )
 from jacverify.keras_internals import ops_numpy as knp
