@@ -12,10 +12,16 @@ autograd, for each path), whether both paths give the same outputs bit for bit, 
 relative error against autograd. A backbone the builder cannot build without the fallback is
 listed with the reason.
 
+``--clock cpu`` times each call by the CPU time of the calling thread
+(``time.thread_time``) instead of the wall clock: with one torch thread every operation runs
+in that thread, and on a machine whose cores other jobs keep busy the CPU time leaves out the
+time the process waits for a core, which the wall clock counts and which moves the ratios by
+tens of percent from run to run.
+
 Needs keras-hub (``pip install --no-deps keras-hub==0.32.0`` and the ``hub`` extra).
 
 Run: .venv/bin/python benchmarks/bench_keras_hub.py [--batch 8] [--repeats 7]
-     [--backbones ViT VGG ...] [--threads 2]
+     [--backbones ViT VGG ...] [--threads 2] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -87,7 +93,8 @@ def _text_case(name: str, batch: int):
     return model, inputs, g, autograd, {"wrt": embedding}
 
 
-def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
+def bench(name: str, batch: int, repeats: int, warmup: int = 2,
+          clock=time.perf_counter) -> dict:
     keras.utils.set_random_seed(0)
     case = _text_case(name, batch) if name in TEXT_BACKBONES else _image_case(name, batch)
     model, inputs, g, autograd, options = case
@@ -123,9 +130,9 @@ def bench(name: str, batch: int, repeats: int, warmup: int = 2) -> dict:
     times = {key: [] for key, _ in runs}
     for _ in range(repeats):
         for key, fn in runs:
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            times[key].append(time.perf_counter() - t0)
+            times[key].append(clock() - t0)
 
     def ratio(key):
         return statistics.median(
@@ -148,17 +155,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--backbones", nargs="*", default=[*IMAGE_BACKBONES, *TEXT_BACKBONES])
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="time calls by the wall clock or the calling thread's CPU time")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, keras {keras.__version__}, threads "
-          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}, load "
+          f"{torch.get_num_threads()}, batch {args.batch}, median of {args.repeats}, "
+          f"{args.clock} clock, load "
           f"average {os.getloadavg()[0]:.1f}")
     print(f"{'backbone':<24}{'build s':>9}{'1st s':>7}{'layers':>8}{'backward ms':>13}"
           f"{'keras path ms':>15}{'autograd ms':>13}{'ratio':>7}{'keras ratio':>13}"
           f"{'same':>6}{'rel err':>10}")
     for name in args.backbones:
-        r = bench(name, args.batch, args.repeats)
+        r = bench(name, args.batch, args.repeats, clock=clock)
         if "error" in r:
             print(f"{name:<24}does not build: {r['error']}", flush=True)
             continue

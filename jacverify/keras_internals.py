@@ -337,6 +337,8 @@ PRIVATE_MEMBERS = {
     "num_heads": "_num_heads",
     "value_dim": "_value_dim",
     "compute_attention_mask": "_compute_attention_mask",
+    "compute_attention": "_compute_attention",
+    "sliding_window": "_sliding_window",
     "masked_softmax": "_masked_softmax",
     # Attention and AdditiveAttention
     "apply_scores": "_apply_scores",

@@ -192,6 +192,13 @@ class BackwardModel(Functional):
             return unpack_singleton(runner.run(self._standardize_inputs(inputs), False,
                                                known=known))
 
+    def call_directly(self, inputs: list) -> Any:
+        """The model's outputs on ``inputs`` (a flat list, at inference), without Keras'
+        ``__call__`` around the model where the graph runner can run it (concrete torch
+        tensors, no masks): what a rule calling a backward model of its own wants. Equals
+        ``self(inputs)``."""
+        return self.call_reusing(inputs, {})
+
     def forward_model(self) -> keras.Model | None:
         """A functional model of the differentiated model's forward pass made of this backward
         model's own forward calls (traced layers inlined alike, the same symbolic tensors);

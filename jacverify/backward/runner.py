@@ -33,7 +33,9 @@ switches the direct calls off, to compare or time both paths.
 
 A call may also have its outputs supplied by a *forward provider*: an operation of the same
 graph (a rule) with a ``provide_forward(inputs, mask, call_layer)`` method and a ``layer``
-attribute; see :class:`~jacverify.backward.rules.traced_per_shape.BackwardTracedPerShape`.
+attribute, when the call could be made directly; see
+:class:`~jacverify.backward.rules.traced_per_shape.BackwardTracedPerShape` and
+:mod:`jacverify.backward.rules.pre_activation`.
 """
 
 from __future__ import annotations
@@ -378,6 +380,17 @@ def _unmasked_tensors(values: dict, ids: list) -> bool:
     return True
 
 
+def _callable_directly(step: _Step, values: dict) -> bool:
+    """Whether the call of ``step`` may skip ``__call__`` on these values (a rule providing
+    its forward skips it too)."""
+    if step.direct is None:
+        return False
+    return not step.is_layer or (
+        _unmasked_tensors(values, step.arguments.tensor_ids)
+        and all(_still_direct(layer, policy) for layer, policy in step.layers)
+    )
+
+
 def _flat_outputs(outputs) -> list:
     if isinstance(outputs, torch.Tensor):
         return [outputs]
@@ -424,7 +437,7 @@ class GraphRunner:
             if any(k not in values for k in step.arguments.tensor_ids):
                 continue  # not computable, as in Keras' own walk
             outputs = None
-            if direct and step.provider is not None:
+            if direct and step.provider is not None and _callable_directly(step, values):
                 outputs = self._provided(step, values, training)
             if outputs is None:
                 outputs = (self._call_directly(step, values) if direct else None)
@@ -439,14 +452,9 @@ class GraphRunner:
     @staticmethod
     def _call_directly(step: _Step, values: dict):
         """The call's outputs by a direct call; ``None`` when it must go through Keras."""
-        if step.direct is None:
+        if not _callable_directly(step, values):
             return None
         target, arguments, extra, masks = step.direct
-        if step.is_layer and not (
-            _unmasked_tensors(values, step.arguments.tensor_ids)
-            and all(_still_direct(layer, policy) for layer, policy in step.layers)
-        ):
-            return None
         args, kwargs = arguments.build(values)
         for name, value in extra.items():
             if value is _DROP:

@@ -15,6 +15,7 @@ from keras import ops
 from checks.cases_traced_per_shape import WindowMix
 from jacverify import clone_to_backward
 from jacverify.backward.precision import float64_precision
+from jacverify.backward.rules.traced_per_shape import BackwardTracedPerShape
 from jacverify.backward.runner import GraphRunner, direct_calls, direct_calls_enabled, runner_of
 from jacverify.examples.applications import ARCHITECTURES, build_application
 from tests.backward.model_reference import functional, model_autograd_vjp
@@ -25,13 +26,19 @@ def direct_call_count(monkeypatch):
     """Counts the calls the runner makes directly (without ``__call__``)."""
     counter = {"direct": 0}
     original = GraphRunner._call_directly
+    original_provided = GraphRunner._provided
 
     def counting(step, values):
         outputs = original(step, values)
         counter["direct"] += outputs is not None
         return outputs
 
+    def counting_provided(self, step, values, training):
+        counter["direct"] += 1  # made by its rule, without __call__
+        return original_provided(self, step, values, training)
+
     monkeypatch.setattr(GraphRunner, "_call_directly", staticmethod(counting))
+    monkeypatch.setattr(GraphRunner, "_provided", counting_provided)
     return counter
 
 
@@ -113,7 +120,8 @@ def test_keras_hub_image_backbones(name, direct_call_count):
 def test_all_keras_hub_image_backbones(name, direct_call_count):
     backward = _check_image_backbone(name, direct_call_count)
     if name == "Swin":  # its blocks are traced per input shape: their forward is provided
-        provided = [s for s in runner_of(backward).steps if s.provider is not None]
+        provided = [s for s in runner_of(backward).steps
+                    if isinstance(s.provider, BackwardTracedPerShape)]
         assert len(provided) == 4
         assert all(at.reproduces for s in provided
                    for at in s.provider._backward_by_shape.values())
@@ -178,7 +186,8 @@ def test_layer_traced_per_shape_runs_its_forward_once(direct_call_count):
     x = rng.standard_normal((2, 4, 3)).astype("float32")
     g = rng.standard_normal((2, 5, 3)).astype("float32")
     inputs = [torch.tensor(x), torch.tensor(g)]
-    (step,) = [s for s in runner_of(backward).steps if s.provider is not None]
+    (step,) = [s for s in runner_of(backward).steps
+               if isinstance(s.provider, BackwardTracedPerShape)]
     rule = step.provider
     calls = {"reused": 0}
     take = rule._take_activations
@@ -218,10 +227,181 @@ def test_a_traced_graph_that_does_not_reproduce_the_layer_is_not_used_for_its_fo
               torch.tensor(rng.standard_normal((2, 5, 3)), dtype=torch.float32)]
     direct, through_keras = _both_paths(backward, inputs)
     assert_bit_identical(direct, through_keras)
-    (step,) = [s for s in runner_of(backward).steps if s.provider is not None]
+    (step,) = [s for s in runner_of(backward).steps
+               if isinstance(s.provider, BackwardTracedPerShape)]
     assert [at.reproduces for at in step.provider._backward_by_shape.values()] == [False]
     with torch.no_grad():
         assert_bit_identical(backward(inputs), through_keras)  # later calls too
+
+
+# ------------------------------------------------- layers with a built-in activation
+def _fused_activation_model(dtype="float32"):
+    x = keras.Input((6, 6, 3), dtype=dtype)
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", dtype=dtype)(x)
+    h = keras.layers.Conv2D(4, 2, strides=2, activation="tanh", dtype=dtype)(h)
+    h = keras.layers.Dense(5, activation="gelu", dtype=dtype)(h)
+    h = keras.layers.Dense(4, activation="relu6", dtype=dtype)(h)
+    # The last layer's output is not computed in the backward model: its rule recomputes.
+    return keras.Model(x, keras.layers.Dense(2, activation="tanh", dtype=dtype)(h))
+
+
+def _count_pre_activations(backward) -> dict:
+    """Counts each rule's computations of its pre-activation, by rule name."""
+    counts = {}
+    for step in runner_of(backward).steps:
+        rule = step.provider
+        if rule is None or isinstance(rule, BackwardTracedPerShape):
+            continue
+        counts[rule.name] = 0
+
+        def counting(input, dtype, original=rule._pre_activation, name=rule.name):
+            counts[name] += 1
+            return original(input, dtype)
+
+        object.__setattr__(rule, "_pre_activation", counting)
+    return counts
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rules_reuse_the_pre_activation_of_the_forward_call(dtype, direct_call_count):
+    """Dense and convolutions with an activation: the rule makes the layer's forward call and
+    reuses its pre-activation (computed once per call instead of twice), with the outputs of
+    Keras' path bit for bit, and equal to autograd."""
+    keras.utils.set_random_seed(0)
+    model = _fused_activation_model(dtype)
+    backward = clone_to_backward(model)
+    counts = _count_pre_activations(backward)
+    assert len(counts) == 4
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 6, 6, 3)), rng.standard_normal((3, 3, 3, 2))
+    inputs = [torch.tensor(x, dtype=getattr(torch, dtype)),
+              torch.tensor(g, dtype=getattr(torch, dtype))]
+    with torch.no_grad():
+        backward(inputs)  # the first call also checks the layers' own forward calls
+        for name in counts:
+            counts[name] = 0
+        got = backward(inputs)
+    assert counts == {name: 1 for name in counts}
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    with float64_precision():
+        (expected,) = model_autograd_vjp(model, x.astype(dtype), g.astype(dtype))
+    error = np.max(np.abs(got.numpy() - expected)) / np.max(np.abs(expected))
+    assert error < (1e-12 if dtype == "float64" else 1e-5)
+
+
+def test_a_pre_activation_unlike_the_forward_is_not_used():
+    """Where the rule's pre-activation does not give the layer's own output bit for bit, the
+    forward call is the layer's and nothing is kept: the rule recomputes, as in Keras' path."""
+    keras.utils.set_random_seed(0)
+    model = _fused_activation_model()
+    backward = clone_to_backward(model)
+    rule = next(s.provider for s in runner_of(backward).steps if s.provider is not None)
+    original = rule._pre_activation
+    object.__setattr__(rule, "_pre_activation",
+                       lambda input, dtype: original(input, dtype) * (1.0 + 1e-6))
+    rng = np.random.default_rng(0)
+    inputs = [torch.tensor(rng.standard_normal((3, 6, 6, 3)), dtype=torch.float32),
+              torch.tensor(rng.standard_normal((3, 3, 3, 2)), dtype=torch.float32)]
+    direct, through_keras = _both_paths(backward, inputs)
+    assert_bit_identical(direct, through_keras)
+    assert list(rule._pre_activation_state["reproduces"].values()) == [False]
+    assert rule._pre_activation_state["kept"] == {}
+    with torch.no_grad():
+        assert_bit_identical(backward(inputs), through_keras)  # later calls too
+
+
+@pytest.mark.parametrize("pool_kwargs,data_format", [
+    ({}, "channels_last"),
+    ({"pool_size": 3, "strides": 2, "padding": "same"}, "channels_last"),  # replicated pads
+    ({"pool_size": 3, "strides": 1, "padding": "same"}, "channels_first"),  # implicit pads
+])
+def test_max_pooling_rule_reuses_the_indices_of_the_forward_call(pool_kwargs, data_format,
+                                                                 direct_call_count):
+    """The max pooling rule makes the layer's forward call from torch's pooling with indices
+    and reuses them: one pooling per call instead of two, the outputs of Keras' path bit for
+    bit, equal to autograd."""
+    keras.utils.set_random_seed(0)
+    x_in = keras.Input((7, 6, 3) if data_format == "channels_last" else (3, 7, 6))
+    h = keras.layers.MaxPooling2D(data_format=data_format, name="pool", **pool_kwargs)(x_in)
+    h = keras.layers.Conv2D(4, 2, activation="tanh", data_format=data_format)(h)
+    model = keras.Model(x_in, keras.layers.Flatten()(h))
+    backward = clone_to_backward(model)
+    (rule,) = [s.provider for s in runner_of(backward).steps
+               if s.provider is not None and s.provider.layer.name == "pool"]
+    calls = {"pool": 0}
+    original = rule._pool
+
+    def counting(*args):
+        calls["pool"] += 1
+        return original(*args)
+
+    object.__setattr__(rule, "_pool", counting)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, *x_in.shape[1:])).astype("float32")
+    x[0, :2, :2] = 1.0  # ties inside windows: the first maximum gets the gradient
+    g = rng.standard_normal((3, *model.output_shape[1:])).astype("float32")
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    with torch.no_grad():
+        backward(inputs)  # the first call also checks the layer's own forward call
+        calls["pool"] = 0
+        got = backward(inputs)
+    assert calls["pool"] == 1
+    assert list(rule._forward_state["reproduces"].values()) == [True]
+    assert rule._forward_state["kept"] == {}
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    (expected,) = model_autograd_vjp(model, x, g)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def _attention_model(**call_kwargs):
+    x = keras.Input((5, 4))
+    h = keras.layers.Dense(4)(x)  # the attention's forward is needed by the next rule
+    h = keras.layers.MultiHeadAttention(2, 3, name="mha")(h, h, **call_kwargs)
+    return keras.Model(x, keras.layers.Dense(2, activation="tanh")(h))
+
+
+@pytest.mark.parametrize("call_kwargs,reused", [({}, True), ({"use_causal_mask": True}, False)],
+                         ids=["no-mask", "causal"])
+def test_attention_rule_reuses_the_projections_of_the_forward_call(call_kwargs, reused,
+                                                                   direct_call_count):
+    """MultiHeadAttention without masks: the rule makes the forward call and reuses its query,
+    key and value projections; with a mask the layer's own call is made. Either way, the
+    outputs of Keras' path bit for bit, and equal to autograd."""
+    keras.utils.set_random_seed(0)
+    model = _attention_model(**call_kwargs)
+    backward = clone_to_backward(model)
+    (rule,) = [s.provider for s in runner_of(backward).steps
+               if s.provider is not None and s.provider.layer.name == "mha"]
+    calls = {"projections": 0, "reused": 0}
+    projections, kept = rule._projections_of, rule._kept_projections
+
+    def counting_projections(*args):
+        calls["projections"] += 1
+        return projections(*args)
+
+    def counting_kept(*args):
+        found = kept(*args)
+        calls["reused"] += found is not None
+        return found
+
+    object.__setattr__(rule, "_projections_of", counting_projections)
+    object.__setattr__(rule, "_kept_projections", counting_kept)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 5, 4)).astype("float32")
+    g = rng.standard_normal((3, 5, 2)).astype("float32")
+    inputs = [torch.tensor(x), torch.tensor(g)]
+    with torch.no_grad():
+        backward(inputs)  # the first call also checks the layer's own forward call
+        calls.update(projections=0, reused=0)
+        got = backward(inputs)
+    # Computed once either way: by the forward call (and reused), or by the rule.
+    assert calls == {"projections": 1, "reused": int(reused)}
+    state = rule._forward_state
+    assert list(state["reproduces"].values()) == ([True] if reused else [])
+    assert state["kept"] == {}
+    _assert_direct_equals_keras_path(backward, inputs, direct_call_count)
+    (expected,) = model_autograd_vjp(model, x, g)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------ calls that keep __call__

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import keras
-import torch
 
 from jacverify.backward.base import BackwardNonLinearLayer, _is_multi
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.rules._call_arguments import CallArgumentsMixin, fill_in
+from jacverify.backward.rules.pre_activation import identical
 from jacverify.backward.runner import runner_of
 from jacverify.keras_internals import outside_call_context
 
@@ -115,7 +115,7 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
         if at.reproduces is None:
             expected = call_layer()
             flat = keras.tree.flatten(expected)
-            if len(flat) != 1 or not _identical(flat[0], output):
+            if len(flat) != 1 or not identical(flat[0], output):
                 at.reproduces = False
                 return expected
             at.reproduces = True
@@ -156,16 +156,6 @@ class BackwardTracedPerShape(CallArgumentsMixin, BackwardNonLinearLayer):
 
 def _flat_masks(mask) -> list:
     return [m for m in keras.tree.flatten(mask) if m is not None] if mask is not None else []
-
-
-def _identical(expected, got) -> bool:
-    """Whether two tensors are equal bit for bit (NaN where the other has NaN)."""
-    if not (isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor)):
-        return False
-    if expected.dtype != got.dtype or expected.shape != got.shape:
-        return False
-    return torch.equal(expected.isnan(), got.isnan()) and torch.equal(
-        expected.nan_to_num(), got.nan_to_num())
 
 
 def build_backward_at(layer, call_arguments: dict, inputs: list, mask,

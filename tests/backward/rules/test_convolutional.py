@@ -120,6 +120,48 @@ def test_conv3d(kernel, strides, dilation, padding, groups, data_format):
     assert_rule_matches_autograd(layer, x)
 
 
+# Non-overlapping windows (stride equal to the kernel, no dilation): patch embeddings and
+# pointwise convolutions, whose rule is one matrix product (kernel, spatial, padding).
+PATCHES = [
+    ((2, 2), (8, 8), "valid"),
+    ((2, 3), (7, 8), "valid"),  # a last row and column no window reads
+    ((2, 3), (7, 8), "same"),  # padded on the right of each axis
+    ((3, 3), (8, 7), "same"),  # padded on both sides
+    ((1, 1), (5, 6), "valid"),  # pointwise
+    ((4, 4), (4, 4), "valid"),  # one window
+]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("kernel,spatial,padding", PATCHES)
+def test_conv2d_non_overlapping_windows(kernel, spatial, padding, data_format, dtype,
+                                        monkeypatch):
+    """Stride equal to the kernel: the rule is a matrix product (no transposed convolution is
+    made) and equals autograd, with an activation and a non-zero bias."""
+    import torch
+
+    layer = L.Conv2D(5, kernel, strides=kernel, padding=padding, data_format=data_format,
+                     activation="tanh", dtype=dtype)
+    x = _x(spatial, 3, data_format, dtype=dtype)
+    _randomize_bias(layer, x)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a transposed convolution was made")
+
+    monkeypatch.setattr(torch.nn.functional, "conv_transpose2d", refused)
+    rtol, atol = (1e-4, 1e-5) if dtype == "float32" else (1e-12, 1e-13)
+    assert_rule_matches_autograd(layer, x, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("data_format", FORMATS)
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_conv3d_non_overlapping_windows(padding, data_format):
+    layer = L.Conv3D(4, (2, 1, 3), strides=(2, 1, 3), padding=padding, data_format=data_format)
+    x = _x((5, 3, 7), 2, data_format)
+    assert_rule_matches_autograd(layer, x)
+
+
 ACTIVATIONS = [None, "relu", "tanh", "sigmoid", "softmax"]
 
 
@@ -423,6 +465,20 @@ class _DepthMultiplierOrder(BackwardDepthwiseConv):
         )
 
 
+class _PatchTapsScrambled(BackwardConv):
+    """Wrong: reads the kernel's taps in the order of its transpose (a 2x3 window put back
+    as if it were 3x2), as a patch reassembly with its axes mixed up would."""
+
+    def _linear_backward(self, gradient, in_sizes):
+        layer = self.layer
+        kernel = ops.cast(layer.kernel, gradient.dtype)
+        scrambled = ops.reshape(ops.transpose(kernel, (1, 0, 2, 3)), tuple(kernel.shape))
+        return _transpose.conv_input_gradient(
+            gradient, scrambled, in_sizes=in_sizes, padding=layer.padding,
+            strides=layer.strides, dilations=layer.dilation_rate, data_format=layer.data_format,
+        )
+
+
 class _PointwiseNotTransposed(BackwardSeparableConv):
     def _pointwise_backward(self, gradient):
         pointwise = ops.cast(self.layer.pointwise_kernel, gradient.dtype)
@@ -437,6 +493,8 @@ WRONG_RULES = [
      lambda: L.Conv2D(3, 3, padding="same", activation="tanh"), (6, 6), 2),
     ("depth multiplier order", _DepthMultiplierOrder,
      lambda: L.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), (6, 6), 3),
+    ("patch taps scrambled", _PatchTapsScrambled,
+     lambda: L.Conv2D(3, (2, 3), strides=(2, 3)), (4, 6), 2),
     ("pointwise not transposed", _PointwiseNotTransposed,
      lambda: L.SeparableConv1D(6, 3, depth_multiplier=2, padding="same"), (7,), 3),
 ]

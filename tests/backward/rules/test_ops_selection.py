@@ -16,7 +16,7 @@ from tests.backward.op_cases import check_case
 
 registered_rules()
 
-from jacverify.backward.rules.ops.selection import probe_sources  # noqa: E402
+from jacverify.backward.rules.ops.selection import GatherPlan, probe_sources  # noqa: E402
 
 CASES = {
     "pad_constant": (lambda x: ops.pad(x, [[0, 0], [1, 2], [0, 1]]), [(3, 2)]),
@@ -83,6 +83,30 @@ def test_probe_reads_the_sources():
     np.testing.assert_array_equal(source, [2, 1, 0])
     (source,) = probe_sources(knp.Pad([[0, 0], [1, 1]]), [{"__input__": 0}], {}, [[2]])
     np.testing.assert_array_equal(source, [-1, 0, 1, -1])
+
+
+@pytest.mark.parametrize("operation,dims", [
+    (knp.Pad([[0, 0], [1, 2], [0, 1]]), [3, 2]),  # zeros read by no input element
+    (knp.Tile((1, 2, 3)), [2, 2]),  # every element copied 6 times
+    (knp.Repeat(2, axis=1), [3]),
+    (knp.Diagonal(offset=1, axis1=1, axis2=2), [3, 4]),  # elements with no copy
+])
+def test_gather_plan_sums_the_copies(operation, dims):
+    """The plan's gather (torch's functions on torch tensors, keras.ops on others) equals the
+    product with the copy matrix built from the sources by hand."""
+    import torch
+
+    (source,) = probe_sources(operation, [{"__input__": 0}], {}, [dims])
+    n_in = int(np.prod(dims))
+    matrix = np.zeros((source.size, n_in))
+    matrix[np.nonzero(source >= 0)[0], source[source >= 0]] = 1.0
+    rng = np.random.default_rng(0)
+    g = rng.standard_normal((3, source.size))
+    expected = (g @ matrix).reshape(3, *dims)
+    plan = GatherPlan(source, n_in)
+    for gradient in (torch.tensor(g), g):  # (the sums of copies in another order: 1 ulp)
+        np.testing.assert_allclose(ops.convert_to_numpy(plan.gather(gradient, dims)),
+                                   expected, rtol=1e-14, atol=1e-15)
 
 
 @pytest.mark.parametrize("fn,shapes", [

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -11,6 +15,7 @@ from jacverify.backward.rules._call_arguments import CallArgumentsMixin, input_i
 from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
 from jacverify.backward.rules.core.einsum_dense import BackwardEinsumDense
 from jacverify.backward.rules.ops.linalg import einsum_vjp, expand_ellipsis
+from jacverify.backward.rules.pre_activation import identical
 from jacverify.keras_internals import private_member
 
 
@@ -116,53 +121,19 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
     # ---------------------------------------------------------------------- the rule
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
-        layer = self.layer
         dtype = gradient.dtype
-        inputs = list(input) if _is_multi(self.input_dim_wo_batch) else [input]
-        inputs = [ops.cast(x, dtype) for x in inputs]
+        raw = list(input) if _is_multi(self.input_dim_wo_batch) else [input]
+        inputs = [ops.cast(x, dtype) for x in raw]
         query = inputs[input_index(self._query)]
         value = inputs[input_index(self._value)]
         key = inputs[input_index(self._key)] if is_input(self._key) else value
         masks = match_batch(mask if isinstance(mask, dict) else {}, int(gradient.shape[0]))
-        attention_mask = private_member(layer, "compute_attention_mask")(
-            query,
-            value,
-            query_mask=masks.get("query_mask"),
-            value_mask=masks.get("value_mask"),
-            key_mask=masks.get("key_mask") if is_input(self._key) else None,
-            attention_mask=masks.get("attention_mask"),
-            use_causal_mask=self._use_causal_mask,
-        )
-        p = self._projections
-        # The projections' own call (not __call__): no Keras-mask bookkeeping on the inputs.
-        q = private_member(layer, "query_dense").call(query)
-        k = self._expand_kv(private_member(layer, "key_dense").call(key))
-        v = self._expand_kv(private_member(layer, "value_dense").call(value))
-        scale = self._scale()
-        q_scaled = q * ops.cast(scale, q.dtype)
-        operands = [k, q_scaled] if self.key_first else [q_scaled, k]
-        scores = ops.einsum(private_member(layer, "dot_product_equation"), *operands)
-        masked_softmax = private_member(layer, "masked_softmax")
-        probs = ops.cast(masked_softmax(scores, attention_mask), dtype)
-        attended = ops.einsum(private_member(layer, "combine_equation"), probs, v)
-
-        g = p["output"].call_on_reshaped_gradient(gradient)
-        g_query = None
-        if "gate" in p:
-            gate = private_member(layer, "gate_dense").call(query)
-            g_query = p["gate"].call_on_reshaped_gradient(g * attended, input=query)
-            g = g * gate
-        g_probs = einsum_vjp(self._combine_terms, self._combine_out, [probs, v], g, 0)
-        g_v = einsum_vjp(self._combine_terms, self._combine_out, [probs, v], g, 1)
-        g_scores = softmax_vjp(g_probs, probs, self._softmax_axes(len(probs.shape)))
-        i_k, i_q = (0, 1) if self.key_first else (1, 0)
-        g_k = einsum_vjp(self._dot_terms, self._dot_out, operands, g_scores, i_k)
-        g_q = einsum_vjp(self._dot_terms, self._dot_out, operands, g_scores, i_q)
-        g_q = g_q * ops.cast(scale, dtype)
-        g_from_q = p["query"].call_on_reshaped_gradient(g_q)
-        g_query = g_from_q if g_query is None else g_query + g_from_q
-        g_key = p["key"].call_on_reshaped_gradient(self._reduce_kv(g_k))
-        g_value = p["value"].call_on_reshaped_gradient(self._reduce_kv(g_v))
+        projected = self._kept_projections(raw, dtype)
+        if projected is None:
+            projected = self._projections_of(query, key, value)
+        forward = self._attention(query, value, projected, masks)
+        g_query, g_key, g_value = self._attention_backward(gradient, query, forward,
+                                                           projected[2])
 
         results = [None] * len(inputs)
 
@@ -172,19 +143,132 @@ class _BackwardMultiHeadBase(CallArgumentsMixin, BackwardNonLinearLayer):
 
         add(self._query, g_query)
         add(self._value, g_value)
-        if is_input(self._key):
-            add(self._key, g_key)
-        else:
-            add(self._value, g_key)
+        add(self._key if is_input(self._key) else self._value, g_key)
         results = [ops.zeros_like(x) if r is None else r
                    for r, x in zip(results, inputs, strict=True)]
         return results if _is_multi(self.input_dim_wo_batch) else results[0]
+
+    def _projections_of(self, query, key, value) -> tuple:
+        """``(Q x_q, K x_k, V x_v)`` by the projections' own call (not ``__call__``: no
+        Keras-mask bookkeeping on the inputs), keys and values expanded to the query heads."""
+        layer = self.layer
+        q = private_member(layer, "query_dense").call(query)
+        k = self._expand_kv(private_member(layer, "key_dense").call(key))
+        v = self._expand_kv(private_member(layer, "value_dense").call(value))
+        return q, k, v
+
+    def _kept_projections(self, raw_inputs: list, dtype) -> tuple | None:
+        """The projections kept by a forward call on exactly these inputs (none here; see
+        :class:`BackwardMultiHeadAttention`)."""
+        return None
+
+    def _attention(self, query, value, projected: tuple, masks: dict) -> dict:
+        """The forward quantities the backward needs: the score einsum's operands, the
+        attention probabilities ``p`` (with the layer's own mask logic: Keras masks of the
+        inputs, ``attention_mask``, causal mask, sliding window) and ``p V x_v``."""
+        layer = self.layer
+        q, k, v = projected
+        attention_mask = private_member(layer, "compute_attention_mask")(
+            query,
+            value,
+            query_mask=masks.get("query_mask"),
+            value_mask=masks.get("value_mask"),
+            key_mask=masks.get("key_mask") if is_input(self._key) else None,
+            attention_mask=masks.get("attention_mask"),
+            use_causal_mask=self._use_causal_mask,
+        )
+        q_scaled = q * ops.cast(self._scale(), q.dtype)
+        operands = [k, q_scaled] if self.key_first else [q_scaled, k]
+        scores = ops.einsum(private_member(layer, "dot_product_equation"), *operands)
+        probs = ops.cast(private_member(layer, "masked_softmax")(scores, attention_mask),
+                         query.dtype)
+        attended = ops.einsum(private_member(layer, "combine_equation"), probs, v)
+        return {"operands": operands, "probs": probs, "attended": attended}
+
+    def _attention_backward(self, gradient, query, forward: dict, v) -> tuple:
+        """``(g_query, g_key, g_value)``: back through ``O``, the gate, the combination einsum,
+        the softmax, the score einsum and the projections."""
+        p = self._projections
+        g = p["output"].call_on_reshaped_gradient(gradient)
+        g_query = None
+        if "gate" in p:
+            gate = private_member(self.layer, "gate_dense").call(query)
+            g_query = p["gate"].call_on_reshaped_gradient(g * forward["attended"], input=query)
+            g = g * gate
+        probs, operands = forward["probs"], forward["operands"]
+        g_probs = einsum_vjp(self._combine_terms, self._combine_out, [probs, v], g, 0)
+        g_v = einsum_vjp(self._combine_terms, self._combine_out, [probs, v], g, 1)
+        g_scores = softmax_vjp(g_probs, probs, self._softmax_axes(len(probs.shape)))
+        i_k, i_q = (0, 1) if self.key_first else (1, 0)
+        g_k = einsum_vjp(self._dot_terms, self._dot_out, operands, g_scores, i_k)
+        g_q = einsum_vjp(self._dot_terms, self._dot_out, operands, g_scores, i_q)
+        g_q = g_q * ops.cast(self._scale(), gradient.dtype)
+        g_from_q = p["query"].call_on_reshaped_gradient(g_q)
+        g_query = g_from_q if g_query is None else g_query + g_from_q
+        g_key = p["key"].call_on_reshaped_gradient(self._reduce_kv(g_k))
+        g_value = p["value"].call_on_reshaped_gradient(self._reduce_kv(g_v))
+        return g_query, g_key, g_value
 
 
 @register_backward(keras.layers.MultiHeadAttention)
 class BackwardMultiHeadAttention(_BackwardMultiHeadBase):
     """Rule of ``keras.layers.MultiHeadAttention`` (any ``attention_axes``, ``use_gate``,
-    ``sliding_window``, masks, causal mask)."""
+    ``sliding_window``, masks, causal mask).
+
+    In a backward model run by :class:`~jacverify.backward.runner.GraphRunner`, the rule makes
+    the layer's forward call (:meth:`provide_forward`) when no mask, gate or sliding window is
+    involved, and its own call on the same inputs reuses the query, key and value projections
+    of that call instead of computing them again. The forward call computes what the layer's
+    ``call`` computes (the projections, the layer's ``_compute_attention``, the output
+    projection); the first call at each input shape also makes the layer's own call and
+    compares the outputs bit for bit, and where they differ the layer's own call is used at
+    that shape and nothing is kept.
+    """
+
+    def provide_forward(self, inputs: list, mask: Any, call_layer: Callable) -> Any:
+        """The layer's output on ``inputs`` (the rule's input tensors), keeping the
+        projections for the next call of this rule on the same tensors (in this thread)."""
+        layer = self.layer
+        if (self._use_causal_mask or self._use_gate()
+                or private_member(layer, "sliding_window", None) is not None
+                or any(m is not None for m in keras.tree.flatten(mask))):
+            return call_layer()
+        state = self._provider_state()
+        shapes = tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
+        verdict = state["reproduces"].get(shapes)
+        if verdict is False:
+            return call_layer()
+        query = inputs[input_index(self._query)]
+        value = inputs[input_index(self._value)]
+        key = inputs[input_index(self._key)] if is_input(self._key) else value
+        projected = self._projections_of(query, key, value)
+        attention_mask = private_member(layer, "compute_attention_mask")(query, value)
+        attended, _ = private_member(layer, "compute_attention")(*projected, attention_mask,
+                                                                 False)
+        output = private_member(layer, "output_dense").call(attended)
+        if verdict is None:
+            expected = call_layer()
+            state["reproduces"][shapes] = identical(expected, output)
+            if not state["reproduces"][shapes]:
+                return expected
+        state["kept"][threading.get_ident()] = (list(inputs), projected)
+        return output
+
+    def _kept_projections(self, raw_inputs: list, dtype) -> tuple | None:
+        kept = self._provider_state()["kept"].pop(threading.get_ident(), None)
+        if kept is None or len(kept[0]) != len(raw_inputs) or any(
+                a is not b for a, b in zip(kept[0], raw_inputs, strict=True)):
+            return None
+        projected = kept[1]
+        return projected if all(t.dtype == dtype for t in projected) else None
+
+    def _provider_state(self) -> dict:
+        state = self.__dict__.get("_forward_state")
+        if state is None:
+            # Not tracked by Keras: values of one run, no configuration.
+            state = {"reproduces": {}, "kept": {}}
+            object.__setattr__(self, "_forward_state", state)
+        return state
 
 
 @register_backward(keras.layers.GroupQueryAttention)

@@ -10,15 +10,19 @@ from jacverify.backward.registry import register_backward
 from jacverify.backward.rules.activations.functions import activation_vjp
 from jacverify.backward.rules.convolutional import _transpose
 from jacverify.backward.rules.core.dense import check_not_quantized
+from jacverify.backward.rules.pre_activation import PreActivationProvider
 from jacverify.keras_internals import private_member
 
 
-class BackwardConvBase(BackwardNonLinearLayer):
+class BackwardConvBase(PreActivationProvider, BackwardNonLinearLayer):
     """Shared logic of convolution rules: ``g -> f'(z) * g -> transposed convolution``.
 
     The rule is linear (no input needed) when the layer has no activation and the input's
     spatial size is known (from the shapes, or because every stride is 1): with strides,
     several input sizes give the same output size, and the input tells which one it was.
+    With an activation, the pre-activation ``z`` is the forward call's when the backward model
+    lets the rule make that call (see :mod:`jacverify.backward.rules.pre_activation`), else
+    recomputed.
     """
 
     def __init__(self, layer, **kwargs):
@@ -89,7 +93,7 @@ class BackwardConvBase(BackwardNonLinearLayer):
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         if self._vjp is not None:
-            gradient = self._vjp(gradient, self._pre_activation(input, gradient.dtype))
+            gradient = self._vjp(gradient, self.pre_activation(input, gradient.dtype))
         return self._linear_backward(gradient, self._input_sizes(input, gradient))
 
 

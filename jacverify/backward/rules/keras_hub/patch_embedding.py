@@ -45,7 +45,7 @@ class _BackwardPrependedTokens(BackwardNonLinearLayer):
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         patch_gradient = self._to_patch_output(gradient[:, self._n_prepended():])
-        return self.patch_backward([input, patch_gradient])
+        return self.patch_backward.call_directly([input, patch_gradient])
 
 
 @register_backward(ViTPatchingAndEmbedding)

@@ -7,6 +7,7 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import is_input
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.backward.rules.ops._base import BackwardOperation
 from jacverify.keras_internals import ops_numpy as knp
 
@@ -56,6 +57,11 @@ class BackwardGetItemOp(BackwardOperation):
                 g_axis += 1
         if squeeze:
             gradient = ops.squeeze(gradient, axis=tuple(squeeze))
+        if is_torch_tensor(gradient):
+            # Zeros with the gradient written at the selected positions: one assignment.
+            result = gradient.new_zeros((gradient.shape[0], *dims))
+            result[tuple(self._per_axis)] = gradient
+            return result
         # Put back each input axis: integer-indexed axes, and the unselected positions.
         for axis, (n, entry) in enumerate(zip([None, *dims], self._per_axis, strict=False)):
             if isinstance(entry, int):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from keras import ops
 
 from jacverify.backward.base import BackwardNonLinearLayer
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.keras_internals import ops_core as kcore
 from jacverify.keras_internals import ops_numpy as knp
 
@@ -44,6 +45,8 @@ class BackwardReshapeKnownBatch(_KnownBatchRule):
     shape."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
+        if is_torch_tensor(gradient):
+            return gradient.reshape(input.shape)
         return ops.reshape(gradient, tuple(ops.shape(input)))
 
 
@@ -55,7 +58,10 @@ class BackwardTransposeKnownBatch(_KnownBatchRule):
         rank = len(gradient.shape)
         axes = self.layer.axes
         perm = list(range(rank))[::-1] if axes is None else [int(a) % rank for a in axes]
-        return ops.transpose(gradient, [perm.index(i) for i in range(rank)])
+        inverse = [perm.index(i) for i in range(rank)]
+        if is_torch_tensor(gradient):
+            return gradient.permute(inverse)
+        return ops.transpose(gradient, inverse)
 
 
 class BackwardUnstackKnownBatch(_KnownBatchRule):

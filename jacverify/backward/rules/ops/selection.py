@@ -22,6 +22,7 @@ from keras import ops
 
 from jacverify.backward.registry import register_backward
 from jacverify.backward.rules._call_arguments import fill_in, is_input
+from jacverify.backward.rules._tensors import is_torch_tensor
 from jacverify.backward.rules.ops._base import (
     BackwardOperation,
     canonical_axes,
@@ -81,30 +82,72 @@ def probe_sources(operation, call_args: list, call_kwargs: dict, dims: list) -> 
     return sources
 
 
+class GatherPlan:
+    """Where each input position finds the output gradient of its copies, read once from the
+    operation's sources (see :func:`probe_sources`) so that a call of the rule is one gather.
+
+    ``positions[c, i]`` is the flat output position of the ``c``-th copy of input position
+    ``i``, or ``n_outputs`` (a zero column appended to the gradient) where ``i`` has fewer
+    copies; the ``copies`` gathered values are summed."""
+
+    def __init__(self, source: np.ndarray, n_inputs: int) -> None:
+        self.n_outputs = int(source.size)
+        self.n_inputs = int(n_inputs)
+        copied = np.nonzero(source >= 0)[0]
+        counts = np.bincount(source[copied], minlength=n_inputs)
+        self.copies = max(int(counts.max(initial=0)), 1)
+        positions = np.full((self.copies, n_inputs), self.n_outputs, dtype="int64")
+        order = np.argsort(source[copied], kind="stable")
+        sorted_sources = source[copied][order]
+        rank = np.arange(sorted_sources.size) - np.searchsorted(sorted_sources, sorted_sources)
+        positions[rank, sorted_sources] = copied[order]
+        self.positions = positions.reshape(-1)
+        #: Whether some input position reads the zero column (fewer copies than others).
+        self.reads_zeros = bool(np.any(self.positions == self.n_outputs))
+        self._tensors: dict = {}  # the positions as a tensor, by device
+
+    def _indices(self, device):
+        indices = self._tensors.get(device)
+        if indices is None:
+            indices = ops.convert_to_tensor(self.positions)
+            if device is not None:
+                indices = indices.to(device)
+            self._tensors[device] = indices
+        return indices
+
+    def gather(self, gradient, dims):
+        """``g^T J`` of the element copy: ``gradient`` (batch first) to shape
+        ``(batch, *dims)``. Exact in every dtype."""
+        if self.n_outputs == 0:  # an empty output (a diagonal past the edge): nothing flows
+            return ops.zeros((ops.shape(gradient)[0], *dims), dtype=gradient.dtype)
+        if is_torch_tensor(gradient):
+            return self._gather_torch(gradient, dims)
+        flat = ops.reshape(gradient, (-1, self.n_outputs))
+        if self.reads_zeros:
+            flat = ops.pad(flat, [[0, 0], [0, 1]])
+        taken = ops.take(flat, self._indices(None), axis=1)
+        if self.copies > 1:
+            taken = ops.sum(ops.reshape(taken, (-1, self.copies, self.n_inputs)), axis=1)
+        return ops.reshape(taken, (-1, *dims))
+
+    def _gather_torch(self, gradient, dims):
+        """The same gather with torch's own functions (a few microseconds each, where each
+        ``keras.ops`` call costs tens: these rules run many times on small tensors)."""
+        import torch.nn.functional as F  # noqa: N812
+
+        flat = gradient.reshape(-1, self.n_outputs)
+        if self.reads_zeros:
+            flat = F.pad(flat, (0, 1))
+        taken = flat.index_select(1, self._indices(gradient.device))
+        if self.copies > 1:
+            taken = taken.reshape(-1, self.copies, self.n_inputs).sum(dim=1)
+        return taken.reshape(-1, *dims)
+
+
 def gather_back(gradient, source, n_inputs: int, dims: list):
     """``g^T J`` of an element copy: each input position sums the gradient of the output
-    positions that copied it (``source``: flat input position per flat output position).
-
-    One gather: for the ``c``-th copy of each input element (``c`` up to the largest number of
-    copies), the output position holding it, or a zero column; the ``c`` gathered values are
-    summed. Exact in every dtype.
-    """
-    if source.size == 0:  # an empty output (a diagonal past the edge): nothing flows back
-        return ops.zeros((ops.shape(gradient)[0], *dims), dtype=gradient.dtype)
-    flat = ops.reshape(gradient, (-1, source.size))
-    copied = np.nonzero(source >= 0)[0]
-    counts = np.bincount(source[copied], minlength=n_inputs)
-    copies = max(int(counts.max(initial=0)), 1)
-    positions = np.full((copies, n_inputs), source.size, dtype="int64")
-    order = np.argsort(source[copied], kind="stable")
-    sorted_sources = source[copied][order]
-    rank = np.arange(sorted_sources.size) - np.searchsorted(sorted_sources, sorted_sources)
-    positions[rank, sorted_sources] = copied[order]
-    padded = ops.pad(flat, [[0, 0], [0, 1]])
-    taken = ops.take(padded, ops.convert_to_tensor(positions.reshape(-1)), axis=1)
-    if copies > 1:
-        taken = ops.sum(ops.reshape(taken, (-1, copies, n_inputs)), axis=1)
-    return ops.reshape(taken, (-1, *dims))
+    positions that copied it (``source``: flat input position per flat output position)."""
+    return GatherPlan(source, n_inputs).gather(gradient, dims)
 
 
 @register_backward(
@@ -129,6 +172,10 @@ class BackwardSelectionOp(BackwardOperation):
         self._check_arguments()
         self._sources = probe_sources(layer, self.call_args, self.call_kwargs,
                                       self._input_dims())
+        # Not tracked by Keras: derived from the layer, rebuilt on loading.
+        object.__setattr__(self, "_plans", [
+            GatherPlan(source, math.prod(dims))
+            for source, dims in zip(self._sources, self._input_dims(), strict=True)])
         self.is_linear = True
 
     def _check_arguments(self) -> None:
@@ -136,8 +183,8 @@ class BackwardSelectionOp(BackwardOperation):
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         results = [
-            gather_back(gradient, source, math.prod(dims), dims)
-            for source, dims in zip(self._sources, self._input_dims(), strict=True)
+            plan.gather(gradient, dims)
+            for plan, dims in zip(self._plans, self._input_dims(), strict=True)
         ]
         return self._pack(results)
 
