@@ -507,9 +507,11 @@ def test_the_worker_server_starts_early_only_for_checks_worth_sharing(files, mon
         assert main(["check", "mlp.keras", "--examples", examples, "--jobs", jobs]) == 2
     assert started == []
     assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert started == []  # about 1 s of checking: not worth the server's start and end
+    assert main(["check", "mlp.keras", "--examples", "200", "--jobs", "2"]) == 2
     assert started == [True]
     monkeypatch.setattr(check_command, "idle_core", lambda: False)  # a busy machine
-    assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert main(["check", "mlp.keras", "--examples", "200", "--jobs", "2"]) == 2
     assert started == [True]
 
 
@@ -589,6 +591,38 @@ def test_progress_off_a_terminal_is_one_line_per_call(files):
     quiet = run("check", "mlp.keras", "--examples", "3", "--seed", "0", "--progress", "none",
                 cwd=files)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+EXIT_RULES = RULES + '''
+import atexit
+import pathlib
+
+
+class Teardown:
+    """Writes a file when Python clears this module at the end of the process."""
+
+    def __del__(self):
+        pathlib.Path("teardown.txt").write_text("cleared")
+
+
+TEARDOWN = Teardown()
+atexit.register(lambda: pathlib.Path("at_exit.txt").write_text("ran"))
+'''
+
+
+def test_the_process_ends_after_its_exit_handlers_with_its_status(files, tmp_path):
+    """The command's process skips Python's clearing of its modules, not its exit handlers,
+    its output or its status."""
+    (tmp_path / "exit_rules.py").write_text(EXIT_RULES, encoding="utf-8")
+    (tmp_path / "clip.keras").write_bytes((files / "clip.keras").read_bytes())
+    result = run("check", "clip.keras", "--rules", "exit_rules.py", "--examples", "5",
+                 "--seed", "0", "--json", "out.json", "--progress", "none", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # the tutorial's rule is wrong
+    assert result.stdout.rstrip().splitlines()[-1].startswith("FAIL")
+    document = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert [c["verdict"] for c in document["models"][0]["layers"]][1] == "fail"
+    assert (tmp_path / "at_exit.txt").read_text() == "ran"
+    assert not (tmp_path / "teardown.txt").exists()
 
 
 def test_another_backend_is_one_line_exit_2(files):

@@ -26,9 +26,14 @@ from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mo
 FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
 ONLY = ("custom",)
-#: Expected seconds of checking from which ``--jobs`` above 1 starts the worker server before
-#: Keras is imported: the checks it would share must outweigh its start.
-SERVER_FROM_SECONDS = 2.0
+#: Expected seconds of checking (:func:`expected_check_seconds`) from which ``--jobs`` above 1
+#: starts the worker server before Keras is imported. The server costs this process more than
+#: its imports on the other core: its own end (clearing the modules it loaded, about a second
+#: of CPU) is waited for when the command ends, and a worker's first check pays its set-up.
+#: The estimate counts a small layer's example at :data:`SECONDS_PER_EXAMPLE`, several times
+#: what a Dense check costs per example: a 3-layer MLP at 50 examples (about 1 s of checking
+#: on one idle core, estimated at 5 s) runs faster in one process.
+SERVER_FROM_SECONDS = 10.0
 
 
 def expected_check_seconds(model_path: Path, examples: int) -> float:
