@@ -21,7 +21,11 @@ from jacverify.cli.inputs import (
     read_inputs,
 )
 from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mode
+from jacverify.lazy_exports import load_on_first_use
 
+#: Imported by Keras for its plotting functions, which a check never calls (the HTML report
+#: draws with matplotlib's figure and Agg canvas): its code runs only if something uses it.
+UNUSED_BY_CHECKS = "matplotlib.pyplot"
 #: ``--fallback`` values: none, or torch autograd for the calls without a rule.
 FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
@@ -232,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", model_path)
     html_path = output_path(args.html, "--html", model_path)
     arrays = read_inputs(args.inputs)
+    load_on_first_use(UNUSED_BY_CHECKS)
     if (jobs(args) > 1 and expected_check_seconds(model_path, args.examples)
             >= SERVER_FROM_SECONDS and idle_core()):
         start_worker_server()  # imports the checker on another core while this one does
