@@ -7,7 +7,9 @@ process (its console script and ``python -m jacverify.cli``, never a process tha
 :func:`jacverify.cli.main` as a function) ends instead with ``os._exit`` once everything that
 must happen at exit has happened: the threads are joined and the exit handlers registered
 while the command ran have run (the worker server and its workers stopped, temporary files
-removed), then the standard streams are flushed.
+removed), then the standard streams are flushed. Exit handlers registered before the command
+started (by a tool that starts with the interpreter) would not run: under coverage measurement
+the process ends the usual way.
 
 :func:`end_quickly_at_exit` registers the ending before the command runs, so that it runs
 after every handler registered later (exit handlers run last registered, first run).
@@ -19,11 +21,14 @@ import atexit
 import os
 import sys
 
-__all__ = ["HEAVY_MODULES", "end_quickly_at_exit", "record_exit_status"]
+__all__ = ["ENDS_AT_EXIT", "HEAVY_MODULES", "end_quickly_at_exit", "record_exit_status"]
 
 #: Modules whose presence makes Python's own end of the process slow; without them the process
 #: ends the usual way (``--help`` and usage errors, say).
 HEAVY_MODULES = ("torch", "keras")
+#: Modules of tools that save their work in exit handlers registered before the command
+#: starts: with one of them loaded the process ends the usual way.
+ENDS_AT_EXIT = ("coverage",)
 
 _status: list[int] = []
 
@@ -41,6 +46,8 @@ def record_exit_status(status: int) -> None:
 
 def _end() -> None:
     if not _status or not any(name in sys.modules for name in HEAVY_MODULES):
+        return
+    if any(name in sys.modules for name in ENDS_AT_EXIT):
         return
     for stream in (sys.stdout, sys.stderr):
         try:
