@@ -623,6 +623,15 @@ def test_the_process_ends_after_its_exit_handlers_with_its_status(files, tmp_pat
     assert [c["verdict"] for c in document["models"][0]["layers"]][1] == "fail"
     assert (tmp_path / "at_exit.txt").read_text() == "ran"
     assert not (tmp_path / "teardown.txt").exists()
+    # under coverage measurement (its exit handler registered first) the usual end
+    code = ("import sys, types\nsys.modules['coverage'] = types.ModuleType('coverage')\n"
+            "from jacverify.cli import console_main\nconsole_main()")
+    usual = subprocess.run(
+        [sys.executable, "-c", code, "check", "clip.keras", "--rules", "exit_rules.py",
+         "--examples", "3", "--seed", "0", "--progress", "none", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert usual.returncode == 1, usual.stderr
+    assert (tmp_path / "teardown.txt").read_text() == "cleared"
 
 
 def test_another_backend_is_one_line_exit_2(files):
