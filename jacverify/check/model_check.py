@@ -358,8 +358,7 @@ def check_model(
     seed = int(seed)
     mapping = mapping_keras2backward_classes
     graph = trace(model, mapping)
-    if executor is None:  # a network's many calls: the server imports while this prepares
-        prepare_workers(jobs, len(graph.steps))
+    prepare_workers(jobs if executor is None else 1, len(graph.steps))  # imports meanwhile
     missing = _missing_rules(graph.steps, mapping)
     labels = _call_labels(graph.steps)
     chosen = select_calls(graph.steps, labels, model_name=model.name, layers=layers,
