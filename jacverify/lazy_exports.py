@@ -43,7 +43,11 @@ class _RunsOnFirstRead(types.ModuleType):
 
     def __getattr__(self, attribute: str) -> Any:
         self.__class__ = types.ModuleType
-        self.__spec__.loader.exec_module(self)
+        try:
+            self.__spec__.loader.exec_module(self)
+        except BaseException:  # as a failed import: the module is gone, the error raised
+            sys.modules.pop(self.__name__, None)
+            raise
         return getattr(self, attribute)
 
 

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import jacverify
 
 
@@ -55,3 +57,18 @@ def test_a_module_loaded_on_first_use_runs_its_code_when_first_read(tmp_path, mo
     assert load_on_first_use("deferred_pkg.heavy") is False  # already imported
     assert load_on_first_use("deferred_pkg.missing") is False
     assert load_on_first_use("no_such_package_anywhere.module") is False
+
+
+def test_a_module_loaded_on_first_use_that_fails_is_gone_as_after_a_failed_import(
+        tmp_path, monkeypatch):
+    from jacverify.lazy_exports import load_on_first_use
+
+    (tmp_path / "deferred_broken.py").write_text("raise RuntimeError('broken on purpose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "deferred_broken", raising=False)
+    assert load_on_first_use("deferred_broken") is True
+    import deferred_broken
+
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        deferred_broken.anything  # noqa: B018 - the first read runs the module
+    assert "deferred_broken" not in sys.modules
