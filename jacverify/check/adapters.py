@@ -274,9 +274,11 @@ def _run_graph_directly(operation: Any, args: list, kwargs: dict) -> Any:
     """A functional model's outputs on ``args`` at inference, its graph run by
     :class:`~jacverify.backward.runner.GraphRunner` (each layer's ``call`` invoked directly
     where that gives what Keras' ``__call__`` gives, bit for bit); ``None`` for another
-    operation, other arguments, or where the runner must not make direct calls."""
+    operation, other arguments, inside another layer's call (whose call context the run would
+    change), or where the runner must not make direct calls."""
     if (not isinstance(operation, keras_internals.Functional) or len(args) != 1
-            or set(kwargs) - {"training"} or kwargs.get("training") not in (None, False)):
+            or set(kwargs) - {"training"} or kwargs.get("training") not in (None, False)
+            or keras_internals.current_call_context() is not None):
         return None
     runner = runner_of(operation)
     with keras_internals.entered_call_context(operation):
