@@ -191,6 +191,31 @@ def outside_call_context() -> Iterator[None]:
         global_state.set_global_attribute("current_call_ctx", context)
 
 
+@contextlib.contextmanager
+def entered_call_context(entry: Any) -> Iterator[Any]:
+    """Within the block, the call context of a call of ``entry`` (as ``Layer.__call__``
+    enters one when no call is running; the running call's own otherwise). Yields it."""
+    from keras.src.backend.common import global_state
+    from keras.src.layers.layer import CallContext
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is not None:
+        yield context
+        return
+    context = CallContext(entry_layer=entry)
+    global_state.set_global_attribute("current_call_ctx", context)
+    try:
+        yield context
+    finally:
+        global_state.set_global_attribute("current_call_ctx", None)
+
+
+def standardized_inputs(functional: Any, inputs: Any) -> list:
+    """``inputs`` as the flat list a functional model runs its graph on (converted and cast
+    as ``Functional.call`` does)."""
+    return functional._standardize_inputs(inputs)
+
+
 # ------------------------------------------------------------------------------------ masks
 def get_keras_mask(tensor: Any) -> Any:
     """The Keras mask attached to a tensor (``None`` when it carries none)."""

@@ -507,9 +507,11 @@ def test_the_worker_server_starts_early_only_for_checks_worth_sharing(files, mon
         assert main(["check", "mlp.keras", "--examples", examples, "--jobs", jobs]) == 2
     assert started == []
     assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert started == []  # about 1 s of checking: not worth the server's start and end
+    assert main(["check", "mlp.keras", "--examples", "200", "--jobs", "2"]) == 2
     assert started == [True]
     monkeypatch.setattr(check_command, "idle_core", lambda: False)  # a busy machine
-    assert main(["check", "mlp.keras", "--examples", "50", "--jobs", "2"]) == 2
+    assert main(["check", "mlp.keras", "--examples", "200", "--jobs", "2"]) == 2
     assert started == [True]
 
 
@@ -591,6 +593,47 @@ def test_progress_off_a_terminal_is_one_line_per_call(files):
     assert quiet.returncode == 0 and quiet.stderr == ""
 
 
+EXIT_RULES = RULES + '''
+import atexit
+import pathlib
+
+
+class Teardown:
+    """Writes a file when Python clears this module at the end of the process."""
+
+    def __del__(self):
+        pathlib.Path("teardown.txt").write_text("cleared")
+
+
+TEARDOWN = Teardown()
+atexit.register(lambda: pathlib.Path("at_exit.txt").write_text("ran"))
+'''
+
+
+def test_the_process_ends_after_its_exit_handlers_with_its_status(files, tmp_path):
+    """The command's process skips Python's clearing of its modules, not its exit handlers,
+    its output or its status."""
+    (tmp_path / "exit_rules.py").write_text(EXIT_RULES, encoding="utf-8")
+    (tmp_path / "clip.keras").write_bytes((files / "clip.keras").read_bytes())
+    result = run("check", "clip.keras", "--rules", "exit_rules.py", "--examples", "5",
+                 "--seed", "0", "--json", "out.json", "--progress", "none", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr  # the tutorial's rule is wrong
+    assert result.stdout.rstrip().splitlines()[-1].startswith("FAIL")
+    document = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+    assert [c["verdict"] for c in document["models"][0]["layers"]][1] == "fail"
+    assert (tmp_path / "at_exit.txt").read_text() == "ran"
+    assert not (tmp_path / "teardown.txt").exists()
+    # under coverage measurement (its exit handler registered first) the usual end
+    code = ("import sys, types\nsys.modules['coverage'] = types.ModuleType('coverage')\n"
+            "from jacverify.cli import console_main\nconsole_main()")
+    usual = subprocess.run(
+        [sys.executable, "-c", code, "check", "clip.keras", "--rules", "exit_rules.py",
+         "--examples", "3", "--seed", "0", "--progress", "none", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert usual.returncode == 1, usual.stderr
+    assert (tmp_path / "teardown.txt").read_text() == "cleared"
+
+
 def test_another_backend_is_one_line_exit_2(files):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run([sys.executable, "-m", "jacverify.cli", "check", "mlp.keras"],
@@ -620,10 +663,12 @@ def test_usage_answers_come_before_torch_and_keras(files, args):
 
 def test_check_loads_only_what_it_needs(files):
     """A check without --html loads neither Jinja2 nor the registry check's configuration
-    strategies, nor the plugins other packages register with Hypothesis; it writes nothing to
-    the current directory."""
+    strategies, nor the plugins other packages register with Hypothesis, nor matplotlib's
+    pyplot (Keras imports it; it runs only when used); it writes nothing to the current
+    directory."""
     unneeded = ["jinja2", "jacverify.report.html", "jacverify.check.registry_check",
-                "jacverify.check.layer_configs", "trio", "pytest"]
+                "jacverify.check.layer_configs", "trio", "pytest", "matplotlib.backend_bases",
+                "matplotlib.figure"]
     code = ("import sys\nfrom jacverify.cli import main\nstatus = main(sys.argv[1:])\n"
             f"print(status, [m for m in {unneeded!r} if m in sys.modules])")
     before = sorted(p.name for p in files.iterdir())

@@ -39,8 +39,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from jacverify import keras_internals
+from jacverify.backward.clone import unpack_singleton
 from jacverify.backward.factory import is_float_dtype
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.backward.runner import runner_of
 from jacverify.check.companions import CompanionInputs
 from jacverify.check.direct_calls import invoke
 from jacverify.check.kinks import format_index
@@ -274,6 +277,24 @@ def accepts_training(operation: Any) -> bool:
     return "training" in params
 
 
+def _run_graph_directly(operation: Any, args: list, kwargs: dict) -> Any:
+    """A functional model's outputs on ``args`` at inference, its graph run by
+    :class:`~jacverify.backward.runner.GraphRunner` (each layer's ``call`` invoked directly
+    where that gives what Keras' ``__call__`` gives, bit for bit); ``None`` for another
+    operation, other arguments, inside another layer's call (whose call context the run would
+    change), or where the runner must not make direct calls."""
+    if (not isinstance(operation, keras_internals.Functional) or len(args) != 1
+            or set(kwargs) - {"training"} or kwargs.get("training") not in (None, False)
+            or keras_internals.current_call_context() is not None):
+        return None
+    runner = runner_of(operation)
+    with keras_internals.entered_call_context(operation):
+        if not runner.can_run_directly(False):
+            return None
+        inputs = keras_internals.standardized_inputs(operation, args[0])
+        return unpack_singleton(runner.run(inputs, False))
+
+
 class PackedCall(keras.layers.Layer):
     """One call of ``operation`` as a layer with one packed input.
 
@@ -352,7 +373,10 @@ class PackedCall(keras.layers.Layer):
         if not isinstance(operation, keras.layers.Layer):
             return self.call(x)
         parts = self.call_inputs(x)
-        result = operation.call(*_fill(self.call_args, parts), **_fill(self.call_kwargs, parts))
+        args, kwargs = _fill(self.call_args, parts), _fill(self.call_kwargs, parts)
+        result = _run_graph_directly(operation, args, kwargs)
+        if result is None:
+            result = operation.call(*args, **kwargs)
         if self.output_packing is None:
             return result
         return self.output_packing.join(keras.tree.flatten(result))

@@ -32,7 +32,7 @@ from jacverify.check.call_selection import select_calls
 from jacverify.check.call_task import CallTask, coverage_key
 from jacverify.check.end_to_end import EndToEndTask, build_backward
 from jacverify.check.isolation import check_isolation
-from jacverify.check.parallel import expected_seconds, run_tasks
+from jacverify.check.parallel import expected_seconds, prepare_workers, run_tasks
 from jacverify.check.results import NO_RULE, LayerCheck, ModelCheck
 from jacverify.check.settings import torch_threads
 
@@ -379,6 +379,7 @@ def check_model(
     seed = int(seed)
     mapping = mapping_keras2backward_classes
     graph = trace(model, mapping)
+    prepare_workers(jobs if executor is None else 1, len(graph.steps))  # imports meanwhile
     missing = _missing_rules(graph.steps, mapping)
     labels = _call_labels(graph.steps)
     chosen = select_calls(graph.steps, labels, model_name=model.name, layers=layers,

@@ -867,40 +867,37 @@ def _no_points(n: int) -> tuple:
     return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
 
 
-def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """One opaque record per (key, point), equal when the key and the point's bytes are."""
+def _records(keys: np.ndarray, points: np.ndarray) -> list[bytes]:
+    """One record per (key, point), equal when the key and the point's bytes are."""
     rows = np.empty((len(points), points.shape[1] + 1))
     rows[:, 0] = keys
     rows[:, 1:] = points
-    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
+    return [row.tobytes() for row in rows]
 
 
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
     and row indices ``i``, each distinct input point evaluated once (rows with the same key
     share their points; ``known = (keys, points, values)`` are values already known).
-    ``g`` is one vector for every row, or one per row."""
+    ``g`` is one vector for every row, or one per row.
+
+    Points are told apart by their exact bytes, held in a dictionary: finding one costs a
+    hash of its bytes whatever the number of points known (sorting records of a large layer's
+    inputs cost as much as the layer's own evaluations)."""
 
     def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
                  y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
         self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
         self.y_bases, self.keys = y_bases, keys
-        records = _records(known[0], known[1])
-        records, first = np.unique(records, return_index=True)
-        self.records, self.values = records, np.asarray(known[2], dtype=np.float64)[first]
+        self.values: dict[bytes, float] = {}
+        for record, value in zip(_records(known[0], known[1]),
+                                 np.asarray(known[2], dtype=np.float64).tolist(), strict=True):
+            self.values.setdefault(record, value)  # the first value of a repeated point
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
-
-    def _known(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Which records are known, and their values (0 where not)."""
-        if not self.records.size:
-            return np.zeros(records.shape, dtype=bool), np.zeros(records.shape)
-        where = np.minimum(np.searchsorted(self.records, records), self.records.size - 1)
-        found = self.records[where] == records
-        return found, np.where(found, self.values[where], 0.0)
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -915,23 +912,27 @@ class _LineValues:
         rows = flat_i[moved]
         points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
         records = _records(self.keys[rows], points)
-        found, known = self._known(records)
-        values[moved] = known
-        missing = np.flatnonzero(~found)
-        if missing.size:
-            unique, first, inverse = np.unique(records[missing], return_index=True,
-                                               return_inverse=True)
-            order = np.argsort(first)  # evaluated in the order first met
-            chosen = missing[first[order]]
-            computed = np.empty(unique.size)
-            computed[order] = self._project(
+        new: dict[bytes, int] = {}  # unknown points, numbered in the order first met
+        slots = np.empty(len(records), dtype=np.int64)
+        chosen = []
+        for position, record in enumerate(records):
+            value = self.values.get(record)
+            if value is not None:
+                values[moved[position]] = value
+                slots[position] = -1
+                continue
+            slot = new.setdefault(record, len(new))
+            if slot == len(chosen):
+                chosen.append(position)
+            slots[position] = slot
+        if chosen:
+            chosen = np.asarray(chosen, dtype=np.int64)
+            computed = self._project(
                 self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
             )
-            values[moved[missing]] = computed[inverse.reshape(-1)]
-            merged = np.concatenate([self.records, unique])
-            arranged = np.argsort(merged, kind="stable")
-            self.records = merged[arranged]
-            self.values = np.concatenate([self.values, computed])[arranged]
+            missing = np.flatnonzero(slots >= 0)
+            values[moved[missing]] = computed[slots[missing]]
+            self.values.update(zip(new, computed.tolist(), strict=True))
         return values.reshape(shape)
 
 

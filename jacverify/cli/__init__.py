@@ -35,6 +35,7 @@ from jacverify.cli.common import (
     require_torch_backend,
 )
 from jacverify.cli.inputs import check_model_file, import_rules, load_model
+from jacverify.cli.process_end import end_quickly_at_exit, record_exit_status
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -48,6 +49,7 @@ __all__ = [
     "UsageError",
     "build_parser",
     "check_model_file",
+    "console_main",
     "import_rules",
     "load_model",
     "main",
@@ -114,3 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def console_main() -> None:
+    """The ``jacverify`` command as a process (its console script, ``python -m
+    jacverify.cli``): :func:`main`, then the process ends with its status without tearing down
+    the modules it loaded (see :mod:`jacverify.cli.process_end`)."""
+    end_quickly_at_exit()
+    status = main()
+    record_exit_status(status)
+    sys.exit(status)

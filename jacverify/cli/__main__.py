@@ -1,7 +1,5 @@
 """``python -m jacverify.cli``: the ``jacverify`` command."""
 
-import sys
+from jacverify.cli import console_main
 
-from jacverify.cli import main
-
-sys.exit(main())
+console_main()

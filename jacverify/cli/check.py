@@ -21,14 +21,23 @@ from jacverify.cli.inputs import (
     read_inputs,
 )
 from jacverify.cli.progress import PROGRESS_MODES, progress_reporter, resolve_mode
+from jacverify.lazy_exports import load_on_first_use
 
+#: Imported by Keras for its plotting functions, which a check never calls (the HTML report
+#: draws with matplotlib's figure and Agg canvas): its code runs only if something uses it.
+UNUSED_BY_CHECKS = "matplotlib.pyplot"
 #: ``--fallback`` values: none, or torch autograd for the calls without a rule.
 FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
 ONLY = ("custom",)
-#: Expected seconds of checking from which ``--jobs`` above 1 starts the worker server before
-#: Keras is imported: the checks it would share must outweigh its start.
-SERVER_FROM_SECONDS = 2.0
+#: Expected seconds of checking (:func:`expected_check_seconds`) from which ``--jobs`` above 1
+#: starts the worker server before Keras is imported. The server costs this process more than
+#: its imports on the other core: its own end (clearing the modules it loaded, about a second
+#: of CPU) is waited for when the command ends, and a worker's first check pays its set-up.
+#: The estimate counts a small layer's example at :data:`SECONDS_PER_EXAMPLE`, several times
+#: what a Dense check costs per example: a 3-layer MLP at 50 examples (about 1 s of checking
+#: on one idle core, estimated at 5 s) runs faster in one process.
+SERVER_FROM_SECONDS = 10.0
 
 
 def expected_check_seconds(model_path: Path, examples: int) -> float:
@@ -227,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = output_path(args.json, "--json", model_path)
     html_path = output_path(args.html, "--html", model_path)
     arrays = read_inputs(args.inputs)
+    load_on_first_use(UNUSED_BY_CHECKS)
     if (jobs(args) > 1 and expected_check_seconds(model_path, args.examples)
             >= SERVER_FROM_SECONDS and idle_core()):
         start_worker_server()  # imports the checker on another core while this one does

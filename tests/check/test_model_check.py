@@ -159,3 +159,21 @@ def test_the_replay_call_meets_the_counterexample_again(model):
     np.testing.assert_array_equal(replayed.counterexample.input, failing.counterexample.input)
     np.testing.assert_array_equal(replayed.counterexample.rule_output,
                                   failing.counterexample.rule_output)
+
+
+def test_a_network_with_many_calls_starts_the_worker_server_before_preparing(monkeypatch):
+    from jacverify.check import model_check
+    from jacverify.check.parallel import EARLY_SERVER_TASKS
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((4,))
+    h = x
+    for i in range(EARLY_SERVER_TASKS):
+        h = L.ReLU(name=f"relu_{i}")(h)
+    network = keras.Model(x, h, name="deep")
+    requests = []
+    monkeypatch.setattr(model_check, "prepare_workers",
+                        lambda jobs, tasks: requests.append((jobs, tasks)))
+    kwargs = dict(examples=2, seed=0, end_to_end=False, layers=["relu_0"])
+    check_model(network, jobs=2, **kwargs)
+    assert requests == [(2, EARLY_SERVER_TASKS)]
