@@ -7,6 +7,10 @@ returning one, or a Hypothesis strategy drawing them), else from the native stra
 forward class (:mod:`jacverify.check.layer_configs`). Strategies are drawn reproducibly from
 the seed (the first configuration is the strategy's simplest), and each configuration is
 checked by :func:`jacverify.check.check_layer` with the registered rule.
+
+The configurations are drawn by the task that checks them (a :class:`RuleTask`: the rule, the
+indices of its configurations, the seed), in whichever process runs it: a worker receives no
+layer, only what to draw, and draws exactly what a serial run draws.
 """
 
 from __future__ import annotations
@@ -67,16 +71,19 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 
 def _compact(value: Any) -> Any:
-    """Configuration values made short: a serialized Keras object becomes
-    ``"ClassName(key=value, ...)"``."""
+    """Configuration values made short and plain: a serialized Keras object becomes
+    ``"ClassName(key=value, ...)"``; Keras' tracked lists and dicts become plain ones (they
+    cannot be unpickled, and a registry task's rows travel back from workers pickled)."""
     if isinstance(value, dict) and "class_name" in value and "config" in value:
         inner = value["config"] if isinstance(value["config"], dict) else {}
         arguments = ", ".join(f"{k}={_compact(v)!r}" for k, v in describe_config(inner).items())
         return f"{value['class_name']}({arguments})"
     if isinstance(value, dict):
         return {k: _compact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_compact(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_compact(v) for v in value)
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
     return value
 
 
@@ -388,9 +395,11 @@ def check_registry(
             reported in the result.
         convention: at kinks, ``"subgradient"`` or ``"autograd"`` (see :func:`check_layer`).
         include: the sources of rules to check: ``"native"``, ``"user"``, ``"package"``.
-        progress: called as ``progress(index, total, label)`` before each configuration's
-            check (as each result arrives from a worker; ``index`` from 0, ``total``
-            configurations, ``label`` the forward class's name).
+        progress: called as ``progress(index, total, label)`` before each task's checks
+            (as each result arrives from a worker; ``index`` from 0, ``total`` tasks, ``label``
+            the forward class's name). A task checks one rule on all its configurations, or
+            on one of them for a rule whose checks took long in an earlier run (see
+            :data:`SPLIT_SECONDS`).
         jobs: processes checking at once: this one and ``jobs - 1`` local workers, each with
             one torch thread (see :func:`jacverify.check.parallel.run_tasks`); the results
             equal the serial run's.

@@ -141,3 +141,24 @@ def test_the_python_random_state_is_left_as_found(cls):
     before = random.getstate()
     _task(cls, (0,), examples=2).run()
     assert random.getstate() == before
+
+
+@pytest.mark.parametrize("cls", [L.RandomColorDegeneration, L.Dense, L.Normalization])
+def test_a_task_s_rows_travel_back(cls):
+    """The rows come back from a worker pickled: no Keras object (a tracked list in a layer's
+    configuration cannot be unpickled) may be in them."""
+    rows = _task(cls, examples=2).run()
+    assert rows and _without_durations(pickle.loads(pickle.dumps(rows))) == _without_durations(
+        rows)
+
+
+def test_configurations_are_described_with_plain_values():
+    from keras.src.utils.tracking import TrackedList
+
+    described = describe_layer(L.Dense(3, name="d"))
+    assert described["units"] == 3 and "name" not in described
+    from jacverify.check.registry_check import describe_config
+
+    config = describe_config({"factor": TrackedList([0.1, 0.2]), "pair": (TrackedList([1]),)})
+    assert type(config["factor"]) is list and type(config["pair"][0]) is list
+    assert pickle.loads(pickle.dumps(config)) == {"factor": [0.1, 0.2], "pair": ([1],)}
