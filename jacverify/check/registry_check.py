@@ -226,14 +226,12 @@ def _check_one(
                            shape)
 
 
-#: A rule whose configurations took longer than this together in an earlier run (see
-#: :mod:`jacverify.check.task_cost`) is checked as one task per configuration (each draws the
-#: rule's configurations again, which costs little beside such checks), so that no long task
-#: is left to run alone at the end of a parallel run.
-SPLIT_SECONDS = 1.5
-#: Without earlier durations, the rules of the families that cost at least this many times a
-#: small Dense layer's check (:data:`jacverify.check.task_cost.FAMILY_FACTORS`) are split.
-SPLIT_FAMILY_FACTOR = 4.0
+#: With several processes, a rule expected to take more than this share of the whole run (by
+#: the durations of an earlier run, see :mod:`jacverify.check.task_cost`, else by estimates) is
+#: checked as one task per configuration (each draws the rule's configurations again, which
+#: costs little beside such checks), so that no long task is left to run alone at the end. A
+#: share, not seconds: durations remembered on a busy machine are all longer together.
+SPLIT_SHARE = 0.01
 
 
 @dataclass
@@ -347,26 +345,46 @@ def _example_from_state(state: Any) -> Any:
     return state
 
 
-def _rule_tasks(entry: RuleEntry, *, configs: int, seed: int, examples: int,
-                convention: str, remembered: dict[str, float]) -> list[RuleTask]:
-    """The tasks of one rule: one for all its configurations, or one per configuration when
-    they are expected to take more than :data:`SPLIT_SECONDS` together."""
-    whole = RuleTask(
+def _whole_rule_task(entry: RuleEntry, *, configs: int, seed: int, examples: int,
+                     convention: str) -> RuleTask:
+    """The task checking one rule on all its configurations."""
+    return RuleTask(
         label=entry.keras_class.__name__, keras_class=entry.keras_class,
         rule_class=entry.rule_class, source=entry.source, example=entry.example,
         configs=int(configs), indices=tuple(range(max(1, int(configs)))), examples=examples,
         seed=seed, convention=convention,
     )
-    if len(whole.indices) == 1:
-        return [whole]
+
+
+def _expected_seconds(whole: RuleTask, remembered: dict[str, float]) -> float:
+    """A rule's seconds in an earlier run (whole, or split by configuration), else estimated."""
     parts = [replace(whole, indices=(index,)) for index in whole.indices]
     if whole.cost_key in remembered:
-        split = remembered[whole.cost_key] > SPLIT_SECONDS
-    elif all(part.cost_key in remembered for part in parts):
-        split = sum(remembered[part.cost_key] for part in parts) > SPLIT_SECONDS
-    else:
-        split = task_cost.family_factor(entry.keras_class.__name__) >= SPLIT_FAMILY_FACTOR
-    return parts if split else [whole]
+        return remembered[whole.cost_key]
+    if all(part.cost_key in remembered for part in parts):
+        return sum(remembered[part.cost_key] for part in parts)
+    return whole.estimated_seconds()
+
+
+def registry_tasks(entries: Sequence[RuleEntry], *, configs: int, seed: int, examples: int,
+                   convention: str, remembered: dict[str, float], split: bool
+                   ) -> list[RuleTask]:
+    """The tasks of a registry check, in the rules' order: one per rule, or (with ``split``)
+    one per configuration for the rules expected to take more than :data:`SPLIT_SHARE` of
+    the run."""
+    wholes = [_whole_rule_task(entry, configs=configs, seed=seed, examples=examples,
+                               convention=convention) for entry in entries]
+    if not split:
+        return wholes
+    expected = [_expected_seconds(whole, remembered) for whole in wholes]
+    limit = SPLIT_SHARE * sum(expected)
+    tasks: list[RuleTask] = []
+    for whole, seconds in zip(wholes, expected, strict=True):
+        if seconds > limit and len(whole.indices) > 1:
+            tasks += [replace(whole, indices=(index,)) for index in whole.indices]
+        else:
+            tasks.append(whole)
+    return tasks
 
 
 @check_isolation()
@@ -398,8 +416,8 @@ def check_registry(
         progress: called as ``progress(index, total, label)`` before each task's checks
             (as each result arrives from a worker; ``index`` from 0, ``total`` tasks, ``label``
             the forward class's name). A task checks one rule on all its configurations, or
-            on one of them for a rule whose checks took long in an earlier run (see
-            :data:`SPLIT_SECONDS`).
+            on one of them for a rule expected to take a large share of a parallel run (see
+            :data:`SPLIT_SHARE`).
         jobs: processes checking at once: this one and ``jobs - 1`` local workers, each with
             one torch thread (see :func:`jacverify.check.parallel.run_tasks`); the results
             equal the serial run's.
@@ -423,9 +441,9 @@ def check_registry(
     result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
                            convention=convention)
     remembered = task_cost.remembered_seconds(cache_directory())
-    tasks = [task for entry in entries for task in _rule_tasks(
-        entry, configs=configs, seed=seed, examples=int(examples), convention=convention,
-        remembered=remembered)]
+    tasks = registry_tasks(entries, configs=configs, seed=seed, examples=int(examples),
+                           convention=convention, remembered=remembered,
+                           split=executor is not None or int(jobs) > 1)
     for rows in run_tasks(tasks, jobs=jobs, executor=executor, progress=progress):
         result.checks += rows
     result.duration_s = time.perf_counter() - start

@@ -15,11 +15,11 @@ from jacverify.backward.registry import RuleEntry, registered_rules
 from jacverify.check import task_cost
 from jacverify.check.layer_configs import draw_configs, native_example_strategy
 from jacverify.check.registry_check import (
-    SPLIT_SECONDS,
+    SPLIT_SHARE,
     RuleTask,
-    _rule_tasks,
     derive_seed,
     describe_layer,
+    registry_tasks,
 )
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect
 
@@ -111,18 +111,27 @@ def test_one_example_gives_one_row_and_a_rule_without_any_one_skipped_row():
     assert RuleTask(indices=(2,), **broken).run() == []  # said once, by the first task
 
 
-def test_long_rules_are_split_by_remembered_seconds_or_family():
-    def split(cls, remembered):
-        tasks = _rule_tasks(_entry(cls), configs=3, seed=0, examples=30,
-                            convention="subgradient", remembered=remembered)
-        return [t.indices for t in tasks]
+def test_long_rules_are_split_by_their_share_of_the_run():
+    entries = [_entry(cls) for cls in (L.Dense, L.ReLU, L.Add)]
 
-    dense = _task(L.Dense, examples=30)
-    assert split(L.Dense, {}) == [(0, 1, 2)]
-    assert split(L.Dense, {dense.cost_key: SPLIT_SECONDS + 1}) == [(0,), (1,), (2,)]
-    parts = {_task(L.Dense, (i,), examples=30).cost_key: SPLIT_SECONDS / 4 for i in range(3)}
-    assert split(L.Dense, parts) == [(0, 1, 2)]  # 3/4 of the limit together
-    assert split(L.ConvLSTM2D, {}) == [(0,), (1,), (2,)]  # a costly family, not remembered
+    def tasks(remembered, split=True):
+        found = registry_tasks(entries, configs=3, seed=0, examples=30,
+                               convention="subgradient", remembered=remembered, split=split)
+        return [(t.label, t.indices) for t in found]
+
+    whole = [("Dense", (0, 1, 2)), ("ReLU", (0, 1, 2)), ("Add", (0, 1, 2))]
+    assert tasks({}, split=False) == whole
+    keys = {cls: _task(cls, examples=30).cost_key for cls in (L.Dense, L.ReLU, L.Add)}
+    # ReLU takes 99 % of the run: it is split; the others are 0.5 %, under SPLIT_SHARE
+    remembered = {keys[L.Dense]: 0.5, keys[L.ReLU]: 99.0, keys[L.Add]: 0.5}
+    assert tasks(remembered) == [whole[0], ("ReLU", (0,)), ("ReLU", (1,)), ("ReLU", (2,)),
+                                 whole[2]]
+    # the same durations on a machine 10 times busier split the same rules
+    assert tasks({k: 10 * v for k, v in remembered.items()}) == tasks(remembered)
+    assert tasks(remembered, split=False) == whole  # one process: nothing to balance
+    parts = {_task(L.ReLU, (i,), examples=30).cost_key: 33.0 for i in range(3)}
+    assert tasks({**remembered, **parts}) == tasks(remembered)  # split last time: summed
+    assert SPLIT_SHARE < 0.5
 
 
 def test_the_cost_key_names_the_rule_s_checks():
