@@ -7,6 +7,10 @@ returning one, or a Hypothesis strategy drawing them), else from the native stra
 forward class (:mod:`jacverify.check.layer_configs`). Strategies are drawn reproducibly from
 the seed (the first configuration is the strategy's simplest), and each configuration is
 checked by :func:`jacverify.check.check_layer` with the registered rule.
+
+The configurations are drawn by the task that checks them (a :class:`RuleTask`: the rule, the
+indices of its configurations, the seed), in whichever process runs it: a worker receives no
+layer, only what to draw, and draws exactly what a serial run draws.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -42,6 +46,8 @@ from jacverify.check.parallel import (
     run_tasks,
 )
 from jacverify.check.results import ConfigCheck, LayerCheck, RegistryCheck
+from jacverify.check.seeded_draws import seeded_python_random
+from jacverify.check.storage import cache_directory
 from jacverify.verdicts import Verdict
 
 #: Why a rule without any example is skipped.
@@ -65,16 +71,19 @@ def derive_seed(seed: int, *parts: Any) -> int:
 
 
 def _compact(value: Any) -> Any:
-    """Configuration values made short: a serialized Keras object becomes
-    ``"ClassName(key=value, ...)"``."""
+    """Configuration values made short and plain: a serialized Keras object becomes
+    ``"ClassName(key=value, ...)"``; Keras' tracked lists and dicts become plain ones (they
+    cannot be unpickled, and a registry task's rows travel back from workers pickled)."""
     if isinstance(value, dict) and "class_name" in value and "config" in value:
         inner = value["config"] if isinstance(value["config"], dict) else {}
         arguments = ", ".join(f"{k}={_compact(v)!r}" for k, v in describe_config(inner).items())
         return f"{value['class_name']}({arguments})"
     if isinstance(value, dict):
         return {k: _compact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_compact(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(_compact(v) for v in value)
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
     return value
 
 
@@ -219,76 +228,165 @@ def _check_one(
                            shape)
 
 
+#: With several processes, a rule expected to take more than this share of the whole run (by
+#: the durations of an earlier run, see :mod:`jacverify.check.task_cost`, else by estimates) is
+#: checked as one task per configuration (each draws the rule's configurations again, which
+#: costs little beside such checks), so that no long task is left to run alone at the end. A
+#: share, not seconds: durations remembered on a busy machine are all longer together.
+SPLIT_SHARE = 0.01
+
+
 @dataclass
-class ConfigTask:
-    """The check of one registered rule on one configuration, as a task that can travel to
-    a worker (see :mod:`jacverify.check.parallel`)."""
+class RuleTask:
+    """The checks of one registered rule on some of its configurations, as a task that can
+    travel to a worker (see :mod:`jacverify.check.parallel`).
+
+    The configurations are drawn where the task runs, from the seed, exactly as a serial run
+    draws them: ``indices`` says which of the ``configs`` drawn ones this task checks (all of
+    them, or one for a rule whose checks are long). :meth:`run` returns the rule's
+    :class:`ConfigCheck` rows: one per checked configuration, or, for the task holding the
+    first configuration, the single row of a rule that could not be checked (skipped, or a
+    broken example)."""
 
     label: str  # the forward class's name, for progress
     keras_class: type
     rule_class: type
-    layer: Any  # the example layer or operation
-    shape: Any  # its input shape, or None
+    source: str
+    example: Any  # the registered example (None: the native strategy of the class)
+    configs: int
+    indices: tuple[int, ...]
     examples: int
     seed: int
     convention: str
 
-    def run(self) -> LayerCheck:
-        """The check of the rule on this configuration."""
-        return _check_one(self.keras_class, self.rule_class, self.layer, self.shape,
-                          examples=self.examples, seed=self.seed, convention=self.convention)
+    def run(self) -> list[ConfigCheck]:
+        """The rows of this task's configurations."""
+        with seeded_python_random(derive_seed(self.seed, "python-random", self._name)):
+            try:
+                drawn, reason = _configurations(self._entry(), self.configs, self.seed)
+            except Exception as error:  # noqa: BLE001 - a broken example must not end the run
+                reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
+                return self._rule_row(Verdict.INCONCLUSIVE.value, reason)
+        if not drawn:
+            return self._rule_row(Verdict.SKIPPED.value, reason)
+        return [self._config_row(index, *drawn[index])
+                for index in self.indices if index < len(drawn)]
+
+    @property
+    def _name(self) -> str:
+        return _qualified(self.keras_class)
+
+    def _entry(self) -> RuleEntry:
+        return RuleEntry(keras_class=self.keras_class, rule_class=self.rule_class,
+                         source=self.source, example=self.example)
+
+    def _common(self) -> dict:
+        return dict(keras_class=self._name, rule_class=self.rule_class.__name__,
+                    source=self.source)
+
+    def _rule_row(self, verdict: str, reason: str) -> list[ConfigCheck]:
+        if 0 not in self.indices:
+            return []
+        check = _bare_check(self.keras_class, self.rule_class, verdict, reason)
+        return [ConfigCheck(index=0, config={}, input_shape=[], check=check, **self._common())]
+
+    def _config_row(self, index: int, layer: Any, shape: Any) -> ConfigCheck:
+        config = describe_layer(layer)
+        check = _check_one(self.keras_class, self.rule_class, layer, shape,
+                           examples=self.examples, seed=derive_seed(self.seed, self._name, index),
+                           convention=self.convention)
+        return ConfigCheck(index=index, config=config,
+                           input_shape=_shape_list(shape) or check.input_shape, check=check,
+                           **self._common())
 
     @property
     def cost_key(self) -> str:
-        """Names this check for the durations of earlier runs (see
+        """Names these checks for the durations of earlier runs (see
         :mod:`jacverify.check.task_cost`)."""
-        return task_cost.cost_key(self.layer, self.rule_class, self.shape, self.examples)
+        return task_cost.rule_cost_key(self.keras_class, self.rule_class, self._example_kind(),
+                                       self.seed, self.configs, self.indices, self.examples)
+
+    def _example_kind(self) -> str:
+        return "native" if self.example is None else type(self.example).__name__
 
     def estimated_seconds(self) -> float:
-        """A guess of this check's seconds from its configuration."""
-        return task_cost.estimate_seconds(self.layer, self.shape, self.examples)
+        """A guess of these checks' seconds from the forward class."""
+        return len(self.indices) * task_cost.estimate_class_seconds(
+            self.keras_class.__name__, None, self.examples)
 
-    def failed(self, error: BaseException) -> LayerCheck:
-        """``inconclusive``: the check could not run, and why."""
+    def failed(self, error: BaseException) -> list[ConfigCheck]:
+        """``inconclusive`` rows: the checks could not run, and why."""
         reason = f"the check could not run: {type(error).__name__}: {str(error)[:300]}"
-        return _bare_check(self.keras_class, self.rule_class, Verdict.INCONCLUSIVE.value,
-                           reason, self.layer, self.shape)
+        check = _bare_check(self.keras_class, self.rule_class, Verdict.INCONCLUSIVE.value,
+                            reason)
+        return [ConfigCheck(index=index, config={}, input_shape=[], check=check,
+                            **self._common()) for index in self.indices]
 
     def __getstate__(self) -> dict:
-        if isinstance(self.layer, keras.Operation):
-            return {**self.__dict__, "layer": operation_state(self.layer)}
-        return dict(self.__dict__)
+        return {**self.__dict__, "example": _example_state(self.example)}
 
     def __setstate__(self, state: dict) -> None:
-        layer = state["layer"]
-        if isinstance(layer, dict) and set(layer) == {"class", "pickle"}:
-            layer = operation_from_state(layer)
-        self.__dict__.update({**state, "layer": layer})
+        self.__dict__.update({**state, "example": _example_from_state(state["example"])})
 
 
-def _rule_rows(entry: RuleEntry, configs: int, seed: int, examples: int, convention: str,
-               common: dict) -> list:
-    """The ConfigCheck rows of one rule that end before checking (no example, a broken
-    one), or its ConfigTasks with what their rows need."""
-    name = common["keras_class"]
-    try:
-        drawn, reason = _configurations(entry, configs, seed)
-    except Exception as error:  # noqa: BLE001 - a broken example must not end the run
-        reason = f"drawing an example raised {type(error).__name__}: {str(error)[:300]}"
-        check = _bare_check(entry.keras_class, entry.rule_class, Verdict.INCONCLUSIVE.value,
-                            reason)
-        return [ConfigCheck(index=0, config={}, input_shape=[], check=check, **common)]
-    if not drawn:
-        check = _bare_check(entry.keras_class, entry.rule_class, Verdict.SKIPPED.value, reason)
-        return [ConfigCheck(index=0, config={}, input_shape=[], check=check, **common)]
-    return [
-        (ConfigTask(
-            label=entry.keras_class.__name__, keras_class=entry.keras_class,
-            rule_class=entry.rule_class, layer=layer, shape=shape, examples=examples,
-            seed=derive_seed(seed, name, index), convention=convention,
-        ), index, describe_layer(layer))
-        for index, (layer, shape) in enumerate(drawn)
-    ]
+def _example_state(example: Any) -> Any:
+    """A registered example made picklable: Keras layers and operations (alone or in a
+    ``(layer, input_shape)`` pair) as :func:`operation_state`."""
+    if isinstance(example, keras.Operation):
+        return {"operation": operation_state(example)}
+    if isinstance(example, tuple) and len(example) == 2 and isinstance(example[0],
+                                                                       keras.Operation):
+        return {"operation": operation_state(example[0]), "shape": example[1]}
+    return example
+
+
+def _example_from_state(state: Any) -> Any:
+    if isinstance(state, dict) and set(state) in ({"operation"}, {"operation", "shape"}):
+        operation = operation_from_state(state["operation"])
+        return (operation, state["shape"]) if "shape" in state else operation
+    return state
+
+
+def _whole_rule_task(entry: RuleEntry, *, configs: int, seed: int, examples: int,
+                     convention: str) -> RuleTask:
+    """The task checking one rule on all its configurations."""
+    return RuleTask(
+        label=entry.keras_class.__name__, keras_class=entry.keras_class,
+        rule_class=entry.rule_class, source=entry.source, example=entry.example,
+        configs=int(configs), indices=tuple(range(max(1, int(configs)))), examples=examples,
+        seed=seed, convention=convention,
+    )
+
+
+def _expected_seconds(whole: RuleTask, remembered: dict[str, float]) -> float:
+    """A rule's seconds in an earlier run (whole, or split by configuration), else estimated."""
+    parts = [replace(whole, indices=(index,)) for index in whole.indices]
+    if whole.cost_key in remembered:
+        return remembered[whole.cost_key]
+    if all(part.cost_key in remembered for part in parts):
+        return sum(remembered[part.cost_key] for part in parts)
+    return whole.estimated_seconds()
+
+
+def registry_tasks(entries: Sequence[RuleEntry], *, configs: int, seed: int, examples: int,
+                   convention: str, remembered: dict[str, float], split: bool
+                   ) -> list[RuleTask]:
+    """The tasks of a registry check, in the rules' order: one per rule, or (with ``split``)
+    one per configuration for the rules expected to take more than :data:`SPLIT_SHARE` of
+    the run."""
+    wholes = [_whole_rule_task(entry, configs=configs, seed=seed, examples=examples,
+                               convention=convention) for entry in entries]
+    if not split:
+        return wholes
+    expected = [_expected_seconds(whole, remembered) for whole in wholes]
+    limit = SPLIT_SHARE * sum(expected)
+    tasks: list[RuleTask] = []
+    for whole, seconds in zip(wholes, expected, strict=True):
+        if seconds > limit and len(whole.indices) > 1:
+            tasks += [replace(whole, indices=(index,)) for index in whole.indices]
+        else:
+            tasks.append(whole)
+    return tasks
 
 
 @check_isolation()
@@ -317,9 +415,11 @@ def check_registry(
             reported in the result.
         convention: at kinks, ``"subgradient"`` or ``"autograd"`` (see :func:`check_layer`).
         include: the sources of rules to check: ``"native"``, ``"user"``, ``"package"``.
-        progress: called as ``progress(index, total, label)`` before each configuration's
-            check (as each result arrives from a worker; ``index`` from 0, ``total``
-            configurations, ``label`` the forward class's name).
+        progress: called as ``progress(index, total, label)`` before each task's checks
+            (as each result arrives from a worker; ``index`` from 0, ``total`` tasks, ``label``
+            the forward class's name). A task checks one rule on all its configurations, or
+            on one of them for a rule expected to take a large share of a parallel run (see
+            :data:`SPLIT_SHARE`).
         jobs: processes checking at once: this one and ``jobs - 1`` local workers, each with
             one torch thread (see :func:`jacverify.check.parallel.run_tasks`); the results
             equal the serial run's.
@@ -342,23 +442,11 @@ def check_registry(
         prepare_workers(jobs, len(entries) * int(configs))
     result = RegistryCheck(seed=seed, configs=int(configs), examples=int(examples),
                            convention=convention)
-    rows: list = []
-    for entry in entries:
-        common = dict(keras_class=_qualified(entry.keras_class),
-                      rule_class=entry.rule_class.__name__, source=entry.source)
-        rows += [(row, common) for row in _rule_rows(entry, configs, seed, examples,
-                                                     convention, common)]
-    tasks = [row[0] for row, _ in rows if isinstance(row, tuple)]
-    checks = iter(run_tasks(tasks, jobs=jobs, executor=executor, progress=progress))
-    for row, common in rows:
-        if not isinstance(row, tuple):
-            result.checks.append(row)
-            continue
-        task, index, config = row
-        check = next(checks)
-        result.checks.append(ConfigCheck(
-            index=index, config=config, input_shape=_shape_list(task.shape) or check.input_shape,
-            check=check, **common,
-        ))
+    remembered = task_cost.remembered_seconds(cache_directory())
+    tasks = registry_tasks(entries, configs=configs, seed=seed, examples=int(examples),
+                           convention=convention, remembered=remembered,
+                           split=executor is not None or int(jobs) > 1)
+    for rows in run_tasks(tasks, jobs=jobs, executor=executor, progress=progress):
+        result.checks += rows
     result.duration_s = time.perf_counter() - start
     return result

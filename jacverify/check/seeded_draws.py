@@ -7,17 +7,22 @@ then depend on which modules happen to be loaded, so a seed would not replay the
 examples in another process (a worker, the replay command, a pytest run). While a check draws,
 only Hypothesis' built-in constants are used; the user's own Hypothesis tests are untouched
 outside checks. Every use of Hypothesis internals by the checker is in this module.
+
+Keras draws the default seeds of the layers it creates from Python's ``random`` module:
+:func:`seeded_python_random` starts it from a seed while configurations are drawn, so that
+they do not depend on what the process did before either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator
 from typing import Any
 
 from jacverify.shared_switch import SharedSwitch
 
-__all__ = ["draws_from_seed_alone"]
+__all__ = ["draws_from_seed_alone", "seeded_python_random"]
 
 def _providers() -> Any:
     try:
@@ -60,3 +65,16 @@ def draws_from_seed_alone() -> Iterator[None]:
         return
     with _seed_alone():
         yield
+
+
+@contextlib.contextmanager
+def seeded_python_random(seed: int) -> Iterator[None]:
+    """Within the block, Python's ``random`` module starts from ``seed`` (Keras draws the
+    default seeds of the layers it creates from it, so a configuration drawn in a worker gets
+    the same ones as in the calling process); its state is restored afterwards."""
+    state = random.getstate()
+    random.seed(int(seed))
+    try:
+        yield
+    finally:
+        random.setstate(state)

@@ -34,8 +34,10 @@ __all__ = [
     "cost_key",
     "estimate_class_seconds",
     "estimate_seconds",
+    "family_factor",
     "remember_seconds",
     "remembered_seconds",
+    "rule_cost_key",
 ]
 
 #: The file in jacverify's cache directory that keeps the seconds of earlier checks.
@@ -82,6 +84,24 @@ def cost_key(operation: Any, rule: type, shapes: Any, examples: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def rule_cost_key(keras_class: type, rule: type, example_kind: str, seed: int, configs: int,
+                  indices: Sequence[int], examples: int) -> str:
+    """A digest naming the checks of one rule on some of the configurations a registry check
+    draws for it (which the seed and the number of configurations fix): the forward and rule
+    classes, what the example is (``"native"`` for the class's own strategy), the seed, the
+    configurations drawn, the indices of those checked, and the examples."""
+    text = "|".join([_qualified(keras_class), _qualified(rule), example_kind, str(int(seed)),
+                     str(int(configs)), repr(tuple(int(i) for i in indices)),
+                     str(int(examples))])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def family_factor(class_name: str) -> float:
+    """How many times a small Dense layer's check a check of the class costs
+    (:data:`FAMILY_FACTORS`; 1 for the others)."""
+    return next((f for part, f in FAMILY_FACTORS if part in class_name), 1.0)
+
+
 def estimate_seconds(operation: Any, shapes: Any, examples: int) -> float:
     """An estimate, from the configuration alone, of the seconds one check takes: the
     examples times :data:`SECONDS_PER_EXAMPLE`, times the family's factor
@@ -92,7 +112,7 @@ def estimate_seconds(operation: Any, shapes: Any, examples: int) -> float:
 
 def estimate_class_seconds(class_name: str, shapes: Any, examples: int) -> float:
     """:func:`estimate_seconds` for a class known by its name."""
-    factor = next((f for part, f in FAMILY_FACTORS if part in class_name), 1.0)
+    factor = family_factor(class_name)
     size = sum(_elements(shape) for shape in _shape_list(shapes))
     return max(1, int(examples)) * SECONDS_PER_EXAMPLE * factor * (1.0 + size / SIZE_SCALE)
 

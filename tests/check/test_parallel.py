@@ -214,7 +214,10 @@ def test_registry_check_on_workers_equals_the_serial_run(pool):
     remote = check_registry(classes, configs=2, examples=5, seed=0, executor=pool,
                             progress=lambda i, n, label: seen.append((i, n)))
     assert _registry_data(remote) == _registry_data(serial)
-    assert sorted(seen) == [(i, 6) for i in range(6)]
+    # one progress call per task: a rule, or one of its configurations for a rule that took
+    # long in an earlier run (the serial one just above, on a busy machine)
+    total = len(seen)
+    assert sorted(seen) == [(i, total) for i in range(total)] and 3 <= total <= 6
     shared = check_registry(classes, configs=2, examples=5, seed=0, jobs=2)
     assert _registry_data(shared) == _registry_data(serial)
 
