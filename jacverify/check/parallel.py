@@ -32,6 +32,7 @@ import pickle
 import queue
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -41,6 +42,7 @@ from typing import Any, Protocol
 
 from jacverify.check import task_cost
 from jacverify.check.library_warnings import library_warnings_silenced
+from jacverify.check.main_guard import unguarded_main_call
 from jacverify.check.worker_server import server_ready, start_worker_server, worker_context
 
 __all__ = [
@@ -114,7 +116,7 @@ def prepare_workers(jobs: int, tasks: int) -> None:
     """Start the worker server now (see :mod:`jacverify.check.worker_server`) when ``tasks``
     checks are coming, at least :data:`EARLY_SERVER_TASKS`, for ``jobs`` above 1: it imports
     the checker while this process prepares them."""
-    if int(jobs) > 1 and tasks >= EARLY_SERVER_TASKS:
+    if int(jobs) > 1 and tasks >= EARLY_SERVER_TASKS and unguarded_main_call() is None:
         start_worker_server()
 
 
@@ -273,9 +275,26 @@ def run_tasks(
     total = len(tasks) if total is None else total
     if executor is not None:
         return _run_on(executor, tasks, progress, offset, total)
-    if int(jobs) <= 1 or len(tasks) <= 1:
+    if int(jobs) <= 1 or len(tasks) <= 1 or _workers_would_rerun_script(int(jobs)):
         return _run_serially(tasks, progress, offset, total)
     return _SharedRun(tasks, progress, offset, total).run(min(int(jobs), len(tasks)) - 1)
+
+
+def _workers_would_rerun_script(jobs: int) -> bool:
+    """Whether the running script calls the checker at its top level, outside an
+    ``if __name__ == "__main__":`` block: local workers, which import the script, would run it
+    again. Then it warns, naming the script and the line, and the checks run here."""
+    where = unguarded_main_call()
+    if where is None:
+        return False
+    warnings.warn(
+        f"jacverify checks with jobs={jobs} were started at the top level of the script "
+        f"({where}), outside `if __name__ == \"__main__\":`. Worker processes start by "
+        "importing the script, which would run it again, so every check runs in this "
+        "process. Put the script's work under that guard to use the workers.",
+        UserWarning, stacklevel=2,
+    )
+    return True
 
 
 def _run_serially(tasks: Sequence[Any], progress: Progress | None, offset: int,
