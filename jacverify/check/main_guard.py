@@ -62,12 +62,23 @@ def _main_module_frame() -> FrameType | None:
     return None
 
 
+def _imported_by_workers() -> bool:
+    """Whether workers import the main module again: a script run by path, or a module run
+    with ``-m``, but not a package's ``__main__`` (``python -m package``), which
+    ``multiprocessing`` leaves out."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    return not (isinstance(name, str) and (name == "__main__" or name.endswith(".__main__")))
+
+
 def unguarded_main_call() -> str | None:
     """``"script.py, line N"`` when this call comes from the top level of the running script
     outside an ``if __name__ == "__main__":`` block, else ``None`` (guarded, an interactive
-    session, ``python -c``, a test runner, or a source that cannot be read)."""
+    session, ``python -c``, a package run as ``python -m package``, or a source that cannot be
+    read)."""
     frame = _main_module_frame()
-    if frame is None:
+    if frame is None or not _imported_by_workers():
         return None
     path = frame.f_code.co_filename
     if not os.path.isfile(path):

@@ -58,6 +58,26 @@ def test_no_script_means_no_complaint():
     assert result.stdout.strip() == "None", result.stderr
 
 
+def test_a_package_run_with_dash_m_is_not_imported_again(tmp_path):
+    """``python -m package`` runs ``package/__main__.py``, which workers do not import (the
+    ``jacverify`` command's ``python -m jacverify.cli`` among them); ``python -m
+    package.module`` they do."""
+    package = tmp_path / "toolpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    body = ("from jacverify.check.main_guard import unguarded_main_call\n"
+            "print(unguarded_main_call())\n")
+    (package / "__main__.py").write_text(body)
+    (package / "tool.py").write_text(body)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    as_package = subprocess.run([sys.executable, "-m", "toolpkg"], capture_output=True,
+                                text=True, env=env, timeout=60)
+    as_module = subprocess.run([sys.executable, "-m", "toolpkg.tool"], capture_output=True,
+                               text=True, env=env, timeout=60)
+    assert as_package.stdout.strip() == "None", as_package.stderr
+    assert as_module.stdout.strip() == f"{package / 'tool.py'}, line 2", as_module.stderr
+
+
 def test_unguarded_checks_run_here_with_one_warning_and_the_same_verdicts(tmp_path):
     source = """
         import warnings
