@@ -15,6 +15,7 @@ from keras import ops
 from checks.cases_traced_per_shape import WindowMix
 from jacverify import clone_to_backward
 from jacverify.backward.precision import float64_precision
+from jacverify.backward.rules.pre_activation import forward_state
 from jacverify.backward.rules.traced_per_shape import BackwardTracedPerShape
 from jacverify.backward.runner import GraphRunner, direct_calls, direct_calls_enabled, runner_of
 from jacverify.examples.applications import ARCHITECTURES, build_application
@@ -304,8 +305,8 @@ def test_a_pre_activation_unlike_the_forward_is_not_used():
               torch.tensor(rng.standard_normal((3, 3, 3, 2)), dtype=torch.float32)]
     direct, through_keras = _both_paths(backward, inputs)
     assert_bit_identical(direct, through_keras)
-    assert list(rule._pre_activation_state["reproduces"].values()) == [False]
-    assert rule._pre_activation_state["kept"] == {}
+    assert list(forward_state(rule)["reproduces"].values()) == [False]
+    assert forward_state(rule)["kept"] == {}
     with torch.no_grad():
         assert_bit_identical(backward(inputs), through_keras)  # later calls too
 

@@ -32,6 +32,18 @@ def identical(expected: Any, got: Any) -> bool:
         expected.nan_to_num(), got.nan_to_num())
 
 
+def forward_state(rule: Any) -> dict:
+    """A rule's values of one run of the backward model, kept between the forward call it
+    provides and its own call: ``"reproduces"`` (per input shape and dtype, whether its
+    forward equals the layer's own call) and ``"kept"`` (per thread, what its call reuses).
+    Not tracked by Keras: no configuration."""
+    state = rule.__dict__.get("_forward_state")
+    if state is None:
+        state = {"reproduces": {}, "kept": {}}
+        object.__setattr__(rule, "_forward_state", state)
+    return state
+
+
 class PreActivationProvider:
     """Mixin for the rule of a layer with a built-in activation (see the module docstring).
 
@@ -51,7 +63,7 @@ class PreActivationProvider:
                 m is not None for m in keras.tree.flatten(mask)):
             return call_layer()
         (x,) = inputs
-        state = self._provider_state()
+        state = forward_state(self)
         key = (tuple(x.shape), str(x.dtype))
         verdict = state["reproduces"].get(key)
         if verdict is False:
@@ -69,15 +81,8 @@ class PreActivationProvider:
     def pre_activation(self, input: Any, dtype: Any) -> Any:
         """``z`` on ``input`` in ``dtype``: the one kept by :meth:`provide_forward` for this
         very tensor, or computed."""
-        kept = self._provider_state()["kept"].pop(threading.get_ident(), None)
+        kept = forward_state(self)["kept"].pop(threading.get_ident(), None)
         if kept is not None and kept[0] is input and kept[1].dtype == dtype:
             return kept[1]
         return self._pre_activation(input, dtype)
 
-    def _provider_state(self) -> dict:
-        state = self.__dict__.get("_pre_activation_state")
-        if state is None:
-            # Not tracked by Keras: values of one run, no configuration.
-            state = {"reproduces": {}, "kept": {}}
-            object.__setattr__(self, "_pre_activation_state", state)
-        return state

@@ -15,7 +15,7 @@ from jacverify.backward.rules._call_arguments import CallArgumentsMixin, input_i
 from jacverify.backward.rules.attention._common import match_batch, softmax_vjp
 from jacverify.backward.rules.core.einsum_dense import BackwardEinsumDense
 from jacverify.backward.rules.ops.linalg import einsum_vjp, expand_ellipsis
-from jacverify.backward.rules.pre_activation import identical
+from jacverify.backward.rules.pre_activation import forward_state, identical
 from jacverify.keras_internals import private_member
 
 
@@ -233,7 +233,7 @@ class BackwardMultiHeadAttention(_BackwardMultiHeadBase):
                 or private_member(layer, "sliding_window", None) is not None
                 or any(m is not None for m in keras.tree.flatten(mask))):
             return call_layer()
-        state = self._provider_state()
+        state = forward_state(self)
         shapes = tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
         verdict = state["reproduces"].get(shapes)
         if verdict is False:
@@ -255,20 +255,12 @@ class BackwardMultiHeadAttention(_BackwardMultiHeadBase):
         return output
 
     def _kept_projections(self, raw_inputs: list, dtype) -> tuple | None:
-        kept = self._provider_state()["kept"].pop(threading.get_ident(), None)
+        kept = forward_state(self)["kept"].pop(threading.get_ident(), None)
         if kept is None or len(kept[0]) != len(raw_inputs) or any(
                 a is not b for a, b in zip(kept[0], raw_inputs, strict=True)):
             return None
         projected = kept[1]
         return projected if all(t.dtype == dtype for t in projected) else None
-
-    def _provider_state(self) -> dict:
-        state = self.__dict__.get("_forward_state")
-        if state is None:
-            # Not tracked by Keras: values of one run, no configuration.
-            state = {"reproduces": {}, "kept": {}}
-            object.__setattr__(self, "_forward_state", state)
-        return state
 
 
 @register_backward(keras.layers.GroupQueryAttention)

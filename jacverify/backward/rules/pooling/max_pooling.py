@@ -20,7 +20,7 @@ from jacverify.backward.rules.pooling._common import (
     to_channels_last,
     unpad,
 )
-from jacverify.backward.rules.pre_activation import identical
+from jacverify.backward.rules.pre_activation import forward_state, identical
 
 
 @register_backward(keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.MaxPooling3D)
@@ -83,7 +83,7 @@ class BackwardMaxPooling(BackwardNonLinearLayer):
         if keras.backend.backend() != "torch" or len(inputs) != 1:
             return call_layer()
         (x_in,) = inputs
-        state = self._provider_state()
+        state = forward_state(self)
         key = (tuple(x_in.shape), str(x_in.dtype))
         verdict = state["reproduces"].get(key)
         if verdict is False:
@@ -132,18 +132,10 @@ class BackwardMaxPooling(BackwardNonLinearLayer):
     def _kept_argmax(self, input, dtype) -> tuple | None:
         """``(indices, padded shape)`` kept by :meth:`provide_forward` for this very tensor
         (in ``dtype``: a cast could make ties)."""
-        kept = self._provider_state()["kept"].pop(threading.get_ident(), None)
+        kept = forward_state(self)["kept"].pop(threading.get_ident(), None)
         if kept is None or kept[0] is not input or input.dtype != dtype:
             return None
         return kept[1], kept[2]
-
-    def _provider_state(self) -> dict:
-        state = self.__dict__.get("_forward_state")
-        if state is None:
-            # Not tracked by Keras: values of one run, no configuration.
-            state = {"reproduces": {}, "kept": {}}
-            object.__setattr__(self, "_forward_state", state)
-        return state
 
 
 def _require_torch(rule_name: str) -> None:
