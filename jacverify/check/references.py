@@ -27,6 +27,7 @@ import torch
 from scipy.differentiate import derivative
 
 from jacverify import keras_internals
+from jacverify.check.exact_rows import ExactRowTable, first_occurrences, new_rows
 
 
 @contextlib.contextmanager
@@ -513,15 +514,12 @@ def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
     """``fd.forward(rows)``, each distinct row evaluated once, in the order first met (the
     ladder's ``h / 32`` on the side of the smaller step is also its ``|J d|`` point)."""
     rows = np.ascontiguousarray(rows, dtype=np.float64)
-    records = rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1)
-    unique, first, inverse = np.unique(records, return_index=True, return_inverse=True)
-    if unique.size == len(rows):
+    first = first_occurrences(rows)
+    distinct = np.flatnonzero(first == np.arange(len(rows)))  # in the order first met
+    if distinct.size == len(rows):
         return fd.forward(rows)
-    order = np.argsort(first)
-    values = fd.forward(rows[first[order]])
-    arranged = np.empty_like(values)
-    arranged[order] = values
-    return arranged[inverse.reshape(-1)]
+    values = fd.forward(rows[distinct])
+    return values[np.searchsorted(distinct, first)]
 
 
 def _ladder_points(x: np.ndarray, d: np.ndarray, step_left: np.ndarray,
@@ -867,12 +865,13 @@ def _no_points(n: int) -> tuple:
     return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
 
 
-def _records(keys: np.ndarray, points: np.ndarray) -> list[bytes]:
-    """One record per (key, point), equal when the key and the point's bytes are."""
+def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One row per (key, point): the key (as a float64) then the point, so that two records
+    are equal when the key and the point's bytes are."""
     rows = np.empty((len(points), points.shape[1] + 1))
     rows[:, 0] = keys
     rows[:, 1:] = points
-    return [row.tobytes() for row in rows]
+    return rows
 
 
 class _LineValues:
@@ -881,18 +880,14 @@ class _LineValues:
     share their points; ``known = (keys, points, values)`` are values already known).
     ``g`` is one vector for every row, or one per row.
 
-    Points are told apart by their exact bytes, held in a dictionary: finding one costs a
-    hash of its bytes whatever the number of points known (sorting records of a large layer's
-    inputs cost as much as the layer's own evaluations)."""
+    Points are told apart by their exact bytes (see :mod:`jacverify.check.exact_rows`): of a
+    point met twice, the first value counts."""
 
     def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
                  y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
         self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
         self.y_bases, self.keys = y_bases, keys
-        self.values: dict[bytes, float] = {}
-        for record, value in zip(_records(known[0], known[1]),
-                                 np.asarray(known[2], dtype=np.float64).tolist(), strict=True):
-            self.values.setdefault(record, value)  # the first value of a repeated point
+        self.table = ExactRowTable(_records(known[0], known[1]), known[2])
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
@@ -912,27 +907,15 @@ class _LineValues:
         rows = flat_i[moved]
         points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
         records = _records(self.keys[rows], points)
-        new: dict[bytes, int] = {}  # unknown points, numbered in the order first met
-        slots = np.empty(len(records), dtype=np.int64)
-        chosen = []
-        for position, record in enumerate(records):
-            value = self.values.get(record)
-            if value is not None:
-                values[moved[position]] = value
-                slots[position] = -1
-                continue
-            slot = new.setdefault(record, len(new))
-            if slot == len(chosen):
-                chosen.append(position)
-            slots[position] = slot
-        if chosen:
-            chosen = np.asarray(chosen, dtype=np.int64)
+        known, known_values, slots = self.table.look_up(records)
+        values[moved[known]] = known_values
+        chosen = new_rows(slots)
+        if chosen.size:
             computed = self._project(
                 self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
             )
-            missing = np.flatnonzero(slots >= 0)
-            values[moved[missing]] = computed[slots[missing]]
-            self.values.update(zip(new, computed.tolist(), strict=True))
+            values[moved[~known]] = computed[slots[~known]]
+            self.table.add(records[chosen], computed)
         return values.reshape(shape)
 
 
