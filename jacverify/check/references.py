@@ -16,6 +16,7 @@ product.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 from scipy.differentiate import derivative
 
 from jacverify import keras_internals
-from jacverify.check.exact_rows import ExactRowTable, first_occurrences, new_rows
+from jacverify.check.exact_rows import first_occurrences
 
 
 @contextlib.contextmanager
@@ -865,13 +866,12 @@ def _no_points(n: int) -> tuple:
     return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
 
 
-def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """One row per (key, point): the key (as a float64) then the point, so that two records
-    are equal when the key and the point's bytes are."""
+def _records(keys: np.ndarray, points: np.ndarray) -> list[bytes]:
+    """One record per (key, point), equal when the key and the point's bytes are."""
     rows = np.empty((len(points), points.shape[1] + 1))
     rows[:, 0] = keys
     rows[:, 1:] = points
-    return rows
+    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1).tolist()
 
 
 class _LineValues:
@@ -880,19 +880,36 @@ class _LineValues:
     share their points; ``known = (keys, points, values)`` are values already known).
     ``g`` is one vector for every row, or one per row.
 
-    Points are told apart by their exact bytes (see :mod:`jacverify.check.exact_rows`): of a
-    point met twice, the first value counts."""
+    Points are told apart by their exact bytes, held in a dictionary (record -> position of
+    its value): finding one costs a hash of its bytes whatever the number of points known
+    (sorting records of a large layer's inputs cost as much as the layer's own evaluations),
+    and every look-up and insertion runs inside the dictionary's own C loops."""
 
     def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
                  y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
         self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
         self.y_bases, self.keys = y_bases, keys
-        self.table = ExactRowTable(_records(known[0], known[1]), known[2])
+        records = _records(known[0], known[1])
+        # Of a repeated point, the first value counts: inserted last, it overwrites the rest.
+        self.positions: dict[bytes, int] = dict(zip(reversed(records),
+                                                    range(len(records) - 1, -1, -1)))
+        self.values = np.asarray(known[2], dtype=np.float64).reshape(-1).copy()
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
+
+    def _look_up(self, records: list[bytes]) -> tuple[np.ndarray, list[bytes], np.ndarray]:
+        """Where each record's value is held (-1: unknown), the distinct unknown records in
+        the order first met, and each unknown record's number among them."""
+        held = np.fromiter(map(self.positions.get, records, itertools.repeat(-1)),
+                           dtype=np.int64, count=len(records))
+        unknown = list(itertools.compress(records, (held < 0).tolist()))
+        numbers = dict(zip(dict.fromkeys(unknown), itertools.count()))
+        slots = np.fromiter(map(numbers.__getitem__, unknown), dtype=np.int64,
+                            count=len(unknown))
+        return held, list(numbers), slots
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -906,16 +923,20 @@ class _LineValues:
         moved = np.flatnonzero(flat_t != 0)
         rows = flat_i[moved]
         points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
-        records = _records(self.keys[rows], points)
-        known, known_values, slots = self.table.look_up(records)
-        values[moved[known]] = known_values
-        chosen = new_rows(slots)
-        if chosen.size:
+        held, new, slots = self._look_up(_records(self.keys[rows], points))
+        values[moved[held >= 0]] = self.values[held[held >= 0]]
+        if new:
+            missing = np.flatnonzero(held < 0)
+            # A slot's first position: where the numbering reaches it (it counts up by one).
+            reached = np.maximum.accumulate(slots)
+            firsts = np.flatnonzero(np.diff(reached, prepend=-1) > 0)
+            chosen = missing[firsts]
             computed = self._project(
                 self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
             )
-            values[moved[~known]] = computed[slots[~known]]
-            self.table.add(records[chosen], computed)
+            values[moved[missing]] = computed[slots]
+            self.positions.update(zip(new, itertools.count(len(self.values))))
+            self.values = np.concatenate([self.values, computed])
         return values.reshape(shape)
 
 

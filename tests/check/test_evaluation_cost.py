@@ -231,3 +231,36 @@ def test_an_adapter_keeps_keras_call_of_a_layer_whose_call_differs():
     assert call == packed.call  # its operation through Keras' __call__, which adds 1
     with torch.no_grad():
         np.testing.assert_array_equal(call(probe).numpy(), 2.0 * probe.numpy() + 1.0)
+
+
+def test_examples_evaluated_together_evaluate_each_point_once_and_agree_with_one_by_one():
+    from jacverify.check.references import FDModel, directional_derivatives_many
+
+    seen = []
+
+    def forward(rows):
+        seen.append(np.array(rows))
+        return np.concatenate([np.tanh(rows), np.abs(rows) * 0.5], axis=1)
+
+    fd = FDModel(forward=forward, dtype="float64", clone_ok=True, note="", input_shape=(5,),
+                 eps=float(np.finfo(np.float64).eps))
+    rng = np.random.default_rng(5)
+    lines, jacobians = [], []
+    for _ in range(3):
+        x = rng.standard_normal(5)
+        d = np.concatenate([np.eye(5), rng.standard_normal((3, 5))])
+        left, right, _ = fd_steps(x, d, [], fd.eps)
+        lines.append((x, rng.standard_normal(10), d, left, right))
+        jacobians.append(np.concatenate([np.diag(1 - np.tanh(x) ** 2),
+                                         np.diag(np.sign(x) * 0.5)]))
+    together = directional_derivatives_many(fd, lines)
+    rows = np.concatenate(seen)
+    assert len(np.unique(rows, axis=0)) == len(rows)
+    for (x, g, d, left, right), jacobian, result in zip(lines, jacobians, together,
+                                                        strict=True):
+        alone = directional_derivatives(fd, x, g, d, left, right)
+        for side in ("left", "right", "central"):
+            np.testing.assert_allclose(getattr(result, side), getattr(alone, side),
+                                       rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(getattr(result, side), d @ (g @ jacobian), rtol=1e-8,
+                                       atol=1e-10)
