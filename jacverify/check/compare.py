@@ -166,6 +166,8 @@ class _Example:
     quiet: np.ndarray  # the scale of noise where every derivative vanishes
     conditioning: np.ndarray  # C_COND times the rounding sensitivity along d
     lr_floor: float
+    #: Per-direction numbers as lists of floats (read one direction at a time).
+    columns: dict = field(default_factory=dict)
 
 
 def _unit_floor(
@@ -217,7 +219,7 @@ def _example(
     if sensitivity is not None:
         sensitivity = np.where(np.isfinite(sensitivity), sensitivity, 0.0)
         conditioning = C_COND * (abs_d @ np.asarray(sensitivity, dtype=np.float64))
-    return _Example(
+    ex = _Example(
         rule=rule, autograd=autograd, d=d, n_basis=n_basis, fd=fd, rule_eps=rule_eps,
         near_mask=near_mask, convention=convention, widen=widen, at_kink=at_kink,
         at_tie=at_tie, c=c,
@@ -225,6 +227,24 @@ def _example(
         unit=_unit_floor(rule_eps, fd, d, g, size, c, jacobian_scale), quiet=quiet,
         conditioning=conditioning, lr_floor=4 * math.sqrt(fd_eps),
     )
+    ex.columns = _columns(ex)
+    return ex
+
+
+#: The per-direction numbers :func:`_direction` reads: of the example, of its finite
+#: differences.
+_EXAMPLE_COLUMNS = ("r_dir", "a_dir", "size", "unit", "quiet", "conditioning")
+_FD_COLUMNS = ("left", "right", "central", "err_left", "err_right", "err_central",
+               "near_left", "near_right", "near_err_left", "near_err_right")
+
+
+def _columns(ex: _Example) -> dict:
+    """Each per-direction number of ``ex`` as a list of floats (``None`` for a missing
+    one): reading a list costs less than converting one array element at a time."""
+    arrays = {name: getattr(ex, name) for name in _EXAMPLE_COLUMNS}
+    arrays.update({name: getattr(ex.fd, name) for name in _FD_COLUMNS})
+    return {name: None if value is None else np.asarray(value, dtype=np.float64).tolist()
+            for name, value in arrays.items()}
 
 
 @dataclass
@@ -254,25 +274,25 @@ class _Direction:
 
 
 def _direction(ex: _Example, k: int) -> _Direction:
-    fd = ex.fd
-    r, a = float(ex.r_dir[k]), None if ex.a_dir is None else float(ex.a_dir[k])
-    left, right = float(fd.left[k]), float(fd.right[k])
-    s, unit = float(ex.size[k]), float(ex.unit[k])
+    col = ex.columns
+    r, a = col["r_dir"][k], None if col["a_dir"] is None else col["a_dir"][k]
+    left, right = col["left"][k], col["right"][k]
+    s, unit = col["size"][k], col["unit"][k]
     basis_index = k if k < ex.n_basis else None
     dirn = _Direction(
         k=k, common=dict(k=k, basis_index=basis_index, rule=r, autograd=a, left=left,
                          right=right),
-        r=r, a=a, left=left, right=right, central=float(fd.central[k]), s=s, unit=unit,
-        quiet=float(ex.quiet[k]),
-        base_tol=ex.c * ex.rule_eps * s + float(ex.conditioning[k]),
-        err_l=float(fd.err_left[k]), err_r=float(fd.err_right[k]),
-        err_c=float(fd.err_central[k]), q_l=float(fd.near_left[k]),
-        q_r=float(fd.near_right[k]), near_err_l=float(fd.near_err_left[k]),
-        near_err_r=float(fd.near_err_right[k]),
+        r=r, a=a, left=left, right=right, central=col["central"][k], s=s, unit=unit,
+        quiet=col["quiet"][k],
+        base_tol=ex.c * ex.rule_eps * s + col["conditioning"][k],
+        err_l=col["err_left"][k], err_r=col["err_right"][k],
+        err_c=col["err_central"][k], q_l=col["near_left"][k],
+        q_r=col["near_right"][k], near_err_l=col["near_err_left"][k],
+        near_err_r=col["near_err_right"][k],
     )
     # Finite-difference evidence of a kink is weighed without the rounding sensitivity: at a
     # kink, rounding moves the derivative by the jump itself.
-    dirn.margin = dirn.base_tol - float(ex.conditioning[k]) + unit + ex.lr_floor * s
+    dirn.margin = dirn.base_tol - col["conditioning"][k] + unit + ex.lr_floor * s
     dirn.noisy_above = NOISY_RELATIVE * (s + max(abs(left), abs(right)) + dirn.quiet) + unit
     return dirn
 

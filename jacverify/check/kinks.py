@@ -199,6 +199,8 @@ def tie_directions(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
     if flat.size == 0 or d.shape[0] == 0:
         return np.zeros(d.shape[0], dtype=bool)
     _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if counts.size == flat.size:  # no ties
+        return np.zeros(d.shape[0], dtype=bool)
     order = np.argsort(inverse.reshape(-1), kind="stable")
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     grouped = d[:, order]
