@@ -37,7 +37,7 @@ def _salts(width: int) -> np.ndarray:
 
 
 #: Bytes of words hashed at once: the hash's intermediate arrays then stay in the cache.
-HASH_BLOCK_BYTES = 2**16
+HASH_BLOCK_BYTES = 2**18
 
 
 def _mix(words: np.ndarray) -> None:
