@@ -1,9 +1,9 @@
 """Rows of float64 values told apart by their exact bytes, without a Python loop per row.
 
-The finite differences evaluate many points, some of them several times (a Richardson stencil
-shares points with the jump ladder, the central stencil with the one-sided ones): each
-distinct point must be evaluated once and every copy must get that one value. Points are equal
-when their bytes are (``-0.0`` differs from ``0.0``, a NaN equals only the same NaN bits).
+The finite differences' jump ladder repeats some of its points (its smallest step on one side
+is also the ``|J d|`` point): each distinct point must be evaluated once and every copy must
+get that one value. Points are equal when their bytes are (``-0.0`` differs from ``0.0``, a
+NaN equals only the same NaN bits).
 
 Rows are grouped by a 64-bit hash of their words (a numeric sort, cheap whatever the row's
 length); every row said to repeat an earlier one is then compared with it word for word, and
@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["first_occurrences", "row_hashes"]
 
-#: Seed of the hash's multipliers (any fixed value: the grouping never depends on it).
+#: Seed of the hash's salts (any fixed value: the grouping never depends on it).
 HASH_SEED = 0x6A6163
 
 
