@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from jacverify.check.seeded_draws import draws_from_seed_alone
+from jacverify.check.seeded_draws import draws_from_seed_alone, engine_draws
 from jacverify.check.storage import hypothesis_storage
 
 S = TypeVar("S", bound=Hashable)
@@ -81,6 +81,28 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
     except BaseException as error:  # noqa: BLE001 - we want Hypothesis' own errors too
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
+        return error
+    return None
+
+
+def _explore(strategy, probe, count: int, seed: int) -> BaseException | None:
+    """Run ``probe`` on ``count`` examples of ``strategy`` in the generate phase, as
+    :func:`_run` does (the same examples, in the same order), drawn by Hypothesis' engine
+    without a test around each example; what ``probe`` or Hypothesis raised, if anything."""
+    with hypothesis_storage(), draws_from_seed_alone():
+        try:
+            found = engine_draws(strategy, _settings(count, (Phase.generate,)), seed)
+        except Exception as error:  # noqa: BLE001 - Hypothesis' own errors are reported
+            return error
+    if found is None:  # a Hypothesis without that engine: through @given
+        return _run(strategy, probe, (Phase.generate,), count, seed)
+    drawn, valid = found
+    if not valid:
+        return RuntimeError("Hypothesis could not draw any example")
+    try:
+        for spec in drawn:
+            probe(spec)
+    except Exception as error:  # noqa: BLE001 - as _run: the caller notes it
         return error
     return None
 
@@ -154,8 +176,7 @@ def search(
     else:
         def explore(spec):
             drawn.append(spec)
-    error = _run(strategy, explore, (Phase.generate,), max(1, int(examples) - len(explicit)),
-                 seed)
+    error = _explore(strategy, explore, max(1, int(examples) - len(explicit)), seed)
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
     if evaluate_many is not None:

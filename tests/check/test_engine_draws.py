@@ -1,0 +1,76 @@
+"""Drawing examples with Hypothesis' engine directly gives what ``@given`` gives."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis import strategies as st
+
+from jacverify.check.isolation import check_isolation
+from jacverify.check.runner import search
+from jacverify.check.seeded_draws import draws_from_seed_alone, engine_draws
+from jacverify.check.strategies import example_specs
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples, database=None, deadline=None, phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
+    )
+
+
+def _through_given(strategy, examples: int, seed_value: int) -> list:
+    drawn: list = []
+
+    @seed(seed_value)
+    @_settings(examples)
+    @given(value=strategy)
+    def test(value):
+        drawn.append(value)
+
+    with draws_from_seed_alone():
+        test()
+    return drawn
+
+
+def _through_engine(strategy, examples: int, seed_value: int) -> list:
+    with draws_from_seed_alone():
+        found = engine_draws(strategy, _settings(examples), seed_value)
+    if found is None:
+        pytest.skip("this Hypothesis has no engine to draw from directly")
+    return found[0]
+
+
+CASES = [
+    (example_specs(1, 1), 5, 0),
+    (example_specs(16, 3), 15, 1),
+    (example_specs(64, 7), 23, 12345),
+    (example_specs(3, 12), 30, 2**31),
+    (st.lists(st.integers(0, 9), unique=True), 40, 7),
+    (st.one_of(st.floats(allow_nan=False), st.tuples(st.booleans(), st.text())), 30, 3),
+]
+
+
+@pytest.mark.parametrize("strategy, examples, seed_value", CASES)
+def test_the_engine_draws_what_given_passes(strategy, examples, seed_value):
+    with check_isolation():
+        expected = _through_given(strategy, examples, seed_value)
+        got = _through_engine(strategy, examples, seed_value)
+    assert len(expected) >= examples
+    assert got == expected
+
+
+def test_another_seed_draws_other_examples():
+    strategy = example_specs(16, 3)
+    with check_isolation():
+        assert _through_engine(strategy, 15, 1) != _through_engine(strategy, 15, 2)
+
+
+def test_the_search_explores_the_examples_given_passes():
+    strategy = example_specs(16, 3)
+    with check_isolation():
+        expected = list(dict.fromkeys(_through_given(strategy, 20, 99)))
+        found = search(strategy, lambda spec: "pass", lambda outcome: outcome, examples=20,
+                       seed=99, shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
+    assert list(found.explored) == expected
+    assert not found.notes
