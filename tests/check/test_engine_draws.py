@@ -74,3 +74,17 @@ def test_the_search_explores_the_examples_given_passes():
                        seed=99, shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
     assert list(found.explored) == expected
     assert not found.notes
+
+
+@pytest.mark.parametrize("n, seed_value", [(1, 0), (3, 5), (8, 2**32 - 1)])
+def test_configurations_are_drawn_as_given_draws_them(n, seed_value):
+    from jacverify.check.layer_configs.drawing import draw_configs
+
+    strategy = st.fixed_dictionaries(
+        {"units": st.integers(1, 8), "activation": st.sampled_from([None, "relu", "tanh"]),
+         "scale": st.floats(0.1, 3.0)})
+    with check_isolation():
+        expected = _through_given(strategy, n, seed_value)[:n]
+        got = draw_configs(strategy, n, seed_value)
+    assert len(got) == n
+    assert got == expected
