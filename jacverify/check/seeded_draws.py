@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from jacverify.shared_switch import SharedSwitch
 
-__all__ = ["draws_from_seed_alone", "engine_draws", "seeded_python_random"]
+__all__ = ["draws_from_seed_alone", "draws_through_given", "engine_draws", "seeded_python_random"]
 
 def _providers() -> Any:
     try:
@@ -89,6 +89,21 @@ def seeded_python_random(seed: int) -> Iterator[None]:
         random.setstate(state)
 
 
+#: Set while :func:`draws_through_given` is active.
+_THROUGH_GIVEN = [False]
+
+
+@contextlib.contextmanager
+def draws_through_given() -> Iterator[None]:
+    """Within the block, :func:`engine_draws` returns ``None``, so callers draw through
+    ``@given`` (the same values, more slowly): for same-run speed comparisons."""
+    previous, _THROUGH_GIVEN[0] = _THROUGH_GIVEN[0], True
+    try:
+        yield
+    finally:
+        _THROUGH_GIVEN[0] = previous
+
+
 @functools.cache
 def _engine() -> tuple[Any, Any] | None:
     """Hypothesis' engine and the context its strategies draw in, or None."""
@@ -109,7 +124,7 @@ def engine_draws(
     fails, in order (repeats included), and how many of them the engine counted as valid;
     drawn by Hypothesis' engine directly. ``None`` when this Hypothesis has no such engine
     (then draw through ``@given``). Call it inside :func:`draws_from_seed_alone`."""
-    engine = _engine()
+    engine = None if _THROUGH_GIVEN[0] else _engine()
     if engine is None:
         return None
     runner_class, build_context = engine

@@ -88,3 +88,15 @@ def test_configurations_are_drawn_as_given_draws_them(n, seed_value):
         got = draw_configs(strategy, n, seed_value)
     assert len(got) == n
     assert got == expected
+
+
+def test_draws_through_given_switches_the_engine_off_and_back_on():
+    from jacverify.check.seeded_draws import draws_through_given
+
+    strategy = st.integers(0, 9)
+    with draws_through_given():
+        assert engine_draws(strategy, _settings(3), 0) is None
+    found = engine_draws(strategy, _settings(3), 0)
+    if found is None:
+        pytest.skip("this Hypothesis has no engine to draw from directly")
+    assert found[0]
