@@ -455,22 +455,44 @@ def registry_families(wanted: str) -> dict[str, list[type]]:
     return dict(sorted(families.items()))
 
 
-def _registry_run(classes: list[type], grouped: bool, jobs: int) -> tuple[float, Any]:
-    with contextlib.nullcontext() if grouped else one_by_one():
+def _registry_run(classes: list[type], grouped: bool, jobs: int,
+                  given_draws: bool = False) -> tuple[float, Any]:
+    from jacverify.check.seeded_draws import draws_through_given
+
+    with contextlib.ExitStack() as stack:
+        if not grouped:
+            stack.enter_context(one_by_one())
+        if given_draws:
+            stack.enter_context(draws_through_given())
         start = time.perf_counter()
         result = jacverify.check_registry(classes, seed=0, include=("native",), jobs=jobs)
         return time.perf_counter() - start, result
 
 
+def _without_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if k != "duration_s"}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
 def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1, title: str = "",
-                   per_example: bool = False) -> None:
+                   per_example: bool = False, given_draws: bool = False) -> None:
     """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
     examples come from the seed and its class name, so the families add up to the whole
     registry check), with the verdicts; with ``per_example``, also with the examples evaluated
-    one by one (right after, on the same family) and the ratio."""
+    one by one, and with ``given_draws`` drawn through ``@given`` (each right after, on the
+    same family), the ratio and whether the verdicts (with ``given_draws``: the whole results
+    but their times) are the same."""
     from collections import Counter
 
-    rows, total, total_1, verdicts = [], 0.0, 0.0, Counter()
+    others = [(label, options) for label, options, wanted_too in (
+        ("one by one", {"grouped": False}, per_example),
+        ("@given draws", {"grouped": True, "given_draws": True}, given_draws),
+    ) if wanted_too]
+    rows, total, verdicts = [], 0.0, Counter()
+    totals = [0.0] * len(others)
     for family, classes in registry_families(wanted).items():
         elapsed, result = _registry_run(classes, True, jobs)
         total += elapsed
@@ -478,19 +500,22 @@ def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1, titl
         verdicts.update(counted)
         row = [family, str(len(classes)), str(len(result.checks)), f"{elapsed:.1f}",
                f"{elapsed / unit:.0f}"]
-        if per_example:
-            single, result_1 = _registry_run(classes, False, jobs)
-            total_1 += single
-            same = [c.check.verdict for c in result.checks] == [
-                c.check.verdict for c in result_1.checks]
-            row += [f"{single:.1f}", f"{single / elapsed:.2f}", "yes" if same else "NO"]
+        for i, (_, options) in enumerate(others):
+            other, result_1 = _registry_run(classes, jobs=jobs, **options)
+            totals[i] += other
+            if options.get("given_draws"):
+                same = _without_times(result.to_dict()) == _without_times(result_1.to_dict())
+            else:
+                same = [c.check.verdict for c in result.checks] == [
+                    c.check.verdict for c in result_1.checks]
+            row += [f"{other:.1f}", f"{other / elapsed:.2f}", "yes" if same else "NO"]
         rows.append(row + [" ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
     last = ["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
             f"{total:.1f}", f"{total / unit:.0f}"]
     header = ["family", "rules", "checks", "s", "units"]
-    if per_example:
-        last += [f"{total_1:.1f}", f"{total_1 / max(total, 1e-9):.2f}", ""]
-        header += ["s one by one", "ratio", "same verdicts"]
+    for (label, _), other in zip(others, totals, strict=True):
+        last += [f"{other:.1f}", f"{other / max(total, 1e-9):.2f}", ""]
+        header += [f"s {label}", "ratio", "same results" if "given" in label else "same verdicts"]
     rows.append(last + [" ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
     print(f"check_registry(seed=0, jobs={jobs}), native rules, by family (s, and units){title}")
     print(_table(header + ["verdicts"], rows, markdown))
@@ -682,15 +707,15 @@ def main() -> None:
             from jacverify.check.direct_calls import through_keras_call
 
             paths.append((", rules through Keras' __call__", through_keras_call))
-        if args.given_draws:
+        if args.given_draws and args.models:
             from jacverify.check.seeded_draws import draws_through_given
 
             paths.append((", examples drawn through @given", draws_through_given))
         for title, path in paths:
             with path():
-                if args.registry:
+                if args.registry and "@given" not in title:  # compared inline instead
                     bench_registry(args.registry, unit, args.markdown, args.jobs, title,
-                                   args.per_example)
+                                   args.per_example, args.given_draws)
                 if args.models:
                     bench_models(args.models, args.model_examples, unit, args.markdown,
                                  args.jobs, title)
