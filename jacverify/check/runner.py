@@ -16,6 +16,7 @@ The runner knows nothing about layers: it maps specs to outcomes and reads their
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,10 @@ class SearchResult(Generic[S, Out]):
     notes: list = field(default_factory=list)
 
 
-def _settings(examples: int, phases) -> settings:
+@functools.lru_cache(maxsize=64)
+def _settings(examples: int, phases: tuple) -> settings:
+    """Hypothesis' settings of a search (built once per count and phases: building one
+    validates every option)."""
     return settings(
         max_examples=max(1, int(examples)),
         database=None,
@@ -73,7 +77,7 @@ def _blob(error: BaseException) -> str | None:
 def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None:
     """Run ``probe`` on ``count`` examples of ``strategy``; what it raised, if anything."""
     test = given(spec=strategy)(probe)
-    test = _settings(count, phases)(test)
+    test = _settings(max(1, int(count)), tuple(phases))(test)
     test = hypothesis_seed(seed)(test)
     try:
         with hypothesis_storage(), draws_from_seed_alone():
@@ -91,7 +95,7 @@ def _explore(strategy, probe, count: int, seed: int) -> BaseException | None:
     without a test around each example; what ``probe`` or Hypothesis raised, if anything."""
     with hypothesis_storage(), draws_from_seed_alone():
         try:
-            found = engine_draws(strategy, _settings(count, (Phase.generate,)), seed)
+            found = engine_draws(strategy, _settings(max(1, int(count)), (Phase.generate,)), seed)
         except Exception as error:  # noqa: BLE001 - Hypothesis' own errors are reported
             return error
     if found is None:  # a Hypothesis without that engine: through @given
