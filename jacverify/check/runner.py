@@ -4,7 +4,9 @@
    (no database), never raising, so every example is counted and judged. Outcomes never
    steer the generation here, so with a batched ``evaluate_many`` Hypothesis only draws the
    specs (the same ones for the same seed) and they are evaluated afterwards, together;
-   without it, each is evaluated as it is drawn.
+   without it, each is evaluated after the drawing, in the order drawn. The engine draws the
+   specs without a test run around each one (:func:`~jacverify.check.seeded_draws.engine_draws`:
+   what ``@given`` would pass, drawn faster).
 2. **Shrink**: if the worst verdict found is a failure, run the same engine again with the same
    seed, raising for examples with that verdict: Hypothesis meets the same failure (outcomes
    are cached, so replays are free) and shrinks it to a minimal example, which it reports with
