@@ -94,22 +94,20 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
 def _explore(strategy, probe, count: int, seed: int) -> BaseException | None:
     """Run ``probe`` on ``count`` examples of ``strategy`` in the generate phase, as
     :func:`_run` does (the same examples, in the same order), drawn by Hypothesis' engine
-    without a test around each example; what ``probe`` or Hypothesis raised, if anything."""
+    without a test around each example; what ``probe`` or the strategy raised, if anything."""
     with hypothesis_storage(), draws_from_seed_alone():
-        try:
-            found = engine_draws(strategy, _settings(max(1, int(count)), (Phase.generate,)), seed)
-        except Exception as error:  # noqa: BLE001 - Hypothesis' own errors are reported
-            return error
+        found = engine_draws(strategy, _settings(max(1, int(count)), (Phase.generate,)), seed)
     if found is None:  # a Hypothesis without that engine: through @given
         return _run(strategy, probe, (Phase.generate,), count, seed)
-    drawn, valid = found
-    if not valid:
-        return RuntimeError("Hypothesis could not draw any example")
     try:
-        for spec in drawn:
+        for spec in found.values:
             probe(spec)
     except Exception as error:  # noqa: BLE001 - as _run: the caller notes it
         return error
+    if found.error is not None:
+        return found.error
+    if not found.valid:
+        return RuntimeError("Hypothesis could not draw any example")
     return None
 
 

@@ -24,6 +24,7 @@ import functools
 import inspect
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import settings as Settings
@@ -31,7 +32,13 @@ from hypothesis import strategies as st
 
 from jacverify.shared_switch import SharedSwitch
 
-__all__ = ["draws_from_seed_alone", "draws_through_given", "engine_draws", "seeded_python_random"]
+__all__ = [
+    "EngineDraws",
+    "draws_from_seed_alone",
+    "draws_through_given",
+    "engine_draws",
+    "seeded_python_random",
+]
 
 def _providers() -> Any:
     try:
@@ -117,13 +124,23 @@ def _engine() -> tuple[Any, Any] | None:
     return ConjectureRunner, BuildContext
 
 
+@dataclass
+class EngineDraws:
+    """What :func:`engine_draws` drew: the values in order (repeats included), how many test
+    cases the engine counted as valid, and what the strategy raised, if anything (the values
+    are then those drawn before)."""
+
+    values: list
+    valid: int
+    error: Exception | None = None
+
+
 def engine_draws(
     strategy: st.SearchStrategy, settings: Settings, seed: int
-) -> tuple[list, int] | None:
+) -> EngineDraws | None:
     """What ``@settings(settings) @seed(seed) @given(strategy)`` passes to a test that never
-    fails, in order (repeats included), and how many of them the engine counted as valid;
-    drawn by Hypothesis' engine directly. ``None`` when this Hypothesis has no such engine
-    (then draw through ``@given``). Call it inside :func:`draws_from_seed_alone`."""
+    fails, in order, drawn by Hypothesis' engine directly. ``None`` when this Hypothesis has no
+    such engine (then draw through ``@given``). Call it inside :func:`draws_from_seed_alone`."""
     engine = None if _THROUGH_GIVEN[0] else _engine()
     if engine is None:
         return None
@@ -138,5 +155,8 @@ def engine_draws(
     runner = runner_class(
         test_function, settings=settings, random=random.Random(int(seed)), database_key=None
     )
-    runner.run()
-    return drawn, int(getattr(runner, "valid_test_cases", len(drawn)))
+    try:
+        runner.run()
+    except Exception as error:  # noqa: BLE001 - the strategy's own error, for the caller
+        return EngineDraws(drawn, int(getattr(runner, "valid_test_cases", len(drawn))), error)
+    return EngineDraws(drawn, int(getattr(runner, "valid_test_cases", len(drawn))))

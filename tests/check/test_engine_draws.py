@@ -38,7 +38,8 @@ def _through_engine(strategy, examples: int, seed_value: int) -> list:
         found = engine_draws(strategy, _settings(examples), seed_value)
     if found is None:
         pytest.skip("this Hypothesis has no engine to draw from directly")
-    return found[0]
+    assert found.error is None
+    return found.values
 
 
 CASES = [
@@ -99,4 +100,25 @@ def test_draws_through_given_switches_the_engine_off_and_back_on():
     found = engine_draws(strategy, _settings(3), 0)
     if found is None:
         pytest.skip("this Hypothesis has no engine to draw from directly")
-    assert found[0]
+    assert found.values
+
+
+def test_a_strategy_that_raises_stops_the_search_as_through_given():
+    from jacverify.check.layer_configs.drawing import draw_configs
+    from jacverify.check.seeded_draws import draws_through_given
+
+    strategy = st.integers(0, 5).map(lambda x: 1 // (x - 3))  # raises at 3
+
+    def explore() -> tuple[list, list]:
+        found = search(strategy, lambda spec: "pass", lambda outcome: outcome, examples=10,
+                       seed=0, shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
+        return list(found.explored), found.notes
+
+    with check_isolation():
+        got = explore()
+        with draws_through_given():
+            expected = explore()
+        with pytest.raises(ZeroDivisionError):
+            draw_configs(strategy, 10, 0)
+    assert got == expected
+    assert got[1] and "ZeroDivisionError" in got[1][0]

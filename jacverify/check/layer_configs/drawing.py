@@ -36,7 +36,9 @@ def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
     with hypothesis_storage(), draws_from_seed_alone():
         drawn = engine_draws(strategy, drawing, seed)  # what @given below would pass
     if drawn is not None:
-        return drawn[0][:n]
+        if drawn.error is not None:
+            raise drawn.error
+        return drawn.values[:n]
 
     @hypothesis_seed(int(seed))
     @drawing
