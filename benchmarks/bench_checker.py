@@ -38,6 +38,11 @@ path of :mod:`jacverify.check.direct_calls`. ``--keras-call`` runs ``--registry`
 (the path before the direct calls), for a same-run ratio. ``--jobs N`` runs them with N
 processes.
 
+``--given-draws`` also runs every jacverify check (and ``--registry`` / ``--models``, with
+``--jobs 1``) with its examples drawn through Hypothesis' ``@given`` (the path before the
+engine draws of :mod:`jacverify.check.seeded_draws`: the same examples), taking turns in the
+same process, and prints the ratios; ``--overhead`` then adds a column for it.
+
 ``--per-example`` also runs every jacverify check with its explored examples evaluated one by
 one (the reference path; by default they are evaluated in groups), in the same process and
 taking turns with the grouped runs, and prints the ratios: a before/after comparison that the
@@ -46,7 +51,7 @@ machine's load does not skew.
 Run: .venv/bin/python benchmarks/bench_checker.py [--repeats 5] [--examples 20]
      [--sizes 16,64,256,1024] [--conv-sizes 4x4x2,8x8x4,16x16x4,32x32x4] [--markdown]
      [--no-layers] [--registry all|FAMILY,...] [--models NAME,...] [--model-examples 8]
-     [--overhead] [--keras-call] [--jobs 1] [--per-example]
+     [--overhead] [--keras-call] [--jobs 1] [--per-example] [--given-draws]
 """
 
 from __future__ import annotations
@@ -184,10 +189,16 @@ def make_case(family: str, size: Any, activation: str | None) -> Case:
 
 # ------------------------------------------------------------------------------- tools
 def run_jacverify(case: Case, examples: int, max_full: int, threads: int,
-                  grouped: bool = True) -> dict:
-    """One check by jacverify (its examples evaluated in groups, or one by one); its verdict
-    and what it explored."""
-    with contextlib.nullcontext() if grouped else one_by_one():
+                  grouped: bool = True, given_draws: bool = False) -> dict:
+    """One check by jacverify (its examples evaluated in groups, or one by one; drawn by
+    Hypothesis' engine, or through ``@given``); its verdict and what it explored."""
+    from jacverify.check.seeded_draws import draws_through_given
+
+    with contextlib.ExitStack() as stack:
+        if not grouped:
+            stack.enter_context(one_by_one())
+        if given_draws:
+            stack.enter_context(draws_through_given())
         check = jacverify.check_layer(
             case.layer, input_shape=case.input_shape, dtype="float64", examples=examples,
             seed=0, max_full_jacobian=max_full, threads=threads,
@@ -233,6 +244,8 @@ def run_gradcheck(case: Case, fn: Callable, x: torch.Tensor, fast: bool) -> dict
 TOOLS = ("jacverify", "gradcheck", "gradcheck fast")
 #: jacverify with its examples evaluated one by one (``--per-example``).
 ONE_BY_ONE = "jacverify one by one"
+#: jacverify with its examples drawn through ``@given`` (``--given-draws``).
+THROUGH_GIVEN = "jacverify @given draws"
 
 
 def bench_case(case: Case, args: argparse.Namespace) -> None:
@@ -252,6 +265,9 @@ def bench_case(case: Case, args: argparse.Namespace) -> None:
     if args.per_example:
         calls[ONE_BY_ONE] = lambda: run_jacverify(case, args.examples, args.max_full_jacobian,
                                                   args.threads, grouped=False)
+    if args.given_draws:
+        calls[THROUGH_GIVEN] = lambda: run_jacverify(case, args.examples, args.max_full_jacobian,
+                                                     args.threads, given_draws=True)
     for tool, call in calls.items():  # the counted run doubles as the warm-up
         with counting(type(case.layer), case.rule_class) as counts:
             info = call()
@@ -354,6 +370,26 @@ def print_tables(cases: list[Case], args: argparse.Namespace) -> None:
     if args.per_example:
         print()
         print_grouping(cases, args.markdown)
+    if args.given_draws:
+        print()
+        print_given_draws(cases, args.markdown)
+
+
+def print_given_draws(cases: list[Case], markdown: bool) -> None:
+    """jacverify with its examples drawn by Hypothesis' engine against through ``@given``."""
+    rows = []
+    for case in cases:
+        engine, given = case.results["jacverify"], case.results[THROUGH_GIVEN]
+        rows.append([
+            case.family, case.label, f"{engine['verdict']}/{given['verdict']}",
+            f"{engine['median']:.4f}", f"{given['median']:.4f}",
+            f"{given['median'] / engine['median']:.2f}",
+            "yes" if engine["examples"] == given["examples"] else "NO",
+        ])
+    print("jacverify with its examples drawn by Hypothesis' engine and through @given (median s,")
+    print("ratio = @given / engine)")
+    print(_table(["layer", "input", "verdicts", "engine s", "@given s", "ratio",
+                  "same examples count"], rows, markdown))
 
 
 def print_grouping(cases: list[Case], markdown: bool) -> None:
@@ -419,22 +455,44 @@ def registry_families(wanted: str) -> dict[str, list[type]]:
     return dict(sorted(families.items()))
 
 
-def _registry_run(classes: list[type], grouped: bool, jobs: int) -> tuple[float, Any]:
-    with contextlib.nullcontext() if grouped else one_by_one():
+def _registry_run(classes: list[type], grouped: bool, jobs: int,
+                  given_draws: bool = False) -> tuple[float, Any]:
+    from jacverify.check.seeded_draws import draws_through_given
+
+    with contextlib.ExitStack() as stack:
+        if not grouped:
+            stack.enter_context(one_by_one())
+        if given_draws:
+            stack.enter_context(draws_through_given())
         start = time.perf_counter()
         result = jacverify.check_registry(classes, seed=0, include=("native",), jobs=jobs)
         return time.perf_counter() - start, result
 
 
+def _without_times(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_times(v) for k, v in value.items() if k != "duration_s"}
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
 def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1, title: str = "",
-                   per_example: bool = False) -> None:
+                   per_example: bool = False, given_draws: bool = False) -> None:
     """Time ``check_registry(seed=0)`` family by family (each rule's configurations and
     examples come from the seed and its class name, so the families add up to the whole
     registry check), with the verdicts; with ``per_example``, also with the examples evaluated
-    one by one (right after, on the same family) and the ratio."""
+    one by one, and with ``given_draws`` drawn through ``@given`` (each right after, on the
+    same family), the ratio and whether the verdicts (with ``given_draws``: the whole results
+    but their times) are the same."""
     from collections import Counter
 
-    rows, total, total_1, verdicts = [], 0.0, 0.0, Counter()
+    others = [(label, options) for label, options, wanted_too in (
+        ("one by one", {"grouped": False}, per_example),
+        ("@given draws", {"grouped": True, "given_draws": True}, given_draws),
+    ) if wanted_too]
+    rows, total, verdicts = [], 0.0, Counter()
+    totals = [0.0] * len(others)
     for family, classes in registry_families(wanted).items():
         elapsed, result = _registry_run(classes, True, jobs)
         total += elapsed
@@ -442,19 +500,22 @@ def bench_registry(wanted: str, unit: float, markdown: bool, jobs: int = 1, titl
         verdicts.update(counted)
         row = [family, str(len(classes)), str(len(result.checks)), f"{elapsed:.1f}",
                f"{elapsed / unit:.0f}"]
-        if per_example:
-            single, result_1 = _registry_run(classes, False, jobs)
-            total_1 += single
-            same = [c.check.verdict for c in result.checks] == [
-                c.check.verdict for c in result_1.checks]
-            row += [f"{single:.1f}", f"{single / elapsed:.2f}", "yes" if same else "NO"]
+        for i, (_, options) in enumerate(others):
+            other, result_1 = _registry_run(classes, jobs=jobs, **options)
+            totals[i] += other
+            if options.get("given_draws"):
+                same = _without_times(result.to_dict()) == _without_times(result_1.to_dict())
+            else:
+                same = [c.check.verdict for c in result.checks] == [
+                    c.check.verdict for c in result_1.checks]
+            row += [f"{other:.1f}", f"{other / elapsed:.2f}", "yes" if same else "NO"]
         rows.append(row + [" ".join(f"{v} {n}" for v, n in sorted(counted.items()))])
     last = ["total", str(sum(int(r[1]) for r in rows)), str(sum(int(r[2]) for r in rows)),
             f"{total:.1f}", f"{total / unit:.0f}"]
     header = ["family", "rules", "checks", "s", "units"]
-    if per_example:
-        last += [f"{total_1:.1f}", f"{total_1 / max(total, 1e-9):.2f}", ""]
-        header += ["s one by one", "ratio", "same verdicts"]
+    for (label, _), other in zip(others, totals, strict=True):
+        last += [f"{other:.1f}", f"{other / max(total, 1e-9):.2f}", ""]
+        header += [f"s {label}", "ratio", "same results" if "given" in label else "same verdicts"]
     rows.append(last + [" ".join(f"{v} {n}" for v, n in sorted(verdicts.items()))])
     print(f"check_registry(seed=0, jobs={jobs}), native rules, by family (s, and units){title}")
     print(_table(header + ["verdicts"], rows, markdown))
@@ -508,12 +569,14 @@ def _overhead_layers() -> list[tuple[str, Any, Any]]:
     ]
 
 
-def _search_ms(strategy: Any, repeats: int) -> float:
+def _search_ms(strategy: Any, repeats: int, given_draws: bool = False) -> float:
     from jacverify.check.runner import search
+    from jacverify.check.seeded_draws import draws_through_given
 
     def run() -> None:
-        search(strategy, lambda spec: "pass", lambda outcome: outcome, examples=30, seed=0,
-               shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
+        with draws_through_given() if given_draws else contextlib.nullcontext():
+            search(strategy, lambda spec: "pass", lambda outcome: outcome, examples=30, seed=0,
+                   shrink_verdicts=(), severity=lambda label: 0, shrink_budget=0)
 
     return _median_ms(run, repeats)
 
@@ -535,6 +598,7 @@ def _overhead_row(label: str, layer: Any, shape: Any, repeats: int, engine: floa
     build_ms = _median_ms(lambda: st.one_of([kind_specs(kind, n, k) for kind in KINDS]),
                           repeats)
     draw_ms = _search_ms(example_specs(n, k), repeats)
+    given_ms = _search_ms(example_specs(n, k), repeats, given_draws=True)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, *setup.input_shape)).astype(setup.dtype)
     g = rng.standard_normal((2, *setup.output_shape)).astype(setup.dtype)
@@ -547,7 +611,8 @@ def _overhead_row(label: str, layer: Any, shape: Any, repeats: int, engine: floa
     direct = _median_ms(hundred_calls, repeats) / 100
     with through_keras_call():
         keras_ms = _median_ms(hundred_calls, repeats) / 100
-    return [label, f"{setup_ms:.1f}", f"{build_ms:.1f}", f"{draw_ms:.0f}", f"{engine:.0f}",
+    return [label, f"{setup_ms:.1f}", f"{build_ms:.1f}", f"{draw_ms:.1f}", f"{given_ms:.1f}",
+            f"{given_ms / draw_ms:.2f}", f"{engine:.1f}",
             f"{keras_ms:.3f}", f"{direct:.3f}", f"{keras_ms / direct:.1f}"]
 
 
@@ -562,9 +627,11 @@ def bench_overhead(repeats: int, markdown: bool) -> None:
         rows = [_overhead_row(label, layer, shape, repeats, engine)
                 for label, layer, shape in _overhead_layers()]
     print(f"fixed costs of a check (ms, median of {repeats}): set-up before the search, "
-          "building the example strategy, Hypothesis drawing 30 specs (our strategy; a plain "
-          "integer), one rule call through Keras' __call__ and directly")
-    print(_table(["layer", "set-up", "strategy", "30 draws", "30 integers", "rule call keras",
+          "building the example strategy, Hypothesis drawing 30 specs (our strategy by the "
+          "engine, through @given, the ratio; a plain integer), one rule call through Keras' "
+          "__call__ and directly")
+    print(_table(["layer", "set-up", "strategy", "30 draws", "30 draws @given", "ratio",
+                  "30 integers", "rule call keras",
                   "rule call direct", "ratio"], rows, markdown))
     print()
 
@@ -610,6 +677,9 @@ def main() -> None:
     parser.add_argument("--keras-call", action="store_true",
                         help="run --registry/--models again with rules called through "
                         "Keras' __call__ (the path before the direct calls)")
+    parser.add_argument("--given-draws", action="store_true",
+                        help="also run jacverify with its examples drawn through @given (the "
+                        "path before the engine draws), and print the ratios")
     parser.add_argument("--jobs", type=int, default=1,
                         help="processes for --registry and --models")
     args = parser.parse_args()
@@ -637,11 +707,15 @@ def main() -> None:
             from jacverify.check.direct_calls import through_keras_call
 
             paths.append((", rules through Keras' __call__", through_keras_call))
+        if args.given_draws and args.models:
+            from jacverify.check.seeded_draws import draws_through_given
+
+            paths.append((", examples drawn through @given", draws_through_given))
         for title, path in paths:
             with path():
-                if args.registry:
+                if args.registry and "@given" not in title:  # compared inline instead
                     bench_registry(args.registry, unit, args.markdown, args.jobs, title,
-                                   args.per_example)
+                                   args.per_example, args.given_draws)
                 if args.models:
                     bench_models(args.models, args.model_examples, unit, args.markdown,
                                  args.jobs, title)

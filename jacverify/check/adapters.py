@@ -525,15 +525,25 @@ class PackedRule:
         return self.domain.pull_back(keras.ops.convert_to_tensor(drawn), joined)
 
 
-def single_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
-    """``target`` (a layer or a :class:`PackedCall`, already built) as a call with one output:
-    itself when it returns one tensor, else a :class:`PackedCall` whose output packs the
-    call's outputs (see :class:`OutputPacking`)."""
+def probe_output(target: Any, shapes: Sequence[Sequence[int]]) -> Any:
+    """What ``target`` (a layer or a :class:`PackedCall`, already built; through its domain
+    map, if any) returns on a probe input of its packed shape, in its dtype (see
+    :func:`jacverify.check.references.call_on_probe`)."""
     packing = target.packing if isinstance(target, PackedCall) else Packing(
         tuple(tuple(int(d) for d in s) for s in shapes))
-    dtype = str(target.compute_dtype)
-    # Through the call's domain map, if any.
-    outputs = OutputPacking.of(call_on_probe(target, [packing.shape], dtype))
+    return call_on_probe(target, [packing.shape], str(target.compute_dtype))
+
+
+def single_output(target: Any, shapes: Sequence[Sequence[int]], probed: Any = None) -> Any:
+    """``target`` (a layer or a :class:`PackedCall`, already built) as a call with one output:
+    itself when it returns one tensor, else a :class:`PackedCall` whose output packs the
+    call's outputs (see :class:`OutputPacking`). ``probed``: the :func:`probe_output` of
+    ``target``, when the caller has it already."""
+    packing = target.packing if isinstance(target, PackedCall) else Packing(
+        tuple(tuple(int(d) for d in s) for s in shapes))
+    if probed is None:
+        probed = probe_output(target, shapes)
+    outputs = OutputPacking.of(probed)
     if outputs is None or not any(outputs.carries):
         return target  # one output, or none with a gradient (check_layer skips it)
     if isinstance(target, PackedCall):

@@ -29,6 +29,7 @@ from jacverify.check.adapters import (
     Packing,
     RuleFactory,
     accepts_training,
+    probe_output,
     single_output,
 )
 from jacverify.check.calls import exception_text
@@ -331,9 +332,12 @@ def _in_dtype(
     return clone, None
 
 
-def _output_shape(target: Any, shape: tuple, dtype: str) -> tuple[tuple | None, str]:
-    """The layer's output shape without the batch axis, or why it cannot be checked."""
-    out = call_on_probe(target, [shape], dtype)
+def _output_shape(
+    target: Any, shape: tuple, dtype: str, probed: Any = None
+) -> tuple[tuple | None, str]:
+    """The layer's output shape without the batch axis, or why it cannot be checked
+    (``probed``: the target's output on the probe input, when known)."""
+    out = call_on_probe(target, [shape], dtype) if probed is None else probed
     if isinstance(out, (list, tuple)):
         return None, "the layer returns several tensors, none of them floating point"
     if not is_float_dtype(out.dtype):
@@ -371,7 +375,9 @@ def prepare(
     _build(layer, shapes)
     name = labels(layer)[0]
     notes: list[str] = []
-    target = single_output(_adapt(layer, shapes), shapes)  # several outputs: packed into one
+    adapted = _adapt(layer, shapes)
+    probed = probe_output(adapted, shapes)
+    target = single_output(adapted, shapes, probed)  # several outputs: packed into one
     packing = target.packing if isinstance(target, PackedCall) else Packing((shapes[0],))
     shape = packing.shape
     rows = base_rows(inputs, packing, name)
@@ -390,7 +396,9 @@ def prepare(
             f"Keras computes {run_dtype} operations in float32 on this backend: the rule is "
             "held to float32 precision"
         )
-    output_shape, problem = _output_shape(target, shape, run_dtype)
+    # The probe of the adapted call stands for the target's when the target is that call.
+    output_shape, problem = _output_shape(target, shape, run_dtype,
+                                          probed if target is adapted else None)
     if output_shape is None:
         return early_result(layer, rule, Verdict.SKIPPED, problem, start, dtype=run_dtype,
                             **common)

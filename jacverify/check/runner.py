@@ -4,7 +4,9 @@
    (no database), never raising, so every example is counted and judged. Outcomes never
    steer the generation here, so with a batched ``evaluate_many`` Hypothesis only draws the
    specs (the same ones for the same seed) and they are evaluated afterwards, together;
-   without it, each is evaluated as it is drawn.
+   without it, each is evaluated after the drawing, in the order drawn. The engine draws the
+   specs without a test run around each one (:func:`~jacverify.check.seeded_draws.engine_draws`:
+   what ``@given`` would pass, drawn faster).
 2. **Shrink**: if the worst verdict found is a failure, run the same engine again with the same
    seed, raising for examples with that verdict: Hypothesis meets the same failure (outcomes
    are cached, so replays are free) and shrinks it to a minimal example, which it reports with
@@ -16,6 +18,7 @@ The runner knows nothing about layers: it maps specs to outcomes and reads their
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +28,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from jacverify.check.seeded_draws import draws_from_seed_alone
+from jacverify.check.seeded_draws import draws_from_seed_alone, engine_draws
 from jacverify.check.storage import hypothesis_storage
 
 S = TypeVar("S", bound=Hashable)
@@ -48,7 +51,10 @@ class SearchResult(Generic[S, Out]):
     notes: list = field(default_factory=list)
 
 
-def _settings(examples: int, phases) -> settings:
+@functools.lru_cache(maxsize=64)
+def _settings(examples: int, phases: tuple) -> settings:
+    """Hypothesis' settings of a search (built once per count and phases: building one
+    validates every option)."""
     return settings(
         max_examples=max(1, int(examples)),
         database=None,
@@ -73,7 +79,7 @@ def _blob(error: BaseException) -> str | None:
 def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None:
     """Run ``probe`` on ``count`` examples of ``strategy``; what it raised, if anything."""
     test = given(spec=strategy)(probe)
-    test = _settings(count, phases)(test)
+    test = _settings(max(1, int(count)), tuple(phases))(test)
     test = hypothesis_seed(seed)(test)
     try:
         with hypothesis_storage(), draws_from_seed_alone():
@@ -82,6 +88,26 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
         if isinstance(error, (KeyboardInterrupt, SystemExit)):
             raise
         return error
+    return None
+
+
+def _explore(strategy, probe, count: int, seed: int) -> BaseException | None:
+    """Run ``probe`` on ``count`` examples of ``strategy`` in the generate phase, as
+    :func:`_run` does (the same examples, in the same order), drawn by Hypothesis' engine
+    without a test around each example; what ``probe`` or the strategy raised, if anything."""
+    with hypothesis_storage(), draws_from_seed_alone():
+        found = engine_draws(strategy, _settings(max(1, int(count)), (Phase.generate,)), seed)
+    if found is None:  # a Hypothesis without that engine: through @given
+        return _run(strategy, probe, (Phase.generate,), count, seed)
+    try:
+        for spec in found.values:
+            probe(spec)
+    except Exception as error:  # noqa: BLE001 - as _run: the caller notes it
+        return error
+    if found.error is not None:
+        return found.error
+    if not found.valid:
+        return RuntimeError("Hypothesis could not draw any example")
     return None
 
 
@@ -154,8 +180,7 @@ def search(
     else:
         def explore(spec):
             drawn.append(spec)
-    error = _run(strategy, explore, (Phase.generate,), max(1, int(examples) - len(explicit)),
-                 seed)
+    error = _explore(strategy, explore, max(1, int(examples) - len(explicit)), seed)
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
     if evaluate_many is not None:

@@ -8,6 +8,10 @@ examples in another process (a worker, the replay command, a pytest run). While 
 only Hypothesis' built-in constants are used; the user's own Hypothesis tests are untouched
 outside checks. Every use of Hypothesis internals by the checker is in this module.
 
+:func:`engine_draws` runs Hypothesis' engine on a strategy without a test around it: the
+values ``@given`` would pass to a test that never fails, for the same seed and settings, without
+the per-example set-up of a test run (contexts, argument labels, the test's source digest).
+
 Keras draws the default seeds of the layers it creates from Python's ``random`` module:
 :func:`seeded_python_random` starts it from a seed while configurations are drawn, so that
 they do not depend on what the process did before either.
@@ -16,13 +20,25 @@ they do not depend on what the process did before either.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from hypothesis import settings as Settings
+from hypothesis import strategies as st
 
 from jacverify.shared_switch import SharedSwitch
 
-__all__ = ["draws_from_seed_alone", "seeded_python_random"]
+__all__ = [
+    "EngineDraws",
+    "draws_from_seed_alone",
+    "draws_through_given",
+    "engine_draws",
+    "seeded_python_random",
+]
 
 def _providers() -> Any:
     try:
@@ -78,3 +94,69 @@ def seeded_python_random(seed: int) -> Iterator[None]:
         yield
     finally:
         random.setstate(state)
+
+
+#: Set while :func:`draws_through_given` is active.
+_THROUGH_GIVEN = [False]
+
+
+@contextlib.contextmanager
+def draws_through_given() -> Iterator[None]:
+    """Within the block, :func:`engine_draws` returns ``None``, so callers draw through
+    ``@given`` (the same values, more slowly): for same-run speed comparisons."""
+    previous, _THROUGH_GIVEN[0] = _THROUGH_GIVEN[0], True
+    try:
+        yield
+    finally:
+        _THROUGH_GIVEN[0] = previous
+
+
+@functools.cache
+def _engine() -> tuple[Any, Any] | None:
+    """Hypothesis' engine and the context its strategies draw in, or None."""
+    try:
+        from hypothesis.control import BuildContext
+        from hypothesis.internal.conjecture.engine import ConjectureRunner
+    except ImportError:  # another Hypothesis layout: callers draw through @given instead
+        return None
+    if "wrapped_test" not in inspect.signature(BuildContext).parameters:
+        return None
+    return ConjectureRunner, BuildContext
+
+
+@dataclass
+class EngineDraws:
+    """What :func:`engine_draws` drew: the values in order (repeats included), how many test
+    cases the engine counted as valid, and what the strategy raised, if anything (the values
+    are then those drawn before)."""
+
+    values: list
+    valid: int
+    error: Exception | None = None
+
+
+def engine_draws(
+    strategy: st.SearchStrategy, settings: Settings, seed: int
+) -> EngineDraws | None:
+    """What ``@settings(settings) @seed(seed) @given(strategy)`` passes to a test that never
+    fails, in order, drawn by Hypothesis' engine directly. ``None`` when this Hypothesis has no
+    such engine (then draw through ``@given``). Call it inside :func:`draws_from_seed_alone`."""
+    engine = None if _THROUGH_GIVEN[0] else _engine()
+    if engine is None:
+        return None
+    runner_class, build_context = engine
+    strategy.validate()
+    drawn: list = []
+
+    def test_function(data: Any) -> None:
+        with build_context(data, is_final=False, wrapped_test=test_function):
+            drawn.append(data.draw(strategy))
+
+    runner = runner_class(
+        test_function, settings=settings, random=random.Random(int(seed)), database_key=None
+    )
+    try:
+        runner.run()
+    except Exception as error:  # noqa: BLE001 - the strategy's own error, for the caller
+        return EngineDraws(drawn, int(getattr(runner, "valid_test_cases", len(drawn))), error)
+    return EngineDraws(drawn, int(getattr(runner, "valid_test_cases", len(drawn))))

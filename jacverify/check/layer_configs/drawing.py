@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from jacverify.check.seeded_draws import draws_from_seed_alone
+from jacverify.check.seeded_draws import draws_from_seed_alone, engine_draws
 from jacverify.check.storage import hypothesis_storage
 
 
@@ -24,9 +24,7 @@ def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
     found: list = []
     if n <= 0:
         return found
-
-    @hypothesis_seed(int(seed))
-    @settings(
+    drawing = settings(
         max_examples=int(n),
         database=None,
         deadline=None,
@@ -35,6 +33,15 @@ def draw_configs(strategy: st.SearchStrategy, n: int, seed: int) -> list[Any]:
         suppress_health_check=list(HealthCheck),
         verbosity=Verbosity.quiet,
     )
+    with hypothesis_storage(), draws_from_seed_alone():
+        drawn = engine_draws(strategy, drawing, seed)  # what @given below would pass
+    if drawn is not None:
+        if drawn.error is not None:
+            raise drawn.error
+        return drawn.values[:n]
+
+    @hypothesis_seed(int(seed))
+    @drawing
     @given(value=strategy)
     def collect(value) -> None:
         found.append(value)
