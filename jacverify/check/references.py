@@ -75,11 +75,16 @@ def autograd_vjp(layer: keras.layers.Layer, x: np.ndarray, g: np.ndarray) -> np.
     """``g^T J(x)`` of ``layer`` by torch autograd, in the layer's dtype (shape of ``x``).
 
     Returns zeros when the output has no autograd path to the input (it does not depend on it).
-    Raises :class:`ReferenceUnavailable` when the forward or backward call fails.
+    Raises :class:`ReferenceUnavailable` when the forward or backward call fails. A layer with
+    an ``autograd_forward`` (see :mod:`jacverify.check.autograd_forward`) is differentiated
+    through its ``call_for_autograd``.
     """
     x_t = torch.tensor(np.asarray(x), requires_grad=True)
+    forward = layer.call_for_autograd if getattr(layer, "autograd_forward", None) else layer
     try:
-        y = layer(x_t)
+        y = forward(x_t)
+    except ReferenceUnavailable:
+        raise
     except Exception as error:
         raise ReferenceUnavailable(f"the layer's forward call raised {error!r}") from None
     if isinstance(y, (list, tuple)):

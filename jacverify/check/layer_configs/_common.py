@@ -16,6 +16,7 @@ from keras.ops import convert_to_tensor
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules._call_arguments import fill_in
 from jacverify.check.adapters import PackedCall
+from jacverify.check.autograd_forward import AutogradForward
 from jacverify.check.companions import CompanionInputs
 from jacverify.check.domain import DomainMap
 
@@ -152,6 +153,7 @@ def inputs_template(n: int) -> list:
 def packed(
     operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None,
     domain: DomainMap | None = None, companions: CompanionInputs | None = None,
+    autograd_forward: AutogradForward | None = None,
 ) -> Drawn:
     """Build ``operation`` as it is called (``args``/``kwargs``: the call's arguments with
     ``{"__input__": i}`` placeholders; default: the inputs as positional arguments), give it
@@ -161,6 +163,9 @@ def packed(
     every call (see :mod:`jacverify.check.domain`). ``companions``: the call's inputs that are
     not differentiated (integer labels, lengths), fixed for the configuration; ``input_shape``
     then gives the shapes of the other inputs (see :mod:`jacverify.check.companions`).
+    ``autograd_forward``: a differentiable forward equal to the operation's, which torch
+    autograd differentiates in its place where torch's own derivative of the operation is
+    wrong (see :mod:`jacverify.check.autograd_forward`).
 
     For calls check_layer cannot make by itself: ``keras.ops`` operations, layers taking
     several tensors as separate arguments, layers whose call defaults to ``training=True``.
@@ -187,5 +192,6 @@ def packed(
             "single input of a one-input call, and keeps its shape"
         )
     finish(operation, shapes if multi else shapes[0], weight_seed, call=call)
-    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain, companions=companions)
+    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain, companions=companions,
+                         autograd_forward=autograd_forward)
     return adapter, (shapes if multi else shapes[0])
