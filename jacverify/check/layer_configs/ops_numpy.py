@@ -31,7 +31,7 @@ def _plain(cls):
 _UNARY = (
     knp.Sin, knp.Cos, knp.Tan, knp.Arctan, knp.Sinh, knp.Cosh,
     knp.Arcsinh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
-    knp.Expm1, knp.Log1p, knp.Fabs, knp.NanToNum, knp.Sign,
+    knp.Expm1, knp.Fabs, knp.NanToNum, knp.Sign,
     knp.Floor, knp.Ceil, knp.Trunc, knp.Angle, knp.ZerosLike, knp.OnesLike, knp.Copy,
     knp.Real, knp.Conj, knp.Conjugate, knp.Array, knp.I0,
 )
@@ -66,6 +66,11 @@ _CONSTANT_SECOND = ("FloorDivide", "Arctan2")
 _AUTOGRAD_FORWARDS = {"Nextafter": nextafter_forward}
 
 
+#: Classes whose divisor, when drawn, is kept away from 0 (see
+#: :mod:`jacverify.check.layer_configs.elementwise_domains`).
+_DIVISOR_APART = ("Mod", "Fmod")
+
+
 @layer_strategy
 def binary(draw, cls):
     """Two tensors (same rank, some axes broadcast), or a tensor and a constant on the
@@ -78,7 +83,17 @@ def binary(draw, cls):
         constant = np.full(full, draw(st.sampled_from(constants)), dtype="float32")
         return packed(cls(), full, args=[X0, constant], autograd_forward=autograd_forward)
     shapes = [tuple(1 if draw(st.integers(0, 3)) == 0 else n for n in full) for _ in range(2)]
-    return packed(cls(), shapes, autograd_forward=autograd_forward)
+    domain = None
+    if cls.__name__ in _DIVISOR_APART:
+        domain = domains.divisor_apart(shapes, negative=draw(st.booleans()))
+    return packed(cls(), shapes, autograd_forward=autograd_forward, domain=domain)
+
+
+@layer_strategy
+def log1p(draw):
+    """``log1p`` inside its domain ``(-1, inf)``."""
+    shape = draw(_shape(1))
+    return packed(knp.Log1p(), shape, domain=domains.above_minus_one(shape))
 
 
 @layer_strategy
@@ -350,6 +365,7 @@ STRATEGIES = {
         knp.Fmin, knp.DivideNoNan, knp.FloorDivide, knp.Heaviside, knp.Nextafter,
     )},
     knp.Ldexp: ldexp,
+    knp.Log1p: log1p,
     knp.FullLike: full_like,
     knp.Cumsum: lambda: along_axis(knp.Cumsum),
     knp.Cumprod: lambda: along_axis(knp.Cumprod),
