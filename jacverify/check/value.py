@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
+from jacverify.check.derivative_rounding import rounding_unjudged
 from jacverify.check.explain import describe_judgement
 from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
@@ -191,8 +192,10 @@ class ValueJudge:
         of the float64 clone (the finite differences' own function). The new judgements are
         kept only when every direction then passes (or is unjudged): autograd's float32
         rounding (``sinc`` near 0, a normalized dot product at cos = 1) then explains the
-        disagreement, and a rule matching both float64 references is right. Any other
-        outcome keeps the first judgements."""
+        disagreement, and a rule matching both float64 references is right. Directions where
+        the rule is as far off as autograd in the rule's dtype are then not judged (see
+        :mod:`jacverify.check.derivative_rounding`). Any other outcome keeps the first
+        judgements."""
         fd = self.fd
         if (
             fd.vjp is None or not fd.clone_ok or self.setup.dtype == fd.dtype
@@ -206,11 +209,14 @@ class ValueJudge:
             return judgements
         again = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
                             widen=widen)
+        again = rounding_unjudged(judgements, again)
         if not all(j.verdict in _DECIDED for j in again):
             return judgements
         outcome.autograd_note = (
             f"where torch autograd in {self.setup.dtype} disagreed with the finite differences "
             "and autograd of the float64 clone agreed with them, the latter was the reference"
+            "; directions where the rule was no farther from them than the rounding of the "
+            f"layer's own derivative in {self.setup.dtype} were not judged"
         )
         return again
 
