@@ -34,15 +34,25 @@ _WRONG = (Verdict.FAIL.value, Verdict.BOUNDARY.value)
 _DECIDED = (Verdict.PASS.value, Verdict.UNJUDGED.value)
 
 
+def references_disagree(judgement: DirectionJudgement) -> bool:
+    """Whether a direction is undecided because autograd disagrees with finite differences:
+    ``inconclusive``, or ``fail``/``boundary`` while the two references disagree (the rule
+    may then be closer to finite differences than autograd is)."""
+    return judgement.verdict == Verdict.INCONCLUSIVE.value or (
+        judgement.verdict in _WRONG and judgement.refs_agree is False
+    )
+
+
 def within_rounding(
     first: DirectionJudgement, again: DirectionJudgement
 ) -> bool:
     """Whether the rule's distance to the references along a direction is within
     ``C_ROUNDING`` times the rounding of the layer's own derivative there. ``first``: the
-    direction judged with autograd in the rule's dtype (the references disagreed); ``again``:
+    direction judged with autograd in the rule's dtype (the references disagreed, see
+    :func:`references_disagree`); ``again``:
     judged with autograd of the float64 clone (which agreed with finite differences, and the
     rule did not)."""
-    if first.verdict != Verdict.INCONCLUSIVE.value or again.verdict not in _WRONG:
+    if not references_disagree(first) or again.verdict not in _WRONG:
         return False
     if first.autograd is None or again.autograd is None or again.refs_agree is False:
         return False

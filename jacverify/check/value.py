@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
-from jacverify.check.derivative_rounding import rounding_unjudged
+from jacverify.check.derivative_rounding import references_disagree, rounding_unjudged
 from jacverify.check.explain import describe_judgement
 from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
@@ -187,8 +187,9 @@ class ValueJudge:
 
     def _second_opinion(self, judgements: list, judge: dict, sensitivity, widen,
                         outcome) -> list:
-        """Where only the references' disagreement stops a pass, and autograd ran in a
-        lower precision than the finite differences: the example judged again with autograd
+        """Where only the references' disagreement stops a pass (directions inconclusive, or
+        wrong against references that disagree), and autograd ran in a lower precision than
+        the finite differences: the example judged again with autograd
         of the float64 clone (the finite differences' own function). The new judgements are
         kept only when every direction then passes (or is unjudged): autograd's float32
         rounding (``sinc`` near 0, a normalized dot product at cos = 1) then explains the
@@ -199,9 +200,8 @@ class ValueJudge:
         fd = self.fd
         if (
             fd.vjp is None or not fd.clone_ok or self.setup.dtype == fd.dtype
-            or not any(j.verdict == Verdict.INCONCLUSIVE.value for j in judgements)
-            or not all(j.verdict in (*_DECIDED, Verdict.INCONCLUSIVE.value)
-                       for j in judgements)
+            or not any(references_disagree(j) for j in judgements)
+            or not all(j.verdict in _DECIDED or references_disagree(j) for j in judgements)
         ):
             return judgements
         autograd64 = fd.vjp(judge["x0"][None, :], judge["g0"][None, :])[0]
