@@ -203,13 +203,15 @@ class FDModel:
 
 
 def _vjp_of(layer, input_shape, float64: bool):
+    forward = layer.call_for_autograd if getattr(layer, "autograd_forward", None) else layer
+
     def vjp(rows: np.ndarray, gs: np.ndarray) -> np.ndarray:
         dtype = torch.float64 if float64 else None
         x_t = torch.tensor(np.array(rows).reshape(-1, *input_shape), dtype=dtype)
         x_t.requires_grad_(True)
         context = true_float64() if float64 else contextlib.nullcontext()
         with context:
-            y = layer(x_t)
+            y = forward(x_t)
             if not isinstance(y, torch.Tensor) or not y.requires_grad:
                 return np.zeros(np.shape(rows))
             (grad,) = torch.autograd.grad(

@@ -173,3 +173,14 @@ def test_the_native_rule_passes_and_wrong_ones_are_caught(make, rule, expected, 
     if named is not None:
         assert named in result.reason
         assert named in result.reference.autograd_forward
+
+
+def test_the_float64_clones_autograd_differentiates_the_equivalent_forward_too():
+    """The float64 autograd of the finite differences' clone (rounding measurements, the
+    second opinion) differentiates the same replacement."""
+    from jacverify.check.references import make_fd_model
+
+    call, shape = _ldexp()
+    fd = make_fd_model(call, shape, np.random.default_rng(0))
+    grad = fd.vjp(np.array([[1.5, -0.3, 7.0]]), np.ones((1, 3)))
+    np.testing.assert_array_equal(grad, [[0.5, 0.25, 8.0]])
