@@ -14,7 +14,11 @@ import numpy as np
 import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
-from jacverify.check.derivative_rounding import references_disagree, rounding_unjudged
+from jacverify.check.derivative_rounding import (
+    references_disagree,
+    rounding_unjudged,
+    within_rounding,
+)
 from jacverify.check.explain import describe_judgement
 from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
@@ -207,17 +211,20 @@ class ValueJudge:
         autograd64 = fd.vjp(judge["x0"][None, :], judge["g0"][None, :])[0]
         if not np.all(np.isfinite(autograd64)):
             return judgements
-        again = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
-                            widen=widen)
-        again = rounding_unjudged(judgements, again)
+        second = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
+                             widen=widen)
+        again = rounding_unjudged(judgements, second)
         if not all(j.verdict in _DECIDED for j in again):
             return judgements
         outcome.autograd_note = (
             f"where torch autograd in {self.setup.dtype} disagreed with the finite differences "
             "and autograd of the float64 clone agreed with them, the latter was the reference"
-            "; directions where the rule was no farther from them than the rounding of the "
-            f"layer's own derivative in {self.setup.dtype} were not judged"
         )
+        if any(map(within_rounding, judgements, second)):
+            outcome.autograd_note += (
+                "; directions where the rule was no farther from them than autograd in "
+                f"{self.setup.dtype} were not judged"
+            )
         return again
 
     def _judge(
