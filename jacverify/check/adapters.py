@@ -307,7 +307,9 @@ class PackedCall(keras.layers.Layer):
     call is ``operation(domain(x))``: the checker judges the operation inside its domain.
     With ``companions`` (:class:`jacverify.check.companions.CompanionInputs`), the inputs at
     their positions are fixed arrays repeated along the batch, and ``shapes`` are those of the
-    other (drawn, packed) inputs.
+    other (drawn, packed) inputs. With ``autograd_forward``
+    (:class:`jacverify.check.autograd_forward.AutogradForward`), torch autograd differentiates
+    that equivalent forward in place of the operation's own (see :meth:`call_for_autograd`).
     """
 
     def __init__(
@@ -322,6 +324,7 @@ class PackedCall(keras.layers.Layer):
         outputs: OutputPacking | None = None,
         domain: Any = None,
         companions: CompanionInputs | None = None,
+        autograd_forward: Any = None,
         **layer_kwargs: Any,
     ) -> None:
         if dtype is None:
@@ -334,6 +337,7 @@ class PackedCall(keras.layers.Layer):
         self.output_packing = outputs
         self.domain = domain
         self.companions = companions if companions else None
+        self.autograd_forward = autograd_forward
         if (
             isinstance(operation, keras.layers.Layer)
             and accepts_training(operation)
@@ -363,6 +367,20 @@ class PackedCall(keras.layers.Layer):
         if self.output_packing is None:
             return result
         return self.output_packing.join(keras.tree.flatten(result))
+
+    def call_for_autograd(self, x):
+        """What torch autograd differentiates: :meth:`call`, or, with an
+        ``autograd_forward``, that forward on the same arguments once checked against
+        :meth:`call` (raises :class:`ReferenceUnavailable` where they differ)."""
+        if self.autograd_forward is None or self.output_packing is not None:
+            return self.call(x)
+        own = self.call(x)
+        if self.domain is not None:
+            x = self.domain(x)
+        parts = self.call_inputs(x)
+        return self.autograd_forward.differentiable_output(
+            own, _fill(self.call_args, parts), _fill(self.call_kwargs, parts)
+        )
 
     def call_operation_directly(self, x):
         """What :meth:`call` computes, with a layer operation called through its own ``call``
@@ -396,6 +414,8 @@ class PackedCall(keras.layers.Layer):
             config["domain"] = self.domain.description
         if self.companions is not None:
             config["companions"] = self.companions.description
+        if self.autograd_forward is not None:
+            config["autograd_forward"] = self.autograd_forward.description
         return config
 
     def clone_to_dtype(self, dtype: str) -> PackedCall:
@@ -419,7 +439,7 @@ class PackedCall(keras.layers.Layer):
         clone = PackedCall(
             operation, self.packing.shapes, self.call_args, self.call_kwargs,
             label=self.checked_name, dtype=dtype, outputs=self.output_packing, domain=domain,
-            companions=self.companions,
+            companions=self.companions, autograd_forward=self.autograd_forward,
         )
         clone.checked_class = self.checked_class
         return clone
@@ -551,6 +571,7 @@ def single_output(target: Any, shapes: Sequence[Sequence[int]], probed: Any = No
             target.operation, packing.shapes, target.call_args, target.call_kwargs,
             label=target.checked_name, dtype=target.dtype_policy, outputs=outputs,
             domain=target.domain, companions=target.companions,
+            autograd_forward=target.autograd_forward,
         )
         adapted.checked_class = target.checked_class
         return adapted

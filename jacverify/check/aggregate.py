@@ -218,7 +218,13 @@ def _reference_info(setup: Setup, outcomes: Sequence[ExampleOutcome]) -> Referen
         finite_differences=True, fd_dtype=fd.dtype, float64_clone=fd.clone_ok,
         clone_note=fd.note, full_jacobian=setup.basis,
         random_directions=setup.random_directions,
+        autograd_forward=_autograd_forward_description(setup.target),
     )
+
+
+def _autograd_forward_description(target: Any) -> str:
+    replacement = getattr(target, "autograd_forward", None)
+    return "" if replacement is None else replacement.description
 
 
 def _tallies(outcomes: Sequence[ExampleOutcome], evaluator: Evaluator) -> dict:
@@ -297,7 +303,7 @@ def _verdict_and_reason(
         ), None
     return verdict, pass_reason(
         n_judged, tallies["locations"], stats.get("error_to_tolerance"), setup.fd.dtype,
-        reference.autograd, setup.settings.convention,
+        reference.autograd, setup.settings.convention, reference.autograd_forward,
     ), None
 
 

@@ -114,11 +114,14 @@ def pass_reason(
     fd_dtype: str,
     autograd: bool,
     convention: str,
+    autograd_forward: str = "",
 ) -> str:
-    """One sentence for a passed check."""
+    """One sentence for a passed check; ``autograd_forward``: what autograd differentiated
+    in place of the layer's own forward, if anything."""
     n_kink = locations.get("kink", 0)
     text = f"The rule matches finite differences ({fd_dtype})"
-    text += " and autograd" if autograd else ""
+    if autograd:
+        text += f" and autograd of {autograd_forward}" if autograd_forward else " and autograd"
     text += f" at {n_judged} examples"
     if n_kink and convention == Convention.SUBGRADIENT:
         text += f", and lies between the one-sided derivatives at {n_kink} kink directions"

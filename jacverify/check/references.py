@@ -77,11 +77,16 @@ def autograd_vjp(layer: keras.layers.Layer, x: np.ndarray, g: np.ndarray) -> np.
     """``g^T J(x)`` of ``layer`` by torch autograd, in the layer's dtype (shape of ``x``).
 
     Returns zeros when the output has no autograd path to the input (it does not depend on it).
-    Raises :class:`ReferenceUnavailable` when the forward or backward call fails.
+    Raises :class:`ReferenceUnavailable` when the forward or backward call fails. A layer with
+    an ``autograd_forward`` (see :mod:`jacverify.check.autograd_forward`) is differentiated
+    through its ``call_for_autograd``.
     """
     x_t = torch.tensor(np.asarray(x), requires_grad=True)
+    forward = layer.call_for_autograd if getattr(layer, "autograd_forward", None) else layer
     try:
-        y = layer(x_t)
+        y = forward(x_t)
+    except ReferenceUnavailable:
+        raise
     except Exception as error:
         raise ReferenceUnavailable(f"the layer's forward call raised {error!r}") from None
     if isinstance(y, (list, tuple)):
@@ -200,13 +205,15 @@ class FDModel:
 
 
 def _vjp_of(layer, input_shape, float64: bool):
+    forward = layer.call_for_autograd if getattr(layer, "autograd_forward", None) else layer
+
     def vjp(rows: np.ndarray, gs: np.ndarray) -> np.ndarray:
         dtype = torch.float64 if float64 else None
         x_t = torch.tensor(np.array(rows).reshape(-1, *input_shape), dtype=dtype)
         x_t.requires_grad_(True)
         context = true_float64() if float64 else contextlib.nullcontext()
         with context:
-            y = layer(x_t)
+            y = forward(x_t)
             if not isinstance(y, torch.Tensor) or not y.requires_grad:
                 return np.zeros(np.shape(rows))
             (grad,) = torch.autograd.grad(

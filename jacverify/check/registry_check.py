@@ -110,6 +110,8 @@ def describe_layer(layer: Any) -> dict:
             described["domain"] = layer.domain.description
         if layer.companions is not None:
             described["companions"] = layer.companions.description
+        if layer.autograd_forward is not None:
+            described["autograd_forward"] = layer.autograd_forward.description
         return described
     try:
         return describe_config(layer.get_config())

@@ -198,6 +198,9 @@ class ReferenceInfo:
     clone_note: str = ""  # why not, when it did not
     full_jacobian: bool = False  # the basis directions were used (small inputs)
     random_directions: int = 0  # signed random directions per example
+    #: What autograd differentiated in place of the layer's own forward ("" for the layer's
+    #: own; see :mod:`jacverify.check.autograd_forward`).
+    autograd_forward: str = ""
 
     def to_dict(self) -> dict:
         return _fields_dict(self)

@@ -14,6 +14,11 @@ import numpy as np
 import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
+from jacverify.check.derivative_rounding import (
+    references_disagree,
+    rounding_unjudged,
+    within_rounding,
+)
 from jacverify.check.explain import describe_judgement
 from jacverify.check.kinks import kink_or_tie_mask, near_kink_mask, tie_directions
 from jacverify.check.preparation import Setup
@@ -186,32 +191,40 @@ class ValueJudge:
 
     def _second_opinion(self, judgements: list, judge: dict, sensitivity, widen,
                         outcome) -> list:
-        """Where only the references' disagreement stops a pass, and autograd ran in a
-        lower precision than the finite differences: the example judged again with autograd
+        """Where only the references' disagreement stops a pass (directions inconclusive, or
+        wrong against references that disagree), and autograd ran in a lower precision than
+        the finite differences: the example judged again with autograd
         of the float64 clone (the finite differences' own function). The new judgements are
         kept only when every direction then passes (or is unjudged): autograd's float32
         rounding (``sinc`` near 0, a normalized dot product at cos = 1) then explains the
-        disagreement, and a rule matching both float64 references is right. Any other
-        outcome keeps the first judgements."""
+        disagreement, and a rule matching both float64 references is right. Directions where
+        the rule is as far off as autograd in the rule's dtype are then not judged (see
+        :mod:`jacverify.check.derivative_rounding`). Any other outcome keeps the first
+        judgements."""
         fd = self.fd
         if (
             fd.vjp is None or not fd.clone_ok or self.setup.dtype == fd.dtype
-            or not any(j.verdict == Verdict.INCONCLUSIVE.value for j in judgements)
-            or not all(j.verdict in (*_DECIDED, Verdict.INCONCLUSIVE.value)
-                       for j in judgements)
+            or not any(references_disagree(j) for j in judgements)
+            or not all(j.verdict in _DECIDED or references_disagree(j) for j in judgements)
         ):
             return judgements
         autograd64 = fd.vjp(judge["x0"][None, :], judge["g0"][None, :])[0]
         if not np.all(np.isfinite(autograd64)):
             return judgements
-        again = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
-                            widen=widen)
+        second = self._judge(**{**judge, "autograd": autograd64}, sensitivity=sensitivity,
+                             widen=widen)
+        again = rounding_unjudged(judgements, second)
         if not all(j.verdict in _DECIDED for j in again):
             return judgements
         outcome.autograd_note = (
             f"where torch autograd in {self.setup.dtype} disagreed with the finite differences "
             "and autograd of the float64 clone agreed with them, the latter was the reference"
         )
+        if any(map(within_rounding, judgements, second)):
+            outcome.autograd_note += (
+                "; directions where the rule was no farther from them than autograd in "
+                f"{self.setup.dtype} were not judged"
+            )
         return again
 
     def _judge(

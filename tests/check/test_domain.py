@@ -46,8 +46,9 @@ def test_a_domain_map_keeps_its_input_shape():
         DomainMap(keras.Model(x, ops.sum(x, axis=-1)), "a sum")
 
 
-def test_a_domain_map_is_for_one_input_call():
-    with pytest.raises(ValueError, match="single input of a one-input call"):
+def test_a_domain_map_has_the_shape_of_the_packed_inputs():
+    expected = "map of shape \\(2, 2\\).*packed into one tensor of shape \\(3, 3\\)"
+    with pytest.raises(ValueError, match=expected):
         packed(klinalg.Eigh(), (3, 3), domain=symmetric_apart(2))
 
 

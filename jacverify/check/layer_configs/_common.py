@@ -15,7 +15,8 @@ from keras.ops import convert_to_tensor
 
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.backward.rules._call_arguments import fill_in
-from jacverify.check.adapters import PackedCall
+from jacverify.check.adapters import PackedCall, Packing
+from jacverify.check.autograd_forward import AutogradForward
 from jacverify.check.companions import CompanionInputs
 from jacverify.check.domain import DomainMap
 
@@ -152,15 +153,20 @@ def inputs_template(n: int) -> list:
 def packed(
     operation, input_shape, weight_seed: int = 0, *, args=None, kwargs=None,
     domain: DomainMap | None = None, companions: CompanionInputs | None = None,
+    autograd_forward: AutogradForward | None = None,
 ) -> Drawn:
     """Build ``operation`` as it is called (``args``/``kwargs``: the call's arguments with
     ``{"__input__": i}`` placeholders; default: the inputs as positional arguments), give it
     seeded weights, and return it wrapped in the checker's :class:`PackedCall` adapter (one
     packed input; layers taking ``training`` run at inference), with its input shape(s).
-    ``domain``: a map of the drawn (packed) inputs into the operation's domain, applied before
-    every call (see :mod:`jacverify.check.domain`). ``companions``: the call's inputs that are
+    ``domain``: a map of the drawn inputs (packed into one tensor as the checker packs them)
+    into the operation's domain, applied before every call (see
+    :mod:`jacverify.check.domain`). ``companions``: the call's inputs that are
     not differentiated (integer labels, lengths), fixed for the configuration; ``input_shape``
     then gives the shapes of the other inputs (see :mod:`jacverify.check.companions`).
+    ``autograd_forward``: a differentiable forward equal to the operation's, which torch
+    autograd differentiates in its place where torch's own derivative of the operation is
+    wrong (see :mod:`jacverify.check.autograd_forward`).
 
     For calls check_layer cannot make by itself: ``keras.ops`` operations, layers taking
     several tensors as separate arguments, layers whose call defaults to ``training=True``.
@@ -175,17 +181,21 @@ def packed(
         # Tensors, not arrays: a keras.ops operation called directly (not through a layer)
         # does not convert its inputs (unstack calls the tensor's own methods).
         parts = [convert_to_tensor(p) for p in (list(inputs) if multi else [inputs])]
-        if domain is not None:  # one packed input: the map's shape is the operation's
-            parts = [domain(parts[0])]
+        if domain is not None:  # a map of the packed inputs
+            packing = Packing(tuple(shapes))
+            parts = packing.split(domain(packing.join(parts, 1)))
         if companions:
             parts = companions.merge_batch(parts, int(parts[0].shape[0]))
         op(*fill_in(args, parts), **fill_in(kwargs, parts))
 
-    if domain is not None and (multi or tuple(domain.shape) != shapes[0]):
+    packed_shape = Packing(tuple(shapes)).shape
+    if domain is not None and tuple(domain.shape) != packed_shape:
         raise ValueError(
             f"a domain map of shape {domain.shape} given for inputs {shapes}: it maps the "
-            "single input of a one-input call, and keeps its shape"
+            f"call's drawn inputs packed into one tensor of shape {packed_shape}, and keeps "
+            "its shape"
         )
     finish(operation, shapes if multi else shapes[0], weight_seed, call=call)
-    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain, companions=companions)
+    adapter = PackedCall(operation, shapes, args, kwargs, domain=domain, companions=companions,
+                         autograd_forward=autograd_forward)
     return adapter, (shapes if multi else shapes[0])

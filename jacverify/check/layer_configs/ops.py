@@ -177,7 +177,8 @@ def binary(draw, cls):
         shapes = [
             tuple(1 if draw(st.integers(0, 3)) == 0 else n for n in full) for _ in range(2)
         ]
-        return packed(cls(), shapes)
+        domain = domains.positive_base(shapes) if cls.__name__ == "Power" else None
+        return packed(cls(), shapes, domain=domain)
     choices = _CONSTANTS.get(cls.__name__, {}).get(constant_side, _DEFAULT_CONSTANTS)
     constant = draw(st.sampled_from(choices))
     if cls.__name__ in ("Divide", "TrueDivide") and constant_side == 1 and constant == 0.0:

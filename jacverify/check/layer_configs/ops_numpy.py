@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from jacverify.backward.graph import INPUT_KEY
+from jacverify.check.autograd_forward import ldexp_forward, nextafter_forward
 from jacverify.check.layer_configs import elementwise_domains as domains
 from jacverify.check.layer_configs._common import inputs_template, layer_strategy, packed
 from jacverify.check.layer_configs.ops import _axis, _shape, unary
@@ -30,7 +31,7 @@ def _plain(cls):
 _UNARY = (
     knp.Sin, knp.Cos, knp.Tan, knp.Arctan, knp.Sinh, knp.Cosh,
     knp.Arcsinh, knp.Arctanh, knp.Sinc, knp.Deg2rad, knp.Rad2deg, knp.Exp2,
-    knp.Expm1, knp.Log1p, knp.Fabs, knp.NanToNum, knp.Sign,
+    knp.Expm1, knp.Fabs, knp.NanToNum, knp.Sign,
     knp.Floor, knp.Ceil, knp.Trunc, knp.Angle, knp.ZerosLike, knp.OnesLike, knp.Copy,
     knp.Real, knp.Conj, knp.Conjugate, knp.Array, knp.I0,
 )
@@ -60,24 +61,49 @@ _BINARY_CONSTANTS = {
 _CONSTANT_SECOND = ("FloorDivide", "Arctan2")
 
 
+#: Classes whose torch derivative is wrong somewhere the checker draws, with the equivalent
+#: forward autograd differentiates instead (see :mod:`jacverify.check.autograd_forward`).
+_AUTOGRAD_FORWARDS = {"Nextafter": nextafter_forward}
+
+
+#: Classes whose divisor, when drawn, is kept away from 0 (see
+#: :mod:`jacverify.check.layer_configs.elementwise_domains`).
+_DIVISOR_APART = ("Mod", "Fmod")
+
+
 @layer_strategy
 def binary(draw, cls):
     """Two tensors (same rank, some axes broadcast), or a tensor and a constant on the
     second side (a divisor or an exponent-like argument)."""
     full = draw(_shape(1, 3, budget=12))
     constants = _BINARY_CONSTANTS.get(cls.__name__)
+    replacement = _AUTOGRAD_FORWARDS.get(cls.__name__)
+    autograd_forward = replacement() if replacement else None
     if constants and (cls.__name__ in _CONSTANT_SECOND or draw(st.booleans())):
         constant = np.full(full, draw(st.sampled_from(constants)), dtype="float32")
-        return packed(cls(), full, args=[X0, constant])
+        return packed(cls(), full, args=[X0, constant], autograd_forward=autograd_forward)
     shapes = [tuple(1 if draw(st.integers(0, 3)) == 0 else n for n in full) for _ in range(2)]
-    return packed(cls(), shapes)
+    domain = None
+    if cls.__name__ in _DIVISOR_APART:
+        domain = domains.divisor_apart(shapes, negative=draw(st.booleans()))
+    return packed(cls(), shapes, autograd_forward=autograd_forward, domain=domain)
+
+
+@layer_strategy
+def log1p(draw):
+    """``log1p`` inside its domain ``(-1, inf)``."""
+    shape = draw(_shape(1))
+    return packed(knp.Log1p(), shape, domain=domains.above_minus_one(shape))
 
 
 @layer_strategy
 def ldexp(draw):
+    """``ldexp(x, e)`` with an integer exponent ``e`` (negative ones included): torch's
+    derivative is 0 for those, so autograd differentiates ``x * 2 ** e``."""
     shape = draw(_shape(1, 3, budget=12))
     exponent = np.asarray(draw(st.sampled_from([0, 1, -2, 3])), dtype="int32")
-    return packed(knp.Ldexp(), shape, args=[X0, np.full(shape, exponent, dtype="int32")])
+    return packed(knp.Ldexp(), shape, args=[X0, np.full(shape, exponent, dtype="int32")],
+                  autograd_forward=ldexp_forward())
 
 
 @layer_strategy
@@ -339,6 +365,7 @@ STRATEGIES = {
         knp.Fmin, knp.DivideNoNan, knp.FloorDivide, knp.Heaviside, knp.Nextafter,
     )},
     knp.Ldexp: ldexp,
+    knp.Log1p: log1p,
     knp.FullLike: full_like,
     knp.Cumsum: lambda: along_axis(knp.Cumsum),
     knp.Cumprod: lambda: along_axis(knp.Cumprod),
