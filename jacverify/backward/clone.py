@@ -477,7 +477,7 @@ def _verify_symbolic_result(rule: BackwardLayer, step: Step, rule_inputs, call_k
     if shapes is None:
         return
     dims = [_shape_wo_batch(t.shape) for t in step.inputs]
-    verify_gradient_shapes(rule, shapes, expected_gradient_shapes(lead, dims, None),
+    verify_gradient_shapes(rule, shapes, expected_gradient_shapes(lead, dims, step.inputs),
                            layer_name=step.qualified_name)
 
 
