@@ -233,6 +233,8 @@ class BackwardLayer(keras.layers.Layer):
         """Raise :class:`~jacverify.backward.gradient_shapes.GradientShapeError` unless
         ``result`` holds one gradient per input, shaped like it (with the gradient's batch
         and ``n_extra`` extra axes)."""
+        if self._shape_is_right(result, gradient, n_extra, layer_input):
+            return
         several = _is_multi(self.input_dim_wo_batch)
         dims = self.input_dim_wo_batch if several else [self.input_dim_wo_batch]
         inputs = None
@@ -243,6 +245,21 @@ class BackwardLayer(keras.layers.Layer):
         lead = tuple(gradient.shape)[: 1 + n_extra]
         returned = list(result) if isinstance(result, (list, tuple)) else [result]
         verify_gradient_shapes(self, returned, expected_gradient_shapes(lead, dims, inputs))
+
+    def _shape_is_right(self, result, gradient, n_extra: int, layer_input) -> bool:
+        """A few comparisons that settle the common case, one input and one gradient of the
+        right shape (``False``: look closer)."""
+        shape = getattr(result, "shape", None)
+        if shape is None or isinstance(result, (list, tuple)) or _is_multi(
+                self.input_dim_wo_batch):
+            return False
+        if layer_input is not None and not isinstance(layer_input, (list, tuple)):
+            batch, tail = layer_input.shape[0], tuple(layer_input.shape[1:])
+        else:
+            batch, tail = gradient.shape[0], tuple(self.input_dim_wo_batch)
+        return (len(shape) == 1 + n_extra + len(tail) and shape[0] == batch
+                and tuple(shape[1:1 + n_extra]) == tuple(gradient.shape[1:1 + n_extra])
+                and tuple(shape[1 + n_extra:]) == tail)
 
     def _gradient_list(self, gradient) -> list:
         """The upstream gradients as a list (one per forward output)."""
