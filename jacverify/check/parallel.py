@@ -199,6 +199,16 @@ def _timed_result(future: Future) -> tuple[Any, float]:
         raise ResultTransferError(_error_text(error)) from None
 
 
+def _short(text: str) -> str:
+    """An error message in one short line: Keras' own cause when it wraps one (a class it
+    could not locate, after the whole configuration), else the first line."""
+    cause = text.rsplit("Exception encountered:", 1)[-1] if "Exception encountered:" in text \
+        else text
+    lines = [line.strip() for line in cause.strip().splitlines() if line.strip()]
+    first = (lines[0] if lines else text.strip()).split(" Full object config:")[0]
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
 def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}" if str(
         error).strip() else type(error).__name__
@@ -287,7 +297,7 @@ def _transfer_reason(error: BaseException | None, cancelled: bool = False) -> st
     if cancelled:
         return "it was cancelled in the worker pool"
     if isinstance(error, TaskTransferError):
-        return f"the worker could not unpickle it ({error})"
+        return f"the worker could not unpickle it ({_short(str(error))})"
     if isinstance(error, ResultTransferError):
         return f"its result could not travel back from the worker ({error})"
     if isinstance(error, BrokenProcessPool):

@@ -267,3 +267,13 @@ def test_check_layer_reports_the_same_shapes():
     result = jacverify.check_layer(layer, SummedTwice, input_shape=(4,), seed=0, examples=2)
     assert result.verdict == "error"
     assert "returned shape (2, 1)" in result.reason
+
+
+def test_check_model_reports_the_call_and_skips_the_end_to_end_check():
+    model = _two_layers()
+    name = model.layers[1].name
+    result = jacverify.check_model(model, {Twice: SummedTwice}, examples=3, seed=0)
+    rows = {c.layer_name: c for c in result.layers}
+    assert rows[name].verdict == "error" and "returned shape (2, 1)" in rows[name].reason
+    assert result.end_to_end.verdict == "skipped"
+    assert "returned shape (None, 1) for the input" in result.end_to_end.reason
