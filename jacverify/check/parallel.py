@@ -103,19 +103,36 @@ class ResultTransferError(RuntimeError):
 
 
 def operation_state(operation: Any) -> dict:
-    """A Keras layer or operation as picklable data: its class (by reference) and Keras'
-    own pickle of it (configuration and weights)."""
-    return {"class": type(operation), "pickle": pickle.dumps(operation)}
+    """A Keras layer or operation as picklable data: its class and the classes of the layers
+    inside it that are not Keras' own (by reference: unpickling imports their modules), and
+    Keras' own pickle of it (configuration and weights)."""
+    return {"class": type(operation), "inner_classes": _inner_classes(operation),
+            "pickle": pickle.dumps(operation)}
 
 
 def operation_from_state(state: dict) -> Any:
-    """The layer or operation of :func:`operation_state`, its class known to Keras'
-    deserialization even when it is not registered as serializable."""
+    """The layer or operation of :func:`operation_state`, its class and the classes of the
+    layers inside it known to Keras' deserialization even when they are not registered as
+    serializable, or their modules not imported yet where it is unpickled."""
     import keras
 
-    cls = state["class"]
-    with keras.saving.CustomObjectScope({cls.__name__: cls}):
+    classes = [state["class"], *state.get("inner_classes", [])]
+    with keras.saving.CustomObjectScope({cls.__name__: cls for cls in classes}):
         return pickle.loads(state["pickle"])
+
+
+def _inner_classes(operation: Any) -> list[type]:
+    """The classes of the layers inside ``operation`` (a model's, a block's) that do not come
+    with Keras."""
+    from jacverify.keras_internals import private_member
+
+    try:
+        inner = private_member(operation, "flatten_layers")(include_self=False)
+    except Exception:  # noqa: BLE001 - an operation without layers
+        return []
+    found = {type(layer) for layer in inner}
+    return sorted((cls for cls in found if not cls.__module__.startswith("keras")),
+                  key=lambda cls: (cls.__module__, cls.__qualname__))
 
 
 def default_jobs() -> int:

@@ -226,3 +226,25 @@ def test_a_rule_class_defined_in_a_function_runs_here_with_a_warning(pool):
     found = _ran_elsewhere_warnings(record)
     assert len(found) == 1 and "1 check(s)" in found[0] and "'twice_here'" in found[0]
     assert "it cannot be pickled here" in found[0] and "LocalTwice" in found[0]
+
+
+def _layer_classes_of(payload):
+    """In a worker: the classes of the layers of the model a state holds."""
+    import pickle as _pickle
+
+    model = parallel.operation_from_state(_pickle.loads(payload))
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_a_model_travels_with_the_classes_of_its_layers(pool):
+    """A worker that has not imported the module of a layer inside a model (the end-to-end
+    check's task holds the model) rebuilds it: the layer's class travels by reference."""
+    import pickle as _pickle
+
+    from jacverify.examples.tutorial import Clip  # not imported by this module: not in workers
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), Clip(0.0, 1.0)])
+    state = parallel.operation_state(model)
+    assert state["inner_classes"] == [Clip]
+    names = pool.submit(_layer_classes_of, _pickle.dumps(state)).result(timeout=300)
+    assert names == ["Dense", "Clip"]
