@@ -100,27 +100,27 @@ def test_tasks_that_travel_give_no_warning(workers_at_once, tmp_path):
     assert _ran_elsewhere_warnings(record) == []
 
 
-class _WorkerKiller:
-    def __init__(self, label, parent):
-        self.label, self.parent = label, parent
+class _WorkerKiller(_UnpicklableResult):
+    """Ends the worker process that runs it (after leaving the marker); here, returns its
+    label and this process (the gate task once a worker has met another one)."""
 
     def run(self):
         if os.getpid() != self.parent:
+            Path(self.marker).touch()
             os._exit(3)
+        super().run()
         return self.label, os.getpid()
 
-    def failed(self, error):
-        return self.label, repr(error)
 
-
-def test_checks_lost_with_a_dead_worker_are_named(workers_at_once):
-    me = os.getpid()
+def test_checks_lost_with_a_dead_worker_are_named(workers_at_once, tmp_path):
+    me, marker = os.getpid(), tmp_path / "marker"
+    tasks = [_WorkerKiller(f"t{i}", marker, me, gate=i == 0) for i in range(4)]
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        results = run_tasks([_WorkerKiller(f"t{i}", me) for i in range(4)], jobs=2)
+        results = run_tasks(tasks, jobs=2)
     assert results == [(f"t{i}", me) for i in range(4)]
     found = _ran_elsewhere_warnings(record)
-    assert len(found) == 1 and "ended unexpectedly" in found[0]
+    assert len(found) == 1 and "ended unexpectedly" in found[0] and marker.exists()
 
 
 # ------------------------------------------------------------------------- real checks
