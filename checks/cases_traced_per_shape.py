@@ -78,8 +78,9 @@ CASES: list[Case] = [
             "traced at each batch size, its windows' reshapes, transposes and unstack through "
             "the whole-batch rules"),
     wrong("window_mix_transpose_not_inverted", WindowMix, (4, 3),
-          TracedPerShapeTransposeNotInverted, "fail", "transposed",
+          TracedPerShapeTransposeNotInverted, "error", "shape",
           "the window transpose (a 3-cycle moving the batch axis) sent through itself, not "
-          "its inverse; the window reshape after it takes the misplaced gradient without "
-          "complaint"),
+          "its inverse: its gradient is not shaped like the transpose's input, which the "
+          "backward model built at each size refuses (the window reshape after it would "
+          "take the misplaced gradient without complaint)"),
 ]

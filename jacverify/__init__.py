@@ -23,6 +23,7 @@ _EXPORTS = {
     "BackwardLinearLayer": "jacverify.backward.base",
     "BackwardNonLinearLayer": "jacverify.backward.base",
     "clone_to_backward": "jacverify.backward.clone",
+    "GradientShapeError": "jacverify.backward.gradient_shapes",
     "make_rule": "jacverify.backward.factory",
     "MissingBackwardRuleError": "jacverify.backward.registry",
     "get_backward_rule": "jacverify.backward.registry",
@@ -43,6 +44,7 @@ __all__ = [
     "BackwardLinearLayer",
     "BackwardNonLinearLayer",
     "Counterexample",
+    "GradientShapeError",
     "LayerCheck",
     "MissingBackwardRuleError",
     "ModelCheck",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from jacverify.backward.clone import clone_to_backward
     from jacverify.backward.factory import make_rule
+    from jacverify.backward.gradient_shapes import GradientShapeError
     from jacverify.backward.registry import (
         MissingBackwardRuleError,
         get_backward_rule,

@@ -29,6 +29,11 @@ from typing import Any
 import keras
 from keras import ops
 
+from jacverify.backward.gradient_shapes import (
+    expected_gradient_shapes,
+    gradient_shapes_are_checked,
+    verify_gradient_shapes,
+)
 from jacverify.backward.runner import returns_no_mask
 
 Shape = list  # a shape without the batch axis, e.g. [10] or [28, 28, 3]
@@ -197,10 +202,18 @@ class BackwardLayer(keras.layers.Layer):
                     + (" (the same extra axes on every output)." if n_extra > 0 else ".")
                 )
         if n_extra == 0:
-            return self.call_on_reshaped_gradient(
+            result = self.call_on_reshaped_gradient(
                 gradient, input=layer_input, training=training, mask=mask
             )
-        # Fold the extra axes into the batch axis, repeating the input to match.
+        else:
+            result = self._call_with_extra_axes(gradients, n_extra, layer_input, training, mask)
+        if gradient_shapes_are_checked():
+            self._verify_result_shapes(result, gradients[0], n_extra, layer_input)
+        return result
+
+    def _call_with_extra_axes(self, gradients, n_extra, layer_input, training, mask):
+        """The rule's result for gradients with ``n_extra`` extra axes after the batch axis:
+        folded into the batch axis (the input and masks repeated to match), then unfolded."""
         grad_shape = ops.shape(gradients[0])
         extra = [int(d) for d in grad_shape[1 : 1 + n_extra]]
         n_rep = math.prod(extra)
@@ -215,6 +228,38 @@ class BackwardLayer(keras.layers.Layer):
         return _map_structure(
             lambda t: ops.reshape(t, [-1] + extra + list(ops.shape(t)[1:])), result
         )
+
+    def _verify_result_shapes(self, result, gradient, n_extra: int, layer_input) -> None:
+        """Raise :class:`~jacverify.backward.gradient_shapes.GradientShapeError` unless
+        ``result`` holds one gradient per input, shaped like it (with the gradient's batch
+        and ``n_extra`` extra axes)."""
+        if self._shape_is_right(result, gradient, n_extra, layer_input):
+            return
+        several = _is_multi(self.input_dim_wo_batch)
+        dims = self.input_dim_wo_batch if several else [self.input_dim_wo_batch]
+        inputs = None
+        if layer_input is not None:
+            inputs = list(layer_input) if several else [layer_input]
+            if len(inputs) != len(dims):
+                inputs = None
+        lead = tuple(gradient.shape)[: 1 + n_extra]
+        returned = list(result) if isinstance(result, (list, tuple)) else [result]
+        verify_gradient_shapes(self, returned, expected_gradient_shapes(lead, dims, inputs))
+
+    def _shape_is_right(self, result, gradient, n_extra: int, layer_input) -> bool:
+        """A few comparisons that settle the common case, one input and one gradient of the
+        right shape (``False``: look closer)."""
+        shape = getattr(result, "shape", None)
+        if shape is None or isinstance(result, (list, tuple)) or _is_multi(
+                self.input_dim_wo_batch):
+            return False
+        if layer_input is not None and not isinstance(layer_input, (list, tuple)):
+            batch, tail = layer_input.shape[0], tuple(layer_input.shape[1:])
+        else:
+            batch, tail = gradient.shape[0], tuple(self.input_dim_wo_batch)
+        return (len(shape) == 1 + n_extra + len(tail) and shape[0] == batch
+                and tuple(shape[1:1 + n_extra]) == tuple(gradient.shape[1:1 + n_extra])
+                and tuple(shape[1 + n_extra:]) == tail)
 
     def _gradient_list(self, gradient) -> list:
         """The upstream gradients as a list (one per forward output)."""

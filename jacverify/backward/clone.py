@@ -12,7 +12,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from jacverify.backward.base import BackwardLayer, _shape_wo_batch
+from jacverify.backward.base import (
+    NATIVE_SERIALIZATION_PACKAGE,
+    BackwardLayer,
+    _shape_wo_batch,
+    serialization_package,
+)
 from jacverify.backward.factory import (
     RuleConstructionError,
     describe_operation,
@@ -22,6 +27,12 @@ from jacverify.backward.factory import (
     refuse_non_rule,
     rule_label,
     widest_float_dtype,
+)
+from jacverify.backward.gradient_shapes import (
+    expected_gradient_shapes,
+    gradient_shapes_checked,
+    symbolic_result_shapes,
+    verify_gradient_shapes,
 )
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.precision import float64_precision
@@ -170,7 +181,9 @@ class BackwardModel(Functional):
 
     def call(self, inputs, training=None, mask=None, **kwargs):
         # float64 models compute in float64 throughout (Keras would round products to float32).
-        with float64_precision():
+        # Every rule's result is checked against its layer's input shape (Keras would
+        # broadcast another shape where gradients add up).
+        with float64_precision(), gradient_shapes_checked():
             # The backward model describes the model at inference: its forward layers run
             # with training=False unless told otherwise (random augmentation layers default to
             # True).
@@ -185,7 +198,7 @@ class BackwardModel(Functional):
         """The model's outputs on ``inputs`` (a flat list, at inference), with the calls whose
         outputs are all in ``known`` (values by ``id`` of the model's symbolic tensors, as
         computed by the same calls on the same inputs) left out. Equals ``self(inputs)``."""
-        with float64_precision():
+        with float64_precision(), gradient_shapes_checked():
             runner = self._direct_runner(inputs, False, None, {})
             if runner is None:
                 return self(inputs)
@@ -434,11 +447,17 @@ def _apply_rule(rule: BackwardLayer, step: Step, out_grads: list) -> list:
             else UnusedOutputGradient(n_extra, dtype=str(used.dtype))([used, output])
             for g, output in zip(out_grads, step.outputs, strict=True)
         ]
-        result = rule([gradients, step.input_structure], **call_kwargs)
+        rule_inputs = [gradients, step.input_structure]
     elif rule.is_linear:
-        result = rule(out_grads[0], **call_kwargs)
+        used, reference = out_grads[0], step.outputs[0]
+        rule_inputs = out_grads[0]
     else:
-        result = rule([out_grads[0], step.input_structure], **call_kwargs)
+        used, reference = out_grads[0], step.outputs[0]
+        rule_inputs = [out_grads[0], step.input_structure]
+    if serialization_package(type(rule)) != NATIVE_SERIALIZATION_PACKAGE:
+        _verify_symbolic_result(rule, step, rule_inputs, call_kwargs,
+                                tuple(used.shape)[: 1 + len(used.shape) - len(reference.shape)])
+    result = rule(rule_inputs, **call_kwargs)
     results = result if isinstance(result, (list, tuple)) else [result]
     if len(results) != len(step.inputs):
         raise ValueError(
@@ -446,6 +465,20 @@ def _apply_rule(rule: BackwardLayer, step: Step, out_grads: list) -> list:
             f"{len(results)} gradients for {len(step.inputs)} inputs."
         )
     return results
+
+
+def _verify_symbolic_result(rule: BackwardLayer, step: Step, rule_inputs, call_kwargs: dict,
+                            lead: tuple) -> None:
+    """Refuse a rule (one that does not ship with jacverify) whose result, run on ``meta``
+    tensors, is not shaped like its call's inputs (with the gradient's ``lead`` axes): Keras
+    builds on the shape the rule declares, and would broadcast another one when the backward
+    model runs. A rule that cannot run on ``meta`` tensors is checked when the model runs."""
+    shapes = symbolic_result_shapes(rule, (rule_inputs,), call_kwargs)
+    if shapes is None:
+        return
+    dims = [_shape_wo_batch(t.shape) for t in step.inputs]
+    verify_gradient_shapes(rule, shapes, expected_gradient_shapes(lead, dims, step.inputs),
+                           layer_name=step.qualified_name)
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from jacverify.backward.factory import (
     is_float_dtype,
     widest_float_dtype,
 )
+from jacverify.backward.gradient_shapes import GradientShapeError
 from jacverify.backward.graph import Step, trace
 from jacverify.backward.registry import MissingBackwardRuleError
 from jacverify.check.call_selection import select_calls
@@ -192,11 +193,11 @@ def _without_rule(step: Step, label: str, what: str, fallback: str | None) -> La
 
 def _backward_or_why(model: keras.Model, mapping: Any, fallback: str | None
                      ) -> tuple[keras.Model | None, str]:
-    """The backward model, or ``None`` and why when a rule class cannot be constructed (that
-    call's own check says so too)."""
+    """The backward model, or ``None`` and why when a rule class cannot be constructed, or a
+    rule returns gradients of the wrong shape (that call's own check says so too)."""
     try:
         return build_backward(model, mapping, fallback), ""
-    except RuleConstructionError as error:
+    except (RuleConstructionError, GradientShapeError) as error:
         return None, str(error)
 
 

@@ -6,10 +6,14 @@ result that says why it could not run. What travels to a worker is the task pick
 calling process: Keras layers and operations travel as their configuration and weights (the
 way Keras pickles them), rule and layer classes by reference (so they must be importable in
 the worker: defined in a module, not in an interactive session), arrays as arrays. What comes
-back is the result, a plain dataclass. A task that cannot be pickled, or that a worker cannot
-unpickle, runs in the calling process instead, so no check is lost to the transport; so does
-a task marked ``local = True`` (a model's end-to-end check, which holds the whole model), beside
-the tasks the workers take.
+back is the result, a plain dataclass, pickled in the worker. A task that cannot be pickled,
+that a worker cannot unpickle, whose result cannot be pickled back, or that was lost with a
+worker process that ended, runs in the calling process instead, so no check is lost to the
+transport and the results equal the serial run's; one warning at the end of the run names
+each such check and why it ran there (a rule class defined inside a function, or in an
+interactive session, cannot travel by reference: define it in a module). A task marked
+``local = True`` (a model's end-to-end check, which holds the whole model) runs in the calling
+process by design, beside the tasks the workers take, and is not reported.
 
 A task may also say what it costs: ``cost_key`` (a string naming the check, under which its
 duration is remembered for the next run, see :mod:`jacverify.check.task_cost`) and
@@ -47,6 +51,7 @@ from jacverify.check.worker_server import server_ready, start_worker_server, wor
 
 __all__ = [
     "CheckTask",
+    "ResultTransferError",
     "TaskTransferError",
     "default_jobs",
     "expected_seconds",
@@ -54,6 +59,7 @@ __all__ = [
     "operation_state",
     "prepare_workers",
     "run_payload",
+    "run_pickled_payload",
     "run_tasks",
     "run_timed_payload",
 ]
@@ -91,20 +97,42 @@ class TaskTransferError(RuntimeError):
     """A worker could not unpickle a task (a class not importable there, say)."""
 
 
+class ResultTransferError(RuntimeError):
+    """A task's result could not travel back from the worker that ran it (something in it
+    cannot be pickled there, or unpickled here)."""
+
+
 def operation_state(operation: Any) -> dict:
-    """A Keras layer or operation as picklable data: its class (by reference) and Keras'
-    own pickle of it (configuration and weights)."""
-    return {"class": type(operation), "pickle": pickle.dumps(operation)}
+    """A Keras layer or operation as picklable data: its class and the classes of the layers
+    inside it that are not Keras' own (by reference: unpickling imports their modules), and
+    Keras' own pickle of it (configuration and weights)."""
+    return {"class": type(operation), "inner_classes": _inner_classes(operation),
+            "pickle": pickle.dumps(operation)}
 
 
 def operation_from_state(state: dict) -> Any:
-    """The layer or operation of :func:`operation_state`, its class known to Keras'
-    deserialization even when it is not registered as serializable."""
+    """The layer or operation of :func:`operation_state`, its class and the classes of the
+    layers inside it known to Keras' deserialization even when they are not registered as
+    serializable, or their modules not imported yet where it is unpickled."""
     import keras
 
-    cls = state["class"]
-    with keras.saving.CustomObjectScope({cls.__name__: cls}):
+    classes = [state["class"], *state.get("inner_classes", [])]
+    with keras.saving.CustomObjectScope({cls.__name__: cls for cls in classes}):
         return pickle.loads(state["pickle"])
+
+
+def _inner_classes(operation: Any) -> list[type]:
+    """The classes of the layers inside ``operation`` (a model's, a block's) that do not come
+    with Keras."""
+    from jacverify.keras_internals import private_member
+
+    try:
+        inner = private_member(operation, "flatten_layers")(include_self=False)
+    except Exception:  # noqa: BLE001 - an operation without layers
+        return []
+    found = {type(layer) for layer in inner}
+    return sorted((cls for cls in found if not cls.__module__.startswith("keras")),
+                  key=lambda cls: (cls.__module__, cls.__qualname__))
 
 
 def default_jobs() -> int:
@@ -157,6 +185,50 @@ def run_timed_payload(payload: bytes) -> tuple[Any, float]:
     start = time.perf_counter()
     result = run_payload(payload)
     return result, time.perf_counter() - start
+
+
+def run_pickled_payload(payload: bytes) -> bytes:
+    """:func:`run_timed_payload` with its ``(result, seconds)`` pickled here, in the worker:
+    what workers and executors run, so that a result that cannot travel is told apart from a
+    check that went wrong.
+
+    Raises:
+        TaskTransferError: the task could not be unpickled here.
+        ResultTransferError: its result could not be pickled.
+    """
+    timed = run_timed_payload(payload)
+    try:
+        return pickle.dumps(timed)
+    except Exception as error:  # noqa: BLE001 - any pickling problem is a transfer
+        raise ResultTransferError(_error_text(error)) from None
+
+
+def _timed_result(future: Future) -> tuple[Any, float]:
+    """The ``(result, seconds)`` a worker sent back pickled.
+
+    Raises:
+        ResultTransferError: it cannot be unpickled in this process.
+    """
+    pickled = future.result()
+    try:
+        return pickle.loads(pickled)
+    except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer
+        raise ResultTransferError(_error_text(error)) from None
+
+
+def _short(text: str) -> str:
+    """An error message in one short line: Keras' own cause when it wraps one (a class it
+    could not locate, after the whole configuration), else the first line."""
+    cause = text.rsplit("Exception encountered:", 1)[-1] if "Exception encountered:" in text \
+        else text
+    lines = [line.strip() for line in cause.strip().splitlines() if line.strip()]
+    first = (lines[0] if lines else text.strip()).split(" Full object config:")[0]
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}" if str(
+        error).strip() else type(error).__name__
 
 
 def expected_seconds(tasks: Sequence[Any], remembered: dict[str, float] | None = None
@@ -226,15 +298,51 @@ def _worker_init(hypothesis_home: str | None = None) -> None:
         set_hypothesis_home_dir(hypothesis_home)
 
 
-def _pickled(task: Any) -> bytes | None:
-    """The task pickled, or ``None`` for a task that runs here (``local``, or that cannot be
-    pickled)."""
+def _pickled(task: Any) -> tuple[bytes | None, str | None]:
+    """``(the task pickled, None)``, or ``(None, why)`` for a task that runs here: ``why`` is
+    ``None`` for a ``local`` task, else why it cannot be pickled."""
     if getattr(task, "local", False):
-        return None
+        return None, None
     try:
-        return pickle.dumps(task)
-    except Exception:  # noqa: BLE001 - such a task runs in this process
-        return None
+        return pickle.dumps(task), None
+    except Exception as error:  # noqa: BLE001 - such a task runs in this process
+        return None, f"it cannot be pickled here ({_error_text(error)})"
+
+
+def _transfer_reason(error: BaseException | None, cancelled: bool = False) -> str | None:
+    """Why a task sent to a worker has to run here (``None``: it does not)."""
+    if cancelled:
+        return "it was cancelled in the worker pool"
+    if isinstance(error, TaskTransferError):
+        return f"the worker could not unpickle it ({_short(str(error))})"
+    if isinstance(error, ResultTransferError):
+        return f"its result could not travel back from the worker ({error})"
+    if isinstance(error, BrokenProcessPool):
+        return "the worker process running it ended unexpectedly"
+    return None
+
+
+def _warn_ran_here(tasks: Sequence[Any], ran_here: Sequence[tuple[int, str]],
+                   workers_ended: bool = False) -> None:
+    """One warning naming each check that ran in this process instead of a worker, and why
+    (nothing when there is none); ``workers_ended``: the worker processes ended during the
+    run, and the checks not sent yet ran here too."""
+    if not ran_here:
+        return
+    shown = [f"'{tasks[index].label}' ({why})" for index, why in ran_here[:10]]
+    more = f"; and {len(ran_here) - 10} more" if len(ran_here) > 10 else ""
+    ended = (" The worker processes ended during the run: the checks not sent to them yet "
+             "ran in this process too." if workers_ended else "")
+    warnings.warn(
+        f"jacverify: {len(ran_here)} check(s) could not run in a worker process and ran in "
+        f"this process instead (their results are complete and equal a serial run's): "
+        f"{'; '.join(shown)}{more}.{ended} A rule or layer class travels to workers by "
+        "reference: "
+        "define it at the top level of an importable module (not inside a function, nor in "
+        "an interactive session or `python -c`), and keep what a check's result holds "
+        "picklable (a layer's get_config() included).",
+        UserWarning, stacklevel=3,
+    )
 
 
 def _run_here(task: Any) -> Any:
@@ -340,6 +448,7 @@ class _SharedRun:
         self.reported = 0
         self.seconds: dict[int, float] = {}
         self.here = [0.0, 0.0]  # seconds and expected seconds of the tasks run here
+        self.ran_here: list[tuple[int, str]] = []  # tasks meant for a worker, and why
 
     def run(self, workers: int) -> list:
         """Run every task; this process with one torch thread, as the workers (the cores are
@@ -367,6 +476,7 @@ class _SharedRun:
         finally:
             self._stop()
         _remember(self.tasks, self.seconds)
+        _warn_ran_here(self.tasks, sorted(self.ran_here), workers_ended=self.broken)
         return self.results
 
     def _busy(self) -> int:
@@ -422,16 +532,18 @@ class _SharedRun:
                 index = self.todo.popleft()
                 self.slots -= 1
                 self.busy += 1  # until collected, whatever happens to it
-            payload = _pickled(self.tasks[index])
+            payload, why = _pickled(self.tasks[index])
             with self.lock:
                 future = None
                 if payload is not None and self.pool is not None and not self.broken:
                     try:
-                        future = self.pool.submit(run_timed_payload, payload)
+                        future = self.pool.submit(run_pickled_payload, payload)
                     except (BrokenProcessPool, RuntimeError):
                         self.broken = True
                 if future is None:
                     self.slots += 1
+                    self.ran_here.append(
+                        (index, why or "the worker processes had ended unexpectedly"))
                     self.arrived.put((index, None))
                     continue
             future.add_done_callback(partial(self._arrive, index))
@@ -460,14 +572,21 @@ class _SharedRun:
                 self._here(index)
                 continue
             error = None if future.cancelled() else future.exception()
-            if future.cancelled() or isinstance(error, (TaskTransferError, BrokenProcessPool)):
+            if error is None and not future.cancelled():
+                try:
+                    timed = _timed_result(future)
+                except ResultTransferError as unpickling:
+                    error = unpickling
+            why = _transfer_reason(error, future.cancelled())
+            if why is not None:
+                self.ran_here.append((index, why))
                 self._here(index)
                 continue
             self._report(index)
             if error is not None:
                 self.results[index] = self.tasks[index].failed(error)
                 continue
-            self.results[index], self.seconds[index] = future.result()
+            self.results[index], self.seconds[index] = timed
 
     def _here(self, index: int) -> None:
         self._report(index)
@@ -499,14 +618,17 @@ def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None,
     order."""
     results: list = [None] * len(tasks)
     expected = expected_seconds(tasks, _remembered(tasks))
-    payloads = {i: _pickled(t) for i, t in enumerate(tasks)}
+    pickled = {i: _pickled(t) for i, t in enumerate(tasks)}
     futures: dict[Future, int] = {}
-    for index in _longest_first([i for i, p in payloads.items() if p is not None], expected):
-        futures[executor.submit(run_timed_payload, payloads[index])] = index
-    done, seconds = 0, {}
-    for index in [i for i, p in payloads.items() if p is None]:
+    for index in _longest_first([i for i, (p, _) in pickled.items() if p is not None],
+                                expected):
+        futures[executor.submit(run_pickled_payload, pickled[index][0])] = index
+    done, seconds, ran_here = 0, {}, []
+    for index in [i for i, (p, _) in pickled.items() if p is None]:
         if progress is not None:
             progress(offset + done, total, tasks[index].label)
+        if pickled[index][1] is not None:
+            ran_here.append((index, pickled[index][1]))
         results[index] = _run_here(tasks[index])
         done += 1
     for future in as_completed(futures):
@@ -515,10 +637,12 @@ def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None,
             progress(offset + done, total, tasks[index].label)
         done += 1
         try:
-            results[index], seconds[index] = future.result()
-        except TaskTransferError:
+            results[index], seconds[index] = _timed_result(future)
+        except (TaskTransferError, ResultTransferError, BrokenProcessPool) as error:
+            ran_here.append((index, _transfer_reason(error)))
             results[index] = _run_here(tasks[index])
         except Exception as error:  # noqa: BLE001 - a lost worker must not lose the others
             results[index] = tasks[index].failed(error)
     _remember(tasks, seconds)
+    _warn_ran_here(tasks, sorted(ran_here))
     return results

@@ -86,9 +86,14 @@ def start_worker_server() -> bool:
 
 
 def stop_worker_server() -> None:
-    """End the worker server (one still importing at once) and wait for it: the time it and
-    its workers took is then counted as this process' children's. Done at exit; a later
-    :func:`start_worker_server` starts a new one."""
+    """End the worker server and wait for it (it is then gone, and the time it and its
+    workers took is counted as this process' children's). Done at exit, once the workers
+    have ended; a later :func:`start_worker_server` starts a new one.
+
+    The server is ended by ``SIGTERM``, which ends it at once: it holds nothing to save (it
+    imported modules and forked workers), and its own orderly exit, which the closing of its
+    "alive" pipe asks for, would spend about a second of CPU clearing torch, Keras and the
+    checker from its memory while this process waits."""
     global _ready_file
     from multiprocessing import forkserver
 
@@ -97,11 +102,11 @@ def stop_worker_server() -> None:
             return
         server = forkserver._forkserver
         pid = getattr(server, "_forkserver_pid", None)
-        if pid is not None and not _ready_file.exists():
+        if pid is not None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
         with contextlib.suppress(Exception):  # a stdlib without it: the server ends at exit
-            server._stop()
+            server._stop()  # closes the pipe, reaps the server, removes its socket
         _ready_file = None
 
 

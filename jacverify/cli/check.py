@@ -31,9 +31,9 @@ FALLBACKS = ("none", "autograd")
 #: ``--only`` values.
 ONLY = ("custom",)
 #: Expected seconds of checking (:func:`expected_check_seconds`) from which ``--jobs`` above 1
-#: starts the worker server before Keras is imported. The server costs this process more than
-#: its imports on the other core: its own end (clearing the modules it loaded, about a second
-#: of CPU) is waited for when the command ends, and a worker's first check pays its set-up.
+#: starts the worker server before Keras is imported. The server costs more than its imports
+#: on the other core: a worker's first check pays its set-up (its end costs little: it is
+#: ended by a signal, see :func:`jacverify.check.worker_server.stop_worker_server`).
 #: The estimate counts a small layer's example at :data:`SECONDS_PER_EXAMPLE`, several times
 #: what a Dense check costs per example: a 3-layer MLP at 50 examples (about 1 s of checking
 #: on one idle core, estimated at 5 s) runs faster in one process.
