@@ -17,10 +17,12 @@ of the sum of the products' magnitudes).
 :func:`fast_float64_depthwise` is the block in which ``keras.ops.depthwise_conv`` of float64
 tensors (2-D, channels last, computed without autograd: the finite differences'
 evaluations) goes that way; anything else (float32, autograd references, channels first,
-1-D) is Keras' own computation. The first call of each configuration (input shape without
-the batch, kernel shape, strides, padding, dilation) returns Keras' result and compares it
-with the shifted sums: a configuration where the two differ by more than rounding can
-explain stays with Keras from then on.
+1-D, inputs that are not finite) is Keras' own computation. The first call of each
+configuration (input shape without the batch, kernel shape, strides, padding, dilation)
+computes both and compares them: a configuration where the two differ by more than rounding
+can explain stays with Keras, the others get the shifted sums at every call, the first
+included, so that what a call returns never depends on the calls made before it in the
+process (a check run in a worker equals the same check run here).
 """
 
 from __future__ import annotations
@@ -119,11 +121,9 @@ def _configuration(inputs: Any, kernel: Any, strides: Any, padding: Any, data_fo
 
 
 def _within_rounding(got: torch.Tensor, expected: torch.Tensor, inputs: torch.Tensor,
-                     kernel: torch.Tensor, strides, padding, dilation) -> bool | None:
-    """Whether two sums of the same products agree up to the rounding of their orders
-    (``None``: not finite, no verdict)."""
-    if not (bool(torch.isfinite(expected).all()) and bool(torch.isfinite(inputs).all())):
-        return None
+                     kernel: torch.Tensor, strides, padding, dilation) -> bool:
+    """Whether two sums of the same finite products agree up to the rounding of their
+    orders."""
     if got.shape != expected.shape:
         return False
     magnitude = depthwise_as_shifted_sums(inputs.abs(), kernel.abs(), strides, padding,
@@ -133,29 +133,31 @@ def _within_rounding(got: torch.Tensor, expected: torch.Tensor, inputs: torch.Te
     return bool((got - expected).abs().le(bound).all())
 
 
+def _finite(*tensors: torch.Tensor) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def _fast_depthwise(keras_depthwise: Callable) -> Callable:
     """Keras' backend ``depthwise_conv`` with the float64 shortcut in front of it."""
 
     def depthwise_conv(inputs, kernel, strides=1, padding="valid", data_format=None,
                        dilation_rate=1):
+        arguments = (inputs, kernel, strides, padding, data_format, dilation_rate)
         if isinstance(kernel, keras.Variable):
             kernel = kernel.value
         key = _configuration(inputs, kernel, strides, padding, data_format, dilation_rate)
-        agrees = _agrees.get(key) if key is not None else False
-        if agrees is False:
-            return keras_depthwise(inputs, kernel, strides, padding, data_format,
-                                   dilation_rate)
+        if key is None or _agrees.get(key) is False or not _finite(inputs, kernel):
+            return keras_depthwise(*arguments)
         got = depthwise_as_shifted_sums(inputs, kernel, key[2], padding, key[3])
-        if agrees and got is not None:
-            return got
-        expected = keras_depthwise(inputs, kernel, strides, padding, data_format,
-                                   dilation_rate)
-        verdict = False if got is None else _within_rounding(
-            got, expected, inputs, kernel, key[2], padding, key[3])
-        if verdict is not None:
+        if key not in _agrees:
+            expected = keras_depthwise(*arguments)
+            agrees = got is not None and _within_rounding(got, expected, inputs, kernel,
+                                                          key[2], padding, key[3])
             with _lock:
-                _agrees[key] = verdict
-        return expected
+                _agrees[key] = agrees
+            if not agrees:
+                return expected
+        return got
 
     depthwise_conv.keras_depthwise = keras_depthwise
     return depthwise_conv
