@@ -48,6 +48,7 @@ __all__ = [
     "LayerScale",
     "StochasticDepth",
     "autocast_scope",
+    "backend_nn_function",
     "build_shapes",
     "call_context_arguments",
     "call_spec",
@@ -73,6 +74,7 @@ __all__ = [
     "ops_numpy",
     "record_node",
     "private_member",
+    "replace_backend_nn_function",
     "remat_mode",
     "public_module",
     "public_name",
@@ -254,6 +256,20 @@ def float64_not_downcast() -> Iterator[bool]:
     with _float64_kept():
         yield True
 
+
+
+def backend_nn_function(name: str) -> Any:
+    """The active backend's function behind ``keras.ops.<name>`` (``keras.ops.nn``)."""
+    return getattr(_backend.nn, name)
+
+
+def replace_backend_nn_function(name: str, function: Any) -> Any:
+    """Make the active backend's ``nn`` module compute ``keras.ops.<name>`` with ``function``
+    (``keras.ops`` looks the backend function up at each call); returns the function it
+    replaced, for putting it back."""
+    previous = getattr(_backend.nn, name)
+    setattr(_backend.nn, name, function)
+    return previous
 
 
 def autocast_scope() -> Any:
