@@ -94,9 +94,11 @@ class DomainMap:
 
 def domain_map(
     shape: Sequence[int], function: Callable[[Any], Any], description: str,
-    dtype: str = "float32",
+    dtype: str | None = None,
 ) -> DomainMap:
     """The :class:`DomainMap` of ``function`` (written with ``keras.ops`` on a symbolic input of
-    ``shape``, without the batch axis; its output has the same shape)."""
-    x = keras.Input(tuple(int(d) for d in shape), dtype=dtype, name="drawn")
+    ``shape``, without the batch axis; its output has the same shape), computing in ``dtype``
+    (by default Keras' default float type, that of the layers the configurations build)."""
+    x = keras.Input(tuple(int(d) for d in shape), dtype=dtype or keras.config.floatx(),
+                    name="drawn")
     return DomainMap(keras.Model(x, function(x), name="domain_map"), description)

@@ -9,6 +9,7 @@ wrapped in the checker's ``PackedCall`` adapter with the arguments of its call.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from hypothesis import strategies as st
 
@@ -37,9 +38,10 @@ X = {INPUT_KEY: 0}
 
 
 def _constant(draw, shape, low=-1.0, high=1.0) -> np.ndarray:
-    """A seeded float32 array (a kernel, weights, statistics)."""
+    """A seeded array (a kernel, weights, statistics) in Keras' default float type, the dtype
+    of the layers the configurations build."""
     rng = np.random.default_rng(draw(weight_seeds))
-    return rng.uniform(low, high, size=shape).astype("float32")
+    return rng.uniform(low, high, size=shape).astype(keras.config.floatx())
 
 
 def _shape(draw, rank_low=1, rank_high=3, budget=24):
