@@ -10,7 +10,8 @@ without a complaint and be broadcast where contributions are added. The builder 
   on ``meta`` tensors (shapes without data, nothing computed); a rule that cannot run there
   is left to the next check;
 - when the backward model runs (:func:`gradient_shapes_checked`, entered by backward
-  models), after every call of a rule, on the shapes of the actual tensors.
+  models), after every call of such a rule, on the shapes of the actual tensors (jacverify's
+  own rules are checked by the registry check instead, and cost nothing here).
 
 Either way the error is a :class:`GradientShapeError` naming the layer, the rule class, the
 shape returned and the shape expected.
