@@ -33,6 +33,8 @@ from jacverify.check.layer_configs.ops_decompositions import (
 )
 from jacverify.keras_internals import ops_linalg as klinalg
 from jacverify.keras_internals import ops_math as kmath
+from jacverify.keras_internals import ops_nn as knn
+from jacverify.keras_internals import ops_numpy as knp
 
 DECOMPOSITIONS = (klinalg.Eigh, klinalg.SVD, klinalg.Qr, klinalg.LuFactor)
 #: Matrix functions defined on invertible or positive definite matrices only.
@@ -285,3 +287,61 @@ def test_configurations_follow_a_float64_session():
     sqrt = verdicts["Sqrt"]
     assert sqrt.verdict == "pass", sqrt.check.reason
     assert sqrt.check.dtype == "float64"
+
+
+@pytest.fixture
+def float64_session():
+    """Keras' default float type and dtype policy float64 for the test, restored after."""
+    import keras
+
+    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx(previous)
+    keras.config.set_dtype_policy(policy)
+
+
+@pytest.mark.parametrize("cls", [knn.Conv, knn.DepthwiseConv, knn.SeparableConv])
+def test_convolution_configurations_build_in_a_float64_session(cls, float64_session):
+    """A keras.ops convolution is built on inputs in the session's float type, that of its
+    drawn kernel (float32 zeros against a float64 kernel: torch refuses the call); the
+    registered rule passes in float64 and the rule with its sign flipped fails."""
+    from jacverify.backward.registry import get_backward_rule
+    from jacverify.check.layer_configs import native_example_strategy
+    from jacverify.check.layer_configs.drawing import draw_configs
+
+    (row,) = check_registry(classes=[cls.__name__], configs=1, examples=10, seed=0).checks
+    assert row.verdict == "pass", row.check.reason
+    assert row.check.dtype == "float64"
+    right = get_backward_rule(cls)
+    flipped = type(f"Flipped{right.__name__}", (right,), {
+        "call_on_reshaped_gradient": lambda self, gradient, input=None, training=None,
+        mask=None: -right.call_on_reshaped_gradient(self, gradient, input)})
+    ((layer, shape),) = draw_configs(native_example_strategy(cls), 1, seed=0)
+    check = check_layer(layer, flipped, input_shape=shape, examples=5, seed=0)
+    assert check.verdict == "fail", check.summary()
+    assert check.dtype == "float64"
+
+
+def test_slogdet_is_checked_on_invertible_matrices(float64_session):
+    """At a singular matrix ``log|det|`` is ``-inf`` (torch: sign 0, log -inf) and has no
+    derivative; drawn anywhere, float64 configurations met one with a zero row, where torch
+    autograd is NaN in some entries and finite in others and the rule (``A^{-T}``) NaN. Drawn
+    inside the map of invertible matrices, the registered rule passes in float64 and the rule
+    with its sign flipped fails."""
+    from jacverify.backward.registry import get_backward_rule
+
+    singular = torch.tensor([[0.49, 5.18, 0.0], [0.0, 0.0, 0.0], [3.45, -14.2, -5.70]],
+                            dtype=torch.float64)
+    assert float(torch.linalg.slogdet(singular)[1]) == float("-inf")
+    rows = check_registry(classes=["Slogdet"], seed=0).checks
+    assert [row.verdict for row in rows] == ["pass"] * 3, [row.check.reason for row in rows]
+    assert {row.check.dtype for row in rows} == {"float64"}
+    right = get_backward_rule(knp.Slogdet)
+    flipped = type(f"Flipped{right.__name__}", (right,), {
+        "call_on_reshaped_gradient": lambda self, gradient, input=None, training=None,
+        mask=None: -right.call_on_reshaped_gradient(self, gradient, input)})
+    layer, shape = packed(knp.Slogdet(), (3, 3), domain=singular_values_apart(3, 3))
+    check = check_layer(layer, flipped, input_shape=shape, examples=10, seed=0)
+    assert check.verdict == "fail", check.summary()

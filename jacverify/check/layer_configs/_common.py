@@ -9,6 +9,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import keras
 import numpy as np
 from hypothesis import strategies as st
 from keras.ops import convert_to_tensor
@@ -51,8 +52,10 @@ def is_multi(shape: Any) -> bool:
 def build(layer, input_shape, call: Callable | None = None) -> None:
     """Build ``layer`` by calling it on zeros of ``input_shape`` (a list of shapes: a list of
     inputs), or with ``call(layer, inputs)`` for layers taking their inputs otherwise; where
-    the call refuses zeros (``lu_factor`` of a singular matrix), on seeded normal values."""
-    dtype = getattr(layer, "compute_dtype", "float32") or "float32"
+    the call refuses zeros (``lu_factor`` of a singular matrix), on seeded normal values. The
+    zeros are in the layer's compute dtype, or for a ``keras.ops`` operation (no dtype of its
+    own) in Keras' default float type, that of the kernels its configuration draws."""
+    dtype = getattr(layer, "compute_dtype", None) or keras.config.floatx()
     shapes = list(input_shape) if is_multi(input_shape) else [input_shape]
 
     def run(make) -> None:

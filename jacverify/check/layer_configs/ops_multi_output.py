@@ -8,8 +8,9 @@ Fourier transforms taking or returning a pair (real, imag): ``fft``, ``fft2``, `
 output, as the builder does; ``top_k``'s integer indices carry no gradient. Axis arguments
 count the batch axis (axis 0) and never name it. ``top_k``'s inputs meet ties: the checker puts
 neighbouring coordinates equal, where the rule must route the gradient to a valid
-subgradient. ``slogdet``'s inputs are drawn anywhere: at a singular matrix ``log|det|`` is
-``-inf`` and the checker judges the points where it is defined.
+subgradient. ``slogdet``'s inputs are invertible matrices (the domain map of ``svd``): at a
+singular one ``log|det|`` is ``-inf``, its derivative does not exist, and torch's autograd
+returns NaN in some entries and finite values in others.
 
 The matrix decompositions (``eigh``, ``svd``, ``qr``, ``lu_factor``) are checked inside their
 domain: see :mod:`jacverify.check.layer_configs.ops_decompositions`."""
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from jacverify.backward.graph import INPUT_KEY
 from jacverify.check.layer_configs._common import layer_strategy, packed, sizes
 from jacverify.check.layer_configs.ops import _axes, _axis, _shape
+from jacverify.check.layer_configs.ops_decompositions import singular_values_apart
 from jacverify.keras_internals import ops_core as kcore
 from jacverify.keras_internals import ops_math as kmath
 from jacverify.keras_internals import ops_nn as knn
@@ -107,9 +109,9 @@ def stft(draw):
 
 @layer_strategy
 def slogdet(draw):
-    """Square matrices of size 1 to 3 (the sign's gradient is zero)."""
+    """Invertible square matrices of size 1 to 3 (the sign's gradient is zero)."""
     n = draw(st.integers(1, 3))
-    return packed(knp.Slogdet(), (n, n))
+    return packed(knp.Slogdet(), (n, n), domain=singular_values_apart(n, n))
 
 
 @layer_strategy

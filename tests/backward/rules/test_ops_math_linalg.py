@@ -131,3 +131,21 @@ def test_matrix_norm_of_other_orders_is_refused_clearly():
     model = functional(lambda x: ops.norm(x, ord=2, axis=(1, 2)), [(3, 3)])
     with pytest.raises(ValueError, match="matrix norm ord=2 .* has no rule"):
         clone_to_backward(model)
+
+
+def test_cdist_rule_at_points_a_few_ulps_apart():
+    """Hand computation: for one coordinate ``|x - y|`` has derivative ``sign(x - y)`` in
+    ``x`` and its negative in ``y`` at any two distinct points, however close. The rule's
+    earlier form ``(g / d) x - (g / d) y`` cancels to a few ulps of ``g / d`` there: the
+    check below tells it apart (its error is about 6 % at these points)."""
+    model = functional(lambda x, y: ops.cdist(x, y), [(1, 1), (1, 1)], dtype="float64")
+    x = np.array([[[0.03502692404789498]]])
+    y = np.array([[[0.03502692404789495]]])
+    g = np.array([[[0.10296768001436127]]])
+    got = [ops.convert_to_numpy(v) for v in clone_to_backward(model)([x, y, g])]
+    expected = g * np.sign(x - y)
+    np.testing.assert_allclose(got[0], expected, rtol=1e-12)
+    np.testing.assert_allclose(got[1], -expected, rtol=1e-12)
+    w = g / np.abs(x - y)
+    cancelling = w * x - w * y
+    assert not np.allclose(cancelling, expected, rtol=1e-12)

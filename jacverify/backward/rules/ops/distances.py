@@ -19,8 +19,9 @@ from jacverify.keras_internals import ops_math as kmath
 
 @register_backward(kmath.CDist)
 class BackwardCDistOp(BackwardOperation):
-    """``d[p, r] = |x_p - y_r|``: with ``w = g / d`` (0 where ``d = 0``, a subgradient),
-    ``dx_p = sum_r w (x_p - y_r)``, ``dy_r = sum_p w (y_r - x_p)``."""
+    """``d[p, r] = |x_p - y_r|``: with the unit vectors ``u_pr = (x_p - y_r) / d[p, r]`` (0
+    where ``d = 0``, a subgradient), ``dx_p = sum_r g[p, r] u_pr``, ``dy_r = -sum_p g[p, r]
+    u_pr``."""
 
     def call_on_reshaped_gradient(self, gradient, input=None, training=None, mask=None):
         # In float64: ``x_p - y_r`` cancels for nearby points.
@@ -30,13 +31,13 @@ class BackwardCDistOp(BackwardOperation):
         x, ix = optional_operand(self, 0, "x", inputs, "float64")
         y, iy = optional_operand(self, 1, "y", inputs, "float64")
         diff = ops.expand_dims(x, -2) - ops.expand_dims(y, -3)
-        distance = ops.sqrt(ops.sum(diff * diff, axis=-1))
+        distance = ops.sqrt(ops.sum(diff * diff, axis=-1, keepdims=True))
         positive = ops.greater(distance, 0)
-        w = ops.where(positive, gradient / ops.where(positive, distance, 1), 0)
-        d_x = ops.expand_dims(ops.sum(w, axis=-1), -1) * x - ops.einsum("...pr,...rm->...pm",
-                                                                        w, y)
-        d_y = ops.expand_dims(ops.sum(w, axis=-2), -1) * y - ops.einsum("...pr,...pm->...rm",
-                                                                        w, x)
+        # The unit vectors, not ``(g / d) x - (g / d) y``: near coincident points ``g / d`` is
+        # huge and the two products cancel to a few ulps of it.
+        unit = ops.where(positive, diff / ops.where(positive, distance, 1), 0)
+        d_x = ops.einsum("...pr,...prm->...pm", gradient, unit)
+        d_y = -ops.einsum("...pr,...prm->...rm", gradient, unit)
         results = [None] * len(inputs)
         dims = self._runtime_dims(input)
         if ix is not None:
