@@ -11,17 +11,6 @@ from jacverify.backward.precision import float64_precision
 from tests.backward.model_reference import model_autograd_vjp
 
 
-@pytest.fixture
-def floatx64():
-    """float64 by default (Keras caches its global dtype policy: set it too)."""
-    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx(previous)
-    keras.config.set_dtype_policy(policy)
-
-
 class Block(keras.layers.Layer):
     """A subclassed block (traced): ``x + sigmoid(dense(layer_norm(x)))``."""
 
@@ -54,7 +43,7 @@ def _relative_error(got, expected) -> float:
     return float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
 
 
-def test_float64_models_are_float64_precise(floatx64):
+def test_float64_models_are_float64_precise(float64_session):
     rng = np.random.default_rng(0)
     for name, model in _float64_models():
         x = rng.standard_normal((4, *model.inputs[0].shape[1:]))

@@ -267,39 +267,17 @@ def test_matrix_functions_wrong_sign_is_caught_inside_the_domain(cls, make_domai
     assert check.verdict == "fail", check.summary()
 
 
-def test_configurations_follow_a_float64_session():
+def test_configurations_follow_a_float64_session(float64_session):
     """In a session whose default float type is float64, domain maps and drawn kernels are
     float64 like the layers: a rule behind a domain map is checked in float64, not refused for
     returning the map's float32."""
-    import keras
-
     from jacverify import check_registry
 
-    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        result = check_registry(classes=["Sqrt"], configs=1, examples=10, seed=0)
-    finally:
-        keras.config.set_floatx(previous)
-        keras.config.set_dtype_policy(policy)
+    result = check_registry(classes=["Sqrt"], configs=1, examples=10, seed=0)
     verdicts = {row.keras_class.rsplit(".", 1)[-1]: row for row in result.checks}
     sqrt = verdicts["Sqrt"]
     assert sqrt.verdict == "pass", sqrt.check.reason
     assert sqrt.check.dtype == "float64"
-
-
-@pytest.fixture
-def float64_session():
-    """Keras' default float type and dtype policy float64 for the test, restored after."""
-    import keras
-
-    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx(previous)
-    keras.config.set_dtype_policy(policy)
 
 
 @pytest.mark.parametrize("cls", [knn.Conv, knn.DepthwiseConv, knn.SeparableConv])
