@@ -48,6 +48,7 @@ __all__ = [
     "LayerScale",
     "StochasticDepth",
     "autocast_scope",
+    "backend_image_function",
     "backend_nn_function",
     "build_shapes",
     "call_context_arguments",
@@ -74,6 +75,7 @@ __all__ = [
     "ops_numpy",
     "record_node",
     "private_member",
+    "replace_backend_image_function",
     "replace_backend_nn_function",
     "remat_mode",
     "public_module",
@@ -81,7 +83,9 @@ __all__ = [
     "sequential_functional",
     "standardize_data_format",
     "to_torch_dtype",
+    "torch_convert_to_tensor",
     "torch_global_module_hooks",
+    "torch_homography_matrix",
 ]
 
 # ------------------------------------------------------------------------------ module names
@@ -272,6 +276,20 @@ def replace_backend_nn_function(name: str, function: Any) -> Any:
     return previous
 
 
+def backend_image_function(name: str) -> Any:
+    """The active backend's function behind ``keras.ops.image.<name>``."""
+    return getattr(_backend.image, name)
+
+
+def replace_backend_image_function(name: str, function: Any) -> Any:
+    """Make the active backend's ``image`` module compute ``keras.ops.image.<name>`` with
+    ``function`` (``keras.ops.image`` looks the backend function up at each call); returns the
+    function it replaced, for putting it back."""
+    previous = getattr(_backend.image, name)
+    setattr(_backend.image, name, function)
+    return previous
+
+
 def autocast_scope() -> Any:
     """Keras' active autocast scope (``None`` when none is)."""
     return _backend.get_autocast_scope()
@@ -305,6 +323,23 @@ def to_torch_dtype(dtype: Any) -> Any:
     from keras.src.backend.torch.core import to_torch_dtype as convert
 
     return convert(dtype)
+
+
+def torch_convert_to_tensor(value: Any, dtype: Any = None) -> Any:
+    """``value`` as a torch tensor of Keras dtype ``dtype``, as Keras' torch backend converts
+    it (torch backend only)."""
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    return convert_to_tensor(value, dtype=None if dtype is None else _dtypes.standardize_dtype(
+        dtype))
+
+
+def torch_homography_matrix(start_points: Any, end_points: Any) -> Any:
+    """The ``(n, 8)`` homographies mapping ``end_points`` to ``start_points`` ``(n, 4, 2)``,
+    as Keras' torch ``perspective_transform`` computes them (torch backend only)."""
+    from keras.src.backend.torch.image import compute_homography_matrix
+
+    return compute_homography_matrix(start_points, end_points)
 
 
 # ``standardize_data_format(None)`` is Keras' default image data format, otherwise the

@@ -17,8 +17,10 @@ public check so that none of it outlives the check, whether it returns or raises
 torch's threads (:func:`jacverify.check.settings.torch_threads`) and Keras' promotion table
 (:func:`jacverify.keras_internals.float64_not_downcast`) are restored by the blocks that change
 them. Within a check, Keras' float64 depthwise convolutions without autograd are computed as
-shifted sums (:mod:`jacverify.check.float64_depthwise`), and Keras' own computation is put back
-when the check ends.
+shifted sums (:mod:`jacverify.check.float64_depthwise`), perspective transforms are computed on
+whole batches instead of image by image and channel by channel
+(:mod:`jacverify.check.batched_perspective`), and Keras' own computations are put back when the
+check ends.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from jacverify.check.batched_perspective import batched_perspective_transform
 from jacverify.check.float64_depthwise import fast_float64_depthwise
 from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.storage import hypothesis_storage
@@ -68,9 +71,9 @@ def preserved_random_and_names() -> contextlib.AbstractContextManager[None]:
 @contextlib.contextmanager
 def check_isolation() -> Iterator[None]:
     """Within the block (or the decorated check), library deprecation warnings are silenced,
-    Hypothesis writes to jacverify's cache and float64 depthwise convolutions take the fast
-    path; the global random states, Keras' name counters and its depthwise convolution are
-    restored after."""
+    Hypothesis writes to jacverify's cache, float64 depthwise convolutions and perspective
+    transforms take their fast paths; the global random states, Keras' name counters and its
+    depthwise convolution and perspective transform are restored after."""
     with library_warnings_silenced(), preserved_random_and_names(), hypothesis_storage(), \
-            fast_float64_depthwise():
+            fast_float64_depthwise(), batched_perspective_transform():
         yield
