@@ -4,7 +4,8 @@
   call (the backend's convention at kinks);
 * :func:`make_fd_model` + :func:`directional_derivatives`: finite differences of
   ``phi(t) = <g, f(x + t d)>`` on a float64 clone of the layer, computed with
-  ``scipy.differentiate.derivative`` (Richardson extrapolation with an error estimate) from the
+  adaptive Richardson extrapolation with an error estimate (:mod:`jacverify.check.richardson`,
+  the scheme of ``scipy.differentiate.derivative``) from the
   left, the right and both sides at once, plus a ladder of tiny one-sided steps that recognises
   jumps (difference quotients growing like 1/h).
 
@@ -25,10 +26,10 @@ from typing import Any
 import keras
 import numpy as np
 import torch
-from scipy.differentiate import derivative
 
 from jacverify import keras_internals
 from jacverify.check.exact_rows import first_occurrences
+from jacverify.check.richardson import derivatives as richardson_derivatives
 
 
 @contextlib.contextmanager
@@ -437,7 +438,7 @@ def measured_precision(
 
 
 # ------------------------------------------------------------- directional derivatives
-#: Richardson extrapolation settings (scipy.differentiate.derivative).
+#: Richardson extrapolation settings (:func:`jacverify.check.richardson.derivatives`).
 FD_ORDER = 6
 FD_MAXITER = 8
 FD_STEP_FACTOR = 2.0
@@ -833,8 +834,8 @@ def directional_derivatives_many(
     example's ``(x, g, directions, step_left, step_right)``.
 
     Each stage evaluates every example's points in one batched forward call, and Richardson
-    extrapolation runs once for all examples' directions (``scipy.differentiate.derivative``
-    is elementwise): the same derivatives as one example at a time, up to rounding.
+    extrapolation runs once for all examples' directions (it is elementwise): the same
+    derivatives as one example at a time.
     """
     group = [_Line.of(*line) for line in lines]
     if not group:
@@ -923,7 +924,7 @@ class _LineValues:
         shape = t.shape
         flat_t = t.reshape(-1)
         flat_i = np.rint(index.reshape(-1)).astype(np.int64)
-        # Differences from f(base): scipy's stencil weights do not sum to exactly 0, so a
+        # Differences from f(base): the stencil weights do not sum to exactly 0, so a
         # large phi(0) would leak into the derivative as |phi(0)| * 1e-16 / h. phi(0) is 0
         # by definition: only the other points are evaluated, each once.
         values = np.zeros(flat_t.shape)
@@ -951,10 +952,11 @@ def _richardson(
     fd: FDModel, rows: LineRows, g: np.ndarray, scale: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Derivatives at 0 of every row's ``phi`` (see :class:`LineRows`) by
-    ``scipy.differentiate.derivative``; every iteration is one batched forward call.
+    :func:`jacverify.check.richardson.derivatives`; every iteration is one batched forward
+    call.
 
     ``g`` is one upstream gradient for every row or one per row, ``scale`` the size of the
-    terms the absolute tolerance is relative to, one for every row or one per row (scipy's
+    terms the absolute tolerance is relative to, one for every row or one per row (the
     tolerances are scalars: rows of several scales are divided by their own, which changes
     their figures by rounding only). Returns ``(df, error, nit)``."""
     m = rows.bases.shape[0]
@@ -971,23 +973,15 @@ def _richardson(
 
         atol = unit_atol
     with np.errstate(all="ignore"):
-        res = derivative(
-            function,
-            np.zeros(m),
-            args=(np.arange(m, dtype=np.float64),),
-            step_direction=np.asarray(rows.sides, dtype=int),
-            initial_step=np.asarray(rows.initial, dtype=np.float64),
-            order=FD_ORDER,
-            maxiter=FD_MAXITER,
-            step_factor=FD_STEP_FACTOR,
-            tolerances={"atol": atol, "rtol": 1e-2 * math.sqrt(fd.eps)},
+        df, err, nit = richardson_derivatives(
+            function, np.asarray(rows.sides, dtype=int),
+            np.asarray(rows.initial, dtype=np.float64), order=FD_ORDER, maxiter=FD_MAXITER,
+            factor=FD_STEP_FACTOR, atol=atol, rtol=1e-2 * math.sqrt(fd.eps),
         )
-    df = np.asarray(res.df, dtype=np.float64).reshape(m)
-    err = np.asarray(res.error, dtype=np.float64).reshape(m)
     if unit is not None:
         df, err = df * unit, err * unit
     err = np.where(np.isfinite(err), err, np.inf)
-    return df, err, np.asarray(res.nit).reshape(m)
+    return df, err, nit
 
 
 def _richardson_many(
