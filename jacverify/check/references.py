@@ -959,7 +959,6 @@ def _richardson(
     terms the absolute tolerance is relative to, one for every row or one per row (the
     tolerances are scalars: rows of several scales are divided by their own, which changes
     their figures by rounding only). Returns ``(df, error, nit)``."""
-    m = rows.bases.shape[0]
     phi = _LineValues(fd, rows.bases, rows.directions, g, rows.y_bases, rows.keys,
                       rows.known)
     unit_atol = 1e-3 * math.sqrt(fd.eps)
