@@ -17,7 +17,6 @@ product.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -516,7 +515,7 @@ class _Ladder:
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
-    known: tuple  # (points, values): phi(t) - phi(0) at every point of the ladder
+    known: tuple  # (direction, t, value): phi(t) - phi(0) at every point of the ladder
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
@@ -582,7 +581,9 @@ def _ladder_from_values(
         rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
         resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
         / np.minimum(step_left, step_right),
-        known=(rows.reshape(-1, x.size), phis.reshape(-1)),
+        known=(np.repeat(np.arange(len(t_left)), phis.shape[1]),
+               np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]],
+                              axis=1).reshape(-1), phis.reshape(-1)),
     )
 
 
@@ -627,8 +628,10 @@ class LineRows:
     """The rows of one Richardson call: ``phi_i(t) = <g, f(bases[i] + t directions[i]) -
     y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
 
-    Rows with the same key have the same ``y_base``, so a point they have in common is
-    evaluated once; ``known`` holds ``(keys, points, values)`` already evaluated."""
+    Rows with the same key have the same base and ``y_base``; rows with the same key and
+    line move along the same direction, times ``signs`` (+-1). The point ``t`` of such a row
+    is the point ``signs * t`` of its line: a point rows have in common is evaluated once.
+    ``known`` holds ``(keys, lines, signs * t, values)`` already evaluated."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -637,6 +640,8 @@ class LineRows:
     sides: np.ndarray
     keys: np.ndarray
     known: tuple
+    lines: np.ndarray
+    signs: np.ndarray
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
@@ -675,7 +680,8 @@ def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
     _, kk_idx, signs, h_k, bases = request
     return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
                     sides=signs.astype(int), keys=np.arange(len(kk_idx)),
-                    known=_no_points(bases.shape[1]))
+                    known=_no_points(), lines=np.zeros(len(kk_idx), dtype=np.int64),
+                    signs=np.ones(len(kk_idx)))
 
 
 def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -717,12 +723,15 @@ def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.
     the ladder has evaluated, is evaluated once."""
     k = d.shape[0]
     rows_k = np.tile(np.arange(k), 3)
+    lines, signs = direction_lines(d)
+    along, ts, values = lad.known
     return LineRows(
         bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
         y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
         initial=_initial_steps(step_left, step_right).reshape(-1),
         sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
-        known=(np.zeros(len(lad.known[1]), dtype=np.int64), *lad.known),
+        known=(np.zeros(len(along), dtype=np.int64), lines[along], signs[along] * ts, values),
+        lines=lines[rows_k], signs=signs[rows_k],
     )
 
 
@@ -869,55 +878,64 @@ def directional_derivatives_many(
     return out
 
 
-def _no_points(n: int) -> tuple:
-    """No known values: ``(keys, points, values)`` of none."""
-    return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
+def _no_points() -> tuple:
+    """No known values: ``(keys, lines, t, values)`` of none."""
+    return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
+            np.zeros(0))
 
 
-def _records(keys: np.ndarray, points: np.ndarray) -> list[bytes]:
-    """One record per (key, point), equal when the key and the point's bytes are."""
-    rows = np.empty((len(points), points.shape[1] + 1))
-    rows[:, 0] = keys
-    rows[:, 1:] = points
-    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1).tolist()
+def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directions told apart up to their sign: ``(lines, signs)`` with ``signs[i] *
+    directions[i] == signs[j] * directions[j]`` exactly whenever ``lines[i] == lines[j]``
+    (``signs`` makes the first nonzero value of each positive), so that ``x + t d`` and
+    ``x + (-t)(-d)``, the same bytes, are one point."""
+    d = np.asarray(directions, dtype=np.float64)
+    if not len(d):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
+    signs = np.where(first < 0, -1.0, 1.0)
+    _, lines = np.unique(d * signs[:, None], axis=0, return_inverse=True)
+    return lines.reshape(-1).astype(np.int64), signs
+
+
+def _codes(keys: np.ndarray, lines: np.ndarray, width: int, t: np.ndarray) -> np.ndarray:
+    """One complex number per (key, line, t): equal exactly when all three are."""
+    return (keys * width + lines).astype(np.float64) + 1j * np.asarray(t, dtype=np.float64)
 
 
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
     and row indices ``i``, each distinct input point evaluated once (rows with the same key
-    share their points; ``known = (keys, points, values)`` are values already known).
-    ``g`` is one vector for every row, or one per row.
+    and line share their points, see :class:`LineRows`; ``known = (keys, lines, t, values)``
+    are values already known). ``g`` is one vector for every row, or one per row.
 
-    Points are told apart by their exact bytes, held in a dictionary (record -> position of
-    its value): finding one costs a hash of its bytes whatever the number of points known
-    (sorting records of a large layer's inputs cost as much as the layer's own evaluations),
-    and every look-up and insertion runs inside the dictionary's own C loops."""
+    A point is told by its key, line and ``t`` (its bytes are ``bases + t directions``,
+    computed the same way for every row): held as one complex number each, in a sorted
+    array, every look-up and insertion is a binary search in numpy, without a Python object
+    per point."""
 
-    def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
-                 y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
-        self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
-        self.y_bases, self.keys = y_bases, keys
-        records = _records(known[0], known[1])
-        # Of a repeated point, the first value counts: inserted last, it overwrites the rest.
-        self.positions: dict[bytes, int] = dict(zip(reversed(records),
-                                                    range(len(records) - 1, -1, -1)))
-        self.values = np.asarray(known[2], dtype=np.float64).reshape(-1).copy()
+    def __init__(self, fd: FDModel, rows: LineRows, g: np.ndarray) -> None:
+        self.fd, self.bases, self.directions, self.g = fd, rows.bases, rows.directions, g
+        self.y_bases, self.keys = rows.y_bases, rows.keys
+        self.lines, self.signs = rows.lines, rows.signs
+        keys, lines, ts, values = rows.known
+        self.width = int(max(np.max(self.lines, initial=-1), np.max(lines, initial=-1))) + 1
+        # Of a repeated point, the first value counts.
+        self.codes, first = np.unique(_codes(keys, lines, self.width, ts), return_index=True)
+        self.held = np.asarray(values, dtype=np.float64).reshape(-1)[first]
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _look_up(self, records: list[bytes]) -> tuple[np.ndarray, list[bytes], np.ndarray]:
-        """Where each record's value is held (-1: unknown), the distinct unknown records in
-        the order first met, and each unknown record's number among them."""
-        held = np.fromiter(map(self.positions.get, records, itertools.repeat(-1)),
-                           dtype=np.int64, count=len(records))
-        unknown = list(itertools.compress(records, (held < 0).tolist()))
-        numbers = dict(zip(dict.fromkeys(unknown), itertools.count()))
-        slots = np.fromiter(map(numbers.__getitem__, unknown), dtype=np.int64,
-                            count=len(unknown))
-        return held, list(numbers), slots
+    def _look_up(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each code's value is held (-1: unknown), and its place in the table."""
+        at = np.searchsorted(self.codes, codes)
+        if not len(self.codes):
+            return np.full(len(codes), -1), at
+        inside = np.minimum(at, len(self.codes) - 1)
+        return np.where(self.codes[inside] == codes, inside, -1), at
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -930,21 +948,27 @@ class _LineValues:
         values = np.zeros(flat_t.shape)
         moved = np.flatnonzero(flat_t != 0)
         rows = flat_i[moved]
-        points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
-        held, new, slots = self._look_up(_records(self.keys[rows], points))
-        values[moved[held >= 0]] = self.values[held[held >= 0]]
-        if new:
-            missing = np.flatnonzero(held < 0)
-            # A slot's first position: where the numbering reaches it (it counts up by one).
-            reached = np.maximum.accumulate(slots)
-            firsts = np.flatnonzero(np.diff(reached, prepend=-1) > 0)
-            chosen = missing[firsts]
-            computed = self._project(
-                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
-            )
-            values[moved[missing]] = computed[slots]
-            self.positions.update(zip(new, itertools.count(len(self.values))))
-            self.values = np.concatenate([self.values, computed])
+        codes = _codes(self.keys[rows], self.lines[rows], self.width,
+                       self.signs[rows] * flat_t[moved])
+        held, _ = self._look_up(codes)
+        values[moved[held >= 0]] = self.held[held[held >= 0]]
+        missing = np.flatnonzero(held < 0)
+        if missing.size:
+            new, first, slots = np.unique(codes[missing], return_index=True,
+                                          return_inverse=True)
+            # The new points in the order first met, each evaluated once.
+            order = np.argsort(first)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            chosen = missing[first[order]]
+            c_rows = rows[chosen]
+            points = self.bases[c_rows] + flat_t[moved[chosen]][:, None] * self.directions[
+                c_rows]
+            computed = self._project(self.fd.forward(points) - self.y_bases[c_rows], c_rows)
+            values[moved[missing]] = computed[rank[slots.reshape(-1)]]
+            _, at = self._look_up(new)
+            self.codes = np.insert(self.codes, at, new)
+            self.held = np.insert(self.held, at, computed[rank])
         return values.reshape(shape)
 
 
@@ -959,8 +983,7 @@ def _richardson(
     terms the absolute tolerance is relative to, one for every row or one per row (the
     tolerances are scalars: rows of several scales are divided by their own, which changes
     their figures by rounding only). Returns ``(df, error, nit)``."""
-    phi = _LineValues(fd, rows.bases, rows.directions, g, rows.y_bases, rows.keys,
-                      rows.known)
+    phi = _LineValues(fd, rows, g)
     unit_atol = 1e-3 * math.sqrt(fd.eps)
     if np.ndim(scale) == 0:
         function, atol, unit = phi, max(unit_atol * float(scale), 1e-300), None
@@ -992,8 +1015,7 @@ def _richardson_many(
     offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
                                               for p in parts])])
     known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
-             np.concatenate([p.known[1] for p in parts]),
-             np.concatenate([p.known[2] for p in parts]))
+             *(np.concatenate([p.known[j] for p in parts]) for j in (1, 2, 3)))
     rows = LineRows(
         bases=np.concatenate([p.bases for p in parts]),
         directions=np.concatenate([p.directions for p in parts]),
@@ -1001,7 +1023,8 @@ def _richardson_many(
         initial=np.concatenate([p.initial for p in parts]),
         sides=np.concatenate([p.sides for p in parts]),
         keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
-        known=known,
+        known=known, lines=np.concatenate([p.lines for p in parts]),
+        signs=np.concatenate([p.signs for p in parts]),
     )
     g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
                         for ln, s in zip(lines, sizes, strict=True)])
