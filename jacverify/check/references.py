@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from jacverify import keras_internals
-from jacverify.check.exact_rows import first_occurrences
+from jacverify.check.exact_rows import first_occurrences, row_hashes
 from jacverify.check.richardson import derivatives as richardson_derivatives
 
 
@@ -628,10 +628,9 @@ class LineRows:
     """The rows of one Richardson call: ``phi_i(t) = <g, f(bases[i] + t directions[i]) -
     y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
 
-    Rows with the same key have the same base and ``y_base``; rows with the same key and
-    line move along the same direction, times ``signs`` (+-1). The point ``t`` of such a row
-    is the point ``signs * t`` of its line: a point rows have in common is evaluated once.
-    ``known`` holds ``(keys, lines, signs * t, values)`` already evaluated."""
+    Rows with the same key have the same ``y_base``, so a point they have in common is
+    evaluated once; ``known`` holds ``(keys, rows, t, values)``: values already known at
+    ``bases[rows] + t directions[rows]``."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -640,8 +639,6 @@ class LineRows:
     sides: np.ndarray
     keys: np.ndarray
     known: tuple
-    lines: np.ndarray
-    signs: np.ndarray
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
@@ -680,8 +677,7 @@ def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
     _, kk_idx, signs, h_k, bases = request
     return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
                     sides=signs.astype(int), keys=np.arange(len(kk_idx)),
-                    known=_no_points(), lines=np.zeros(len(kk_idx), dtype=np.int64),
-                    signs=np.ones(len(kk_idx)))
+                    known=_no_points())
 
 
 def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -723,15 +719,13 @@ def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.
     the ladder has evaluated, is evaluated once."""
     k = d.shape[0]
     rows_k = np.tile(np.arange(k), 3)
-    lines, signs = direction_lines(d)
-    along, ts, values = lad.known
+    along, ts, values = lad.known  # row ``k`` (a left row) moves along direction k
     return LineRows(
         bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
         y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
         initial=_initial_steps(step_left, step_right).reshape(-1),
         sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
-        known=(np.zeros(len(along), dtype=np.int64), lines[along], signs[along] * ts, values),
-        lines=lines[rows_k], signs=signs[rows_k],
+        known=(np.zeros(len(along), dtype=np.int64), along, ts, values),
     )
 
 
@@ -879,63 +873,76 @@ def directional_derivatives_many(
 
 
 def _no_points() -> tuple:
-    """No known values: ``(keys, lines, t, values)`` of none."""
+    """No known values: ``(keys, rows, t, values)`` of none."""
     return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
             np.zeros(0))
 
 
-def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Directions told apart up to their sign: ``(lines, signs)`` with ``signs[i] *
-    directions[i] == signs[j] * directions[j]`` exactly whenever ``lines[i] == lines[j]``
-    (``signs`` makes the first nonzero value of each positive), so that ``x + t d`` and
-    ``x + (-t)(-d)``, the same bytes, are one point."""
-    d = np.asarray(directions, dtype=np.float64)
-    if not len(d):
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
-    signs = np.where(first < 0, -1.0, 1.0)
-    _, lines = np.unique(d * signs[:, None], axis=0, return_inverse=True)
-    return lines.reshape(-1).astype(np.int64), signs
-
-
-def _codes(keys: np.ndarray, lines: np.ndarray, width: int, t: np.ndarray) -> np.ndarray:
-    """One complex number per (key, line, t): equal exactly when all three are."""
-    return (keys * width + lines).astype(np.float64) + 1j * np.asarray(t, dtype=np.float64)
+def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One record per (key, point): the key, then the point's values (equal records: the
+    same key and the same point bytes)."""
+    records = np.empty((len(points), points.shape[1] + 1))
+    records[:, 0] = keys
+    records[:, 1:] = points
+    return records
 
 
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
     and row indices ``i``, each distinct input point evaluated once (rows with the same key
-    and line share their points, see :class:`LineRows`; ``known = (keys, lines, t, values)``
-    are values already known). ``g`` is one vector for every row, or one per row.
+    share their points; ``known = (keys, rows, t, values)`` are values already known at
+    ``bases[rows] + t directions[rows]``). ``g`` is one vector for every row, or one per row.
 
-    A point is told by its key, line and ``t`` (its bytes are ``bases + t directions``,
-    computed the same way for every row): held as one complex number each, in a sorted
-    array, every look-up and insertion is a binary search in numpy, without a Python object
-    per point."""
+    Points are told apart by their exact bytes (with their key): a table sorted by a 64-bit
+    hash of them (:func:`jacverify.check.exact_rows.row_hashes`) holds the row and ``t`` of
+    each point evaluated, so that a hit is checked word for word by computing the point
+    again. Every look-up and insertion runs in numpy, without a Python object per point; a
+    point whose hash is held by a different point is evaluated anew, never confused."""
 
     def __init__(self, fd: FDModel, rows: LineRows, g: np.ndarray) -> None:
         self.fd, self.bases, self.directions, self.g = fd, rows.bases, rows.directions, g
         self.y_bases, self.keys = rows.y_bases, rows.keys
-        self.lines, self.signs = rows.lines, rows.signs
-        keys, lines, ts, values = rows.known
-        self.width = int(max(np.max(self.lines, initial=-1), np.max(lines, initial=-1))) + 1
-        # Of a repeated point, the first value counts.
-        self.codes, first = np.unique(_codes(keys, lines, self.width, ts), return_index=True)
-        self.held = np.asarray(values, dtype=np.float64).reshape(-1)[first]
+        self.hashes = np.zeros(0, dtype=np.uint64)
+        self.rows, self.ts, self.held = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        keys, at_rows, ts, values = rows.known
+        points = self._points(at_rows, ts)
+        records = _records(keys, points)
+        self._add(row_hashes(records), at_rows, ts, np.asarray(values, dtype=np.float64))
+
+    def _points(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self.bases[rows] + t[:, None] * self.directions[rows]
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _look_up(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Where each code's value is held (-1: unknown), and its place in the table."""
-        at = np.searchsorted(self.codes, codes)
-        if not len(self.codes):
-            return np.full(len(codes), -1), at
-        inside = np.minimum(at, len(self.codes) - 1)
-        return np.where(self.codes[inside] == codes, inside, -1), at
+    def _find(self, hashes: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """Where each record's value is held (-1: unknown)."""
+        found = np.full(len(hashes), -1, dtype=np.int64)
+        if not len(self.hashes) or not len(hashes):
+            return found
+        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
+        hit = np.flatnonzero(self.hashes[at] == hashes)
+        held = _records(self.keys[self.rows[at[hit]]], self._points(self.rows[at[hit]],
+                                                                    self.ts[at[hit]]))
+        same = np.all(held.view(np.uint64) == records[hit].view(np.uint64), axis=1)
+        found[hit[same]] = at[hit[same]]
+        return found
+
+    def _add(self, hashes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+             values: np.ndarray) -> None:
+        """Hold new points (the first of those with the same hash; none whose hash is held)."""
+        _, first = np.unique(hashes, return_index=True)
+        if len(self.hashes):
+            at = np.minimum(np.searchsorted(self.hashes, hashes[first]), len(self.hashes) - 1)
+            first = first[self.hashes[at] != hashes[first]]
+        first = first[np.argsort(hashes[first])]
+        where = np.searchsorted(self.hashes, hashes[first])
+        self.hashes = np.insert(self.hashes, where, hashes[first])
+        self.rows = np.insert(self.rows, where, rows[first])
+        self.ts = np.insert(self.ts, where, ts[first])
+        self.held = np.insert(self.held, where, values[first])
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -947,28 +954,23 @@ class _LineValues:
         # by definition: only the other points are evaluated, each once.
         values = np.zeros(flat_t.shape)
         moved = np.flatnonzero(flat_t != 0)
-        rows = flat_i[moved]
-        codes = _codes(self.keys[rows], self.lines[rows], self.width,
-                       self.signs[rows] * flat_t[moved])
-        held, _ = self._look_up(codes)
+        rows, ts = flat_i[moved], flat_t[moved]
+        points = self._points(rows, ts)
+        records = _records(self.keys[rows], points)
+        hashes = row_hashes(records)
+        held = self._find(hashes, records)
         values[moved[held >= 0]] = self.held[held[held >= 0]]
         missing = np.flatnonzero(held < 0)
         if missing.size:
-            new, first, slots = np.unique(codes[missing], return_index=True,
-                                          return_inverse=True)
-            # The new points in the order first met, each evaluated once.
-            order = np.argsort(first)
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            chosen = missing[first[order]]
-            c_rows = rows[chosen]
-            points = self.bases[c_rows] + flat_t[moved[chosen]][:, None] * self.directions[
-                c_rows]
-            computed = self._project(self.fd.forward(points) - self.y_bases[c_rows], c_rows)
-            values[moved[missing]] = computed[rank[slots.reshape(-1)]]
-            _, at = self._look_up(new)
-            self.codes = np.insert(self.codes, at, new)
-            self.held = np.insert(self.held, at, computed[rank])
+            # The distinct new points in the order first met, each evaluated once.
+            first = first_occurrences(records[missing], hashes[missing])
+            distinct = np.flatnonzero(first == np.arange(len(missing)))
+            chosen = missing[distinct]
+            computed = self._project(
+                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
+            )
+            values[moved[missing]] = computed[np.searchsorted(distinct, first)]
+            self._add(hashes[chosen], rows[chosen], ts[chosen], computed)
         return values.reshape(shape)
 
 
@@ -1014,8 +1016,10 @@ def _richardson_many(
     sizes = [len(p.bases) for p in parts]
     offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
                                               for p in parts])])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
-             *(np.concatenate([p.known[j] for p in parts]) for j in (1, 2, 3)))
+             np.concatenate([p.known[1] + starts[i] for i, p in enumerate(parts)]),
+             *(np.concatenate([p.known[j] for p in parts]) for j in (2, 3)))
     rows = LineRows(
         bases=np.concatenate([p.bases for p in parts]),
         directions=np.concatenate([p.directions for p in parts]),
@@ -1023,8 +1027,7 @@ def _richardson_many(
         initial=np.concatenate([p.initial for p in parts]),
         sides=np.concatenate([p.sides for p in parts]),
         keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
-        known=known, lines=np.concatenate([p.lines for p in parts]),
-        signs=np.concatenate([p.signs for p in parts]),
+        known=known,
     )
     g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
                         for ln, s in zip(lines, sizes, strict=True)])
