@@ -263,3 +263,21 @@ def test_jsonable_handles_numpy_and_non_finite():
     assert data == {"a": 1.5, "b": [1.0, None, None], "c": [1, 2]}
     check = LayerCheck("pass", "fine.", "l", "Clip", "R", max_abs_error=math.inf)
     assert json.loads(json.dumps(check.to_dict()))["max_abs_error"] is None
+
+
+def test_kink_distances_against_a_scan_of_each_coordinate_and_kink():
+    from jacverify.check.kinks import KinkValue, kink_distances
+
+    rng = np.random.default_rng(7)
+    x = np.array([0.3, -0.7, 0.5, 1.2, -0.2, 0.9])  # x[2] on a kink
+    d = rng.standard_normal((5, 6)) * (rng.random((5, 6)) > 0.3)
+    d[0, 2], d[1, 2] = 0.0, 1.0
+    kinks = [KinkValue(v, str(v)) for v in (0.0, 0.5, -1.0)]
+    below = np.full(5, 1e-9)
+    left, right, at_kink = kink_distances(x, d, kinks, ignore_below=below)
+    for k in range(5):
+        ts = [(kink.value - x[i]) / d[k, i] for kink in kinks for i in range(6) if d[k, i] != 0]
+        assert right[k] == min([t for t in ts if t > 1e-9], default=np.inf)
+        assert left[k] == min([-t for t in ts if t < -1e-9], default=np.inf)
+        assert at_kink[k] == any(abs(t) <= 1e-9 for t in ts)
+    assert at_kink.any() and not at_kink.all()
