@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from jacverify import keras_internals
-from jacverify.check.exact_rows import first_occurrences, row_hashes
+from jacverify.check.exact_rows import first_occurrences
 from jacverify.check.richardson import derivatives as richardson_derivatives
 
 
@@ -628,9 +628,10 @@ class LineRows:
     """The rows of one Richardson call: ``phi_i(t) = <g, f(bases[i] + t directions[i]) -
     y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
 
-    Rows with the same key have the same ``y_base``, so a point they have in common is
-    evaluated once; ``known`` holds ``(keys, rows, t, values)``: values already known at
-    ``bases[rows] + t directions[rows]``."""
+    Rows with the same key have the same base and ``y_base``, so a point they have in common
+    is evaluated once; rows with the same key and line move along the same direction up to
+    its sign (``signs`` times one direction, see :func:`direction_lines`). ``known`` holds
+    ``(keys, rows, t, values)``: values already known at ``bases[rows] + t directions[rows]``."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -639,6 +640,8 @@ class LineRows:
     sides: np.ndarray
     keys: np.ndarray
     known: tuple
+    lines: np.ndarray
+    signs: np.ndarray
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
@@ -677,7 +680,8 @@ def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
     _, kk_idx, signs, h_k, bases = request
     return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
                     sides=signs.astype(int), keys=np.arange(len(kk_idx)),
-                    known=_no_points())
+                    known=_no_points(), lines=np.zeros(len(kk_idx), dtype=np.int64),
+                    signs=np.ones(len(kk_idx)))
 
 
 def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -720,12 +724,14 @@ def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.
     k = d.shape[0]
     rows_k = np.tile(np.arange(k), 3)
     along, ts, values = lad.known  # row ``k`` (a left row) moves along direction k
+    lines, signs = direction_lines(d)
     return LineRows(
         bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
         y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
         initial=_initial_steps(step_left, step_right).reshape(-1),
         sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
         known=(np.zeros(len(along), dtype=np.int64), along, ts, values),
+        lines=lines[rows_k], signs=signs[rows_k],
     )
 
 
@@ -878,6 +884,20 @@ def _no_points() -> tuple:
             np.zeros(0))
 
 
+def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directions told apart up to their sign: ``(lines, signs)`` with ``signs[i] *
+    directions[i] == signs[j] * directions[j]`` exactly whenever ``lines[i] == lines[j]``
+    (``signs`` makes the first nonzero value of each positive), so that ``x + t d`` and
+    ``x + (-t)(-d)``, the same bytes, are one point."""
+    d = np.asarray(directions, dtype=np.float64)
+    if not len(d):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
+    signs = np.where(first < 0, -1.0, 1.0)
+    _, lines = np.unique(d * signs[:, None], axis=0, return_inverse=True)
+    return lines.reshape(-1).astype(np.int64), signs
+
+
 def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
     """One record per (key, point): the key, then the point's values (equal records: the
     same key and the same point bytes)."""
@@ -889,25 +909,40 @@ def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
-    and row indices ``i``, each distinct input point evaluated once (rows with the same key
-    share their points; ``known = (keys, rows, t, values)`` are values already known at
+    and row indices ``i``, each distinct input point evaluated once (see :class:`LineRows`;
+    ``known = (keys, rows, t, values)`` are values already known at
     ``bases[rows] + t directions[rows]``). ``g`` is one vector for every row, or one per row.
 
-    Points are told apart by their exact bytes (with their key): a table sorted by a 64-bit
-    hash of them (:func:`jacverify.check.exact_rows.row_hashes`) holds the row and ``t`` of
-    each point evaluated, so that a hit is checked word for word by computing the point
-    again. Every look-up and insertion runs in numpy, without a Python object per point; a
-    point whose hash is held by a different point is evaluated anew, never confused."""
+    Points are told apart by their exact bytes (with their key). Each is first found by a
+    complex number made of its line (key and direction up to sign) and the value of its
+    coordinate that moves most along the line: the same point always has the same number,
+    which a sorted array of those held finds in numpy, without a Python object per point.
+    Different points of a line may share it (steps closer than that coordinate's
+    resolution), so every match is checked word for word, both points computed again; a
+    point that is not the one held under its number is evaluated anew, never confused."""
 
     def __init__(self, fd: FDModel, rows: LineRows, g: np.ndarray) -> None:
         self.fd, self.bases, self.directions, self.g = fd, rows.bases, rows.directions, g
         self.y_bases, self.keys = rows.y_bases, rows.keys
-        self.hashes = np.zeros(0, dtype=np.uint64)
+        lines = np.asarray(rows.lines, dtype=np.int64)
+        self.lines = (self.keys * (int(np.max(lines, initial=-1)) + 1) + lines).astype(
+            np.float64)
+        self.signs = np.asarray(rows.signs, dtype=np.float64)
+        most = np.argmax(np.abs(self.directions), axis=1) if self.directions.size else (
+            np.zeros(len(self.keys), dtype=np.int64))
+        at = np.arange(len(self.keys))
+        self.base_j = self.bases[at, most] if self.bases.size else np.zeros(len(at))
+        self.step_j = (self.signs * self.directions[at, most] if self.directions.size
+                       else np.zeros(len(at)))
+        self.codes = np.zeros(0, dtype=np.complex128)
         self.rows, self.ts, self.held = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
-        keys, at_rows, ts, values = rows.known
-        points = self._points(at_rows, ts)
-        records = _records(keys, points)
-        self._add(row_hashes(records), at_rows, ts, np.asarray(values, dtype=np.float64))
+        _, known_rows, ts, values = rows.known
+        self._add(self._codes(known_rows, ts), known_rows, ts,
+                  np.asarray(values, dtype=np.float64))
+
+    def _codes(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self.lines[rows] + 1j * (self.base_j[rows] + (self.signs[rows] * t)
+                                        * self.step_j[rows])
 
     def _points(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         return self.bases[rows] + t[:, None] * self.directions[rows]
@@ -917,32 +952,40 @@ class _LineValues:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _find(self, hashes: np.ndarray, records: np.ndarray) -> np.ndarray:
-        """Where each record's value is held (-1: unknown)."""
-        found = np.full(len(hashes), -1, dtype=np.int64)
-        if not len(self.hashes) or not len(hashes):
+    def _find(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Where each point's value is held (-1: unknown)."""
+        found = np.full(len(codes), -1, dtype=np.int64)
+        if not len(self.codes) or not len(codes):
             return found
-        at = np.minimum(np.searchsorted(self.hashes, hashes), len(self.hashes) - 1)
-        hit = np.flatnonzero(self.hashes[at] == hashes)
-        held = _records(self.keys[self.rows[at[hit]]], self._points(self.rows[at[hit]],
-                                                                    self.ts[at[hit]]))
-        same = np.all(held.view(np.uint64) == records[hit].view(np.uint64), axis=1)
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        hit = np.flatnonzero(self.codes[at] == codes)
+        mine = self._points(rows[hit], ts[hit])
+        held = self._points(self.rows[at[hit]], self.ts[at[hit]])
+        same = np.all(mine.view(np.uint64) == held.view(np.uint64), axis=1)
         found[hit[same]] = at[hit[same]]
         return found
 
-    def _add(self, hashes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+    def _add(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
              values: np.ndarray) -> None:
-        """Hold new points (the first of those with the same hash; none whose hash is held)."""
-        _, first = np.unique(hashes, return_index=True)
-        if len(self.hashes):
-            at = np.minimum(np.searchsorted(self.hashes, hashes[first]), len(self.hashes) - 1)
-            first = first[self.hashes[at] != hashes[first]]
-        first = first[np.argsort(hashes[first])]
-        where = np.searchsorted(self.hashes, hashes[first])
-        self.hashes = np.insert(self.hashes, where, hashes[first])
+        """Hold new points: the first of those with the same number, none whose number is
+        held already."""
+        _, first = np.unique(codes, return_index=True)
+        if len(self.codes):
+            at = np.minimum(np.searchsorted(self.codes, codes[first]), len(self.codes) - 1)
+            first = first[self.codes[at] != codes[first]]
+        where = np.searchsorted(self.codes, codes[first])
+        self.codes = np.insert(self.codes, where, codes[first])
         self.rows = np.insert(self.rows, where, rows[first])
         self.ts = np.insert(self.ts, where, ts[first])
         self.held = np.insert(self.held, where, values[first])
+
+    def _distinct(self, codes: np.ndarray, keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """For each new point, the index of the first with the same bytes (and key)."""
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        first = first[inverse.reshape(-1)]
+        if np.array_equal(points.view(np.uint64), points[first].view(np.uint64)):
+            return first
+        return first_occurrences(_records(keys, points))  # steps the number cannot tell
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -955,22 +998,22 @@ class _LineValues:
         values = np.zeros(flat_t.shape)
         moved = np.flatnonzero(flat_t != 0)
         rows, ts = flat_i[moved], flat_t[moved]
-        points = self._points(rows, ts)
-        records = _records(self.keys[rows], points)
-        hashes = row_hashes(records)
-        held = self._find(hashes, records)
+        codes = self._codes(rows, ts)
+        held = self._find(codes, rows, ts)
         values[moved[held >= 0]] = self.held[held[held >= 0]]
         missing = np.flatnonzero(held < 0)
         if missing.size:
+            m_rows, m_ts = rows[missing], ts[missing]
+            points = self._points(m_rows, m_ts)
             # The distinct new points in the order first met, each evaluated once.
-            first = first_occurrences(records[missing], hashes[missing])
+            first = self._distinct(codes[missing], self.keys[m_rows], points)
             distinct = np.flatnonzero(first == np.arange(len(missing)))
-            chosen = missing[distinct]
             computed = self._project(
-                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
+                self.fd.forward(points[distinct]) - self.y_bases[m_rows[distinct]],
+                m_rows[distinct],
             )
             values[moved[missing]] = computed[np.searchsorted(distinct, first)]
-            self._add(hashes[chosen], rows[chosen], ts[chosen], computed)
+            self._add(codes[missing][distinct], m_rows[distinct], m_ts[distinct], computed)
         return values.reshape(shape)
 
 
@@ -1027,7 +1070,8 @@ def _richardson_many(
         initial=np.concatenate([p.initial for p in parts]),
         sides=np.concatenate([p.sides for p in parts]),
         keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
-        known=known,
+        known=known, lines=np.concatenate([p.lines for p in parts]),
+        signs=np.concatenate([p.signs for p in parts]),
     )
     g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
                         for ln, s in zip(lines, sizes, strict=True)])
