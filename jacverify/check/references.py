@@ -894,8 +894,11 @@ def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
     signs = np.where(first < 0, -1.0, 1.0)
-    _, lines = np.unique(d * signs[:, None], axis=0, return_inverse=True)
-    return lines.reshape(-1).astype(np.int64), signs
+    sizes = np.sum(np.abs(d), axis=1)  # equal for directions equal up to sign
+    if np.unique(sizes).size == len(d):
+        return np.arange(len(d), dtype=np.int64), signs
+    # A line is numbered by its first direction's index.
+    return first_occurrences(d * signs[:, None] + 0.0).astype(np.int64), signs  # no -0.0
 
 
 def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -127,3 +127,15 @@ def test_a_row_result_does_not_depend_on_the_other_rows() -> None:
                           atol=ATOL, rtol=RTOL)
         assert (one[0][0], one[1][0], one[2][0]) == (df[i], err[i], nit[i]) or (
             np.isnan(df[i]) and np.isnan(one[0][0]))
+
+
+def test_direction_lines_tell_directions_apart_up_to_their_sign() -> None:
+    from jacverify.check.references import direction_lines
+
+    d = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.0, -2.0]])
+    lines, signs = direction_lines(d)
+    assert lines[0] == lines[2] and lines[1] == lines[4]
+    assert len({lines[0], lines[1], lines[3], lines[5]}) == 4
+    np.testing.assert_array_equal(signs, [1, 1, -1, 1, 1, -1])
+    distinct, _ = direction_lines(np.eye(3))
+    assert len(set(distinct.tolist())) == 3
