@@ -238,13 +238,16 @@ def kink_distances(
     moving = d != 0
     safe_d = np.where(moving, d, 1.0)
     below = np.broadcast_to(np.asarray(ignore_below, dtype=np.float64), (k,))[:, None]
-    for kink in kinks:
-        t = (kink.value - x[None, :]) / safe_d  # x + t d hits the kink
-        t = np.where(moving, t, np.nan)
-        with np.errstate(invalid="ignore"):
-            at_kink |= np.any(np.abs(t) <= below, axis=1)
-            pos = np.where(t > below, t, np.inf)
-            neg = np.where(t < -below, -t, np.inf)
-        right = np.minimum(right, np.min(pos, axis=1))
-        left = np.minimum(left, np.min(neg, axis=1))
+    values = np.array([kink.value for kink in kinks], dtype=np.float64)
+    if not values.size or not d.size:
+        return left, right, at_kink
+    # Every kink at once: (kinks, k, n), x + t d hits the kink.
+    t = (values[:, None, None] - x[None, None, :]) / safe_d[None, :, :]
+    t = np.where(moving[None, :, :], t, np.nan)
+    with np.errstate(invalid="ignore"):
+        at_kink |= np.any(np.abs(t) <= below[None, :, :], axis=(0, 2))
+        right = np.minimum(right, np.min(np.where(t > below[None, :, :], t, np.inf),
+                                         axis=(0, 2)))
+        left = np.minimum(left, np.min(np.where(t < -below[None, :, :], -t, np.inf),
+                                       axis=(0, 2)))
     return left, right, at_kink

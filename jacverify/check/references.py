@@ -16,7 +16,6 @@ product.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -515,7 +514,7 @@ class _Ladder:
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
-    known: tuple  # (points, values): phi(t) - phi(0) at every point of the ladder
+    known: tuple  # (direction, t, value): phi(t) - phi(0) at every point of the ladder
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
@@ -581,7 +580,9 @@ def _ladder_from_values(
         rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
         resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
         / np.minimum(step_left, step_right),
-        known=(rows.reshape(-1, x.size), phis.reshape(-1)),
+        known=(np.repeat(np.arange(len(t_left)), phis.shape[1]),
+               np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]],
+                              axis=1).reshape(-1), phis.reshape(-1)),
     )
 
 
@@ -626,8 +627,10 @@ class LineRows:
     """The rows of one Richardson call: ``phi_i(t) = <g, f(bases[i] + t directions[i]) -
     y_bases[i]>``, one-sided (``sides`` -1 / +1) or central (0), from ``initial`` steps.
 
-    Rows with the same key have the same ``y_base``, so a point they have in common is
-    evaluated once; ``known`` holds ``(keys, points, values)`` already evaluated."""
+    Rows with the same key have the same base and ``y_base``, so a point they have in common
+    is evaluated once; rows with the same key and line move along the same direction up to
+    its sign (``signs`` times one direction, see :func:`direction_lines`). ``known`` holds
+    ``(keys, rows, t, values)``: values already known at ``bases[rows] + t directions[rows]``."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -636,6 +639,8 @@ class LineRows:
     sides: np.ndarray
     keys: np.ndarray
     known: tuple
+    lines: np.ndarray
+    signs: np.ndarray
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
@@ -674,7 +679,8 @@ def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
     _, kk_idx, signs, h_k, bases = request
     return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
                     sides=signs.astype(int), keys=np.arange(len(kk_idx)),
-                    known=_no_points(bases.shape[1]))
+                    known=_no_points(), lines=np.zeros(len(kk_idx), dtype=np.int64),
+                    signs=np.ones(len(kk_idx)))
 
 
 def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -716,12 +722,15 @@ def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.
     the ladder has evaluated, is evaluated once."""
     k = d.shape[0]
     rows_k = np.tile(np.arange(k), 3)
+    along, ts, values = lad.known  # row ``k`` (a left row) moves along direction k
+    lines, signs = direction_lines(d)
     return LineRows(
         bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
         y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
         initial=_initial_steps(step_left, step_right).reshape(-1),
         sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
-        known=(np.zeros(len(lad.known[1]), dtype=np.int64), *lad.known),
+        known=(np.zeros(len(along), dtype=np.int64), along, ts, values),
+        lines=lines[rows_k], signs=signs[rows_k],
     )
 
 
@@ -868,55 +877,117 @@ def directional_derivatives_many(
     return out
 
 
-def _no_points(n: int) -> tuple:
-    """No known values: ``(keys, points, values)`` of none."""
-    return np.zeros(0, dtype=np.int64), np.zeros((0, n)), np.zeros(0)
+def _no_points() -> tuple:
+    """No known values: ``(keys, rows, t, values)`` of none."""
+    return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
+            np.zeros(0))
 
 
-def _records(keys: np.ndarray, points: np.ndarray) -> list[bytes]:
-    """One record per (key, point), equal when the key and the point's bytes are."""
-    rows = np.empty((len(points), points.shape[1] + 1))
-    rows[:, 0] = keys
-    rows[:, 1:] = points
-    return rows.view(np.dtype((np.void, rows.shape[1] * 8))).reshape(-1).tolist()
+def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Directions told apart up to their sign: ``(lines, signs)`` with ``signs[i] *
+    directions[i] == signs[j] * directions[j]`` exactly whenever ``lines[i] == lines[j]``
+    (``signs`` makes the first nonzero value of each positive), so that ``x + t d`` and
+    ``x + (-t)(-d)``, the same bytes, are one point."""
+    d = np.asarray(directions, dtype=np.float64)
+    if not len(d):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
+    signs = np.where(first < 0, -1.0, 1.0)
+    sizes = np.sum(np.abs(d), axis=1)  # equal for directions equal up to sign
+    if np.unique(sizes).size == len(d):
+        return np.arange(len(d), dtype=np.int64), signs
+    # A line is numbered by its first direction's index.
+    return first_occurrences(d * signs[:, None] + 0.0).astype(np.int64), signs  # no -0.0
+
+
+def _records(keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """One record per (key, point): the key, then the point's values (equal records: the
+    same key and the same point bytes)."""
+    records = np.empty((len(points), points.shape[1] + 1))
+    records[:, 0] = keys
+    records[:, 1:] = points
+    return records
 
 
 class _LineValues:
     """``phi(t, i) = <g_i, f(bases[i] + t directions[i]) - y_bases[i]>`` for arrays of ``t``
-    and row indices ``i``, each distinct input point evaluated once (rows with the same key
-    share their points; ``known = (keys, points, values)`` are values already known).
-    ``g`` is one vector for every row, or one per row.
+    and row indices ``i``, each distinct input point evaluated once (see :class:`LineRows`;
+    ``known = (keys, rows, t, values)`` are values already known at
+    ``bases[rows] + t directions[rows]``). ``g`` is one vector for every row, or one per row.
 
-    Points are told apart by their exact bytes, held in a dictionary (record -> position of
-    its value): finding one costs a hash of its bytes whatever the number of points known
-    (sorting records of a large layer's inputs cost as much as the layer's own evaluations),
-    and every look-up and insertion runs inside the dictionary's own C loops."""
+    Points are told apart by their exact bytes (with their key). Each is first found by a
+    complex number made of its line (key and direction up to sign) and the value of its
+    coordinate that moves most along the line: the same point always has the same number,
+    which a sorted array of those held finds in numpy, without a Python object per point.
+    Different points of a line may share it (steps closer than that coordinate's
+    resolution), so every match is checked word for word, both points computed again; a
+    point that is not the one held under its number is evaluated anew, never confused."""
 
-    def __init__(self, fd: FDModel, bases: np.ndarray, directions: np.ndarray, g: np.ndarray,
-                 y_bases: np.ndarray, keys: np.ndarray, known: tuple) -> None:
-        self.fd, self.bases, self.directions, self.g = fd, bases, directions, g
-        self.y_bases, self.keys = y_bases, keys
-        records = _records(known[0], known[1])
-        # Of a repeated point, the first value counts: inserted last, it overwrites the rest.
-        self.positions: dict[bytes, int] = dict(zip(reversed(records),
-                                                    range(len(records) - 1, -1, -1)))
-        self.values = np.asarray(known[2], dtype=np.float64).reshape(-1).copy()
+    def __init__(self, fd: FDModel, rows: LineRows, g: np.ndarray) -> None:
+        self.fd, self.bases, self.directions, self.g = fd, rows.bases, rows.directions, g
+        self.y_bases, self.keys = rows.y_bases, rows.keys
+        lines = np.asarray(rows.lines, dtype=np.int64)
+        self.lines = (self.keys * (int(np.max(lines, initial=-1)) + 1) + lines).astype(
+            np.float64)
+        self.signs = np.asarray(rows.signs, dtype=np.float64)
+        most = np.argmax(np.abs(self.directions), axis=1) if self.directions.size else (
+            np.zeros(len(self.keys), dtype=np.int64))
+        at = np.arange(len(self.keys))
+        self.base_j = self.bases[at, most] if self.bases.size else np.zeros(len(at))
+        self.step_j = (self.signs * self.directions[at, most] if self.directions.size
+                       else np.zeros(len(at)))
+        self.codes = np.zeros(0, dtype=np.complex128)
+        self.rows, self.ts, self.held = np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        _, known_rows, ts, values = rows.known
+        self._add(self._codes(known_rows, ts), known_rows, ts,
+                  np.asarray(values, dtype=np.float64))
+
+    def _codes(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self.lines[rows] + 1j * (self.base_j[rows] + (self.signs[rows] * t)
+                                        * self.step_j[rows])
+
+    def _points(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return self.bases[rows] + t[:, None] * self.directions[rows]
 
     def _project(self, differences: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if self.g.ndim == 1:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _look_up(self, records: list[bytes]) -> tuple[np.ndarray, list[bytes], np.ndarray]:
-        """Where each record's value is held (-1: unknown), the distinct unknown records in
-        the order first met, and each unknown record's number among them."""
-        held = np.fromiter(map(self.positions.get, records, itertools.repeat(-1)),
-                           dtype=np.int64, count=len(records))
-        unknown = list(itertools.compress(records, (held < 0).tolist()))
-        numbers = dict(zip(dict.fromkeys(unknown), itertools.count()))
-        slots = np.fromiter(map(numbers.__getitem__, unknown), dtype=np.int64,
-                            count=len(unknown))
-        return held, list(numbers), slots
+    def _find(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Where each point's value is held (-1: unknown)."""
+        found = np.full(len(codes), -1, dtype=np.int64)
+        if not len(self.codes) or not len(codes):
+            return found
+        at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
+        hit = np.flatnonzero(self.codes[at] == codes)
+        mine = self._points(rows[hit], ts[hit])
+        held = self._points(self.rows[at[hit]], self.ts[at[hit]])
+        same = np.all(mine.view(np.uint64) == held.view(np.uint64), axis=1)
+        found[hit[same]] = at[hit[same]]
+        return found
+
+    def _add(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+             values: np.ndarray) -> None:
+        """Hold new points: the first of those with the same number, none whose number is
+        held already."""
+        _, first = np.unique(codes, return_index=True)
+        if len(self.codes):
+            at = np.minimum(np.searchsorted(self.codes, codes[first]), len(self.codes) - 1)
+            first = first[self.codes[at] != codes[first]]
+        where = np.searchsorted(self.codes, codes[first])
+        self.codes = np.insert(self.codes, where, codes[first])
+        self.rows = np.insert(self.rows, where, rows[first])
+        self.ts = np.insert(self.ts, where, ts[first])
+        self.held = np.insert(self.held, where, values[first])
+
+    def _distinct(self, codes: np.ndarray, keys: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """For each new point, the index of the first with the same bytes (and key)."""
+        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        first = first[inverse.reshape(-1)]
+        if np.array_equal(points.view(np.uint64), points[first].view(np.uint64)):
+            return first
+        return first_occurrences(_records(keys, points))  # steps the number cannot tell
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -928,22 +999,23 @@ class _LineValues:
         # by definition: only the other points are evaluated, each once.
         values = np.zeros(flat_t.shape)
         moved = np.flatnonzero(flat_t != 0)
-        rows = flat_i[moved]
-        points = self.bases[rows] + flat_t[moved][:, None] * self.directions[rows]
-        held, new, slots = self._look_up(_records(self.keys[rows], points))
-        values[moved[held >= 0]] = self.values[held[held >= 0]]
-        if new:
-            missing = np.flatnonzero(held < 0)
-            # A slot's first position: where the numbering reaches it (it counts up by one).
-            reached = np.maximum.accumulate(slots)
-            firsts = np.flatnonzero(np.diff(reached, prepend=-1) > 0)
-            chosen = missing[firsts]
+        rows, ts = flat_i[moved], flat_t[moved]
+        codes = self._codes(rows, ts)
+        held = self._find(codes, rows, ts)
+        values[moved[held >= 0]] = self.held[held[held >= 0]]
+        missing = np.flatnonzero(held < 0)
+        if missing.size:
+            m_rows, m_ts = rows[missing], ts[missing]
+            points = self._points(m_rows, m_ts)
+            # The distinct new points in the order first met, each evaluated once.
+            first = self._distinct(codes[missing], self.keys[m_rows], points)
+            distinct = np.flatnonzero(first == np.arange(len(missing)))
             computed = self._project(
-                self.fd.forward(points[chosen]) - self.y_bases[rows[chosen]], rows[chosen]
+                self.fd.forward(points[distinct]) - self.y_bases[m_rows[distinct]],
+                m_rows[distinct],
             )
-            values[moved[missing]] = computed[slots]
-            self.positions.update(zip(new, itertools.count(len(self.values))))
-            self.values = np.concatenate([self.values, computed])
+            values[moved[missing]] = computed[np.searchsorted(distinct, first)]
+            self._add(codes[missing][distinct], m_rows[distinct], m_ts[distinct], computed)
         return values.reshape(shape)
 
 
@@ -958,8 +1030,7 @@ def _richardson(
     tolerances are scalars: rows of several scales are divided by their own, which changes
     their figures by rounding only). Returns ``(df, error, nit)``."""
     m = rows.bases.shape[0]
-    phi = _LineValues(fd, rows.bases, rows.directions, g, rows.y_bases, rows.keys,
-                      rows.known)
+    phi = _LineValues(fd, rows, g)
     unit_atol = 1e-3 * math.sqrt(fd.eps)
     if np.ndim(scale) == 0:
         function, atol, unit = phi, max(unit_atol * float(scale), 1e-300), None
@@ -998,9 +1069,10 @@ def _richardson_many(
     sizes = [len(p.bases) for p in parts]
     offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
                                               for p in parts])])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
-             np.concatenate([p.known[1] for p in parts]),
-             np.concatenate([p.known[2] for p in parts]))
+             np.concatenate([p.known[1] + starts[i] for i, p in enumerate(parts)]),
+             *(np.concatenate([p.known[j] for p in parts]) for j in (2, 3)))
     rows = LineRows(
         bases=np.concatenate([p.bases for p in parts]),
         directions=np.concatenate([p.directions for p in parts]),
@@ -1008,7 +1080,8 @@ def _richardson_many(
         initial=np.concatenate([p.initial for p in parts]),
         sides=np.concatenate([p.sides for p in parts]),
         keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
-        known=known,
+        known=known, lines=np.concatenate([p.lines for p in parts]),
+        signs=np.concatenate([p.signs for p in parts]),
     )
     g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
                         for ln, s in zip(lines, sizes, strict=True)])

@@ -55,6 +55,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
+        if value.dtype.kind in "biu" or (value.dtype.kind == "f" and np.all(np.isfinite(value))):
+            return value.tolist()  # already plain bools, ints and finite floats
         return jsonable(value.tolist())
     if isinstance(value, (bool, np.bool_)):
         return bool(value)

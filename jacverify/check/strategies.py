@@ -279,19 +279,19 @@ def find_numeric_kink(
     h = s[1] - s[0]
     d2 = np.abs(y[2:] - 2 * y[1:-1] + y[:-2])  # centred on points 1 .. P-2
     noise = 64 * eps * (np.max(np.abs(y)) + 1.0)
-    best = None
-    for c in range(3, LINE_POINTS - 3):  # centre point index; d2 index = c - 1
-        a = d2[c - 1]
-        around = np.maximum(d2[c - 3], d2[c + 1])
-        spike = (a > 8 * around) & (a > noise)
-        if not np.any(spike):
-            continue
-        j = int(np.argmax(np.where(spike, a, -1.0)))
-        if best is None or a[j] > best[0]:
-            best = (a[j], c, j)
-    if best is None:
+    # Every centre point c (d2 index c - 1) at once: at each, the output with the largest
+    # isolated spike; of all centres, the first with the largest such spike.
+    centres = np.arange(3, LINE_POINTS - 3)
+    a = d2[centres - 1]  # (centres, outputs)
+    around = np.maximum(d2[centres - 3], d2[centres + 1])
+    spike = (a > 8 * around) & (a > noise)
+    spiked = np.any(spike, axis=1)
+    if not np.any(spiked):
         return None
-    _, c, j = best
+    outputs = np.argmax(np.where(spike, a, -1.0), axis=1)
+    heights = np.where(spiked, a[np.arange(len(centres)), outputs], -np.inf)
+    best = int(np.argmax(heights))
+    c, j = int(centres[best]), int(outputs[best])
     m_left = (y[c - 1, j] - y[c - 2, j]) / h
     m_right = (y[c + 2, j] - y[c + 1, j]) / h
     if abs(m_left - m_right) <= noise / h:

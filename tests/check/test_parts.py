@@ -118,6 +118,53 @@ def test_numeric_kink_is_found_on_a_line():
     assert abs(pre[unit]) < 1e-9
 
 
+def test_find_numeric_kink_picks_the_largest_isolated_spike_first_met():
+    """Against a plain scan of every centre point: several relu units with kinks at random
+    places along the line (some coinciding, so that spikes tie), and a smooth output."""
+    from jacverify.check.strategies import LINE_POINTS
+
+    def scan(y: np.ndarray, noise: float) -> tuple[int, int] | None:
+        d2 = np.abs(y[2:] - 2 * y[1:-1] + y[:-2])
+        best = None
+        for c in range(3, LINE_POINTS - 3):
+            for j in range(y.shape[1]):
+                a = d2[c - 1, j]
+                if a > 8 * max(d2[c - 3, j], d2[c + 1, j]) and a > noise and (
+                    best is None or a > best[0]
+                ):
+                    best = (a, c, j)
+        return None if best is None else best[1:]
+
+    rng = np.random.default_rng(3)
+    seen = 0
+    for trial in range(40):
+        s = np.linspace(-3.0, 3.0, LINE_POINTS)
+        units = int(rng.integers(1, 5))
+        where = rng.choice(s[4:-4], size=units) + rng.uniform(0, 0.04, size=units) * (trial % 2)
+        slopes = rng.uniform(0.5, 2.0, size=units) * (1 + (trial % 3 == 0))
+        ys = np.maximum(0.0, (s[:, None] - where[None, :]) * slopes[None, :])
+        ys = np.concatenate([ys, np.sin(s)[:, None]], axis=1)
+
+        def forward(rows: np.ndarray, ys: np.ndarray = ys) -> np.ndarray:
+            assert len(rows) == LINE_POINTS
+            return ys
+
+        found = find_numeric_kink(forward, np.zeros(1), np.ones(1), 3.0, 2.2e-16)
+        expected = scan(ys, 64 * 2.2e-16 * (np.max(np.abs(ys)) + 1.0))
+        if expected is None:
+            assert found is None
+            continue
+        c, j = expected
+        h = s[1] - s[0]
+        m_left = (ys[c - 1, j] - ys[c - 2, j]) / h
+        m_right = (ys[c + 2, j] - ys[c + 1, j]) / h
+        s_kink = (ys[c + 1, j] - ys[c - 1, j] + m_left * s[c - 1] - m_right * s[c + 1]) / (
+            m_left - m_right)
+        assert found == (s_kink, j)
+        seen += 1
+    assert seen >= 20
+
+
 # ------------------------------------------------------------------------- references
 def test_keras_downcasts_float64_and_the_patch_undoes_it():
     assert keras_downcasts_float64()  # Keras 3 on torch: float64 matmul runs in float32
@@ -216,3 +263,33 @@ def test_jsonable_handles_numpy_and_non_finite():
     assert data == {"a": 1.5, "b": [1.0, None, None], "c": [1, 2]}
     check = LayerCheck("pass", "fine.", "l", "Clip", "R", max_abs_error=math.inf)
     assert json.loads(json.dumps(check.to_dict()))["max_abs_error"] is None
+
+
+def test_kink_distances_against_a_scan_of_each_coordinate_and_kink():
+    from jacverify.check.kinks import KinkValue, kink_distances
+
+    rng = np.random.default_rng(7)
+    x = np.array([0.3, -0.7, 0.5, 1.2, -0.2, 0.9])  # x[2] on a kink
+    d = rng.standard_normal((5, 6)) * (rng.random((5, 6)) > 0.3)
+    d[0, 2], d[1, 2] = 0.0, 1.0
+    kinks = [KinkValue(v, str(v)) for v in (0.0, 0.5, -1.0)]
+    below = np.full(5, 1e-9)
+    left, right, at_kink = kink_distances(x, d, kinks, ignore_below=below)
+    for k in range(5):
+        ts = [(kink.value - x[i]) / d[k, i] for kink in kinks for i in range(6) if d[k, i] != 0]
+        assert right[k] == min([t for t in ts if t > 1e-9], default=np.inf)
+        assert left[k] == min([-t for t in ts if t < -1e-9], default=np.inf)
+        assert at_kink[k] == any(abs(t) <= 1e-9 for t in ts)
+    assert at_kink.any() and not at_kink.all()
+
+
+def test_direction_lines_tell_directions_apart_up_to_their_sign() -> None:
+    from jacverify.check.references import direction_lines
+
+    d = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.5, 0.5], [0.0, 1.0], [0.0, -2.0]])
+    lines, signs = direction_lines(d)
+    assert lines[0] == lines[2] and lines[1] == lines[4]
+    assert len({lines[0], lines[1], lines[3], lines[5]}) == 4
+    np.testing.assert_array_equal(signs, [1, 1, -1, 1, 1, -1])
+    distinct, _ = direction_lines(np.eye(3))
+    assert len(set(distinct.tolist())) == 3
