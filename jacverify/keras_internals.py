@@ -57,6 +57,7 @@ __all__ = [
     "current_call_context",
     "float64_not_downcast",
     "get_keras_mask",
+    "global_dtype_policy",
     "has_torch_module_hooks",
     "in_autocast_scope",
     "inbound_nodes",
@@ -81,6 +82,7 @@ __all__ = [
     "public_module",
     "public_name",
     "sequential_functional",
+    "set_global_dtype_policy",
     "standardize_data_format",
     "to_torch_dtype",
     "torch_convert_to_tensor",
@@ -351,6 +353,21 @@ def _global_attribute(name: str) -> Any:
     from keras.src.backend.common import global_state
 
     return global_state.get_global_attribute(name)
+
+
+def global_dtype_policy() -> Any:
+    """Keras' global dtype policy as it is set, ``None`` while none is (Keras then follows its
+    default float type, and sets the policy the first time ``keras.config.dtype_policy()`` is
+    read)."""
+    return _global_attribute("dtype_policy")
+
+
+def set_global_dtype_policy(policy: Any) -> None:
+    """Put back a global dtype policy read by :func:`global_dtype_policy` (``None``
+    included)."""
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("dtype_policy", policy)
 
 
 @dataclass

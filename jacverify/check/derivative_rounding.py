@@ -19,6 +19,14 @@ derivative, not more. A rule farther off keeps its judgement (a rule whose cance
 worse than torch's own is still caught); a rule right everywhere else but wrong only by less
 than float32 rounding at such inputs cannot be told apart from a right one in float32, by any
 reference.
+
+A float64 layer can be in the same position: Keras on torch computes some float64 operations
+in float32 (``matmul``, ``dot``, ``tensordot``, ``norm``: its type promotion turns 64-bit
+results into 32-bit ones, see :mod:`jacverify.backward.precision`), so torch autograd of a
+float64 ``Attention``, ``Dot`` or ``Normalize`` is only float32-precise, while the finite
+differences and autograd of the float64 clone run within
+:func:`jacverify.check.references.true_float64`. :func:`autograd_less_precise` says when
+autograd of the layer is the lower-precision one, whatever the layer's dtype is called.
 """
 
 from __future__ import annotations
@@ -26,11 +34,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
+
 from jacverify.check.compare import DirectionJudgement
+from jacverify.check.references import effective_eps
 from jacverify.verdicts import Verdict
 
 _WRONG = (Verdict.FAIL.value, Verdict.BOUNDARY.value)
 _DECIDED = (Verdict.PASS.value, Verdict.UNJUDGED.value)
+
+
+def autograd_less_precise(layer_dtype: str, fd_dtype: str, fd_eps: float) -> bool:
+    """Whether torch autograd of a layer computing in ``layer_dtype`` is less precise than
+    finite differences computed in ``fd_dtype`` to ``fd_eps``: a lower dtype (float32 against
+    the float64 clone), or float64 that Keras computes partly in float32 on this backend
+    (while the finite differences are float64-precise)."""
+    return layer_dtype != fd_dtype or effective_eps(layer_dtype) > fd_eps
+
+
+def autograd_precision(layer_dtype: str) -> str:
+    """How reports name the precision of torch autograd of a layer of ``layer_dtype``:
+    ``"float32"``, or ``"float64 (Keras' float32 products)"`` where Keras computes some
+    float64 operations in float32."""
+    try:
+        exact = float(np.finfo(np.dtype(layer_dtype)).eps) == effective_eps(layer_dtype)
+    except (TypeError, ValueError):
+        exact = True
+    return layer_dtype if exact else f"{layer_dtype} (Keras' float32 products)"
 
 
 def references_disagree(judgement: DirectionJudgement) -> bool:

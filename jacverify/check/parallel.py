@@ -20,6 +20,12 @@ duration is remembered for the next run, see :mod:`jacverify.check.task_cost`) a
 ``estimated_seconds()`` (a guess from its configuration). Tasks start longest first, so that
 no long check is left to run alone at the end; the results come back in the tasks' order.
 
+A task travels with Keras' default float type and dtype policy of the process that sends it
+(:mod:`jacverify.check.float_settings`): a worker runs it, its unpickling included, under
+them, and goes back to its own after, so a check started in a float64 session is a float64
+check wherever it runs (a fresh worker would otherwise build float32 layers and draw float32
+inputs).
+
 Workers run each task with one torch thread (the checker's many small calls run fastest
 that way; set before the task is unpickled, so a worker forked from a process that ran torch
 with several threads works too), and a task's result depends only on the task (its seed
@@ -41,10 +47,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 from jacverify.check import task_cost
+from jacverify.check.float_settings import FloatSettings
 from jacverify.check.library_warnings import library_warnings_silenced
 from jacverify.check.main_guard import unguarded_main_call
 from jacverify.check.worker_server import server_ready, start_worker_server, worker_context
@@ -52,6 +60,7 @@ from jacverify.check.worker_server import server_ready, start_worker_server, wor
 __all__ = [
     "CheckTask",
     "ResultTransferError",
+    "TaskPayload",
     "TaskTransferError",
     "default_jobs",
     "expected_seconds",
@@ -62,6 +71,7 @@ __all__ = [
     "run_pickled_payload",
     "run_tasks",
     "run_timed_payload",
+    "task_payload",
 ]
 
 Progress = Callable[[int, int, str], None]
@@ -100,6 +110,23 @@ class TaskTransferError(RuntimeError):
 class ResultTransferError(RuntimeError):
     """A task's result could not travel back from the worker that ran it (something in it
     cannot be pickled there, or unpickled here)."""
+
+
+@dataclass(frozen=True)
+class TaskPayload:
+    """What travels to a worker: a task pickled, and the Keras float settings of the process
+    that pickled it, under which the worker unpickles and runs it."""
+
+    float_settings: FloatSettings
+    task: bytes
+
+
+def task_payload(task: Any, float_settings: FloatSettings | None = None) -> bytes:
+    """``task`` pickled for a worker, with ``float_settings`` (by default this thread's: Keras
+    keeps its dtype policy per thread, so a run reads them in the thread that started it).
+    Raises what pickling the task raises."""
+    settings = FloatSettings.current() if float_settings is None else float_settings
+    return pickle.dumps(TaskPayload(settings, pickle.dumps(task)))
 
 
 def operation_state(operation: Any) -> dict:
@@ -151,6 +178,10 @@ def prepare_workers(jobs: int, tasks: int) -> None:
 def run_payload(payload: bytes) -> Any:
     """Unpickle a task and run it with one torch thread: the function workers execute.
 
+    ``payload`` is a :func:`task_payload` (the task runs, unpickling included, under the float
+    settings it carries; the worker's own are back after), or a task pickled alone (it runs
+    under the worker's settings).
+
     Library warnings are silenced as in a check (:mod:`jacverify.check.library_warnings`),
     unpickling included: Keras warns about some configurations it rebuilds (a
     ``LayerNormalization`` with ``rms_scaling=True``), and a worker's warnings reach the
@@ -171,13 +202,22 @@ def run_payload(payload: bytes) -> Any:
     torch.set_num_threads(1)
     try:
         with library_warnings_silenced():  # Keras' warnings about a layer it rebuilds
-            try:
-                task = pickle.loads(payload)
-            except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer
-                raise TaskTransferError(f"{type(error).__name__}: {error}") from None
-            return task.run()
+            sent = _unpickled_task(payload)
+            if not isinstance(sent, TaskPayload):
+                return sent.run()
+            with sent.float_settings.applied():
+                return _unpickled_task(sent.task).run()
     finally:
         torch.set_num_threads(previous)
+
+
+def _unpickled_task(data: bytes) -> Any:
+    """Raises:
+        TaskTransferError: ``data`` could not be unpickled here."""
+    try:
+        return pickle.loads(data)
+    except Exception as error:  # noqa: BLE001 - any unpickling problem is a transfer
+        raise TaskTransferError(f"{type(error).__name__}: {error}") from None
 
 
 def run_timed_payload(payload: bytes) -> tuple[Any, float]:
@@ -298,13 +338,13 @@ def _worker_init(hypothesis_home: str | None = None) -> None:
         set_hypothesis_home_dir(hypothesis_home)
 
 
-def _pickled(task: Any) -> tuple[bytes | None, str | None]:
-    """``(the task pickled, None)``, or ``(None, why)`` for a task that runs here: ``why`` is
-    ``None`` for a ``local`` task, else why it cannot be pickled."""
+def _pickled(task: Any, float_settings: FloatSettings) -> tuple[bytes | None, str | None]:
+    """``(the task's payload, None)``, or ``(None, why)`` for a task that runs here: ``why``
+    is ``None`` for a ``local`` task, else why it cannot be pickled."""
     if getattr(task, "local", False):
         return None, None
     try:
-        return pickle.dumps(task), None
+        return task_payload(task, float_settings), None
     except Exception as error:  # noqa: BLE001 - such a task runs in this process
         return None, f"it cannot be pickled here ({_error_text(error)})"
 
@@ -449,6 +489,8 @@ class _SharedRun:
         self.seconds: dict[int, float] = {}
         self.here = [0.0, 0.0]  # seconds and expected seconds of the tasks run here
         self.ran_here: list[tuple[int, str]] = []  # tasks meant for a worker, and why
+        #: Read here, in the thread that runs the tasks: tasks are pickled in another.
+        self.float_settings = FloatSettings.current()
 
     def run(self, workers: int) -> list:
         """Run every task; this process with one torch thread, as the workers (the cores are
@@ -532,7 +574,7 @@ class _SharedRun:
                 index = self.todo.popleft()
                 self.slots -= 1
                 self.busy += 1  # until collected, whatever happens to it
-            payload, why = _pickled(self.tasks[index])
+            payload, why = _pickled(self.tasks[index], self.float_settings)
             with self.lock:
                 future = None
                 if payload is not None and self.pool is not None and not self.broken:
@@ -618,7 +660,8 @@ def _run_on(executor: Executor, tasks: Sequence[Any], progress: Progress | None,
     order."""
     results: list = [None] * len(tasks)
     expected = expected_seconds(tasks, _remembered(tasks))
-    pickled = {i: _pickled(t) for i, t in enumerate(tasks)}
+    settings = FloatSettings.current()
+    pickled = {i: _pickled(t, settings) for i, t in enumerate(tasks)}
     futures: dict[Future, int] = {}
     for index in _longest_first([i for i, (p, _) in pickled.items() if p is not None],
                                 expected):

@@ -15,6 +15,8 @@ import torch
 
 from jacverify.check.compare import judge_directions, worst_judgement
 from jacverify.check.derivative_rounding import (
+    autograd_less_precise,
+    autograd_precision,
     references_disagree,
     rounding_unjudged,
     within_rounding,
@@ -203,7 +205,8 @@ class ValueJudge:
         judgements."""
         fd = self.fd
         if (
-            fd.vjp is None or not fd.clone_ok or self.setup.dtype == fd.dtype
+            fd.vjp is None or not fd.clone_ok
+            or not autograd_less_precise(self.setup.dtype, fd.dtype, fd.eps)
             or not any(references_disagree(j) for j in judgements)
             or not all(j.verdict in _DECIDED or references_disagree(j) for j in judgements)
         ):
@@ -216,14 +219,15 @@ class ValueJudge:
         again = rounding_unjudged(judgements, second)
         if not all(j.verdict in _DECIDED for j in again):
             return judgements
+        precision = autograd_precision(self.setup.dtype)
         outcome.autograd_note = (
-            f"where torch autograd in {self.setup.dtype} disagreed with the finite differences "
+            f"where torch autograd in {precision} disagreed with the finite differences "
             "and autograd of the float64 clone agreed with them, the latter was the reference"
         )
         if any(map(within_rounding, judgements, second)):
             outcome.autograd_note += (
                 "; directions where the rule was no farther from them than autograd in "
-                f"{self.setup.dtype} were not judged"
+                f"{precision} were not judged"
             )
         return again
 

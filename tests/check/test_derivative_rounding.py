@@ -105,3 +105,59 @@ def test_a_rule_one_percent_off_is_caught_at_ill_conditioned_scores():
     result = check_layer(call, AttentionOnePercentOff, input_shape=shape, inputs=inputs,
                          examples=10, seed=1)
     assert result.verdict == "fail", result.reason
+
+
+# ------------------------------------------------------------------- float64 sessions
+# Keras on torch computes float64 matmul, dot, tensordot and norm in float32: torch autograd
+# of a float64 attention is float32-precise, while finite differences and autograd of the
+# float64 clone run in true float64.
+
+
+def test_autograd_of_a_float64_layer_is_less_precise_where_keras_computes_float32():
+    from jacverify.check.derivative_rounding import autograd_less_precise, autograd_precision
+    from jacverify.check.references import true_float64
+
+    eps32, eps64 = float(np.finfo(np.float32).eps), float(np.finfo(np.float64).eps)
+    assert autograd_less_precise("float32", "float64", eps64)
+    assert autograd_less_precise("float64", "float64", eps64)  # Keras' float32 products
+    assert not autograd_less_precise("float64", "float64", eps32)  # a float32-precise clone
+    assert autograd_precision("float64") == "float64 (Keras' float32 products)"
+    assert autograd_precision("float32") == "float32"
+    with true_float64():
+        assert not autograd_less_precise("float64", "float64", eps64)
+        assert autograd_precision("float64") == "float64"
+
+
+def _large_scores64():
+    call, shape = packed(knn.DotProductAttention(), SHAPES)
+    inputs = Packing(tuple(SHAPES)).split_array(np.array([PACKED], dtype="float64"))
+    return call, shape, inputs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_right_rule_passes_at_ill_conditioned_scores_in_float64(float64_session, seed,
+                                                                  monkeypatch):
+    """Autograd of the float64 clone agrees with finite differences and the rule where
+    Keras' float32 products move autograd of the layer: a pass, which was inconclusive when
+    only a float32 layer got that second opinion."""
+    call, shape, inputs = _large_scores64()
+    result = check_layer(call, BackwardDotProductAttentionOp, input_shape=shape, inputs=inputs,
+                         examples=10, seed=seed)
+    assert result.dtype == "float64"
+    assert result.verdict == "pass", result.reason
+    assert "float64 (Keras' float32 products)" in result.reference.autograd_note
+    monkeypatch.setattr(value, "autograd_less_precise", lambda layer, fd, eps: layer != fd)
+    call, shape, inputs = _large_scores64()
+    before = check_layer(call, BackwardDotProductAttentionOp, input_shape=shape, inputs=inputs,
+                         examples=10, seed=seed)
+    assert before.verdict in ("inconclusive", "fail"), before.reason
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_rule_one_percent_off_is_caught_at_ill_conditioned_scores_in_float64(
+        float64_session, seed):
+    call, shape, inputs = _large_scores64()
+    result = check_layer(call, AttentionOnePercentOff, input_shape=shape, inputs=inputs,
+                         examples=10, seed=seed)
+    assert result.dtype == "float64"
+    assert result.verdict == "fail", result.reason

@@ -149,3 +149,39 @@ def test_cdist_rule_at_points_a_few_ulps_apart():
     w = g / np.abs(x - y)
     cancelling = w * x - w * y
     assert not np.allclose(cancelling, expected, rtol=1e-12)
+
+
+def test_cdist_rule_where_the_squared_difference_underflows():
+    """``cdist`` computes ``sqrt(sum((x - y)^2))``: for ``x - y = (1e-170, 5e-171)`` the
+    squares underflow to 0 in float64, the operation returns 0, and so it does at every point
+    within about 1e-162 of ``x``: what it computes is constant there (finite differences of
+    it with steps of 1e-173 are 0) and torch autograd is -inf (``sqrt``'s derivative at 0).
+    The rule gives 0, the derivative of what the operation computes, and a subgradient of the
+    distance at its kink. Just above the underflow (``x - y`` of 1e-150) it gives the unit
+    vector, as autograd does."""
+    import torch
+
+    model = functional(lambda x, y: ops.cdist(x, y), [(1, 2), (1, 2)], dtype="float64")
+    backward = clone_to_backward(model)
+    g = np.array([[[1.0]]])
+    for scale, underflows in ((1e-170, True), (1e-150, False)):
+        x, y = np.zeros((1, 1, 2)), np.array([[[scale, 0.5 * scale]]])
+        got = [ops.convert_to_numpy(v) for v in backward([x, y, g])]
+        x_t = torch.tensor(x, requires_grad=True)
+        distance = ops.cdist(x_t, torch.tensor(y))
+        (autograd,) = torch.autograd.grad(distance, x_t, torch.ones_like(distance))
+        step = np.array([[[scale * 1e-3, 0.0]]])
+        quotient = (ops.convert_to_numpy(ops.cdist(x + step, y))
+                    - ops.convert_to_numpy(ops.cdist(x - step, y))) / (2 * step[0, 0, 0])
+        if underflows:
+            assert float(ops.convert_to_numpy(distance)[0, 0, 0]) == 0.0
+            assert not np.all(np.isfinite(autograd.numpy()))
+            np.testing.assert_array_equal(quotient, 0.0)
+            np.testing.assert_array_equal(got[0], 0.0)
+            np.testing.assert_array_equal(got[1], 0.0)
+        else:
+            unit = -np.array([[[1.0, 0.5]]]) / np.sqrt(1.25)
+            np.testing.assert_allclose(autograd.numpy(), unit, rtol=1e-12)
+            np.testing.assert_allclose(quotient.ravel(), unit[0, 0, :1], rtol=1e-6)
+            np.testing.assert_allclose(got[0], unit, rtol=1e-12)
+            np.testing.assert_allclose(got[1], -unit, rtol=1e-12)

@@ -15,7 +15,7 @@ from tests.backward.op_cases import TOLERANCES, check_case
 
 registered_rules()
 
-from jacverify.backward.rules.ops.piecewise import BackwardModOp  # noqa: E402
+from jacverify.backward.rules.ops.piecewise import BackwardDivideNoNanOp, BackwardModOp  # noqa: E402
 
 CASES = {
     "fabs": (ops.fabs, [(4,)], "nonzero"),
@@ -123,3 +123,90 @@ def test_wrong_twin_is_rejected():
     check_case(CASES["mod"], "float32")
     with pytest.raises(AssertionError):
         check_case(CASES["mod"], "float32", mapping={knp.Mod: _ModWithoutFloor}, extra_axes=())
+
+
+# ---------------------------------------------------------------- divide_no_nan in float64
+# x2 = 1e-100 is 0 once rounded to float32 (Keras divides float64 operands in float32 outside
+# float64_precision: the operation returns 0 there) and a divisor like any other in float64.
+DIVISOR_BELOW_FLOAT32 = np.array([[1e-100, 0.0, 2.0]])
+DIVIDEND = np.array([[0.5, 0.5, 3.0]])
+
+
+def _divide_no_nan_autograd(g):
+    """torch autograd of ``keras.ops.divide_no_nan`` itself (in the active promotion)."""
+    import torch
+
+    a = torch.tensor(DIVIDEND, requires_grad=True)
+    b = torch.tensor(DIVISOR_BELOW_FLOAT32, requires_grad=True)
+    y = ops.divide_no_nan(a, b)
+    return [d.numpy() for d in torch.autograd.grad(y, (a, b), torch.as_tensor(g, dtype=y.dtype))]
+
+
+class _DivideNoNanFloat64Divisor(BackwardDivideNoNanOp):
+    """Tests the divisor for 0 and divides in the gradient's dtype, whatever the operation
+    computes in."""
+
+    def _partials(self, a, b, gradient):
+        b = ops.broadcast_to(b, ops.shape(gradient))
+        zero = ops.equal(b, 0.0)
+        safe = ops.where(zero, ops.ones_like(b), b)
+        g1 = ops.where(zero, ops.zeros_like(gradient), gradient / safe)
+        return g1, -g1 * a / safe
+
+
+def _divide_no_nan_rule(rule_class=BackwardDivideNoNanOp):
+    from jacverify.backward.factory import make_rule
+
+    call = {"args": [{"__input__": 0}, {"__input__": 1}], "kwargs": {}}
+    return make_rule(knp.DivideNoNan(), [(3,), (3,)], [(3,)], rule=rule_class,
+                     call_arguments=call)
+
+
+@pytest.mark.parametrize("in_float64_precision", [False, True])
+def test_divide_no_nan_rule_sees_the_divisors_the_operation_sees(float64_session,
+                                                                  in_float64_precision):
+    """Outside float64_precision the operation rounds x2 = 1e-100 to 0 and is constant there
+    (autograd 0, 0); within it, the derivatives are 1 / x2 and -x1 / x2^2. The rule gives
+    both, and a rule dividing in float64 whatever the operation does is off outside it."""
+    import contextlib
+
+    from jacverify.backward.precision import float64_precision
+
+    g = np.array([[1.0, 2.0, -1.0]])
+    context = float64_precision() if in_float64_precision else contextlib.nullcontext()
+    with context:
+        expected = _divide_no_nan_autograd(g)
+        got = _divide_no_nan_rule()([ops.convert_to_tensor(g),
+                                     [ops.convert_to_tensor(DIVIDEND),
+                                      ops.convert_to_tensor(DIVISOR_BELOW_FLOAT32)]])
+        wrong = _divide_no_nan_rule(_DivideNoNanFloat64Divisor)(
+            [ops.convert_to_tensor(g), [ops.convert_to_tensor(DIVIDEND),
+                                        ops.convert_to_tensor(DIVISOR_BELOW_FLOAT32)]])
+    # g / x2 and -g x1 / x2^2; 0 where x2 is 0 (the second), or seen as 0 (the first)
+    if in_float64_precision:
+        by_hand = [np.array([[1e100, 0.0, -0.5]]), np.array([[-0.5e200, 0.0, 0.75]])]
+    else:
+        by_hand = [np.array([[0.0, 0.0, -0.5]]), np.array([[0.0, 0.0, 0.75]])]
+    for rule_grad, autograd, hand in zip(got, expected, by_hand, strict=True):
+        assert ops.convert_to_numpy(rule_grad).dtype == np.float64
+        np.testing.assert_allclose(ops.convert_to_numpy(rule_grad), autograd, rtol=1e-6)
+        np.testing.assert_allclose(autograd, hand, rtol=1e-6)
+    wrong_first = ops.convert_to_numpy(wrong[0])[0, 0]
+    assert (wrong_first == 1e100) if not in_float64_precision else (wrong_first == got[0][0, 0])
+
+
+def test_checker_catches_a_divide_no_nan_rule_dividing_where_the_operation_sees_0(
+        float64_session):
+    """In a float64 session the checker draws x2 = 5e-324 (0 + 1 ulp): the operation sees 0
+    there (and returns 0); the rule passes, a rule dividing in float64 returns inf and is
+    caught."""
+    from jacverify import check_layer
+    from jacverify.check.layer_configs._common import packed
+
+    layer, shapes = packed(knp.DivideNoNan(), [(1,), (1,)])
+    right = check_layer(layer, BackwardDivideNoNanOp, input_shape=shapes, seed=0)
+    assert right.dtype == "float64" and right.verdict == "pass", right.reason
+    layer, shapes = packed(knp.DivideNoNan(), [(1,), (1,)])
+    wrong = check_layer(layer, _DivideNoNanFloat64Divisor, input_shape=shapes, seed=0)
+    assert wrong.verdict in ("fail", "boundary"), wrong.reason
+    assert "inf" in wrong.reason and "4.94065646e-324" in wrong.reason

@@ -12,6 +12,9 @@ value at 0), ``nextafter``.
 
 from __future__ import annotations
 
+from typing import Any
+
+import keras
 from keras import ops
 
 from jacverify.backward.registry import register_backward
@@ -122,14 +125,30 @@ class BackwardFminOp(_BackwardExtremumOp):
 
 @register_backward(knp.DivideNoNan)
 class BackwardDivideNoNanOp(_BackwardBinary):
-    """``x1 / x2``, 0 where ``x2 == 0``: ``g / x2`` and ``-g x1 / x2^2``, both 0 there."""
+    """``x1 / x2``, 0 where ``x2 == 0``: ``g / x2`` and ``-g x1 / x2^2``, both 0 there.
+
+    Computed in the dtype the operation computes in (:func:`divide_no_nan_dtype`), where a
+    divisor is zero exactly when the operation sees it zero: outside
+    :func:`jacverify.float64_precision`, Keras on torch divides float64 operands in float32,
+    where a divisor below float32's smallest subnormal (``5e-324``) is 0 and the operation
+    returns 0, a constant there.
+    """
 
     def _partials(self, a, b, gradient):
-        b = ops.broadcast_to(b, ops.shape(gradient))
+        dtype = divide_no_nan_dtype(a.dtype, b.dtype)
+        a, b, g = (ops.cast(v, dtype) for v in (a, b, gradient))
+        b = ops.broadcast_to(b, ops.shape(g))
         zero = ops.equal(b, 0.0)
         safe = ops.where(zero, ops.ones_like(b), b)
-        g1 = ops.where(zero, ops.zeros_like(gradient), gradient / safe)
-        return g1, -g1 * a / safe
+        g1 = ops.where(zero, ops.zeros_like(g), g / safe)
+        return ops.cast(g1, gradient.dtype), ops.cast(-g1 * a / safe, gradient.dtype)
+
+
+def divide_no_nan_dtype(x1_dtype: Any, x2_dtype: Any) -> str:
+    """The dtype ``keras.ops.divide_no_nan`` computes in for operands of these dtypes: Keras'
+    result type of the two and a Python float (float32 for two float64 operands on torch,
+    float64 within :func:`jacverify.float64_precision`)."""
+    return keras.backend.result_type(x1_dtype, x2_dtype, float)
 
 
 @register_backward(knp.Heaviside)
