@@ -210,3 +210,40 @@ def test_checker_catches_a_divide_no_nan_rule_dividing_where_the_operation_sees_
     wrong = check_layer(layer, _DivideNoNanFloat64Divisor, input_shape=shapes, seed=0)
     assert wrong.verdict in ("fail", "boundary"), wrong.reason
     assert "inf" in wrong.reason and "4.94065646e-324" in wrong.reason
+
+
+# ---------------------------------------------------------------------- mod in float64
+class _ModFloorOfQuotient(BackwardModOp):
+    """``-g floor(x1 / x2)`` by ``ops.floor``: float32 for float64 operands in Keras (outside
+    float64_precision), and the rounded quotient's floor."""
+
+    def _partials(self, a, b, gradient):
+        return gradient, -gradient * ops.floor(a / b)
+
+
+def _mod_rule(rule_class):
+    from jacverify.backward.factory import make_rule
+
+    call = {"args": [{"__input__": 0}, {"__input__": 1}], "kwargs": {}}
+    return make_rule(knp.Mod(), [(3,), (3,)], [(3,)], rule=rule_class, call_arguments=call)
+
+
+def test_mod_rule_takes_the_piece_the_operation_takes_in_float64(float64_session):
+    """Quotients 2.9999999999 (floor 2; 3 once rounded to float32), -1e-323 (floor -1; 0 in
+    float32) and 1.5: the rule's divisor gradient is torch autograd's of ``keras.ops.mod``
+    (``-g floor(x1 / x2)`` by hand), the floor of the quotient rounded to float32 is not."""
+    import torch
+
+    a_np = np.array([[2.9999999999 * 0.5, 5e-324, 1.5 * -0.75]])
+    b_np = np.array([[0.5, -0.5932, -0.75]])
+    g = np.array([[1.0, 2.0, -1.0]])
+    a = torch.tensor(a_np, requires_grad=True)
+    b = torch.tensor(b_np, requires_grad=True)
+    autograd = torch.autograd.grad(ops.mod(a, b), (a, b), torch.as_tensor(g))[1].numpy()
+    np.testing.assert_array_equal(autograd, -g * np.array([[2.0, -1.0, 1.0]]))
+    inputs = [ops.convert_to_tensor(g), [ops.convert_to_tensor(a_np), ops.convert_to_tensor(b_np)]]
+    got = ops.convert_to_numpy(_mod_rule(BackwardModOp)(inputs)[1])
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, autograd)
+    wrong = ops.convert_to_numpy(_mod_rule(_ModFloorOfQuotient)(inputs)[1])
+    assert wrong[0, 0] == -3.0 and wrong[0, 1] == 0.0  # the pieces of float32 quotients

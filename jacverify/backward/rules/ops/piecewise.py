@@ -90,10 +90,16 @@ class BackwardNanToNumOp(_BackwardUnary):
 @register_backward(knp.Mod)
 class BackwardModOp(_BackwardBinary):
     """``mod(x1, x2) = x1 - x2 floor(x1 / x2)``: ``g`` and ``-g floor(x1 / x2)`` (at the jumps,
-    where ``x1 / x2`` is an integer, the value of the piece on the right)."""
+    where ``x1 / x2`` is an integer, the value of the piece on the right).
+
+    The quotient's floor is ``floor_divide``'s, which decides the piece as the operation does
+    (from the exact remainder): ``floor`` of the rounded quotient can be one more where it
+    rounds up to an integer, and Keras rounds a float64 ``floor`` to float32 outside
+    :func:`jacverify.float64_precision` (``floor(2.9999999999) = 3``, ``floor(-1e-323) = 0``).
+    """
 
     def _partials(self, a, b, gradient):
-        return gradient, -gradient * ops.floor(a / b)
+        return gradient, -gradient * ops.cast(ops.floor_divide(a, b), gradient.dtype)
 
 
 @register_backward(knp.Fmod)
