@@ -28,7 +28,6 @@ call returns never depends on the calls made before it in the process.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from jacverify import keras_internals
+from jacverify.check.checked_shortcut import CheckedShortcut
 from jacverify.shared_switch import SharedSwitch
 
 __all__ = ["batched_perspective_transform", "perspective_transform_batched"]
@@ -45,9 +45,8 @@ BACKEND_FUNCTION = "perspective_transform"
 #: The interpolation order of each ``interpolation`` Keras' torch backend accepts.
 ORDERS = {"nearest": 0, "bilinear": 1}
 
-_lock = threading.Lock()
 #: Per configuration: whether the batched computation equalled Keras' on its first call.
-_agrees: dict[tuple, bool] = {}
+_shortcut = CheckedShortcut()
 
 
 def _nodes(coordinate: torch.Tensor, order: int) -> list[tuple[torch.Tensor, Any]]:
@@ -179,17 +178,10 @@ def _batched(keras_function: Callable) -> Callable:
         arguments = (images, start_points, end_points, interpolation, fill_value,
                      data_format)
         key = _configuration(*arguments)
-        if key is None or _agrees.get(key) is False or not _finite(images):
-            return keras_function(*arguments)
-        got = perspective_transform_batched(*arguments)
-        if key not in _agrees:
-            expected = keras_function(*arguments)
-            agrees = _equal(got, expected)
-            with _lock:
-                _agrees[key] = agrees
-            if not agrees:
-                return expected
-        return got
+        if key is not None and not _finite(images):
+            key = None
+        return _shortcut(key, lambda: perspective_transform_batched(*arguments),
+                         lambda: keras_function(*arguments), _equal)
 
     perspective_transform.keras_function = keras_function
     return perspective_transform

@@ -28,7 +28,6 @@ process (a check run in a worker equals the same check run here).
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import keras
 import torch
 
 from jacverify import keras_internals
+from jacverify.check.checked_shortcut import CheckedShortcut
 from jacverify.shared_switch import SharedSwitch
 
 __all__ = ["depthwise_as_shifted_sums", "fast_float64_depthwise", "same_padding"]
@@ -43,9 +43,8 @@ __all__ = ["depthwise_as_shifted_sums", "fast_float64_depthwise", "same_padding"
 #: Keras' backend function this module stands in for.
 BACKEND_FUNCTION = "depthwise_conv"
 
-_lock = threading.Lock()
 #: Per configuration: whether the shifted sums agreed with Keras on its first finite call.
-_agrees: dict[tuple, bool] = {}
+_shortcut = CheckedShortcut()
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -146,18 +145,15 @@ def _fast_depthwise(keras_depthwise: Callable) -> Callable:
         if isinstance(kernel, keras.Variable):
             kernel = kernel.value
         key = _configuration(inputs, kernel, strides, padding, data_format, dilation_rate)
-        if key is None or _agrees.get(key) is False or not _finite(inputs, kernel):
-            return keras_depthwise(*arguments)
-        got = depthwise_as_shifted_sums(inputs, kernel, key[2], padding, key[3])
-        if key not in _agrees:
-            expected = keras_depthwise(*arguments)
-            agrees = got is not None and _within_rounding(got, expected, inputs, kernel,
-                                                          key[2], padding, key[3])
-            with _lock:
-                _agrees[key] = agrees
-            if not agrees:
-                return expected
-        return got
+        if key is not None and not _finite(inputs, kernel):
+            key = None
+        return _shortcut(
+            key,
+            lambda: depthwise_as_shifted_sums(inputs, kernel, key[2], padding, key[3]),
+            lambda: keras_depthwise(*arguments),
+            lambda got, expected: _within_rounding(got, expected, inputs, kernel, key[2],
+                                                   padding, key[3]),
+        )
 
     depthwise_conv.keras_depthwise = keras_depthwise
     return depthwise_conv

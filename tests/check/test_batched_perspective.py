@@ -18,6 +18,7 @@ from jacverify.check.batched_perspective import (
     batched_perspective_transform,
     perspective_transform_batched,
 )
+from jacverify.check.checked_shortcut import CheckedShortcut
 from jacverify.check.layer_configs._common import packed
 from jacverify.keras_internals import ops_image as kimage
 
@@ -55,7 +56,7 @@ def _keras(images, start, interpolation="bilinear", fill_value=0.0,
 @pytest.fixture(autouse=True)
 def fresh_configurations(monkeypatch):
     """Each test starts with no configuration compared yet."""
-    monkeypatch.setattr(batched_perspective, "_agrees", {})
+    monkeypatch.setattr(batched_perspective, "_shortcut", CheckedShortcut())
 
 
 def test_a_hand_computed_transform():
@@ -127,7 +128,7 @@ def test_inside_the_block_calls_without_autograd_are_batched(monkeypatch):
             got = [kimage.perspective_transform(images, STARTS["general"], CORNERS)
                    for _ in range(2)]
     assert len(calls) == 2 and all(torch.equal(g, expected) for g in got)
-    assert list(batched_perspective._agrees.values()) == [True]
+    assert list(batched_perspective._shortcut.agreements.values()) == [True]
     assert keras_internals.backend_image_function("perspective_transform") is keras_function
 
 
@@ -174,7 +175,7 @@ def test_a_wrong_batching_is_caught_by_the_first_call(monkeypatch, wrong):
     with batched_perspective_transform(), torch.no_grad():
         got = [_keras(images, STARTS["shifted"], fill_value=0.5) for _ in range(3)]
     assert all(torch.equal(g, expected) for g in got)
-    assert list(batched_perspective._agrees.values()) == [False]
+    assert list(batched_perspective._shortcut.agreements.values()) == [False]
 
 
 class _DoubledPerspective(BackwardPerspectiveTransformOp):

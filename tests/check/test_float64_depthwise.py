@@ -11,6 +11,7 @@ from keras import ops
 from jacverify import check_layer, keras_internals
 from jacverify.backward.rules.convolutional.depthwise_conv import BackwardDepthwiseConv
 from jacverify.check import float64_depthwise
+from jacverify.check.checked_shortcut import CheckedShortcut
 from jacverify.check.float64_depthwise import (
     depthwise_as_shifted_sums,
     fast_float64_depthwise,
@@ -48,7 +49,7 @@ def _keras(x, kernel, config):
 @pytest.fixture(autouse=True)
 def fresh_configurations(monkeypatch):
     """Each test starts with no configuration compared yet."""
-    monkeypatch.setattr(float64_depthwise, "_agrees", {})
+    monkeypatch.setattr(float64_depthwise, "_shortcut", CheckedShortcut())
 
 
 def test_a_hand_computed_convolution():
@@ -143,7 +144,7 @@ def test_a_configuration_that_disagrees_stays_with_keras(monkeypatch):
         with fast_float64_depthwise():
             got = [_keras(x, kernel, config) for _ in range(3)]
     assert all(torch.equal(g, expected) for g in got)
-    assert list(float64_depthwise._agrees.values()) == [False]
+    assert list(float64_depthwise._shortcut.agreements.values()) == [False]
 
 
 def test_inputs_that_are_not_finite_are_keras_own():
