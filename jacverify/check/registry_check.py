@@ -181,6 +181,8 @@ def _bare_check(keras_class: type, rule_class: type, verdict: str, reason: str,
         layer_class=keras_class.__name__,
         rule_class=rule_class.__name__,
         input_shape=_shape_list(shape),
+        # The dtype the configuration would have run in: the layer's, else the session's.
+        dtype=str(getattr(layer, "compute_dtype", None) or keras.config.floatx()),
     )
 
 

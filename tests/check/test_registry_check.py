@@ -158,6 +158,15 @@ def test_a_user_rule_without_example_is_skipped_with_the_reason():
     assert "pass example= to register_backward" in result.summary()
 
 
+def test_a_skipped_rule_reports_the_sessions_dtype(float64_session):
+    """A rule that could not be checked reports the dtype it would have run in: float64 in a
+    float64 session (not the float32 of a check made in the default session)."""
+    _register(BackwardClipCorrect, Clamp)
+    (check,) = check_registry([Clamp], include=("user",), seed=0).checks
+    assert check.verdict == "skipped" and check.check.dtype == "float64"
+    assert check.to_dict()["check"]["dtype"] == "float64"
+
+
 def test_a_user_example_is_checked_right_and_wrong():
     _register(BackwardClipCorrect, Clamp, example=(Clamp(0.0, 2.0), (5,)))
     right = check_registry([Clamp], examples=40, seed=0)

@@ -16,6 +16,8 @@ import math
 
 from keras import ops
 
+from jacverify.backward.rules._rounding import exact_floor
+
 
 def _fixed_index(index, size: int, fill_mode: str):
     """The index actually read, as the backend fixes an out-of-range one."""
@@ -43,7 +45,7 @@ def _nodes(coordinate, order: int):
         return [(index, one, 0.0 * one)]
     if order != 1:
         raise NotImplementedError("the sampling rules cover order 0 and order 1")
-    lower = ops.floor(coordinate)
+    lower = exact_floor(coordinate)
     upper_weight = coordinate - lower
     index = ops.cast(lower, "int32")
     one = ops.ones_like(coordinate)
