@@ -1000,18 +1000,33 @@ class _LineValues:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _find(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Where each point's value is held (-1: unknown)."""
+    def _find(self, codes: np.ndarray, rows: np.ndarray,
+              ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each point's value is held (-1: unknown), and whether its number is held (by
+        it or by another point)."""
         found = np.full(len(codes), -1, dtype=np.int64)
         if not len(self.codes) or not len(codes):
-            return found
+            return found, np.zeros(len(codes), dtype=bool)
         at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
-        hit = np.flatnonzero(self.codes[at] == codes)
+        numbered = self.codes[at] == codes
+        hit = np.flatnonzero(numbered)
         mine = self._points(rows[hit], ts[hit])
         held = self._points(self.rows[at[hit]], self.ts[at[hit]])
         same = np.all(mine.view(np.uint64) == held.view(np.uint64), axis=1)
         found[hit[same]] = at[hit[same]]
-        return found
+        return found, numbered
+
+    def _insert(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+                values: np.ndarray) -> None:
+        """Hold new points whose numbers are sorted, distinct and none held already."""
+        where = np.searchsorted(self.codes, codes) + np.arange(len(codes))
+        old = np.ones(len(self.codes) + len(codes), dtype=bool)
+        old[where] = False
+        for name, new in (("codes", codes), ("rows", rows), ("ts", ts), ("held", values)):
+            merged = np.empty(len(old), dtype=getattr(self, name).dtype)
+            merged[where] = new
+            merged[old] = getattr(self, name)
+            setattr(self, name, merged)
 
     def _add(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
              values: np.ndarray) -> None:
@@ -1021,19 +1036,29 @@ class _LineValues:
         if len(self.codes):
             at = np.minimum(np.searchsorted(self.codes, codes[first]), len(self.codes) - 1)
             first = first[self.codes[at] != codes[first]]
-        where = np.searchsorted(self.codes, codes[first])
-        self.codes = np.insert(self.codes, where, codes[first])
-        self.rows = np.insert(self.rows, where, rows[first])
-        self.ts = np.insert(self.ts, where, ts[first])
-        self.held = np.insert(self.held, where, values[first])
+        self._insert(codes[first], rows[first], ts[first], values[first])
 
-    def _distinct(self, codes: np.ndarray, keys: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """For each new point, the index of the first with the same bytes (and key)."""
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        first = first[inverse.reshape(-1)]
-        if np.array_equal(points.view(np.uint64), points[first].view(np.uint64)):
-            return first
-        return first_occurrences(_records(keys, points))  # steps the number cannot tell
+    def _evaluate(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+                  numbered: np.ndarray) -> np.ndarray:
+        """The values of points not held (``numbered``: whether another point holds their
+        number), the distinct ones evaluated once in the order first met, then held."""
+        points = self._points(rows, ts)
+        _, by_number, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        first = by_number[inverse.reshape(-1)]
+        # Points told apart by their numbers alone unless steps closer than their
+        # coordinate's resolution share one.
+        exact = np.array_equal(points.view(np.uint64), points[first].view(np.uint64))
+        if not exact:
+            first = first_occurrences(_records(self.keys[rows], points))
+        distinct = np.flatnonzero(first == np.arange(len(codes)))
+        computed = self._project(
+            self.fd.forward(points[distinct]) - self.y_bases[rows[distinct]], rows[distinct])
+        if exact:  # one point per number, sorted by it
+            new = by_number[~numbered[by_number]]
+            self._insert(codes[new], rows[new], ts[new], computed[np.searchsorted(distinct, new)])
+        else:
+            self._add(codes[distinct], rows[distinct], ts[distinct], computed)
+        return computed[np.searchsorted(distinct, first)]
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -1047,21 +1072,13 @@ class _LineValues:
         moved = np.flatnonzero(flat_t != 0)
         rows, ts = flat_i[moved], flat_t[moved]
         codes = self._codes(rows, ts)
-        held = self._find(codes, rows, ts)
-        values[moved[held >= 0]] = self.held[held[held >= 0]]
-        missing = np.flatnonzero(held < 0)
+        held, numbered = self._find(codes, rows, ts)
+        known = held >= 0
+        values[moved[known]] = self.held[held[known]]
+        missing = np.flatnonzero(~known)
         if missing.size:
-            m_rows, m_ts = rows[missing], ts[missing]
-            points = self._points(m_rows, m_ts)
-            # The distinct new points in the order first met, each evaluated once.
-            first = self._distinct(codes[missing], self.keys[m_rows], points)
-            distinct = np.flatnonzero(first == np.arange(len(missing)))
-            computed = self._project(
-                self.fd.forward(points[distinct]) - self.y_bases[m_rows[distinct]],
-                m_rows[distinct],
-            )
-            values[moved[missing]] = computed[np.searchsorted(distinct, first)]
-            self._add(codes[missing][distinct], m_rows[distinct], m_ts[distinct], computed)
+            values[moved[missing]] = self._evaluate(codes[missing], rows[missing], ts[missing],
+                                                    numbered[missing])
         return values.reshape(shape)
 
 
