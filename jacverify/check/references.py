@@ -1053,7 +1053,9 @@ class _LineValues:
         distinct = np.flatnonzero(first == np.arange(len(codes)))
         computed = self._project(
             self.fd.forward(points[distinct]) - self.y_bases[rows[distinct]], rows[distinct])
-        if exact:  # one point per number, sorted by it
+        if np.array_equal(first[by_number], by_number):
+            # The first point of each number is a distinct one: they are held, in numbers'
+            # order (as :meth:`_add` holds them).
             new = by_number[~numbered[by_number]]
             self._insert(codes[new], rows[new], ts[new], computed[np.searchsorted(distinct, new)])
         else:
