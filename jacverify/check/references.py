@@ -506,21 +506,58 @@ def fd_steps(
 
 
 @dataclass
+class _Group:
+    """Several examples' directions, concatenated example after example: the finite
+    differences of a group work on these arrays, with one loop over the examples only where
+    a result depends on an example's own sizes (its products with ``g``, its median)."""
+
+    x: np.ndarray  # (G, n) the examples' points
+    g: np.ndarray  # (G, n_out) their upstream gradients
+    d: np.ndarray  # (K, n) every example's directions in turn
+    step_left: np.ndarray  # (K,)
+    step_right: np.ndarray  # (K,)
+    example: np.ndarray  # (K,) the example of each direction
+    bounds: np.ndarray  # (G + 1,) where each example's directions start, then the end
+
+    @classmethod
+    def of(cls, lines: Sequence[tuple[np.ndarray, ...]]) -> _Group:
+        """The group of ``lines``: each example's ``(x, g, directions, step_left,
+        step_right)``."""
+        ds = [np.asarray(line[2], dtype=np.float64) for line in lines]
+        sizes = np.array([len(d) for d in ds], dtype=np.int64)
+        return cls(
+            x=np.stack([np.asarray(line[0], dtype=np.float64).reshape(-1) for line in lines]),
+            g=np.stack([np.asarray(line[1], dtype=np.float64).reshape(-1) for line in lines]),
+            d=np.concatenate(ds),
+            step_left=np.concatenate([np.asarray(ln[3], dtype=np.float64) for ln in lines]),
+            step_right=np.concatenate([np.asarray(ln[4], dtype=np.float64) for ln in lines]),
+            example=np.repeat(np.arange(len(ds), dtype=np.int64), sizes),
+            bounds=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        )
+
+    def slices(self) -> list[slice]:
+        """Each example's rows of the direction arrays."""
+        return [slice(int(a), int(b)) for a, b in zip(self.bounds[:-1], self.bounds[1:],
+                                                      strict=True)]
+
+
+@dataclass
 class _Ladder:
     """``phi(t) - phi(0)`` on geometric ladders of steps either side of x (one batched call),
-    and the scales read from it."""
+    and the scales read from it, per direction of a :class:`_Group`."""
 
-    t_left: np.ndarray  # (k, L) negative steps, decreasing in size
-    t_right: np.ndarray  # (k, L)
-    phi_left: np.ndarray  # (k, L)
+    t_left: np.ndarray  # (K, L) negative steps, decreasing in size
+    t_right: np.ndarray  # (K, L)
+    phi_left: np.ndarray  # (K, L)
     phi_right: np.ndarray
-    y0: np.ndarray  # f(x), flat
+    y0: np.ndarray  # (G, n_out) f(x) of each example
     abs_scale: np.ndarray  # sum_j |g_j| |(J d)_j|
     out_scale: np.ndarray  # sum_j |g_j| |f_j(x)| over the outputs moving along d
     noise: np.ndarray  # rounding level of phi: a smaller "jump" is noise
     rounding_moving: np.ndarray  # rounding of the outputs that move
     resolution: np.ndarray  # what outputs that never moved bound their derivative by
-    known: tuple  # (direction, t, value): phi(t) - phi(0) at every point of the ladder
+    ts: np.ndarray  # (K, 2L + 2) every step of the ladder (with the |J d| points)
+    phis: np.ndarray  # (K, 2L + 2) phi(t) - phi(0) at those steps
 
 
 def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
@@ -535,60 +572,63 @@ def _forward_once(fd: FDModel, rows: np.ndarray) -> np.ndarray:
     return values[np.searchsorted(distinct, first)]
 
 
-def _ladder_points(x: np.ndarray, d: np.ndarray, step_left: np.ndarray,
-                  step_right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The points of the jump ladders on both sides and of ``f(x +- h d)`` for ``|J d|``:
-    ``(t_left, t_right, rows)`` with rows of shape (k, 2L + 2, n)."""
+def _ladder_steps(group: _Group) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(t_left, t_right, ts)``: the jump ladders' steps and every step evaluated (the
+    ladders, then ``-h`` and ``h`` of ``|J d|``), per direction."""
     ladder = np.asarray(JUMP_LADDER)
-    t_left = -step_left[:, None] * ladder[None, :]  # (k, L)
-    t_right = step_right[:, None] * ladder[None, :]
-    h_abs = np.minimum(step_left, step_right) / 32
+    t_left = -group.step_left[:, None] * ladder[None, :]  # (K, L)
+    t_right = group.step_right[:, None] * ladder[None, :]
+    h_abs = np.minimum(group.step_left, group.step_right) / 32
     ts = np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]], axis=1)
-    return t_left, t_right, x[None, None, :] + ts[:, :, None] * d[:, None, :]
+    return t_left, t_right, ts
 
 
-def _ladder(fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, step_left: np.ndarray,
-            step_right: np.ndarray) -> _Ladder:
-    """f(x), the jump ladders on both sides, and f(x +- h d) for |J d|, in one batched call."""
-    t_left, t_right, rows = _ladder_points(x, d, step_left, step_right)
-    y0 = fd.forward(x[None, :])[0]
-    ys = _forward_once(fd, rows.reshape(-1, x.size)).reshape(*rows.shape[:2], -1)
-    return _ladder_from_values(fd, x, g, step_left, step_right, (t_left, t_right, rows), y0, ys)
+def _ladder_points(group: _Group, ts: np.ndarray) -> np.ndarray:
+    """The points ``x + t d`` at the steps ``ts`` (K, P) of each direction: (K, P, n)."""
+    return group.x[group.example][:, None, :] + ts[:, :, None] * group.d[:, None, :]
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _ladder_from_values(
-    fd: FDModel, x: np.ndarray, g: np.ndarray, step_left: np.ndarray, step_right: np.ndarray,
-    points: tuple, y0: np.ndarray, ys: np.ndarray,
+    fd: FDModel, group: _Group, steps: tuple, y0: np.ndarray, ys: np.ndarray,
 ) -> _Ladder:
-    """The ladder read from the values ``ys`` (k, 2L + 2, n_out) of ``f`` at the
-    :func:`_ladder_points` ``points``, and ``y0 = f(x)``."""
-    t_left, t_right, rows = points
+    """The ladder read from the values ``ys`` (K, 2L + 2, n_out) of ``f`` at the
+    :func:`_ladder_points` of ``steps`` and ``y0`` (G, n_out), f at the examples' points."""
+    t_left, t_right, ts = steps
     n_l = t_left.shape[1]
-    h_abs = np.minimum(step_left, step_right) / 32
+    h_abs = np.minimum(group.step_left, group.step_right) / 32
+    y0_rows = y0[group.example]
     # phi(t) - phi(0) from output differences: outputs that do not move cancel exactly.
-    phis = (ys - y0[None, None, :]) @ g  # (k, 2L+2)
+    differences = ys - y0_rows[:, None, :]
     # Rounding level of phi near x: a "jump" smaller than this is noise (or an unresolvable
     # kink a few denormals away). Every output counts, even one that does not seem to move:
     # sigmoid(36 + t) does not move in float64 although its derivative is 2e-16.
-    y_max = np.maximum(np.abs(y0)[None, :], np.max(np.abs(ys), axis=1))  # (k, n_out)
-    jd = (ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None])
-    abs_scale = np.abs(jd) @ np.abs(g)
-    x_max = np.max(np.abs(x), initial=0.0)
-    rounding = fd.eps * (y_max @ np.abs(g) + x_max * abs_scale)
+    abs_y0 = np.abs(y0_rows)
+    y_max = np.maximum(abs_y0, np.max(np.abs(ys), axis=1))  # (K, n_out)
+    abs_jd = np.abs((ys[:, -1, :] - ys[:, -2, :]) / (2 * h_abs[:, None]))
+    x_max = np.max(np.abs(group.x), axis=1, initial=0.0)[group.example]
     # For the error of derivatives, outputs that never moved over the whole ladder (-h .. h)
     # only bound their derivative by their resolution over the largest step.
-    moving = np.any(ys != y0[None, None, :], axis=1)  # (k, n_out)
+    moving = np.any(ys != y0_rows[:, None, :], axis=1)  # (K, n_out)
+    y_moving, y_still, jd_moves = np.where(moving, y_max, 0.0), np.where(
+        moving, 0.0, abs_y0), abs_jd > 0
+    phis = np.empty(ts.shape)
+    abs_scale, y_sum, moving_sum, still_sum, out_scale = np.empty((5, len(ts)))
+    for i, rows in enumerate(group.slices()):  # products with each example's own g
+        g, abs_g = group.g[i], np.abs(group.g[i])
+        phis[rows] = differences[rows] @ g
+        abs_scale[rows] = abs_jd[rows] @ abs_g
+        y_sum[rows] = y_max[rows] @ abs_g
+        moving_sum[rows] = y_moving[rows] @ abs_g
+        still_sum[rows] = y_still[rows] @ abs_g
+        out_scale[rows] = jd_moves[rows] @ (abs_g * np.abs(y0[i]))
+    rounding = fd.eps * (y_sum + x_max * abs_scale)
     return _Ladder(
         t_left=t_left, t_right=t_right, phi_left=phis[:, :n_l], phi_right=phis[:, n_l:2 * n_l],
-        y0=y0, abs_scale=abs_scale, out_scale=(np.abs(jd) > 0) @ (np.abs(g) * np.abs(y0)),
-        noise=64 * rounding + 1e-300,
-        rounding_moving=fd.eps * (np.where(moving, y_max, 0.0) @ np.abs(g) + x_max * abs_scale),
-        resolution=2 * fd.eps * (np.where(moving, 0.0, np.abs(y0)[None, :]) @ np.abs(g))
-        / np.minimum(step_left, step_right),
-        known=(np.repeat(np.arange(len(t_left)), phis.shape[1]),
-               np.concatenate([t_left, t_right, -h_abs[:, None], h_abs[:, None]],
-                              axis=1).reshape(-1), phis.reshape(-1)),
+        y0=y0, abs_scale=abs_scale, out_scale=out_scale, noise=64 * rounding + 1e-300,
+        rounding_moving=fd.eps * (moving_sum + x_max * abs_scale),
+        resolution=2 * fd.eps * still_sum / np.minimum(group.step_left, group.step_right),
+        ts=ts, phis=phis,
     )
 
 
@@ -607,14 +647,14 @@ def _jumps(side_phis: np.ndarray, noise: np.ndarray) -> tuple[np.ndarray, np.nda
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
 def _tiny_quotients(
-    side_phis: np.ndarray, side_t: np.ndarray, floor: float, lad: _Ladder
+    side_phis: np.ndarray, side_t: np.ndarray, floor: np.ndarray, lad: _Ladder
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided difference quotients at the smallest ladder step that rounding allows (when
-    a kink lies closer to x than Richardson's smallest step, they disagree with it), with
-    their errors."""
+    """One-sided difference quotients at the smallest ladder step that rounding allows
+    (``floor``, per direction; when a kink lies closer to x than Richardson's smallest step,
+    they disagree with it), with their errors."""
     k, n_l = side_phis.shape
     q = side_phis / side_t  # (k, L)
-    usable = np.abs(side_t) >= floor
+    usable = np.abs(side_t) >= floor[:, None]
     usable[:, 0] = True
     m = np.max(np.where(usable, np.arange(n_l)[None, :], 0), axis=1)
     rows_k = np.arange(k)
@@ -626,6 +666,35 @@ def _tiny_quotients(
         + np.abs(q_prev - q_min) / 16
     )
     return q_min, error
+
+
+@dataclass
+class _Reading:
+    """What the ladder tells per direction: jumps and tiny-step quotients per side, and each
+    example's scale of the terms (Richardson's tolerance is relative to it)."""
+
+    jumps: tuple  # ((flags, sizes) left, (flags, sizes) right)
+    near: tuple  # ((quotients, errors) left, (quotients, errors) right)
+    scale: np.ndarray  # (G,)
+
+
+def _read_ladder(fd: FDModel, group: _Group, lad: _Ladder) -> _Reading:
+    """Jumps, tiny-step quotients and the scale of the terms, from the ladder."""
+    x_max = np.max(np.abs(group.x), axis=1, initial=0.0)
+    floor = fd.eps**0.6 * np.where(x_max > 1.0, x_max, 1.0)[group.example]
+    sizes = np.diff(group.bounds)
+    if len(sizes) and np.all(sizes == sizes[0]) and sizes[0] > 0:
+        scale = np.median(lad.abs_scale.reshape(len(sizes), -1), axis=1)
+    else:
+        scale = np.array([np.median(lad.abs_scale[rows]) if rows.stop > rows.start else 1.0
+                          for rows in group.slices()], dtype=np.float64)
+    return _Reading(
+        jumps=(_jumps(lad.phi_left, lad.noise), _jumps(lad.phi_right, lad.noise)),
+        near=(_tiny_quotients(lad.phi_left, lad.t_left, floor, lad),
+              _tiny_quotients(lad.phi_right, lad.t_right, floor, lad)),
+        # A NaN output somewhere (a domain edge): unit scale.
+        scale=np.where(np.isfinite(scale), scale, 1.0),
+    )
 
 
 @dataclass
@@ -650,70 +719,55 @@ class LineRows:
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
-def _far_request(
-    x: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray, err: np.ndarray, near: tuple,
-) -> tuple | None:
+def _far_request(group: _Group, lad: _Ladder, df: np.ndarray, err: np.ndarray,
+                 near: tuple) -> tuple | None:
     """Where Richardson's one-sided estimate disagrees with the tiny-step quotient, a kink
     lies inside its steps: the largest ladder step whose quotient still disagrees bounds its
     distance. ``(side, direction, signs, h, bases)`` of the lines to measure the slope beyond
-    it on, from a point past it (None when there is none)."""
-    wanted = []
-    sides = ((lad.t_left, lad.phi_left, -1, 0), (lad.t_right, lad.phi_right, 1, 2))
+    it on, from a point past it, example by example, left side first (None when there is
+    none)."""
+    found = []
+    sides = ((lad.t_left, lad.phi_left, -1.0, 0), (lad.t_right, lad.phi_right, 1.0, 2))
     for side_i, (side_t, side_phi, sign, f_row) in enumerate(sides):
         near_q, near_e = near[side_i]
         off = np.abs(df[f_row] - near_q) > near_e + err[f_row]
-        quotients = side_phi / side_t  # (k, L)
+        quotients = side_phi / side_t  # (K, L)
         bad = np.abs(quotients - near_q[:, None]) > 4 * near_e[:, None] + (
             1e-9 * (np.abs(near_q) + lad.abs_scale)
         )[:, None]
-        for kk in np.flatnonzero(off):
-            bad_m = np.flatnonzero(bad[kk])
-            if bad_m.size:
-                wanted.append((side_i, int(kk), sign, float(np.abs(side_t[kk, bad_m.max()]))))
-    if not wanted:
+        rows = np.flatnonzero(off & np.any(bad, axis=1))
+        last = bad.shape[1] - 1 - np.argmax(bad[rows, ::-1], axis=1)  # the largest bad step
+        found.append((np.full(len(rows), side_i), rows, np.full(len(rows), sign),
+                      np.abs(side_t[rows, last])))
+    side_idx, rows, signs, h_k = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    if not len(rows):
         return None
-    side_idx = np.array([w[0] for w in wanted])
-    kk_idx = np.array([w[1] for w in wanted])
-    signs = np.array([w[2] for w in wanted], dtype=np.float64)
-    h_k = np.array([w[3] for w in wanted])
-    bases = x[None, :] + (2 * signs * h_k)[:, None] * d[kk_idx]
-    return side_idx, kk_idx, signs, h_k, bases
+    order = np.lexsort((rows, side_idx, group.example[rows]))
+    side_idx, rows, signs, h_k = side_idx[order], rows[order], signs[order], h_k[order]
+    bases = group.x[group.example[rows]] + (2 * signs * h_k)[:, None] * group.d[rows]
+    return side_idx, rows, signs, h_k, bases
 
 
-def _far_rows(d: np.ndarray, request: tuple, y_bases: np.ndarray) -> LineRows:
+def _far_rows(group: _Group, request: tuple, y_bases: np.ndarray) -> LineRows:
     """The Richardson rows of a :func:`_far_request` (``y_bases``: f at its bases)."""
-    _, kk_idx, signs, h_k, bases = request
-    return LineRows(bases=bases, directions=d[kk_idx], y_bases=y_bases, initial=h_k / 2,
-                    sides=signs.astype(int), keys=np.arange(len(kk_idx)),
-                    known=_no_points(), lines=np.zeros(len(kk_idx), dtype=np.int64),
-                    signs=np.ones(len(kk_idx)))
+    _, rows, signs, h_k, bases = request
+    return LineRows(bases=bases, directions=group.d[rows], y_bases=y_bases, initial=h_k / 2,
+                    sides=signs.astype(int), keys=np.arange(len(rows)),
+                    known=_no_points(), lines=np.zeros(len(rows), dtype=np.int64),
+                    signs=np.ones(len(rows)))
 
 
-def _far_result(k: int, lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
+def _far_result(lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
                 f_err: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """The slopes past a kink (rows: left, right; nan where none was measured)."""
-    far = np.full((2, k), np.nan)
-    far_err = np.full((2, k), np.nan)
+    far = np.full((2, len(lad.abs_scale)), np.nan)
+    far_err = np.full((2, len(lad.abs_scale)), np.nan)
     if request is None:
         return far, far_err
-    side_idx, kk_idx, _, h_k, _ = request
-    far[side_idx, kk_idx] = f_df
-    far_err[side_idx, kk_idx] = np.maximum(f_err, 8 * lad.rounding_moving[kk_idx] / (h_k / 64))
+    side_idx, rows, _, h_k, _ = request
+    far[side_idx, rows] = f_df
+    far_err[side_idx, rows] = np.maximum(f_err, 8 * lad.rounding_moving[rows] / (h_k / 64))
     return far, far_err
-
-
-def _far_slopes(
-    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder, df: np.ndarray,
-    err: np.ndarray, near: tuple, scale: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The slope past a kink closer than Richardson's steps, per side (see
-    :func:`_far_request`; nan elsewhere)."""
-    request = _far_request(x, d, lad, df, err, near)
-    if request is None:
-        return _far_result(d.shape[0], lad, None, None, None)
-    rows = _far_rows(d, request, fd.forward(request[4]))
-    f_df, f_err, _ = _richardson(fd, rows, g, scale)
-    return _far_result(d.shape[0], lad, request, f_df, f_err)
 
 
 def _initial_steps(step_left: np.ndarray, step_right: np.ndarray) -> np.ndarray:
@@ -721,101 +775,93 @@ def _initial_steps(step_left: np.ndarray, step_right: np.ndarray) -> np.ndarray:
     return np.stack([step_left, np.minimum(step_left, step_right), step_right])
 
 
-def _three_sided_rows(x: np.ndarray, d: np.ndarray, lad: _Ladder, step_left: np.ndarray,
-                      step_right: np.ndarray) -> LineRows:
-    """Every row is a difference from the same f(x): a point the three estimates have in
-    common (the central stencil's are the one-sided ones' when the steps are equal), or one
-    the ladder has evaluated, is evaluated once."""
-    k = d.shape[0]
-    rows_k = np.tile(np.arange(k), 3)
-    along, ts, values = lad.known  # row ``k`` (a left row) moves along direction k
-    lines, signs = direction_lines(d)
-    return LineRows(
-        bases=np.broadcast_to(x, (3 * k, x.size)), directions=d[rows_k],
-        y_bases=np.broadcast_to(lad.y0, (3 * k, lad.y0.size)),
-        initial=_initial_steps(step_left, step_right).reshape(-1),
-        sides=np.repeat(np.array([-1, 0, 1]), k), keys=np.zeros(3 * k, dtype=np.int64),
-        known=(np.zeros(len(along), dtype=np.int64), along, ts, values),
-        lines=lines[rows_k], signs=signs[rows_k],
+def _group_lines(group: _Group) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`direction_lines` of each example's directions, in one pass."""
+    d = group.d
+    if not len(d):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    signs = _first_positive(d)
+    first = first_occurrences(_records(group.example, d * signs[:, None] + 0.0))  # no -0.0
+    return (first - group.bounds[group.example]).astype(np.int64), signs
+
+
+def _three_sided_rows(group: _Group, lad: _Ladder) -> tuple[LineRows, np.ndarray]:
+    """The rows of Richardson's left, central and right derivatives of every direction
+    (example by example: its left rows, central rows, right rows) and where each
+    (side, direction) is among them (3, K).
+
+    Every row of an example is a difference from the same f(x): a point the three estimates
+    have in common (the central stencil's are the one-sided ones' when the steps are equal),
+    or one the ladder has evaluated, is evaluated once."""
+    count = len(group.example)
+    start = group.bounds[group.example]
+    size = np.diff(group.bounds)[group.example]
+    where = (3 * start + np.arange(count) - start)[None, :] + np.arange(3)[:, None] * size
+    direction = np.empty(3 * count, dtype=np.int64)
+    direction[where] = np.arange(count)[None, :]
+    sides = np.empty(3 * count, dtype=np.int64)
+    sides[where] = np.array([-1, 0, 1])[:, None]
+    initial = np.empty(3 * count)
+    initial[where] = _initial_steps(group.step_left, group.step_right)
+    example = group.example[direction]
+    lines, signs = _group_lines(group)
+    per_direction = lad.ts.shape[1]
+    rows = LineRows(
+        bases=group.x[example], directions=group.d[direction], y_bases=lad.y0[example],
+        initial=initial, sides=sides, keys=example,
+        known=(np.repeat(group.example, per_direction), np.repeat(where[0], per_direction),
+               lad.ts.reshape(-1), lad.phis.reshape(-1)),
+        lines=lines[direction], signs=signs[direction],
     )
+    return rows, where
 
 
 def _three_sided_result(
-    df: np.ndarray, err: np.ndarray, nit: np.ndarray, lad: _Ladder, step_left: np.ndarray,
-    step_right: np.ndarray,
+    df: np.ndarray, err: np.ndarray, nit: np.ndarray, lad: _Ladder, group: _Group,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Richardson's left, central and right derivatives (rows 0, 1, 2) and their errors,
     floored by the rounding of phi divided by the smallest step used (scipy's estimate only
     compares successive extrapolations)."""
-    initial = _initial_steps(step_left, step_right)
-    df, err, nit = df.reshape(initial.shape), err.reshape(initial.shape), nit.reshape(
-        initial.shape)
+    initial = _initial_steps(group.step_left, group.step_right)
     smallest = initial / FD_STEP_FACTOR ** np.maximum(nit - 1, 0)
     err = np.maximum(err, 4 * lad.rounding_moving[None, :] / smallest + lad.resolution[None, :])
     return df, err
 
 
-def _three_sided(
-    fd: FDModel, x: np.ndarray, g: np.ndarray, d: np.ndarray, lad: _Ladder,
-    step_left: np.ndarray, step_right: np.ndarray, scale: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Richardson's left, central and right derivatives and their errors, in one call."""
-    rows = _three_sided_rows(x, d, lad, step_left, step_right)
-    df, err, nit = _richardson(fd, rows, g, scale)
-    return _three_sided_result(df, err, nit, lad, step_left, step_right)
-
-
-@dataclass
-class _Line:
-    """One example's finite differences between their stages (see
-    :func:`directional_derivatives`)."""
-
-    x: np.ndarray
-    g: np.ndarray
-    d: np.ndarray
-    step_left: np.ndarray
-    step_right: np.ndarray
-    lad: _Ladder | None = None
-    jumps: tuple = ()
-    near: tuple = ()
-    scale: float = 1.0
-    df: np.ndarray | None = None
-    err: np.ndarray | None = None
-
-    @classmethod
-    def of(cls, x, g, directions, step_left, step_right) -> _Line:
-        return cls(
-            x=np.asarray(x, dtype=np.float64).reshape(-1),
-            g=np.asarray(g, dtype=np.float64).reshape(-1),
-            d=np.asarray(directions, dtype=np.float64),
-            step_left=np.asarray(step_left, dtype=np.float64),
-            step_right=np.asarray(step_right, dtype=np.float64),
+def _directionals(
+    fd: FDModel, group: _Group, lad: _Ladder,
+    richardson: Callable[[LineRows, np.ndarray, np.ndarray], tuple],
+    forward: Callable[[np.ndarray], np.ndarray],
+) -> list[Directional]:
+    """Each example's :class:`Directional` from its ladder: Richardson's three estimates,
+    then the slopes past kinks closer than its steps. ``richardson(rows, example, scale)``
+    runs :func:`_richardson` on rows of the given examples."""
+    reading = _read_ladder(fd, group, lad)
+    rows, where = _three_sided_rows(group, lad)
+    df, err, nit = richardson(rows, rows.keys, reading.scale)
+    df, err = _three_sided_result(df[where], err[where], nit[where], lad, group)
+    request = _far_request(group, lad, df, err, reading.near)
+    f_df = f_err = None
+    if request is not None:
+        far_rows = _far_rows(group, request, forward(request[4]))
+        f_df, f_err, _ = richardson(far_rows, group.example[request[1]], reading.scale)
+    far, far_err = _far_result(lad, request, f_df, f_err)
+    (jump_left, size_left), (jump_right, size_right) = reading.jumps
+    jump_size = np.maximum(size_left, size_right)
+    (near_left, near_err_left), (near_right, near_err_right) = reading.near
+    return [
+        Directional(
+            left=df[0, s], right=df[2, s], central=df[1, s], err_left=err[0, s],
+            err_right=err[2, s], err_central=err[1, s], jump_left=jump_left[s],
+            jump_right=jump_right[s], jump_size=jump_size[s], abs_scale=lad.abs_scale[s],
+            step_left=group.step_left[s], step_right=group.step_right[s], output=lad.y0[i],
+            out_scale=lad.out_scale[s], near_left=near_left[s], near_right=near_right[s],
+            near_err_left=near_err_left[s], near_err_right=near_err_right[s],
+            far_left=far[0, s], far_right=far[1, s], far_err_left=far_err[0, s],
+            far_err_right=far_err[1, s],
         )
-
-    def read_ladder(self, fd: FDModel, lad: _Ladder) -> None:
-        """Jumps, tiny-step quotients and the scale of the terms, from the ladder."""
-        self.lad = lad
-        self.jumps = (_jumps(lad.phi_left, lad.noise), _jumps(lad.phi_right, lad.noise))
-        floor = fd.eps**0.6 * max(1.0, float(np.max(np.abs(self.x), initial=0.0)))
-        self.near = (_tiny_quotients(lad.phi_left, lad.t_left, floor, lad),
-                     _tiny_quotients(lad.phi_right, lad.t_right, floor, lad))
-        scale = float(np.median(lad.abs_scale)) if self.d.shape[0] else 1.0
-        # A NaN output somewhere (a domain edge): unit scale.
-        self.scale = scale if math.isfinite(scale) else 1.0
-
-    def directional(self, far: np.ndarray, far_err: np.ndarray) -> Directional:
-        lad, df, err = self.lad, self.df, self.err
-        (jump_left, size_left), (jump_right, size_right) = self.jumps
-        (near_left, near_err_left), (near_right, near_err_right) = self.near
-        return Directional(
-            left=df[0], right=df[2], central=df[1], err_left=err[0], err_right=err[2],
-            err_central=err[1], jump_left=jump_left, jump_right=jump_right,
-            jump_size=np.maximum(size_left, size_right), abs_scale=lad.abs_scale,
-            step_left=self.step_left, step_right=self.step_right, output=lad.y0,
-            out_scale=lad.out_scale, near_left=near_left, near_right=near_right,
-            near_err_left=near_err_left, near_err_right=near_err_right, far_left=far[0],
-            far_right=far[1], far_err_left=far_err[0], far_err_right=far_err[1],
-        )
+        for i, s in enumerate(group.slices())
+    ]
 
 
 def directional_derivatives(
@@ -832,13 +878,18 @@ def directional_derivatives(
     ``x`` (n,) and ``g`` (n_out,) are float64; every evaluation of a call is one batched
     forward call of ``fd``.
     """
-    line = _Line.of(x, g, directions, step_left, step_right)
-    line.read_ladder(fd, _ladder(fd, line.x, line.g, line.d, line.step_left, line.step_right))
-    line.df, line.err = _three_sided(fd, line.x, line.g, line.d, line.lad, line.step_left,
-                                     line.step_right, line.scale)
-    far, far_err = _far_slopes(fd, line.x, line.g, line.d, line.lad, line.df, line.err,
-                               line.near, line.scale)
-    return line.directional(far, far_err)
+    group = _Group.of([(x, g, directions, step_left, step_right)])
+    steps = _ladder_steps(group)
+    points = _ladder_points(group, steps[2])
+    y0 = fd.forward(group.x)
+    ys = _forward_once(fd, points.reshape(-1, group.x.shape[1])).reshape(
+        *points.shape[:2], y0.shape[1])
+    lad = _ladder_from_values(fd, group, steps, y0, ys)
+
+    def richardson(rows: LineRows, _example: np.ndarray, scale: np.ndarray) -> tuple:
+        return _richardson(fd, rows, group.g[0], float(scale[0]))
+
+    return _directionals(fd, group, lad, richardson, fd.forward)[0]
 
 
 def directional_derivatives_many(
@@ -851,42 +902,32 @@ def directional_derivatives_many(
     extrapolation runs once for all examples' directions (``scipy.differentiate.derivative``
     is elementwise): the same derivatives as one example at a time, up to rounding.
     """
-    group = [_Line.of(*line) for line in lines]
-    if not group:
+    if not lines:
         return []
-    points = [_ladder_points(ln.x, ln.d, ln.step_left, ln.step_right) for ln in group]
-    flat = [ln.x[None, :] for ln in group] + [p[2].reshape(-1, ln.x.size)
-                                               for ln, p in zip(group, points, strict=True)]
-    values = np.split(_forward_once(fd, np.concatenate(flat)),
-                      np.cumsum([len(f) for f in flat])[:-1])
-    for i, (ln, p) in enumerate(zip(group, points, strict=True)):
-        ys = values[len(group) + i].reshape(*p[2].shape[:2], -1)
-        ln.read_ladder(fd, _ladder_from_values(fd, ln.x, ln.g, ln.step_left, ln.step_right, p,
-                                              values[i][0], ys))
-    three = [_three_sided_rows(ln.x, ln.d, ln.lad, ln.step_left, ln.step_right)
-             for ln in group]
-    for ln, (df, err, nit) in zip(group, _richardson_many(fd, three, group), strict=True):
-        ln.df, ln.err = _three_sided_result(df, err, nit, ln.lad, ln.step_left, ln.step_right)
-    requests = [_far_request(ln.x, ln.d, ln.lad, ln.df, ln.err, ln.near) for ln in group]
-    asked = [(ln, r) for ln, r in zip(group, requests, strict=True) if r is not None]
-    far_values: dict[int, tuple] = {}
-    if asked:
-        bases = np.split(fd.forward(np.concatenate([r[4] for _, r in asked])),
-                         np.cumsum([len(r[4]) for _, r in asked])[:-1])
-        rows = [_far_rows(ln.d, r, y) for (ln, r), y in zip(asked, bases, strict=True)]
-        results = _richardson_many(fd, rows, [ln for ln, _ in asked])
-        far_values = {id(ln): res for (ln, _), res in zip(asked, results, strict=True)}
-    out = []
-    for ln, request in zip(group, requests, strict=True):
-        f_df, f_err, _ = far_values.get(id(ln), (None, None, None))
-        out.append(ln.directional(*_far_result(ln.d.shape[0], ln.lad, request, f_df, f_err)))
-    return out
+    group = _Group.of(lines)
+    steps = _ladder_steps(group)
+    points = _ladder_points(group, steps[2])
+    n_examples, n = group.x.shape
+    values = _forward_once(fd, np.concatenate([group.x, points.reshape(-1, n)]))
+    lad = _ladder_from_values(fd, group, steps, values[:n_examples],
+                              values[n_examples:].reshape(*points.shape[:2], values.shape[1]))
+
+    def richardson(rows: LineRows, example: np.ndarray, scale: np.ndarray) -> tuple:
+        return _richardson(fd, rows, group.g[example], scale[example])
+
+    return _directionals(fd, group, lad, richardson, fd.forward)
 
 
 def _no_points() -> tuple:
     """No known values: ``(keys, rows, t, values)`` of none."""
     return (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0),
             np.zeros(0))
+
+
+def _first_positive(directions: np.ndarray) -> np.ndarray:
+    """The sign making each direction's first nonzero value positive."""
+    first = directions[np.arange(len(directions)), np.argmax(directions != 0, axis=1)]
+    return np.where(first < 0, -1.0, 1.0)
 
 
 def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -897,8 +938,7 @@ def direction_lines(directions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = np.asarray(directions, dtype=np.float64)
     if not len(d):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    first = d[np.arange(len(d)), np.argmax(d != 0, axis=1)]
-    signs = np.where(first < 0, -1.0, 1.0)
+    signs = _first_positive(d)
     sizes = np.sum(np.abs(d), axis=1)  # equal for directions equal up to sign
     if np.unique(sizes).size == len(d):
         return np.arange(len(d), dtype=np.int64), signs
@@ -960,18 +1000,33 @@ class _LineValues:
             return differences @ self.g
         return np.einsum("ij,ij->i", differences, self.g[rows])
 
-    def _find(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray) -> np.ndarray:
-        """Where each point's value is held (-1: unknown)."""
+    def _find(self, codes: np.ndarray, rows: np.ndarray,
+              ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each point's value is held (-1: unknown), and whether its number is held (by
+        it or by another point)."""
         found = np.full(len(codes), -1, dtype=np.int64)
         if not len(self.codes) or not len(codes):
-            return found
+            return found, np.zeros(len(codes), dtype=bool)
         at = np.minimum(np.searchsorted(self.codes, codes), len(self.codes) - 1)
-        hit = np.flatnonzero(self.codes[at] == codes)
+        numbered = self.codes[at] == codes
+        hit = np.flatnonzero(numbered)
         mine = self._points(rows[hit], ts[hit])
         held = self._points(self.rows[at[hit]], self.ts[at[hit]])
         same = np.all(mine.view(np.uint64) == held.view(np.uint64), axis=1)
         found[hit[same]] = at[hit[same]]
-        return found
+        return found, numbered
+
+    def _insert(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+                values: np.ndarray) -> None:
+        """Hold new points whose numbers are sorted, distinct and none held already."""
+        where = np.searchsorted(self.codes, codes) + np.arange(len(codes))
+        old = np.ones(len(self.codes) + len(codes), dtype=bool)
+        old[where] = False
+        for name, new in (("codes", codes), ("rows", rows), ("ts", ts), ("held", values)):
+            merged = np.empty(len(old), dtype=getattr(self, name).dtype)
+            merged[where] = new
+            merged[old] = getattr(self, name)
+            setattr(self, name, merged)
 
     def _add(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
              values: np.ndarray) -> None:
@@ -981,19 +1036,31 @@ class _LineValues:
         if len(self.codes):
             at = np.minimum(np.searchsorted(self.codes, codes[first]), len(self.codes) - 1)
             first = first[self.codes[at] != codes[first]]
-        where = np.searchsorted(self.codes, codes[first])
-        self.codes = np.insert(self.codes, where, codes[first])
-        self.rows = np.insert(self.rows, where, rows[first])
-        self.ts = np.insert(self.ts, where, ts[first])
-        self.held = np.insert(self.held, where, values[first])
+        self._insert(codes[first], rows[first], ts[first], values[first])
 
-    def _distinct(self, codes: np.ndarray, keys: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """For each new point, the index of the first with the same bytes (and key)."""
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        first = first[inverse.reshape(-1)]
-        if np.array_equal(points.view(np.uint64), points[first].view(np.uint64)):
-            return first
-        return first_occurrences(_records(keys, points))  # steps the number cannot tell
+    def _evaluate(self, codes: np.ndarray, rows: np.ndarray, ts: np.ndarray,
+                  numbered: np.ndarray) -> np.ndarray:
+        """The values of points not held (``numbered``: whether another point holds their
+        number), the distinct ones evaluated once in the order first met, then held."""
+        points = self._points(rows, ts)
+        _, by_number, inverse = np.unique(codes, return_index=True, return_inverse=True)
+        first = by_number[inverse.reshape(-1)]
+        # Points told apart by their numbers alone unless steps closer than their
+        # coordinate's resolution share one.
+        exact = np.array_equal(points.view(np.uint64), points[first].view(np.uint64))
+        if not exact:
+            first = first_occurrences(_records(self.keys[rows], points))
+        distinct = np.flatnonzero(first == np.arange(len(codes)))
+        computed = self._project(
+            self.fd.forward(points[distinct]) - self.y_bases[rows[distinct]], rows[distinct])
+        if np.array_equal(first[by_number], by_number):
+            # The first point of each number is a distinct one: they are held, in numbers'
+            # order (as :meth:`_add` holds them).
+            new = by_number[~numbered[by_number]]
+            self._insert(codes[new], rows[new], ts[new], computed[np.searchsorted(distinct, new)])
+        else:
+            self._add(codes[distinct], rows[distinct], ts[distinct], computed)
+        return computed[np.searchsorted(distinct, first)]
 
     def __call__(self, t: np.ndarray, index: np.ndarray) -> np.ndarray:
         t, index = np.broadcast_arrays(t, index)
@@ -1007,21 +1074,13 @@ class _LineValues:
         moved = np.flatnonzero(flat_t != 0)
         rows, ts = flat_i[moved], flat_t[moved]
         codes = self._codes(rows, ts)
-        held = self._find(codes, rows, ts)
-        values[moved[held >= 0]] = self.held[held[held >= 0]]
-        missing = np.flatnonzero(held < 0)
+        held, numbered = self._find(codes, rows, ts)
+        known = held >= 0
+        values[moved[known]] = self.held[held[known]]
+        missing = np.flatnonzero(~known)
         if missing.size:
-            m_rows, m_ts = rows[missing], ts[missing]
-            points = self._points(m_rows, m_ts)
-            # The distinct new points in the order first met, each evaluated once.
-            first = self._distinct(codes[missing], self.keys[m_rows], points)
-            distinct = np.flatnonzero(first == np.arange(len(missing)))
-            computed = self._project(
-                self.fd.forward(points[distinct]) - self.y_bases[m_rows[distinct]],
-                m_rows[distinct],
-            )
-            values[moved[missing]] = computed[np.searchsorted(distinct, first)]
-            self._add(codes[missing][distinct], m_rows[distinct], m_ts[distinct], computed)
+            values[moved[missing]] = self._evaluate(codes[missing], rows[missing], ts[missing],
+                                                    numbered[missing])
         return values.reshape(shape)
 
 
@@ -1065,37 +1124,6 @@ def _richardson(
         df, err = df * unit, err * unit
     err = np.where(np.isfinite(err), err, np.inf)
     return df, err, np.asarray(res.nit).reshape(m)
-
-
-def _richardson_many(
-    fd: FDModel, parts: Sequence[LineRows], lines: Sequence[_Line]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`_richardson` of several examples' rows in one call (each part with its line's
-    g and scale; keys kept apart), split back by part."""
-    sizes = [len(p.bases) for p in parts]
-    offsets = np.concatenate([[0], np.cumsum([int(np.max(p.keys, initial=-1)) + 1
-                                              for p in parts])])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    known = (np.concatenate([p.known[0] + offsets[i] for i, p in enumerate(parts)]),
-             np.concatenate([p.known[1] + starts[i] for i, p in enumerate(parts)]),
-             *(np.concatenate([p.known[j] for p in parts]) for j in (2, 3)))
-    rows = LineRows(
-        bases=np.concatenate([p.bases for p in parts]),
-        directions=np.concatenate([p.directions for p in parts]),
-        y_bases=np.concatenate([p.y_bases for p in parts]),
-        initial=np.concatenate([p.initial for p in parts]),
-        sides=np.concatenate([p.sides for p in parts]),
-        keys=np.concatenate([p.keys + offsets[i] for i, p in enumerate(parts)]),
-        known=known, lines=np.concatenate([p.lines for p in parts]),
-        signs=np.concatenate([p.signs for p in parts]),
-    )
-    g = np.concatenate([np.broadcast_to(ln.g, (s, ln.g.size))
-                        for ln, s in zip(lines, sizes, strict=True)])
-    scale = np.concatenate([np.full(s, ln.scale) for ln, s in zip(lines, sizes, strict=True)])
-    df, err, nit = _richardson(fd, rows, g, scale)
-    bounds = np.cumsum(sizes)[:-1]
-    return list(zip(np.split(df, bounds), np.split(err, bounds), np.split(nit, bounds),
-                    strict=True))
 
 
 #: Scans tried in turn to split a compound kink: (points on the line, shift as a fraction of

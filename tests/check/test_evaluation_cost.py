@@ -264,3 +264,43 @@ def test_examples_evaluated_together_evaluate_each_point_once_and_agree_with_one
                                        rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(getattr(result, side), d @ (g @ jacobian), rtol=1e-8,
                                        atol=1e-10)
+
+
+def test_a_group_of_examples_with_different_directions_gives_each_its_own_far_slopes():
+    """Examples with different numbers of directions evaluated together get what each gets
+    alone, and the slope past a kink closer than Richardson's steps is the one there."""
+    from jacverify.check.references import FDModel, directional_derivatives_many
+
+    def forward(rows):
+        return np.concatenate([np.tanh(rows), np.abs(rows) * 0.5], axis=1)
+
+    fd = FDModel(forward=forward, dtype="float64", clone_ok=True, note="", input_shape=(5,),
+                 eps=float(np.finfo(np.float64).eps))
+    rng = np.random.default_rng(11)
+    lines = []
+    for extra in (2, 0, 4):
+        x = rng.uniform(0.5, 1.5, 5) * rng.choice([-1.0, 1.0], 5)
+        d = np.concatenate([np.eye(5), rng.standard_normal((extra, 5))])
+        left, right, _ = fd_steps(x, d, [], fd.eps)
+        lines.append([x, rng.standard_normal(10), d, left, right])
+    lines[0][0][0] = 1e-5  # |x_0| has its kink 1e-5 to the left, within Richardson's steps
+    together = directional_derivatives_many(fd, [tuple(line) for line in lines])
+    assert [len(result.left) for result in together] == [7, 5, 9]
+    for (x, g, d, left, right), result in zip(lines, together, strict=True):
+        alone = directional_derivatives(fd, x, g, d, left, right)
+        for name in ("left", "right", "central", "near_left", "near_right", "far_left",
+                     "far_right", "abs_scale", "out_scale"):
+            np.testing.assert_allclose(getattr(result, name), getattr(alone, name),
+                                       rtol=1e-12, atol=1e-14, err_msg=name)
+        for name in ("jump_left", "jump_right"):
+            np.testing.assert_array_equal(getattr(result, name), getattr(alone, name))
+    x, g = lines[0][0], lines[0][1]
+    first = together[0]
+    # At x the slope of phi along e_0 is the right side's of |x_0|; past the kink, the left's.
+    assert first.near_left[0] == pytest.approx(g[0] * (1 - np.tanh(x[0]) ** 2) + 0.5 * g[5],
+                                               rel=1e-6)
+    assert first.far_left[0] == pytest.approx(g[0] - 0.5 * g[5], rel=1e-4)
+    assert not np.isfinite(first.far_right[0])
+    for result in together[1:]:  # no kink near these examples: no slope past one
+        assert not np.any(np.isfinite(result.far_left)) and not np.any(
+            np.isfinite(result.far_right))
