@@ -115,7 +115,7 @@ def forget_remembered_draws() -> None:
         _remembered.clear()
 
 
-def _engine_draws(strategy, count: int, seed: int, remember: bool) -> EngineDraws | None:
+def _draws(strategy, count: int, seed: int, remember: bool) -> EngineDraws | None:
     """What the engine draws for ``count`` examples of ``strategy`` from ``seed`` (``None``
     when it cannot: then through ``@given``); with ``remember``, read from the draws already
     made in this process when there are some, and kept for later when they complete."""
@@ -146,7 +146,7 @@ def _explore(strategy, probe, count: int, seed: int, remember: bool = False
     :func:`_run` does (the same examples, in the same order), drawn by Hypothesis' engine
     without a test around each example (``remember``: see the module's docstring); what
     ``probe`` or the strategy raised, if anything."""
-    found = _engine_draws(strategy, count, seed, remember)
+    found = _draws(strategy, count, seed, remember)
     if found is None:  # a Hypothesis without that engine: through @given
         return _run(strategy, probe, (Phase.generate,), count, seed)
     try:
