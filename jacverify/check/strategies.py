@@ -331,7 +331,7 @@ class _Placing:
 
     @property
     def line_rng(self) -> np.random.Generator:
-        """The generator of the line scanned for a numeric kink (made when first needed)."""
+        """The generator of the line scanned for a numeric kink (made only for that kind)."""
         return _generator(self.spec, 3)
 
     def cast(self, v) -> np.ndarray:
