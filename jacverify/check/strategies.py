@@ -104,9 +104,11 @@ class _Draws:
     tie_value: st.SearchStrategy  # -1 (the source's own value) or a candidate kink's index
 
 
-#: Signs of saturated coordinates, and the patterns of ties.
+#: Signs of saturated coordinates, the patterns of ties, the magnitudes of saturation
+#: (defined once: a strategy defined inside a draw is built and labelled again at each draw).
 _SIGN = st.sampled_from((1, -1))
 _TIE_PATTERN = st.sampled_from(("some", "neighbours", "all"))
+_MAGNITUDE = st.sampled_from(SATURATION_MAGNITUDES)
 
 
 def _draws(n_coordinates: int, n_kinks: int) -> _Draws:
@@ -154,7 +156,7 @@ def _tie_draw(draw, draws: _Draws) -> tuple:
 
 @st.composite
 def _saturation_draw(draw, draws: _Draws) -> tuple:
-    magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
+    magnitude = draw(_MAGNITUDE)
     if draw(draws.everywhere):
         return ((-1, magnitude, 1),)
     return tuple((i, magnitude, draw(_SIGN)) for i in draw(draws.some))
