@@ -13,13 +13,14 @@ everything is plain JSON data:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from jacverify.check.adapters import OutputPacking
 from jacverify.check.calls import call_rule, short_error
-from jacverify.check.kinks import config_kinks, format_index
+from jacverify.check.kinks import KinkValue, config_kinks, format_index
 from jacverify.check.references import FDModel, ReferenceUnavailable, autograd_vjp
 from jacverify.check.results import jsonable
 
@@ -116,12 +117,12 @@ def _describe_direction(d: np.ndarray, shape: tuple) -> tuple[str, int | None]:
 
 
 def _candidate_kinks(
-    layer: Any, dtype: str, x0: np.ndarray, d: np.ndarray, shape: tuple, reach: float
+    kinks: Sequence[KinkValue], x0: np.ndarray, d: np.ndarray, shape: tuple, reach: float
 ) -> list[tuple[float, str]]:
     """(s, label) where x + s d puts a moving coordinate on a candidate kink, nearest first."""
     moving = np.flatnonzero(d)
     found: dict[float, str] = {}
-    for kink in config_kinks(layer, dtype=dtype):
+    for kink in kinks:
         s_values = (kink.value - x0[moving]) / d[moving]
         for i, s_value in zip(moving, s_values):
             s_value = float(s_value)
@@ -142,6 +143,7 @@ def collect_evidence(
     kink_position: float | None = None,
     max_jacobian: int = 64,
     points: int = LINE_POINTS,
+    kinks: Sequence[KinkValue] | None = None,
 ) -> dict:
     """Plot data for ``rule`` at the input ``x`` (1, *input_shape) and upstream gradient ``g``
     (1, *output_shape): the ``line`` through ``x`` along ``direction`` (flat, or ``None`` for the
@@ -150,8 +152,10 @@ def collect_evidence(
 
     ``layer`` runs in the rule's dtype, ``rule`` is a rule instance, ``fd`` the
     finite-difference model of :func:`jacverify.check.references.make_fd_model`;
-    ``kink_position`` marks a known kink at ``x + kink_position * d``. Never raises on the
-    rule's or a reference's failure: the data says what could not be computed.
+    ``kink_position`` marks a known kink at ``x + kink_position * d``; ``kinks`` are the
+    layer's candidate kinks in its dtype (``config_kinks(layer, dtype=...)``; read from the
+    layer when ``None``). Never raises on the rule's or a reference's failure: the data says
+    what could not be computed.
     """
     x = np.asarray(x)
     g = np.asarray(g)
@@ -164,6 +168,7 @@ def collect_evidence(
     g0 = g.reshape(-1).astype(np.float64)
     n, n_out = x0.size, g0.size
     notes: list[str] = []
+    kinks = config_kinks(layer, dtype=dtype) if kinks is None else list(kinks)
 
     if direction is None:
         d, direction_name, note = _pick_direction(layer, rule, fd, x, g, dtype)
@@ -181,7 +186,7 @@ def collect_evidence(
         "input_shape": list(input_shape),
         "output_shape": list(output_shape),
         "line": _line(layer, rule, fd, x0, g0, d, direction_name, basis_index, input_shape,
-                      output_shape, dtype, kink_position, points),
+                      output_shape, dtype, kink_position, points, kinks),
         "jacobian": None,
         "notes": notes,
     }
@@ -191,12 +196,12 @@ def collect_evidence(
 
 
 def _verified_kinks(
-    layer: Any, dtype: str, fd: FDModel, x0: np.ndarray, g0: np.ndarray, d: np.ndarray,
+    config: Sequence[KinkValue], fd: FDModel, x0: np.ndarray, g0: np.ndarray, d: np.ndarray,
     input_shape: tuple, base_width: float, h: float, kink_position: float | None,
 ) -> list[dict]:
-    """Candidate kinks from the layer's config near the line, kept where the one-sided slopes
-    differ (and the given one, always)."""
-    candidates = _candidate_kinks(layer, dtype, x0, d, input_shape, reach=8 * base_width)
+    """Candidate kinks from the layer's config (``config``) near the line, kept where the
+    one-sided slopes differ (and the given one, always)."""
+    candidates = _candidate_kinks(config, x0, d, input_shape, reach=8 * base_width)
     if kink_position is not None and math.isfinite(kink_position):
         candidates = [(float(kink_position), "the kink"), *candidates]
     kinks: list[dict] = []
@@ -235,15 +240,17 @@ def _line(
     dtype: str,
     kink_position: float | None,
     points: int,
+    layer_kinks: Sequence[KinkValue],
 ) -> dict:
-    """The ``line`` part of the evidence (see :func:`collect_evidence`)."""
+    """The ``line`` part of the evidence (see :func:`collect_evidence`); ``layer_kinks``
+    the layer's candidate kinks."""
     d_max = float(np.max(np.abs(d), initial=0.0)) or 1.0
     moving = d != 0
     scale = max(1.0, float(np.max(np.abs(x0[moving]), initial=0.0)))
     base_width = 0.25 * scale / d_max
     h = math.sqrt(fd.eps) * scale / d_max
 
-    kinks = _verified_kinks(layer, dtype, fd, x0, g0, d, input_shape, base_width, h,
+    kinks = _verified_kinks(layer_kinks, fd, x0, g0, d, input_shape, base_width, h,
                             kink_position)
     width = base_width
     nonzero = [abs(k["s"]) for k in kinks if k["s"] != 0]
@@ -366,6 +373,8 @@ def evidence_for(setup: Any, check: Any, found: Any, notes: list) -> dict | None
         return collect_evidence(
             setup.target, setup.rule, setup.fd, x, g, direction, kink_position=kink,
             max_jacobian=setup.settings.max_full_jacobian,
+            # the check's own candidate kinks are the layer's when no extra ones were given
+            kinks=None if setup.settings.kinks else setup.kinks,
         )
     except Exception as error:  # noqa: BLE001 - plots must never change a verdict
         notes.append(f"no plot data: {type(error).__name__}: {error}")

@@ -121,6 +121,7 @@ def _check(
         shrink_budget=settings.shrink_evaluations,
         explicit=kink_sweep(len(setup.kinks), examples // 4),
         evaluate_many=evaluator.evaluate_many,
+        remember_draws=True,
     )
     result = layer_check(setup, evaluator, found, start)
     _name_the_output(setup, result)

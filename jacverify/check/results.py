@@ -46,6 +46,11 @@ NO_RULE = Verdict.NO_RULE.value
 def jsonable(value: Any) -> Any:
     """Plain JSON data from results: dataclasses, numpy arrays and scalars, tuples, sets.
     Non-finite floats become ``None``."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if hasattr(value, "to_dict"):
             return value.to_dict()

@@ -6,7 +6,11 @@
    specs (the same ones for the same seed) and they are evaluated afterwards, together;
    without it, each is evaluated after the drawing, in the order drawn. The engine draws the
    specs without a test run around each one (:func:`~jacverify.check.seeded_draws.engine_draws`:
-   what ``@given`` would pass, drawn faster).
+   what ``@given`` would pass, drawn faster). A caller whose strategy's values depend on its
+   choices alone (the checker's example specs) asks for ``remember_draws``: the specs drawn for
+   a strategy, a count and a seed are then kept for the rest of the process, and a later
+   search with the same three reads them instead of running the engine again (the same specs,
+   in the same order).
 2. **Shrink**: if the worst verdict found is a failure, run the same engine again with the same
    seed, raising for examples with that verdict: Hypothesis meets the same failure (outcomes
    are cached, so replays are free) and shrinks it to a minimal example, which it reports with
@@ -20,6 +24,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -28,7 +34,12 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
-from jacverify.check.seeded_draws import draws_from_seed_alone, engine_draws
+from jacverify.check.seeded_draws import (
+    EngineDraws,
+    draws_from_seed_alone,
+    draws_through_given_active,
+    engine_draws,
+)
 from jacverify.check.storage import hypothesis_storage
 
 S = TypeVar("S", bound=Hashable)
@@ -91,12 +102,51 @@ def _run(strategy, probe, phases, count: int, seed: int) -> BaseException | None
     return None
 
 
-def _explore(strategy, probe, count: int, seed: int) -> BaseException | None:
+#: How many (strategy, count, seed) draws :func:`_explore` keeps with ``remember=True``.
+REMEMBERED_DRAWS = 512
+_remembered: OrderedDict = OrderedDict()
+_remembered_lock = threading.Lock()
+
+
+def forget_remembered_draws() -> None:
+    """Forget the draws kept by searches with ``remember_draws`` (the next ones run the
+    engine again)."""
+    with _remembered_lock:
+        _remembered.clear()
+
+
+def _draws(strategy, count: int, seed: int, remember: bool) -> EngineDraws | None:
+    """What the engine draws for ``count`` examples of ``strategy`` from ``seed`` (``None``
+    when it cannot: then through ``@given``); with ``remember``, read from the draws already
+    made in this process when there are some, and kept for later when they complete."""
+    settings_ = _settings(max(1, int(count)), (Phase.generate,))
+    if not remember:
+        with hypothesis_storage(), draws_from_seed_alone():
+            return engine_draws(strategy, settings_, seed)
+    key = (strategy, settings_.max_examples, int(seed))
+    with _remembered_lock:
+        kept = _remembered.get(key)
+        if kept is not None:
+            _remembered.move_to_end(key)
+    if kept is not None and not draws_through_given_active():
+        return EngineDraws(list(kept.values), kept.valid)
+    with hypothesis_storage(), draws_from_seed_alone():
+        found = engine_draws(strategy, settings_, seed)
+    if found is not None and found.error is None and found.valid:
+        with _remembered_lock:
+            _remembered[key] = EngineDraws(tuple(found.values), found.valid)
+            while len(_remembered) > REMEMBERED_DRAWS:
+                _remembered.popitem(last=False)
+    return found
+
+
+def _explore(strategy, probe, count: int, seed: int, remember: bool = False
+             ) -> BaseException | None:
     """Run ``probe`` on ``count`` examples of ``strategy`` in the generate phase, as
     :func:`_run` does (the same examples, in the same order), drawn by Hypothesis' engine
-    without a test around each example; what ``probe`` or the strategy raised, if anything."""
-    with hypothesis_storage(), draws_from_seed_alone():
-        found = engine_draws(strategy, _settings(max(1, int(count)), (Phase.generate,)), seed)
+    without a test around each example (``remember``: see the module's docstring); what
+    ``probe`` or the strategy raised, if anything."""
+    found = _draws(strategy, count, seed, remember)
     if found is None:  # a Hypothesis without that engine: through @given
         return _run(strategy, probe, (Phase.generate,), count, seed)
     try:
@@ -158,13 +208,16 @@ def search(
     shrink_budget: int,
     explicit: Sequence[S] = (),
     evaluate_many: Callable[[list[S]], list[Out]] | None = None,
+    remember_draws: bool = False,
 ) -> SearchResult[S, Out]:
     """Explore the ``explicit`` specs, then Hypothesis' until ``examples`` in all, and shrink
     the worst outcome whose verdict is in ``shrink_verdicts`` (lower ``severity`` is worse).
 
     ``evaluate_many(specs)``, when given, evaluates the explored specs together (the same
     outcomes as ``evaluate`` one by one, in order); the shrink phase evaluates its new specs
-    with ``evaluate``."""
+    with ``evaluate``. ``remember_draws``: ``strategy``'s values depend on Hypothesis' choices
+    alone (no side effects, nothing read from outside), so its draws for a count and seed are
+    kept for the process and read again by later searches (see the module's docstring)."""
     cache: dict = {}
     result: SearchResult = SearchResult(explored={})
     explicit = list(explicit)[: max(0, int(examples) - 1)]
@@ -180,7 +233,8 @@ def search(
     else:
         def explore(spec):
             drawn.append(spec)
-    error = _explore(strategy, explore, max(1, int(examples) - len(explicit)), seed)
+    error = _explore(strategy, explore, max(1, int(examples) - len(explicit)), seed,
+                     remember_draws)
     if error is not None:
         result.notes.append(f"exploration stopped early: {type(error).__name__}: {error}")
     if evaluate_many is not None:

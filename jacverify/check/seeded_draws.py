@@ -36,6 +36,7 @@ __all__ = [
     "EngineDraws",
     "draws_from_seed_alone",
     "draws_through_given",
+    "draws_through_given_active",
     "engine_draws",
     "seeded_python_random",
 ]
@@ -109,6 +110,11 @@ def draws_through_given() -> Iterator[None]:
         yield
     finally:
         _THROUGH_GIVEN[0] = previous
+
+
+def draws_through_given_active() -> bool:
+    """Whether a :func:`draws_through_given` block is running."""
+    return _THROUGH_GIVEN[0]
 
 
 @functools.cache

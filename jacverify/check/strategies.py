@@ -104,9 +104,11 @@ class _Draws:
     tie_value: st.SearchStrategy  # -1 (the source's own value) or a candidate kink's index
 
 
-#: Signs of saturated coordinates, and the patterns of ties.
+#: Signs of saturated coordinates, the patterns of ties, the magnitudes of saturation
+#: (defined once: a strategy defined inside a draw is built and labelled again at each draw).
 _SIGN = st.sampled_from((1, -1))
 _TIE_PATTERN = st.sampled_from(("some", "neighbours", "all"))
+_MAGNITUDE = st.sampled_from(SATURATION_MAGNITUDES)
 
 
 def _draws(n_coordinates: int, n_kinks: int) -> _Draws:
@@ -154,7 +156,7 @@ def _tie_draw(draw, draws: _Draws) -> tuple:
 
 @st.composite
 def _saturation_draw(draw, draws: _Draws) -> tuple:
-    magnitude = draw(st.sampled_from(SATURATION_MAGNITUDES))
+    magnitude = draw(_MAGNITUDE)
     if draw(draws.everywhere):
         return ((-1, magnitude, 1),)
     return tuple((i, magnitude, draw(_SIGN)) for i in draw(draws.some))
@@ -311,7 +313,6 @@ class _Placing:
     spec: ExampleSpec
     x: np.ndarray  # flat float64
     x_rng: np.random.Generator
-    line_rng: np.random.Generator
     random_dirs: np.ndarray
     input_shape: tuple
     dtype: np.dtype
@@ -330,7 +331,15 @@ class _Placing:
     def kink_value(self, index: int) -> float:
         return self.kinks[index % len(self.kinks)].value if self.kinks else 0.0
 
+    @property
+    def line_rng(self) -> np.random.Generator:
+        """The generator of the line scanned for a numeric kink (made only for that kind)."""
+        return _generator(self.spec, 3)
+
     def cast(self, v) -> np.ndarray:
+        """``v`` rounded to the example's dtype, as a new float64 array."""
+        if self.dtype == np.float64:
+            return np.array(v, dtype=np.float64)
         return np.asarray(v, dtype=np.float64).astype(self.dtype).astype(np.float64)
 
     def put(self, coordinate: int, value) -> None:
@@ -426,9 +435,15 @@ INPUT_KINDS: dict[str, InputKind] = {
 }
 
 
+def _generator(spec: ExampleSpec, stream: int) -> np.random.Generator:
+    """Stream ``stream`` of an example's random numbers: 0 its input, 1 its upstream
+    gradients, 2 its random directions, 3 the line scanned for a numeric kink."""
+    return np.random.default_rng([spec.seed, stream])
+
+
 def _start(spec: ExampleSpec, n: int, base: np.ndarray | None) -> tuple:
-    """The random (or given) input, its companion row and the generators of one example."""
-    x_rng, g_rng, d_rng, line_rng = (np.random.default_rng([spec.seed, i]) for i in range(4))
+    """The random (or given) input, its companion row and the generator it came from."""
+    x_rng = _generator(spec, 0)
     x = x_rng.standard_normal(n) * spec.scale
     companion = x_rng.standard_normal(n) * spec.scale
     if base is not None:
@@ -437,13 +452,14 @@ def _start(spec: ExampleSpec, n: int, base: np.ndarray | None) -> tuple:
         amount = 0.0 if spec.scale == 1.0 else spec.scale / 100.0
         x = base[row] + (x / spec.scale) * amount * rms
         companion = base[(row + 1) % len(base)] + (companion / spec.scale) * amount * rms
-    return x, companion, x_rng, g_rng, d_rng, line_rng
+    return x, companion, x_rng
 
 
 def _marks(p: _Placing, kind: InputKind) -> dict:
     marks = {}
+    dtype_name = p.dtype.name
     for i in sorted(p.marked):
-        label = describe_value(float(p.x[i]), p.kinks, p.dtype.name)
+        label = describe_value(float(p.x[i]), p.kinks, dtype_name)
         if label is None:
             label = kind.fallback_label(p)
         if label is not None:
@@ -471,11 +487,11 @@ def materialize(
     root-mean-square otherwise), and its companion is the next row."""
     np_dtype = np.dtype(dtype)
     n = int(math.prod(input_shape))
-    x, companion, x_rng, g_rng, d_rng, line_rng = _start(spec, n, base)
-    g = g_rng.standard_normal((2, int(math.prod(output_shape))))
+    x, companion, x_rng = _start(spec, n, base)
+    g = _generator(spec, 1).standard_normal((2, int(math.prod(output_shape))))
+    random_dirs = _generator(spec, 2).standard_normal((max(0, n_random_directions), n))
     p = _Placing(
-        spec=spec, x=x, x_rng=x_rng, line_rng=line_rng,
-        random_dirs=_unit_max(d_rng.standard_normal((max(0, n_random_directions), n))),
+        spec=spec, x=x, x_rng=x_rng, random_dirs=_unit_max(random_dirs),
         input_shape=tuple(input_shape), dtype=np_dtype, kinks=kinks, forward64=forward64,
         fd_eps=fd_eps, kind=spec.kind,
     )

@@ -115,3 +115,17 @@ def test_a_random_direction_when_the_rule_agrees_everywhere():
     evidence = collect_evidence(layer, rule, fd, x, np.ones((1, 3), "float32"))
     assert evidence["line"]["direction_name"] == "a random direction"
     assert evidence["line"]["coordinate"] is None
+
+
+def test_given_candidate_kinks_give_the_evidence_read_from_the_config():
+    from jacverify.check.kinks import config_kinks
+
+    layer, rule, fd = _setup(BackwardClip)
+    read = collect_evidence(layer, rule, fd, X, G, np.array([0.0, 1.0]))
+    given = collect_evidence(layer, rule, fd, X, G, np.array([0.0, 1.0]),
+                             kinks=config_kinks(layer, dtype="float32"))
+    assert given == read
+    assert any("x[0, 1]" in k["label"] for k in read["line"]["kinks"])
+    # no candidate kinks given: none marked, the line is still drawn
+    bare = collect_evidence(layer, rule, fd, X, G, np.array([0.0, 1.0]), kinks=[])
+    assert bare["line"]["kinks"] == [] and len(bare["line"]["rule"]) == len(bare["line"]["s"])

@@ -293,3 +293,22 @@ def test_direction_lines_tell_directions_apart_up_to_their_sign() -> None:
     np.testing.assert_array_equal(signs, [1, 1, -1, 1, 1, -1])
     distinct, _ = direction_lines(np.eye(3))
     assert len(set(distinct.tolist())) == 3
+
+
+def test_jsonable_keeps_plain_values_and_converts_their_subclasses():
+    import enum
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Colour(str, enum.Enum):
+        RED = "red"
+
+    data = jsonable({"s": "a", "i": 7, "b": True, "n": None, "f": 0.25, "nan": float("nan"),
+                     "inf": -float("inf"), "level": Level.HIGH, "colour": Colour.RED,
+                     "np_bool": np.bool_(False), "np_int": np.int64(5), 3: (1.5,)})
+    assert data == {"s": "a", "i": 7, "b": True, "n": None, "f": 0.25, "nan": None,
+                    "inf": None, "level": 3, "colour": "red", "np_bool": False, "np_int": 5,
+                    "3": [1.5]}
+    assert [type(data[k]) for k in ("i", "b", "level", "colour", "np_int")] == [
+        int, bool, int, str, int]
