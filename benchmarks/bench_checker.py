@@ -191,8 +191,13 @@ def make_case(family: str, size: Any, activation: str | None) -> Case:
 def run_jacverify(case: Case, examples: int, max_full: int, threads: int,
                   grouped: bool = True, given_draws: bool = False) -> dict:
     """One check by jacverify (its examples evaluated in groups, or one by one; drawn by
-    Hypothesis' engine, or through ``@given``); its verdict and what it explored."""
+    Hypothesis' engine, or through ``@given``); its verdict and what it explored. Every
+    check draws its examples anew: the checks of a benchmark repeat one seed, whose draws a
+    check would otherwise read from the earlier ones (a first check's cost is measured)."""
+    from jacverify.check.runner import forget_remembered_draws
     from jacverify.check.seeded_draws import draws_through_given
+
+    forget_remembered_draws()
 
     with contextlib.ExitStack() as stack:
         if not grouped:
