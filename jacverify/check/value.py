@@ -167,7 +167,7 @@ class ValueJudge:
         autograd = outcome.autograd_output
         a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
         judge = dict(example=example, rule=rule64[0].reshape(-1), autograd=a0, x0=x0, g0=g0,
-                     directional=directional, at_kink=at_kink)
+                     directional=directional, at_kink=at_kink, masks={})
         try:
             if a0 is not None:
                 judgements = self._judge(**judge, sensitivity=None, widen=None)
@@ -232,20 +232,24 @@ class ValueJudge:
         return again
 
     def _judge(
-        self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, sensitivity,
-        widen,
+        self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, masks: dict,
+        sensitivity, widen,
     ) -> list:
         """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
         Along a direction that moves tied coordinates apart, a rule differing from the finite
         differences passes if it lies in the range of a compound kink (see
-        :func:`jacverify.check.kinks.tie_directions`)."""
+        :func:`jacverify.check.kinks.tie_directions`). ``masks``: the example's coordinates
+        near a kink or tied and its directions moving ties apart, filled by the first call
+        and reused by the next ones."""
+        if not masks:
+            masks["near_mask"] = kink_or_tie_mask(x0, self.kinks)
+            masks["at_tie"] = tie_directions(x0, example.directions)
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
-            rule_eps=self.rule_eps, fd_eps=self.fd.eps,
-            near_mask=kink_or_tie_mask(x0, self.kinks),
+            rule_eps=self.rule_eps, fd_eps=self.fd.eps, near_mask=masks["near_mask"],
             convention=self.setup.settings.convention, widen=widen, at_kink=at_kink,
             sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
-            at_tie=tie_directions(x0, example.directions),
+            at_tie=masks["at_tie"],
         )
 
     def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:
