@@ -69,6 +69,9 @@ K_AUTOGRAD = 8.0
 #: Multiple of the change of g^T J under a rounding-size perturbation of x that is allowed.
 C_COND = 2.0
 _PASS = Verdict.PASS.value
+_UNJUDGED = Verdict.UNJUDGED.value
+#: Each verdict's place in SEVERITY (the value of :func:`jacverify.verdicts.severity`).
+_SEVERITY_RANK = {verdict: rank for rank, verdict in enumerate(SEVERITY)}
 
 def machine_eps(dtype: str) -> float:
     """Machine epsilon of a floating dtype name (float32 for anything unknown)."""
@@ -154,11 +157,11 @@ class _Example:
     n_basis: int
     fd: Directional
     rule_eps: float
-    near_mask: np.ndarray
+    near_mask: np.ndarray | Callable[[], np.ndarray]
     convention: str
     widen: Callable[[int, float, float], tuple[float, float]] | None
     at_kink: np.ndarray | None
-    at_tie: np.ndarray | None
+    at_tie: np.ndarray | Callable[[], np.ndarray] | None
     c: float  # rounding factor
     r_dir: np.ndarray  # <rule, d>
     a_dir: np.ndarray | None  # <autograd, d>
@@ -218,7 +221,7 @@ def _unit_floor(
 
 def _example(
     rule: np.ndarray, autograd: np.ndarray | None, g: np.ndarray, directions: np.ndarray,
-    n_basis: int, fd: Directional, *, rule_eps: float, fd_eps: float, near_mask: np.ndarray,
+    n_basis: int, fd: Directional, *, rule_eps: float, fd_eps: float, near_mask,
     convention: str, widen, at_kink, sensitivity, jacobian_scale: float, at_tie=None,
 ) -> _Example:
     """The shared quantities of one example (see :func:`judge_directions`)."""
@@ -625,13 +628,13 @@ def judge_directions(
     *,
     rule_eps: float,
     fd_eps: float,
-    near_mask: np.ndarray,
+    near_mask: np.ndarray | Callable[[], np.ndarray],
     convention: str = "subgradient",
     widen: Callable[[int, float, float], tuple[float, float]] | None = None,
     at_kink: np.ndarray | None = None,
     sensitivity: np.ndarray | None = None,
     jacobian_scale: float = 0.0,
-    at_tie: np.ndarray | None = None,
+    at_tie: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
@@ -654,6 +657,9 @@ def judge_directions(
     tolerance grows by ``C_COND`` times its projection on the direction.
     ``jacobian_scale`` is the layer's usual ``|J^T g| / |g|`` (on random inputs): errors far
     below ``eps`` times it are rounding, wherever the derivative is tiny.
+    ``near_mask`` and ``at_tie`` may also be given as functions returning them: they are
+    called only when a direction is not a plain pass (see :func:`_plain_passes`), the only
+    directions that read them.
     """
     check_convention(convention)
     ex = _example(
@@ -666,12 +672,23 @@ def judge_directions(
     except (ValueError, IndexError, TypeError):
         # Columns of unexpected lengths: the general path reads them as it always has.
         plain = [None] * ex.d.shape[0]
+    if any(j is None for j in plain):
+        if callable(ex.near_mask):
+            ex.near_mask = ex.near_mask()
+        if callable(ex.at_tie):
+            ex.at_tie = ex.at_tie()
     return [judge_direction(ex, k) if j is None else j for k, j in enumerate(plain)]
+
+
+def _severity_and_ratio(j: DirectionJudgement) -> tuple[int, float]:
+    """The key :func:`worst_judgement` ranks by: severity, then the larger error/tolerance."""
+    rank = _SEVERITY_RANK.get(j.verdict) if type(j.verdict) is str else None
+    return (severity(j.verdict) if rank is None else rank), -j.ratio
 
 
 def worst_judgement(judgements: Sequence[DirectionJudgement]) -> DirectionJudgement | None:
     """The most severe judged direction (largest error/tolerance among equals)."""
-    judged = [j for j in judgements if j.verdict != Verdict.UNJUDGED]
+    judged = [j for j in judgements if j.verdict != _UNJUDGED]
     if not judged:
         return None
-    return min(judged, key=lambda j: (severity(j.verdict), -j.ratio))
+    return min(judged, key=_severity_and_ratio)

@@ -47,6 +47,10 @@ __all__ = ["Evaluator", "ExampleOutcome", "headline", "search_label", "search_se
 #: Probes in the order findings are listed after the headline.
 PROBE_ORDER = (Probe.VALUE, Probe.STRUCTURE, Probe.DTYPE, Probe.BATCH, Probe.EXTRA_AXES,
                Probe.CONFIG)
+_PROBE_NAMES = tuple(probe.value for probe in PROBE_ORDER)
+_VALUE = Probe.VALUE.value
+#: Findings that do not compete for the headline.
+_NOT_JUDGED = (Verdict.UNJUDGED.value, Verdict.SKIPPED.value)
 
 
 @dataclass
@@ -73,11 +77,11 @@ class ExampleOutcome:
 def headline(findings: Mapping[str, Finding]) -> Finding | None:
     """The finding an outcome (or a check) is reported by: the value finding when the value
     is wrong, else the most severe finding (probes in :data:`PROBE_ORDER` among equals)."""
-    value = findings.get(Probe.VALUE.value)
+    value = findings.get(_VALUE)
     if value is not None and value.verdict in VALUE_VERDICTS:
         return value
-    ordered = [findings[p.value] for p in PROBE_ORDER if p.value in findings]
-    judged = [f for f in ordered if f.verdict not in (Verdict.UNJUDGED, Verdict.SKIPPED)]
+    ordered = [findings[name] for name in _PROBE_NAMES if name in findings]
+    judged = [f for f in ordered if f.verdict not in _NOT_JUDGED]
     if not judged:
         return value
     return min(judged, key=lambda f: severity(f.verdict))
