@@ -179,7 +179,7 @@ _TINY32 = float(np.finfo(np.float32).tiny)
 _TINY64 = float(np.finfo(np.float64).tiny)
 
 
-def _median(values: np.ndarray) -> float:
+def median(values: np.ndarray) -> float:
     """``float(np.median(values))`` of a non-empty 1-D array, the same bits, at a fraction of
     its cost: numpy's mean of the middle of the sorted values, a sum that starts from 0.0."""
     ordered = sorted(values.tolist())
@@ -212,9 +212,9 @@ def _unit_floor(
     """
     tiny = _TINY32 if rule_eps > 1e-10 else _TINY64
     return (
-        8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * np.max(abs_d, axis=1)
+        8 * rule_eps * np.asarray(fd.out_scale, dtype=np.float64) * abs_d.max(axis=1)
         + 8 * rule_eps * typical_size
-        + c * tiny * float(np.sum(np.abs(g))) * np.sum(abs_d, axis=1)
+        + c * tiny * float(np.abs(g).sum()) * abs_d.sum(axis=1)
         + 8 * rule_eps * jacobian_scale * g_norm * d_norm
     )
 
@@ -225,7 +225,7 @@ def _example(
     convention: str, widen, at_kink, sensitivity, jacobian_scale: float, at_tie=None,
 ) -> _Example:
     """The shared quantities of one example (see :func:`judge_directions`)."""
-    if autograd is not None and not np.all(np.isfinite(autograd)):
+    if autograd is not None and not np.isfinite(autograd).all():
         autograd = None  # NaN where the layer is not differentiable: no reference to weigh
     c = rounding_factor(rule.size, g.size)
     d = np.asarray(directions, dtype=np.float64)
@@ -236,7 +236,7 @@ def _example(
     size = mag + fd.abs_scale
     # Where every derivative along a direction vanishes (saturation), finite differences'
     # noise is judged against the example's typical size of terms, or unit slopes.
-    typical = _median(size) if size.size else 0.0
+    typical = median(size) if size.size else 0.0
     g_norm, d_norm = float(np.linalg.norm(g)), np.linalg.norm(d, axis=1)
     quiet = np.maximum(typical, g_norm * d_norm)
     conditioning = np.zeros(d.shape[0])
@@ -635,6 +635,7 @@ def judge_directions(
     sensitivity: np.ndarray | None = None,
     jacobian_scale: float = 0.0,
     at_tie: np.ndarray | Callable[[], np.ndarray] | None = None,
+    plain_passes: bool = True,
 ) -> list[DirectionJudgement]:
     """Judge the rule's ``g^T J`` (``rule``, flat) at every direction of one example.
 
@@ -658,8 +659,11 @@ def judge_directions(
     ``jacobian_scale`` is the layer's usual ``|J^T g| / |g|`` (on random inputs): errors far
     below ``eps`` times it are rounding, wherever the derivative is tiny.
     ``near_mask`` and ``at_tie`` may also be given as functions returning them: they are
-    called only when a direction is not a plain pass (see :func:`_plain_passes`), the only
-    directions that read them.
+    called only when a direction is not a plain pass, the only directions that read them.
+    Plain passes (a pass at a clean smooth point or kink, by far the commonest outcome) are
+    judged along the example's columns at once; ``plain_passes=False`` judges every
+    direction one by one instead, with the same results (the reference that shortcut is
+    tested against).
     """
     check_convention(convention)
     ex = _example(
@@ -668,7 +672,7 @@ def judge_directions(
         sensitivity=sensitivity, jacobian_scale=jacobian_scale, at_tie=at_tie,
     )
     try:
-        plain = _plain_passes(ex)
+        plain = _plain_passes(ex) if plain_passes else [None] * ex.d.shape[0]
     except (ValueError, IndexError, TypeError):
         # Columns of unexpected lengths: the general path reads them as it always has.
         plain = [None] * ex.d.shape[0]
