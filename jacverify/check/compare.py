@@ -120,9 +120,12 @@ def relative_scale(reference: float, size: float, floor: float) -> float:
     """What a relative error is relative to: |reference|, unless the terms of g^T J d cancel
     (|reference| < 1% of their size): then their size; never less than ``floor`` (10 times
     the tolerance: relative errors of values at the noise level mean nothing)."""
-    if abs(reference) >= 0.01 * size:
-        return max(abs(reference), floor, 1e-300)
-    return max(size, floor, 1e-300)
+    scale = abs(reference)
+    if not scale >= 0.01 * size:
+        scale = size
+    # max(scale, floor, 1e-300), written out (max keeps the first of equal values).
+    scale = floor if floor > scale else scale
+    return 1e-300 if 1e-300 > scale else scale
 
 
 def _responsible(
@@ -535,7 +538,9 @@ def _plain_passes(ex: _Example) -> list[DirectionJudgement | None]:
     The same decisions and numbers as :func:`judge_direction` (the same formulas on the same
     floats, in the same order), read along the example's columns without building a
     :class:`_Direction`: a direction that is not finite, crosses a jump, is not clean on both
-    sides, is noisy, or does not pass is left to :func:`judge_direction`.
+    sides, is noisy, or does not pass is left to :func:`judge_direction`. ``max(a, b)`` and
+    ``min(a, b)`` are written as the comparisons they make (``b if b > a else a``: the first
+    of equal values, and NaN where they return it), at a fraction of a call's cost.
     """
     col, n = ex.columns, ex.d.shape[0]
     fd = ex.fd
@@ -556,7 +561,8 @@ def _plain_passes(ex: _Example) -> list[DirectionJudgement | None]:
                         and isfinite(right) and isfinite(q_l) and isfinite(q_r)):
             continue
         margin = base_tol - cond + unit + lr_floor * s
-        noisy_above = NOISY_RELATIVE * (s + max(abs(left), abs(right)) + quiet) + unit
+        abs_l, abs_r = abs(left), abs(right)
+        noisy_above = NOISY_RELATIVE * (s + (abs_r if abs_r > abs_l else abs_l) + quiet) + unit
         if not (C_FD * err_l <= noisy_above and abs(q_l - left) <= (near_err_l + err_l + margin)
                 and C_FD * err_r <= noisy_above
                 and abs(q_r - right) <= (near_err_r + err_r + margin)):
@@ -571,19 +577,20 @@ def _plain_passes(ex: _Example) -> list[DirectionJudgement | None]:
         if on_kink or abs(left - right) > C_FD * (err_l + err_r) + margin:
             if not autograd_kinks:
                 out[k] = _plain_kink(k, basis_index, r, a, left, right, s, unit, base_tol,
-                                     max(err_l, err_r))
+                                     err_r if err_r > err_l else err_l)
             continue
         # Smooth (or moving tied coordinates apart, judged as smooth when it passes).
         central_ok = isfinite(central) and C_FD * err_c <= noisy_above
         reference = central if central_ok else 0.5 * (left + right)
-        fd_err = err_c if central_ok else max(err_l, err_r)
+        fd_err = err_c if central_ok else (err_r if err_r > err_l else err_l)
         if not isfinite(reference) or C_FD * fd_err > noisy_above:
             continue
         tol = base_tol + C_FD * fd_err + 1e-300
         refs_agree, allowance = None, 0.25 * unit
         if a is not None:
             refs_agree = abs(a - reference) <= tol + unit
-            allowance = min(K_AUTOGRAD * abs(a - reference) + 0.25 * unit, unit)
+            allowance = K_AUTOGRAD * abs(a - reference) + 0.25 * unit
+            allowance = unit if unit < allowance else allowance
         error = abs(r - reference)
         if error <= tol + allowance and refs_agree is not False:
             tolerance = tol + allowance
@@ -599,15 +606,21 @@ def _plain_kink(k: int, basis_index: int | None, r: float, a: float | None, left
                 right: float, s: float, unit: float, base_tol: float,
                 fd_err: float) -> DirectionJudgement | None:
     """A clean kink's judgement when the rule lies in the one-sided derivatives' range (the
-    numbers of :func:`_judge_kink`), else ``None``."""
-    lo, hi = min(left, right), max(left, right)
+    numbers of :func:`_judge_kink`; ``max`` and ``min`` written out as in
+    :func:`_plain_passes`), else ``None``."""
+    lo, hi = (right if right < left else left), (right if right > left else left)
     if a is not None:
-        outside = max(lo - a, a - hi, 0.0)
-        allowance = min(K_AUTOGRAD * outside + 0.25 * unit, unit)
+        outside, above = lo - a, a - hi
+        outside = above if above > outside else outside
+        outside = 0.0 if 0.0 > outside else outside
+        allowance = K_AUTOGRAD * outside + 0.25 * unit
+        allowance = unit if unit < allowance else allowance
     else:
         allowance = 0.25 * unit
     tol = base_tol + C_FD * fd_err + allowance + 1e-300
-    error = max(lo - r, r - hi, 0.0)
+    error, above = lo - r, r - hi
+    error = above if above > error else error
+    error = 0.0 if 0.0 > error else error
     if not error <= tol:
         return None
     reference = lo if r < lo else (hi if r > hi else r)
