@@ -169,18 +169,43 @@ def describe_coordinate(
 def near_kink_mask(x: np.ndarray, kinks: Sequence[KinkValue]) -> np.ndarray:
     """True where a coordinate of ``x`` is within NEAR_KINK_RADIUS of a candidate kink."""
     x = np.asarray(x, dtype=np.float64)
-    mask = np.zeros(x.shape, dtype=bool)
-    for kink in kinks:
-        mask |= np.abs(x - kink.value) <= NEAR_KINK_RADIUS * max(1.0, abs(kink.value))
-    return mask
+    if not kinks:
+        return np.zeros(x.shape, dtype=bool)
+    column = (-1,) + (1,) * x.ndim
+    values = np.array([kink.value for kink in kinks], dtype=np.float64).reshape(column)
+    radii = np.array([NEAR_KINK_RADIUS * max(1.0, abs(kink.value)) for kink in kinks],
+                     dtype=np.float64).reshape(column)
+    return np.asarray(np.any(np.abs(x - values) <= radii, axis=0))
+
+
+def _sorted_ties(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(order, same)``: the stable sorting order of a flat float64 array, and where each
+    sorted value equals the next; ``None`` when the array holds NaN (then ``np.unique``,
+    which groups NaNs, decides)."""
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    if ordered.size and ordered[-1] != ordered[-1]:  # NaN sorts last
+        return None
+    return order, ordered[1:] == ordered[:-1]
 
 
 def tie_mask(x: np.ndarray) -> np.ndarray:
     """True where a coordinate of ``x`` equals another one exactly: a tie, where max-like
     layers (pooling, ``Maximum``, ``Minimum``) have a kink whatever the config says."""
     flat = np.asarray(x, dtype=np.float64).reshape(-1)
-    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    return (counts[inverse] > 1).reshape(np.shape(x))
+    ties = _sorted_ties(flat)
+    if ties is None:
+        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        return (counts[inverse] > 1).reshape(np.shape(x))
+    order, same = ties
+    if not same.any():
+        return np.zeros(np.shape(x), dtype=bool)
+    tied_sorted = np.zeros(flat.size, dtype=bool)
+    tied_sorted[1:] = same
+    tied_sorted[:-1] |= same
+    tied = np.empty(flat.size, dtype=bool)
+    tied[order] = tied_sorted
+    return tied.reshape(np.shape(x))
 
 
 def tie_directions(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
@@ -198,11 +223,19 @@ def tie_directions(x: np.ndarray, directions: np.ndarray) -> np.ndarray:
     d = np.asarray(directions, dtype=np.float64)
     if flat.size == 0 or d.shape[0] == 0:
         return np.zeros(d.shape[0], dtype=bool)
-    _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    if counts.size == flat.size:  # no ties
-        return np.zeros(d.shape[0], dtype=bool)
-    order = np.argsort(inverse.reshape(-1), kind="stable")
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    ties = _sorted_ties(flat)
+    if ties is None:
+        _, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        if counts.size == flat.size:  # no ties
+            return np.zeros(d.shape[0], dtype=bool)
+        order = np.argsort(inverse.reshape(-1), kind="stable")
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    else:
+        order, same = ties
+        if not same.any():
+            return np.zeros(d.shape[0], dtype=bool)
+        starts = np.flatnonzero(np.concatenate(([True], ~same)))
+        counts = np.diff(np.append(starts, flat.size))
     grouped = d[:, order]
     spread = np.maximum.reduceat(grouped, starts, axis=1) - np.minimum.reduceat(
         grouped, starts, axis=1

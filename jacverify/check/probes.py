@@ -47,6 +47,10 @@ __all__ = ["Evaluator", "ExampleOutcome", "headline", "search_label", "search_se
 #: Probes in the order findings are listed after the headline.
 PROBE_ORDER = (Probe.VALUE, Probe.STRUCTURE, Probe.DTYPE, Probe.BATCH, Probe.EXTRA_AXES,
                Probe.CONFIG)
+_PROBE_NAMES = tuple(probe.value for probe in PROBE_ORDER)
+_VALUE = Probe.VALUE.value
+#: Findings that do not compete for the headline.
+_NOT_JUDGED = (Verdict.UNJUDGED.value, Verdict.SKIPPED.value)
 
 
 @dataclass
@@ -73,11 +77,11 @@ class ExampleOutcome:
 def headline(findings: Mapping[str, Finding]) -> Finding | None:
     """The finding an outcome (or a check) is reported by: the value finding when the value
     is wrong, else the most severe finding (probes in :data:`PROBE_ORDER` among equals)."""
-    value = findings.get(Probe.VALUE.value)
+    value = findings.get(_VALUE)
     if value is not None and value.verdict in VALUE_VERDICTS:
         return value
-    ordered = [findings[p.value] for p in PROBE_ORDER if p.value in findings]
-    judged = [f for f in ordered if f.verdict not in (Verdict.UNJUDGED, Verdict.SKIPPED)]
+    ordered = [findings[name] for name in _PROBE_NAMES if name in findings]
+    judged = [f for f in ordered if f.verdict not in _NOT_JUDGED]
     if not judged:
         return value
     return min(judged, key=lambda f: severity(f.verdict))
@@ -99,6 +103,17 @@ def search_severity(label: str) -> int:
 
 def _finding(probe: Probe, verdict: str, message: str = "", **fields) -> Finding:
     return Finding(probe=probe.value, verdict=str(verdict), message=message, **fields)
+
+
+def _extra_axes_context(shape: tuple) -> str:
+    """Where the extra-axis probe's messages say the rule broke: with a gradient of
+    ``shape``, carrying an extra Jacobian axis."""
+    return (
+        f"when the upstream gradient carries an extra Jacobian axis (shape "
+        f"{tuple(shape)}, as in backward models built with gradient=keras.Input("
+        f"(k, *output_shape)); jacverify's base classes fold such axes into the batch, and "
+        f"a rule that does not take them declares supports_extra_axes = False)"
+    )
 
 
 class Evaluator:
@@ -287,47 +302,45 @@ class Evaluator:
             return _finding(Probe.EXTRA_AXES, Verdict.SKIPPED,
                             "the rule declares supports_extra_axes = False")
         g = example.g
-        stacked = second_gradient(example)
-        context = (
-            f"when the upstream gradient carries an extra Jacobian axis (shape "
-            f"{tuple(stacked.shape)}, as in backward models built with gradient=keras.Input("
-            f"(k, *output_shape)); jacverify's base classes fold such axes into the batch, and "
-            f"a rule that does not take them declares supports_extra_axes = False)"
-        )
         if calls is not None and calls.both is not None:
-            return self._extra_axes_values(example, stacked, calls.both, context,
-                                           calls.folded)
+            return self._extra_axes_values(example, calls.both, calls.folded)
+        stacked = second_gradient(example)
         try:
             both = call_rule(self.rule, stacked, example.x)
         except RuleOutputError as error:  # the rule returned, with the wrong structure
-            return _finding(Probe.EXTRA_AXES, Verdict.ERROR, f"{error} {context}",
+            return _finding(Probe.EXTRA_AXES, Verdict.ERROR,
+                            f"{error} {_extra_axes_context(stacked.shape)}",
                             examples=1, failing_examples=1)
         except Exception as error:  # noqa: BLE001 - any exception of the rule is a finding
             outside = self.outside_domain(example)
             if outside is not None:
                 return _finding(Probe.EXTRA_AXES, Verdict.UNJUDGED, outside)
             return _finding(Probe.EXTRA_AXES, Verdict.ERROR,
-                            f"the rule raised {exception_text(error)} {context}",
+                            f"the rule raised {exception_text(error)} "
+                            f"{_extra_axes_context(stacked.shape)}",
                             examples=1, failing_examples=1)
         expected_shape = (g.shape[0], 2, *example.x.shape[1:])
         if both.shape != expected_shape:
             message = (
-                f"the rule returned shape {tuple(both.shape)} {context}; expected "
-                f"{expected_shape}"
+                f"the rule returned shape {tuple(both.shape)} "
+                f"{_extra_axes_context(stacked.shape)}; expected {expected_shape}"
             )
             return _finding(Probe.EXTRA_AXES, Verdict.ERROR, message, examples=1,
                             failing_examples=1)
-        return self._extra_axes_values(example, stacked, both, context)
+        return self._extra_axes_values(example, both, stacked=stacked)
 
     def _extra_axes_values(
-        self, example: Example, stacked: np.ndarray, both: np.ndarray, context: str,
-        folded: np.ndarray | None = None,
+        self, example: Example, both: np.ndarray, folded: np.ndarray | None = None,
+        stacked: np.ndarray | None = None,
     ) -> Finding:
         """Compare the slices with the same gradients given as a batch (each example's input
         repeated, as the base class folds extra axes: the same rounding at kinks); ``folded``
-        is that call's output when it was made with the example's group."""
+        is that call's output when it was made with the example's group; ``stacked`` the
+        gradients with the extra axis when they were made already."""
         g = example.g
         if folded is None:
+            if stacked is None:
+                stacked = second_gradient(example)
             try:
                 folded = call_rule(self.rule, stacked.reshape(-1, *g.shape[1:]),
                                    np.repeat(example.x, 2, axis=0))
@@ -343,7 +356,8 @@ class Evaluator:
         row, k, *rest = bad
         where = self.where(example, row, rest)
         message = (
-            f"the rule gives {got[(row, k, *rest)]:.6g} at {where} for gradient {k} {context}, "
+            f"the rule gives {got[(row, k, *rest)]:.6g} at {where} for gradient {k} "
+            f"{_extra_axes_context((g.shape[0], 2, *g.shape[1:]))}, "
             f"and {expected[(row, k, *rest)]:.6g} for the same gradients given as a batch"
         )
         return _finding(Probe.EXTRA_AXES, Verdict.FAIL, message, coordinate=where,
@@ -355,6 +369,8 @@ class Evaluator:
     ) -> tuple | None:
         """The first index where two computations of the same values differ by more than
         rounding (and, with ``nan_counts``, where ``got`` is not finite but ``expected`` is)."""
+        if np.array_equal(got, expected):  # the same numbers (no NaN): nothing differs
+            return None
         finite = np.isfinite(got) & np.isfinite(expected)
         size = np.abs(expected) + np.abs(got)
         allowed = 64 * self.rule_eps * (size + float(np.max(size, initial=0.0))) + 1e-300

@@ -44,11 +44,38 @@ __all__ = ["ValueJudge"]
 _DECIDED = (Verdict.PASS.value, Verdict.UNJUDGED.value)
 
 
+class _ExampleMasks:
+    """An example's coordinates on or next to a candidate kink or tied with another one, and
+    its directions moving tied coordinates apart: each computed when first asked for, once
+    for every judgement of the example."""
+
+    def __init__(self, x0: np.ndarray, kinks: list, directions: np.ndarray) -> None:
+        self.x0, self.kinks, self.directions = x0, kinks, directions
+        self._near: np.ndarray | None = None
+        self._ties: np.ndarray | None = None
+
+    def near_mask(self) -> np.ndarray:
+        """See :func:`jacverify.check.kinks.kink_or_tie_mask`."""
+        if self._near is None:
+            self._near = kink_or_tie_mask(self.x0, self.kinks)
+        return self._near
+
+    def at_tie(self) -> np.ndarray:
+        """See :func:`jacverify.check.kinks.tie_directions`."""
+        if self._ties is None:
+            self._ties = tie_directions(self.x0, self.directions)
+        return self._ties
+
+
+_WRONG = (Verdict.FAIL.value, Verdict.BOUNDARY.value)
+_UNJUDGED = Verdict.UNJUDGED.value
+_VALUE = Probe.VALUE.value
+
+
 def _value_finding(verdict: str, message: str = "", coordinate: str | None = None) -> Finding:
-    failing = int(str(verdict) in (Verdict.FAIL, Verdict.BOUNDARY))
-    judged = int(str(verdict) != Verdict.UNJUDGED)
-    return Finding(probe=Probe.VALUE.value, verdict=str(verdict), message=message,
-                   coordinate=coordinate, examples=judged, failing_examples=failing)
+    verdict = str(verdict)
+    return Finding(probe=_VALUE, verdict=verdict, message=message, coordinate=coordinate,
+                   examples=int(verdict != _UNJUDGED), failing_examples=int(verdict in _WRONG))
 
 
 class ValueJudge:
@@ -167,7 +194,8 @@ class ValueJudge:
         autograd = outcome.autograd_output
         a0 = None if autograd is None else autograd[0].reshape(-1).astype(np.float64)
         judge = dict(example=example, rule=rule64[0].reshape(-1), autograd=a0, x0=x0, g0=g0,
-                     directional=directional, at_kink=at_kink)
+                     directional=directional, at_kink=at_kink,
+                     masks=_ExampleMasks(x0, self.kinks, example.directions))
         try:
             if a0 is not None:
                 judgements = self._judge(**judge, sensitivity=None, widen=None)
@@ -232,8 +260,8 @@ class ValueJudge:
         return again
 
     def _judge(
-        self, *, example: Example, rule, autograd, x0, g0, directional, at_kink, sensitivity,
-        widen,
+        self, *, example: Example, rule, autograd, x0, g0, directional, at_kink,
+        masks: _ExampleMasks, sensitivity, widen,
     ) -> list:
         """Every direction's judgement (see :func:`jacverify.check.compare.judge_directions`).
         Along a direction that moves tied coordinates apart, a rule differing from the finite
@@ -241,11 +269,10 @@ class ValueJudge:
         :func:`jacverify.check.kinks.tie_directions`)."""
         return judge_directions(
             rule, autograd, g0, example.directions, example.n_basis, directional,
-            rule_eps=self.rule_eps, fd_eps=self.fd.eps,
-            near_mask=kink_or_tie_mask(x0, self.kinks),
+            rule_eps=self.rule_eps, fd_eps=self.fd.eps, near_mask=masks.near_mask,
             convention=self.setup.settings.convention, widen=widen, at_kink=at_kink,
             sensitivity=sensitivity, jacobian_scale=self.setup.jacobian_scale,
-            at_tie=tie_directions(x0, example.directions),
+            at_tie=masks.at_tie,
         )
 
     def _finding(self, example: Example, judgements: list, outcome, x0) -> Finding:
