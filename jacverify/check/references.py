@@ -16,6 +16,7 @@ product.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -705,7 +706,9 @@ class LineRows:
     Rows with the same key have the same base and ``y_base``, so a point they have in common
     is evaluated once; rows with the same key and line move along the same direction up to
     its sign (``signs`` times one direction, see :func:`direction_lines`). ``known`` holds
-    ``(keys, rows, t, values)``: values already known at ``bases[rows] + t directions[rows]``."""
+    ``(keys, rows, t, values)``: values already known at ``bases[rows] + t directions[rows]``.
+    ``rounding`` bounds the rounding error of each row's values of ``phi`` (None: unknown), the
+    floor below which successive estimates cannot agree (see :func:`_richardson`)."""
 
     bases: np.ndarray
     directions: np.ndarray
@@ -716,6 +719,7 @@ class LineRows:
     known: tuple
     lines: np.ndarray
     signs: np.ndarray
+    rounding: np.ndarray | None = None
 
 
 @np.errstate(invalid="ignore", over="ignore")  # NaN outputs: judged downstream
@@ -748,13 +752,13 @@ def _far_request(group: _Group, lad: _Ladder, df: np.ndarray, err: np.ndarray,
     return side_idx, rows, signs, h_k, bases
 
 
-def _far_rows(group: _Group, request: tuple, y_bases: np.ndarray) -> LineRows:
+def _far_rows(group: _Group, lad: _Ladder, request: tuple, y_bases: np.ndarray) -> LineRows:
     """The Richardson rows of a :func:`_far_request` (``y_bases``: f at its bases)."""
     _, rows, signs, h_k, bases = request
     return LineRows(bases=bases, directions=group.d[rows], y_bases=y_bases, initial=h_k / 2,
                     sides=signs.astype(int), keys=np.arange(len(rows)),
                     known=_no_points(), lines=np.zeros(len(rows), dtype=np.int64),
-                    signs=np.ones(len(rows)))
+                    signs=np.ones(len(rows)), rounding=lad.rounding_moving[rows])
 
 
 def _far_result(lad: _Ladder, request: tuple | None, f_df: np.ndarray | None,
@@ -812,6 +816,7 @@ def _three_sided_rows(group: _Group, lad: _Ladder) -> tuple[LineRows, np.ndarray
         known=(np.repeat(group.example, per_direction), np.repeat(where[0], per_direction),
                lad.ts.reshape(-1), lad.phis.reshape(-1)),
         lines=lines[direction], signs=signs[direction],
+        rounding=lad.rounding_moving[direction],
     )
     return rows, where
 
@@ -843,7 +848,7 @@ def _directionals(
     request = _far_request(group, lad, df, err, reading.near)
     f_df = f_err = None
     if request is not None:
-        far_rows = _far_rows(group, request, forward(request[4]))
+        far_rows = _far_rows(group, lad, request, forward(request[4]))
         f_df, f_err, _ = richardson(far_rows, group.example[request[1]], reading.scale)
     far, far_err = _far_result(lad, request, f_df, f_err)
     (jump_left, size_left), (jump_right, size_right) = reading.jumps
@@ -1084,6 +1089,55 @@ class _LineValues:
         return values.reshape(shape)
 
 
+@functools.cache
+def stencil_weight_sums(order: int, step_factor: float) -> tuple[float, float]:
+    """``(central, one_sided)``: the sum of the absolute weights ``scipy.differentiate.
+    derivative`` gives the values of the function at its stencil's points other than x, with
+    unit step (an estimate at step h is ``sum_i w_i f(x + t_i) / h``).
+
+    A rounding error of at most ``r`` in each value moves an estimate at step ``h`` by at
+    most ``sum |w_i| r / h``. The weights are read from scipy itself: one iteration on
+    functions that are 1 at one point of the stencil and 0 elsewhere."""
+    def weights(side: int) -> float:
+        seen: list[np.ndarray] = []
+
+        def record(t, _index):
+            seen.append(np.array(t, dtype=np.float64))
+            return np.zeros(np.shape(t))
+
+        def run(function, count):
+            return derivative(function, np.zeros(count), args=(np.arange(count, dtype=np.float64),),
+                              step_direction=side, initial_step=1.0, order=order, maxiter=1,
+                              step_factor=step_factor)
+
+        run(record, 1)
+        points = np.unique(np.concatenate([t.reshape(-1) for t in seen]))
+        points = points[points != 0]
+
+        def indicator(t, index):
+            picked = points[np.rint(index).astype(np.int64)]
+            return (t == picked).astype(np.float64)
+
+        return float(np.sum(np.abs(run(indicator, len(points)).df)))
+
+    return weights(0), weights(1)
+
+
+def _rounding_floor(rows: LineRows) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per row: how far scipy's first two estimates (at the initial step h and at h / factor)
+    can differ by rounding alone, ``W r (1 + factor) / h``, and the stencil's ``W`` (the sum of
+    its absolute weights, :func:`stencil_weight_sums`; ``r`` the row's rounding). None when
+    the rows' rounding is unknown."""
+    if rows.rounding is None:
+        return None
+    central, one_sided = stencil_weight_sums(FD_ORDER, FD_STEP_FACTOR)
+    w = np.where(np.asarray(rows.sides) == 0, central, one_sided)
+    rounding = np.asarray(rows.rounding, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        floor = w * rounding * (1 + FD_STEP_FACTOR) / np.asarray(rows.initial, dtype=np.float64)
+    return floor, w
+
+
 def _richardson(
     fd: FDModel, rows: LineRows, g: np.ndarray, scale: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1093,14 +1147,29 @@ def _richardson(
     ``g`` is one upstream gradient for every row or one per row, ``scale`` the size of the
     terms the absolute tolerance is relative to, one for every row or one per row (scipy's
     tolerances are scalars: rows of several scales are divided by their own, which changes
-    their figures by rounding only). Returns ``(df, error, nit)``."""
+    their figures by rounding only). Returns ``(df, error, nit)``.
+
+    A row whose rounding (``rows.rounding``) can make its first two estimates differ by more
+    than that tolerance gets this rounding floor as its absolute tolerance instead: its
+    estimates agreeing within their own noise, it stops, rather than halving its step into
+    larger noise. When it stops there without meeting the tolerance relative to the terms'
+    size, its error is scipy's (the last two estimates' difference, which bounds the
+    truncation) plus the most its rounding can move the estimate at the last step used,
+    ``W r / h`` (see :func:`_floored_error`)."""
     m = rows.bases.shape[0]
     phi = _LineValues(fd, rows, g)
-    unit_atol = 1e-3 * math.sqrt(fd.eps)
-    if np.ndim(scale) == 0:
+    unit_atol, rtol = 1e-3 * math.sqrt(fd.eps), 1e-2 * math.sqrt(fd.eps)
+    floor = _rounding_floor(rows)
+    base = np.maximum(unit_atol * np.asarray(scale, dtype=np.float64), 1e-300)
+    raised = None if floor is None else np.isfinite(floor[0]) & (floor[0] > base)
+    if raised is not None and not np.any(raised):
+        raised = None
+    if np.ndim(scale) == 0 and raised is None:
         function, atol, unit = phi, max(unit_atol * float(scale), 1e-300), None
     else:
-        unit = np.maximum(unit_atol * np.asarray(scale, dtype=np.float64), 1e-300) / unit_atol
+        unit = np.broadcast_to(base, (m,)) / unit_atol
+        if raised is not None:
+            unit = np.where(raised, floor[0] / unit_atol, unit)
 
         def function(t, index):
             return phi(t, index) / unit[np.rint(index).astype(np.int64)]
@@ -1116,14 +1185,31 @@ def _richardson(
             order=FD_ORDER,
             maxiter=FD_MAXITER,
             step_factor=FD_STEP_FACTOR,
-            tolerances={"atol": atol, "rtol": 1e-2 * math.sqrt(fd.eps)},
+            tolerances={"atol": atol, "rtol": rtol},
         )
     df = np.asarray(res.df, dtype=np.float64).reshape(m)
     err = np.asarray(res.error, dtype=np.float64).reshape(m)
+    nit = np.asarray(res.nit).reshape(m)
     if unit is not None:
         df, err = df * unit, err * unit
+    if raised is not None:
+        err = _floored_error(rows, df, err, nit, raised & ~(err < base + rtol * np.abs(df)),
+                             floor[1])
     err = np.where(np.isfinite(err), err, np.inf)
-    return df, err, np.asarray(res.nit).reshape(m)
+    return df, err, nit
+
+
+def _floored_error(rows: LineRows, df: np.ndarray, err: np.ndarray, nit: np.ndarray,
+                   floored: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The errors of rows that stopped on their rounding floor (``floored``: their last
+    estimates did not agree within the tolerance relative to the terms' size): scipy's
+    error, which bounds the truncation, plus the most rounding moves the estimate at the
+    last step used (``weights``: each row's stencil's sum of absolute weights)."""
+    last_step = np.asarray(rows.initial, dtype=np.float64) / FD_STEP_FACTOR ** np.maximum(
+        nit - 1, 0)
+    with np.errstate(all="ignore"):
+        rounding = weights * np.asarray(rows.rounding, dtype=np.float64) / last_step
+    return np.where(floored, err + rounding, err)
 
 
 #: Scans tried in turn to split a compound kink: (points on the line, shift as a fraction of
