@@ -1193,14 +1193,14 @@ def _richardson(
     if unit is not None:
         df, err = df * unit, err * unit
     if raised is not None:
-        err = _floored_error(rows, df, err, nit, raised & ~(err < base + rtol * np.abs(df)),
+        err = _floored_error(rows, err, nit, raised & ~(err < base + rtol * np.abs(df)),
                              floor[1])
     err = np.where(np.isfinite(err), err, np.inf)
     return df, err, nit
 
 
-def _floored_error(rows: LineRows, df: np.ndarray, err: np.ndarray, nit: np.ndarray,
-                   floored: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _floored_error(rows: LineRows, err: np.ndarray, nit: np.ndarray, floored: np.ndarray,
+                   weights: np.ndarray) -> np.ndarray:
     """The errors of rows that stopped on their rounding floor (``floored``: their last
     estimates did not agree within the tolerance relative to the terms' size): scipy's
     error, which bounds the truncation, plus the most rounding moves the estimate at the
