@@ -109,15 +109,25 @@ def test_a_value_off_by_a_small_relative_amount_is_told_apart_at_such_a_row(monk
     assert np.all(np.abs(wrong_value - result.central) > reach)
 
 
-def test_rows_within_their_tolerance_are_not_floored():
-    """Ordinary rows (unit sizes, tanh) keep their iteration and get the same derivatives as
-    without a rounding bound, to rounding."""
+def test_derivatives_at_ordinary_points_stay_those_without_the_floor(monkeypatch):
+    """At unit sizes (tanh) the estimates are the same as without a rounding bound, to
+    rounding, and right against the hand-computed derivative."""
     fd = FDModel(forward=np.tanh, dtype="float64", clone_ok=True, note="", input_shape=(5,),
                  eps=EPS64)
     x = np.random.default_rng(3).standard_normal(5)
     d = np.eye(5)
     left, right, _ = fd_steps(x, d, [], fd.eps)
     result = directional_derivatives(fd, x, np.ones(5), d, left, right)
-    np.testing.assert_allclose(result.central, 1 - np.tanh(x) ** 2, rtol=1e-9)
-    np.testing.assert_allclose(result.left, 1 - np.tanh(x) ** 2, rtol=1e-8)
-    assert np.all(np.abs(result.central - (1 - np.tanh(x) ** 2)) <= result.err_central * C_FD)
+
+    def without_floor(fd, rows, g, scale):
+        return RICHARDSON(fd, references.LineRows(**{**rows.__dict__, "rounding": None}), g,
+                          scale)
+
+    monkeypatch.setattr(references, "_richardson", without_floor)
+    plain = directional_derivatives(fd, x, np.ones(5), d, left, right)
+    true = 1 - np.tanh(x) ** 2
+    for side in ("left", "right", "central"):
+        np.testing.assert_allclose(getattr(result, side), getattr(plain, side), rtol=1e-12)
+        np.testing.assert_allclose(getattr(result, side), true, rtol=1e-8)
+        assert np.all(np.abs(getattr(result, side) - true) <= C_FD * getattr(result,
+                                                                             "err_" + side))
