@@ -4,9 +4,7 @@ of a model share one check; layers= and only= choose the calls."""
 import multiprocessing
 import os
 import pickle
-import time
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -21,6 +19,7 @@ from jacverify.check.call_task import CallTask, coverage_key
 from jacverify.check.end_to_end import EndToEndTask
 from jacverify.check.parallel import run_tasks
 from jacverify.examples.tutorial import BackwardClip, BackwardClipCorrect, Clip
+from tests.check.worker_gate import mark_or_wait
 
 
 def _without_timings(data, drop=("duration_s",)):
@@ -251,12 +250,7 @@ class _GateTask:
         return self.seconds
 
     def run(self):
-        if os.getpid() != self.parent:
-            Path(self.marker).write_text("a worker ran a task")
-        elif self.gate:
-            deadline = time.monotonic() + 120
-            while not Path(self.marker).exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+        mark_or_wait(self.marker, self.parent, self.gate)
         return self.label, os.getpid(), str(storage_directory(intent_to_write=False).home_directory)
 
     def failed(self, error):

@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import pickle
 import threading
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from jacverify.check import parallel
 from jacverify.check.float_settings import FloatSettings
 from jacverify.check.parallel import run_payload, run_tasks, task_payload
 from jacverify.keras_internals import global_dtype_policy
+from tests.check.worker_gate import mark_or_wait
 
 #: Cheap classes whose checks differ between float32 and float64 (their dtype, and their
 #: references' precision): a product Keras rounds to float32 in float64, a division whose
@@ -52,12 +52,7 @@ class _SettingsProbe:
         return 1.0
 
     def run(self):
-        if os.getpid() != self.parent:
-            Path(self.marker).write_text("a worker ran a probe")
-        elif self.gate:
-            deadline = time.monotonic() + 120
-            while not Path(self.marker).exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+        mark_or_wait(self.marker, self.parent, self.gate)
         return (os.getpid(), keras.config.floatx(), keras.config.dtype_policy().name,
                 keras.layers.Dense(2).dtype_policy.name)
 

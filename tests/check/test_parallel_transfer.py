@@ -5,7 +5,6 @@ each such check and why. Checks that travel give no warning."""
 import multiprocessing
 import os
 import threading
-import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from jacverify import (
 )
 from jacverify.check import parallel
 from jacverify.check.parallel import run_tasks
+from tests.check.worker_gate import mark_or_wait
 
 
 @pytest.fixture
@@ -52,12 +52,7 @@ class _UnpicklableResult:
         self.label, self.marker, self.parent, self.gate = label, str(marker), parent, gate
 
     def run(self):
-        if os.getpid() != self.parent:
-            Path(self.marker).touch()
-        elif self.gate:
-            deadline = time.monotonic() + 120
-            while not Path(self.marker).exists() and time.monotonic() < deadline:
-                time.sleep(0.02)
+        mark_or_wait(self.marker, self.parent, self.gate, poll=0.02)
         return _Holder(self.label)
 
     def failed(self, error):
