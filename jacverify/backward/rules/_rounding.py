@@ -1,9 +1,9 @@
-"""Floors and ceilings that keep a float64 tensor's own precision.
+"""A floor that keeps a float64 tensor's own precision.
 
-Outside :func:`jacverify.float64_precision`, Keras 3 on torch computes ``ops.floor`` and
-``ops.ceil`` of a float64 tensor in float32: ``floor(2.9999999999)`` is 3 and
-``floor(-1e-323)`` is 0, so a rule that picks an interpolation cell or a quantile's neighbours
-with them can pick another piece than the operation, which floors in float64.
+Outside :func:`jacverify.float64_precision`, Keras 3 on torch computes ``ops.floor`` of a
+float64 tensor in float32: ``floor(2.9999999999)`` is 3 and ``floor(-1e-323)`` is 0, so a rule
+that picks an interpolation cell with it can pick another cell than the operation, which
+floors in float64.
 """
 
 from __future__ import annotations
@@ -23,7 +23,3 @@ def exact_floor(x):
     # it may be rounded to holds exactly below 2^24.
     return ops.cast(ops.floor_divide(x, ops.ones_like(x)), x.dtype)
 
-
-def exact_ceil(x):
-    """``ceil(x)`` in ``x``'s dtype, computed in that dtype."""
-    return -exact_floor(-x)
